@@ -1,0 +1,179 @@
+-- Every table and index of the suite. Applied by migrate_db.connect() to every database the
+-- suite opens, so any script's database has every table; CREATE ... IF NOT EXISTS throughout.
+--
+-- Conventions: timestamps are UTC ISO-8601 text ("2026-11-21T12:34:56.123456+00:00" or the
+-- shorter forms the spec documents show); durations are seconds.
+-- A column added to an existing table must be nullable or carry a constant DEFAULT: older
+-- databases get it through ALTER TABLE ADD COLUMN (see migrate_db.add_missing_columns).
+-- Index statements come after all tables: they run once legacy tables have their columns.
+
+-- ===== cloner (spec 002): the shared checkpoint ========================================
+-- One row per source message. status: pending | processing | done | failed | skipped.
+-- `session` is the account that owns the claim; `claimed_at` is refreshed by its heartbeat.
+CREATE TABLE IF NOT EXISTS messages (
+    source_chat   TEXT    NOT NULL,
+    msg_id        INTEGER NOT NULL,
+    status        TEXT    NOT NULL DEFAULT 'pending',
+    session       TEXT,
+    claimed_at    TEXT,
+    processed_at  TEXT,
+    target_chat   TEXT,
+    target_msg_id INTEGER,
+    random_id     INTEGER,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    error         TEXT,
+    grouped_id    INTEGER,
+    PRIMARY KEY (source_chat, msg_id)
+);
+
+-- Source topic -> target topic, one row per pair of chats; the row is inserted (claimed)
+-- before the topic is created so two accounts never create the same topic twice.
+CREATE TABLE IF NOT EXISTS topic_map (
+    source_chat  TEXT    NOT NULL,
+    source_topic INTEGER NOT NULL,
+    target_chat  TEXT    NOT NULL,
+    target_topic INTEGER,
+    title        TEXT,
+    session      TEXT,
+    claimed_at   TEXT,
+    created_at   TEXT,
+    PRIMARY KEY (source_chat, source_topic, target_chat)
+);
+
+-- ===== Telegram accounts (spec 003): health and rate-limit registry ======================
+CREATE TABLE IF NOT EXISTS accounts (
+    name          TEXT PRIMARY KEY,          -- the session folder's name, e.g. session1
+    folder        TEXT,
+    user_id       INTEGER,
+    username      TEXT,
+    phone         TEXT,
+    authorized    INTEGER,
+    last_check_at TEXT,
+    last_check_ok INTEGER,
+    last_error    TEXT,
+    updated_at    TEXT
+);
+
+-- A wait Telegram imposed on an account (FloodWait over the threshold, PeerFlood, ...).
+-- Every process of the account sleeps until `until`; `status` shows what is left.
+CREATE TABLE IF NOT EXISTS rate_limits (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    account    TEXT    NOT NULL,
+    kind       TEXT    NOT NULL,             -- flood_wait | slow_mode | peer_flood
+    request    TEXT,
+    seconds    INTEGER NOT NULL,
+    started_at TEXT    NOT NULL,
+    until      TEXT    NOT NULL
+);
+
+-- ===== campaign (spec 000) ==============================================================
+CREATE TABLE IF NOT EXISTS profiles (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    profile_name TEXT    NOT NULL UNIQUE,
+    folder       TEXT,
+    is_active    INTEGER NOT NULL DEFAULT 1,
+    created_at   TEXT
+);
+
+CREATE TABLE IF NOT EXISTS tasks (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    group_id            TEXT    NOT NULL DEFAULT 'default',
+    chat_username       TEXT    NOT NULL,
+    status              TEXT    NOT NULL DEFAULT 'pending', -- pending|in_progress|completed|blocked
+    assigned_profile_id INTEGER,
+    total_cycles        INTEGER NOT NULL DEFAULT 1,
+    completed_cycles    INTEGER NOT NULL DEFAULT 0,          -- successful sends, all time
+    success_count       INTEGER NOT NULL DEFAULT 0,
+    failed_count        INTEGER NOT NULL DEFAULT 0,
+    is_blocked          INTEGER NOT NULL DEFAULT 0,
+    block_reason        TEXT,
+    last_attempt_at     TEXT,
+    next_available_at   TEXT,
+    claimed_at          TEXT,
+    created_at          TEXT,
+    updated_at          TEXT,
+    UNIQUE (group_id, chat_username)
+);
+
+CREATE TABLE IF NOT EXISTS task_attempts (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id       INTEGER NOT NULL,
+    profile_id    INTEGER,
+    run_id        TEXT,                      -- NULL on rows from before per-run tracking
+    cycle_number  INTEGER,
+    status        TEXT    NOT NULL,          -- sending | success | failed
+    error_type    TEXT,
+    error_message TEXT,
+    random_id     INTEGER,
+    sent_msg_id   INTEGER,
+    text_id       INTEGER,
+    attempted_at  TEXT
+);
+
+CREATE TABLE IF NOT EXISTS campaign_runs (
+    run_id      TEXT PRIMARY KEY,
+    started_at  TEXT NOT NULL,
+    ended_at    TEXT,
+    status      TEXT NOT NULL DEFAULT 'running', -- running | stopped | finished
+    group_id    TEXT,
+    config_json TEXT
+);
+
+-- The texts a campaign sends (not `messages`: that name is the cloner's checkpoint).
+CREATE TABLE IF NOT EXISTS campaign_texts (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    text       TEXT    NOT NULL,
+    is_active  INTEGER NOT NULL DEFAULT 1,
+    created_at TEXT
+);
+
+-- ===== heat-up (spec 001), exactly as the spec, plus an index ============================
+CREATE TABLE IF NOT EXISTS session_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id TEXT NOT NULL,
+    action_type TEXT NOT NULL,
+    action_data TEXT,
+    timestamp DATETIME DEFAULT CURRENT_TIMESTAMP
+);
+
+-- ===== dialer (spec 004) =================================================================
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY,
+    start_time TEXT NOT NULL,
+    end_time TEXT,
+    backend_type TEXT,
+    storage_type TEXT,
+    phone_pattern TEXT,
+    total_calls INTEGER DEFAULT 0,
+    successful_calls INTEGER DEFAULT 0,
+    modem_detections INTEGER DEFAULT 0,
+    country_code TEXT,
+    randomized BOOLEAN
+);
+
+CREATE TABLE IF NOT EXISTS dial_results (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id TEXT NOT NULL,
+    phone_number TEXT NOT NULL,
+    status TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    success BOOLEAN NOT NULL,
+    message TEXT,
+    carrier_detected BOOLEAN,
+    tone_type TEXT
+);
+
+-- ===== indexes ============================================================================
+-- "next pending message of this source" is a range scan in id order
+CREATE INDEX IF NOT EXISTS idx_messages_source_status ON messages(source_chat, status, msg_id);
+CREATE INDEX IF NOT EXISTS idx_messages_processed_at ON messages(processed_at);
+CREATE INDEX IF NOT EXISTS idx_rate_limits_account ON rate_limits(account, until);
+CREATE INDEX IF NOT EXISTS idx_tasks_status ON tasks(status, next_available_at);
+CREATE INDEX IF NOT EXISTS idx_attempts_run_id ON task_attempts(run_id);
+CREATE INDEX IF NOT EXISTS idx_attempts_task_run ON task_attempts(task_id, run_id);
+CREATE INDEX IF NOT EXISTS idx_attempts_profile_status_time
+    ON task_attempts(profile_id, status, attempted_at);
+CREATE INDEX IF NOT EXISTS idx_session_history_session_time
+    ON session_history(session_id, timestamp);
+CREATE INDEX IF NOT EXISTS idx_session_id ON dial_results(session_id);
+CREATE INDEX IF NOT EXISTS idx_dial_results_session_phone ON dial_results(session_id, phone_number);
