@@ -25,7 +25,7 @@ import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 SCHEMA_PATH = Path(__file__).resolve().with_name("schema.sql")
@@ -35,7 +35,7 @@ BUSY_TIMEOUT_SECONDS = 30.0
 
 def utcnow() -> str:
     """The current time as the suite stores it: UTC ISO-8601 text."""
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 # ----------------------------------------------------------------------------- schema parsing
@@ -261,7 +261,7 @@ def connect(path: str | Path, timeout: float = BUSY_TIMEOUT_SECONDS) -> sqlite3.
 
 def backup_database(conn: sqlite3.Connection, path: Path) -> Path:
     """A consistent copy of the database next to it, named with the time; returns its path."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     target = path.with_name(f"{path.name}.bak-{stamp}")
     partial = target.with_name(target.name + ".part")
     dest = sqlite3.connect(str(partial))
@@ -277,7 +277,9 @@ def migrate_file(path: Path, timeout: float = BUSY_TIMEOUT_SECONDS) -> str:
     """Migrate one existing database file; returns the report line. Raises on failure."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such database file")
-    if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+    # the mode bits too: root may write anywhere, but a file marked read-only is kept so
+    if not path.stat().st_mode & 0o222 or not os.access(path, os.W_OK) \
+            or not os.access(path.parent, os.W_OK):
         raise PermissionError(f"{path}: read-only (the file and its folder must be writable)")
     with open(path, "rb") as handle:
         header = handle.read(16)

@@ -1,0 +1,331 @@
+"""migrate_db: connect(), transaction(), upgrades of earlier-system databases, the CLI."""
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import migrate_db
+
+SCRIPT = Path(migrate_db.__file__)
+
+# The spec documents' monitoring queries; they must run unchanged on every database.
+SPEC_QUERIES = [
+    "SELECT status, COUNT(*) FROM messages GROUP BY status;",
+    "SELECT * FROM messages WHERE status='processing';",
+    "SELECT * FROM messages ORDER BY processed_at DESC LIMIT 10;",
+    "SELECT * FROM task_attempts WHERE run_id = 'your-session-id';",
+    "SELECT session_id, phone_pattern, total_calls, modem_detections "
+    "FROM sessions ORDER BY start_time DESC;",
+    "SELECT phone_number, timestamp, message FROM dial_results "
+    "WHERE session_id = 'a3f5c2d1' AND status = 'modem';",
+    "SELECT session_id, backend_type, total_calls, "
+    "(successful_calls * 100.0 / total_calls) as success_rate FROM sessions;",
+    """SELECT s.session_id, s.phone_pattern, s.backend_type, s.total_calls, s.modem_detections,
+              COUNT(DISTINCT d.phone_number) as unique_numbers
+       FROM sessions s LEFT JOIN dial_results d ON s.session_id = d.session_id
+       GROUP BY s.session_id;""",
+]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def make_legacy_campaign_db(path: Path) -> None:
+    """A campaign database as the earlier system left it: no run_id, no per-run indexes."""
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE profiles (id INTEGER PRIMARY KEY AUTOINCREMENT, profile_name TEXT UNIQUE,
+                               is_active INTEGER DEFAULT 1);
+        CREATE TABLE tasks (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, group_id TEXT, chat_username TEXT,
+            status TEXT DEFAULT 'pending', assigned_profile_id INTEGER,
+            total_cycles INTEGER DEFAULT 1, completed_cycles INTEGER DEFAULT 0,
+            success_count INTEGER DEFAULT 0, failed_count INTEGER DEFAULT 0,
+            is_blocked INTEGER DEFAULT 0, block_reason TEXT, last_attempt_at TEXT,
+            next_available_at TEXT, UNIQUE(group_id, chat_username));
+        CREATE TABLE task_attempts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, task_id INTEGER, profile_id INTEGER,
+            cycle_number INTEGER, status TEXT, error_type TEXT,
+            attempted_at TEXT DEFAULT CURRENT_TIMESTAMP);
+        INSERT INTO profiles (profile_name) VALUES ('acc1');
+        INSERT INTO tasks (group_id, chat_username, status, total_cycles, completed_cycles)
+            VALUES ('g', '@chat_a', 'completed', 2, 2), ('g', '@chat_b', 'pending', 2, 0),
+                   ('g', '@chat_c', 'blocked', 2, 1);
+        UPDATE tasks SET is_blocked = 1, block_reason = 'ChatWriteForbidden'
+            WHERE chat_username = '@chat_c';
+        INSERT INTO task_attempts (task_id, profile_id, cycle_number, status)
+            VALUES (1, 1, 1, 'success'), (1, 1, 2, 'success'), (3, 1, 1, 'failed');
+    """)
+    conn.commit()
+    conn.close()
+
+
+def make_legacy_checkpoint(path: Path) -> None:
+    """The earlier cloner's checkpoint: status NULL when unclaimed, claims never timed."""
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE messages (source_chat TEXT, msg_id INTEGER, status TEXT, session TEXT,
+                               processed_at TEXT, target_msg_id INTEGER,
+                               PRIMARY KEY (source_chat, msg_id));
+        CREATE INDEX idx_status ON messages(source_chat, status);
+        INSERT INTO messages VALUES ('-1001', 1, 'done', 'session1', '2025-01-01T00:00:00', 11),
+                                    ('-1001', 2, 'processing', 'session2', NULL, NULL),
+                                    ('-1001', 3, NULL, NULL, NULL, NULL);
+    """)
+    conn.commit()
+    conn.close()
+
+
+def make_legacy_dialer_db(path: Path) -> None:
+    """The dialer before sessions: dial_results without session_id, no sessions table."""
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE dial_results (id INTEGER PRIMARY KEY AUTOINCREMENT,
+            phone_number TEXT NOT NULL, status TEXT NOT NULL, timestamp TEXT NOT NULL,
+            success BOOLEAN NOT NULL, message TEXT, carrier_detected BOOLEAN, tone_type TEXT);
+        INSERT INTO dial_results (phone_number, status, timestamp, success, message,
+                                  carrier_detected)
+        VALUES ('555-234-5600', 'busy', '2025-11-16T14:30:00', 0, 'Busy signal', 0),
+               ('555-234-5601', 'modem', '2025-11-16T14:30:01', 1, 'Modem detected', 1);
+    """)
+    conn.commit()
+    conn.close()
+
+
+def columns(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+
+
+def indexes(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+
+
+# ----------------------------------------------------------------------------- connect
+
+def test_connect_creates_folders_and_applies_settings(db_path: Path):
+    conn = migrate_db.connect(db_path)
+    assert db_path.is_file()
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 1000
+    assert conn.isolation_level is None
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == migrate_db.SCHEMA_VERSION
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"messages", "topic_map", "accounts", "rate_limits", "profiles", "tasks",
+            "task_attempts", "campaign_runs", "campaign_texts", "session_history",
+            "sessions", "dial_results"} <= tables
+    assert {"idx_attempts_run_id", "idx_attempts_task_run", "idx_session_id"} <= indexes(conn)
+    conn.close()
+
+
+@pytest.mark.parametrize("query", SPEC_QUERIES)
+def test_spec_queries_run_on_fresh_database(db, query):
+    db.execute(query).fetchall()
+
+
+def test_next_pending_message_uses_an_index(db):
+    plan = db.execute(
+        "EXPLAIN QUERY PLAN SELECT msg_id FROM messages "
+        "WHERE source_chat = ? AND status = 'pending' ORDER BY msg_id LIMIT 1", ("x",)
+    ).fetchall()
+    detail = " ".join(row[-1] for row in plan)
+    assert "INDEX idx_messages_source_status" in detail
+    assert "TEMP B-TREE" not in detail
+
+
+def test_sqlite3_shell_can_read_a_suite_database(db, db_path):
+    db.execute("INSERT INTO messages (source_chat, msg_id) VALUES ('s', 1)")
+    shell = subprocess.run(["sqlite3", str(db_path),
+                            "SELECT status, COUNT(*) FROM messages GROUP BY status;"],
+                           capture_output=True, text=True)
+    if shell.returncode == 127:
+        pytest.skip("sqlite3 shell not installed")
+    assert shell.stdout.strip() == "pending|1"
+
+
+# ----------------------------------------------------------------------------- transaction
+
+def test_transaction_commits_and_rolls_back(db):
+    with migrate_db.transaction(db):
+        db.execute("INSERT INTO campaign_texts (text) VALUES ('kept')")
+    with pytest.raises(RuntimeError), migrate_db.transaction(db):
+        db.execute("INSERT INTO campaign_texts (text) VALUES ('dropped')")
+        raise RuntimeError("boom")
+    assert [r[0] for r in db.execute("SELECT text FROM campaign_texts")] == ["kept"]
+    assert not db.in_transaction
+
+
+WRITER = """
+import sys, time
+sys.path.insert(0, {root!r})
+import migrate_db
+conn = migrate_db.connect({db!r})
+with migrate_db.transaction(conn):
+    n = conn.execute("SELECT COUNT(*) FROM campaign_texts").fetchone()[0]
+    print("locked", flush=True)
+    time.sleep({hold})
+    conn.execute("INSERT INTO campaign_texts (text) VALUES (?)", (f"{{n}}",))
+print("done", flush=True)
+"""
+
+
+def test_second_writer_waits_instead_of_failing(db_path: Path):
+    migrate_db.connect(db_path).close()
+    root = str(Path(migrate_db.__file__).parent)
+    first = subprocess.Popen(
+        [sys.executable, "-c", WRITER.format(root=root, db=str(db_path), hold=1.0)],
+        stdout=subprocess.PIPE, text=True)
+    assert first.stdout.readline().strip() == "locked"
+    started = time.monotonic()
+    second = subprocess.run(
+        [sys.executable, "-c", WRITER.format(root=root, db=str(db_path), hold=0)],
+        capture_output=True, text=True, timeout=60)
+    first.wait(timeout=60)
+    assert second.returncode == 0, second.stderr
+    assert "database is locked" not in second.stderr
+    assert time.monotonic() - started > 0.3  # it really waited for the first writer
+    conn = migrate_db.connect(db_path)
+    # read-then-write under BEGIN IMMEDIATE: the second saw the first's row
+    assert sorted(r[0] for r in conn.execute("SELECT text FROM campaign_texts")) == ["0", "1"]
+    conn.close()
+
+
+# ----------------------------------------------------------------------------- migrations
+
+def test_legacy_campaign_database_upgraded_in_place(tmp_path: Path):
+    path = tmp_path / "campaign.db"
+    make_legacy_campaign_db(path)
+    conn = migrate_db.connect(path)
+    assert "run_id" in columns(conn, "task_attempts")
+    assert {"idx_attempts_run_id", "idx_attempts_task_run"} <= indexes(conn)
+    rows = conn.execute("SELECT task_id, cycle_number, status, run_id FROM task_attempts "
+                        "ORDER BY id").fetchall()
+    assert rows == [(1, 1, "success", None), (1, 2, "success", None), (3, 1, "failed", None)]
+    tasks = dict(conn.execute("SELECT chat_username, status FROM tasks"))
+    # per-run cycles: a used-up task is pending again, a blocked one stays blocked
+    assert tasks == {"@chat_a": "pending", "@chat_b": "pending", "@chat_c": "blocked"}
+    assert conn.execute("SELECT completed_cycles FROM tasks WHERE chat_username='@chat_a'"
+                        ).fetchone()[0] == 2
+    for query in SPEC_QUERIES:
+        conn.execute(query).fetchall()
+    conn.close()
+
+
+def test_legacy_checkpoint_upgraded(tmp_path: Path):
+    path = tmp_path / "checkpoint.db"
+    make_legacy_checkpoint(path)
+    conn = migrate_db.connect(path)
+    assert {"claimed_at", "random_id", "attempts", "error"} <= set(columns(conn, "messages"))
+    rows = conn.execute("SELECT msg_id, status, session, target_msg_id FROM messages "
+                        "ORDER BY msg_id").fetchall()
+    assert rows == [(1, "done", "session1", 11), (2, "pending", None, None),
+                    (3, "pending", None, None)]
+    conn.close()
+
+
+def test_legacy_dialer_database_gets_sessions(tmp_path: Path):
+    path = tmp_path / "calls.db"
+    make_legacy_dialer_db(path)
+    conn = migrate_db.connect(path)
+    assert conn.execute("SELECT DISTINCT session_id FROM dial_results").fetchall() == \
+        [("legacy",)]
+    assert conn.execute("SELECT total_calls, successful_calls, modem_detections, start_time "
+                        "FROM sessions").fetchall() == [(2, 1, 1, "2025-11-16T14:30:00")]
+    assert "idx_session_id" in indexes(conn)
+    for query in SPEC_QUERIES:
+        conn.execute(query).fetchall()
+    conn.close()
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+def test_cli_migrates_then_reports_up_to_date(tmp_path: Path):
+    path = tmp_path / "campaign.db"
+    make_legacy_campaign_db(path)
+    first = run_cli(str(path))
+    assert first.returncode == 0, first.stderr
+    assert "added column task_attempts.run_id" in first.stdout
+    assert "created index idx_attempts_run_id" in first.stdout
+    assert "created index idx_attempts_task_run" in first.stdout
+    backups = list(tmp_path.glob("campaign.db.bak-*"))
+    assert len(backups) == 1
+    old = sqlite3.connect(backups[0])
+    assert "run_id" not in columns(old, "task_attempts")  # the backup is the old database
+    assert old.execute("SELECT COUNT(*) FROM task_attempts").fetchone()[0] == 3
+    old.close()
+    second = run_cli(str(path))
+    assert second.returncode == 0
+    assert second.stdout.strip() == f"{path}: up to date"
+    assert len(list(tmp_path.glob("campaign.db.bak-*"))) == 1
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT COUNT(*) FROM task_attempts").fetchone()[0] == 3
+    conn.close()
+
+
+def test_cli_refuses_a_file_that_is_not_a_database(tmp_path: Path):
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"these are not the rows you are looking for\n" * 10)
+    before = path.read_bytes()
+    result = run_cli(str(path))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: {path}: not a SQLite database; nothing was changed"
+    assert "Traceback" not in result.stderr
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
+
+
+def test_cli_refuses_a_read_only_database(tmp_path: Path):
+    path = tmp_path / "ro.db"
+    make_legacy_campaign_db(path)
+    path.chmod(0o444)
+    try:
+        before = path.read_bytes()
+        result = run_cli(str(path))
+        assert result.returncode == 1
+        assert "read-only" in result.stderr and "nothing was changed" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert path.read_bytes() == before
+    finally:
+        path.chmod(0o644)
+
+
+def test_cli_reports_a_database_locked_past_the_timeout(tmp_path: Path):
+    path = tmp_path / "busy.db"
+    make_legacy_campaign_db(path)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        result = run_cli("--timeout", "0.5", str(path))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.returncode == 1
+    assert "locked by another process" in result.stderr
+    assert "Traceback" not in result.stderr
+    conn = sqlite3.connect(path)
+    assert "run_id" not in columns(conn, "task_attempts")
+    conn.close()
+
+
+def test_cli_missing_file_and_usage_errors(tmp_path: Path):
+    missing = run_cli(str(tmp_path / "nope.db"))
+    assert missing.returncode == 1
+    assert "no such database file" in missing.stderr
+    assert not (tmp_path / "nope.db").exists()
+    usage = run_cli("--timeout", "-1", str(tmp_path / "x.db"))
+    assert usage.returncode == 2
+    assert "--timeout" in usage.stderr.splitlines()[-1]
+
+
+def test_cli_help():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "sessions/shared" in result.stdout
