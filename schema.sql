@@ -10,6 +10,9 @@
 -- ===== cloner (spec 002): the shared checkpoint ========================================
 -- One row per source message. status: pending | processing | done | failed | skipped.
 -- `session` is the account that owns the claim; `claimed_at` is refreshed by its heartbeat.
+-- `random_id` is stored before the send and reused on a retry by the same account
+-- (Telegram de-duplicates per account); a claim taken over by another account clears it.
+-- Album members share `grouped_id` and are claimed, sent and completed together.
 CREATE TABLE IF NOT EXISTS messages (
     source_chat   TEXT    NOT NULL,
     msg_id        INTEGER NOT NULL,
@@ -37,6 +40,7 @@ CREATE TABLE IF NOT EXISTS topic_map (
     session      TEXT,
     claimed_at   TEXT,
     created_at   TEXT,
+    random_id    INTEGER,
     PRIMARY KEY (source_chat, source_topic, target_chat)
 );
 
@@ -92,6 +96,14 @@ CREATE TABLE IF NOT EXISTS tasks (
     claimed_at          TEXT,
     created_at          TEXT,
     updated_at          TEXT,
+    -- this chat's share of its latest run (campaign.py keeps these with the attempt rows):
+    current_run_id      TEXT,                                -- the run the next three are for
+    run_quota           INTEGER NOT NULL DEFAULT 0,          -- sends owed: carry + max_cycles
+    run_carry           INTEGER NOT NULL DEFAULT 0,          -- of which left by the run before
+    run_sent            INTEGER NOT NULL DEFAULT 0,          -- = this run's success attempts
+    fail_streak         INTEGER NOT NULL DEFAULT 0,          -- chat errors since last success
+    claimed_pid         INTEGER,                             -- worker process holding the claim
+    open_attempt_id     INTEGER,                             -- a send whose outcome is unknown
     UNIQUE (group_id, chat_username)
 );
 
@@ -107,16 +119,33 @@ CREATE TABLE IF NOT EXISTS task_attempts (
     random_id     INTEGER,
     sent_msg_id   INTEGER,
     text_id       INTEGER,
-    attempted_at  TEXT
+    attempted_at  TEXT                       -- when the outcome came (while sending: the start)
 );
 
 CREATE TABLE IF NOT EXISTS campaign_runs (
     run_id      TEXT PRIMARY KEY,
     started_at  TEXT NOT NULL,
     ended_at    TEXT,
-    status      TEXT NOT NULL DEFAULT 'running', -- running | stopped | finished
+    status      TEXT NOT NULL DEFAULT 'running', -- running | stopped | interrupted | finished
     group_id    TEXT,
-    config_json TEXT
+    config_json TEXT,
+    pid            INTEGER,                      -- the `start` process supervising the workers
+    stop_requested INTEGER NOT NULL DEFAULT 0,   -- set by `stop`; workers poll it
+    quota_total    INTEGER,                      -- sends owed at start, carry-over included
+    carry_total    INTEGER,                      -- of which left by the interrupted run before
+    end_reason     TEXT
+);
+
+-- One row per account taking part in a run: its worker process and how it ended.
+CREATE TABLE IF NOT EXISTS campaign_run_profiles (
+    run_id     TEXT    NOT NULL,
+    profile_id INTEGER NOT NULL,
+    status     TEXT    NOT NULL DEFAULT 'starting', -- starting|running|done|stopped|peer_flood|failed
+    reason     TEXT,
+    pid        INTEGER,
+    started_at TEXT,
+    ended_at   TEXT,
+    PRIMARY KEY (run_id, profile_id)
 );
 
 -- The texts a campaign sends (not `messages`: that name is the cloner's checkpoint).
@@ -134,6 +163,21 @@ CREATE TABLE IF NOT EXISTS session_history (
     action_type TEXT NOT NULL,
     action_data TEXT,
     timestamp DATETIME DEFAULT CURRENT_TIMESTAMP
+);
+
+-- One warmup: its plan and outcome. status: running | done | failed. The actions it ran
+-- are the session_history rows whose action_data has its job_id (with the step number),
+-- so a job left running by a stopped process continues from its first unsaved step.
+CREATE TABLE IF NOT EXISTS heatup_jobs (
+    job_id       TEXT PRIMARY KEY,
+    session_id   TEXT NOT NULL,
+    status       TEXT NOT NULL DEFAULT 'running',
+    planner      TEXT,
+    planner_note TEXT,
+    plan_json    TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    finished_at  TEXT,
+    error        TEXT
 );
 
 -- ===== dialer (spec 004) =================================================================
@@ -167,13 +211,22 @@ CREATE TABLE IF NOT EXISTS dial_results (
 -- "next pending message of this source" is a range scan in id order
 CREATE INDEX IF NOT EXISTS idx_messages_source_status ON messages(source_chat, status, msg_id);
 CREATE INDEX IF NOT EXISTS idx_messages_processed_at ON messages(processed_at);
+-- an album's members, claimed and completed together
+CREATE INDEX IF NOT EXISTS idx_messages_album ON messages(source_chat, grouped_id)
+    WHERE grouped_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS idx_rate_limits_account ON rate_limits(account, until);
 CREATE INDEX IF NOT EXISTS idx_tasks_status ON tasks(status, next_available_at);
 CREATE INDEX IF NOT EXISTS idx_attempts_run_id ON task_attempts(run_id);
 CREATE INDEX IF NOT EXISTS idx_attempts_task_run ON task_attempts(task_id, run_id);
 CREATE INDEX IF NOT EXISTS idx_attempts_profile_status_time
     ON task_attempts(profile_id, status, attempted_at);
+-- the next chat a worker may claim: carry-over first, then this run's own cycles
+CREATE INDEX IF NOT EXISTS idx_tasks_claim_carry ON tasks(current_run_id, next_available_at, id)
+    WHERE status = 'pending' AND open_attempt_id IS NULL AND run_sent < run_carry;
+CREATE INDEX IF NOT EXISTS idx_tasks_claim ON tasks(current_run_id, next_available_at, id)
+    WHERE status = 'pending' AND open_attempt_id IS NULL AND run_sent < run_quota;
 CREATE INDEX IF NOT EXISTS idx_session_history_session_time
     ON session_history(session_id, timestamp);
+CREATE INDEX IF NOT EXISTS idx_heatup_jobs_status ON heatup_jobs(status, session_id);
 CREATE INDEX IF NOT EXISTS idx_session_id ON dial_results(session_id);
 CREATE INDEX IF NOT EXISTS idx_dial_results_session_phone ON dial_results(session_id, phone_number);

@@ -25,3 +25,59 @@ def db(db_path: Path):
     conn = migrate_db.connect(db_path)
     yield conn
     conn.close()
+
+
+# ----------------------------------------------------------------------------- simulator
+# A simulated Telegram world per test (telegram_sim.py), account folders on it, and
+# connected Telethon clients over it. See telegram_sim's module docstring for the World API.
+
+@pytest.fixture
+def sim_world(tmp_path: Path):
+    """An empty simulated world at tmp_path/world.db (random_id mode "original")."""
+    import telegram_sim
+
+    world = telegram_sim.World.create(tmp_path / "world.db")
+    yield world
+    world.close()
+
+
+@pytest.fixture
+def sim_account_folder(tmp_path: Path, sim_world):
+    """Factory: make_folder(name, *, username=None, extra_env=None) -> Path.
+
+    Adds the account to the world (if new) and makes its authorised folder at
+    tmp_path/sessions/NAME (.env with TELEGRAM_SIMULATOR, NAME.session).
+    """
+    def make_folder(name: str, *, username: str | None = None,
+                    extra_env: dict | None = None) -> Path:
+        known = {account["name"] for account in sim_world.accounts()}
+        if name not in known:
+            sim_world.add_account(name, username=username)
+        return sim_world.make_session_folder(tmp_path / "sessions" / name, name,
+                                             extra_env=extra_env)
+    return make_folder
+
+
+@pytest.fixture
+async def sim_client(sim_world):
+    """Factory: await make_client(folder, **TelegramClient kwargs) -> connected client.
+
+    The client uses the folder's NAME.session over the world; disconnected after the test.
+    """
+    from telethon import TelegramClient
+
+    import telegram_sim
+
+    clients = []
+
+    async def make_client(folder: Path, **kwargs) -> TelegramClient:
+        client = TelegramClient(str(Path(folder) / Path(folder).name),
+                                telegram_sim.SIM_API_ID, "0" * 32, **kwargs)
+        telegram_sim.attach(client, sim_world.path)
+        await client.connect()
+        clients.append(client)
+        return client
+
+    yield make_client
+    for client in clients:
+        await client.disconnect()

@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""Claim + complete throughput of the cloner's SharedCheckpoint against litequeue and huey.
+
+Each design gets the same work: N messages loaded into a fresh SQLite file, then P worker
+processes (real OS processes, started together) each loop "claim the next message, mark it
+complete" until nothing is left. Printed per design and process count: messages per second
+(wall time from the start signal to the last worker's exit) and duplicates (completions
+beyond one per message; must be 0).
+
+SharedCheckpoint uses the suite's settings (WAL, synchronous=NORMAL, BEGIN IMMEDIATE,
+UPDATE ... RETURNING). litequeue: pop() + done() with its own WAL/NORMAL settings. huey:
+SqliteStorage.dequeue() (claim and delete in one transaction) + put_data() as the completion
+record, with huey's default settings (WAL, SQLite's default synchronous).
+
+    pip install -r bench/requirements-bench.txt     # litequeue and huey, benchmark only
+    python bench/checkpoint_bench.py [--messages 20000] [--processes 1,2,4,8]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import multiprocessing as mp
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+SUITE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(SUITE_DIR))
+
+from clone_streaming import SharedCheckpoint  # noqa: E402
+from migrate_db import transaction  # noqa: E402
+
+DEFAULT_MESSAGES = 20_000
+DEFAULT_PROCESSES = "1,2,4,8"
+SOURCE = "-100777"
+START_TIMEOUT = 60.0
+GOAL_HUEY = 1.5
+GOAL_LITEQUEUE = 10.0
+
+
+# ----------------------------------------------------------------------------- the designs
+# Each design: load(path, n) in the parent, work(path, worker) in a child -> completed ids.
+
+def checkpoint_load(path: Path, count: int) -> None:
+    checkpoint = SharedCheckpoint(path, "loader")
+    with transaction(checkpoint.conn):
+        checkpoint.conn.executemany(
+            "INSERT INTO messages (source_chat, msg_id) VALUES (?, ?)",
+            ((SOURCE, i) for i in range(1, count + 1)))
+    checkpoint.close()
+
+
+def checkpoint_work(path: Path, worker: int) -> list[int]:
+    checkpoint = SharedCheckpoint(path, f"worker{worker}")
+    completed = []
+    while ids := checkpoint.claim_next(SOURCE, 1):
+        completed += [i for i in ids if checkpoint.mark_done(SOURCE, i, i)]
+    checkpoint.close()
+    return completed
+
+
+def litequeue_load(path: Path, count: int) -> None:
+    from litequeue import LiteQueue
+
+    queue = LiteQueue(str(path))
+    with queue.conn:
+        for i in range(1, count + 1):
+            queue.put(str(i))
+    queue.conn.close()
+
+
+def litequeue_work(path: Path, worker: int) -> list[int]:
+    from litequeue import LiteQueue
+
+    queue = LiteQueue(str(path), timeout=30)
+    completed = []
+    while (message := queue.pop()) is not None:
+        queue.done(message.message_id)
+        completed.append(int(message.data))
+    queue.conn.close()
+    return completed
+
+
+def huey_load(path: Path, count: int) -> None:
+    from huey.storage import SqliteStorage
+
+    storage = SqliteStorage(name="bench", filename=str(path), timeout=30)
+    for i in range(1, count + 1):
+        storage.enqueue(str(i).encode())
+    storage.close()
+
+
+def huey_work(path: Path, worker: int) -> list[int]:
+    from huey.storage import SqliteStorage
+
+    storage = SqliteStorage(name="bench", filename=str(path), timeout=30)
+    completed = []
+    while (data := storage.dequeue()) is not None:
+        storage.put_data(b"done:" + data, b"1")
+        completed.append(int(data))
+    storage.close()
+    return completed
+
+
+DESIGNS: dict[str, tuple[Callable[[Path, int], None], Callable[[Path, int], list[int]], str]] = {
+    "SharedCheckpoint": (checkpoint_load, checkpoint_work, ""),
+    "litequeue": (litequeue_load, litequeue_work, "litequeue"),
+    "huey": (huey_load, huey_work, "huey"),
+}
+
+
+# ----------------------------------------------------------------------------- running
+
+def _child(design: str, path: Path, worker: int, start, results) -> None:
+    work = DESIGNS[design][1]
+    start.wait(START_TIMEOUT)
+    results.put(work(path, worker))
+
+
+def run_design(design: str, count: int, processes: int, folder: Path) -> tuple[float, int, int]:
+    """(messages per second, completions, duplicates) for one design and process count."""
+    load = DESIGNS[design][0]
+    path = folder / f"{design}-{processes}.db"
+    load(path, count)
+    context = mp.get_context("spawn")
+    start, results = context.Event(), context.Queue()
+    workers = [context.Process(target=_child, args=(design, path, w, start, results))
+               for w in range(processes)]
+    for worker in workers:
+        worker.start()
+    time.sleep(0.5 + 0.2 * processes)          # every child imported and waiting
+    began = time.perf_counter()
+    start.set()
+    completed = [results.get() for _ in workers]
+    elapsed = time.perf_counter() - began
+    for worker in workers:
+        worker.join()
+    every = [i for ids in completed for i in ids]
+    return len(every) / elapsed, len(every), len(every) - len(set(every))
+
+
+def installed(module: str) -> bool:
+    """Whether a comparison library can be imported."""
+    return not module or importlib.util.find_spec(module) is not None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=DEFAULT_MESSAGES,
+                        help="messages per run (default: %(default)s)")
+    parser.add_argument("--processes", default=DEFAULT_PROCESSES,
+                        help="comma-separated process counts (default: %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        counts = [int(p) for p in args.processes.split(",")]
+    except ValueError:
+        parser.error(f"--processes {args.processes!r}: give numbers separated by commas, "
+                     "e.g. 1,2,4,8")
+    if args.messages < 1 or min(counts) < 1:
+        parser.error("--messages and --processes must be positive")
+    designs = [d for d, (_, _, module) in DESIGNS.items() if installed(module)]
+    for missing in DESIGNS.keys() - set(designs):
+        print(f"{missing} not installed (pip install -r bench/requirements-bench.txt); "
+              "skipped", file=sys.stderr)
+    rates: dict[tuple[str, int], float] = {}
+    duplicates_total = 0
+    print(f"{args.messages} messages, claim + complete, processes: {args.processes}")
+    print(f"{'design':<18}{'procs':>6}{'msg/s':>10}{'completed':>11}{'duplicates':>12}")
+    with tempfile.TemporaryDirectory(prefix="checkpoint-bench-") as folder:
+        for processes in counts:
+            for design in designs:
+                rate, done, duplicates = run_design(design, args.messages, processes,
+                                                    Path(folder))
+                rates[design, processes] = rate
+                duplicates_total += duplicates
+                print(f"{design:<18}{processes:>6}{rate:>10,.0f}{done:>11}{duplicates:>12}",
+                      flush=True)
+    top = max(counts)
+    ours = rates.get(("SharedCheckpoint", top))
+    for rival, goal in (("huey", GOAL_HUEY), ("litequeue", GOAL_LITEQUEUE)):
+        if ours and (rival, top) in rates:
+            ratio = ours / rates[rival, top]
+            verdict = "meets" if ratio >= goal else "MISSES"
+            print(f"at {top} processes: {ratio:.1f}x {rival} ({verdict} the goal of {goal:g}x)")
+    print(f"duplicates in all runs: {duplicates_total}")
+    return 0 if duplicates_total == 0 else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)

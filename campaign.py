@@ -1,0 +1,1781 @@
+#!/usr/bin/env python3
+"""Send the operator's messages to the operator's chats from several accounts, per run.
+
+Each `start` is a run with its own UUID4 run_id: every chat gets up to `max_cycles`
+successful sends in the run (first finishing what an interrupted earlier run left undone),
+each account stays under `max_messages_per_hour` over any 60 minutes across all runs, and
+two sends to one chat are at least `cycle_delay_minutes` apart. One worker process per
+account claims chats atomically from the shared SQLite database (spec 000).
+
+    python campaign.py init
+    python campaign.py import-chats chats.txt [--group G]
+    python campaign.py import-messages texts.json
+    python campaign.py add-profile sessions/session1
+    python campaign.py plan                    # what a start would send, and how long it takes
+    python campaign.py start [--group G] [--profiles session1 session2] [--dry-run]
+    python campaign.py status | runs | stop | list-profiles
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import heapq
+import io
+import json
+import logging
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from telethon import errors, functions, types
+
+import migrate_db
+import telegram_session
+from migrate_db import transaction
+
+# ----------------------------------------------------------------------------- settings
+
+SUITE_DIR = Path(__file__).resolve().parent
+DEFAULT_CONFIG = SUITE_DIR / "config.yaml"
+EXAMPLE_CONFIG = SUITE_DIR / "config.example.yaml"
+DEFAULT_DB = SUITE_DIR / "sessions" / "shared" / "campaign.db"
+DEFAULT_GROUP = "default"
+
+EXIT_OK = telegram_session.EXIT_OK
+EXIT_FAILURE = telegram_session.EXIT_FAILURE
+EXIT_USAGE = telegram_session.EXIT_USAGE
+EXIT_AUTH = telegram_session.EXIT_AUTH
+EXIT_SESSION = telegram_session.EXIT_SESSION
+EXIT_INTERRUPTED = telegram_session.EXIT_INTERRUPTED
+
+WINDOW = timedelta(hours=1)                # the sliding window of max_messages_per_hour
+POLL_SECONDS = 2.0                         # how often a sleeping worker checks for `stop`
+IDLE_POLL_SECONDS = 5.0                    # nothing claimable but others still sending
+MAX_MESSAGE_CHARS = 4096                   # Telegram's limit for one text message
+NETWORK_BACKOFF_START = 2.0                # seconds; doubles up to retry.network_backoff_max
+WORKER_RESTARTS = 5                        # a crashing worker is restarted this many times
+RESTART_PAUSE_MAX = 60.0
+STOP_WAIT_SECONDS = 30.0
+LEGACY_TIME = "%Y-%m-%d %H:%M:%S"        # attempted_at of the earlier system (UTC)
+PLAN_LINES = 50                            # chats listed by `plan` before "... N more"
+
+TEXT_ORDERS = ("rotation", "random")
+USERNAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{3,31}")
+LINK = re.compile(r"(?:https?://)?(?:www\.)?(?:t|telegram)\.(?:me|dog)/(?:s/)?([^/?#\s]+)/?",
+                  re.IGNORECASE)
+NUMERIC_ID = re.compile(r"-?\d{1,20}")
+
+# Telegram errors that say this chat cannot take our messages: counted, then the chat blocked
+CHAT_ERRORS: tuple[type[Exception], ...] = (
+    errors.ChatWriteForbiddenError, errors.UserBannedInChannelError,
+    errors.ChannelPrivateError, errors.UsernameNotOccupiedError, errors.UsernameInvalidError,
+    errors.ChatAdminRequiredError, errors.ChatRestrictedError, errors.PeerIdInvalidError,
+    errors.ChatSendPlainForbiddenError, errors.UserIsBlockedError,
+    errors.InputUserDeactivatedError,
+)
+# the request may or may not have reached Telegram: retried with the same random_id
+NETWORK_ERRORS: tuple[type[Exception], ...] = (OSError, asyncio.TimeoutError,
+                                               errors.ServerError, errors.TimedOutError)
+
+log = logging.getLogger("campaign")
+
+
+class CampaignError(Exception):
+    """A problem the operator must fix, reported as one line; `exit_code` 1 or 2."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# ----------------------------------------------------------------------------- the clock
+
+class Clock:
+    """Wall-clock time for the scheduler; tests and benchmarks inject a FakeClock."""
+
+    poll_seconds: float | None = POLL_SECONDS   # None: sleeps are never cut short to poll
+
+    def now(self) -> datetime:
+        """The current time, UTC."""
+        return datetime.now(UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep `seconds` (nothing when not positive)."""
+        await asyncio.sleep(max(0.0, seconds))
+
+
+class FakeClock(Clock):
+    """Simulated time that jumps ahead instantly: hours of schedule in seconds.
+
+    With several concurrent workers (`participants`), time advances only when every one of
+    them is asleep, to the earliest wake-up: a discrete-event clock. A worker that finishes
+    calls `leave()` so the others are not held back.
+    """
+
+    poll_seconds = None
+
+    def __init__(self, start: datetime | None = None, participants: int = 1) -> None:
+        self._now = start or datetime.now(UTC)
+        self.participants = participants
+        self._sleepers: list[tuple[datetime, int, asyncio.Future]] = []
+        self._seq = 0
+
+    def now(self) -> datetime:
+        return self._now
+
+    async def sleep(self, seconds: float) -> None:
+        wake = self._now + timedelta(seconds=max(0.0, seconds))
+        if self.participants <= 1:
+            self._now = wake
+            await asyncio.sleep(0)
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._seq += 1
+        heapq.heappush(self._sleepers, (wake, self._seq, future))
+        self._advance()
+        try:
+            await future
+        except asyncio.CancelledError:
+            self._sleepers = [s for s in self._sleepers if s[2] is not future]
+            heapq.heapify(self._sleepers)
+            raise
+
+    def leave(self) -> None:
+        """A participant is done: it no longer has to be asleep for time to move."""
+        self.participants -= 1
+        self._advance()
+
+    def _advance(self) -> None:
+        while self._sleepers and len(self._sleepers) >= max(self.participants, 1):
+            wake, _, future = heapq.heappop(self._sleepers)
+            self._now = max(self._now, wake)
+            if not future.done():
+                future.set_result(None)
+                return
+
+
+def to_text(moment: datetime) -> str:
+    """A timestamp as the suite stores it (UTC ISO-8601 with microseconds, sortable)."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def from_text(text: str) -> datetime:
+    """A stored timestamp back as an aware datetime (legacy rows without zone are UTC)."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def format_duration(seconds: float) -> str:
+    """e.g. '6 h 40 min', '12 min', '40 s'."""
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    if minutes:
+        return f"{minutes} min"
+    return f"{secs} s"
+
+
+def short_time(moment: datetime) -> str:
+    """A time for people: '2026-11-21 14:05:09 UTC'."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# ----------------------------------------------------------------------------- configuration
+
+@dataclass(frozen=True)
+class Config:
+    """config.yaml, validated. See config.example.yaml for what each key means."""
+
+    max_messages_per_hour: int = 30
+    max_cycles: int = 1
+    cycle_delay_minutes: float = 20.0
+    delay_randomness: float = 0.2
+    max_attempts_before_block: int = 3
+    retry_delay_minutes: float = 5.0
+    network_backoff_max_seconds: float = 300.0
+    text_order: str = "rotation"
+    database_path: Path | None = None
+    source: str = "built-in defaults"
+
+    def as_json(self) -> str:
+        """The settings a run used, for campaign_runs.config_json."""
+        values = asdict(self)
+        values["database_path"] = str(self.database_path) if self.database_path else None
+        values.pop("source")
+        return json.dumps(values, sort_keys=True)
+
+
+# key -> (Config field, kind, minimum, maximum); kind: int | number | str | order
+CONFIG_KEYS: dict[str, dict[str, tuple[str, str, float | None, float | None]]] = {
+    "limits": {
+        "max_messages_per_hour": ("max_messages_per_hour", "int", 1, None),
+        "max_cycles": ("max_cycles", "int", 1, None),
+        "cycle_delay_minutes": ("cycle_delay_minutes", "number", 0, None),
+        "delay_randomness": ("delay_randomness", "number", 0, 1),
+    },
+    "retry": {
+        "max_attempts_before_block": ("max_attempts_before_block", "int", 1, None),
+        "retry_delay_minutes": ("retry_delay_minutes", "number", 0, None),
+        "network_backoff_max_seconds": ("network_backoff_max_seconds", "number", 1, None),
+    },
+    "messages": {"order": ("text_order", "order", None, None)},
+    "database": {"path": ("database_path", "str", None, None)},
+}
+
+
+def _check_value(where: str, value: Any, kind: str, low: float | None,
+                 high: float | None) -> Any:
+    """The value converted for Config, or ValueError naming the key and what it must be."""
+    if kind == "str":
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{where} must be a non-empty text, got {value!r}")
+        return value
+    if kind == "order":
+        if value not in TEXT_ORDERS:
+            raise ValueError(f"{where} must be one of {', '.join(TEXT_ORDERS)}, got {value!r}")
+        return value
+    whole = kind == "int"
+    if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+        noun = "a whole number" if whole else "a number"
+        raise ValueError(f"{where} must be {noun}, got {value!r}")
+    if low is not None and value < low:
+        what = "negative" if value < 0 else "too small"
+        raise ValueError(f"{where} must be >= {low:g}, got {value!r} ({what})")
+    if high is not None and value > high:
+        raise ValueError(f"{where} must be <= {high:g}, got {value!r}")
+    return value if whole else float(value)
+
+
+def parse_config(data: Any, source: str, base_dir: Path) -> Config:
+    """A Config from parsed YAML; ValueError('KEY ...') on the first problem."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f"the file must be a mapping of sections "
+                         f"({', '.join(CONFIG_KEYS)}), got {type(data).__name__}")
+    values: dict[str, Any] = {}
+    for section, content in data.items():
+        if section not in CONFIG_KEYS:
+            raise ValueError(f"unknown key {section!r} (known: {', '.join(CONFIG_KEYS)})")
+        if content is None:
+            continue
+        if not isinstance(content, dict):
+            raise ValueError(f"{section} must be a mapping of keys, got {content!r}")
+        known = CONFIG_KEYS[section]
+        for key, value in content.items():
+            if key not in known:
+                raise ValueError(f"unknown key {section}.{key} "
+                                 f"(known in {section}: {', '.join(known)})")
+            name, kind, low, high = known[key]
+            values[name] = _check_value(f"{section}.{key}", value, kind, low, high)
+    if "database_path" in values:
+        path = Path(values["database_path"]).expanduser()
+        values["database_path"] = path if path.is_absolute() else base_dir / path
+    return Config(**values, source=source)
+
+
+def load_config(path: Path | None) -> Config:
+    """config.yaml validated; `path` None means the default file, or defaults if it is absent.
+
+    Raises CampaignError (exit 2) with one line naming the file and the key.
+    """
+    explicit = path is not None
+    path = path or DEFAULT_CONFIG
+    if not path.exists():
+        if explicit:
+            raise CampaignError(f"{path}: no such config file (copy {EXAMPLE_CONFIG.name} "
+                                "and edit it)", EXIT_USAGE)
+        return Config()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CampaignError(f"{path}: cannot read: {exc.strerror}", EXIT_USAGE) from None
+    except UnicodeDecodeError:
+        raise CampaignError(f"{path}: not UTF-8 text", EXIT_USAGE) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise CampaignError(f"{path}: not valid YAML{where}: {problem}", EXIT_USAGE) from None
+    try:
+        return parse_config(data, str(path), path.resolve().parent)
+    except ValueError as exc:
+        raise CampaignError(f"{path}: {exc}", EXIT_USAGE) from None
+
+
+def cycle_delay_seconds(config: Config, rng: random.Random) -> float:
+    """The pause before the next send to a chat: cycle_delay_minutes stretched by up to
+    delay_randomness (never shorter than the configured delay)."""
+    base = config.cycle_delay_minutes * 60.0
+    return base * (1.0 + rng.uniform(0.0, config.delay_randomness))
+
+
+# ----------------------------------------------------------------------------- importing
+
+def normalise_chat(raw: str) -> str:
+    """'@name' (lower case) for usernames and t.me links, the digits for numeric ids.
+
+    Raises ValueError saying what is wrong with the entry.
+    """
+    entry = raw.strip()
+    if NUMERIC_ID.fullmatch(entry):
+        return entry
+    link = LINK.fullmatch(entry)
+    if link:
+        entry = link.group(1)
+        if entry.startswith(("+", "joinchat")):
+            raise ValueError("invite links cannot be messaged; join the chat and list its "
+                             "@username or numeric id")
+    elif "/" in entry or "." in entry:
+        raise ValueError("not a t.me link, @username or numeric id")
+    name = entry[1:] if entry.startswith("@") else entry
+    if not USERNAME.fullmatch(name):
+        raise ValueError("a username has 4-32 letters, digits or _ and starts with a letter")
+    return "@" + name.lower()
+
+
+def _chat_cells(path: Path, text: str) -> Iterator[tuple[int, str]]:
+    """(line number, raw entry) of a chat list: txt one per line, csv first column (or the
+    column named chat/username/chat_username/link/id). Blank lines and # comments skipped."""
+    if path.suffix.lower() == ".csv":
+        rows = list(csv.reader(io.StringIO(text)))
+        column, start = 0, 0
+        if rows:
+            header = [cell.strip().lower() for cell in rows[0]]
+            for name in ("chat_username", "chat", "username", "link", "id"):
+                if name in header:
+                    column, start = header.index(name), 1
+                    break
+        for number, row in enumerate(rows[start:], start=start + 1):
+            cell = row[column].strip() if len(row) > column else ""
+            if cell and not cell.startswith("#"):
+                yield number, cell
+        return
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            yield number, line
+
+
+@dataclass
+class ChatImport:
+    """What a chat list held: entries to add, duplicates and problems, by line number."""
+
+    chats: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def read_chat_list(path: Path) -> ChatImport:
+    """Parse a chat list; every malformed line and duplicate is reported with its number."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise CampaignError(f"{path}: no such file", EXIT_USAGE) from None
+    except UnicodeDecodeError:
+        raise CampaignError(f"{path}: not UTF-8 text", EXIT_USAGE) from None
+    except OSError as exc:
+        raise CampaignError(f"{path}: cannot read: {exc.strerror}", EXIT_USAGE) from None
+    result, seen = ChatImport(), {}
+    try:
+        cells = list(_chat_cells(path, text))
+    except csv.Error as exc:
+        raise CampaignError(f"{path}: not valid CSV: {exc}", EXIT_USAGE) from None
+    for number, raw in cells:
+        try:
+            chat = normalise_chat(raw)
+        except ValueError as exc:
+            result.problems.append(f"{path}:{number}: {raw!r}: {exc}")
+            continue
+        if chat in seen:
+            result.duplicates.append(f"{path}:{number}: {chat} repeats line {seen[chat]}")
+            continue
+        seen[chat] = number
+        result.chats.append(chat)
+    return result
+
+
+def add_chats(conn: sqlite3.Connection, chats: Sequence[str], group: str,
+              now: datetime) -> tuple[int, int]:
+    """Add normalised chats to `group` in one transaction; returns (added, already there)."""
+    stamp = to_text(now)
+    with transaction(conn):
+        before = conn.execute("SELECT COUNT(*) FROM tasks WHERE group_id = ?",
+                              (group,)).fetchone()[0]
+        conn.executemany(
+            "INSERT OR IGNORE INTO tasks (group_id, chat_username, status, next_available_at, "
+            "created_at, updated_at) VALUES (?, ?, 'pending', '', ?, ?)",
+            [(group, chat, stamp, stamp) for chat in chats])
+        after = conn.execute("SELECT COUNT(*) FROM tasks WHERE group_id = ?",
+                             (group,)).fetchone()[0]
+    return after - before, len(chats) - (after - before)
+
+
+def read_texts(path: Path) -> list[str]:
+    """The texts of a messages file: json (a text, a list of texts or of {"text": ...}, or
+    {"messages": [...]}) or txt (the whole file, or several texts separated by '---' lines).
+    """
+    try:
+        content = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise CampaignError(f"{path}: no such file", EXIT_USAGE) from None
+    except UnicodeDecodeError:
+        raise CampaignError(f"{path}: not UTF-8 text", EXIT_USAGE) from None
+    except OSError as exc:
+        raise CampaignError(f"{path}: cannot read: {exc.strerror}", EXIT_USAGE) from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(content)
+        except json.JSONDecodeError as exc:
+            raise CampaignError(f"{path}: not valid JSON at line {exc.lineno}: {exc.msg}",
+                                EXIT_USAGE) from None
+        if isinstance(data, dict) and "messages" in data:
+            data = data["messages"]
+        items = data if isinstance(data, list) else [data]
+        texts = []
+        for index, item in enumerate(items, start=1):
+            value = item.get("text") if isinstance(item, dict) else item
+            if not isinstance(value, str):
+                raise CampaignError(f"{path}: message {index} is not a text (a string or "
+                                    '{"text": "..."})', EXIT_USAGE)
+            texts.append(value)
+    else:
+        texts = re.split(r"^---\s*$", content, flags=re.MULTILINE)
+    texts = [text.strip() for text in texts]
+    for index, text in enumerate(texts, start=1):
+        if not text:
+            raise CampaignError(f"{path}: message {index} is empty", EXIT_USAGE)
+        if len(text) > MAX_MESSAGE_CHARS:
+            raise CampaignError(f"{path}: message {index} has {len(text)} characters; "
+                                f"Telegram allows {MAX_MESSAGE_CHARS}", EXIT_USAGE)
+    return texts
+
+
+def import_texts(conn: sqlite3.Connection, texts: Sequence[str], *, replace: bool,
+                 now: datetime) -> tuple[int, int]:
+    """Store the texts to send (identical active ones once); returns (added, already there).
+    With `replace` the earlier texts are set inactive first."""
+    added = 0
+    with transaction(conn):
+        if replace:
+            conn.execute("UPDATE campaign_texts SET is_active = 0")
+        for text in dict.fromkeys(texts):
+            exists = conn.execute("SELECT id FROM campaign_texts WHERE text = ? AND "
+                                  "is_active = 1", (text,)).fetchone()
+            if not exists:
+                conn.execute("INSERT INTO campaign_texts (text, is_active, created_at) "
+                             "VALUES (?, 1, ?)", (text, to_text(now)))
+                added += 1
+    return added, len(texts) - added
+
+
+def active_texts(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+    """(id, text) of the texts to send, in import order."""
+    return conn.execute("SELECT id, text FROM campaign_texts WHERE is_active = 1 "
+                        "ORDER BY id").fetchall()
+
+
+# ----------------------------------------------------------------------------- profiles
+
+@dataclass(frozen=True)
+class Profile:
+    """An account taking part in campaigns: its row in `profiles` and its folder."""
+
+    id: int
+    name: str
+    folder: Path
+
+
+def _stored_folder(folder: Path) -> str:
+    """Folders inside the suite are stored relative to it, so a copied suite still works."""
+    try:
+        return str(folder.resolve().relative_to(SUITE_DIR))
+    except ValueError:
+        return str(folder.resolve())
+
+
+def add_profile(conn: sqlite3.Connection, folder: Path, now: datetime) -> tuple[Profile, bool]:
+    """Register an account folder (its .env must load); returns (profile, newly added)."""
+    try:
+        account = telegram_session.load_account(folder)
+    except telegram_session.AccountError as exc:
+        raise CampaignError(str(exc), EXIT_USAGE) from None
+    with transaction(conn):
+        row = conn.execute("SELECT id FROM profiles WHERE profile_name = ?",
+                           (account.name,)).fetchone()
+        if row:
+            conn.execute("UPDATE profiles SET folder = ?, is_active = 1 WHERE id = ?",
+                         (_stored_folder(account.folder), row[0]))
+            return Profile(row[0], account.name, account.folder), False
+        cursor = conn.execute(
+            "INSERT INTO profiles (profile_name, folder, is_active, created_at) "
+            "VALUES (?, ?, 1, ?)", (account.name, _stored_folder(account.folder), to_text(now)))
+    return Profile(cursor.lastrowid, account.name, account.folder), True
+
+
+def list_profiles(conn: sqlite3.Connection, names: Sequence[str] | None = None) -> list[Profile]:
+    """Active profiles (or exactly the named ones); CampaignError for an unknown name."""
+    rows = conn.execute("SELECT id, profile_name, folder FROM profiles WHERE is_active = 1 "
+                        "ORDER BY id").fetchall()
+    profiles = [Profile(pid, name, _profile_folder(name, folder)) for pid, name, folder in rows]
+    if not names:
+        return profiles
+    by_name = {p.name: p for p in profiles}
+    unknown = [name for name in names if name not in by_name]
+    if unknown:
+        raise CampaignError(f"unknown profile(s): {', '.join(unknown)} (add them with "
+                            "add-profile FOLDER; list-profiles shows the known ones)",
+                            EXIT_USAGE)
+    return [by_name[name] for name in dict.fromkeys(names)]
+
+
+def _profile_folder(name: str, stored: str | None) -> Path:
+    if not stored:  # a legacy profile row: the account folder of that name
+        return SUITE_DIR / "sessions" / name
+    path = Path(stored)
+    return path if path.is_absolute() else SUITE_DIR / path
+
+
+# ----------------------------------------------------------------------------- the schedule
+
+def window_sends(conn: sqlite3.Connection, profile_id: int, now: datetime) -> list[datetime]:
+    """When this account's successful sends of the last 60 minutes happened, oldest first
+    (every run counts: max_messages_per_hour is global). Rows of the earlier system, stamped
+    'YYYY-MM-DD HH:MM:SS', count too: they sort apart from ISO text, so get their own range."""
+    start = now - WINDOW
+    rows = conn.execute(
+        "SELECT attempted_at FROM task_attempts WHERE profile_id = ? AND status = 'success' "
+        "AND attempted_at > ? AND attempted_at <= ?",
+        (profile_id, to_text(start), to_text(now))).fetchall()
+    rows += conn.execute(
+        "SELECT attempted_at FROM task_attempts WHERE profile_id = ? AND status = 'success' "
+        "AND attempted_at > ? AND attempted_at <= ? AND attempted_at NOT LIKE '%T%'",
+        (profile_id, start.strftime(LEGACY_TIME), now.strftime(LEGACY_TIME))).fetchall()
+    return sorted(from_text(value) for (value,) in rows)
+
+
+def next_free_slot(conn: sqlite3.Connection, profile_id: int, limit: int,
+                   now: datetime) -> datetime:
+    """The first instant this account may send without more than `limit` successful sends
+    in any 60 minutes: `now` if it is under the limit."""
+    sends = window_sends(conn, profile_id, now)
+    if len(sends) < limit:
+        return now
+    return sends[len(sends) - limit] + WINDOW
+
+
+@dataclass
+class Claim:
+    """A chat a worker holds, with the attempt row (and random_id) made before sending."""
+
+    task_id: int
+    chat: str
+    attempt_id: int
+    random_id: int
+    text_id: int
+    text: str
+    run_id: str
+    cycle_number: int
+    carry: bool
+    resumed: bool = False
+
+
+def new_random_id() -> int:
+    """A signed 64-bit random_id, as messages.sendMessage takes it."""
+    return secrets.randbits(64) - 2 ** 63
+
+
+def choose_text(texts: Sequence[tuple[int, str]], sends_so_far: int, order: str,
+                rng: random.Random) -> tuple[int, str]:
+    """Rotation: the chat's next text in turn (by its all-time sends); random: any."""
+    if order == "random":
+        return rng.choice(texts)
+    return texts[sends_so_far % len(texts)]
+
+
+_CLAIM_SQL = """
+UPDATE tasks SET status = 'in_progress', assigned_profile_id = :profile, claimed_pid = :pid,
+                 claimed_at = :now, updated_at = :now
+WHERE id = (SELECT id FROM tasks INDEXED BY {index}
+            WHERE current_run_id = :run AND status = 'pending' AND open_attempt_id IS NULL
+              AND run_sent < {limit} AND next_available_at <= :now
+            ORDER BY next_available_at, id LIMIT 1)
+RETURNING id, chat_username, run_sent, run_carry, completed_cycles"""
+CLAIM_CARRY_SQL = _CLAIM_SQL.format(index="idx_tasks_claim_carry", limit="run_carry")
+CLAIM_OWN_SQL = _CLAIM_SQL.format(index="idx_tasks_claim", limit="run_quota")
+
+
+def claim_next(conn: sqlite3.Connection, run_id: str, profile_id: int, now: datetime,
+               texts: Sequence[tuple[int, str]], order: str = "rotation",
+               rng: random.Random | None = None, pid: int | None = None) -> Claim | None:
+    """Atomically take the next chat this run owes a send (carry-over first) and record the
+    attempt, with its random_id, before anything is sent. None when nothing is due now."""
+    params = {"profile": profile_id, "pid": pid or os.getpid(), "now": to_text(now),
+              "run": run_id}
+    with transaction(conn):
+        row = conn.execute(CLAIM_CARRY_SQL, params).fetchone()
+        carry = row is not None
+        if row is None:
+            row = conn.execute(CLAIM_OWN_SQL, params).fetchone()
+        if row is None:
+            return None
+        task_id, chat, run_sent, run_carry, completed = row
+        text_id, text = choose_text(texts, completed, order, rng or random)
+        random_id = new_random_id()
+        attempt_id = conn.execute(
+            "INSERT INTO task_attempts (task_id, profile_id, run_id, cycle_number, status, "
+            "random_id, text_id, attempted_at) VALUES (?, ?, ?, ?, 'sending', ?, ?, ?)",
+            (task_id, profile_id, run_id, run_sent + 1, random_id, text_id,
+             params["now"])).lastrowid
+        conn.execute("UPDATE tasks SET open_attempt_id = ? WHERE id = ?", (attempt_id, task_id))
+    return Claim(task_id, chat, attempt_id, random_id, text_id, text, run_id, run_sent + 1,
+                 carry)
+
+
+def claim_open_attempt(conn: sqlite3.Connection, profile_id: int, now: datetime,
+                       pid: int | None = None) -> Claim | None:
+    """Take back a send of this account whose outcome is unknown (its worker died or
+    stopped mid-send). It is sent again with the same random_id, so Telegram delivers it at
+    most once; only the same account can do that, so the chat waits for it."""
+    with transaction(conn):
+        row = conn.execute(
+            "SELECT a.id, a.task_id, a.random_id, a.text_id, a.run_id, a.cycle_number, "
+            "t.chat_username, COALESCE(c.text, '') FROM task_attempts a "
+            "JOIN tasks t ON t.id = a.task_id AND t.open_attempt_id = a.id "
+            "LEFT JOIN campaign_texts c ON c.id = a.text_id "
+            "WHERE a.profile_id = ? AND a.status = 'sending' AND t.status = 'pending' "
+            "ORDER BY a.id LIMIT 1", (profile_id,)).fetchone()
+        if row is None:
+            return None
+        attempt_id, task_id, random_id, text_id, run_id, cycle, chat, text = row
+        conn.execute("UPDATE tasks SET status = 'in_progress', assigned_profile_id = ?, "
+                     "claimed_pid = ?, claimed_at = ?, updated_at = ? WHERE id = ?",
+                     (profile_id, pid or os.getpid(), to_text(now), to_text(now), task_id))
+    return Claim(task_id, chat, attempt_id, random_id, text_id, text, run_id, cycle or 0,
+                 carry=False, resumed=True)
+
+
+def record_success(conn: sqlite3.Connection, claim: Claim, message_id: int | None,
+                   now: datetime, next_available: datetime) -> None:
+    """The send went through: the attempt counts for its run and the chat rests until
+    `next_available` (the cycle delay)."""
+    stamp = to_text(now)
+    with transaction(conn):
+        conn.execute("UPDATE task_attempts SET status = 'success', sent_msg_id = ?, "
+                     "error_type = NULL, attempted_at = ? WHERE id = ?",
+                     (message_id, stamp, claim.attempt_id))
+        conn.execute(
+            "UPDATE tasks SET status = 'pending', run_sent = run_sent + "
+            "(CASE WHEN current_run_id = ? THEN 1 ELSE 0 END), "
+            "completed_cycles = completed_cycles + 1, success_count = success_count + 1, "
+            "fail_streak = 0, last_attempt_at = ?, next_available_at = ?, "
+            "open_attempt_id = NULL, claimed_pid = NULL, claimed_at = NULL, updated_at = ? "
+            "WHERE id = ?", (claim.run_id, stamp, to_text(next_available), stamp, claim.task_id))
+
+
+def record_failure(conn: sqlite3.Connection, claim: Claim, error_type: str, message: str,
+                   now: datetime, *, next_available: datetime | None = None,
+                   block_after: int | None = None) -> bool:
+    """The send did not happen: the attempt is failed with its error type and the chat
+    released (to rest until `next_available`, if given). With `block_after`, a chat error:
+    the chat is blocked once that many have come in a row. Returns whether it was blocked."""
+    stamp = to_text(now)
+    with transaction(conn):
+        conn.execute("UPDATE task_attempts SET status = 'failed', error_type = ?, "
+                     "error_message = ?, attempted_at = ? WHERE id = ?",
+                     (error_type, message[:500], stamp, claim.attempt_id))
+        streak = conn.execute(
+            "UPDATE tasks SET fail_streak = fail_streak + ?, failed_count = failed_count + 1, "
+            "last_attempt_at = ?, updated_at = ? WHERE id = ? RETURNING fail_streak",
+            (1 if block_after else 0, stamp, stamp, claim.task_id)).fetchone()[0]
+        blocked = block_after is not None and streak >= block_after
+        reason = f"{error_type} ({streak} attempts): {message}"[:500] if blocked else None
+        conn.execute(
+            "UPDATE tasks SET status = ?, is_blocked = ?, block_reason = COALESCE(?, "
+            "block_reason), next_available_at = MAX(next_available_at, ?), "
+            "open_attempt_id = NULL, claimed_pid = NULL, claimed_at = NULL WHERE id = ?",
+            ("blocked" if blocked else "pending", int(blocked), reason,
+             to_text(next_available or now), claim.task_id))
+    return blocked
+
+
+def release_claim(conn: sqlite3.Connection, claim: Claim, now: datetime) -> None:
+    """Give a chat back with its send's outcome unknown: the attempt stays 'sending' and the
+    chat waits for this account to send it again with the same random_id."""
+    with transaction(conn):
+        conn.execute("UPDATE tasks SET status = 'pending', claimed_pid = NULL, "
+                     "claimed_at = NULL, updated_at = ? WHERE id = ? AND status = 'in_progress'",
+                     (to_text(now), claim.task_id))
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process with this id exists and is not a zombie."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat_line.rpartition(")")[2].split()[0] != "Z"
+
+
+def release_dead_claims(conn: sqlite3.Connection, now: datetime) -> int:
+    """Chats held by worker processes that no longer exist become claimable again (a send
+    whose outcome is unknown stays with its account). Returns how many were released."""
+    held = conn.execute("SELECT id, claimed_pid FROM tasks WHERE status = 'in_progress'"
+                        ).fetchall()
+    dead = [(task_id, pid) for task_id, pid in held if not pid_alive(pid)]
+    if not dead:
+        return 0
+    with transaction(conn):
+        for task_id, pid in dead:
+            conn.execute("UPDATE tasks SET status = 'pending', claimed_pid = NULL, "
+                         "claimed_at = NULL, updated_at = ? WHERE id = ? AND status = "
+                         "'in_progress' AND claimed_pid IS ?", (to_text(now), task_id, pid))
+    return len(dead)
+
+
+@dataclass
+class RunOutlook:
+    """What is left of a run: sends owed, when the next chat is due, chats held by others."""
+
+    remaining: int
+    next_due: datetime | None
+    in_progress: int
+
+
+def run_outlook(conn: sqlite3.Connection, run_id: str) -> RunOutlook:
+    """The run's remaining sends (blocked chats excluded) and its next due chat."""
+    remaining, in_progress = conn.execute(
+        "SELECT COALESCE(SUM(MAX(run_quota - run_sent, 0)), 0), "
+        "COALESCE(SUM(status = 'in_progress'), 0) FROM tasks "
+        "WHERE current_run_id = ? AND status != 'blocked'", (run_id,)).fetchone()
+    due = conn.execute(
+        "SELECT MIN(next_available_at) FROM tasks INDEXED BY idx_tasks_claim "
+        "WHERE current_run_id = ? AND status = 'pending' AND open_attempt_id IS NULL "
+        "AND run_sent < run_quota", (run_id,)).fetchone()[0]
+    return RunOutlook(remaining, from_text(due) if due else None, in_progress)
+
+
+# ----------------------------------------------------------------------------- runs
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run as `start` made it."""
+
+    run_id: str
+    quota_total: int
+    carry_total: int
+    chats: int
+
+
+def _group_clause(group: str | None) -> tuple[str, tuple]:
+    return ("AND group_id = ?", (group,)) if group else ("", ())
+
+
+def _mark_dead_runs(conn: sqlite3.Connection, now: datetime) -> None:
+    """Runs whose `start` process is gone without closing them become 'interrupted'."""
+    for run_id, pid in conn.execute("SELECT run_id, pid FROM campaign_runs "
+                                    "WHERE status = 'running'").fetchall():
+        if not pid_alive(pid):
+            with transaction(conn):
+                conn.execute("UPDATE campaign_runs SET status = 'interrupted', ended_at = ?, "
+                             "end_reason = COALESCE(end_reason, 'the start process ended "
+                             "without closing the run') WHERE run_id = ? AND status = "
+                             "'running'", (to_text(now), run_id))
+
+
+def running_run(conn: sqlite3.Connection, now: datetime) -> tuple[str, int] | None:
+    """(run_id, pid) of the run whose `start` process is alive, if any."""
+    _mark_dead_runs(conn, now)
+    return conn.execute("SELECT run_id, pid FROM campaign_runs WHERE status = 'running' "
+                        "ORDER BY started_at DESC, rowid DESC LIMIT 1").fetchone()
+
+
+def campaign_totals(conn: sqlite3.Connection, group: str | None,
+                    max_cycles: int) -> tuple[int, int, int, int]:
+    """(chats, carry-over sends, total sends, largest per-chat quota) a new run would have."""
+    clause, args = _group_clause(group)
+    chats, carry, top = conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(c), 0), COALESCE(MAX(c), 0) FROM (SELECT "
+        "MAX(run_quota - run_sent - COALESCE((SELECT 1 FROM task_attempts a WHERE "
+        "a.id = tasks.open_attempt_id AND a.run_id = tasks.current_run_id), 0), 0) AS c "
+        f"FROM tasks WHERE is_blocked = 0 {clause})", args).fetchone()
+    return chats, carry, carry + chats * max_cycles, top + max_cycles
+
+
+def create_run(conn: sqlite3.Connection, config: Config, group: str | None,
+               profiles: Sequence[Profile], now: datetime, pid: int | None = None) -> RunInfo:
+    """Start a run: a UUID4 run_id recorded with its configuration, and every chat of the
+    group owed `max_cycles` sends plus what the previous run left undone (carry-over).
+    Chats held by dead workers are released first."""
+    release_dead_claims(conn, now)
+    run_id = str(uuid.uuid4())
+    clause, args = _group_clause(group)
+    stamp = to_text(now)
+    with transaction(conn):
+        conn.execute(
+            "UPDATE tasks SET run_carry = MAX(run_quota - run_sent - COALESCE((SELECT 1 FROM "
+            "task_attempts a WHERE a.id = tasks.open_attempt_id AND a.run_id = "
+            "tasks.current_run_id), 0), 0) WHERE is_blocked = 0 " + clause, args)
+        conn.execute(
+            "UPDATE tasks SET current_run_id = ?, run_quota = run_carry + ?, run_sent = 0, "
+            "next_available_at = COALESCE(next_available_at, ''), updated_at = ? "
+            "WHERE is_blocked = 0 " + clause, (run_id, config.max_cycles, stamp, *args))
+        chats, quota, carry = conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(run_quota), 0), COALESCE(SUM(run_carry), 0) "
+            "FROM tasks WHERE current_run_id = ?", (run_id,)).fetchone()
+        conn.execute(
+            "INSERT INTO campaign_runs (run_id, started_at, status, group_id, config_json, pid, "
+            "quota_total, carry_total) VALUES (?, ?, 'running', ?, ?, ?, ?, ?)",
+            (run_id, stamp, group, config.as_json(), pid or os.getpid(), quota, carry))
+        conn.executemany(
+            "INSERT INTO campaign_run_profiles (run_id, profile_id, status, started_at) "
+            "VALUES (?, ?, 'starting', ?)", [(run_id, p.id, stamp) for p in profiles])
+    return RunInfo(run_id, quota, carry, chats)
+
+
+def request_stop(conn: sqlite3.Connection, run_id: str) -> None:
+    """Set the run's stop flag; its workers finish the send in flight and exit."""
+    with transaction(conn):
+        conn.execute("UPDATE campaign_runs SET stop_requested = 1 WHERE run_id = ?", (run_id,))
+
+
+def stop_requested(conn: sqlite3.Connection, run_id: str) -> bool:
+    """Whether `stop` (or Ctrl+C on `start`) asked this run to end."""
+    row = conn.execute("SELECT stop_requested FROM campaign_runs WHERE run_id = ?",
+                       (run_id,)).fetchone()
+    return bool(row and row[0])
+
+
+def set_worker_state(conn: sqlite3.Connection, run_id: str, profile_id: int, status: str,
+                     now: datetime, *, reason: str | None = None, pid: int | None = None,
+                     ended: bool = False) -> None:
+    """Record a worker's state in campaign_run_profiles (what `status` shows per account)."""
+    with transaction(conn):
+        conn.execute(
+            "INSERT INTO campaign_run_profiles (run_id, profile_id, status, started_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (run_id, profile_id) DO UPDATE SET "
+            "status = excluded.status", (run_id, profile_id, status, to_text(now)))
+        conn.execute(
+            "UPDATE campaign_run_profiles SET reason = COALESCE(?, reason), "
+            "pid = COALESCE(?, pid), ended_at = ? WHERE run_id = ? AND profile_id = ?",
+            (reason, pid, to_text(now) if ended else None, run_id, profile_id))
+
+
+def finish_run(conn: sqlite3.Connection, run_id: str, now: datetime,
+               reason: str | None = None) -> str:
+    """Close the run: 'finished' when nothing is owed, 'stopped' when asked to, else
+    'interrupted' (what is owed carries over to the next start). Returns the status."""
+    outlook = run_outlook(conn, run_id)
+    if outlook.remaining == 0:
+        status = "finished"
+    elif stop_requested(conn, run_id):
+        status = "stopped"
+    else:
+        status = "interrupted"
+    with transaction(conn):
+        conn.execute("UPDATE campaign_runs SET status = ?, ended_at = ?, end_reason = ? "
+                     "WHERE run_id = ?", (status, to_text(now), reason, run_id))
+    return status
+
+
+# ----------------------------------------------------------------------------- sending
+
+def message_id_from(result: Any, random_id: int) -> int | None:
+    """The id of the message a messages.sendMessage result describes (the original one when
+    Telegram recognised the random_id)."""
+    if isinstance(result, types.UpdateShortSentMessage):
+        return result.id
+    updates = getattr(result, "updates", None) or []
+    for update in updates:
+        if isinstance(update, types.UpdateMessageID) and update.random_id == random_id:
+            return update.id
+    for update in updates:
+        message = getattr(update, "message", None)
+        if isinstance(update, (types.UpdateNewMessage, types.UpdateNewChannelMessage)) \
+                and getattr(message, "id", None):
+            return message.id
+    return None
+
+
+def chat_reference(chat: str) -> str | int:
+    """What Telethon resolves: '@name' as is, numeric ids as int."""
+    return int(chat) if NUMERIC_ID.fullmatch(chat) else chat
+
+
+class TelegramSender:
+    """Sends one text with a given random_id through a connected TelegramClient, sleeping
+    through FloodWaits (recorded in the account registry for every process to see)."""
+
+    def __init__(self, client: Any, account: telegram_session.Account, clock: Clock) -> None:
+        self.client = client
+        self.account = account
+        self.clock = clock
+
+    async def send(self, chat: str, text: str, random_id: int) -> int | None:
+        """Send; returns the message id. A RANDOM_ID_DUPLICATE answer means Telegram already
+        has this message: it is reported as sent (id unknown). Other errors propagate."""
+        async def call() -> Any:
+            if not self.client.is_connected():  # the connection dropped mid-request
+                await self.client.connect()
+            peer = await self.client.get_input_entity(chat_reference(chat))
+            return await self.client(functions.messages.SendMessageRequest(
+                peer=peer, message=text, random_id=random_id, no_webpage=True))
+        try:
+            result = await telegram_session.call_with_flood_wait(
+                self.account, call, request="messages.SendMessage", sleep=self.clock.sleep)
+        except errors.RandomIdDuplicateError:
+            return None
+        return message_id_from(result, random_id)
+
+
+SendFunction = Callable[[str, str, int], Awaitable["int | None"]]
+
+
+@dataclass
+class WorkerResult:
+    """How one account's worker ended, and what it did in the run."""
+
+    profile: str
+    sent: int = 0
+    failed: int = 0
+    blocked: int = 0
+    status: str = "done"        # done | stopped | peer_flood
+    reason: str | None = None
+
+
+class StopSignal:
+    """Set by SIGTERM/SIGINT in a worker process, or by a test; checked between sends."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def set(self) -> None:
+        """Ask the worker to end after the send in flight."""
+        self.event.set()
+
+    def is_set(self) -> bool:
+        """Whether ending was asked for."""
+        return self.event.is_set()
+
+
+class Worker:
+    """One account's sending loop for one run: wait for a slot in the hourly window, claim
+    the next due chat, send with the attempt's random_id, record the outcome."""
+
+    def __init__(self, conn: sqlite3.Connection, run_id: str, profile: Profile, config: Config,
+                 send: SendFunction, clock: Clock, stop: StopSignal | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.conn = conn
+        self.run_id = run_id
+        self.profile = profile
+        self.config = config
+        self.send = send
+        self.clock = clock
+        self.stop = stop or StopSignal()
+        self.rng = rng or random.Random()
+        self.result = WorkerResult(profile.name)
+
+    def stopping(self) -> bool:
+        """Whether this worker should end now (signal or the run's stop flag)."""
+        if not self.stop.is_set() and stop_requested(self.conn, self.run_id):
+            self.stop.set()
+        return self.stop.is_set()
+
+    async def sleep_until(self, moment: datetime, *, while_work_left: bool = False) -> None:
+        """Sleep until `moment`, waking early (and returning) if a stop is asked or, with
+        `while_work_left`, once the run owes nothing this worker could send."""
+        while not self.stopping():
+            if while_work_left and not self.work_left():
+                return
+            left = (moment - self.clock.now()).total_seconds()
+            if left <= 0:
+                return
+            step = left if self.clock.poll_seconds is None else min(left, self.clock.poll_seconds)
+            await self.clock.sleep(step)
+
+    async def run(self) -> WorkerResult:
+        """Send until the run owes nothing this account can send, a stop, or PeerFlood."""
+        texts = active_texts(self.conn)
+        if not texts:
+            raise CampaignError("no texts to send; import them with import-messages FILE")
+        set_worker_state(self.conn, self.run_id, self.profile.id, "running", self.clock.now(),
+                         pid=os.getpid())
+        release_dead_claims(self.conn, self.clock.now())  # e.g. this account's crashed worker
+        while not self.stopping():
+            now = self.clock.now()
+            slot = next_free_slot(self.conn, self.profile.id,
+                                  self.config.max_messages_per_hour, now)
+            if slot > now:
+                if not self.work_left():
+                    break
+                log.info("%s: at the limit of %d sends per hour; next slot %s",
+                         self.profile.name, self.config.max_messages_per_hour,
+                         short_time(slot))
+                await self.sleep_until(slot, while_work_left=True)
+                continue
+            claim = claim_open_attempt(self.conn, self.profile.id, now) or claim_next(
+                self.conn, self.run_id, self.profile.id, now, texts, self.config.text_order,
+                self.rng)
+            if claim is None:
+                if not await self.wait_for_work():
+                    break
+                continue
+            if not await self.deliver(claim):
+                break
+        if self.result.status == "done" and self.stop.is_set():
+            self.result.status = "stopped"
+        set_worker_state(self.conn, self.run_id, self.profile.id, self.result.status,
+                         self.clock.now(), reason=self.result.reason, ended=True)
+        return self.result
+
+    def work_left(self) -> bool:
+        """Whether the run still owes a send this worker could make, now or later."""
+        outlook = run_outlook(self.conn, self.run_id)
+        return outlook.next_due is not None or outlook.in_progress > 0 or bool(
+            self.conn.execute("SELECT 1 FROM task_attempts a JOIN tasks t ON "
+                              "t.open_attempt_id = a.id WHERE a.profile_id = ? AND "
+                              "a.status = 'sending' LIMIT 1", (self.profile.id,)).fetchone())
+
+    async def wait_for_work(self) -> bool:
+        """Nothing due now: sleep until the next chat is due (or others release theirs).
+        False when the run owes nothing more that this worker could send."""
+        release_dead_claims(self.conn, self.clock.now())
+        outlook = run_outlook(self.conn, self.run_id)
+        if outlook.next_due is not None:
+            await self.sleep_until(max(outlook.next_due, self.clock.now()))
+            return True
+        if outlook.in_progress:
+            await self.sleep_until(self.clock.now() + timedelta(seconds=IDLE_POLL_SECONDS))
+            return True
+        return False
+
+    async def deliver(self, claim: Claim) -> bool:
+        """Send one claimed chat and record the outcome; False when the worker must end."""
+        backoff = NETWORK_BACKOFF_START
+        while True:
+            try:
+                message_id = await self.send(claim.chat, claim.text, claim.random_id)
+            except errors.PeerFloodError as exc:
+                return self.peer_flood(claim, exc)
+            except errors.SlowModeWaitError as exc:
+                now = self.clock.now()
+                record_failure(self.conn, claim, "SlowModeWaitError", str(exc), now,
+                               next_available=now + timedelta(seconds=exc.seconds))
+                self.result.failed += 1
+                return True
+            except errors.FloodWaitError as exc:  # only from a sender without the registry
+                await self.clock.sleep(exc.seconds)
+                continue
+            except CHAT_ERRORS as exc:
+                self.chat_error(claim, type(exc).__name__, str(exc))
+                return True
+            except ValueError as exc:  # Telethon: no entity for this id/username
+                self.chat_error(claim, "EntityNotFound", str(exc))
+                return True
+            except errors.RPCError as exc:
+                if isinstance(exc, (errors.UnauthorizedError, errors.AuthKeyError)):
+                    release_claim(self.conn, claim, self.clock.now())
+                    raise telegram_session.auth_error(
+                        telegram_session.load_account(self.profile.folder), exc) from None
+                if not isinstance(exc, NETWORK_ERRORS):
+                    self.chat_error(claim, type(exc).__name__, str(exc))
+                    return True
+                if not await self.network_pause(claim, exc, backoff):
+                    return False
+                backoff = min(backoff * 2, self.config.network_backoff_max_seconds)
+                continue
+            except NETWORK_ERRORS as exc:
+                if not await self.network_pause(claim, exc, backoff):
+                    return False
+                backoff = min(backoff * 2, self.config.network_backoff_max_seconds)
+                continue
+            now = self.clock.now()
+            delay = timedelta(seconds=cycle_delay_seconds(self.config, self.rng))
+            record_success(self.conn, claim, message_id, now, now + delay)
+            self.result.sent += 1
+            log.info("%s: sent to %s (run cycle %d%s%s)", self.profile.name, claim.chat,
+                     claim.cycle_number, ", carry-over" if claim.carry else "",
+                     ", resumed after a crash" if claim.resumed else "")
+            return True
+
+    async def network_pause(self, claim: Claim, exc: BaseException, seconds: float) -> bool:
+        """Wait before sending again with the same random_id; False (chat released, outcome
+        kept unknown for this account) when a stop comes meanwhile."""
+        log.warning("%s: network problem sending to %s (%s: %s); trying again in %.0f s",
+                    self.profile.name, claim.chat, type(exc).__name__, exc, seconds)
+        await self.sleep_until(self.clock.now() + timedelta(seconds=seconds))
+        if self.stopping():
+            release_claim(self.conn, claim, self.clock.now())
+            return False
+        return True
+
+    def chat_error(self, claim: Claim, error_type: str, message: str) -> None:
+        """A chat refused the message: counted toward blocking it, retried later."""
+        now = self.clock.now()
+        retry_at = now + timedelta(minutes=self.config.retry_delay_minutes)
+        blocked = record_failure(self.conn, claim, error_type, message, now,
+                                 next_available=retry_at,
+                                 block_after=self.config.max_attempts_before_block)
+        self.result.failed += 1
+        if blocked:
+            self.result.blocked += 1
+            log.warning("%s: %s blocked after %d attempts: %s", self.profile.name, claim.chat,
+                        self.config.max_attempts_before_block, error_type)
+        else:
+            log.warning("%s: %s refused the message (%s); trying again later",
+                        self.profile.name, claim.chat, error_type)
+
+    def peer_flood(self, claim: Claim, exc: Exception) -> bool:
+        """Telegram limited this account: it stops for the run, its chats go to the others."""
+        now = self.clock.now()
+        record_failure(self.conn, claim, "PeerFloodError", str(exc), now)
+        self.result.failed += 1
+        self.result.status = "peer_flood"
+        self.result.reason = ("PeerFlood: Telegram limited this account (check @SpamBot); "
+                              "stopped for this run, its chats go to the other accounts")
+        log.error("%s: %s", self.profile.name, self.result.reason)
+        return False
+
+
+# ----------------------------------------------------------------------------- workers
+
+def configure_logging(folder: Path | None = None, verbose: bool = False) -> None:
+    """Console logging, plus campaign.log in the account folder for a worker."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if folder is not None and folder.is_dir():
+        handlers.append(logging.FileHandler(folder / "campaign.log", encoding="utf-8"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.getLogger("telethon").setLevel(logging.WARNING)
+
+
+async def run_account(conn: sqlite3.Connection, run_id: str, profile: Profile, config: Config,
+                      clock: Clock, stop: StopSignal | None = None,
+                      rng: random.Random | None = None) -> WorkerResult:
+    """One account's worker over Telegram: opens the client (never prompts), then sends."""
+    account = telegram_session.load_account(profile.folder)
+    async with telegram_session.open_client(account, raise_last_call_error=True,
+                                            request_retries=0) as client:
+        sender = TelegramSender(client, account, clock)
+        worker = Worker(conn, run_id, profile, config, sender.send, clock, stop, rng)
+        return await worker.run()
+
+
+async def run_accounts_together(db_path: Path, run_id: str, profiles: Sequence[Profile],
+                                config: Config, clock: Clock,
+                                stop: StopSignal | None = None) -> list[WorkerResult]:
+    """Every account's worker as an asyncio task of this process (tests, benchmarks,
+    rehearsals with a FakeClock); `start` uses one process per account instead."""
+    async def one(profile: Profile) -> WorkerResult:
+        conn = migrate_db.connect(db_path)
+        try:
+            return await run_account(conn, run_id, profile, config, clock, stop)
+        finally:
+            conn.close()
+            if isinstance(clock, FakeClock):
+                clock.leave()
+    if isinstance(clock, FakeClock):
+        clock.participants = len(profiles)
+    return list(await asyncio.gather(*(one(p) for p in profiles)))
+
+
+def worker_command(args: argparse.Namespace, run_id: str, profile: Profile) -> list[str]:
+    """The hidden `worker` subcommand `start` runs, one process per account."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--db", str(args.db_path)]
+    if args.config:
+        command += ["--config", str(args.config)]
+    return command + ["worker", "--run", run_id, "--profile", profile.name]
+
+
+class Supervisor:
+    """`start`'s process: one worker process per account, restarted after a crash (with a
+    growing pause) unless it ended for a reason a restart cannot fix."""
+
+    def __init__(self, args: argparse.Namespace, conn: sqlite3.Connection, run_id: str,
+                 profiles: Sequence[Profile]) -> None:
+        self.args = args
+        self.conn = conn
+        self.run_id = run_id
+        self.profiles = profiles
+        self.children: dict[str, subprocess.Popen] = {}
+        self.restarts: dict[str, int] = dict.fromkeys((p.name for p in profiles), 0)
+        self.restart_at: dict[str, float] = {}
+        self.interrupted = False
+        self.exit_codes: dict[str, int] = {}
+
+    def spawn(self, profile: Profile) -> None:
+        """Start (or restart) the account's worker process."""
+        self.children[profile.name] = subprocess.Popen(
+            worker_command(self.args, self.run_id, profile), stdin=subprocess.DEVNULL)
+
+    def signal_stop(self, signum: int, _frame: Any) -> None:
+        """Ctrl+C / SIGTERM: ask the workers to finish the send in flight and end."""
+        self.interrupted = self.interrupted or signum == signal.SIGINT
+        request_stop(self.conn, self.run_id)
+        for child in self.children.values():
+            if child.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.send_signal(signal.SIGTERM)
+
+    def run(self) -> None:
+        """Spawn, watch and restart workers until every one has ended."""
+        signal.signal(signal.SIGINT, self.signal_stop)
+        signal.signal(signal.SIGTERM, self.signal_stop)
+        for profile in self.profiles:
+            self.spawn(profile)
+        by_name = {p.name: p for p in self.profiles}
+        while self.children or self.restart_at:
+            time.sleep(0.2)
+            for name, child in list(self.children.items()):
+                code = child.poll()
+                if code is None:
+                    continue
+                del self.children[name]
+                self.exit_codes[name] = code
+                if self.should_restart(name, code):
+                    pause = min(RESTART_PAUSE_MAX, 2.0 ** self.restarts[name])
+                    self.restarts[name] += 1
+                    print(f"{name}: worker ended with code {code}; restarting in "
+                          f"{pause:.0f} s ({self.restarts[name]}/{WORKER_RESTARTS})",
+                          file=sys.stderr, flush=True)
+                    self.restart_at[name] = time.monotonic() + pause
+            for name, when in list(self.restart_at.items()):
+                if stop_requested(self.conn, self.run_id):
+                    del self.restart_at[name]
+                elif time.monotonic() >= when:
+                    del self.restart_at[name]
+                    self.spawn(by_name[name])
+
+    def should_restart(self, name: str, code: int) -> bool:
+        """A crash (signal, exit 1) is restarted; done, usage, auth and lock problems not."""
+        if code in (EXIT_OK, EXIT_USAGE, EXIT_AUTH, EXIT_SESSION, EXIT_INTERRUPTED):
+            return False
+        if stop_requested(self.conn, self.run_id):
+            return False
+        return self.restarts[name] < WORKER_RESTARTS
+
+
+# ----------------------------------------------------------------------------- reports
+
+def account_summary(conn: sqlite3.Connection, run_id: str) -> list[str]:
+    """One line per account of the run: sends, failures, how its worker ended."""
+    rows = conn.execute(
+        "SELECT p.profile_name, rp.status, rp.reason, "
+        "(SELECT COUNT(*) FROM task_attempts a WHERE a.run_id = rp.run_id AND "
+        " a.profile_id = rp.profile_id AND a.status = 'success'), "
+        "(SELECT COUNT(*) FROM task_attempts a WHERE a.run_id = rp.run_id AND "
+        " a.profile_id = rp.profile_id AND a.status = 'failed') "
+        "FROM campaign_run_profiles rp JOIN profiles p ON p.id = rp.profile_id "
+        "WHERE rp.run_id = ? ORDER BY p.profile_name", (run_id,)).fetchall()
+    return [f"  {name}: {sent} sent, {failed} failed, {status}"
+            + (f" ({reason})" if reason else "") for name, status, reason, sent, failed in rows]
+
+
+def estimate_seconds(total_sends: int, accounts: int, per_hour: int, top_quota: int,
+                     config: Config) -> float:
+    """How long a run of `total_sends` should take: the hourly limits of the accounts, or
+    the cycle delays of the chat owed the most sends, whichever is longer."""
+    if total_sends <= 0:
+        return 0.0
+    by_rate = total_sends / (max(accounts, 1) * per_hour) * 3600
+    mean_delay = config.cycle_delay_minutes * 60 * (1 + config.delay_randomness / 2)
+    return max(by_rate, max(top_quota - 1, 0) * mean_delay)
+
+
+def plan_lines(conn: sqlite3.Connection, config: Config, group: str | None,
+               profiles: Sequence[Profile], now: datetime) -> list[str]:
+    """What a start would send to whom, and when it should end."""
+    chats, carry, total, top = campaign_totals(conn, group, config.max_cycles)
+    texts = active_texts(conn)
+    usable = [p for p in profiles if account_wait(p, now)[0] != "peer_flood"]
+    lines = [f"group: {group or 'all groups'}; {chats} chats not blocked; "
+             f"{len(texts)} text(s) in {config.text_order}",
+             f"accounts: {', '.join(p.name for p in usable) or 'none'}"
+             + (f" (left out, limited by PeerFlood: "
+                f"{', '.join(p.name for p in profiles if p not in usable)})"
+                if len(usable) < len(profiles) else ""),
+             f"sends: {total} = {carry} carried over from the last run + {chats} chats x "
+             f"{config.max_cycles} cycle(s)",
+             f"limits: {config.max_messages_per_hour}/h per account, at least "
+             f"{config.cycle_delay_minutes:g} min between sends to one chat "
+             f"(+ up to {config.delay_randomness:.0%})"]
+    if usable and total:
+        seconds = estimate_seconds(total, len(usable), config.max_messages_per_hour, top,
+                                   config)
+        lines.append(f"should end in about {format_duration(seconds)} "
+                     f"(around {short_time(now + timedelta(seconds=seconds))})")
+    clause, args = _group_clause(group)
+    rows = conn.execute(
+        "SELECT chat_username, MAX(run_quota - run_sent, 0), completed_cycles FROM tasks "
+        f"WHERE is_blocked = 0 {clause} ORDER BY id LIMIT ?", (*args, PLAN_LINES)).fetchall()
+    for chat, owed, done in rows:
+        first = choose_text(texts, done, config.text_order, random.Random(0))[1] \
+            if texts else "(no texts imported)"
+        preview = first if len(first) <= 40 else first[:37] + "..."
+        extra = f" + {owed} carried over" if owed else ""
+        lines.append(f"  {chat}: {config.max_cycles}{extra}; first text: {preview!r}")
+    if chats > len(rows):
+        lines.append(f"  ... and {chats - len(rows)} more chats")
+    return lines
+
+
+def account_wait(profile: Profile, now: datetime) -> tuple[str | None, str]:
+    """(kind, description) of the account's recorded Telegram wait, or (None, problem/'')."""
+    try:
+        account = telegram_session.load_account(profile.folder)
+    except telegram_session.AccountError as exc:
+        return None, f"folder problem: {exc.message}"
+    wait = telegram_session.current_wait(account, now=now)
+    if wait is None:
+        return None, ""
+    kind, until = wait
+    return kind, telegram_session.describe_wait(kind, until, now)
+
+
+def status_lines(conn: sqlite3.Connection, config: Config, now: datetime) -> list[str]:
+    """Accounts (last hour, next slot, waits), the latest run's progress, blocked chats."""
+    lines = ["accounts:"]
+    run = conn.execute("SELECT run_id, status, started_at, ended_at, quota_total, carry_total, "
+                       "end_reason, group_id FROM campaign_runs ORDER BY started_at DESC, rowid DESC "
+                       "LIMIT 1").fetchone()
+    worker_states = dict(conn.execute(
+        "SELECT profile_id, status || COALESCE(': ' || reason, '') FROM campaign_run_profiles "
+        "WHERE run_id = ?", (run[0] if run else "",)).fetchall())
+    profiles = list_profiles(conn)
+    for profile in profiles:
+        sent = len(window_sends(conn, profile.id, now))
+        slot = next_free_slot(conn, profile.id, config.max_messages_per_hour, now)
+        wait_left = format_duration((slot - now).total_seconds())
+        free = "now" if slot <= now else f"{short_time(slot)} (in {wait_left})"
+        _, wait = account_wait(profile, now)
+        parts = [f"{sent}/{config.max_messages_per_hour} in the last hour",
+                 f"next free slot {free}"]
+        if wait:
+            parts.append(wait)
+        if profile.id in worker_states:
+            parts.append(f"this run: {worker_states[profile.id]}")
+        lines.append(f"  {profile.name}: " + "; ".join(parts))
+    if not profiles:
+        lines.append("  none (add one with add-profile FOLDER)")
+    if run:
+        lines += run_lines(conn, config, run, len(profiles), now)
+    blocked = conn.execute("SELECT chat_username, group_id, block_reason FROM tasks "
+                           "WHERE is_blocked = 1 ORDER BY id").fetchall()
+    lines.append(f"blocked chats: {len(blocked)}")
+    lines += [f"  {chat} ({group}): {reason}" for chat, group, reason in blocked]
+    waiting = conn.execute(
+        "SELECT t.chat_username, p.profile_name FROM tasks t JOIN task_attempts a ON "
+        "a.id = t.open_attempt_id LEFT JOIN profiles p ON p.id = a.profile_id "
+        "WHERE t.status = 'pending'").fetchall()
+    if waiting:
+        lines.append("sends interrupted mid-way (resent with the same random_id by the same "
+                     "account when it runs again):")
+        lines += [f"  {chat}: {name}" for chat, name in waiting]
+    return lines
+
+
+def run_lines(conn: sqlite3.Connection, config: Config, run: tuple, accounts: int,
+              now: datetime) -> list[str]:
+    """The latest run's progress, carry-over and ETA."""
+    run_id, status, started, ended, quota, carry, reason, group = run
+    sent = conn.execute("SELECT COUNT(*) FROM task_attempts WHERE run_id = ? AND "
+                        "status = 'success'", (run_id,)).fetchone()[0]
+    failed = conn.execute("SELECT COUNT(*) FROM task_attempts WHERE run_id = ? AND "
+                          "status = 'failed'", (run_id,)).fetchone()[0]
+    carry_sent = conn.execute("SELECT COALESCE(SUM(MIN(run_sent, run_carry)), 0) FROM tasks "
+                              "WHERE current_run_id = ?", (run_id,)).fetchone()[0]
+    outlook = run_outlook(conn, run_id)
+    lines = [f"run {run_id} ({group or 'all groups'}): {status}, started "
+             f"{short_time(from_text(started))}"
+             + (f", ended {short_time(from_text(ended))}" if ended else ""),
+             f"  progress: {sent}/{quota} sent, {failed} failed attempts, "
+             f"{outlook.remaining} still owed",
+             f"  carried over from the run before: {carry_sent}/{carry} sent"]
+    if status == "running" and outlook.remaining:
+        seconds = estimate_seconds(outlook.remaining, accounts, config.max_messages_per_hour,
+                                   1, config)
+        lines.append(f"  ETA: about {format_duration(seconds)} "
+                     f"(around {short_time(now + timedelta(seconds=seconds))})")
+    if reason:
+        lines.append(f"  ended because: {reason}")
+    return lines
+
+
+def runs_lines(conn: sqlite3.Connection) -> list[str]:
+    """Every run, newest first: id, times, status, sends."""
+    rows = conn.execute(
+        "SELECT r.run_id, r.started_at, r.ended_at, r.status, r.group_id, r.quota_total, "
+        "r.carry_total, (SELECT COUNT(*) FROM task_attempts a WHERE a.run_id = r.run_id AND "
+        "a.status = 'success'), (SELECT COUNT(*) FROM task_attempts a WHERE "
+        "a.run_id = r.run_id AND a.status = 'failed') FROM campaign_runs r "
+        "ORDER BY r.started_at DESC, r.rowid DESC").fetchall()
+    if not rows:
+        return ["no runs yet (start one with: campaign.py start)"]
+    lines = []
+    for run_id, started, ended, status, group, quota, carry, sent, failed in rows:
+        end = short_time(from_text(ended)) if ended else "-"
+        lines.append(f"{run_id}  {status:<11} {short_time(from_text(started))} -> {end}  "
+                     f"group {group or 'all'}: {sent}/{quota or 0} sent "
+                     f"(carry-over {carry or 0}), {failed} failed")
+    return lines
+
+
+# ----------------------------------------------------------------------------- commands
+
+def open_db(args: argparse.Namespace) -> sqlite3.Connection:
+    """The campaign database (created and migrated as needed)."""
+    try:
+        return migrate_db.connect(args.db_path)
+    except sqlite3.DatabaseError as exc:
+        raise CampaignError(f"{args.db_path}: cannot open the database: {exc}") from None
+    except OSError as exc:
+        raise CampaignError(f"{args.db_path}: {exc.strerror}") from None
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Create the database, and config.yaml from the example when there is none."""
+    conn = open_db(args)
+    conn.close()
+    print(f"database ready: {args.db_path}")
+    target = args.config or DEFAULT_CONFIG
+    if not target.exists() and EXAMPLE_CONFIG.exists():
+        partial = target.with_name(target.name + ".part")
+        shutil.copyfile(EXAMPLE_CONFIG, partial)
+        partial.replace(target)
+        print(f"config written: {target} (edit the limits before starting)")
+    return EXIT_OK
+
+
+def cmd_import_chats(args: argparse.Namespace) -> int:
+    """Add a chat list to a group."""
+    report = read_chat_list(args.file)
+    if report.problems:
+        for line in report.problems:
+            print(line, file=sys.stderr)
+        raise CampaignError(f"{args.file}: {len(report.problems)} malformed line(s), nothing "
+                            "imported; fix them and import again", EXIT_USAGE)
+    if not report.chats:
+        raise CampaignError(f"{args.file}: no chats in the file (one @username, t.me link or "
+                            "numeric id per line)", EXIT_USAGE)
+    conn = open_db(args)
+    added, existing = add_chats(conn, report.chats, args.group, Clock().now())
+    for line in report.duplicates:
+        print(f"duplicate skipped: {line}")
+    print(f"{added} chats added to group {args.group!r}, {existing} already there"
+          + (f", {len(report.duplicates)} duplicate line(s) skipped" if report.duplicates
+             else ""))
+    return EXIT_OK
+
+
+def cmd_import_messages(args: argparse.Namespace) -> int:
+    """Store the texts to send."""
+    texts = read_texts(args.file)
+    conn = open_db(args)
+    added, existing = import_texts(conn, texts, replace=args.replace, now=Clock().now())
+    total = len(active_texts(conn))
+    print(f"{added} text(s) added, {existing} already there; {total} active, sent in "
+          f"{args.config_obj.text_order}")
+    return EXIT_OK
+
+
+def cmd_add_profile(args: argparse.Namespace) -> int:
+    """Register an account folder."""
+    conn = open_db(args)
+    profile, new = add_profile(conn, args.folder, Clock().now())
+    print(f"profile {profile.name} {'added' if new else 'updated'} ({profile.folder})")
+    return EXIT_OK
+
+
+def cmd_list_profiles(args: argparse.Namespace) -> int:
+    """The accounts campaigns use, with their last hour and any wait."""
+    conn = open_db(args)
+    now = Clock().now()
+    profiles = list_profiles(conn)
+    if not profiles:
+        print("no profiles (add one with add-profile FOLDER)")
+    for profile in profiles:
+        sent = len(window_sends(conn, profile.id, now))
+        _, wait = account_wait(profile, now)
+        print(f"{profile.name}  {profile.folder}  {sent}/"
+              f"{args.config_obj.max_messages_per_hour} in the last hour"
+              + (f"  {wait}" if wait else ""))
+    return EXIT_OK
+
+
+def _start_inputs(conn: sqlite3.Connection, args: argparse.Namespace,
+                  now: datetime) -> list[Profile]:
+    """The accounts for a start, after checking there is something to send and someone to
+    send it; CampaignError naming what is missing."""
+    clause, params = _group_clause(args.group)
+    if not conn.execute(f"SELECT 1 FROM tasks WHERE is_blocked = 0 {clause} LIMIT 1",
+                        params).fetchone():
+        where = f"group {args.group!r}" if args.group else "any group"
+        raise CampaignError(f"no chats to message in {where}; import them with "
+                            "import-chats FILE [--group G]")
+    if not active_texts(conn):
+        raise CampaignError("no texts to send; import them with import-messages FILE")
+    profiles = list_profiles(conn, args.profiles)
+    if not profiles:
+        raise CampaignError("no profiles; add an account folder with add-profile FOLDER")
+    usable = []
+    for profile in profiles:
+        kind, wait = account_wait(profile, now)
+        if kind == "peer_flood":
+            print(f"{profile.name}: left out of this run ({wait})")
+        else:
+            usable.append(profile)
+    if not usable:
+        raise CampaignError("every account is limited by PeerFlood; see status")
+    return usable
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """What a start would send to whom, and when it should end."""
+    conn = open_db(args)
+    now = Clock().now()
+    profiles = list_profiles(conn, args.profiles)
+    for line in plan_lines(conn, args.config_obj, args.group, profiles, now):
+        print(line)
+    return EXIT_OK
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    """Make a run and send with one worker process per account until done or stopped."""
+    conn = open_db(args)
+    now = Clock().now()
+    config = args.config_obj
+    running = running_run(conn, now)
+    if running:
+        raise CampaignError(f"run {running[0]} is still running (start process {running[1]}); "
+                            "stop it first with: campaign.py stop")
+    profiles = _start_inputs(conn, args, now)
+    if args.dry_run:
+        print("dry run: nothing is sent and no run is recorded")
+        for line in plan_lines(conn, config, args.group, profiles, now):
+            print(line)
+        return EXIT_OK
+    info = create_run(conn, config, args.group, profiles, now)
+    print(f"Session ID (run_id): {info.run_id}", flush=True)
+    print(f"{info.chats} chats, {info.quota_total} sends owed ({info.carry_total} carried "
+          f"over from the run before), accounts: {', '.join(p.name for p in profiles)}",
+          flush=True)
+    supervisor = Supervisor(args, conn, info.run_id, profiles)
+    supervisor.run()
+    crashed = [name for name, code in supervisor.exit_codes.items()
+               if code not in (EXIT_OK, EXIT_INTERRUPTED)]
+    reason = (f"worker(s) failed: {', '.join(crashed)}" if crashed else None)
+    status = finish_run(conn, info.run_id, Clock().now(), reason)
+    print(f"run {info.run_id} {status}", flush=True)
+    for line in account_summary(conn, info.run_id):
+        print(line)
+    if supervisor.interrupted:
+        return EXIT_INTERRUPTED
+    codes = set(supervisor.exit_codes.values())
+    if len(codes) == 1 and codes & {EXIT_USAGE, EXIT_AUTH, EXIT_SESSION}:
+        return codes.pop()
+    if status == "interrupted":
+        print(f"error: run {info.run_id} ended with sends still owed "
+              f"({reason or 'no account could send them'}); they carry over to the next "
+              "start", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """One account's worker process (started by `start`)."""
+    conn = open_db(args)
+    profiles = list_profiles(conn, [args.profile])
+    profile = profiles[0]
+    configure_logging(profile.folder, args.verbose)
+    stop = StopSignal()
+    clock = Clock()
+
+    async def main() -> WorkerResult:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        return await run_account(conn, args.run, profile, args.config_obj, clock, stop)
+
+    try:
+        result = asyncio.run(main())
+    except telegram_session.AccountError as exc:
+        set_worker_state(conn, args.run, profile.id, "failed", clock.now(),
+                         reason=exc.message, ended=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(f"{profile.name}: {result.sent} sent, {result.failed} failed, {result.status}"
+          + (f" ({result.reason})" if result.reason else ""), flush=True)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Accounts, the latest run, blocked chats."""
+    conn = open_db(args)
+    now = Clock().now()
+    running_run(conn, now)
+    for line in status_lines(conn, args.config_obj, now):
+        print(line)
+    return EXIT_OK
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """Every run, newest first."""
+    conn = open_db(args)
+    for line in runs_lines(conn):
+        print(line)
+    return EXIT_OK
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """Ask the running run to end: workers finish the send in flight, then exit."""
+    conn = open_db(args)
+    running = running_run(conn, Clock().now())
+    if running is None:
+        print("no run is running")
+        return EXIT_OK
+    run_id, pid = running
+    request_stop(conn, run_id)
+    pids = [pid] + [p for (p,) in conn.execute(
+        "SELECT pid FROM campaign_run_profiles WHERE run_id = ? AND pid IS NOT NULL",
+        (run_id,))]
+    for target in pids:
+        if pid_alive(target) and _is_campaign_process(target):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(target, signal.SIGTERM)
+    print(f"stop requested for run {run_id}; waiting up to {args.wait:g} s", flush=True)
+    deadline = time.monotonic() + args.wait
+    while time.monotonic() < deadline:
+        status = conn.execute("SELECT status FROM campaign_runs WHERE run_id = ?",
+                              (run_id,)).fetchone()[0]
+        if status != "running":
+            print(f"run {run_id} {status}")
+            for line in account_summary(conn, run_id):
+                print(line)
+            return EXIT_OK
+        time.sleep(0.2)
+    print(f"run {run_id} is still finishing its sends in flight; see status")
+    return EXIT_OK
+
+
+def _is_campaign_process(pid: int) -> bool:
+    """Whether the pid is one of ours (a reused pid of another program is left alone)."""
+    try:
+        return b"campaign.py" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+# ----------------------------------------------------------------------------- command line
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: global options, then one subcommand."""
+    parser = argparse.ArgumentParser(
+        description="Per-run message campaigns from several Telegram accounts, inside every "
+                    "limit (max_cycles per chat per run, max_messages_per_hour per account).",
+        epilog="Exit codes: 0 done, 1 runtime failure, 2 usage/config error, 3 an account "
+               "must log in again, 4 session/lock problem, 130 Ctrl+C.")
+    files = parser.add_argument_group("files")
+    files.add_argument("--db", type=Path, help="campaign database (default: database.path "
+                       f"from the config, else {DEFAULT_DB.relative_to(SUITE_DIR)})")
+    files.add_argument("--config", type=Path,
+                       help=f"config file (default: {DEFAULT_CONFIG.name} next to this script; "
+                            "built-in defaults if it does not exist)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    commands.add_parser("init", help="create the database (and config.yaml from the example)")
+    chats = commands.add_parser("import-chats", help="add chats (txt or csv: @usernames, "
+                                "t.me links, numeric ids)")
+    chats.add_argument("file", type=Path, metavar="FILE")
+    chats.add_argument("--group", default=DEFAULT_GROUP,
+                       help="the group the chats belong to (default: %(default)s)")
+    texts = commands.add_parser("import-messages", help="add the texts to send (json or txt; "
+                                "several texts in txt separated by --- lines)")
+    texts.add_argument("file", type=Path, metavar="FILE")
+    texts.add_argument("--replace", action="store_true",
+                       help="stop sending the texts imported before")
+    profile = commands.add_parser("add-profile", help="register an account folder")
+    profile.add_argument("folder", type=Path, metavar="FOLDER",
+                         help="an account folder, e.g. sessions/session1")
+    commands.add_parser("list-profiles", help="the registered accounts")
+    for name, text in (("start", "make a run and send until done, stop or Ctrl+C"),
+                       ("plan", "what a start would send to whom, and when it should end")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("--group", help="only this group's chats (default: every group)")
+        sub.add_argument("--profiles", nargs="+", metavar="NAME",
+                         help="only these accounts (default: every active profile)")
+        if name == "start":
+            sub.add_argument("--dry-run", action="store_true",
+                             help="print the plan; send nothing, record no run")
+    commands.add_parser("status", help="accounts, the latest run's progress, blocked chats")
+    commands.add_parser("runs", help="every run with its sends")
+    stop = commands.add_parser("stop", help="end the running run cleanly")
+    stop.add_argument("--wait", type=float, default=STOP_WAIT_SECONDS,
+                      help="seconds to wait for the workers to finish (default: %(default)s)")
+    worker = commands.add_parser("worker")
+    worker.add_argument("--run", required=True)
+    worker.add_argument("--profile", required=True)
+    # the worker subcommand is internal: keep it out of the help listing
+    commands._choices_actions = [a for a in commands._choices_actions if a.dest != "worker"]
+    return parser
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "init": cmd_init, "import-chats": cmd_import_chats,
+    "import-messages": cmd_import_messages, "add-profile": cmd_add_profile,
+    "list-profiles": cmd_list_profiles, "start": cmd_start, "plan": cmd_plan,
+    "status": cmd_status, "runs": cmd_runs, "stop": cmd_stop, "worker": cmd_worker,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments, load the config, run the command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "stop" and args.wait < 0:
+        parser.error("--wait must not be negative")
+    try:
+        args.config_obj = load_config(args.config)
+        args.db_path = args.db or args.config_obj.database_path or DEFAULT_DB
+        if args.command != "worker":
+            configure_logging(verbose=args.verbose)
+        return COMMANDS[args.command](args)
+    except CampaignError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except sqlite3.OperationalError as exc:
+        print(f"error: {args.db_path}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)

@@ -1,0 +1,1150 @@
+#!/usr/bin/env python3
+"""Clone a Telegram chat into another, exactly once: backfill, then follow new messages.
+
+One account (the folder's .env) copies SOURCE_CHAT into TARGET_CHAT. Every source message
+has a row in a SQLite checkpoint (table `messages`): it is claimed, its send's `random_id`
+is stored before the send and reused on a retry, and it is marked done with the target
+message id. A restart resumes after the last contiguous finished message, so a process
+killed at any instant neither loses nor duplicates a message. Albums go as one album,
+replies and forum topics are mapped, FloodWaits are slept through and the same message
+sent again. clone_streaming_shared.py runs the same code for many accounts on one shared
+checkpoint.
+
+    cd sessions/session1 && python ../../clone_streaming.py [--once] [--status]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import shutil
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from telethon import TelegramClient, errors, events, functions, types, utils
+
+import migrate_db
+import telegram_session
+from migrate_db import transaction, utcnow
+
+log = logging.getLogger("clone")
+
+# ----------------------------------------------------------------------------- settings
+COPY_MODES = ("forward", "copy", "auto")
+DEFAULT_COPY_MODE = "auto"
+DEFAULT_CHECKPOINT_DB = "checkpoint.db"
+DEFAULT_CLAIM_TIMEOUT = 300.0          # seconds without a heartbeat before a claim is stale
+DEFAULT_MAX_MEDIA_MB = 2000.0          # Telegram's own upload limit
+DEFAULT_PROGRESS_EVERY = 100           # messages between progress lines
+DEFAULT_PROGRESS_SECONDS = 10.0        # ... or seconds, whichever comes first
+ORPHAN_FACTOR = 10                     # a claim with a stored random_id: others wait longer
+FORWARD_BATCH = 100                    # Telegram's limit of ids per forwardMessages
+ALBUM_LIMIT = 10                       # items per sendMultiMedia
+FLOOD_SLEEP_THRESHOLD = 60             # shorter FloodWaits are slept inside Telethon
+FOLLOW_POLL_SECONDS = 30.0             # a follow pass at least this often, events or not
+EVENT_SETTLE_SECONDS = 0.5             # lets an album's items all arrive before a pass
+WAIT_POLL_SECONDS = 0.2                # polling another account's claim (replies, order)
+RECENT_TARGET_SCAN = 200               # target messages searched after RANDOM_ID_DUPLICATE
+SEND_ATTEMPTS = 5                      # Telegram-side internal errors before marking failed
+TERMINAL = ("done", "failed", "skipped")
+GENERAL_TOPIC = 1
+TOPIC_MAP_FILE = "topic_map.json"
+LOG_FILE = "clone.log"
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off", ""}
+
+ENV_KEYS = {
+    "TG_API_ID / TG_API_HASH": "the account's API credentials (telegram_session.py)",
+    "SESSION_NAME": "the account's name in the checkpoint (default: the folder's name)",
+    "SOURCE_CHAT": "chat to copy: numeric id, @username or t.me link (required)",
+    "TARGET_CHAT": "chat to copy into: numeric id, @username or t.me link (required)",
+    "SOURCE_TOPIC": "copy only this forum topic of the source (topic id)",
+    "TARGET_TOPIC": "post everything into this topic of the target (topic id)",
+    "AUTO_CREATE_TOPICS": "create each source topic once in a forum target (default true)",
+    "COPY_MODE": "forward | copy | auto (default auto: forward where allowed, else copy)",
+    "ALLOW_REUPLOAD": "true: re-upload content from chats that forbid forwarding "
+                      "(only content you have the rights to; default false)",
+    "MAX_MEDIA_MB": f"largest media to download and re-upload (default {DEFAULT_MAX_MEDIA_MB:g})",
+    "CHECKPOINT_DB": f"clone_streaming.py's checkpoint (default {DEFAULT_CHECKPOINT_DB} "
+                     "in the folder)",
+    "PROGRESS_EVERY / PROGRESS_SECONDS": "a progress line every N messages or seconds "
+                                        f"(default {DEFAULT_PROGRESS_EVERY} / "
+                                        f"{DEFAULT_PROGRESS_SECONDS:g})",
+}
+
+
+class ConfigError(ValueError):
+    """A bad .env value or flag: one line saying what is wrong and how to fix it (exit 2)."""
+
+
+# ----------------------------------------------------------------------------- checkpoint
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="microseconds")
+
+
+def _ids_json(msg_ids: Iterable[int]) -> str:
+    return json.dumps([int(i) for i in msg_ids])
+
+
+class SharedCheckpoint:
+    """The cloner's checkpoint: one row per source message in table `messages`.
+
+    A session (account) claims rows, stores each send's random_id before sending, and
+    completes them. Every state change is one `BEGIN IMMEDIATE` transaction. A claim is
+    kept alive by `heartbeat()`; once it is older than `claim_timeout` another session may
+    take it over, except that a claim whose random_id is stored (a send may have reached
+    Telegram, and Telegram de-duplicates random_ids per account only) is left to its own
+    session for ORPHAN_FACTOR times longer. Album members are claimed whole or not at all.
+    """
+
+    def __init__(self, db_path: str | Path, session_name: str, *,
+                 claim_timeout: float = DEFAULT_CLAIM_TIMEOUT) -> None:
+        self.db_path = Path(db_path)
+        self.session = session_name
+        self.claim_timeout = float(claim_timeout)
+        self.conn = migrate_db.connect(self.db_path)
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self.conn.close()
+
+    def _params(self, source_chat: str) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        return {"src": str(source_chat), "me": self.session, "now": _iso(now),
+                "stale": _iso(now - timedelta(seconds=self.claim_timeout)),
+                "orphan": _iso(now - timedelta(seconds=self.claim_timeout * ORPHAN_FACTOR))}
+
+    # A row this session may take: free, its own, or stale (see the class docstring).
+    _TAKEABLE = """(status = 'pending' OR (status = 'processing' AND (session = :me
+        OR (claimed_at < :stale AND (random_id IS NULL OR claimed_at < :orphan)))))"""
+    _CLAIM_SET = """status = 'processing', session = :me, claimed_at = :now, error = NULL,
+        random_id = CASE WHEN session = :me THEN random_id END,
+        attempts = attempts + (CASE WHEN status = 'processing' AND session = :me
+                                    THEN 0 ELSE 1 END)"""
+
+    def claim(self, source_chat: str, msg_ids: Iterable[int], *,
+              grouped_ids: Mapping[int, int] | None = None) -> list[int]:
+        """Claim messages; returns the ids this session now holds (new or already its own).
+
+        Rows are created as needed (with their album's `grouped_id`). An album is taken
+        only if no member is held by another live session. One BEGIN IMMEDIATE.
+        """
+        ids = [int(i) for i in msg_ids]
+        if not ids:
+            return []
+        groups = grouped_ids or {}
+        params = self._params(source_chat)
+        params["ids"] = _ids_json(ids)
+        with transaction(self.conn):
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO messages (source_chat, msg_id, grouped_id) "
+                "VALUES (?, ?, ?)", [(params["src"], i, groups.get(i)) for i in ids])
+            rows = self.conn.execute(
+                f"""UPDATE messages SET {self._CLAIM_SET}
+                    WHERE source_chat = :src AND msg_id IN (SELECT value FROM json_each(:ids))
+                      AND {self._TAKEABLE}
+                      AND (grouped_id IS NULL OR NOT EXISTS (
+                          SELECT 1 FROM messages AS m WHERE m.source_chat = :src
+                            AND m.grouped_id = messages.grouped_id AND m.status = 'processing'
+                            AND m.session IS NOT :me
+                            AND NOT (m.claimed_at < :stale
+                                     AND (m.random_id IS NULL OR m.claimed_at < :orphan))))
+                    RETURNING msg_id""", params).fetchall()
+        return sorted(i for (i,) in rows)
+
+    def claim_next(self, source_chat: str, limit: int = 1, *,
+                   up_to: int | None = None) -> list[int]:
+        """Claim the oldest pending rows of a source (whole albums); returns their ids."""
+        params = self._params(source_chat)
+        params.update(limit=int(limit), up_to=up_to if up_to is not None else 2 ** 62)
+        with transaction(self.conn):
+            rows = self.conn.execute(
+                f"""UPDATE messages SET {self._CLAIM_SET}
+                    WHERE source_chat = :src AND msg_id IN (SELECT msg_id FROM messages
+                        WHERE source_chat = :src AND status = 'pending' AND msg_id <= :up_to
+                        ORDER BY msg_id LIMIT :limit)
+                    RETURNING msg_id, grouped_id""", params).fetchall()
+            ids = [msg_id for msg_id, _ in rows]
+            for grouped_id in {g for _, g in rows if g is not None}:
+                params["ids"] = _ids_json(self.album_members(source_chat, grouped_id))
+                ids += [i for (i,) in self.conn.execute(
+                    f"""UPDATE messages SET {self._CLAIM_SET}
+                        WHERE source_chat = :src AND status = 'pending'
+                          AND msg_id IN (SELECT value FROM json_each(:ids))
+                        RETURNING msg_id""", params)]
+        return sorted(ids)
+
+    def owned(self, source_chat: str) -> list[int]:
+        """Ids this session holds in `source_chat` (e.g. left over from before a crash)."""
+        rows = self.conn.execute(
+            "SELECT msg_id FROM messages WHERE source_chat = ? AND status = 'processing' "
+            "AND session = ? ORDER BY msg_id", (str(source_chat), self.session))
+        return [i for (i,) in rows]
+
+    def random_ids(self, source_chat: str, msg_ids: Iterable[int]) -> dict[int, int]:
+        """The random_id for each held message, new ones stored first; unheld ids are left out.
+
+        Call before sending: the returned ids are what the send must carry, and a retry
+        after a crash gets the same ones back.
+        """
+        params = self._params(source_chat)
+        params["ids"] = _ids_json(msg_ids)
+        with transaction(self.conn):
+            held = self.conn.execute(
+                """SELECT msg_id, random_id FROM messages WHERE source_chat = :src
+                   AND msg_id IN (SELECT value FROM json_each(:ids))
+                   AND status = 'processing' AND session = :me""", params).fetchall()
+            result = {}
+            for msg_id, random_id in held:
+                if random_id is None:
+                    random_id = secrets.randbits(63)
+                    self.conn.execute(
+                        "UPDATE messages SET random_id = ?, claimed_at = ? "
+                        "WHERE source_chat = ? AND msg_id = ?",
+                        (random_id, params["now"], params["src"], msg_id))
+                result[msg_id] = random_id
+        return result
+
+    def mark_done(self, source_chat: str, msg_id: int, target_msg_id: int | None, *,
+                  target_chat: str | None = None, note: str | None = None) -> bool:
+        """Record a message as cloned; False (nothing written) if this session no longer
+        holds it."""
+        return bool(self.mark_done_many(source_chat, {msg_id: target_msg_id},
+                                        target_chat=target_chat, note=note))
+
+    def mark_done_many(self, source_chat: str, targets: Mapping[int, int | None], *,
+                       target_chat: str | None = None, note: str | None = None) -> set[int]:
+        """Record several messages (an album, a forward batch) as cloned in one transaction;
+        returns the ids recorded (those this session held)."""
+        now, done = utcnow(), set()
+        with transaction(self.conn):
+            for msg_id, target_msg_id in targets.items():
+                row = self.conn.execute(
+                    """UPDATE messages SET status = 'done', target_msg_id = ?, target_chat = ?,
+                           processed_at = ?, error = ?
+                       WHERE source_chat = ? AND msg_id = ? AND status = 'processing'
+                         AND session = ? RETURNING msg_id""",
+                    (target_msg_id, target_chat, now, note, str(source_chat), int(msg_id),
+                     self.session)).fetchone()
+                if row:
+                    done.add(int(msg_id))
+        return done
+
+    def mark_failed(self, source_chat: str, msg_id: int, error: str, *,
+                    status: str = "failed") -> bool:
+        """Record that a message cannot be cloned, with the reason; False if not held."""
+        with transaction(self.conn):
+            row = self.conn.execute(
+                """UPDATE messages SET status = ?, error = ?, processed_at = ?
+                   WHERE source_chat = ? AND msg_id = ? AND status = 'processing'
+                     AND session = ? RETURNING msg_id""",
+                (status, error, utcnow(), str(source_chat), int(msg_id),
+                 self.session)).fetchone()
+        return row is not None
+
+    def mark_skipped(self, source_chat: str, msg_id: int, reason: str) -> bool:
+        """Record a message that is deliberately not cloned (service message, other topic)."""
+        return self.mark_failed(source_chat, msg_id, reason, status="skipped")
+
+    def release(self, source_chat: str, msg_ids: Iterable[int]) -> int:
+        """Give held messages back (pending) so any session can take them; returns how many."""
+        params = self._params(source_chat)
+        params["ids"] = _ids_json(msg_ids)
+        with transaction(self.conn):
+            return self.conn.execute(
+                """UPDATE messages SET status = 'pending', session = NULL, claimed_at = NULL,
+                       random_id = NULL
+                   WHERE source_chat = :src AND msg_id IN (SELECT value FROM json_each(:ids))
+                     AND status = 'processing' AND session = :me AND random_id IS NULL""",
+                params).rowcount
+
+    def heartbeat(self) -> int:
+        """Refresh this session's claims so no one takes them over; returns how many."""
+        with transaction(self.conn):
+            return self.conn.execute(
+                "UPDATE messages SET claimed_at = ? WHERE status = 'processing' AND session = ?",
+                (utcnow(), self.session)).rowcount
+
+    def release_stale(self) -> int:
+        """Make claims whose owner stopped heart-beating pending again; returns how many."""
+        params = self._params("")
+        with transaction(self.conn):
+            return self.conn.execute(
+                """UPDATE messages SET status = 'pending', session = NULL, claimed_at = NULL,
+                       random_id = NULL
+                   WHERE status = 'processing' AND claimed_at < :stale
+                     AND (random_id IS NULL OR claimed_at < :orphan)""", params).rowcount
+
+    # ------------------------------------------------------------------ reading
+
+    def resume_point(self, source_chat: str) -> int:
+        """The last source id up to which every known message is finished (0 if none):
+        history is read from just after it."""
+        first_open, last = self.conn.execute(
+            f"""SELECT (SELECT MIN(msg_id) FROM messages WHERE source_chat = :src
+                        AND status NOT IN {TERMINAL}),
+                       (SELECT MAX(msg_id) FROM messages WHERE source_chat = :src)""",
+            {"src": str(source_chat)}).fetchone()
+        if first_open is not None:
+            return first_open - 1
+        return last or 0
+
+    def open_below(self, source_chat: str, msg_id: int) -> list[tuple[int, str, str | None]]:
+        """Unfinished rows older than `msg_id`: (msg_id, status, session)."""
+        return self.conn.execute(
+            f"""SELECT msg_id, status, session FROM messages WHERE source_chat = ?
+                AND msg_id < ? AND status NOT IN {TERMINAL} ORDER BY msg_id""",
+            (str(source_chat), int(msg_id))).fetchall()
+
+    def row(self, source_chat: str, msg_id: int) -> sqlite3.Row | None:
+        """(status, session, target_msg_id, grouped_id, error) of one message, or None."""
+        return self.conn.execute(
+            "SELECT status, session, target_msg_id, grouped_id, error FROM messages "
+            "WHERE source_chat = ? AND msg_id = ?", (str(source_chat), int(msg_id))).fetchone()
+
+    def album_members(self, source_chat: str, grouped_id: int) -> list[int]:
+        """Every known id of one album."""
+        rows = self.conn.execute(
+            "SELECT msg_id FROM messages WHERE source_chat = ? AND grouped_id = ? ORDER BY msg_id",
+            (str(source_chat), int(grouped_id)))
+        return [i for (i,) in rows]
+
+    def target_ids(self, target_chat: str) -> set[int]:
+        """Target message ids already recorded for `target_chat`."""
+        rows = self.conn.execute(
+            "SELECT target_msg_id FROM messages WHERE target_chat = ? "
+            "AND target_msg_id IS NOT NULL", (str(target_chat),))
+        return {i for (i,) in rows}
+
+    # ------------------------------------------------------------------ topics
+
+    def claim_topic(self, source_chat: str, source_topic: int, target_chat: str,
+                    title: str) -> tuple[int | None, int | None]:
+        """Who creates a target topic: (target_topic, None) if it exists already,
+        (None, random_id) if this session must create it now, (None, None) while another
+        live session is creating it (ask again shortly)."""
+        params = self._params(source_chat)
+        params.update(topic=int(source_topic), dst=str(target_chat), title=title)
+        with transaction(self.conn):
+            row = self.conn.execute(
+                """SELECT target_topic, session, claimed_at, random_id FROM topic_map
+                   WHERE source_chat = :src AND source_topic = :topic AND target_chat = :dst""",
+                params).fetchone()
+            if row and row[0] is not None:
+                return row[0], None
+            if row and row[1] != self.session and row[2] >= params["stale"]:
+                return None, None
+            random_id = row[3] if row and row[1] == self.session and row[3] else \
+                secrets.randbits(63)
+            self.conn.execute(
+                """INSERT INTO topic_map (source_chat, source_topic, target_chat, title,
+                       session, claimed_at, random_id)
+                   VALUES (:src, :topic, :dst, :title, :me, :now, :rid)
+                   ON CONFLICT (source_chat, source_topic, target_chat) DO UPDATE SET
+                       session = :me, claimed_at = :now, random_id = :rid, title = :title""",
+                {**params, "rid": random_id})
+        return None, random_id
+
+    def set_topic(self, source_chat: str, source_topic: int, target_chat: str,
+                  target_topic: int) -> bool:
+        """Record the created target topic; False if another session recorded one first."""
+        with transaction(self.conn):
+            row = self.conn.execute(
+                """UPDATE topic_map SET target_topic = ?, created_at = ?
+                   WHERE source_chat = ? AND source_topic = ? AND target_chat = ?
+                     AND target_topic IS NULL RETURNING source_topic""",
+                (int(target_topic), utcnow(), str(source_chat), int(source_topic),
+                 str(target_chat))).fetchone()
+        return row is not None
+
+    def topic_rows(self, source_chat: str, target_chat: str) -> list[tuple[int, int, str]]:
+        """(source_topic, target_topic, title) of every created topic of a chat pair."""
+        return self.conn.execute(
+            """SELECT source_topic, target_topic, title FROM topic_map WHERE source_chat = ?
+               AND target_chat = ? AND target_topic IS NOT NULL ORDER BY source_topic""",
+            (str(source_chat), str(target_chat))).fetchall()
+
+    def mapped_topic_ids(self, target_chat: str) -> set[int]:
+        """Target topics already mapped to some source topic."""
+        rows = self.conn.execute(
+            "SELECT target_topic FROM topic_map WHERE target_chat = ? "
+            "AND target_topic IS NOT NULL", (str(target_chat),))
+        return {i for (i,) in rows}
+
+
+# ----------------------------------------------------------------------------- configuration
+
+@dataclass(frozen=True)
+class Profile:
+    """What distinguishes clone_streaming.py from clone_streaming_shared.py."""
+
+    prog: str
+    description: str
+    db_key: str                        # the .env key naming the checkpoint
+    db_default: str                    # relative to the account folder
+    shared: bool
+
+
+SINGLE = Profile("clone_streaming.py", "One account copies SOURCE_CHAT into TARGET_CHAT, "
+                 "exactly once: backfill from the checkpoint, then follow new messages.",
+                 "CHECKPOINT_DB", DEFAULT_CHECKPOINT_DB, shared=False)
+
+
+@dataclass(frozen=True)
+class CloneConfig:
+    """Everything one cloning run needs, from the folder's .env and the flags."""
+
+    folder: Path
+    session_name: str
+    source_chat: int | str
+    target_chat: int | str
+    source_topic: int | None
+    target_topic: int | None
+    auto_create_topics: bool
+    copy_mode: str
+    allow_reupload: bool
+    max_media_bytes: int
+    checkpoint_db: Path
+    claim_timeout: float
+    ordered: bool
+    progress_every: int
+    progress_seconds: float
+    once: bool
+
+
+def parse_chat(key: str, value: str) -> int | str:
+    """A chat setting as Telethon takes it: an int id or a username (t.me links unwrapped)."""
+    text = value.strip()
+    hint = "a numeric id (e.g. -1001234567890), @username or https://t.me/username link"
+    if not text:
+        raise ConfigError(f"{key} is empty; set it to {hint}")
+    if "t.me/" in text:
+        path = text.split("t.me/", 1)[1].strip("/").split("/")
+        if path[0] == "c" and len(path) > 1 and path[1].isdigit():
+            return int(f"-100{path[1]}")
+        text = path[0]
+    text = text.removeprefix("@")
+    if text[:1] in "-+0123456789":
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{key}={value!r} is not a number; set it to {hint}") from None
+    if not text.replace("_", "").isalnum() or len(text) < 4:
+        raise ConfigError(f"{key}={value!r} is not a chat; set it to {hint}")
+    return text
+
+
+def _int_setting(key: str, value: str | None, *, minimum: int = 1) -> int | None:
+    if value is None or not str(value).strip():
+        return None
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"{key}={value!r} is not a whole number") from None
+    if number < minimum:
+        raise ConfigError(f"{key}={value!r} must be at least {minimum}")
+    return number
+
+
+def _float_setting(key: str, value: str | None, default: float) -> float:
+    if value is None or not str(value).strip():
+        return default
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"{key}={value!r} is not a number") from None
+    if number <= 0:
+        raise ConfigError(f"{key}={value!r} must be more than 0")
+    return number
+
+
+def _bool_setting(key: str, value: str | bool | None, default: bool) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    word = value.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return default if not word else False
+    raise ConfigError(f"{key}={value!r} is not true or false")
+
+
+def make_config(account: telegram_session.Account, args: argparse.Namespace,
+                profile: Profile) -> CloneConfig:
+    """The run's settings: flags first, then the folder's .env, then defaults."""
+    env = account.env
+
+    def setting(flag: str, key: str) -> Any:
+        value = getattr(args, flag, None)
+        return value if value is not None else env.get(key)
+
+    where = f"{telegram_session.display_path(account.folder / '.env')}"
+    for key in ("SOURCE_CHAT", "TARGET_CHAT"):
+        if not (setting(key.lower().split("_")[0], key) or "").strip():
+            raise ConfigError(f"{key} is not set in {where}; add {key}=<numeric id, "
+                              "@username or t.me link> (or pass --"
+                              f"{key.lower().split('_')[0]})")
+    copy_mode = (setting("copy_mode", "COPY_MODE") or DEFAULT_COPY_MODE).strip().lower()
+    if copy_mode not in COPY_MODES:
+        raise ConfigError(f"COPY_MODE={copy_mode!r} is not one of {', '.join(COPY_MODES)}")
+    db_text = setting("checkpoint_db", profile.db_key) or profile.db_default
+    db_path = Path(db_text).expanduser()
+    claim_timeout = _float_setting("CLAIM_TIMEOUT", setting("claim_timeout", "CLAIM_TIMEOUT"),
+                                   DEFAULT_CLAIM_TIMEOUT)
+    return CloneConfig(
+        folder=account.folder,
+        session_name=account.name,
+        source_chat=parse_chat("SOURCE_CHAT", setting("source", "SOURCE_CHAT")),
+        target_chat=parse_chat("TARGET_CHAT", setting("target", "TARGET_CHAT")),
+        source_topic=_int_setting("SOURCE_TOPIC", setting("source_topic", "SOURCE_TOPIC")),
+        target_topic=_int_setting("TARGET_TOPIC", setting("target_topic", "TARGET_TOPIC")),
+        auto_create_topics=_bool_setting(
+            "AUTO_CREATE_TOPICS", setting("auto_create_topics", "AUTO_CREATE_TOPICS"), True),
+        copy_mode=copy_mode,
+        allow_reupload=_bool_setting(
+            "ALLOW_REUPLOAD", setting("allow_reupload", "ALLOW_REUPLOAD"), False),
+        max_media_bytes=int(_float_setting(
+            "MAX_MEDIA_MB", setting("max_media_mb", "MAX_MEDIA_MB"),
+            DEFAULT_MAX_MEDIA_MB) * 1024 * 1024),
+        checkpoint_db=db_path if db_path.is_absolute() else (account.folder / db_path).resolve(),
+        claim_timeout=claim_timeout,
+        ordered=_bool_setting("ORDERED", setting("ordered", "ORDERED"), False),
+        progress_every=_int_setting("PROGRESS_EVERY", setting("progress_every",
+                                                              "PROGRESS_EVERY"))
+        or DEFAULT_PROGRESS_EVERY,
+        progress_seconds=_float_setting("PROGRESS_SECONDS",
+                                        setting("progress_seconds", "PROGRESS_SECONDS"),
+                                        DEFAULT_PROGRESS_SECONDS),
+        once=bool(getattr(args, "once", False)),
+    )
+
+
+# ----------------------------------------------------------------------------- messages
+
+def is_service(message: Any) -> bool:
+    """Service messages (joins, pins, topic creation...) are not cloned."""
+    return getattr(message, "action", None) is not None
+
+
+def group_units(messages: Iterable[Any]) -> list[list[Any]]:
+    """Consecutive messages grouped into sending units: an album, or one message."""
+    units: list[list[Any]] = []
+    for message in messages:
+        grouped = getattr(message, "grouped_id", None)
+        if grouped and units and getattr(units[-1][0], "grouped_id", None) == grouped:
+            units[-1].append(message)
+        else:
+            units.append([message])
+    return units
+
+
+def source_reply_id(message: Any) -> int | None:
+    """The source message this one replies to (not the topic it is posted in), or None."""
+    header = getattr(message, "reply_to", None)
+    if not isinstance(header, types.MessageReplyHeader) or not header.reply_to_msg_id:
+        return None
+    if header.forum_topic and header.reply_to_top_id is None:
+        return None                     # a top-level post in a topic
+    return header.reply_to_msg_id
+
+
+def sent_message_ids(result: Any) -> dict[int, int]:
+    """random_id -> new message id, from the Updates a send returned."""
+    if isinstance(result, types.UpdateShortSentMessage):
+        return {}
+    updates = getattr(result, "updates", [])
+    return {u.random_id: u.id for u in updates if isinstance(u, types.UpdateMessageID)}
+
+
+def new_messages(result: Any) -> list[Any]:
+    """The messages a send's Updates carry, in order."""
+    return [u.message for u in getattr(result, "updates", [])
+            if isinstance(u, (types.UpdateNewChannelMessage, types.UpdateNewMessage))]
+
+
+def message_signature(message: Any) -> tuple:
+    """What a clone of `message` looks like from outside: text and media kind."""
+    media = getattr(message, "media", None)
+    kind = type(media).__name__ if media and not isinstance(
+        media, types.MessageMediaWebPage) else ""
+    return (getattr(message, "message", "") or "", kind)
+
+
+def write_json_atomically(path: Path, data: Any) -> None:
+    """Write JSON to a temporary file next to `path`, then rename it over `path`."""
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+    partial.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    partial.replace(path)
+
+
+@dataclass
+class Progress:
+    """Counts and the periodic progress line (done, failed, rate, ETA)."""
+
+    every: int
+    seconds: float
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("cloned", "forwarded", "copied", "albums", "failed", "skipped", "already_sent",
+         "topics_created"), 0))
+    started: float = field(default_factory=time.monotonic)
+    last_line: float = field(default_factory=time.monotonic)
+    since_line: int = 0
+    top_id: int = 0
+    position: int = 0
+
+    def add(self, what: str, count: int = 1) -> None:
+        """Count `count` events of kind `what`; message outcomes advance the progress line."""
+        self.counts[what] += count
+        if what in ("cloned", "failed", "skipped"):
+            self.since_line += count
+            now = time.monotonic()
+            if self.since_line >= self.every or now - self.last_line >= self.seconds:
+                log.info("%s", self.line())
+                self.since_line, self.last_line = 0, now
+
+    def line(self) -> str:
+        """e.g. 'progress: cloned 500, failed 0, skipped 3, 41.2 msg/s, ETA 12 s'."""
+        finished = sum(self.counts[k] for k in ("cloned", "failed", "skipped"))
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        rate = finished / elapsed
+        left = max(self.top_id - self.position, 0)
+        eta = f"{left / rate:.0f} s" if rate > 0 and left else "-"
+        return (f"progress: cloned {self.counts['cloned']}, failed {self.counts['failed']}, "
+                f"skipped {self.counts['skipped']}, {rate:.1f} msg/s, "
+                f"at source id {self.position} of {self.top_id}, ETA {eta}")
+
+    def summary(self) -> str:
+        """The closing line of a run."""
+        c = self.counts
+        return (f"summary: cloned {c['cloned']} (forwarded {c['forwarded']}, copied "
+                f"{c['copied']}, albums {c['albums']}), failed {c['failed']}, skipped "
+                f"{c['skipped']}, already sent before a restart {c['already_sent']}, topics "
+                f"created {c['topics_created']}, {time.monotonic() - self.started:.1f} s")
+
+
+class SendRefused(Exception):
+    """Telegram refused a unit for a reason that concerns only that unit (it is failed)."""
+
+
+# Errors about the chats themselves: cloning cannot go on, whichever message it is.
+FATAL_ERRORS = (errors.ChatWriteForbiddenError, errors.UserBannedInChannelError,
+                errors.ChannelPrivateError, errors.ChatAdminRequiredError,
+                errors.ChannelInvalidError, errors.PeerIdInvalidError)
+PROTECTED_REASON = ("the source forbids forwarding and saving (noforwards); copying it needs "
+                    "ALLOW_REUPLOAD=true, for content you have the rights to")
+
+
+def source_topic_of(message: Any) -> int:
+    """The forum topic a source message is in (General is 1)."""
+    header = getattr(message, "reply_to", None)
+    if isinstance(header, types.MessageReplyHeader) and header.forum_topic:
+        return header.reply_to_top_id or header.reply_to_msg_id
+    return GENERAL_TOPIC
+
+
+class Cloner:
+    """Copies one source chat into one target chat through a checkpoint."""
+
+    def __init__(self, client: TelegramClient, account: telegram_session.Account,
+                 checkpoint: SharedCheckpoint, config: CloneConfig, source: Any, target: Any,
+                 temp_dir: Path) -> None:
+        self.client, self.account, self.checkpoint, self.config = \
+            client, account, checkpoint, config
+        self.source, self.target = utils.get_input_peer(source), utils.get_input_peer(target)
+        self.src, self.dst = str(utils.get_peer_id(source)), str(utils.get_peer_id(target))
+        self.source_forum = bool(getattr(source, "forum", False))
+        self.target_forum = bool(getattr(target, "forum", False))
+        self.source_protected = bool(getattr(source, "noforwards", False))
+        self.temp_dir = temp_dir
+        self.progress = Progress(config.progress_every, config.progress_seconds)
+        self.topic_titles: dict[int, str] = {}
+        self.topic_cache: dict[int, int] = {}
+        self.batch: list[list[Any]] = []
+        self.batch_topic: int | None = None
+        self.last_seen = 0
+        self.new_messages = asyncio.Event()
+
+    # ------------------------------------------------------------------ the run
+
+    async def run(self) -> None:
+        """Backfill (resuming from the checkpoint), then follow until stopped (or --once)."""
+        if self.config.source_topic and not self.source_forum:
+            raise ConfigError(f"SOURCE_TOPIC={self.config.source_topic} but the source is "
+                              "not a forum; remove SOURCE_TOPIC")
+        if self.config.target_topic and not self.target_forum:
+            raise ConfigError(f"TARGET_TOPIC={self.config.target_topic} but the target is "
+                              "not a forum; remove TARGET_TOPIC")
+        heartbeat = asyncio.create_task(self.keep_claims_alive())
+        try:
+            if self.source_forum and self.target_forum and self.config.auto_create_topics:
+                self.topic_titles = {t: topic.title
+                                     for t, topic in (await self.list_topics(self.source)).items()}
+                self.write_topic_map()
+            newest = await self.client.get_messages(self.source, limit=1)
+            self.progress.top_id = newest[0].id if newest else 0
+            await self.process_ids(self.checkpoint.owned(self.src))   # left by a crash
+            await self.backfill()
+            if self.config.once:
+                return
+            self.client.add_event_handler(self.on_new_message,
+                                          events.NewMessage(chats=self.source))
+            log.info("backfill done (%s); following new messages", self.progress.line())
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.new_messages.wait(), FOLLOW_POLL_SECONDS)
+                await asyncio.sleep(EVENT_SETTLE_SECONDS)
+                self.new_messages.clear()
+                await self.backfill()
+        finally:
+            heartbeat.cancel()
+            released = self.checkpoint.release(self.src, self.checkpoint.owned(self.src))
+            if released:
+                log.info("gave back %d claimed messages not yet sent", released)
+
+    async def on_new_message(self, event: events.NewMessage.Event) -> None:
+        """A new source message: wake the follow loop (it reads from the checkpoint)."""
+        self.new_messages.set()
+
+    async def keep_claims_alive(self) -> None:
+        """Heartbeat this session's claims and release other sessions' stale ones."""
+        interval = max(1.0, min(self.config.claim_timeout / 3, 60.0))
+        while True:
+            await asyncio.sleep(interval)
+            self.checkpoint.heartbeat()
+            released = self.checkpoint.release_stale()
+            if released:
+                log.warning("released %d stale claims of stopped accounts", released)
+
+    async def backfill(self) -> None:
+        """Clone every message after the checkpoint's resume point, then settle leftovers."""
+        start = max(self.checkpoint.resume_point(self.src), self.last_seen)
+        unit: list[Any] = []
+        async for message in self.client.iter_messages(self.source, reverse=True,
+                                                       min_id=start):
+            self.last_seen = max(self.last_seen, message.id)
+            grouped = getattr(message, "grouped_id", None)
+            if unit and grouped and grouped == getattr(unit[0], "grouped_id", None):
+                unit.append(message)
+                continue
+            if unit:
+                await self.handle(unit)
+            unit = [message]
+        if unit:
+            await self.handle(unit)
+        await self.flush()
+        open_rows = self.checkpoint.open_below(self.src, self.last_seen + 1)
+        await self.settle([msg_id for msg_id, _, _ in open_rows])
+
+    async def process_ids(self, msg_ids: list[int]) -> None:
+        """Fetch messages by id (claimed already, or to be claimed) and clone them."""
+        for start in range(0, len(msg_ids), FORWARD_BATCH):
+            chunk = msg_ids[start:start + FORWARD_BATCH]
+            found = await telegram_session.call_with_flood_wait(
+                self.account, lambda c=chunk: self.client.get_messages(self.source, ids=c),
+                request="channels.GetMessages")
+            for msg_id, message in zip(chunk, found, strict=True):
+                if message is None and self.checkpoint.claim(self.src, [msg_id]):
+                    self.fail([msg_id], "the message is no longer in the source")
+            for unit in group_units(m for m in found if m is not None):
+                await self.handle(unit)
+        await self.flush()
+
+    async def settle(self, msg_ids: list[int], *, timeout: float | None = None) -> bool:
+        """Wait until these (known) messages are finished, cloning the ones nobody holds.
+
+        Returns False if `timeout` seconds passed first.
+        """
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        while True:
+            open_ids = []
+            for msg_id in msg_ids:
+                row = self.checkpoint.row(self.src, msg_id)
+                if row is not None and row[0] not in TERMINAL:
+                    open_ids.append(msg_id)
+            if not open_ids:
+                return True
+            held = self.checkpoint.claim(self.src, open_ids)
+            if held:
+                await self.process_ids(held)
+                continue
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(WAIT_POLL_SECONDS)
+
+    # ------------------------------------------------------------------ one unit
+
+    async def handle(self, unit: list[Any]) -> None:
+        """Claim a unit (album or message) and clone it, skip it, or queue it to forward."""
+        groups = {m.id: m.grouped_id for m in unit if getattr(m, "grouped_id", None)}
+        held = set(self.checkpoint.claim(self.src, [m.id for m in unit], grouped_ids=groups))
+        unit = [m for m in unit if m.id in held]
+        if not unit:
+            return
+        self.progress.position = max(self.progress.position, unit[-1].id)
+        first = unit[0]
+        if is_service(first):
+            if isinstance(first.action, types.MessageActionTopicCreate):
+                self.topic_titles[first.id] = first.action.title
+            for message in unit:
+                self.checkpoint.mark_skipped(self.src, message.id, "service message "
+                                             f"({type(message.action).__name__})")
+            self.progress.add("skipped", len(unit))
+            return
+        if self.config.source_topic and source_topic_of(first) != self.config.source_topic:
+            for message in unit:
+                self.checkpoint.mark_skipped(self.src, message.id, "outside SOURCE_TOPIC")
+            self.progress.add("skipped", len(unit))
+            return
+        topic = await self.target_topic_for(first)
+        protected = self.source_protected or any(getattr(m, "noforwards", False) for m in unit)
+        mode = self.config.copy_mode
+        if mode == "forward" and protected:
+            self.fail([m.id for m in unit], "the source forbids forwarding (noforwards); "
+                      "use COPY_MODE=copy with ALLOW_REUPLOAD=true for content you have the "
+                      "rights to")
+        elif mode == "forward" or (mode == "auto" and not protected):
+            if self.batch and (topic != self.batch_topic or sum(map(len, self.batch))
+                               + len(unit) > FORWARD_BATCH):
+                await self.flush()
+            self.batch.append(unit)
+            self.batch_topic = topic
+        else:
+            await self.flush()
+            await self.copy_unit(unit, topic, protected)
+
+    def fail(self, msg_ids: list[int], reason: str) -> None:
+        """Mark messages failed with the reason (they stay visible in --status)."""
+        failed = sum(self.checkpoint.mark_failed(self.src, i, reason) for i in msg_ids)
+        if failed:
+            log.warning("source messages %s failed: %s", ", ".join(map(str, msg_ids)), reason)
+            self.progress.add("failed", failed)
+
+    def record(self, unit: list[Any], targets: Mapping[int, int | None], how: str) -> None:
+        """Mark a sent unit done with the target ids (where known) and count it."""
+        found = {i: t for i, t in targets.items() if t is not None}
+        done = self.checkpoint.mark_done_many(self.src, found, target_chat=self.dst)
+        for msg_id in targets.keys() - found.keys():
+            if self.checkpoint.mark_done(
+                    self.src, msg_id, None, target_chat=self.dst,
+                    note="sent before a restart (RANDOM_ID_DUPLICATE); its target id was "
+                         f"not among the last {RECENT_TARGET_SCAN} target messages"):
+                done.add(msg_id)
+        if done:
+            self.progress.add(how, len(done))
+            if len(unit) > 1:
+                self.progress.add("albums")
+            self.progress.add("cloned", len(done))
+
+    async def send(self, request: Any, what: str) -> Any:
+        """One request, sleeping through FloodWait/slow mode and riding out a dropped
+        connection; the same request (same random_ids) is sent again each time.
+
+        A refusal that concerns only this unit becomes SendRefused.
+        """
+        for attempt in range(1, SEND_ATTEMPTS + 1):
+            try:
+                return await telegram_session.call_with_flood_wait(
+                    self.account, lambda: self.client(request), request=what)
+            except errors.SlowModeWaitError as exc:
+                telegram_session.record_wait(self.account, exc.seconds, kind="slow_mode",
+                                             request=what)
+            except (errors.ChatForwardsRestrictedError, *FATAL_ERRORS):
+                raise
+            except errors.BadRequestError as exc:
+                raise SendRefused(f"Telegram refused it ({exc.message})") from None
+            except ConnectionError as exc:
+                if attempt == SEND_ATTEMPTS:
+                    raise
+                log.warning("connection lost during %s (%s); sending again", what, exc)
+                await asyncio.sleep(attempt)
+                if not self.client.is_connected():
+                    await self.client.connect()
+        raise SendRefused(f"slow mode kept refusing {what} {SEND_ATTEMPTS} times")
+
+    # ------------------------------------------------------------------ forwarding
+
+    async def flush(self) -> None:
+        """Forward the queued units (up to 100 ids, one topic) in one request."""
+        units, topic = self.batch, self.batch_topic
+        self.batch = []
+        if units:
+            await self.forward_units(units, topic)
+
+    async def forward_units(self, units: list[list[Any]], topic: int | None) -> None:
+        ids = [m.id for unit in units for m in unit]
+        if self.config.ordered:
+            await self.wait_turn(ids[0])
+        random_ids = self.checkpoint.random_ids(self.src, ids)
+        units = [u for u in units if all(m.id in random_ids for m in u)]
+        ids = [m.id for unit in units for m in unit]
+        if not ids:
+            return
+        try:
+            result = await self.send(functions.messages.ForwardMessagesRequest(
+                from_peer=self.source, id=ids, random_id=[random_ids[i] for i in ids],
+                to_peer=self.target, top_msg_id=topic), "messages.ForwardMessages")
+        except errors.ChatForwardsRestrictedError:
+            if self.config.copy_mode == "auto":
+                for unit in units:
+                    await self.copy_unit(unit, topic, protected=True)
+            else:
+                self.fail(ids, "the source forbids forwarding (noforwards)")
+            return
+        except errors.RandomIdDuplicateError:
+            if len(units) > 1:          # which ones were sent before the restart?
+                for unit in units:
+                    await self.forward_units([unit], topic)
+                return
+            self.progress.add("already_sent", len(ids))
+            self.record(units[0], await self.find_sent(units[0], forwarded=True), "forwarded")
+            return
+        except SendRefused as exc:
+            self.fail(ids, str(exc))
+            return
+        sent = sent_message_ids(result)
+        for unit in units:
+            targets = {m.id: sent.get(random_ids[m.id]) for m in unit}
+            missing = [i for i, t in targets.items() if t is None]
+            if missing:
+                self.fail(missing, "not forwarded: the message is no longer in the source")
+            self.record(unit, {i: t for i, t in targets.items() if t is not None}, "forwarded")
+
+    # ------------------------------------------------------------------ copying
+
+    async def copy_unit(self, unit: list[Any], topic: int | None, protected: bool) -> None:
+        """Re-create a message or album without the forward header (captions, entities,
+        replies kept); media by reference, or downloaded and re-uploaded where protected."""
+        ids = [m.id for m in unit]
+        if protected and not self.config.allow_reupload:
+            self.fail(ids, PROTECTED_REASON)
+            return
+        try:
+            media = [await self.input_media(m, reupload=protected, album=len(unit) > 1)
+                     for m in unit]
+        except SendRefused as exc:
+            self.fail(ids, str(exc))
+            return
+        reply_to = await self.reply_header(unit[0], topic)
+        if self.config.ordered:
+            await self.wait_turn(ids[0])
+        random_ids = self.checkpoint.random_ids(self.src, ids)
+        if len(random_ids) < len(ids):
+            log.warning("source messages %s were taken over by another account", ids)
+            return
+        try:
+            result = await self.send(
+                self.copy_request(unit, media, random_ids, reply_to),
+                "messages.SendMultiMedia" if len(unit) > 1 else "messages.SendMessage")
+        except errors.RandomIdDuplicateError:
+            self.progress.add("already_sent", len(ids))
+            self.record(unit, await self.find_sent(unit, forwarded=False), "copied")
+            return
+        except SendRefused as exc:
+            self.fail(ids, str(exc))
+            return
+        sent = sent_message_ids(result)
+        self.record(unit, {m.id: sent.get(random_ids[m.id]) for m in unit}, "copied")
+
+    def copy_request(self, unit: list[Any], media: list[Any], random_ids: Mapping[int, int],
+                     reply_to: Any) -> Any:
+        """The raw send request for a unit, carrying the stored random_ids."""
+        if len(unit) > 1:
+            return functions.messages.SendMultiMediaRequest(
+                peer=self.target, reply_to=reply_to, multi_media=[
+                    types.InputSingleMedia(media=item, message=m.message or "",
+                                           random_id=random_ids[m.id], entities=m.entities)
+                    for m, item in zip(unit, media, strict=True)])
+        message, item = unit[0], media[0]
+        if item is None:
+            return functions.messages.SendMessageRequest(
+                peer=self.target, message=message.message or "", entities=message.entities,
+                random_id=random_ids[message.id], reply_to=reply_to,
+                no_webpage=not isinstance(message.media, types.MessageMediaWebPage))
+        return functions.messages.SendMediaRequest(
+            peer=self.target, media=item, message=message.message or "",
+            entities=message.entities, random_id=random_ids[message.id], reply_to=reply_to)
+
+    async def input_media(self, message: Any, *, reupload: bool, album: bool) -> Any:
+        """The InputMedia to send for a message's media (None for text)."""
+        media = message.media
+        if media is None or isinstance(media, types.MessageMediaWebPage):
+            return None
+        kind = type(media).__name__.removeprefix("MessageMedia").lower()
+        if not isinstance(media, (types.MessageMediaPhoto, types.MessageMediaDocument)):
+            if reupload:
+                raise SendRefused(f"{kind} media cannot be re-uploaded")
+            try:
+                return utils.get_input_media(media)
+            except TypeError:
+                raise SendRefused(f"{kind} media cannot be copied") from None
+        if not reupload:
+            return utils.get_input_media(media)
+        size = media.document.size if isinstance(media, types.MessageMediaDocument) else max(
+            (getattr(s, "size", 0) for s in getattr(media.photo, "sizes", [])), default=0)
+        if size > self.config.max_media_bytes:
+            raise SendRefused(f"media of {size / 2 ** 20:.1f} MB is over MAX_MEDIA_MB")
+        uploaded = await self.reupload(message)
+        if isinstance(media, types.MessageMediaPhoto):
+            item = types.InputMediaUploadedPhoto(file=uploaded)
+        else:
+            item = types.InputMediaUploadedDocument(
+                file=uploaded, mime_type=media.document.mime_type,
+                attributes=media.document.attributes)
+        if not album:
+            return item
+        stored = await self.send(functions.messages.UploadMediaRequest(
+            peer=self.target, media=item), "messages.UploadMedia")
+        return utils.get_input_media(stored)
+
+    async def reupload(self, message: Any) -> Any:
+        """Download a message's media into a unique temporary folder and upload it."""
+        folder = self.temp_dir / uuid.uuid4().hex
+        folder.mkdir()
+        try:
+            path = await telegram_session.call_with_flood_wait(
+                self.account, lambda: self.client.download_media(message, file=str(folder)),
+                request="upload.GetFile")
+            if path is None:
+                raise SendRefused("the media could not be downloaded")
+            return await telegram_session.call_with_flood_wait(
+                self.account, lambda: self.client.upload_file(path),
+                request="upload.SaveFilePart")
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    async def reply_header(self, message: Any, topic: int | None) -> Any:
+        """Where the copy goes: a reply to the clone of the replied-to message, the topic."""
+        reply_id = source_reply_id(message)
+        mapped = await self.target_of(reply_id) if reply_id else None
+        if mapped:
+            return types.InputReplyToMessage(reply_to_msg_id=mapped, top_msg_id=topic)
+        if topic:
+            return types.InputReplyToMessage(reply_to_msg_id=topic, top_msg_id=topic)
+        return None
+
+    async def target_of(self, msg_id: int) -> int | None:
+        """The target id of a cloned source message, waiting while another account sends it."""
+        if not await self.settle([msg_id], timeout=self.config.claim_timeout):
+            log.warning("source message %s is still in progress elsewhere; the copy that "
+                        "replies to it is sent without the reply", msg_id)
+        row = self.checkpoint.row(self.src, msg_id)
+        return row[2] if row is not None and row[0] == "done" else None
+
+    async def wait_turn(self, msg_id: int) -> None:
+        """ORDERED: wait until every older source message is finished."""
+        while open_rows := self.checkpoint.open_below(self.src, msg_id):
+            await self.settle([i for i, _, _ in open_rows])
+
+    async def find_sent(self, unit: list[Any], *, forwarded: bool) -> dict[int, int | None]:
+        """Target ids of a unit Telegram says was sent before (RANDOM_ID_DUPLICATE): this
+        account's most recent unrecorded target messages that look like it."""
+        known = self.checkpoint.target_ids(self.dst)
+        candidates = [m for m in await self.client.get_messages(self.target,
+                                                                limit=RECENT_TARGET_SCAN)
+                      if m.out and m.id not in known]
+        targets: dict[int, int | None] = {}
+        for message in unit:
+            targets[message.id] = None
+            for candidate in candidates:
+                if candidate.id in targets.values():
+                    continue
+                if forwarded and (candidate.fwd_from is None
+                                  or candidate.fwd_from.date != message.date):
+                    continue
+                if message_signature(candidate) == message_signature(message):
+                    targets[message.id] = candidate.id
+                    break
+        return targets
+
+    # ------------------------------------------------------------------ topics
+
+    async def target_topic_for(self, message: Any) -> int | None:
+        """The target topic a message goes to (None: the chat itself / General)."""
+        if self.config.target_topic:
+            return self.config.target_topic
+        if not (self.source_forum and self.target_forum and self.config.auto_create_topics):
+            return None
+        topic = source_topic_of(message)
+        return None if topic == GENERAL_TOPIC else await self.topic_in_target(topic)
+
+    async def topic_in_target(self, topic: int) -> int:
+        """The target topic for a source topic, created exactly once across accounts."""
+        while topic not in self.topic_cache:
+            if topic not in self.topic_titles:
+                self.topic_titles.update(
+                    {t: f.title for t, f in (await self.list_topics(self.source)).items()})
+            title = self.topic_titles.get(topic, f"Topic {topic}")
+            existing, random_id = self.checkpoint.claim_topic(self.src, topic, self.dst, title)
+            if existing is not None:
+                self.topic_cache[topic] = existing
+            elif random_id is None:
+                await asyncio.sleep(WAIT_POLL_SECONDS)     # another account is creating it
+            else:
+                created = await self.create_topic(title, random_id)
+                if self.checkpoint.set_topic(self.src, topic, self.dst, created):
+                    self.progress.add("topics_created")
+                    log.info("created target topic %d %r for source topic %d", created, title,
+                             topic)
+                self.write_topic_map()
+        return self.topic_cache[topic]
+
+    async def create_topic(self, title: str, random_id: int) -> int:
+        """Create a target topic (or adopt the one this account created before a crash)."""
+        adopted = await self.unmapped_own_topic(title)
+        if adopted is not None:
+            return adopted
+        try:
+            result = await self.send(functions.messages.CreateForumTopicRequest(
+                peer=self.target, title=title, random_id=random_id),
+                "messages.CreateForumTopic")
+        except errors.RandomIdDuplicateError:
+            adopted = await self.unmapped_own_topic(title)
+            if adopted is None:
+                raise
+            return adopted
+        created = sent_message_ids(result).get(random_id)
+        return created if created is not None else new_messages(result)[0].id
+
+    async def unmapped_own_topic(self, title: str) -> int | None:
+        mapped = self.checkpoint.mapped_topic_ids(self.dst)
+        for topic_id, topic in sorted((await self.list_topics(self.target)).items()):
+            if topic.title == title and topic.my and topic_id not in mapped:
+                return topic_id
+        return None
+
+    async def list_topics(self, peer: Any) -> dict[int, Any]:
+        """Every topic of a forum, page by page."""
+        topics: dict[int, Any] = {}
+        offset_date, offset_id, offset_topic = None, 0, 0
+        while True:
+            page = await self.send(functions.messages.GetForumTopicsRequest(
+                peer=peer, offset_date=offset_date, offset_id=offset_id,
+                offset_topic=offset_topic, limit=FORWARD_BATCH), "messages.GetForumTopics")
+            before = len(topics)
+            topics.update({t.id: t for t in page.topics if isinstance(t, types.ForumTopic)})
+            if not page.topics or len(topics) == before or len(topics) >= page.count:
+                return topics
+            last = page.topics[-1]
+            offset_topic = last.id
+            offset_id = getattr(last, "top_message", 0)
+            offset_date = getattr(last, "date", None)
+
+    def write_topic_map(self) -> None:
+        """topic_map.json in the account folder, for people (the database is the truth)."""
+        rows = self.checkpoint.topic_rows(self.src, self.dst)
+        write_json_atomically(self.config.folder / TOPIC_MAP_FILE, {
+            "source_chat": self.src, "target_chat": self.dst,
+            "map": {str(s): t for s, t, _ in rows},
+            "names": {str(s): title for s, _, title in rows}})

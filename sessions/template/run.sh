@@ -1,0 +1,1 @@
+../session1/run.sh

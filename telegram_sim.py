@@ -1,0 +1,2193 @@
+#!/usr/bin/env python3
+"""A simulated Telegram that runs below real Telethon clients, shared by OS processes.
+
+`attach(client, world_path)` replaces a `TelegramClient`'s sender (the object that carries
+TL requests to Telegram and brings back results and updates) with `SimulatedSender`.
+Everything above it is Telethon's own code: request resolution, the entity cache in the
+`.session`, `flood_sleep_threshold`, `iter_messages` paging, album grouping, events. Every
+request is serialised to bytes and parsed back as a server would, and every result goes
+through the request's own `read_result`, so what a client sees is what Telethon would
+deserialise from Telegram.
+
+The world lives in one SQLite file (WAL, busy timeout, every write in `BEGIN IMMEDIATE`),
+so several processes, each with its own client and account, share it: a message one
+account sends reaches the others as `UpdateNewChannelMessage` (`events.NewMessage`,
+`events.Album` fire), polled from the world every POLL_SECONDS.
+
+Python API (tests, rehearsals):
+
+    world = World.create("world.db", random_id_mode="original")   # or "error"; World.open()
+    uid = world.add_account("session1", phone="+15550000001", username="alice")
+    folder = world.make_session_folder(tmp / "sessions" / "session1", "session1")
+        # folder/.env (TG_API_ID, TG_API_HASH, TG_PHONE, SESSION_NAME, TELEGRAM_SIMULATOR)
+        # and an authorised folder/session1.session (mode 0600)
+    chan = world.create_channel("Source", username="source", kind="channel",  # or
+                                owner="session1", members=["session2"],        # megagroup,
+                                noforwards=False, slowmode_seconds=0)          # forum
+    world.join("session2", chan); world.leave("session2", chan)
+    topic = world.create_topic(chan, "News", by="session1")     # forum only; id = topic id
+    mid = world.post(chan, "**bold** text", by="session1", parse_mode="md",
+                     file=b"..." or path, file_name="a.pdf", force_document=False,
+                     reply_to=None, topic=None)
+    ids = world.post_album(chan, [b"png bytes", path], captions=["a", "b"], by="session1")
+    world.messages(chan, viewer=None) -> list[types.Message | types.MessageService]
+    world.topics(chan) -> list[dict];  world.accounts() -> list[dict]; world.channels()
+    world.inject_fault(error="FLOOD_WAIT", seconds=30, account=None, request=None,
+                       after=0, times=None, rate_per_minute=None) -> fault id
+    world.faults(); world.clear_faults(fault_id=None)
+    world.counters(account=None) -> {"SendMessageRequest": 3, ...}; world.reset_counters()
+    world.revoke_session("session1"); world.set_login_code("12345")
+
+    client = TelegramClient(str(folder / "session1"), api_id, api_hash)
+    attach(client, world_path); await client.connect()
+
+Chats are channels, megagroups and forums (megagroups with topics). Every channel starts
+with the service message id 1 (MessageActionChannelCreate), as on Telegram, so the first
+post is id 2; in a forum the General topic is id 1 and a topic's id is the id of its
+MessageActionTopicCreate service message. A chat is named in the API by id, "@username" or
+title. Access: anyone may read a public chat (one with a username); a private one answers
+CHANNEL_PRIVATE to non-members; writing needs membership (megagroups) or creator/admin
+(broadcast channels), else CHAT_WRITE_FORBIDDEN; `noforwards` chats refuse forwarding with
+CHAT_FORWARDS_RESTRICTED.
+
+random_id: remembered per (chat, sending account). A reused one sends nothing; in mode
+"original" (observed on Telegram) the original message comes back as if just sent, in mode
+"error" (documented) the request fails with RANDOM_ID_DUPLICATE, a 500 ServerError, which
+Telethon retries `request_retries` times (2 s apart) and then raises as
+ValueError('Request was unsuccessful N time(s)') unless the client was built with
+`raise_last_call_error=True`, which raises RandomIdDuplicateError itself.
+
+Faults (per world, optionally per account and per request type): FLOOD_WAIT and
+SLOWMODE_WAIT (with seconds), PEER_FLOOD, AUTH_KEY_UNREGISTERED, RANDOM_ID_DUPLICATE, any
+other RPC error name (with `code`), and DISCONNECT (the connection drops: the pending call
+fails with ConnectionError and the client is disconnected; with executed=True the request
+took effect before the drop). `after=N` lets N matching requests through first, `times=K`
+fires K times (None: always), `rate_per_minute=R` fires once R matching requests were let
+through in the last 60 s (FLOOD_WAIT seconds then default to the time until one frees).
+
+CLI:
+    python telegram_sim.py init WORLD [--demo] [--sessions-dir DIR] [--random-id-mode M]
+    python telegram_sim.py show WORLD CHAT [--limit N]
+    python telegram_sim.py accounts WORLD | channels WORLD | counters WORLD [--account A]
+    python telegram_sim.py faults WORLD list | add --error E [...] | clear [ID]
+    python telegram_sim.py revoke WORLD ACCOUNT
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+import datetime
+import json
+import logging
+import mimetypes
+import os
+import re
+import secrets
+import sqlite3
+import struct
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from telethon import TelegramClient
+from telethon.crypto import AuthKey
+from telethon.errors import rpc_message_to_error
+from telethon.extensions import BinaryReader, markdown
+from telethon.sessions import SQLiteSession
+from telethon.tl import TLObject, functions, types
+
+from migrate_db import open_database, transaction, utcnow
+
+# ----------------------------------------------------------------------------- settings
+
+DC_ID = 2                       # every account, file and session lives on this DC
+SIM_IP = "127.0.0.1"
+SIM_PORT = 443
+POLL_SECONDS = 0.1              # how often a sender looks for other processes' messages
+HISTORY_PAGE_MAX = 100          # Telegram's page size for history requests
+ALBUM_MAX = 10
+FORWARD_MAX = 100
+GENERAL_TOPIC_ID = 1
+ACCOUNT_PTS = 1                 # account-wide pts (private chats are not modelled)
+DEFAULT_LOGIN_CODE = "12345"
+RANDOM_ID_MODES = ("original", "error")
+CHAT_KINDS = ("channel", "megagroup", "forum")
+DEFAULT_PHOTO_SIZE = (800, 600)
+SIM_API_ID = 2040               # any api id works on the simulator
+RATE_WINDOW_SECONDS = 60.0
+NAMED_FAULTS = {                # fault name -> (RPC code, error message template)
+    "FLOOD_WAIT": (420, "FLOOD_WAIT_{seconds}"),
+    "SLOWMODE_WAIT": (420, "SLOWMODE_WAIT_{seconds}"),
+    "PEER_FLOOD": (400, "PEER_FLOOD"),
+    "AUTH_KEY_UNREGISTERED": (401, "AUTH_KEY_UNREGISTERED"),
+    "RANDOM_ID_DUPLICATE": (500, "RANDOM_ID_DUPLICATE"),
+}
+DISCONNECT = "DISCONNECT"
+
+_VECTOR = 0x1CB5C415
+_BOOL_TRUE = 0x997275B5
+_BOOL_FALSE = 0xBC799737
+
+log = logging.getLogger("telegram_sim")
+
+WORLD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS accounts (
+    user_id     INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    phone       TEXT UNIQUE,
+    first_name  TEXT NOT NULL,
+    last_name   TEXT,
+    username    TEXT UNIQUE COLLATE NOCASE,
+    access_hash INTEGER NOT NULL,
+    created_at  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS auth_keys (
+    key_id     TEXT PRIMARY KEY,
+    user_id    INTEGER,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+CREATE TABLE IF NOT EXISTS login_codes (
+    phone      TEXT PRIMARY KEY,
+    code_hash  TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS channels (
+    channel_id       INTEGER PRIMARY KEY,
+    access_hash      INTEGER NOT NULL,
+    title            TEXT NOT NULL,
+    username         TEXT UNIQUE COLLATE NOCASE,
+    kind             TEXT NOT NULL,
+    noforwards       INTEGER NOT NULL DEFAULT 0,
+    slowmode_seconds INTEGER NOT NULL DEFAULT 0,
+    creator_id       INTEGER,
+    pts              INTEGER NOT NULL DEFAULT 0,
+    date             INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS participants (
+    channel_id  INTEGER NOT NULL,
+    user_id     INTEGER NOT NULL,
+    role        TEXT NOT NULL DEFAULT 'member',
+    read_max_id INTEGER NOT NULL DEFAULT 0,
+    joined_at   TEXT NOT NULL,
+    PRIMARY KEY (channel_id, user_id)
+);
+CREATE TABLE IF NOT EXISTS messages (
+    channel_id  INTEGER NOT NULL,
+    id          INTEGER NOT NULL,
+    date        INTEGER NOT NULL,
+    sender_id   INTEGER,
+    topic_id    INTEGER,
+    grouped_id  INTEGER,
+    reply_to_id INTEGER,
+    is_service  INTEGER NOT NULL DEFAULT 0,
+    noforwards  INTEGER NOT NULL DEFAULT 0,
+    pts         INTEGER NOT NULL,
+    body        BLOB NOT NULL,
+    PRIMARY KEY (channel_id, id)
+);
+CREATE TABLE IF NOT EXISTS topics (
+    channel_id INTEGER NOT NULL,
+    topic_id   INTEGER NOT NULL,
+    title      TEXT NOT NULL,
+    icon_color INTEGER NOT NULL,
+    creator_id INTEGER,
+    date       INTEGER NOT NULL,
+    PRIMARY KEY (channel_id, topic_id)
+);
+CREATE TABLE IF NOT EXISTS random_ids (
+    channel_id INTEGER NOT NULL,
+    sender_id  INTEGER NOT NULL,
+    random_id  INTEGER NOT NULL,
+    message_id INTEGER NOT NULL,
+    PRIMARY KEY (channel_id, sender_id, random_id)
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel_id INTEGER NOT NULL,
+    pts        INTEGER NOT NULL,
+    message_id INTEGER NOT NULL,
+    origin     TEXT
+);
+CREATE TABLE IF NOT EXISTS media (
+    media_id       INTEGER PRIMARY KEY,
+    kind           TEXT NOT NULL,
+    access_hash    INTEGER NOT NULL,
+    file_reference BLOB NOT NULL,
+    body           BLOB NOT NULL,
+    data           BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS upload_parts (
+    user_id INTEGER NOT NULL,
+    file_id INTEGER NOT NULL,
+    part    INTEGER NOT NULL,
+    data    BLOB NOT NULL,
+    PRIMARY KEY (user_id, file_id, part)
+);
+CREATE TABLE IF NOT EXISTS faults (
+    fault_id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    error           TEXT NOT NULL,
+    code            INTEGER NOT NULL,
+    seconds         INTEGER,
+    account         TEXT,
+    request         TEXT,
+    after           INTEGER NOT NULL DEFAULT 0,
+    times           INTEGER,
+    rate_per_minute INTEGER,
+    executed        INTEGER NOT NULL DEFAULT 0,
+    seen            INTEGER NOT NULL DEFAULT 0,
+    fired           INTEGER NOT NULL DEFAULT 0,
+    passed_at       TEXT NOT NULL DEFAULT '[]',
+    created_at      TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    account TEXT NOT NULL,
+    request TEXT NOT NULL,
+    count   INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (account, request)
+);
+CREATE INDEX IF NOT EXISTS idx_messages_topic ON messages(channel_id, topic_id, id);
+CREATE INDEX IF NOT EXISTS idx_messages_reply ON messages(channel_id, reply_to_id);
+CREATE INDEX IF NOT EXISTS idx_events_channel_pts ON events(channel_id, pts);
+CREATE INDEX IF NOT EXISTS idx_participants_user ON participants(user_id);
+"""
+
+
+class SimulatorError(Exception):
+    """A bad use of the World API (unknown account or chat, wrong kind of chat, ...)."""
+
+
+class RpcFailure(Exception):
+    """What the simulated server answers instead of a result: an RPC error."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(f"{code} {message}")
+        self.code = code
+        self.message = message
+
+
+class ConnectionDropped(Exception):
+    """The DISCONNECT fault: the connection is lost while the request is in flight."""
+
+
+# ----------------------------------------------------------------------------- TL helpers
+
+def _now() -> int:
+    return int(time.time())
+
+
+def _dt(ts: int) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC)
+
+
+def _ts(value: datetime.datetime | None) -> int:
+    return int(value.timestamp()) if value else 0
+
+
+def _random_long() -> int:
+    return secrets.randbits(62) + 1
+
+
+def _serialize_result(result: Any) -> bytes:
+    """The bytes Telegram would send back for `result` (TL object, bool or vector)."""
+    if isinstance(result, bool):
+        return struct.pack("<I", _BOOL_TRUE if result else _BOOL_FALSE)
+    if isinstance(result, list):
+        return struct.pack("<Ii", _VECTOR, len(result)) + b"".join(
+            _serialize_result(item) for item in result)
+    return bytes(result)
+
+
+def _parse(blob: bytes) -> Any:
+    with BinaryReader(blob) as reader:
+        return reader.tgread_object()
+
+
+def _key_id(auth_key: AuthKey) -> str:
+    return f"{auth_key.key_id:016x}"
+
+
+def _normalise_phone(phone: str | None) -> str | None:
+    return re.sub(r"\D", "", phone) if phone else None
+
+
+def _unwrap(request: TLObject) -> TLObject:
+    """The query inside invokeWithLayer/initConnection/invokeWithoutUpdates wrappers."""
+    wrappers = (functions.InvokeWithLayerRequest, functions.InitConnectionRequest,
+                functions.InvokeWithoutUpdatesRequest, functions.InvokeAfterMsgRequest)
+    while isinstance(request, wrappers):
+        request = request.query
+    return request
+
+
+def _image_size(data: bytes) -> tuple[int, int]:
+    """Width and height of a PNG or GIF, else a fixed size (photos are not decoded)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
+        return struct.unpack("<HH", data[6:10])
+    return DEFAULT_PHOTO_SIZE
+
+
+# ----------------------------------------------------------------------------- the server
+
+class Server:
+    """The simulated Telegram's logic over one connection to the world database.
+
+    Used by World (the Python API) and by each SimulatedSender, from one thread at a time.
+    """
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    # -- lookups ------------------------------------------------------------------------
+
+    def meta(self, key: str, default: str) -> str:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def account_row(self, user_id: int) -> sqlite3.Row | None:
+        return self.conn.execute(
+            "SELECT * FROM accounts WHERE user_id = ?", (user_id,)).fetchone()
+
+    def channel_row(self, channel_id: int) -> sqlite3.Row | None:
+        return self.conn.execute(
+            "SELECT * FROM channels WHERE channel_id = ?", (channel_id,)).fetchone()
+
+    def participant(self, channel_id: int, user_id: int | None) -> sqlite3.Row | None:
+        if user_id is None:
+            return None
+        return self.conn.execute(
+            "SELECT * FROM participants WHERE channel_id = ? AND user_id = ?",
+            (channel_id, user_id)).fetchone()
+
+    def user_for_key(self, key_id: str) -> int | None:
+        row = self.conn.execute(
+            "SELECT user_id FROM auth_keys WHERE key_id = ? AND revoked_at IS NULL",
+            (key_id,)).fetchone()
+        return row[0] if row else None
+
+    def account_name(self, user_id: int | None) -> str:
+        if user_id is None:
+            return ""
+        row = self.account_row(user_id)
+        return row["name"] if row else ""
+
+    # -- TL builders --------------------------------------------------------------------
+
+    def tl_user(self, row: sqlite3.Row, viewer: int | None) -> types.User:
+        is_self = row["user_id"] == viewer
+        return types.User(
+            id=row["user_id"], is_self=is_self, access_hash=row["access_hash"],
+            first_name=row["first_name"], last_name=row["last_name"],
+            username=row["username"], phone=row["phone"] if is_self else None,
+            status=types.UserStatusRecently())
+
+    def tl_users(self, user_ids: Iterable[int | None], viewer: int | None) -> list[types.User]:
+        wanted = {uid for uid in user_ids if uid}
+        if viewer:
+            wanted.add(viewer)
+        rows = [self.account_row(uid) for uid in sorted(wanted)]
+        return [self.tl_user(row, viewer) for row in rows if row]
+
+    def tl_channel(self, row: sqlite3.Row, viewer: int | None) -> types.Channel:
+        part = self.participant(row["channel_id"], viewer)
+        role = part["role"] if part else None
+        count = self.conn.execute(
+            "SELECT COUNT(*) FROM participants WHERE channel_id = ?",
+            (row["channel_id"],)).fetchone()[0]
+        admin = types.ChatAdminRights(
+            change_info=True, post_messages=True, edit_messages=True, delete_messages=True,
+            ban_users=True, invite_users=True, pin_messages=True, manage_topics=True,
+        ) if role in ("creator", "admin") else None
+        return types.Channel(
+            id=row["channel_id"], title=row["title"], photo=types.ChatPhotoEmpty(),
+            date=_dt(row["date"]), creator=role == "creator", left=part is None,
+            broadcast=row["kind"] == "channel", megagroup=row["kind"] != "channel",
+            forum=row["kind"] == "forum", noforwards=bool(row["noforwards"]),
+            slowmode_enabled=bool(row["slowmode_seconds"]),
+            access_hash=row["access_hash"], username=row["username"],
+            admin_rights=admin, participants_count=count)
+
+    def message_for(self, row: sqlite3.Row, viewer: int | None) -> TLObject:
+        message = _parse(row["body"])
+        message.out = bool(viewer) and row["sender_id"] == viewer
+        return message
+
+    def envelope(self, channel_row: sqlite3.Row, messages: list[sqlite3.Row],
+                 viewer: int | None) -> tuple[list[types.Channel], list[types.User]]:
+        """The chats and users a result mentioning these messages carries."""
+        senders = [m["sender_id"] for m in messages]
+        return [self.tl_channel(channel_row, viewer)], self.tl_users(senders, viewer)
+
+    # -- access -------------------------------------------------------------------------
+
+    def resolve_channel(self, peer: TLObject, viewer: int | None, *,
+                        write: bool = False) -> sqlite3.Row:
+        """The channel row an input peer/channel names, checked for the viewer's access."""
+        if isinstance(peer, (types.InputPeerChannel, types.InputChannel)):
+            row = self.channel_row(peer.channel_id)
+            if row is None or row["access_hash"] != peer.access_hash:
+                raise RpcFailure(400, "CHANNEL_INVALID")
+        elif isinstance(peer, (types.InputPeerEmpty, types.InputChannelEmpty)):
+            raise RpcFailure(400, "CHANNEL_INVALID")
+        else:
+            raise RpcFailure(400, "PEER_ID_INVALID")
+        part = self.participant(row["channel_id"], viewer)
+        if part is None and row["username"] is None:
+            raise RpcFailure(406 if write else 400, "CHANNEL_PRIVATE")
+        if part is not None and part["role"] == "banned":
+            raise RpcFailure(400, "USER_BANNED_IN_CHANNEL" if write else "CHANNEL_PRIVATE")
+        if write:
+            self.check_can_write(row, part, viewer)
+        return row
+
+    def check_can_write(self, row: sqlite3.Row, part: sqlite3.Row | None,
+                        viewer: int | None) -> None:
+        if part is None:
+            raise RpcFailure(403, "CHAT_WRITE_FORBIDDEN")
+        if row["kind"] == "channel" and part["role"] not in ("creator", "admin"):
+            raise RpcFailure(403, "CHAT_WRITE_FORBIDDEN")
+        slowmode = row["slowmode_seconds"]
+        if slowmode and part["role"] == "member":
+            last = self.conn.execute(
+                "SELECT MAX(date) FROM messages WHERE channel_id = ? AND sender_id = ?",
+                (row["channel_id"], viewer)).fetchone()[0]
+            if last is not None and _now() - last < slowmode:
+                raise RpcFailure(420, f"SLOWMODE_WAIT_{slowmode - (_now() - last)}")
+
+    # -- writing messages ---------------------------------------------------------------
+
+    def reply_header(self, channel: sqlite3.Row, reply_to_msg_id: int | None,
+                     top_msg_id: int | None) -> tuple[types.MessageReplyHeader | None,
+                                                      int | None]:
+        """(reply header, topic id) for a message sent with these reply settings."""
+        cid = channel["channel_id"]
+        forum = channel["kind"] == "forum"
+        if top_msg_id and forum and top_msg_id != GENERAL_TOPIC_ID \
+                and not self.topic_exists(cid, top_msg_id):
+            raise RpcFailure(400, "TOPIC_ID_INVALID")
+        if not reply_to_msg_id:
+            if forum and top_msg_id and top_msg_id != GENERAL_TOPIC_ID:
+                return types.MessageReplyHeader(forum_topic=True,
+                                                reply_to_msg_id=top_msg_id), top_msg_id
+            return None, GENERAL_TOPIC_ID if forum else None
+        target = self.conn.execute(
+            "SELECT topic_id FROM messages WHERE channel_id = ? AND id = ?",
+            (cid, reply_to_msg_id)).fetchone()
+        if target is None:
+            raise RpcFailure(400, "REPLY_TO_INVALID")
+        if not forum:
+            return types.MessageReplyHeader(reply_to_msg_id=reply_to_msg_id), None
+        if self.topic_exists(cid, reply_to_msg_id):
+            return types.MessageReplyHeader(forum_topic=True,
+                                            reply_to_msg_id=reply_to_msg_id), reply_to_msg_id
+        topic = target["topic_id"] or GENERAL_TOPIC_ID
+        if topic == GENERAL_TOPIC_ID:
+            return types.MessageReplyHeader(reply_to_msg_id=reply_to_msg_id), topic
+        return types.MessageReplyHeader(forum_topic=True, reply_to_msg_id=reply_to_msg_id,
+                                        reply_to_top_id=topic), topic
+
+    def topic_exists(self, channel_id: int, topic_id: int) -> bool:
+        return self.conn.execute(
+            "SELECT 1 FROM topics WHERE channel_id = ? AND topic_id = ?",
+            (channel_id, topic_id)).fetchone() is not None
+
+    def store_message(self, channel: sqlite3.Row, sender_id: int | None, *,
+                      text: str = "", entities: list | None = None,
+                      media: TLObject | None = None, reply: tuple | None = None,
+                      grouped_id: int | None = None, fwd_from: TLObject | None = None,
+                      action: TLObject | None = None, origin: str | None = None,
+                      noforwards: bool = False) -> tuple[TLObject, int]:
+        """Insert a new message (inside the caller's transaction); returns (message, pts)."""
+        cid = channel["channel_id"]
+        row = self.conn.execute(
+            "SELECT pts, COALESCE((SELECT MAX(id) FROM messages WHERE channel_id = ?), 0) "
+            "FROM channels WHERE channel_id = ?", (cid, cid)).fetchone()
+        pts, msg_id = row[0] + 1, row[1] + 1
+        now = _now()
+        header, topic = reply if reply else (None, None)
+        broadcast = channel["kind"] == "channel"
+        common = dict(id=msg_id, peer_id=types.PeerChannel(cid), date=_dt(now),
+                      out=False, post=broadcast,
+                      from_id=None if broadcast or sender_id is None
+                      else types.PeerUser(sender_id),
+                      reply_to=header)
+        if action is not None:
+            message = types.MessageService(action=action, **common)
+        else:
+            message = types.Message(
+                message=text, media=media, entities=entities or None, fwd_from=fwd_from,
+                grouped_id=grouped_id, noforwards=noforwards or bool(channel["noforwards"]),
+                views=1 if broadcast else None, forwards=0 if broadcast else None, **common)
+        self.conn.execute(
+            "INSERT INTO messages (channel_id, id, date, sender_id, topic_id, grouped_id, "
+            "reply_to_id, is_service, noforwards, pts, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (cid, msg_id, now, sender_id, topic, grouped_id,
+             header.reply_to_msg_id if header else None, int(action is not None),
+             int(bool(getattr(message, "noforwards", False))), pts, bytes(message)))
+        self.conn.execute("UPDATE channels SET pts = ? WHERE channel_id = ?", (pts, cid))
+        self.conn.execute(
+            "INSERT INTO events (channel_id, pts, message_id, origin) VALUES (?, ?, ?, ?)",
+            (cid, pts, msg_id, origin))
+        return message, pts
+
+    def check_random_id(self, channel_id: int, sender_id: int,
+                        random_id: int | None) -> int | None:
+        """The message id already sent with this random_id, raising in mode "error"."""
+        if not random_id:
+            return None
+        row = self.conn.execute(
+            "SELECT message_id FROM random_ids WHERE channel_id = ? AND sender_id = ? "
+            "AND random_id = ?", (channel_id, sender_id, random_id)).fetchone()
+        if row is None:
+            return None
+        if self.meta("random_id_mode", "original") == "error":
+            raise RpcFailure(500, "RANDOM_ID_DUPLICATE")
+        return row[0]
+
+    def remember_random_id(self, channel_id: int, sender_id: int, random_id: int | None,
+                           message_id: int) -> None:
+        if random_id:
+            self.conn.execute(
+                "INSERT INTO random_ids (channel_id, sender_id, random_id, message_id) "
+                "VALUES (?, ?, ?, ?)", (channel_id, sender_id, random_id, message_id))
+
+    def sent_updates(self, channel: sqlite3.Row, sent: list[tuple[int | None, int]],
+                     viewer: int) -> types.Updates:
+        """The Updates a send returns: UpdateMessageID + UpdateNewChannelMessage each."""
+        cid = channel["channel_id"]
+        updates: list[TLObject] = []
+        rows = []
+        for random_id, msg_id in sent:
+            row = self.conn.execute(
+                "SELECT * FROM messages WHERE channel_id = ? AND id = ?",
+                (cid, msg_id)).fetchone()
+            rows.append(row)
+            if random_id:
+                updates.append(types.UpdateMessageID(id=msg_id, random_id=random_id))
+        for row in rows:
+            updates.append(types.UpdateNewChannelMessage(
+                message=self.message_for(row, viewer), pts=row["pts"], pts_count=1))
+        chats, users = self.envelope(channel, rows, viewer)
+        return types.Updates(updates=updates, users=users, chats=chats,
+                             date=_dt(_now()), seq=0)
+
+    # -- media --------------------------------------------------------------------------
+
+    def store_media(self, kind: str, data: bytes, *, mime_type: str = "",
+                    attributes: list | None = None) -> TLObject:
+        """Keep uploaded bytes as a Photo or Document; returns the MessageMedia."""
+        media_id, access_hash = _random_long(), _random_long()
+        file_reference = secrets.token_bytes(8)
+        now = _dt(_now())
+        if kind == "photo":
+            width, height = _image_size(data)
+            body: TLObject = types.Photo(
+                id=media_id, access_hash=access_hash, file_reference=file_reference,
+                date=now, dc_id=DC_ID,
+                sizes=[types.PhotoSize(type="y", w=width, h=height, size=len(data))])
+        else:
+            body = types.Document(
+                id=media_id, access_hash=access_hash, file_reference=file_reference,
+                date=now, mime_type=mime_type or "application/octet-stream",
+                size=len(data), dc_id=DC_ID, attributes=attributes or [])
+        self.conn.execute(
+            "INSERT INTO media (media_id, kind, access_hash, file_reference, body, data) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (media_id, kind, access_hash, file_reference, bytes(body), data))
+        return self.media_wrapper(body)
+
+    @staticmethod
+    def media_wrapper(body: TLObject) -> TLObject:
+        if isinstance(body, types.Photo):
+            return types.MessageMediaPhoto(photo=body)
+        return types.MessageMediaDocument(document=body)
+
+    def stored_media(self, media_id: int, access_hash: int) -> TLObject:
+        row = self.conn.execute(
+            "SELECT body, access_hash FROM media WHERE media_id = ?", (media_id,)).fetchone()
+        if row is None or row["access_hash"] != access_hash:
+            raise RpcFailure(400, "MEDIA_INVALID")
+        return self.media_wrapper(_parse(row["body"]))
+
+    def assemble_upload(self, user_id: int, input_file: TLObject) -> bytes:
+        rows = self.conn.execute(
+            "SELECT part, data FROM upload_parts WHERE user_id = ? AND file_id = ? "
+            "ORDER BY part", (user_id, input_file.id)).fetchall()
+        have = {row["part"]: row["data"] for row in rows}
+        for part in range(input_file.parts):
+            if part not in have:
+                raise RpcFailure(400, f"FILE_PART_{part}_MISSING")
+        self.conn.execute("DELETE FROM upload_parts WHERE user_id = ? AND file_id = ?",
+                          (user_id, input_file.id))
+        return b"".join(have[part] for part in range(input_file.parts))
+
+    def input_media(self, user_id: int, media: TLObject) -> TLObject:
+        """The MessageMedia an InputMedia of a send stands for (uploaded or existing)."""
+        if isinstance(media, types.InputMediaUploadedPhoto):
+            return self.store_media("photo", self.assemble_upload(user_id, media.file))
+        if isinstance(media, types.InputMediaUploadedDocument):
+            return self.store_media("document", self.assemble_upload(user_id, media.file),
+                                    mime_type=media.mime_type, attributes=media.attributes)
+        if isinstance(media, types.InputMediaPhoto) \
+                and isinstance(media.id, types.InputPhoto):
+            return self.stored_media(media.id.id, media.id.access_hash)
+        if isinstance(media, types.InputMediaDocument) \
+                and isinstance(media.id, types.InputDocument):
+            return self.stored_media(media.id.id, media.id.access_hash)
+        raise RpcFailure(400, "MEDIA_INVALID")
+
+    # -- reading ------------------------------------------------------------------------
+
+    def history_page(self, channel_id: int, where: str, params: tuple, *, offset_id: int,
+                     offset_date: int, add_offset: int, limit: int, max_id: int,
+                     min_id: int) -> list[sqlite3.Row]:
+        """Telegram's history paging: newest first, exclusive offset_id/min_id/max_id."""
+        limit = max(0, min(limit or HISTORY_PAGE_MAX, HISTORY_PAGE_MAX))
+        clauses = ["channel_id = ?", where]
+        args: list[Any] = [channel_id, *params]
+        if min_id:
+            clauses.append("id > ?")
+            args.append(min_id)
+        if max_id:
+            clauses.append("id < ?")
+            args.append(max_id)
+        base = " AND ".join(clauses)
+        if offset_id:
+            skipped = self.conn.execute(
+                f"SELECT COUNT(*) FROM messages WHERE {base} AND id >= ?",
+                (*args, offset_id)).fetchone()[0]
+        elif offset_date:
+            skipped = self.conn.execute(
+                f"SELECT COUNT(*) FROM messages WHERE {base} AND date >= ?",
+                (*args, offset_date)).fetchone()[0]
+        else:
+            skipped = 0
+        start = skipped + add_offset
+        end = start + limit
+        start = max(start, 0)
+        if end <= start:
+            return []
+        return self.conn.execute(
+            f"SELECT * FROM messages WHERE {base} ORDER BY id DESC LIMIT ? OFFSET ?",
+            (*args, end - start, start)).fetchall()
+
+    def channel_messages(self, channel: sqlite3.Row, rows: list[sqlite3.Row], count: int,
+                         viewer: int | None) -> types.messages.ChannelMessages:
+        chats, users = self.envelope(channel, rows, viewer)
+        return types.messages.ChannelMessages(
+            pts=channel["pts"], count=count,
+            messages=[self.message_for(row, viewer) for row in rows],
+            topics=[], chats=chats, users=users)
+
+    def tl_topic(self, channel: sqlite3.Row, row: sqlite3.Row,
+                 viewer: int | None) -> types.ForumTopic:
+        cid = channel["channel_id"]
+        top = self.conn.execute(
+            "SELECT MAX(id) FROM messages WHERE channel_id = ? AND topic_id = ?",
+            (cid, row["topic_id"])).fetchone()[0] or row["topic_id"]
+        return types.ForumTopic(
+            id=row["topic_id"], date=_dt(row["date"]), peer=types.PeerChannel(cid),
+            title=row["title"], icon_color=row["icon_color"], top_message=top,
+            read_inbox_max_id=0, read_outbox_max_id=0, unread_count=0,
+            unread_mentions_count=0, unread_reactions_count=0, unread_poll_votes_count=0,
+            from_id=types.PeerUser(row["creator_id"] or 0),
+            notify_settings=types.PeerNotifySettings(),
+            my=bool(viewer) and row["creator_id"] == viewer)
+
+    def all_topics(self, channel: sqlite3.Row) -> list[sqlite3.Row]:
+        """The forum's topics, newest first, with General (id 1) last."""
+        general = self.conn.execute(
+            "SELECT channel_id, ? AS topic_id, 'General' AS title, 0 AS icon_color, "
+            "creator_id, date FROM channels WHERE channel_id = ?",
+            (GENERAL_TOPIC_ID, channel["channel_id"])).fetchone()
+        rows = self.conn.execute(
+            "SELECT * FROM topics WHERE channel_id = ? ORDER BY topic_id DESC",
+            (channel["channel_id"],)).fetchall()
+        return [*rows, general]
+
+    # -- updates across processes -------------------------------------------------------
+
+    def last_event(self) -> int:
+        return self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+
+    def new_events(self, user_id: int, after: int, origin: str) -> tuple[int, bytes | None]:
+        """(new cursor, serialised Updates or None) for the user's chats after `after`."""
+        rows = self.conn.execute(
+            "SELECT e.seq, e.channel_id, e.message_id, e.origin FROM events e "
+            "JOIN participants p ON p.channel_id = e.channel_id AND p.user_id = ? "
+            "WHERE e.seq > ? AND p.role != 'banned' ORDER BY e.seq",
+            (user_id, after)).fetchall()
+        cursor = self.conn.execute(
+            "SELECT COALESCE(MAX(seq), ?) FROM events", (after,)).fetchone()[0]
+        updates, chats, users = [], {}, set()
+        for row in rows:
+            if row["origin"] == origin:
+                continue        # this sender's own sends came back as its results
+            message = self.conn.execute(
+                "SELECT * FROM messages WHERE channel_id = ? AND id = ?",
+                (row["channel_id"], row["message_id"])).fetchone()
+            channel = self.channel_row(row["channel_id"])
+            chats[channel["channel_id"]] = self.tl_channel(channel, user_id)
+            users.add(message["sender_id"])
+            updates.append(types.UpdateNewChannelMessage(
+                message=self.message_for(message, user_id), pts=message["pts"],
+                pts_count=1))
+        if not updates:
+            return cursor, None
+        result = types.Updates(updates=updates, users=self.tl_users(users, user_id),
+                               chats=list(chats.values()), date=_dt(_now()), seq=0)
+        return cursor, bytes(result)
+
+
+# ----------------------------------------------------------------------------- handlers
+# One function per request type, called inside a BEGIN IMMEDIATE transaction with the
+# Server, the authorised user id (None if the auth key is not logged in) and the request.
+# Each returns the TL result or raises RpcFailure. NO_AUTH lists what works logged out.
+
+class Context:
+    """Who is asking: the server, the user behind the auth key, the sender's origin tag."""
+
+    def __init__(self, server: Server, user_id: int | None, key_id: str, origin: str):
+        self.server = server
+        self.conn = server.conn
+        self.user_id = user_id
+        self.key_id = key_id
+        self.origin = origin
+
+
+def h_get_config(ctx: Context, request: TLObject) -> TLObject:
+    now = _now()
+    return types.Config(
+        date=_dt(now), expires=_dt(now + 3600), test_mode=False, this_dc=DC_ID,
+        dc_options=[types.DcOption(id=DC_ID, ip_address=SIM_IP, port=SIM_PORT)],
+        dc_txt_domain_name="simulated", chat_size_max=200, megagroup_size_max=200000,
+        forwarded_count_max=FORWARD_MAX, online_update_period_ms=210000,
+        offline_blur_timeout_ms=5000, offline_idle_timeout_ms=30000,
+        online_cloud_timeout_ms=300000, notify_cloud_delay_ms=30000,
+        notify_default_delay_ms=1500, push_chat_period_ms=60000, push_chat_limit=2,
+        edit_time_limit=172800, revoke_time_limit=2147483647,
+        revoke_pm_time_limit=2147483647, rating_e_decay=2419200, stickers_recent_limit=200,
+        channels_read_media_period=604800, call_receive_timeout_ms=20000,
+        call_ring_timeout_ms=90000, call_connect_timeout_ms=30000,
+        call_packet_timeout_ms=10000, me_url_prefix="https://t.me/",
+        caption_length_max=1024, message_length_max=4096, webfile_dc_id=DC_ID)
+
+
+def h_nearest_dc(ctx: Context, request: TLObject) -> TLObject:
+    return types.NearestDc(country="ZZ", this_dc=DC_ID, nearest_dc=DC_ID)
+
+
+def h_ping(ctx: Context, request: TLObject) -> TLObject:
+    return types.Pong(msg_id=0, ping_id=request.ping_id)
+
+
+def h_send_code(ctx: Context, request: TLObject) -> TLObject:
+    phone = _normalise_phone(request.phone_number)
+    if not phone:
+        raise RpcFailure(400, "PHONE_NUMBER_INVALID")
+    code_hash = secrets.token_hex(8)
+    ctx.conn.execute(
+        "INSERT INTO login_codes (phone, code_hash, created_at) VALUES (?, ?, ?) "
+        "ON CONFLICT(phone) DO UPDATE SET code_hash = excluded.code_hash, "
+        "created_at = excluded.created_at", (phone, code_hash, utcnow()))
+    code = ctx.server.meta("login_code", DEFAULT_LOGIN_CODE)
+    return types.auth.SentCode(type=types.auth.SentCodeTypeApp(length=len(code)),
+                               phone_code_hash=code_hash)
+
+
+def h_sign_in(ctx: Context, request: TLObject) -> TLObject:
+    phone = _normalise_phone(request.phone_number)
+    row = ctx.conn.execute("SELECT code_hash FROM login_codes WHERE phone = ?",
+                           (phone,)).fetchone()
+    if row is None or row[0] != request.phone_code_hash:
+        raise RpcFailure(400, "PHONE_CODE_EXPIRED")
+    if request.phone_code != ctx.server.meta("login_code", DEFAULT_LOGIN_CODE):
+        raise RpcFailure(400, "PHONE_CODE_INVALID")
+    account = ctx.conn.execute("SELECT * FROM accounts WHERE phone = ?", (phone,)).fetchone()
+    if account is None:
+        raise RpcFailure(400, "PHONE_NUMBER_UNOCCUPIED")
+    ctx.conn.execute("DELETE FROM login_codes WHERE phone = ?", (phone,))
+    ctx.conn.execute(
+        "INSERT INTO auth_keys (key_id, user_id, created_at) VALUES (?, ?, ?) "
+        "ON CONFLICT(key_id) DO UPDATE SET user_id = excluded.user_id, revoked_at = NULL",
+        (ctx.key_id, account["user_id"], utcnow()))
+    return types.auth.Authorization(user=ctx.server.tl_user(account, account["user_id"]))
+
+
+def h_log_out(ctx: Context, request: TLObject) -> TLObject:
+    ctx.conn.execute("UPDATE auth_keys SET revoked_at = ? WHERE key_id = ?",
+                     (utcnow(), ctx.key_id))
+    return types.auth.LoggedOut()
+
+
+def h_get_state(ctx: Context, request: TLObject) -> TLObject:
+    return types.updates.State(pts=ACCOUNT_PTS, qts=0, date=_dt(_now()), seq=0,
+                               unread_count=0)
+
+
+def h_get_difference(ctx: Context, request: TLObject) -> TLObject:
+    return types.updates.DifferenceEmpty(date=_dt(_now()), seq=0)
+
+
+def h_get_channel_difference(ctx: Context, request: TLObject) -> TLObject:
+    server, viewer = ctx.server, ctx.user_id
+    channel = server.resolve_channel(request.channel, viewer)
+    limit = max(1, min(request.limit or HISTORY_PAGE_MAX, 1000))
+    rows = ctx.conn.execute(
+        "SELECT * FROM messages WHERE channel_id = ? AND pts > ? ORDER BY pts LIMIT ?",
+        (channel["channel_id"], request.pts, limit)).fetchall()
+    if not rows:
+        return types.updates.ChannelDifferenceEmpty(pts=channel["pts"], final=True,
+                                                    timeout=30)
+    chats, users = server.envelope(channel, rows, viewer)
+    return types.updates.ChannelDifference(
+        pts=rows[-1]["pts"], new_messages=[server.message_for(r, viewer) for r in rows],
+        other_updates=[], chats=chats, users=users, final=rows[-1]["pts"] == channel["pts"],
+        timeout=30)
+
+
+def _input_user_id(ctx: Context, user: TLObject) -> int | None:
+    if isinstance(user, (types.InputUserSelf, types.InputPeerSelf)):
+        return ctx.user_id
+    if isinstance(user, (types.InputUser, types.InputPeerUser)):
+        row = ctx.server.account_row(user.user_id)
+        if row is not None and row["access_hash"] == user.access_hash:
+            return user.user_id
+    return None
+
+
+def h_get_users(ctx: Context, request: TLObject) -> list:
+    found = []
+    for user in request.id:
+        user_id = _input_user_id(ctx, user)
+        row = ctx.server.account_row(user_id) if user_id else None
+        if row is not None:
+            found.append(ctx.server.tl_user(row, ctx.user_id))
+    return found
+
+
+def h_get_full_user(ctx: Context, request: TLObject) -> TLObject:
+    user_id = _input_user_id(ctx, request.id)
+    if user_id is None:
+        raise RpcFailure(400, "USER_ID_INVALID")
+    user = ctx.server.tl_user(ctx.server.account_row(user_id), ctx.user_id)
+    full = types.UserFull(id=user_id, settings=types.PeerSettings(),
+                          notify_settings=types.PeerNotifySettings(), common_chats_count=0)
+    return types.users.UserFull(full_user=full, chats=[], users=[user])
+
+
+def h_resolve_username(ctx: Context, request: TLObject) -> TLObject:
+    name = request.username.lstrip("@")
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{3,31}", name):
+        raise RpcFailure(400, "USERNAME_INVALID")
+    server = ctx.server
+    user = ctx.conn.execute("SELECT * FROM accounts WHERE username = ?", (name,)).fetchone()
+    if user is not None:
+        return types.contacts.ResolvedPeer(
+            peer=types.PeerUser(user["user_id"]), chats=[],
+            users=server.tl_users([user["user_id"]], ctx.user_id))
+    chan = ctx.conn.execute("SELECT * FROM channels WHERE username = ?", (name,)).fetchone()
+    if chan is None:
+        raise RpcFailure(400, "USERNAME_NOT_OCCUPIED")
+    return types.contacts.ResolvedPeer(
+        peer=types.PeerChannel(chan["channel_id"]),
+        chats=[server.tl_channel(chan, ctx.user_id)], users=[])
+
+
+def h_get_channels(ctx: Context, request: TLObject) -> TLObject:
+    chats = []
+    for channel in request.id:
+        row = ctx.server.resolve_channel(channel, ctx.user_id)
+        chats.append(ctx.server.tl_channel(row, ctx.user_id))
+    return types.messages.Chats(chats=chats)
+
+
+def h_get_full_channel(ctx: Context, request: TLObject) -> TLObject:
+    server = ctx.server
+    row = server.resolve_channel(request.channel, ctx.user_id)
+    part = server.participant(row["channel_id"], ctx.user_id)
+    count = ctx.conn.execute("SELECT COUNT(*) FROM participants WHERE channel_id = ?",
+                             (row["channel_id"],)).fetchone()[0]
+    full = types.ChannelFull(
+        id=row["channel_id"], about="", read_inbox_max_id=part["read_max_id"] if part else 0,
+        read_outbox_max_id=0, unread_count=0, chat_photo=types.PhotoEmpty(id=0),
+        notify_settings=types.PeerNotifySettings(), bot_info=[], pts=row["pts"],
+        participants_count=count, slowmode_seconds=row["slowmode_seconds"] or None)
+    return types.messages.ChatFull(full_chat=full, chats=[server.tl_channel(row, ctx.user_id)],
+                                   users=[])
+
+
+def h_join_channel(ctx: Context, request: TLObject) -> TLObject:
+    server = ctx.server
+    row = server.resolve_channel(request.channel, ctx.user_id)
+    part = server.participant(row["channel_id"], ctx.user_id)
+    if part is not None:
+        raise RpcFailure(400, "USER_ALREADY_PARTICIPANT")
+    ctx.conn.execute("INSERT INTO participants (channel_id, user_id, role, joined_at) "
+                     "VALUES (?, ?, 'member', ?)", (row["channel_id"], ctx.user_id, utcnow()))
+    return types.Updates(updates=[types.UpdateChannel(channel_id=row["channel_id"])],
+                         users=[], chats=[server.tl_channel(row, ctx.user_id)],
+                         date=_dt(_now()), seq=0)
+
+
+def h_leave_channel(ctx: Context, request: TLObject) -> TLObject:
+    server = ctx.server
+    row = server.resolve_channel(request.channel, ctx.user_id)
+    if server.participant(row["channel_id"], ctx.user_id) is None:
+        raise RpcFailure(400, "USER_NOT_PARTICIPANT")
+    ctx.conn.execute("DELETE FROM participants WHERE channel_id = ? AND user_id = ?",
+                     (row["channel_id"], ctx.user_id))
+    return types.Updates(updates=[types.UpdateChannel(channel_id=row["channel_id"])],
+                         users=[], chats=[server.tl_channel(row, ctx.user_id)],
+                         date=_dt(_now()), seq=0)
+
+
+def h_channels_read_history(ctx: Context, request: TLObject) -> bool:
+    row = ctx.server.resolve_channel(request.channel, ctx.user_id)
+    ctx.conn.execute(
+        "UPDATE participants SET read_max_id = MAX(read_max_id, ?) "
+        "WHERE channel_id = ? AND user_id = ?",
+        (request.max_id or row["pts"] and _max_message_id(ctx, row["channel_id"]),
+         row["channel_id"], ctx.user_id))
+    return True
+
+
+def _max_message_id(ctx: Context, channel_id: int) -> int:
+    return ctx.conn.execute("SELECT COALESCE(MAX(id), 0) FROM messages WHERE channel_id = ?",
+                            (channel_id,)).fetchone()[0]
+
+
+def h_messages_read_history(ctx: Context, request: TLObject) -> TLObject:
+    if isinstance(request.peer, types.InputPeerChannel):
+        raise RpcFailure(400, "PEER_ID_INVALID")
+    return types.messages.AffectedMessages(pts=ACCOUNT_PTS, pts_count=0)
+
+
+def _history_args(request: TLObject) -> dict:
+    return dict(offset_id=request.offset_id, offset_date=_ts(request.offset_date),
+                add_offset=request.add_offset, limit=request.limit,
+                max_id=request.max_id, min_id=request.min_id)
+
+
+def h_get_history(ctx: Context, request: TLObject) -> TLObject:
+    server = ctx.server
+    channel = server.resolve_channel(request.peer, ctx.user_id)
+    cid = channel["channel_id"]
+    rows = server.history_page(cid, "1", (), **_history_args(request))
+    count = ctx.conn.execute("SELECT COUNT(*) FROM messages WHERE channel_id = ?",
+                             (cid,)).fetchone()[0]
+    return server.channel_messages(channel, rows, count, ctx.user_id)
+
+
+def h_get_replies(ctx: Context, request: TLObject) -> TLObject:
+    server = ctx.server
+    channel = server.resolve_channel(request.peer, ctx.user_id)
+    cid, thread = channel["channel_id"], request.msg_id
+    if channel["kind"] == "forum" and (thread == GENERAL_TOPIC_ID
+                                        or server.topic_exists(cid, thread)):
+        where, params = "topic_id = ?", (thread,)
+    else:
+        if ctx.conn.execute("SELECT 1 FROM messages WHERE channel_id = ? AND id = ?",
+                            (cid, thread)).fetchone() is None:
+            raise RpcFailure(400, "MSG_ID_INVALID")
+        where, params = "reply_to_id = ?", (thread,)
+    rows = server.history_page(cid, where, params, **_history_args(request))
+    count = ctx.conn.execute(f"SELECT COUNT(*) FROM messages WHERE channel_id = ? AND {where}",
+                             (cid, *params)).fetchone()[0]
+    return server.channel_messages(channel, rows, count, ctx.user_id)
+
+
+def _message_ids(ids: list) -> list[int]:
+    result = []
+    for item in ids:
+        if isinstance(item, types.InputMessageID):
+            result.append(item.id)
+        elif isinstance(item, int):
+            result.append(item)
+        else:
+            raise RpcFailure(400, "MESSAGE_ID_INVALID")
+    return result
+
+
+def h_channels_get_messages(ctx: Context, request: TLObject) -> TLObject:
+    server = ctx.server
+    channel = server.resolve_channel(request.channel, ctx.user_id)
+    ids = _message_ids(request.id)
+    if not ids:
+        raise RpcFailure(400, "MESSAGE_IDS_EMPTY")
+    found, messages = [], []
+    for msg_id in ids:
+        row = ctx.conn.execute("SELECT * FROM messages WHERE channel_id = ? AND id = ?",
+                               (channel["channel_id"], msg_id)).fetchone()
+        if row is None:
+            messages.append(types.MessageEmpty(id=msg_id,
+                                               peer_id=types.PeerChannel(channel["channel_id"])))
+        else:
+            found.append(row)
+            messages.append(server.message_for(row, ctx.user_id))
+    chats, users = server.envelope(channel, found, ctx.user_id)
+    return types.messages.ChannelMessages(pts=channel["pts"], count=len(messages),
+                                          messages=messages, topics=[], chats=chats,
+                                          users=users)
+
+
+def h_messages_get_messages(ctx: Context, request: TLObject) -> TLObject:
+    """Private chats and basic groups are not modelled: every id is empty."""
+    ids = _message_ids(request.id)
+    return types.messages.Messages(messages=[types.MessageEmpty(id=i) for i in ids],
+                                   topics=[], chats=[], users=[])
+
+
+def _reply_target(request: TLObject) -> tuple[int | None, int | None]:
+    reply = getattr(request, "reply_to", None)
+    if isinstance(reply, types.InputReplyToMessage):
+        return reply.reply_to_msg_id, reply.top_msg_id
+    return None, None
+
+
+def _send_one(ctx: Context, request: TLObject, *, text: str, entities: list | None,
+              media_of: Any) -> TLObject:
+    server, viewer = ctx.server, ctx.user_id
+    channel = server.resolve_channel(request.peer, viewer, write=True)
+    cid = channel["channel_id"]
+    original = server.check_random_id(cid, viewer, request.random_id)
+    if original is not None:
+        return server.sent_updates(channel, [(request.random_id, original)], viewer)
+    reply = server.reply_header(channel, *_reply_target(request))
+    media = media_of() if media_of else None
+    message, _ = server.store_message(channel, viewer, text=text, entities=entities,
+                                      media=media, reply=reply, origin=ctx.origin,
+                                      noforwards=bool(request.noforwards))
+    server.remember_random_id(cid, viewer, request.random_id, message.id)
+    return server.sent_updates(channel, [(request.random_id, message.id)], viewer)
+
+
+def h_send_message(ctx: Context, request: TLObject) -> TLObject:
+    if not request.message.strip():
+        raise RpcFailure(400, "MESSAGE_EMPTY")
+    if len(request.message) > 4096:
+        raise RpcFailure(400, "MESSAGE_TOO_LONG")
+    return _send_one(ctx, request, text=request.message, entities=request.entities,
+                     media_of=None)
+
+
+def h_send_media(ctx: Context, request: TLObject) -> TLObject:
+    if len(request.message) > 1024:
+        raise RpcFailure(400, "MEDIA_CAPTION_TOO_LONG")
+    return _send_one(ctx, request, text=request.message, entities=request.entities,
+                     media_of=lambda: ctx.server.input_media(ctx.user_id, request.media))
+
+
+def h_upload_media(ctx: Context, request: TLObject) -> TLObject:
+    ctx.server.resolve_channel(request.peer, ctx.user_id, write=True)
+    return ctx.server.input_media(ctx.user_id, request.media)
+
+
+def h_send_multi_media(ctx: Context, request: TLObject) -> TLObject:
+    server, viewer = ctx.server, ctx.user_id
+    items = request.multi_media
+    if not items:
+        raise RpcFailure(400, "MEDIA_EMPTY")
+    if len(items) > ALBUM_MAX:
+        raise RpcFailure(400, "MULTI_MEDIA_TOO_LONG")
+    channel = server.resolve_channel(request.peer, viewer, write=True)
+    cid = channel["channel_id"]
+    reply = server.reply_header(channel, *_reply_target(request))
+    grouped_id = _random_long()
+    sent = []
+    for item in items:
+        original = server.check_random_id(cid, viewer, item.random_id)
+        if original is not None:
+            sent.append((item.random_id, original))
+            continue
+        media = server.input_media(viewer, item.media)
+        message, _ = server.store_message(
+            channel, viewer, text=item.message, entities=item.entities, media=media,
+            reply=reply, grouped_id=grouped_id, origin=ctx.origin,
+            noforwards=bool(request.noforwards))
+        server.remember_random_id(cid, viewer, item.random_id, message.id)
+        sent.append((item.random_id, message.id))
+    return server.sent_updates(channel, sent, viewer)
+
+
+def h_forward_messages(ctx: Context, request: TLObject) -> TLObject:
+    server, viewer = ctx.server, ctx.user_id
+    if not request.id:
+        raise RpcFailure(400, "MESSAGE_IDS_EMPTY")
+    if request.random_id is None or len(request.random_id) != len(request.id):
+        raise RpcFailure(400, "RANDOM_ID_INVALID")
+    source = server.resolve_channel(request.from_peer, viewer)
+    target = server.resolve_channel(request.to_peer, viewer, write=True)
+    sid, tid = source["channel_id"], target["channel_id"]
+    reply_msg, top = _reply_target(request)
+    reply = server.reply_header(target, reply_msg, request.top_msg_id or top)
+    rows = []
+    for msg_id in request.id:
+        row = ctx.conn.execute("SELECT * FROM messages WHERE channel_id = ? AND id = ?",
+                               (sid, msg_id)).fetchone()
+        if row is not None and not row["is_service"]:
+            rows.append((row, request.random_id[request.id.index(msg_id)]))
+    if source["noforwards"] or any(row["noforwards"] for row, _ in rows):
+        raise RpcFailure(400, "CHAT_FORWARDS_RESTRICTED")
+    groups: dict[int, int] = {}
+    sent = []
+    for row, random_id in rows:
+        original = server.check_random_id(tid, viewer, random_id)
+        if original is not None:
+            sent.append((random_id, original))
+            continue
+        src = _parse(row["body"])
+        grouped = groups.setdefault(row["grouped_id"], _random_long()) \
+            if row["grouped_id"] else None
+        text, entities = src.message, src.entities
+        if request.drop_author:
+            fwd = None
+            if request.drop_media_captions and src.media:
+                text, entities = "", None
+        else:
+            fwd = src.fwd_from or types.MessageFwdHeader(
+                date=src.date, from_id=src.from_id or types.PeerChannel(sid),
+                channel_post=src.id if source["kind"] == "channel" else None)
+        message, _ = server.store_message(
+            target, viewer, text=text, entities=entities, media=src.media, reply=reply,
+            grouped_id=grouped, fwd_from=fwd, origin=ctx.origin,
+            noforwards=bool(request.noforwards))
+        server.remember_random_id(tid, viewer, random_id, message.id)
+        sent.append((random_id, message.id))
+    return server.sent_updates(target, sent, viewer)
+
+
+def h_create_forum_topic(ctx: Context, request: TLObject) -> TLObject:
+    server, viewer = ctx.server, ctx.user_id
+    channel = server.resolve_channel(request.peer, viewer, write=True)
+    if channel["kind"] != "forum":
+        raise RpcFailure(400, "CHANNEL_FORUM_MISSING")
+    if not request.title.strip():
+        raise RpcFailure(400, "TOPIC_TITLE_EMPTY")
+    cid = channel["channel_id"]
+    original = server.check_random_id(cid, viewer, request.random_id)
+    if original is not None:
+        return server.sent_updates(channel, [(request.random_id, original)], viewer)
+    topic_id = _create_topic(server, channel, request.title, request.icon_color, viewer,
+                             ctx.origin)
+    server.remember_random_id(cid, viewer, request.random_id, topic_id)
+    return server.sent_updates(channel, [(request.random_id, topic_id)], viewer)
+
+
+def _create_topic(server: Server, channel: sqlite3.Row, title: str, icon_color: int | None,
+                  creator: int | None, origin: str | None) -> int:
+    color = icon_color if icon_color is not None else 0x6FB9F0
+    action = types.MessageActionTopicCreate(title=title, icon_color=color)
+    message, _ = server.store_message(channel, creator, action=action, origin=origin)
+    server.conn.execute("UPDATE messages SET topic_id = ? WHERE channel_id = ? AND id = ?",
+                        (message.id, channel["channel_id"], message.id))
+    server.conn.execute(
+        "INSERT INTO topics (channel_id, topic_id, title, icon_color, creator_id, date) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (channel["channel_id"], message.id, title, color, creator, _now()))
+    return message.id
+
+
+def _forum_topics(ctx: Context, channel: sqlite3.Row, rows: list[sqlite3.Row],
+                  count: int) -> TLObject:
+    server, viewer = ctx.server, ctx.user_id
+    topics = [server.tl_topic(channel, row, viewer) for row in rows]
+    tops = [ctx.conn.execute("SELECT * FROM messages WHERE channel_id = ? AND id = ?",
+                             (channel["channel_id"], t.top_message)).fetchone()
+            for t in topics]
+    tops = [row for row in tops if row is not None]
+    chats, users = server.envelope(channel, tops, viewer)
+    return types.messages.ForumTopics(
+        count=count, topics=topics, messages=[server.message_for(r, viewer) for r in tops],
+        chats=chats, users=users, pts=channel["pts"], order_by_create_date=True)
+
+
+def h_get_forum_topics(ctx: Context, request: TLObject) -> TLObject:
+    """Newest topic first (order_by_create_date); `offset_topic` is exclusive."""
+    channel = ctx.server.resolve_channel(request.peer, ctx.user_id)
+    if channel["kind"] != "forum":
+        raise RpcFailure(400, "CHANNEL_FORUM_MISSING")
+    rows = ctx.server.all_topics(channel)
+    if request.q:
+        rows = [r for r in rows if request.q.lower() in r["title"].lower()]
+    count = len(rows)
+    if request.offset_topic:
+        rows = [r for r in rows if r["topic_id"] < request.offset_topic]
+    limit = max(1, min(request.limit or HISTORY_PAGE_MAX, HISTORY_PAGE_MAX))
+    return _forum_topics(ctx, channel, rows[:limit], count)
+
+
+def h_get_forum_topics_by_id(ctx: Context, request: TLObject) -> TLObject:
+    channel = ctx.server.resolve_channel(request.peer, ctx.user_id)
+    if channel["kind"] != "forum":
+        raise RpcFailure(400, "CHANNEL_FORUM_MISSING")
+    by_id = {r["topic_id"]: r for r in ctx.server.all_topics(channel)}
+    rows = [by_id[t] for t in request.topics if t in by_id]
+    return _forum_topics(ctx, channel, rows, len(rows))
+
+
+def h_get_dialogs(ctx: Context, request: TLObject) -> TLObject:
+    server, viewer = ctx.server, ctx.user_id
+    channels = ctx.conn.execute(
+        "SELECT c.* FROM channels c JOIN participants p ON p.channel_id = c.channel_id "
+        "WHERE p.user_id = ? AND p.role != 'banned'", (viewer,)).fetchall()
+    dialogs, messages, chats, users = [], [], [], set()
+    tops = []
+    for channel in channels:
+        top = ctx.conn.execute(
+            "SELECT * FROM messages WHERE channel_id = ? ORDER BY id DESC LIMIT 1",
+            (channel["channel_id"],)).fetchone()
+        tops.append((top["date"] if top else channel["date"], channel, top))
+    tops.sort(key=lambda item: item[0], reverse=True)
+    for _, channel, top in tops:
+        part = server.participant(channel["channel_id"], viewer)
+        top_id = top["id"] if top else 0
+        dialogs.append(types.Dialog(
+            peer=types.PeerChannel(channel["channel_id"]), top_message=top_id,
+            read_inbox_max_id=part["read_max_id"], read_outbox_max_id=top_id,
+            unread_count=max(0, top_id - part["read_max_id"]), unread_mentions_count=0,
+            unread_reactions_count=0, unread_poll_votes_count=0,
+            notify_settings=types.PeerNotifySettings(), pts=channel["pts"]))
+        chats.append(server.tl_channel(channel, viewer))
+        if top is not None:
+            messages.append(server.message_for(top, viewer))
+            users.add(top["sender_id"])
+    return types.messages.Dialogs(dialogs=dialogs, messages=messages, chats=chats,
+                                  users=server.tl_users(users, viewer))
+
+
+def h_save_file_part(ctx: Context, request: TLObject) -> bool:
+    ctx.conn.execute(
+        "INSERT OR REPLACE INTO upload_parts (user_id, file_id, part, data) "
+        "VALUES (?, ?, ?, ?)", (ctx.user_id, request.file_id, request.file_part,
+                                request.bytes))
+    return True
+
+
+def h_get_file(ctx: Context, request: TLObject) -> TLObject:
+    location = request.location
+    if not isinstance(location, (types.InputPhotoFileLocation,
+                                 types.InputDocumentFileLocation)):
+        raise RpcFailure(400, "LOCATION_INVALID")
+    row = ctx.conn.execute("SELECT * FROM media WHERE media_id = ?",
+                           (location.id,)).fetchone()
+    if row is None or row["access_hash"] != location.access_hash:
+        raise RpcFailure(400, "LOCATION_INVALID")
+    if bytes(row["file_reference"]) != location.file_reference:
+        raise RpcFailure(400, "FILE_REFERENCE_EXPIRED")
+    if request.offset < 0 or request.limit <= 0:
+        raise RpcFailure(400, "LIMIT_INVALID")
+    chunk = bytes(row["data"][request.offset:request.offset + request.limit])
+    return types.upload.File(type=types.storage.FileUnknown(), mtime=0, bytes=chunk)
+
+
+HANDLERS = {
+    functions.help.GetConfigRequest: h_get_config,
+    functions.help.GetNearestDcRequest: h_nearest_dc,
+    functions.PingRequest: h_ping,
+    functions.auth.SendCodeRequest: h_send_code,
+    functions.auth.SignInRequest: h_sign_in,
+    functions.auth.LogOutRequest: h_log_out,
+    functions.updates.GetStateRequest: h_get_state,
+    functions.updates.GetDifferenceRequest: h_get_difference,
+    functions.updates.GetChannelDifferenceRequest: h_get_channel_difference,
+    functions.users.GetUsersRequest: h_get_users,
+    functions.users.GetFullUserRequest: h_get_full_user,
+    functions.contacts.ResolveUsernameRequest: h_resolve_username,
+    functions.channels.GetChannelsRequest: h_get_channels,
+    functions.channels.GetFullChannelRequest: h_get_full_channel,
+    functions.channels.JoinChannelRequest: h_join_channel,
+    functions.channels.LeaveChannelRequest: h_leave_channel,
+    functions.channels.ReadHistoryRequest: h_channels_read_history,
+    functions.channels.GetMessagesRequest: h_channels_get_messages,
+    functions.messages.ReadHistoryRequest: h_messages_read_history,
+    functions.messages.GetHistoryRequest: h_get_history,
+    functions.messages.GetRepliesRequest: h_get_replies,
+    functions.messages.GetMessagesRequest: h_messages_get_messages,
+    functions.messages.SendMessageRequest: h_send_message,
+    functions.messages.SendMediaRequest: h_send_media,
+    functions.messages.SendMultiMediaRequest: h_send_multi_media,
+    functions.messages.UploadMediaRequest: h_upload_media,
+    functions.messages.ForwardMessagesRequest: h_forward_messages,
+    functions.messages.CreateForumTopicRequest: h_create_forum_topic,
+    functions.messages.GetForumTopicsRequest: h_get_forum_topics,
+    functions.messages.GetForumTopicsByIDRequest: h_get_forum_topics_by_id,
+    functions.messages.GetDialogsRequest: h_get_dialogs,
+    functions.upload.SaveFilePartRequest: h_save_file_part,
+    functions.upload.SaveBigFilePartRequest: h_save_file_part,
+    functions.upload.GetFileRequest: h_get_file,
+}
+NO_AUTH = {functions.help.GetConfigRequest, functions.help.GetNearestDcRequest,
+           functions.PingRequest, functions.auth.SendCodeRequest,
+           functions.auth.SignInRequest}
+
+
+def answered_requests() -> list[str]:
+    """The names of every request type the simulator answers."""
+    return sorted(cls.__name__ for cls in HANDLERS)
+
+
+# ----------------------------------------------------------------------------- faults
+
+def _matching_fault(conn: sqlite3.Connection, account: str,
+                    request_name: str) -> sqlite3.Row | None:
+    """Count this request against every matching fault; the one that fires, if any."""
+    rows = conn.execute(
+        "SELECT * FROM faults WHERE (account IS NULL OR account = ?) "
+        "AND (request IS NULL OR request = ?) ORDER BY fault_id",
+        (account, request_name)).fetchall()
+    now = time.time()
+    firing = None
+    for row in rows:
+        seen = row["seen"] + 1
+        spent = row["times"] is not None and row["fired"] >= row["times"]
+        passed = [t for t in json.loads(row["passed_at"]) if now - t < RATE_WINDOW_SECONDS]
+        if row["rate_per_minute"] is not None:
+            fires = not spent and len(passed) >= row["rate_per_minute"]
+        else:
+            fires = not spent and seen > row["after"]
+        if fires and firing is None:
+            firing = row
+            conn.execute("UPDATE faults SET seen = ?, fired = fired + 1, passed_at = ? "
+                         "WHERE fault_id = ?", (seen, json.dumps(passed), row["fault_id"]))
+        else:
+            passed.append(now)
+            conn.execute("UPDATE faults SET seen = ?, passed_at = ? WHERE fault_id = ?",
+                         (seen, json.dumps(passed[-1000:]), row["fault_id"]))
+    if firing is not None and firing["rate_per_minute"] is not None \
+            and firing["seconds"] is None:
+        passed = [t for t in json.loads(firing["passed_at"])
+                  if now - t < RATE_WINDOW_SECONDS]
+        wait = int(RATE_WINDOW_SECONDS - (now - min(passed))) + 1 if passed else 1
+        return {**dict(firing), "seconds": wait}
+    return firing
+
+
+def _fault_failure(fault: Any) -> RpcFailure:
+    name = fault["error"]
+    template = NAMED_FAULTS.get(name, (fault["code"], name))[1]
+    return RpcFailure(fault["code"], template.format(seconds=fault["seconds"] or 0))
+
+
+# ----------------------------------------------------------------------------- the sender
+
+class SimulatedSender:
+    """Stands in for Telethon's MTProtoSender: requests go to the world database.
+
+    Requests are handled in order on one worker thread (so SQLite waits never block the
+    event loop); a poll task brings other processes' messages in as updates.
+    """
+
+    def __init__(self, client: TelegramClient, world_path: str | Path):
+        self.auth_key = client.session.auth_key or AuthKey(None)
+        self._world_path = Path(world_path).resolve()
+        self._updates_queue = client._updates_queue
+        self._connection = None
+        self._user_connected = False
+        self._disconnected_future: asyncio.Future | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._server: Server | None = None
+        self._queue: asyncio.Queue | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._origin = secrets.token_hex(8)
+        self._cursor: int | None = None
+
+    # -- what TelegramClient uses ---------------------------------------------------------
+
+    async def connect(self, connection: Any) -> bool:
+        if self._user_connected:
+            return False
+        if not self._world_path.is_file():
+            raise ConnectionError(f"simulated world {self._world_path} does not exist; "
+                                  f"create it with: python telegram_sim.py init WORLD")
+        if self.auth_key.key is None:
+            self.auth_key.key = os.urandom(256)
+        loop = asyncio.get_running_loop()
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="telegram_sim")
+        self._server = await loop.run_in_executor(self._executor, self._open_server)
+        self._connection = connection
+        self._queue = asyncio.Queue()
+        self._disconnected_future = loop.create_future()
+        self._user_connected = True
+        self._tasks = [loop.create_task(self._work_loop()), loop.create_task(self._poll_loop())]
+        return True
+
+    def is_connected(self) -> bool:
+        return self._user_connected
+
+    def _transport_connected(self) -> bool:
+        return self._user_connected
+
+    def _keepalive_ping(self, rnd_id: int) -> None:
+        """Pings have no use here: the simulated connection does not idle out."""
+
+    async def disconnect(self) -> None:
+        await self._shutdown(None)
+
+    @property
+    def disconnected(self) -> asyncio.Future:
+        if self._disconnected_future is None:
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        return asyncio.shield(self._disconnected_future)
+
+    def send(self, request: Any, ordered: bool = False) -> Any:
+        if not self._user_connected:
+            raise ConnectionError("Cannot send requests while disconnected")
+        if isinstance(request, list):
+            return [self.send(item) for item in request]
+        wire = bytes(request)           # as the real sender: a bad request fails here
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((request, wire, future))
+        return future
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _open_server(self) -> Server:
+        conn = open_database(self._world_path)
+        conn.row_factory = sqlite3.Row
+        server = Server(conn)
+        key_id = _key_id(self.auth_key)
+        with transaction(conn):
+            conn.execute("INSERT OR IGNORE INTO auth_keys (key_id, user_id, created_at) "
+                         "VALUES (?, NULL, ?)", (key_id, utcnow()))
+        return server
+
+    async def _work_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            request, wire, future = await self._queue.get()
+            if future.cancelled():
+                continue
+            try:
+                body = await loop.run_in_executor(self._executor, self._handle, wire)
+            except RpcFailure as failure:
+                error = rpc_message_to_error(types.RpcError(failure.code, failure.message), request)
+                if not future.done():
+                    future.set_exception(error)
+                continue
+            except ConnectionDropped as dropped:
+                self._user_connected = False        # at once, as the caller sees the error
+                if not future.done():
+                    future.set_exception(ConnectionError(str(dropped)))
+                loop.create_task(self._shutdown(ConnectionError(str(dropped))))
+                return
+            with BinaryReader(body) as reader:
+                result = request.read_result(reader)
+            self._store_own_updates(result)
+            if not future.done():
+                future.set_result(result)
+
+    def _store_own_updates(self, result: Any) -> None:
+        if isinstance(result, (types.Updates, types.UpdatesCombined, types.UpdateShort)):
+            result._self_outgoing = True
+            self._updates_queue.put_nowait(result)
+
+    def _handle(self, wire: bytes) -> bytes:
+        """Serve one serialised request (worker thread); returns the serialised result."""
+        server = self._server
+        conn = server.conn
+        inner = _unwrap(_parse(wire))
+        name = type(inner).__name__
+        key_id = _key_id(self.auth_key)
+        with transaction(conn):
+            user_id = server.user_for_key(key_id)
+            account = server.account_name(user_id)
+            conn.execute(
+                "INSERT INTO counters (account, request, count) VALUES (?, ?, 1) "
+                "ON CONFLICT(account, request) DO UPDATE SET count = count + 1",
+                (account, name))
+            fault = _matching_fault(conn, account, name)
+        if fault is not None and fault["error"] == DISCONNECT:
+            if fault["executed"]:
+                self._execute(inner, user_id, key_id)
+            raise ConnectionDropped(f"simulated connection drop during {name}")
+        if fault is not None:
+            raise _fault_failure(fault)
+        return _serialize_result(self._execute(inner, user_id, key_id))
+
+    def _execute(self, inner: TLObject, user_id: int | None, key_id: str) -> Any:
+        handler = HANDLERS.get(type(inner))
+        if handler is None:
+            log.warning("simulated Telegram does not answer %s", type(inner).__name__)
+            raise RpcFailure(400, f"SIMULATOR_UNSUPPORTED_{type(inner).__name__.upper()}")
+        if user_id is None and type(inner) not in NO_AUTH:
+            raise RpcFailure(401, "AUTH_KEY_UNREGISTERED")
+        with transaction(self._server.conn):
+            return handler(Context(self._server, user_id, key_id, self._origin), inner)
+
+    def _poll(self) -> bytes | None:
+        server = self._server
+        user_id = server.user_for_key(_key_id(self.auth_key))
+        if self._cursor is None or user_id is None:
+            self._cursor = server.last_event()
+            return None
+        self._cursor, updates = server.new_events(user_id, self._cursor, self._origin)
+        return updates
+
+    async def _poll_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._user_connected:
+            try:
+                body = await loop.run_in_executor(self._executor, self._poll)
+            except sqlite3.Error as exc:
+                log.warning("simulated Telegram: polling the world failed: %s", exc)
+                body = None
+            if body is not None:
+                self._updates_queue.put_nowait(_parse(body))
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def _shutdown(self, error: Exception | None) -> None:
+        """Stop the tasks, fail what is pending, close the world (safe to call twice)."""
+        self._user_connected = False
+        tasks, queue, executor, server = self._tasks, self._queue, self._executor, self._server
+        closed = self._disconnected_future
+        self._tasks, self._queue, self._executor, self._server = [], None, None, None
+        current = asyncio.current_task()
+        for task in tasks:
+            if task is not current:
+                task.cancel()
+        for task in tasks:
+            if task is not current:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        while queue is not None and not queue.empty():
+            _, _, future = queue.get_nowait()
+            if not future.done():
+                future.set_exception(error or ConnectionError("disconnected"))
+        if executor is not None:
+            await asyncio.get_running_loop().run_in_executor(executor, server.conn.close)
+            executor.shutdown(wait=False)
+        if closed is not None and not closed.done():
+            if error:
+                closed.set_exception(error)
+                closed.exception()          # retrieved: no "exception never retrieved"
+            else:
+                closed.set_result(None)
+
+
+def attach(client: TelegramClient, world_path: str | Path) -> None:
+    """Put `client` on the simulated world at `world_path` (call before `connect()`)."""
+    client._sender = SimulatedSender(client, world_path)
+
+
+# ----------------------------------------------------------------------------- the world API
+
+class World:
+    """The simulated Telegram's state in one SQLite file, with a Python API to shape it."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path).resolve()
+        self.conn = open_database(self.path)
+        self.conn.row_factory = sqlite3.Row
+        self._apply_schema()
+        self.server = Server(self.conn)
+
+    def _apply_schema(self) -> None:
+        statements = [s.strip() for s in WORLD_SCHEMA.split(";") if s.strip()]
+        with transaction(self.conn):
+            for statement in statements:
+                self.conn.execute(statement)
+
+    @classmethod
+    def create(cls, path: str | Path, *, random_id_mode: str = "original") -> World:
+        """A new, empty world at `path` (refuses to overwrite an existing file)."""
+        if random_id_mode not in RANDOM_ID_MODES:
+            raise SimulatorError(f"random_id_mode must be one of {', '.join(RANDOM_ID_MODES)}")
+        if Path(path).exists():
+            raise SimulatorError(f"{path} already exists; pick another path or delete it")
+        world = cls(path)
+        with transaction(world.conn):
+            world.conn.execute("INSERT INTO meta (key, value) VALUES ('random_id_mode', ?)",
+                               (random_id_mode,))
+            world.conn.execute("INSERT INTO meta (key, value) VALUES ('created_at', ?)",
+                               (utcnow(),))
+        return world
+
+    @classmethod
+    def open(cls, path: str | Path) -> World:
+        """An existing world."""
+        if not Path(path).is_file():
+            raise SimulatorError(f"{path}: no such world; create it with "
+                                 f"`python telegram_sim.py init {path}`")
+        with open(path, "rb") as handle:
+            if handle.read(16) != b"SQLite format 3\x00":
+                raise SimulatorError(f"{path} is not a simulated world (not SQLite)")
+        world = cls(path)
+        if world.conn.execute("SELECT 1 FROM meta WHERE key = 'created_at'").fetchone() is None:
+            world.close()
+            raise SimulatorError(f"{path} is not a simulated world")
+        return world
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> World:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- accounts -------------------------------------------------------------------------
+
+    def add_account(self, name: str, *, phone: str | None = None,
+                    first_name: str | None = None, username: str | None = None) -> int:
+        """A new account; returns its user id."""
+        with transaction(self.conn):
+            if self.conn.execute("SELECT 1 FROM accounts WHERE name = ?", (name,)).fetchone():
+                raise SimulatorError(f"account {name!r} already exists")
+            self._check_username_free(username)
+            user_id = 1_000_000 + self.conn.execute(
+                "SELECT COUNT(*) FROM accounts").fetchone()[0] + 1
+            phone = _normalise_phone(phone) or f"1555{user_id % 10_000_000:07d}"
+            self.conn.execute(
+                "INSERT INTO accounts (user_id, name, phone, first_name, username, "
+                "access_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (user_id, name, phone, first_name or name, username, _random_long(),
+                 utcnow()))
+        return user_id
+
+    def _check_username_free(self, username: str | None) -> None:
+        if username is None:
+            return
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{3,31}", username):
+            raise SimulatorError(f"invalid username {username!r}: 4-32 letters, digits or _")
+        taken = self.conn.execute(
+            "SELECT 1 FROM accounts WHERE username = ? UNION "
+            "SELECT 1 FROM channels WHERE username = ?", (username, username)).fetchone()
+        if taken:
+            raise SimulatorError(f"username {username!r} is taken")
+
+    def account_id(self, name: str) -> int:
+        row = self.conn.execute("SELECT user_id FROM accounts WHERE name = ?",
+                                (name,)).fetchone()
+        if row is None:
+            raise SimulatorError(f"no account {name!r} in {self.path}")
+        return row[0]
+
+    def accounts(self) -> list[dict]:
+        rows = self.conn.execute(
+            "SELECT a.*, (SELECT COUNT(*) FROM auth_keys k WHERE k.user_id = a.user_id "
+            "AND k.revoked_at IS NULL) AS sessions FROM accounts a ORDER BY user_id")
+        return [{k: row[k] for k in ("user_id", "name", "phone", "username", "sessions")}
+                for row in rows]
+
+    def make_session_folder(self, folder: str | Path, account_name: str, *,
+                            extra_env: dict | None = None) -> Path:
+        """An account folder: `.env` and an authorised `<SESSION_NAME>.session` (0600)."""
+        folder = Path(folder)
+        user_id = self.account_id(account_name)
+        session_name = folder.name
+        env_path = folder / ".env"
+        session_path = folder / f"{session_name}.session"
+        for existing in (env_path, session_path):
+            if existing.exists():
+                raise SimulatorError(f"{existing} exists; refusing to overwrite an account "
+                                     f"folder (use an empty folder)")
+        folder.mkdir(parents=True, exist_ok=True)
+        phone = self.conn.execute("SELECT phone FROM accounts WHERE user_id = ?",
+                                  (user_id,)).fetchone()[0]
+        env = {"TG_API_ID": str(SIM_API_ID), "TG_API_HASH": secrets.token_hex(16),
+               "TG_PHONE": f"+{phone}", "SESSION_NAME": session_name,
+               "TELEGRAM_SIMULATOR": str(self.path), **(extra_env or {})}
+        partial = env_path.with_name(".env.part")
+        partial.write_text("".join(f"{k}={v}\n" for k, v in env.items()), encoding="utf-8")
+        partial.chmod(0o600)
+        partial.replace(env_path)
+        auth_key = AuthKey(os.urandom(256))
+        session = SQLiteSession(str(folder / session_name))
+        session.set_dc(DC_ID, SIM_IP, SIM_PORT)
+        session.auth_key = auth_key
+        session.save()
+        session.close()
+        session_path.chmod(0o600)
+        with transaction(self.conn):
+            self.conn.execute("INSERT INTO auth_keys (key_id, user_id, created_at) "
+                              "VALUES (?, ?, ?)", (_key_id(auth_key), user_id, utcnow()))
+        return folder
+
+    def revoke_session(self, account_name: str) -> int:
+        """Revoke every session of the account (AUTH_KEY_UNREGISTERED); returns how many."""
+        user_id = self.account_id(account_name)
+        with transaction(self.conn):
+            return self.conn.execute(
+                "UPDATE auth_keys SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
+                (utcnow(), user_id)).rowcount
+
+    def set_login_code(self, code: str) -> None:
+        """The code auth.SignIn accepts for every phone (default 12345)."""
+        with transaction(self.conn):
+            self.conn.execute("INSERT OR REPLACE INTO meta (key, value) "
+                              "VALUES ('login_code', ?)", (code,))
+
+    # -- chats ----------------------------------------------------------------------------
+
+    def create_channel(self, title: str, *, username: str | None = None,
+                       kind: str = "channel", owner: str | None = None,
+                       members: Iterable[str] = (), admins: Iterable[str] = (),
+                       noforwards: bool = False, slowmode_seconds: int = 0) -> int:
+        """A channel, megagroup or forum (with service message id 1); returns its id."""
+        if kind not in CHAT_KINDS:
+            raise SimulatorError(f"kind must be one of {', '.join(CHAT_KINDS)}")
+        owner_id = self.account_id(owner) if owner else None
+        member_ids = [self.account_id(m) for m in members]
+        admin_ids = [self.account_id(a) for a in admins]
+        with transaction(self.conn):
+            self._check_username_free(username)
+            channel_id = 1_500_000_000 + self.conn.execute(
+                "SELECT COUNT(*) FROM channels").fetchone()[0] + 1
+            self.conn.execute(
+                "INSERT INTO channels (channel_id, access_hash, title, username, kind, "
+                "noforwards, slowmode_seconds, creator_id, date) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (channel_id, _random_long(), title, username, kind, int(noforwards),
+                 slowmode_seconds, owner_id, _now()))
+            roles = [(owner_id, "creator")] if owner_id else []
+            roles += [(a, "admin") for a in admin_ids if a != owner_id]
+            roles += [(m, "member") for m in member_ids if m != owner_id
+                      and m not in admin_ids]
+            for user_id, role in roles:
+                self.conn.execute("INSERT INTO participants (channel_id, user_id, role, "
+                                  "joined_at) VALUES (?, ?, ?, ?)",
+                                  (channel_id, user_id, role, utcnow()))
+            channel = self.server.channel_row(channel_id)
+            self.server.store_message(
+                channel, owner_id, action=types.MessageActionChannelCreate(title=title),
+                reply=(None, GENERAL_TOPIC_ID if kind == "forum" else None), origin="world")
+        return channel_id
+
+    def chat_id(self, chat: int | str) -> int:
+        """A chat's id from its id, "@username"/"username" or exact title."""
+        if isinstance(chat, int) or (isinstance(chat, str) and chat.lstrip("-").isdigit()):
+            number = int(chat)
+            if number < -1_000_000_000_000:
+                number = -number - 1_000_000_000_000     # the -100... form Telethon prints
+            row = self.conn.execute("SELECT channel_id FROM channels WHERE channel_id = ?",
+                                    (number,)).fetchone()
+        else:
+            name = chat.lstrip("@")
+            row = self.conn.execute(
+                "SELECT channel_id FROM channels WHERE username = ? OR title = ? "
+                "ORDER BY username IS NULL LIMIT 1", (name, chat)).fetchone()
+        if row is None:
+            raise SimulatorError(f"no chat {chat!r} in {self.path}")
+        return row[0]
+
+    def peer_id(self, chat: int | str) -> int:
+        """The chat's marked id as Telethon uses it (-100...): what clients should be given."""
+        return -1_000_000_000_000 - self.chat_id(chat)
+
+    def channels(self) -> list[dict]:
+        rows = self.conn.execute(
+            "SELECT c.*, (SELECT COUNT(*) FROM messages m WHERE m.channel_id = c.channel_id) "
+            "AS messages, (SELECT COUNT(*) FROM participants p "
+            "WHERE p.channel_id = c.channel_id) AS members FROM channels c "
+            "ORDER BY channel_id")
+        keys = ("channel_id", "title", "username", "kind", "noforwards", "members",
+                "messages")
+        return [{k: row[k] for k in keys} for row in rows]
+
+    def join(self, account_name: str, chat: int | str, *, role: str = "member") -> None:
+        user_id, channel_id = self.account_id(account_name), self.chat_id(chat)
+        with transaction(self.conn):
+            self.conn.execute(
+                "INSERT INTO participants (channel_id, user_id, role, joined_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT(channel_id, user_id) "
+                "DO UPDATE SET role = excluded.role",
+                (channel_id, user_id, role, utcnow()))
+
+    def leave(self, account_name: str, chat: int | str) -> None:
+        user_id, channel_id = self.account_id(account_name), self.chat_id(chat)
+        with transaction(self.conn):
+            self.conn.execute("DELETE FROM participants WHERE channel_id = ? AND user_id = ?",
+                              (channel_id, user_id))
+
+    def set_noforwards(self, chat: int | str, noforwards: bool = True) -> None:
+        with transaction(self.conn):
+            self.conn.execute("UPDATE channels SET noforwards = ? WHERE channel_id = ?",
+                              (int(noforwards), self.chat_id(chat)))
+
+    def create_topic(self, chat: int | str, title: str, *, by: str | None = None,
+                     icon_color: int | None = None) -> int:
+        """A forum topic; returns its id (the id of its service message)."""
+        channel_id = self.chat_id(chat)
+        creator = self.account_id(by) if by else None
+        with transaction(self.conn):
+            channel = self.server.channel_row(channel_id)
+            if channel["kind"] != "forum":
+                raise SimulatorError(f"{chat!r} is not a forum")
+            return _create_topic(self.server, channel, title, icon_color, creator, "world")
+
+    def topics(self, chat: int | str) -> list[dict]:
+        channel = self.server.channel_row(self.chat_id(chat))
+        return [{"topic_id": r["topic_id"], "title": r["title"]}
+                for r in reversed(self.server.all_topics(channel))]
+
+    # -- posting --------------------------------------------------------------------------
+
+    def _media_from(self, file: bytes | str | Path, file_name: str | None,
+                    force_document: bool) -> TLObject:
+        data = file if isinstance(file, bytes) else Path(file).read_bytes()
+        name = file_name or ("file" if isinstance(file, bytes) else Path(file).name)
+        is_image = data[:8] == b"\x89PNG\r\n\x1a\n" or data[:3] == b"\xff\xd8\xff" \
+            or data[:6] in (b"GIF87a", b"GIF89a")
+        if is_image and not force_document:
+            return self.server.store_media("photo", data)
+        mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        return self.server.store_media(
+            "document", data, mime_type=mime,
+            attributes=[types.DocumentAttributeFilename(file_name=name)])
+
+    def _poster(self, chat: int | str, by: str | None) -> tuple[sqlite3.Row, int | None]:
+        channel = self.server.channel_row(self.chat_id(chat))
+        if by is None:
+            return channel, channel["creator_id"]
+        return channel, self.account_id(by)
+
+    def post(self, chat: int | str, text: str = "", *, by: str | None = None,
+             entities: list | None = None, parse_mode: str | None = None,
+             file: bytes | str | Path | None = None, file_name: str | None = None,
+             force_document: bool = False, reply_to: int | None = None,
+             topic: int | None = None) -> int:
+        """Post a message as `by` (default: the chat's creator); returns its id."""
+        if parse_mode in ("md", "markdown"):
+            text, entities = markdown.parse(text)
+        elif parse_mode is not None:
+            raise SimulatorError("parse_mode must be 'md' or None")
+        with transaction(self.conn):
+            channel, sender = self._poster(chat, by)
+            reply = self._reply(channel, reply_to, topic)
+            media = self._media_from(file, file_name, force_document) if file else None
+            message, _ = self.server.store_message(channel, sender, text=text,
+                                                   entities=entities, media=media,
+                                                   reply=reply, origin="world")
+        return message.id
+
+    def _reply(self, channel: sqlite3.Row, reply_to: int | None,
+               topic: int | None) -> tuple:
+        try:
+            return self.server.reply_header(channel, reply_to, topic)
+        except RpcFailure as failure:
+            raise SimulatorError(f"cannot post there: {failure.message}") from None
+
+    def post_album(self, chat: int | str, files: list, *, captions: list | None = None,
+                   by: str | None = None, reply_to: int | None = None,
+                   topic: int | None = None) -> list[int]:
+        """Post 2-10 files as one album (one grouped_id); returns the ids."""
+        if not 1 <= len(files) <= ALBUM_MAX:
+            raise SimulatorError(f"an album has 1 to {ALBUM_MAX} files")
+        captions = list(captions or [])
+        grouped_id = _random_long()
+        ids = []
+        with transaction(self.conn):
+            channel, sender = self._poster(chat, by)
+            reply = self._reply(channel, reply_to, topic)
+            for index, file in enumerate(files):
+                media = self._media_from(file, None, False)
+                caption = captions[index] if index < len(captions) else ""
+                message, _ = self.server.store_message(
+                    channel, sender, text=caption, media=media, reply=reply,
+                    grouped_id=grouped_id, origin="world")
+                ids.append(message.id)
+        return ids
+
+    def messages(self, chat: int | str, *, viewer: str | None = None) -> list[TLObject]:
+        """Every message of the chat in id order, as TL objects (as `viewer` sees them)."""
+        channel_id = self.chat_id(chat)
+        viewer_id = self.account_id(viewer) if viewer else None
+        rows = self.conn.execute("SELECT * FROM messages WHERE channel_id = ? ORDER BY id",
+                                 (channel_id,)).fetchall()
+        return [self.server.message_for(row, viewer_id) for row in rows]
+
+    def media_bytes(self, message: TLObject) -> bytes | None:
+        """The stored bytes of a message's photo or document."""
+        body = getattr(message.media, "photo", None) or getattr(message.media, "document", None)
+        if body is None:
+            return None
+        row = self.conn.execute("SELECT data FROM media WHERE media_id = ?",
+                                (body.id,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    # -- faults and counters --------------------------------------------------------------
+
+    def inject_fault(self, error: str, *, seconds: int | None = None,
+                     account: str | None = None, request: str | None = None,
+                     after: int = 0, times: int | None = None,
+                     rate_per_minute: int | None = None, code: int | None = None,
+                     executed: bool = False) -> int:
+        """Make matching requests fail (see the module docstring); returns the fault id."""
+        error = error.upper()
+        if error in ("FLOOD_WAIT", "SLOWMODE_WAIT") and seconds is None \
+                and rate_per_minute is None:
+            raise SimulatorError(f"{error} needs seconds")
+        if seconds is not None and seconds < 0 or after < 0 \
+                or times is not None and times < 1 \
+                or rate_per_minute is not None and rate_per_minute < 0:
+            raise SimulatorError("seconds/after must be >= 0, times >= 1, rate >= 0")
+        if account is not None:
+            self.account_id(account)
+        if request is not None and not request.endswith("Request"):
+            request += "Request"
+        if request is not None and request not in {c.__name__ for c in HANDLERS}:
+            raise SimulatorError(f"unknown request type {request!r}; answered: "
+                                 f"{', '.join(answered_requests())}")
+        default_code = NAMED_FAULTS.get(error, (400, ""))[0]
+        with transaction(self.conn):
+            return self.conn.execute(
+                "INSERT INTO faults (error, code, seconds, account, request, after, times, "
+                "rate_per_minute, executed, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (error, code or default_code, seconds, account, request, after, times,
+                 rate_per_minute, int(executed), utcnow())).lastrowid
+
+    def faults(self) -> list[dict]:
+        keys = ("fault_id", "error", "code", "seconds", "account", "request", "after",
+                "times", "rate_per_minute", "executed", "seen", "fired")
+        return [{k: row[k] for k in keys}
+                for row in self.conn.execute("SELECT * FROM faults ORDER BY fault_id")]
+
+    def clear_faults(self, fault_id: int | None = None) -> int:
+        with transaction(self.conn):
+            if fault_id is None:
+                return self.conn.execute("DELETE FROM faults").rowcount
+            return self.conn.execute("DELETE FROM faults WHERE fault_id = ?",
+                                     (fault_id,)).rowcount
+
+    def counters(self, account: str | None = None) -> dict[str, int]:
+        """Requests served, by request type name (one account's, or everyone's summed)."""
+        if account is None:
+            rows = self.conn.execute(
+                "SELECT request, SUM(count) FROM counters GROUP BY request ORDER BY request")
+        else:
+            rows = self.conn.execute(
+                "SELECT request, count FROM counters WHERE account = ? ORDER BY request",
+                (account,))
+        return {request: count for request, count in rows}
+
+    def reset_counters(self) -> None:
+        with transaction(self.conn):
+            self.conn.execute("DELETE FROM counters")
+
+
+# ----------------------------------------------------------------------------- demo world
+
+_DEMO_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000002000000020802000000fdd49a73"
+    "0000001649444154789c63f8cfc0f09f81e13f03c37f0600fe1f03fd8e3fcc2e"
+    "0000000049454e44ae426082")
+
+
+def build_demo(world: World, sessions_dir: Path) -> dict:
+    """Two accounts with folders, a source channel with everything, an empty target forum."""
+    for index, name in enumerate(("session1", "session2"), start=1):
+        world.add_account(name, phone=f"+1555000000{index}", username=f"demo_user{index}")
+        world.make_session_folder(sessions_dir / name, name)
+    source = world.create_channel("Demo source", username="demo_source", kind="forum",
+                                  owner="session1", members=["session2"])
+    world.post(source, "Welcome to the **demo** source, see [the docs](https://t.me/)",
+               parse_mode="md")
+    first = world.post(source, "A photo with a caption", file=_DEMO_PNG)
+    world.post(source, "A document", file=b"%PDF-1.4 demo\n", file_name="report.pdf")
+    world.post_album(source, [_DEMO_PNG, _DEMO_PNG, _DEMO_PNG],
+                     captions=["album 1/3", "album 2/3", "album 3/3"])
+    world.post(source, "A reply to the photo", reply_to=first, by="session2")
+    news = world.create_topic(source, "News", by="session1")
+    talk = world.create_topic(source, "Talk", by="session1")
+    news_post = world.post(source, "First news item", topic=news)
+    world.post(source, "A reply inside News", reply_to=news_post, by="session2")
+    world.post_album(source, [_DEMO_PNG, _DEMO_PNG], captions=["talk album", ""], topic=talk)
+    world.post(source, "__Italic__ in Talk", parse_mode="md", topic=talk)
+    target = world.create_channel("Demo target", username="demo_target", kind="forum",
+                                  owner="session1", admins=["session2"])
+    return {"source": source, "target": target}
+
+
+# ----------------------------------------------------------------------------- command line
+
+def _media_kind(message: TLObject) -> str:
+    media = getattr(message, "media", None)
+    if isinstance(media, types.MessageMediaPhoto):
+        return "photo"
+    if isinstance(media, types.MessageMediaDocument):
+        return f"document {media.document.mime_type}"
+    if isinstance(message, types.MessageService):
+        return f"service {type(message.action).__name__.removeprefix('MessageAction')}"
+    return "-"
+
+
+def show_line(message: TLObject, topic: int | None) -> str:
+    """One line of `show`: id, date, topic, reply-to, grouped_id, media kind, text (as
+    markdown, so formatting shows)."""
+    reply = getattr(message, "reply_to", None)
+    reply_to = reply.reply_to_msg_id if reply else None
+    text = markdown.unparse(getattr(message, "message", "") or "",
+                            getattr(message, "entities", None) or [])
+    action = getattr(message, "action", None)
+    if isinstance(action, types.MessageActionTopicCreate):
+        text = action.title
+    fields = [f"{message.id:>5}", message.date.strftime("%Y-%m-%d %H:%M:%S"),
+              f"topic={topic if topic is not None else '-'}",
+              f"reply_to={reply_to or '-'}",
+              f"group={getattr(message, 'grouped_id', None) or '-'}",
+              _media_kind(message)]
+    return "  ".join(fields) + "  " + text.replace("\n", "\\n")
+
+
+def _cmd_init(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    try:
+        world = World.create(args.world, random_id_mode=args.random_id_mode)
+    except SimulatorError as exc:
+        parser.error(str(exc))
+    with world:
+        print(f"created simulated world {world.path} (random_id mode {args.random_id_mode})")
+        if args.demo:
+            sessions_dir = args.sessions_dir or world.path.with_name(
+                f"{world.path.stem}-sessions")
+            chats = build_demo(world, sessions_dir)
+            print(f"demo accounts session1, session2: folders under {sessions_dir}")
+            print(f"demo source forum @demo_source (id {chats['source']}), "
+                  f"empty target forum @demo_target (id {chats['target']})")
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace, world: World) -> int:
+    channel_id = world.chat_id(args.chat)
+    rows = world.conn.execute("SELECT id, topic_id FROM messages WHERE channel_id = ? "
+                              "ORDER BY id", (channel_id,)).fetchall()
+    topics = {row["id"]: row["topic_id"] for row in rows}
+    info = world.server.channel_row(channel_id)
+    print(f"{info['title']} (@{info['username'] or '-'}, {info['kind']}, id {channel_id}"
+          f"{', noforwards' if info['noforwards'] else ''}): {len(rows)} messages")
+    messages = world.messages(channel_id)
+    for message in messages[-args.limit:] if args.limit else messages:
+        print(show_line(message, topics[message.id]))
+    return 0
+
+
+def _print_table(rows: list[dict]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    keys = list(rows[0])
+    print("  ".join(keys))
+    for row in rows:
+        print("  ".join("-" if row[k] is None else str(row[k]) for k in keys))
+
+
+def _cmd_faults(args: argparse.Namespace, world: World) -> int:
+    if args.action == "add":
+        fault_id = world.inject_fault(
+            args.error, seconds=args.seconds, account=args.account, request=args.request,
+            after=args.after, times=args.times, rate_per_minute=args.rate,
+            code=args.code, executed=args.executed)
+        print(f"fault {fault_id} added")
+    elif args.action == "clear":
+        print(f"{world.clear_faults(args.fault_id)} fault(s) removed")
+    else:
+        _print_table(world.faults())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="A simulated Telegram under real Telethon clients, in one SQLite file "
+                    "shared by processes (rehearsals and tests; no account at risk).",
+        epilog="Accounts use it when their .env sets TELEGRAM_SIMULATOR=WORLD.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    init = commands.add_parser("init", help="create a world")
+    init.add_argument("world", type=Path, metavar="WORLD")
+    init.add_argument("--demo", action="store_true",
+                      help="two accounts with folders, a demo source forum, a target forum")
+    init.add_argument("--sessions-dir", type=Path, metavar="DIR",
+                      help="where --demo makes the account folders "
+                           "(default: WORLD's folder/<WORLD name>-sessions)")
+    init.add_argument("--random-id-mode", choices=RANDOM_ID_MODES, default="original",
+                      help="a reused random_id returns the original message (observed) or "
+                           "fails with RANDOM_ID_DUPLICATE (documented); default %(default)s")
+    show = commands.add_parser("show", help="print a chat's messages in order")
+    show.add_argument("world", type=Path, metavar="WORLD")
+    show.add_argument("chat", metavar="CHAT", help="chat id, @username or title")
+    show.add_argument("--limit", type=int, default=0, help="only the last N messages")
+    for name, text in (("accounts", "list accounts"), ("channels", "list chats")):
+        commands.add_parser(name, help=text).add_argument("world", type=Path, metavar="WORLD")
+    counters = commands.add_parser("counters", help="requests served, by type")
+    counters.add_argument("world", type=Path, metavar="WORLD")
+    counters.add_argument("--account", help="only this account's")
+    counters.add_argument("--reset", action="store_true", help="set every counter to zero")
+    revoke = commands.add_parser("revoke", help="revoke an account's sessions")
+    revoke.add_argument("world", type=Path, metavar="WORLD")
+    revoke.add_argument("account", metavar="ACCOUNT")
+    faults = commands.add_parser("faults", help="list, add or clear injected faults")
+    faults.add_argument("world", type=Path, metavar="WORLD")
+    actions = faults.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("list", help="list faults")
+    clear = actions.add_parser("clear", help="remove one fault, or all")
+    clear.add_argument("fault_id", type=int, nargs="?", metavar="ID")
+    add = actions.add_parser("add", help="add a fault")
+    what = add.add_argument_group("what fails")
+    what.add_argument("--error", required=True,
+                      help="FLOOD_WAIT, SLOWMODE_WAIT, PEER_FLOOD, AUTH_KEY_UNREGISTERED, "
+                           "RANDOM_ID_DUPLICATE, DISCONNECT or any RPC error name")
+    what.add_argument("--seconds", type=int, help="wait for FLOOD_WAIT/SLOWMODE_WAIT")
+    what.add_argument("--code", type=int, help="RPC code for other error names (400)")
+    what.add_argument("--executed", action="store_true",
+                      help="DISCONNECT after the request took effect")
+    where = add.add_argument_group("which requests")
+    where.add_argument("--account", help="only this account (default: every account)")
+    where.add_argument("--request", help="only this request type, e.g. SendMessageRequest")
+    when = add.add_argument_group("when")
+    when.add_argument("--after", type=int, default=0, help="let N requests through first")
+    when.add_argument("--times", type=int, help="fire N times (default: always)")
+    when.add_argument("--rate", type=int, metavar="R",
+                      help="fire once R requests passed in the last minute")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "init":
+        return _cmd_init(args, parser)
+    try:
+        world = World.open(args.world)
+    except SimulatorError as exc:
+        parser.error(str(exc))
+    with world:
+        try:
+            if args.command == "show":
+                return _cmd_show(args, world)
+            if args.command == "accounts":
+                _print_table(world.accounts())
+            elif args.command == "channels":
+                _print_table(world.channels())
+            elif args.command == "counters":
+                if args.reset:
+                    world.reset_counters()
+                counts = world.counters(args.account)
+                _print_table([{"request": k, "count": v} for k, v in counts.items()])
+            elif args.command == "revoke":
+                print(f"{world.revoke_session(args.account)} session(s) revoked")
+            else:
+                return _cmd_faults(args, world)
+        except SimulatorError as exc:
+            parser.error(str(exc))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except (sqlite3.Error, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,440 @@
+"""campaign.py over the simulated Telegram, in one process with a FakeClock: the spec's
+per-run scenario, the hourly window across runs, cycle delays, PeerFlood failover, chat
+errors, network drops and random_id, legacy databases. Hours of schedule run in seconds."""
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+import campaign
+import migrate_db
+import telegram_session
+import telegram_sim
+from campaign import Config, FakeClock
+
+TEXTS = ("First text", "Second text")
+HOUR = timedelta(hours=1)
+
+
+@dataclass
+class Setup:
+    """A simulated world with account folders, and a campaign database using them."""
+
+    tmp: Path
+    world: telegram_sim.World
+    db_path: Path
+    conn: sqlite3.Connection
+    profiles: list[campaign.Profile]
+    chats: list[str]
+
+    def messages(self, chat: str) -> list[str]:
+        """The texts posted in a simulated chat (its service message left out)."""
+        return [m.message for m in self.world.messages(chat)
+                if isinstance(m, telegram_sim.types.Message)]
+
+    def attempts(self, run_id: str | None = None, status: str = "success") -> list[tuple]:
+        """(profile, chat, attempted_at) of attempts, in time order."""
+        rows = self.conn.execute(
+            "SELECT p.profile_name, t.chat_username, a.attempted_at FROM task_attempts a "
+            "JOIN tasks t ON t.id = a.task_id JOIN profiles p ON p.id = a.profile_id "
+            "WHERE a.status = ? AND (? IS NULL OR a.run_id = ?) ORDER BY a.attempted_at",
+            (status, run_id, run_id)).fetchall()
+        return [(name, chat, campaign.from_text(when)) for name, chat, when in rows]
+
+
+def make_campaign(tmp: Path, accounts: tuple[str, ...] = ("s1",), chats: int = 10, *,
+                  random_id_mode: str = "original", members: bool = True) -> Setup:
+    """World + account folders under tmp/sessions, `chats` megagroups @chat000..., and a
+    campaign database at tmp/sessions/shared/campaign.db with chats, texts and profiles."""
+    world = telegram_sim.World.create(tmp / "world.db", random_id_mode=random_id_mode)
+    for name in accounts:
+        world.add_account(name)
+        world.make_session_folder(tmp / "sessions" / name, name)
+    names = [f"@chat{i:03d}" for i in range(chats)]
+    for name in names:
+        world.create_channel(name, username=name[1:], kind="megagroup",
+                             members=accounts if members else ())
+    db_path = tmp / "sessions" / "shared" / "campaign.db"
+    conn = migrate_db.connect(db_path)
+    now = datetime.now(UTC)
+    campaign.add_chats(conn, names, "default", now)
+    campaign.import_texts(conn, TEXTS, replace=False, now=now)
+    profiles = [campaign.add_profile(conn, tmp / "sessions" / name, now)[0]
+                for name in accounts]
+    return Setup(tmp, world, db_path, conn, profiles, names)
+
+
+async def run_workers(setup: Setup, run_id: str, config: Config, clock: FakeClock,
+                      profiles: list[campaign.Profile] | None = None,
+                      stop_after: int | None = None) -> list[campaign.WorkerResult]:
+    """Every profile's worker over its real client; with `stop_after`, a stop (as Ctrl+C
+    gives) once that many sends succeeded in total."""
+    profiles = profiles or setup.profiles
+    stop = campaign.StopSignal()
+    sent = 0
+    clock.participants = len(profiles)
+
+    async def one(profile: campaign.Profile) -> campaign.WorkerResult:
+        account = telegram_session.load_account(profile.folder)
+        conn = migrate_db.connect(setup.db_path)
+        try:
+            async with telegram_session.open_client(
+                    account, raise_last_call_error=True, request_retries=0) as client:
+                sender = campaign.TelegramSender(client, account, clock)
+
+                async def send(chat: str, text: str, random_id: int) -> int | None:
+                    nonlocal sent
+                    result = await sender.send(chat, text, random_id)
+                    sent += 1
+                    if stop_after is not None and sent >= stop_after:
+                        stop.set()
+                    return result
+                worker = campaign.Worker(conn, run_id, profile, config, send, clock, stop)
+                return await worker.run()
+        finally:
+            conn.close()
+            clock.leave()
+    return list(await asyncio.gather(*(one(p) for p in profiles)))
+
+
+def assert_window_held(setup: Setup, limit: int) -> None:
+    """No account ever had more than `limit` successful sends in any 60 minutes."""
+    for profile in setup.profiles:
+        times = [when for name, _, when in setup.attempts() if name == profile.name]
+        for first, later in zip(times, times[limit:], strict=False):
+            assert later - first >= HOUR, f"{profile.name}: {limit + 1} sends within an hour"
+
+
+# ----------------------------------------------------------------------------- the spec
+
+async def test_spec_scenario_carry_over_then_own_cycles(tmp_path: Path) -> None:
+    setup = make_campaign(tmp_path, chats=10)
+    config = Config(max_messages_per_hour=30, max_cycles=2, cycle_delay_minutes=20)
+    clock = FakeClock()
+    first = campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
+    assert (first.quota_total, first.carry_total) == (20, 0)
+    await run_workers(setup, first.run_id, config, clock, stop_after=10)
+    assert campaign.finish_run(setup.conn, first.run_id, clock.now()) == "interrupted"
+    sent_first = len(setup.attempts(first.run_id))
+    assert sent_first == 10
+
+    second = campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
+    assert second.run_id != first.run_id
+    assert (second.quota_total, second.carry_total) == (30, 10)  # 10 carried + 10 x 2
+    await run_workers(setup, second.run_id, config, clock)
+    assert campaign.finish_run(setup.conn, second.run_id, clock.now()) == "finished"
+    # the spec's query: every attempt of the run carries its run_id
+    rows = setup.conn.execute("SELECT * FROM task_attempts WHERE run_id = ?",
+                              (second.run_id,)).fetchall()
+    assert len(rows) == 30
+    for chat in setup.chats:  # 2 per run: the first run's leftovers came in the second
+        assert len(setup.messages(chat)) == 4
+    status = "\n".join(campaign.status_lines(setup.conn, config, clock.now()))
+    assert "carried over from the run before: 10/10 sent" in status
+    assert "30/30 sent" in status
+
+    third = campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
+    assert (third.quota_total, third.carry_total) == (20, 0)  # a new start: max_cycles again
+    completed = setup.conn.execute("SELECT SUM(completed_cycles) FROM tasks").fetchone()[0]
+    assert completed == 40  # all-time statistics
+
+
+async def test_carry_over_is_claimed_before_own_cycles(tmp_path: Path) -> None:
+    setup = make_campaign(tmp_path, chats=3)
+    config = Config(max_cycles=1, cycle_delay_minutes=0)
+    now = datetime.now(UTC)
+    run = campaign.create_run(setup.conn, config, None, setup.profiles, now)
+    with migrate_db.transaction(setup.conn):  # the last chat was owed one from before
+        setup.conn.execute("UPDATE tasks SET run_carry = 1, run_quota = 2 WHERE id = 3")
+    claim = campaign.claim_next(setup.conn, run.run_id, setup.profiles[0].id, now,
+                                campaign.active_texts(setup.conn))
+    assert claim is not None and claim.chat == "@chat002" and claim.carry
+
+
+# ----------------------------------------------------------------------------- limits
+
+async def test_hourly_limit_held_across_two_runs(tmp_path: Path) -> None:
+    setup = make_campaign(tmp_path, chats=12)
+    config = Config(max_messages_per_hour=5, max_cycles=1, cycle_delay_minutes=0)
+    clock = FakeClock()
+    first = campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
+    await run_workers(setup, first.run_id, config, clock, stop_after=5)
+    campaign.finish_run(setup.conn, first.run_id, clock.now())
+    second = campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
+    await run_workers(setup, second.run_id, config, clock)
+    first_sends = [when for _, _, when in setup.attempts(first.run_id)]
+    second_sends = [when for _, _, when in setup.attempts(second.run_id)]
+    assert len(first_sends) == 5 and len(second_sends) == 7 + 12
+    # the new run did not get a fresh hour: it waited for the first run's sends to age
+    assert second_sends[0] - first_sends[0] >= HOUR
+    assert_window_held(setup, 5)
+    # 24 sends at 5 an hour: the last one in the fifth hour, not later
+    assert second_sends[-1] - first_sends[0] < 5 * HOUR
+
+
+def test_next_free_slot_is_the_oldest_send_plus_an_hour(tmp_path: Path) -> None:
+    setup = make_campaign(tmp_path, chats=3)
+    now = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    with migrate_db.transaction(setup.conn):
+        for minutes in (50, 30, 10):
+            setup.conn.execute(
+                "INSERT INTO task_attempts (task_id, profile_id, run_id, status, attempted_at) "
+                "VALUES (1, ?, 'r', 'success', ?)",
+                (setup.profiles[0].id, campaign.to_text(now - timedelta(minutes=minutes))))
+        setup.conn.execute(  # failures never use up the hour
+            "INSERT INTO task_attempts (task_id, profile_id, run_id, status, attempted_at) "
+            "VALUES (1, ?, 'r', 'failed', ?)", (setup.profiles[0].id, campaign.to_text(now)))
+    pid = setup.profiles[0].id
+    assert campaign.next_free_slot(setup.conn, pid, 4, now) == now
+    assert campaign.next_free_slot(setup.conn, pid, 3, now) == now + timedelta(minutes=10)
+    assert campaign.next_free_slot(setup.conn, pid, 2, now) == now + timedelta(minutes=30)
+
+
+async def test_cycle_delay_between_sends_to_one_chat(tmp_path: Path) -> None:
+    setup = make_campaign(tmp_path, ("s1", "s2"), chats=2)
+    config = Config(max_messages_per_hour=100, max_cycles=3, cycle_delay_minutes=20,
+                    delay_randomness=0.5)
+    clock = FakeClock()
+    run = campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
+    await run_workers(setup, run.run_id, config, clock)
+    for chat in setup.chats:
+        times = [when for _, name, when in setup.attempts(run.run_id) if name == chat]
+        assert len(times) == 3
+        for before, after in zip(times, times[1:], strict=False):
+            assert timedelta(minutes=20) <= after - before <= timedelta(minutes=30, seconds=1)
+    # one account at its limit sleeps; the other keeps sending: both did work
+    assert {name for name, _, _ in setup.attempts(run.run_id)} == {"s1", "s2"}
+
+
+# ----------------------------------------------------------------------------- errors
+
+async def test_peer_flood_stops_the_account_and_others_take_its_chats(tmp_path: Path) -> None:
+    setup = make_campaign(tmp_path, ("s1", "s2"), chats=8)
+    setup.world.inject_fault("PEER_FLOOD", account="s1", request="SendMessageRequest",
+                             after=2)
+    config = Config(max_messages_per_hour=100, max_cycles=2, cycle_delay_minutes=1)
+    clock = FakeClock()
+    run = campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
+    results = {r.profile: r for r in await run_workers(setup, run.run_id, config, clock)}
+    assert results["s1"].status == "peer_flood" and results["s1"].sent == 2
+    assert results["s2"].sent == 14
+    for chat in setup.chats:
+        assert len(setup.messages(chat)) == 2
+    assert campaign.finish_run(setup.conn, run.run_id, clock.now()) == "finished"
+    status = "\n".join(campaign.status_lines(setup.conn, config, clock.now()))
+    assert "s1:" in status and "peer flood" in status and "PeerFlood: Telegram limited" in status
+    kind, _ = telegram_session.current_wait(telegram_session.load_account(
+        setup.profiles[0].folder))
+    assert kind == "peer_flood"
+    failed = setup.conn.execute("SELECT error_type FROM task_attempts WHERE status = 'failed'"
+                                ).fetchall()
+    assert failed == [("PeerFloodError",)]
+    plan = "\n".join(campaign.plan_lines(setup.conn, config, None, setup.profiles, clock.now()))
+    assert "left out, limited by PeerFlood: s1" in plan
+
+
+async def test_chats_that_refuse_are_blocked_after_max_attempts(tmp_path: Path) -> None:
+    setup = make_campaign(tmp_path, chats=2)
+    setup.world.create_channel("Closed", username="closedchat", kind="megagroup")  # not a member
+    now = datetime.now(UTC)
+    campaign.add_chats(setup.conn, ["@closedchat", "@nosuchchat"], "default", now)
+    config = Config(max_messages_per_hour=100, max_cycles=1, cycle_delay_minutes=0,
+                    max_attempts_before_block=3, retry_delay_minutes=5)
+    clock = FakeClock()
+    run = campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
+    await run_workers(setup, run.run_id, config, clock)
+    blocked = dict(setup.conn.execute(
+        "SELECT chat_username, block_reason FROM tasks WHERE is_blocked = 1"))
+    assert set(blocked) == {"@closedchat", "@nosuchchat"}
+    assert blocked["@closedchat"].startswith("ChatWriteForbiddenError (3 attempts)")
+    assert blocked["@nosuchchat"].startswith("UsernameNotOccupiedError (3 attempts)")
+    errors = setup.conn.execute("SELECT error_type, COUNT(*) FROM task_attempts WHERE "
+                                "status = 'failed' GROUP BY error_type").fetchall()
+    assert errors == [("ChatWriteForbiddenError", 3), ("UsernameNotOccupiedError", 3)]
+    assert campaign.finish_run(setup.conn, run.run_id, clock.now()) == "finished"
+    for chat in setup.chats:
+        assert setup.messages(chat) == [TEXTS[0]]
+    status = "\n".join(campaign.status_lines(setup.conn, config, clock.now()))
+    assert "blocked chats: 2" in status and "@nosuchchat (default): UsernameNotOccupied" in status
+    tasks = setup.conn.execute("SELECT completed_cycles, failed_count FROM tasks WHERE "
+                               "chat_username = '@closedchat'").fetchone()
+    assert tasks == (0, 3)  # failures never count as cycles
+
+
+async def test_slow_mode_waits_for_the_chat(tmp_path: Path) -> None:
+    setup = make_campaign(tmp_path, chats=1)
+    setup.world.inject_fault("SLOWMODE_WAIT", seconds=600, account="s1",
+                             request="SendMessageRequest", after=1, times=1)
+    config = Config(max_messages_per_hour=100, max_cycles=2, cycle_delay_minutes=1)
+    clock = FakeClock()
+    run = campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
+    await run_workers(setup, run.run_id, config, clock)
+    times = [when for _, _, when in setup.attempts(run.run_id)]
+    assert len(times) == 2 and times[1] - times[0] >= timedelta(minutes=10)
+    assert setup.messages(setup.chats[0]) == list(TEXTS)
+    assert setup.conn.execute("SELECT is_blocked FROM tasks").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("mode", ["original", "error"])
+async def test_connection_drop_after_delivery_is_not_sent_twice(tmp_path: Path,
+                                                                mode: str) -> None:
+    setup = make_campaign(tmp_path, chats=3, random_id_mode=mode)
+    setup.world.inject_fault("DISCONNECT", account="s1", request="SendMessageRequest",
+                             after=2, times=1, executed=True)
+    config = Config(max_messages_per_hour=100, max_cycles=2, cycle_delay_minutes=1)
+    clock = FakeClock()
+    run = campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
+    await run_workers(setup, run.run_id, config, clock)
+    for chat in setup.chats:
+        assert setup.messages(chat) == list(TEXTS)
+    rows = setup.conn.execute("SELECT status, COUNT(*) FROM task_attempts GROUP BY status"
+                              ).fetchall()
+    assert rows == [("success", 6)]
+    # the drop was retried with the same random_id: Telegram answered with the original
+    ids = setup.conn.execute("SELECT sent_msg_id FROM task_attempts").fetchall()
+    assert (None,) in ids if mode == "error" else (None,) not in ids
+
+
+async def test_worker_stops_on_request_and_the_run_shows_stopped(tmp_path: Path) -> None:
+    setup = make_campaign(tmp_path, chats=6)
+    config = Config(max_messages_per_hour=2, max_cycles=1, cycle_delay_minutes=0)
+    clock = FakeClock()
+    run = campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
+    campaign.request_stop(setup.conn, run.run_id)
+    results = await run_workers(setup, run.run_id, config, clock)
+    assert results[0].status == "stopped" and results[0].sent == 0
+    assert campaign.finish_run(setup.conn, run.run_id, clock.now()) == "stopped"
+
+
+# ----------------------------------------------------------------------------- claims
+
+def test_claims_are_exclusive_and_dead_claims_released(tmp_path: Path) -> None:
+    setup = make_campaign(tmp_path, ("s1", "s2"), chats=2)
+    config = Config(max_cycles=1)
+    now = datetime.now(UTC)
+    run = campaign.create_run(setup.conn, config, None, setup.profiles, now)
+    texts = campaign.active_texts(setup.conn)
+    s1, s2 = (p.id for p in setup.profiles)
+    first = campaign.claim_next(setup.conn, run.run_id, s1, now, texts, pid=999_999_999)
+    second = campaign.claim_next(setup.conn, run.run_id, s2, now, texts)
+    assert first and second and first.chat != second.chat
+    assert campaign.claim_next(setup.conn, run.run_id, s2, now, texts) is None
+    # the first claimer's process does not exist: its chat is released, but its send's
+    # outcome is unknown, so only the same account may take it back (same random_id)
+    assert campaign.release_dead_claims(setup.conn, now) == 1
+    assert campaign.claim_next(setup.conn, run.run_id, s2, now, texts) is None
+    assert campaign.claim_open_attempt(setup.conn, s2, now) is None
+    again = campaign.claim_open_attempt(setup.conn, s1, now)
+    assert again and again.random_id == first.random_id and again.resumed
+
+
+# ----------------------------------------------------------------------------- legacy
+
+def make_legacy_db(path: Path, profiles: list[str], chats: list[str]) -> None:
+    """A campaign database as the earlier system left it (NOTES.md): no run_id, no claim
+    columns; a chat marked completed, one stuck in_progress, one blocked; old attempts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE profiles (id INTEGER PRIMARY KEY AUTOINCREMENT, profile_name TEXT UNIQUE,
+                               is_active INTEGER DEFAULT 1);
+        CREATE TABLE tasks (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, group_id TEXT, chat_username TEXT,
+            status TEXT DEFAULT 'pending', assigned_profile_id INTEGER,
+            total_cycles INTEGER DEFAULT 1, completed_cycles INTEGER DEFAULT 0,
+            success_count INTEGER DEFAULT 0, failed_count INTEGER DEFAULT 0,
+            is_blocked INTEGER DEFAULT 0, block_reason TEXT, last_attempt_at TEXT,
+            next_available_at TEXT, UNIQUE(group_id, chat_username));
+        CREATE TABLE task_attempts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, task_id INTEGER, profile_id INTEGER,
+            cycle_number INTEGER, status TEXT, error_type TEXT,
+            attempted_at TEXT DEFAULT CURRENT_TIMESTAMP);
+        CREATE TABLE messages_to_send (id INTEGER PRIMARY KEY, text TEXT);
+    """)
+    conn.executemany("INSERT INTO profiles (profile_name) VALUES (?)", [(p,) for p in profiles])
+    states = ["completed", "in_progress", "pending", "blocked"]
+    for index, chat in enumerate(chats):
+        state = states[index % len(states)]
+        conn.execute("INSERT INTO tasks (group_id, chat_username, status, total_cycles, "
+                     "completed_cycles, is_blocked, block_reason, assigned_profile_id) "
+                     "VALUES ('default', ?, ?, 2, ?, ?, ?, 1)",
+                     (chat, state, 2 if state == "completed" else 0, int(state == "blocked"),
+                      "ChatWriteForbidden" if state == "blocked" else None))
+    conn.execute("INSERT INTO task_attempts (task_id, profile_id, cycle_number, status, "
+                 "attempted_at) VALUES (1, 1, 1, 'success', '2025-01-01 10:00:00'), "
+                 "(1, 1, 2, 'success', '2025-01-01 11:00:00'), "
+                 "(4, 1, 1, 'failed', '2025-01-01 11:30:00')")
+    conn.commit()
+    conn.close()
+
+
+async def test_legacy_database_runs_per_run_cycles(tmp_path: Path) -> None:
+    world = telegram_sim.World.create(tmp_path / "world.db")
+    world.add_account("s1")
+    folder = world.make_session_folder(tmp_path / "sessions" / "s1", "s1")
+    chats = [f"@chat{i:03d}" for i in range(4)]
+    for chat in chats:
+        world.create_channel(chat, username=chat[1:], kind="megagroup", members=["s1"])
+    db_path = tmp_path / "sessions" / "shared" / "campaign.db"
+    make_legacy_db(db_path, ["s1"], chats)
+    conn = migrate_db.connect(db_path)
+    now = datetime.now(UTC)
+    profile, new = campaign.add_profile(conn, folder, now)  # the legacy row gets its folder
+    assert not new and profile.id == 1
+    campaign.import_texts(conn, ["Hello again"], replace=False, now=now)
+    config = Config(max_messages_per_hour=100, max_cycles=2, cycle_delay_minutes=1)
+    run = campaign.create_run(conn, config, None, [profile], now)
+    assert (run.chats, run.quota_total, run.carry_total) == (3, 6, 0)
+    setup = Setup(tmp_path, world, db_path, conn, [profile], chats)
+    clock = FakeClock(now)
+    await run_workers(setup, run.run_id, config, clock)
+    counts = {chat: len(setup.messages(chat)) for chat in chats}
+    # the 'completed' chat gets its cycles again; the blocked one stays blocked
+    assert counts == {"@chat000": 2, "@chat001": 2, "@chat002": 2, "@chat003": 0}
+    legacy = conn.execute("SELECT COUNT(*) FROM task_attempts WHERE run_id IS NULL"
+                          ).fetchone()[0]
+    assert legacy == 3
+    assert conn.execute("SELECT completed_cycles FROM tasks WHERE id = 1").fetchone() == (4,)
+
+
+def test_legacy_sends_of_the_last_hour_count_against_the_limit(tmp_path: Path) -> None:
+    setup = make_campaign(tmp_path, chats=1)
+    now = datetime(2026, 5, 1, 0, 20, tzinfo=UTC)
+    with migrate_db.transaction(setup.conn):  # the earlier system's timestamp format
+        setup.conn.execute("INSERT INTO task_attempts (task_id, profile_id, status, "
+                           "attempted_at) VALUES (1, ?, 'success', '2026-04-30 23:50:00')",
+                           (setup.profiles[0].id,))
+    slot = campaign.next_free_slot(setup.conn, setup.profiles[0].id, 1, now)
+    assert slot == datetime(2026, 5, 1, 0, 50, tzinfo=UTC)
+
+
+def test_fake_clock_advances_to_the_earliest_sleeper() -> None:
+    async def scenario() -> list[tuple[str, datetime]]:
+        clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC), participants=2)
+        woke = []
+
+        async def sleeper(name: str, seconds: float) -> None:
+            await clock.sleep(seconds)
+            woke.append((name, clock.now()))
+            clock.leave()
+        await asyncio.gather(sleeper("long", 3600), sleeper("short", 60))
+        return woke
+    woke = asyncio.run(scenario())
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    assert woke == [("short", start + timedelta(minutes=1)), ("long", start + HOUR)]
+
+
+def test_config_round_trip_is_recorded_with_the_run(tmp_path: Path) -> None:
+    setup = make_campaign(tmp_path, chats=1)
+    config = replace(Config(), max_cycles=3, text_order="random")
+    run = campaign.create_run(setup.conn, config, "default", setup.profiles,
+                              datetime.now(UTC))
+    stored = setup.conn.execute("SELECT config_json, group_id, status FROM campaign_runs "
+                                "WHERE run_id = ?", (run.run_id,)).fetchone()
+    assert '"max_cycles": 3' in stored[0] and '"text_order": "random"' in stored[0]
+    assert stored[1:] == ("default", "running")

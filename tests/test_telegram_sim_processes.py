@@ -1,0 +1,129 @@
+"""telegram_sim.py across real OS processes: events reach other processes, and concurrent
+senders into one chat lose and double nothing."""
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHILD_TIMEOUT = 30
+
+LISTENER = """
+import asyncio, sys
+from pathlib import Path
+from telethon import TelegramClient, events
+import telegram_sim
+
+folder, world, expected = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+
+async def main():
+    client = TelegramClient(str(folder / folder.name), telegram_sim.SIM_API_ID, "0" * 32)
+    telegram_sim.attach(client, world)
+    await client.connect()
+    seen, done = [], asyncio.Event()
+
+    async def on_message(event):
+        print("MSG", event.chat_id, event.message.id, event.message.text, flush=True)
+        seen.append(event.message.id)
+        if len(seen) >= expected:
+            done.set()
+
+    client.add_event_handler(on_message, events.NewMessage)
+    await client.get_dialogs()
+    print("READY", flush=True)
+    try:
+        await asyncio.wait_for(done.wait(), 20)
+        await asyncio.sleep(0.5)          # anything doubled would arrive now
+    finally:
+        await client.disconnect()
+
+asyncio.run(main())
+"""
+
+SENDER = """
+import asyncio, sys
+from pathlib import Path
+from telethon import TelegramClient
+import telegram_sim
+
+folder, world, chat, count = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+async def main():
+    client = TelegramClient(str(folder / folder.name), telegram_sim.SIM_API_ID, "0" * 32)
+    telegram_sim.attach(client, world)
+    await client.connect()
+    try:
+        for number in range(count):
+            message = await client.send_message(chat, f"{folder.name} {number}")
+            print("SENT", message.id, flush=True)
+    finally:
+        await client.disconnect()
+
+asyncio.run(main())
+"""
+
+
+async def _start(script: str, *args: str) -> asyncio.subprocess.Process:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+
+async def _wait_ready(process: asyncio.subprocess.Process) -> None:
+    line = await asyncio.wait_for(process.stdout.readline(), CHILD_TIMEOUT)
+    assert line.strip() == b"READY", (line, await process.stderr.read())
+
+
+async def _finish(process: asyncio.subprocess.Process) -> list[list[str]]:
+    out, err = await asyncio.wait_for(process.communicate(), CHILD_TIMEOUT)
+    assert process.returncode == 0, err.decode()
+    return [line.split(" ", 3) for line in out.decode().splitlines() if line]
+
+
+async def test_new_message_event_in_a_second_process(sim_world, sim_account_folder,
+                                                     sim_client):
+    writer_folder = sim_account_folder("writer")
+    reader_folder = sim_account_folder("reader")
+    chat = sim_world.create_channel("Room", username="room", kind="megagroup",
+                                    owner="writer", members=["reader"])
+    listener = await _start(LISTENER, str(reader_folder), str(sim_world.path), "3")
+    await _wait_ready(listener)
+    writer = await sim_client(writer_folder)
+    sent = [await writer.send_message("@room", f"hello {n}") for n in range(2)]
+    album = await writer.send_file("@room", [telegram_sim_png(), telegram_sim_png()])
+    lines = await _finish(listener)
+    assert [line[0] for line in lines] == ["MSG"] * 4          # 2 texts + 2 album items
+    assert [int(line[2]) for line in lines] == [m.id for m in sent + album]
+    assert {int(line[1]) for line in lines} == {sim_world.peer_id(chat)}
+    assert [line[3] if len(line) > 3 else "" for line in lines][:2] == ["hello 0", "hello 1"]
+
+
+def telegram_sim_png() -> bytes:
+    import telegram_sim
+    return telegram_sim._DEMO_PNG
+
+
+async def test_two_processes_send_at_once_nothing_lost_or_doubled(sim_world,
+                                                                   sim_account_folder):
+    folders = [sim_account_folder(name) for name in ("one", "two", "watcher")]
+    chat = sim_world.create_channel("Busy", username="busy", kind="megagroup", owner="one",
+                                    members=["two", "watcher"])
+    per_sender = 40
+    listener = await _start(LISTENER, str(folders[2]), str(sim_world.path),
+                            str(2 * per_sender))
+    await _wait_ready(listener)
+    senders = [await _start(SENDER, str(folder), str(sim_world.path), "@busy",
+                            str(per_sender)) for folder in folders[:2]]
+    sent = [await _finish(sender) for sender in senders]
+    seen = await _finish(listener)
+
+    stored = sim_world.messages(chat)[1:]                      # after the creation message
+    texts = sorted(m.message for m in stored)
+    assert texts == sorted(f"{name} {n}" for name in ("one", "two") for n in range(per_sender))
+    assert [m.id for m in stored] == list(range(2, 2 + 2 * per_sender))
+    sent_ids = [int(line[1]) for lines in sent for line in lines]
+    assert sorted(sent_ids) == [m.id for m in stored]          # each id returned once
+    assert sorted(int(line[2]) for line in seen) == [m.id for m in stored]   # each seen once
