@@ -66,13 +66,14 @@ EXIT_INTERRUPTED = telegram_session.EXIT_INTERRUPTED
 
 WINDOW = timedelta(hours=1)                # the sliding window of max_messages_per_hour
 POLL_SECONDS = 2.0                         # how often a sleeping worker checks for `stop`
-IDLE_POLL_SECONDS = 5.0                    # nothing claimable but others still sending
+IDLE_POLL_SECONDS = 1.0                    # nothing claimable but others still sending
 MAX_MESSAGE_CHARS = 4096                   # Telegram's limit for one text message
 NETWORK_BACKOFF_START = 2.0                # seconds; doubles up to retry.network_backoff_max
 WORKER_RESTARTS = 5                        # a crashing worker is restarted this many times
 RESTART_PAUSE_MAX = 60.0
 STOP_WAIT_SECONDS = 30.0
 LEGACY_TIME = "%Y-%m-%d %H:%M:%S"        # attempted_at of the earlier system (UTC)
+ANY_TIME = datetime(1970, 1, 1, tzinfo=UTC)  # next_available_at '': a chat never sent to
 PLAN_LINES = 50                            # chats listed by `plan` before "... N more"
 
 TEXT_ORDERS = ("rotation", "random")
@@ -778,7 +779,9 @@ def run_outlook(conn: sqlite3.Connection, run_id: str) -> RunOutlook:
         "SELECT MIN(next_available_at) FROM tasks INDEXED BY idx_tasks_claim "
         "WHERE current_run_id = ? AND status = 'pending' AND open_attempt_id IS NULL "
         "AND run_sent < run_quota", (run_id,)).fetchone()[0]
-    return RunOutlook(remaining, from_text(due) if due else None, in_progress)
+    if due is None:
+        return RunOutlook(remaining, None, in_progress)
+    return RunOutlook(remaining, from_text(due) if due else ANY_TIME, in_progress)
 
 
 # ----------------------------------------------------------------------------- runs
@@ -1095,8 +1098,9 @@ class Worker:
             except CHAT_ERRORS as exc:
                 self.chat_error(claim, type(exc).__name__, str(exc))
                 return True
-            except ValueError as exc:  # Telethon: no entity for this id/username
-                self.chat_error(claim, "EntityNotFound", str(exc))
+            except ValueError as exc:  # Telethon: no such username, or an id never seen
+                kind = "UsernameNotFound" if claim.chat.startswith("@") else "EntityNotFound"
+                self.chat_error(claim, kind, str(exc))
                 return True
             except errors.RPCError as exc:
                 if isinstance(exc, (errors.UnauthorizedError, errors.AuthKeyError)):
@@ -1362,8 +1366,8 @@ def status_lines(conn: sqlite3.Connection, config: Config, now: datetime) -> lis
     """Accounts (last hour, next slot, waits), the latest run's progress, blocked chats."""
     lines = ["accounts:"]
     run = conn.execute("SELECT run_id, status, started_at, ended_at, quota_total, carry_total, "
-                       "end_reason, group_id FROM campaign_runs ORDER BY started_at DESC, rowid DESC "
-                       "LIMIT 1").fetchone()
+                       "end_reason, group_id FROM campaign_runs "
+                       "ORDER BY started_at DESC, rowid DESC LIMIT 1").fetchone()
     worker_states = dict(conn.execute(
         "SELECT profile_id, status || COALESCE(': ' || reason, '') FROM campaign_run_profiles "
         "WHERE run_id = ?", (run[0] if run else "",)).fetchall())

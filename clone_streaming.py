@@ -22,6 +22,8 @@ import logging
 import secrets
 import shutil
 import sqlite3
+import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -623,7 +625,7 @@ class Progress:
         eta = f"{left / rate:.0f} s" if rate > 0 and left else "-"
         return (f"progress: cloned {self.counts['cloned']}, failed {self.counts['failed']}, "
                 f"skipped {self.counts['skipped']}, {rate:.1f} msg/s, "
-                f"at source id {self.position} of {self.top_id}, ETA {eta}")
+                f"at source id {self.position} of about {self.top_id}, ETA {eta}")
 
     def summary(self) -> str:
         """The closing line of a run."""
@@ -692,8 +694,6 @@ class Cloner:
                 self.topic_titles = {t: topic.title
                                      for t, topic in (await self.list_topics(self.source)).items()}
                 self.write_topic_map()
-            newest = await self.client.get_messages(self.source, limit=1)
-            self.progress.top_id = newest[0].id if newest else 0
             await self.process_ids(self.checkpoint.owned(self.src))   # left by a crash
             await self.backfill()
             if self.config.once:
@@ -731,9 +731,10 @@ class Cloner:
         """Clone every message after the checkpoint's resume point, then settle leftovers."""
         start = max(self.checkpoint.resume_point(self.src), self.last_seen)
         unit: list[Any] = []
-        async for message in self.client.iter_messages(self.source, reverse=True,
-                                                       min_id=start):
+        history = self.client.iter_messages(self.source, reverse=True, min_id=start)
+        async for message in history:
             self.last_seen = max(self.last_seen, message.id)
+            self.progress.top_id = max(self.progress.top_id, history.total or 0)
             grouped = getattr(message, "grouped_id", None)
             if unit and grouped and grouped == getattr(unit[0], "grouped_id", None):
                 unit.append(message)
@@ -1148,3 +1149,203 @@ class Cloner:
             "source_chat": self.src, "target_chat": self.dst,
             "map": {str(s): t for s, t, _ in rows},
             "names": {str(s): title for s, _, title in rows}})
+
+
+# ----------------------------------------------------------------------------- status
+
+def _table(title: str, header: tuple[str, ...], rows: list[tuple]) -> str:
+    """A plain fixed-width table."""
+    cells = [tuple("" if v is None else str(v) for v in row) for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(header)]
+    lines = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    if not cells:
+        lines.append("(none)")
+    return "\n".join(lines)
+
+
+def status_report(db_path: Path) -> str:
+    """The spec's monitoring queries as tables: per source and status, the claims in
+    progress, the last messages processed, failure reasons."""
+    if not db_path.is_file():
+        return f"{db_path}: no checkpoint yet (nothing cloned)"
+    conn = migrate_db.connect(db_path)
+    try:
+        per_source = conn.execute(
+            """SELECT source_chat, COUNT(*), SUM(status = 'done'), SUM(status = 'processing'),
+                      SUM(status = 'pending'), SUM(status = 'failed'), SUM(status = 'skipped'),
+                      MAX(CASE WHEN status = 'done' THEN msg_id END)
+               FROM messages GROUP BY source_chat ORDER BY source_chat""").fetchall()
+        processing = conn.execute(
+            """SELECT source_chat, msg_id, session, claimed_at, attempts,
+                      random_id IS NOT NULL FROM messages WHERE status = 'processing'
+               ORDER BY claimed_at LIMIT 50""").fetchall()
+        recent = conn.execute(
+            """SELECT source_chat, msg_id, status, session, target_msg_id, processed_at
+               FROM messages WHERE processed_at IS NOT NULL
+               ORDER BY processed_at DESC LIMIT 10""").fetchall()
+        reasons = conn.execute(
+            """SELECT status, error, COUNT(*) FROM messages
+               WHERE status IN ('failed', 'skipped') GROUP BY status, error
+               ORDER BY COUNT(*) DESC LIMIT 20""").fetchall()
+        accounts = conn.execute(
+            """SELECT session, COUNT(*) FROM messages WHERE status = 'done'
+               GROUP BY session ORDER BY session""").fetchall()
+    finally:
+        conn.close()
+    return "\n\n".join([
+        f"checkpoint {db_path}",
+        _table("messages per source", ("source_chat", "total", "done", "processing",
+                                        "pending", "failed", "skipped", "last done id"),
+               per_source),
+        _table("done per account", ("session", "done"), accounts),
+        _table("in progress (claims)", ("source_chat", "msg_id", "session", "claimed_at",
+                                         "attempts", "send started"), processing),
+        _table("last processed", ("source_chat", "msg_id", "status", "session",
+                                  "target_msg_id", "processed_at"), recent),
+        _table("why not cloned", ("status", "reason", "count"), reasons)])
+
+
+# ----------------------------------------------------------------------------- running
+
+async def resolve_chat(client: TelegramClient, key: str, value: int | str) -> Any:
+    """The chat a SOURCE_CHAT/TARGET_CHAT value names; ConfigError if the account cannot
+    see one."""
+    lookup_errors = (ValueError, errors.UsernameNotOccupiedError, errors.UsernameInvalidError,
+                     errors.ChannelPrivateError, errors.ChannelInvalidError,
+                     errors.PeerIdInvalidError)
+    try:
+        entity = await client.get_entity(value)
+    except lookup_errors:
+        entity = None
+    if entity is None and isinstance(value, int):
+        await client.get_dialogs()          # ids are known only once seen: load the dialogs
+        with contextlib.suppress(*lookup_errors):
+            entity = await client.get_entity(value)
+    if entity is None:
+        raise ConfigError(f"{key}={value}: this account sees no such chat; check the id or "
+                          "username, and that the account has joined it")
+    if not isinstance(entity, (types.Channel, types.Chat)):
+        raise ConfigError(f"{key}={value} is a user, not a chat; give a channel or group")
+    return entity
+
+
+async def clone(account: telegram_session.Account, config: CloneConfig) -> Progress:
+    """Open the account, resolve the chats and run the cloner; returns its counts."""
+    checkpoint = SharedCheckpoint(config.checkpoint_db, config.session_name,
+                                  claim_timeout=config.claim_timeout)
+    temp_dir = Path(tempfile.mkdtemp(prefix=f"clone-{config.session_name}-"))
+    try:
+        async with telegram_session.open_client(
+                account, flood_sleep_threshold=FLOOD_SLEEP_THRESHOLD,
+                raise_last_call_error=True) as client:
+            source = await resolve_chat(client, "SOURCE_CHAT", config.source_chat)
+            target = await resolve_chat(client, "TARGET_CHAT", config.target_chat)
+            cloner = Cloner(client, account, checkpoint, config, source, target, temp_dir)
+            log.info("account %s: cloning %s into %s (mode %s%s), checkpoint %s",
+                     account.name, cloner.src, cloner.dst, config.copy_mode,
+                     ", ordered" if config.ordered else "", config.checkpoint_db)
+            try:
+                await cloner.run()
+            finally:
+                log.info("%s", cloner.progress.summary())
+            return cloner.progress
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        checkpoint.close()
+
+
+def build_parser(profile: Profile) -> argparse.ArgumentParser:
+    """The command line; every .env key has a flag that overrides it."""
+    keys = dict(ENV_KEYS)
+    if profile.shared:
+        del keys["CHECKPOINT_DB"]
+        keys["SHARED_DB_PATH"] = f"the shared checkpoint (default {profile.db_default}, " \
+                                 "relative to the folder)"
+        keys["CLAIM_TIMEOUT"] = "seconds without a heartbeat before another account takes " \
+                                f"a claim over (default {DEFAULT_CLAIM_TIMEOUT:g})"
+        keys["ORDERED"] = "true: accounts send in source order (default false)"
+    epilog = ".env keys (in the account folder; flags override them):\n" + "\n".join(
+        f"  {key:<34} {text}" for key, text in keys.items()) + \
+        "\n\nexit codes: 0 done, 1 runtime failure, 2 bad flag or .env value, " \
+        "3 log in again, 4 session file or lock, 130 Ctrl+C"
+    parser = argparse.ArgumentParser(prog=profile.prog, description=profile.description,
+                                     epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = parser.add_argument_group("what to clone")
+    what.add_argument("--source", metavar="CHAT", help="SOURCE_CHAT")
+    what.add_argument("--target", metavar="CHAT", help="TARGET_CHAT")
+    what.add_argument("--source-topic", metavar="ID", help="SOURCE_TOPIC")
+    what.add_argument("--target-topic", metavar="ID", help="TARGET_TOPIC")
+    what.add_argument("--auto-create-topics", action=argparse.BooleanOptionalAction,
+                      help="AUTO_CREATE_TOPICS")
+    how = parser.add_argument_group("how")
+    how.add_argument("--copy-mode", choices=COPY_MODES, help="COPY_MODE")
+    how.add_argument("--allow-reupload", action=argparse.BooleanOptionalAction,
+                     help="ALLOW_REUPLOAD")
+    how.add_argument("--max-media-mb", metavar="MB", help="MAX_MEDIA_MB")
+    state = parser.add_argument_group("checkpoint")
+    state.add_argument("--checkpoint-db", metavar="FILE", help=profile.db_key)
+    if profile.shared:
+        state.add_argument("--claim-timeout", metavar="SECONDS", help="CLAIM_TIMEOUT")
+        state.add_argument("--ordered", action=argparse.BooleanOptionalAction, help="ORDERED")
+    run = parser.add_argument_group("running")
+    run.add_argument("--session-dir", metavar="FOLDER", type=Path,
+                     help="the account folder (default: the current folder)")
+    run.add_argument("--once", action="store_true",
+                     help="stop after the backfill instead of following new messages")
+    run.add_argument("--status", action="store_true",
+                     help="print the checkpoint's state per source and exit (no Telegram)")
+    run.add_argument("--progress-every", metavar="N", help="PROGRESS_EVERY")
+    run.add_argument("--progress-seconds", metavar="SECONDS", help="PROGRESS_SECONDS")
+    return parser
+
+
+def setup_logging(folder: Path | None) -> None:
+    """Log lines to the console and, for a run, to clone.log in the account folder."""
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if folder is not None:
+        handlers.append(logging.FileHandler(folder / LOG_FILE, encoding="utf-8"))
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("telethon").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None, profile: Profile = SINGLE) -> int:
+    """Parse the command line, then clone or print the status; returns the exit code."""
+    parser = build_parser(profile)
+    args = parser.parse_args(argv)
+    folder = (args.session_dir or Path.cwd()).expanduser()
+    try:
+        account = telegram_session.load_account(folder)
+        config = make_config(account, args, profile)
+    except (telegram_session.AccountConfigError, ConfigError) as exc:
+        parser.error(str(exc))
+    if args.status:
+        print(status_report(config.checkpoint_db))
+        return telegram_session.EXIT_OK
+    setup_logging(account.folder)
+    try:
+        asyncio.run(clone(account, config))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return telegram_session.EXIT_USAGE
+    except telegram_session.AccountError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except errors.PeerFloodError:
+        print(f"error: Telegram limited account {account.name} (PEER_FLOOD); it rests "
+              "24 h (see telegram_session.py status) and the other accounts go on",
+              file=sys.stderr)
+        return telegram_session.EXIT_FAILURE
+    except (errors.RPCError, ConnectionError, sqlite3.OperationalError) as exc:
+        print(f"error: account {account.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return telegram_session.EXIT_FAILURE
+    return telegram_session.EXIT_OK
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(telegram_session.EXIT_INTERRUPTED)

@@ -20,7 +20,8 @@ SESSION_ID is an account folder under sessions/ (see telegram_session.py). Setti
 the environment or the suite's .env: OPENAI_API_KEY, OPENAI_BASE_URL, OPENAI_MODEL,
 HEATUP_API_TOKEN, SESSION_HISTORY_DAYS (30), DATABASE_PATH (sessions.db; a relative path is
 taken from the suite's folder, wherever the script is started from), HEATUP_SESSIONS_DIR,
-HEATUP_CHANNELS_FILE, HEATUP_TIME_SCALE (1; multiplies read/idle pauses, 0 in rehearsals).
+HEATUP_CHANNELS_FILE, HEATUP_LLM_TIMEOUT (30 s), HEATUP_TIME_SCALE (1; multiplies read and
+idle pauses, e.g. 0 in rehearsals; FloodWaits are always slept in full).
 
 Exit codes: 0 done, 1 runtime failure, 2 usage or configuration error, 3 the account must
 log in again, 4 session file or lock problem, 130 interrupted.
@@ -349,9 +350,18 @@ class HistoryStore:
 
     # --- jobs
     def create_job(self, session_id: str, plan: Plan) -> str:
-        """Store a new running job with its plan; returns the job id."""
+        """Store a new running job with its plan; returns the job id.
+
+        A job of the account that a stopped process left running is closed as failed
+        (superseded): the account runs one job at a time.
+        """
         job_id = uuid.uuid4().hex
         with transaction(self.conn):
+            self.conn.execute(
+                "UPDATE heatup_jobs SET status = ?, error = ?, finished_at = ? "
+                "WHERE session_id = ? AND status = ?",
+                (JOB_FAILED, f"interrupted, then superseded by job {job_id}", utcnow(),
+                 session_id, JOB_RUNNING))
             self.conn.execute(
                 "INSERT INTO heatup_jobs (job_id, session_id, status, planner, planner_note, "
                 "plan_json, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -423,7 +433,10 @@ def describe_ago(timestamp: str | None, now: datetime) -> str:
     """'2 days ago' for an ISO timestamp (UTC when it carries no zone)."""
     if not timestamp:
         return "never"
-    moment = datetime.fromisoformat(timestamp)
+    try:
+        moment = datetime.fromisoformat(timestamp)
+    except ValueError:
+        return f"at {timestamp}"
     moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     seconds = max((now - moment).total_seconds(), 0)
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
@@ -567,34 +580,31 @@ async def llm_plan(settings: Settings, summary: dict[str, Any], pool: list[Chann
 def offline_plan(session_id: str, summary: dict[str, Any], pool: list[Channel]) -> list[dict]:
     """A varied plan from the history and the pool, the same for the same history.
 
-    Joins go to channels the account has not joined; reads prefer channels it joined
-    (earlier or in this plan); idles never come first or twice in a row.
+    A returning account first catches up on a channel it joined before; a new one first
+    joins one. Joins go to channels not joined yet; reads go to joined channels (earlier
+    or in this plan); idles never come first or twice in a row.
     """
     rng = random.Random(f"{session_id}|{summary['total_actions']}|{summary['last_activity']}")
-    joined = [c for c in summary["joined_channels"] if c.lower() in
-              {p.username.lower() for p in pool}]
-    fresh = [c.username for c in pool if c.username not in summary["joined_channels"]]
+    in_pool = {c.username.lower(): c.username for c in pool}
+    earlier = [in_pool[c.lower()] for c in summary["joined_channels"] if c.lower() in in_pool]
+    joined = list(earlier)
+    fresh = [c.username for c in pool if c.username not in earlier]
     rng.shuffle(fresh)
     actions: list[dict[str, Any]] = []
     for _ in range(rng.randint(MIN_ACTIONS, MAX_ACTIONS)):
-        kinds, weights = [JOIN, READ, IDLE], [4, 4, 2]
-        if not fresh:
-            weights[0] = 0
-        if not joined and not fresh:
-            weights[1] = 0
-        if not actions or actions[-1]["type"] == IDLE:
-            weights[2] = 0
-        if not actions and summary["is_new"] and fresh:
-            weights = [1, 0, 0]                    # a new account starts by joining
-        if not any(weights):
-            weights[2] = 1
+        kinds, weights = [JOIN, READ, IDLE], [4 if fresh else 0, 4, 0]
+        if actions and actions[-1]["type"] != IDLE:
+            weights[2] = 2
+        if not actions:
+            weights = [0, 1, 0] if earlier else [1, 0, 0]
         kind = rng.choices(kinds, weights)[0]
         if kind == JOIN:
             channel = fresh.pop()
             joined.append(channel)
             actions.append({"type": JOIN, "channel": channel})
         elif kind == READ:
-            channel = rng.choice(joined or fresh)
+            last = actions[-1].get("channel") if actions else None
+            channel = rng.choice([c for c in joined if c != last] or joined or fresh)
             actions.append({"type": READ, "channel": channel,
                             "duration": rng.randint(*DURATION_LIMITS[READ])})
         else:
@@ -839,7 +849,8 @@ class HeatUp:
         except errors.UnauthorizedError:
             raise
         except errors.RPCError as exc:
-            return {**failed, "status": FAILED, "reason": f"Telegram refused it ({exc.message})"}
+            return {**failed, "status": FAILED,
+                    "reason": f"Telegram refused it ({type(exc).__name__}: {exc})"}
 
     def _save(self, job: dict[str, Any], step: int, action: dict[str, Any],
               result: dict[str, Any]) -> None:
@@ -1089,17 +1100,12 @@ async def command_warmup(service: HeatUp, args: argparse.Namespace) -> int:
         return await dry_run(service, args.session_id)
     service.cleanup()
     unfinished = service.store.unfinished_jobs(args.session_id)
-    service.claim(args.session_id)
     if unfinished:
-        job_id = unfinished[0]
+        service.claim(args.session_id)
+        job_id = unfinished[-1]
         print(f"{args.session_id}: continuing job {job_id} where it stopped")
     else:
-        try:
-            plan, summary = await service.plan(args.session_id)
-            job_id = service.store.create_job(args.session_id, plan)
-        except BaseException:
-            service.busy.discard(args.session_id)
-            raise
+        job_id, plan, summary = await service.start(args.session_id)
         print_plan(plan, summary, args.session_id)
     job, exit_code = await service.run_job(job_id)
     if args.json:

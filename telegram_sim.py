@@ -59,11 +59,14 @@ ValueError('Request was unsuccessful N time(s)') unless the client was built wit
 
 Faults (per world, optionally per account and per request type): FLOOD_WAIT and
 SLOWMODE_WAIT (with seconds), PEER_FLOOD, AUTH_KEY_UNREGISTERED, RANDOM_ID_DUPLICATE, any
-other RPC error name (with `code`), and DISCONNECT (the connection drops: the pending call
-fails with ConnectionError and the client is disconnected; with executed=True the request
-took effect before the drop). `after=N` lets N matching requests through first, `times=K`
-fires K times (None: always), `rate_per_minute=R` fires once R matching requests were let
-through in the last 60 s (FLOOD_WAIT seconds then default to the time until one frees).
+other RPC error name (with `code`), and DISCONNECT: the connection drops while the request
+is in flight (with executed=True after it took effect). As with Telethon's own sender, a
+client with auto_reconnect reconnects after its retry_delay and sends the same request
+again (same random_id, so a send is not doubled); after connection_retries drops in a row
+the call fails with ConnectionError and the client is disconnected. `after=N` lets N
+matching requests through first, `times=K` fires K times (None: always),
+`rate_per_minute=R` fires once R matching requests were let through in the last 60 s
+(FLOOD_WAIT seconds then default to the time until one frees).
 
 CLI:
     python telegram_sim.py init WORLD [--demo] [--sessions-dir DIR] [--random-id-mode M]
@@ -1399,6 +1402,10 @@ class SimulatedSender:
         self._tasks: list[asyncio.Task] = []
         self._origin = secrets.token_hex(8)
         self._cursor: int | None = None
+        self._auto_reconnect = client._auto_reconnect
+        self._retries = client._connection_retries
+        self._retry_delay = client._retry_delay
+        self._auto_reconnect_callback = client._handle_auto_reconnect
 
     # -- what TelegramClient uses ---------------------------------------------------------
 
@@ -1464,29 +1471,50 @@ class SimulatedSender:
         return server
 
     async def _work_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             request, wire, future = await self._queue.get()
-            if future.cancelled():
-                continue
+            if not await self._serve(request, wire, future):
+                return
+
+    async def _serve(self, request: TLObject, wire: bytes, future: asyncio.Future) -> bool:
+        """Answer one request into its future; False once the connection is lost for good.
+
+        A dropped connection is handled as Telethon's own sender does: with auto_reconnect
+        it reconnects after retry_delay and sends the same request again (same random_id),
+        up to connection_retries drops in a row; then the call fails with ConnectionError
+        and the client is disconnected.
+        """
+        loop = asyncio.get_running_loop()
+        drops = 0
+        while not future.cancelled():
             try:
                 body = await loop.run_in_executor(self._executor, self._handle, wire)
             except RpcFailure as failure:
-                error = rpc_message_to_error(types.RpcError(failure.code, failure.message), request)
+                error = rpc_message_to_error(types.RpcError(failure.code, failure.message),
+                                             request)
                 if not future.done():
                     future.set_exception(error)
-                continue
+                return True
             except ConnectionDropped as dropped:
+                drops += 1
+                if self._auto_reconnect and drops <= self._retries:
+                    log.info("%s; reconnecting (attempt %d)", dropped, drops)
+                    await asyncio.sleep(self._retry_delay)
+                    loop.create_task(self._auto_reconnect_callback())
+                    continue
+                error = ConnectionError(f"{dropped}; gave up after {drops} drop(s)")
                 self._user_connected = False        # at once, as the caller sees the error
                 if not future.done():
-                    future.set_exception(ConnectionError(str(dropped)))
-                loop.create_task(self._shutdown(ConnectionError(str(dropped))))
-                return
+                    future.set_exception(error)
+                loop.create_task(self._cleanup(self._detach(), error))
+                return False
             with BinaryReader(body) as reader:
                 result = request.read_result(reader)
             self._store_own_updates(result)
             if not future.done():
                 future.set_result(result)
+            return True
+        return True
 
     def _store_own_updates(self, result: Any) -> None:
         if isinstance(result, (types.Updates, types.UpdatesCombined, types.UpdateShort)):
@@ -1548,11 +1576,20 @@ class SimulatedSender:
             await asyncio.sleep(POLL_SECONDS)
 
     async def _shutdown(self, error: Exception | None) -> None:
-        """Stop the tasks, fail what is pending, close the world (safe to call twice)."""
+        await self._cleanup(self._detach(), error)
+
+    def _detach(self) -> tuple:
+        """Mark disconnected and take the connection's state, so a new connect() is clean."""
         self._user_connected = False
-        tasks, queue, executor, server = self._tasks, self._queue, self._executor, self._server
-        closed = self._disconnected_future
+        state = (self._tasks, self._queue, self._executor, self._server,
+                 self._disconnected_future)
         self._tasks, self._queue, self._executor, self._server = [], None, None, None
+        return state
+
+    @staticmethod
+    async def _cleanup(state: tuple, error: Exception | None) -> None:
+        """Stop the tasks, fail what is pending, close the world connection."""
+        tasks, queue, executor, server, closed = state
         current = asyncio.current_task()
         for task in tasks:
             if task is not current:

@@ -48,7 +48,7 @@ import sys
 import time
 import uuid
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -95,6 +95,9 @@ MODEM_COMMAND_TIMEOUT = 5.0   # an AT command gets OK within this, or the modem 
 MODEM_POLL_SECONDS = 0.05
 DEFAULT_MODEM_DELAY = 3.0     # seconds between calls on a real line, unless --delay
 RETRYABLE_STATUSES = frozenset({"busy", "no_dialtone"})
+STATUS_ORDER = {status: rank for rank, status in enumerate(
+    ("modem", "person", "busy", "no_answer", "ringing", "no_carrier", "no_dialtone", "timeout",
+     "error"))}
 
 UNIVERSAL_EMERGENCY = ("112", "911", "999", "000", "110", "119", "100")
 N11_CODES = frozenset(f"{n}11" for n in range(2, 10))
@@ -256,6 +259,18 @@ class NumberPlan:
                     and exchange % 100 != 11)
         return number >= self._lowest
 
+    def check_number_form(self, number: int) -> None:
+        """ValueError unless the number is possible (N11 numbers are possible: just never
+        dialed)."""
+        digits = f"{number:0{self.length}d}"
+        if self.country.north_american:
+            if digits[0] in "01" or digits[3] in "01":
+                raise ValueError(f"{self.format(number)} is not a North American number (area "
+                                 f"code and exchange begin with 2-9)")
+        elif digits.startswith("0"):
+            raise ValueError(f"{digits} begins with 0; write national numbers without the "
+                             f"trunk prefix")
+
     def dialable(self, number: int) -> bool:
         """Well formed and not an emergency or service number."""
         return self.well_formed(number) and number not in self.blocked
@@ -391,6 +406,7 @@ def read_number_list(path: Path, plan: NumberPlan) -> array:
             continue
         try:
             number = plan.parse_number(entry)
+            plan.check_number_form(number)
         except ValueError as exc:
             raise UsageError(f"--numbers {path} line {line_number}: {exc}") from None
         if number not in seen:
@@ -406,9 +422,10 @@ def read_number_list(path: Path, plan: NumberPlan) -> array:
 class RandomOrder:
     """A seeded permutation of range(size) in constant memory.
 
-    A 4-round Feistel network permutes the integers below the next even power of two; walking
-    through that domain in order and keeping the images below `size` visits every index
-    exactly once (at most 4 domain steps per index).
+    An unbalanced Feistel network (alternating half-rounds on the high and low bits) permutes
+    the integers below the next power of two; walking through that domain in order and
+    keeping the images below `size` visits every index exactly once, at most two domain
+    steps per index.
     """
 
     ROUNDS = 4
@@ -417,22 +434,27 @@ class RandomOrder:
 
     def __init__(self, size: int, rng: random.Random):
         self.size = size
-        half = max(1, ((size - 1).bit_length() + 1) // 2)
-        self.half, self.mask = half, (1 << half) - 1
+        self.bits = max(2, (size - 1).bit_length())
+        self.low_bits = self.bits // 2
+        self.high_mask = (1 << (self.bits - self.low_bits)) - 1
+        self.low_mask = (1 << self.low_bits) - 1
         self.keys = [rng.getrandbits(64) for _ in range(self.ROUNDS)]
 
     def permute(self, index: int) -> int:
         """The image of `index` in the permuted power-of-two domain."""
-        half, mask, multiplier, mask64 = self.half, self.mask, self.MULTIPLIER, self.MASK64
-        left, right = index >> half, index & mask
-        for key in self.keys:
-            mixed = ((right ^ key) * multiplier) & mask64
-            left, right = right, left ^ ((mixed ^ (mixed >> 29)) >> 11 & mask)
-        return (left << half) | right
+        multiplier, mask64 = self.MULTIPLIER, self.MASK64
+        high_mask, low_mask, low_bits = self.high_mask, self.low_mask, self.low_bits
+        high, low = index >> low_bits, index & low_mask
+        k0, k1, k2, k3 = self.keys
+        high ^= (((low ^ k0) * multiplier & mask64) >> 32) & high_mask
+        low ^= (((high ^ k1) * multiplier & mask64) >> 32) & low_mask
+        high ^= (((low ^ k2) * multiplier & mask64) >> 32) & high_mask
+        low ^= (((high ^ k3) * multiplier & mask64) >> 32) & low_mask
+        return (high << low_bits) | low
 
     def __iter__(self) -> Iterator[int]:
         size, permute = self.size, self.permute
-        for index in range(1 << (2 * self.half)):
+        for index in range(1 << self.bits):
             image = permute(index)
             if image < size:
                 yield image
@@ -566,10 +588,9 @@ class DialPlan:
     def _count_list(self) -> None:
         plan = self.plan
         self._list_members = set(self.numbers)
-        well_formed = [n for n in self.numbers if plan.well_formed(n)]
-        self.in_range = len(well_formed)
-        self.emergency = sum(1 for n in well_formed if n in plan.blocked)
-        self.excluded_count = sum(1 for n in well_formed if n not in plan.blocked
+        self.in_range = len(self.numbers)
+        self.emergency = sum(1 for n in self.numbers if not plan.dialable(n))
+        self.excluded_count = sum(1 for n in self.numbers if plan.dialable(n)
                                   and self.excluded and n in self.excluded)
 
     def _count_range(self) -> None:
@@ -621,14 +642,14 @@ class SimulationBackend:
     name = "simulation"
 
     def __init__(self, rng: random.Random, call_seconds: float = 0.0):
-        self.rng = rng
+        self.random = rng.random
         self.call_seconds = call_seconds
         self._outcomes = [outcome for outcome, _ in SIM_OUTCOMES]
         cumulative, total = [], 0.0
-        for _, weight in SIM_OUTCOMES:
+        for _, weight in SIM_OUTCOMES[:-1]:
             total += weight
             cumulative.append(total)
-        self._cumulative = cumulative
+        self._cumulative = cumulative   # the last outcome takes what is above the rest
 
     def open(self) -> None:
         """Nothing to open."""
@@ -637,7 +658,7 @@ class SimulationBackend:
         """One simulated call."""
         if self.call_seconds:
             time.sleep(self.call_seconds)
-        return self.rng.choices(self._outcomes, cum_weights=self._cumulative)[0]
+        return self._outcomes[bisect_right(self._cumulative, self.random())]
 
     def close(self) -> None:
         """Nothing to close."""
@@ -657,6 +678,7 @@ class ModemBackend:
         self.port: serial.SerialBase | None = None
         self._buffer = b""
         self._in_call = False
+        self._answering = True
         self._dtr_supported = True
 
     # -- port I/O
@@ -708,6 +730,7 @@ class ModemBackend:
         while (line := self._read_line(deadline)) is not None:
             if line in ("OK", "ERROR"):
                 return line
+        self._answering = False
         raise ModemNotResponding(f"modem on {self.port_name} stopped answering: no reply to "
                                  f"{text} within {self.command_timeout:g} s", outcome)
 
@@ -760,7 +783,8 @@ class ModemBackend:
             Outcome("timeout", False, f"no result within {self.call_timeout:g} s"), rings)
         self._write("\r")   # any character aborts dialing
         self._read_line(time.monotonic() + self.command_timeout)
-        self.command("ATH0", outcome)
+        self.command("ATH0", replace(outcome, message=f"{outcome.message}; the modem stopped "
+                                                      f"answering"))
         self._in_call = False
         return outcome
 
@@ -790,7 +814,7 @@ class ModemBackend:
         if self.port is None:
             return
         try:
-            if self._in_call:
+            if self._in_call and self._answering:
                 self._write("\r")
                 self.command("ATH0")
         except ModemError as exc:
@@ -1243,10 +1267,11 @@ class LiveView:
     def __rich__(self) -> Group:
         counts = Table(box=None, show_header=True, padding=(0, 2))
         by_status = dict(self.stats.by_status)
-        for status in by_status:
+        statuses = sorted(by_status, key=lambda s: (STATUS_ORDER.get(s, len(STATUS_ORDER)), s))
+        for status in statuses:
             counts.add_column(status, justify="right")
-        if by_status:
-            counts.add_row(*(str(n) for n in by_status.values()))
+        if statuses:
+            counts.add_row(*(str(by_status[status]) for status in statuses))
         recent = Table(box=None, show_header=False, padding=(0, 2))
         for row in list(self.recent):
             recent.add_row(row[1], row[2], row[5])
@@ -1302,7 +1327,7 @@ def wait_for_window(options: DialOptions, view) -> None:
 def run_dials(dial_plan: DialPlan, numbers: Iterable[int], backend, storage, view, stats,
               session: SessionInfo, options: DialOptions) -> None:
     """The dial loop: one stored row per number, paced and windowed."""
-    plan, session_id, utcnow = dial_plan.plan, session.session_id, migrate_db.utcnow
+    plan, session_id = dial_plan.plan, session.session_id
     first = True
     for number in numbers:
         if options.limit is not None and stats.dialed >= options.limit:
@@ -1319,15 +1344,16 @@ def run_dials(dial_plan: DialPlan, numbers: Iterable[int], backend, storage, vie
                                         options.delay)
         except ModemNotResponding as exc:
             if exc.outcome is not None:
-                _record(storage, view, stats, (session_id, phone, utcnow()), exc.outcome)
+                _record(storage, view, stats, session_id, phone, exc.outcome)
             raise
-        _record(storage, view, stats, (session_id, phone, utcnow()), outcome)
+        _record(storage, view, stats, session_id, phone, outcome)
 
 
-def _record(storage, view, stats: DialStats, head: tuple, outcome: Outcome) -> None:
-    session_id, phone, timestamp = head
-    row = (session_id, phone, outcome.status, timestamp, outcome.success, outcome.message,
-           outcome.carrier_detected, outcome.tone_type)
+def _record(storage, view, stats: DialStats, session_id: str, phone: str,
+            outcome: Outcome) -> None:
+    """Store, count and show one call."""
+    row = (session_id, phone, outcome.status, migrate_db.utcnow(), outcome.success,
+           outcome.message, outcome.carrier_detected, outcome.tone_type)
     storage.add(row)
     stats.add(outcome)
     view.result(row)
@@ -1425,9 +1451,6 @@ def choose_session(args, storage, resume: ResumeSource | None) -> tuple[str, boo
 def make_backend(args, rng: random.Random):
     """The backend the arguments ask for."""
     if args.backend == "modem":
-        if not args.modem_port:
-            raise UsageError("--backend modem needs --modem-port PORT_OR_URL (a device such as "
-                             "/dev/ttyUSB0, or socket://host:port, rfc2217://host:port)")
         return ModemBackend(args.modem_port, args.modem_baudrate, args.timeout, args.modem_guard)
     return SimulationBackend(rng, args.sim_call_seconds)
 
@@ -1463,6 +1486,9 @@ def validate_dial_args(args) -> None:
             raise UsageError(f"--{name} {path}: no such file")
     if args.backend != "modem" and args.modem_port:
         raise UsageError("--modem-port is only used with --backend modem")
+    if args.backend == "modem" and not args.modem_port:
+        raise UsageError("--backend modem needs --modem-port PORT_OR_URL (a device such as "
+                         "/dev/ttyUSB0, or socket://host:port, rfc2217://host:port)")
 
 
 def run_dial(args) -> int:

@@ -252,15 +252,15 @@ async def test_chats_that_refuse_are_blocked_after_max_attempts(tmp_path: Path) 
         "SELECT chat_username, block_reason FROM tasks WHERE is_blocked = 1"))
     assert set(blocked) == {"@closedchat", "@nosuchchat"}
     assert blocked["@closedchat"].startswith("ChatWriteForbiddenError (3 attempts)")
-    assert blocked["@nosuchchat"].startswith("UsernameNotOccupiedError (3 attempts)")
+    assert blocked["@nosuchchat"].startswith("UsernameNotFound (3 attempts)")
     errors = setup.conn.execute("SELECT error_type, COUNT(*) FROM task_attempts WHERE "
                                 "status = 'failed' GROUP BY error_type").fetchall()
-    assert errors == [("ChatWriteForbiddenError", 3), ("UsernameNotOccupiedError", 3)]
+    assert errors == [("ChatWriteForbiddenError", 3), ("UsernameNotFound", 3)]
     assert campaign.finish_run(setup.conn, run.run_id, clock.now()) == "finished"
     for chat in setup.chats:
         assert setup.messages(chat) == [TEXTS[0]]
     status = "\n".join(campaign.status_lines(setup.conn, config, clock.now()))
-    assert "blocked chats: 2" in status and "@nosuchchat (default): UsernameNotOccupied" in status
+    assert "blocked chats: 2" in status and "@nosuchchat (default): UsernameNotFound" in status
     tasks = setup.conn.execute("SELECT completed_cycles, failed_count FROM tasks WHERE "
                                "chat_username = '@closedchat'").fetchone()
     assert tasks == (0, 3)  # failures never count as cycles

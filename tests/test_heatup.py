@@ -347,6 +347,8 @@ def test_offline_planner_is_seeded_varied_and_history_aware(tmp_path):
     reads = [a["channel"] for p in returning for a in p if a["type"] == "read_messages"]
     assert not set(joins) & {"@durov", "@telegram"}                  # never joined twice
     assert {"@durov", "@telegram"} & set(reads)                      # earlier channels read
+    assert all(p[0]["type"] == "read_messages" and p[0]["channel"] in ("@durov", "@telegram")
+               for p in returning)                             # catching up comes first
 
 
 async def test_no_llm_configured_says_so(tmp_path):
@@ -537,3 +539,16 @@ def test_relative_database_path_is_taken_from_the_suite_folder(tmp_path):
     assert heatup.settings_from({}).database == SCRIPT.parent / "sessions.db"
     assert heatup.settings_from({"DATABASE_PATH": str(tmp_path / "a.db")}).database == \
         tmp_path / "a.db"
+
+
+def test_a_new_job_supersedes_one_left_running(tmp_path):
+    store = heatup.HistoryStore(tmp_path / "h.db")
+    plan = heatup.Plan([{"type": "idle", "duration": 5}] * 3, "offline")
+    first = store.create_job("acc1", plan)
+    other = store.create_job("acc2", plan)
+    second = store.create_job("acc1", plan)
+    assert store.job(first)["status"] == "failed"
+    assert store.job(first)["error"] == f"interrupted, then superseded by job {second}"
+    assert store.unfinished_jobs() == [other, second]
+    assert store.unfinished_jobs("acc1") == [second]
+    store.close()

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -147,7 +148,7 @@ async def test_background_warmup_409_then_returning_plan_names_earlier_channels(
                                                                                  llm):
     http, service = api
     service.settings = settings_for(service.settings.sessions_dir.parent,
-                                    openai_base_url=llm.base_url, time_scale=0.02)
+                                    openai_base_url=llm.base_url, time_scale=0.01)
     llm.content = llm_plan({"type": "join_channel", "channel": "@habr_com"},
                            {"type": "idle", "duration": 60},
                            {"type": "read_messages", "channel": "@habr_com", "duration": 3})
@@ -162,6 +163,8 @@ async def test_background_warmup_409_then_returning_plan_names_earlier_channels(
         assert reply.status == 409
     async with http.get("/health") as reply:
         assert (await reply.json())["warming_up"] == ["acc1"]
+    service.settings = settings_for(service.settings.sessions_dir.parent,
+                                    openai_base_url=llm.base_url)        # no more pauses
     job = await wait_for_job(http, started["job_id"])
     assert job["status"] == "done"
     assert [row["action_data"]["status"] for row in job["actions"]] == ["done"] * 3
@@ -237,20 +240,35 @@ async def test_flood_wait_is_obeyed_through_the_registry(api, world, llm):
     assert "durov" in membership(world, "acc1")
 
 
-def run_cli(tmp_path: Path, *args: str, scale: str = "0") -> tuple[int, str, str]:
-    import subprocess
-
+def cli_env(tmp_path: Path, scale: str = "0") -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "HEATUP_"))}
     env.update(HEATUP_SESSIONS_DIR=str(tmp_path / "sessions"), HEATUP_TIME_SCALE=scale,
                DATABASE_PATH=str(tmp_path / "heatup.db"),
                HEATUP_CHANNELS_FILE=str(tmp_path / "pool.json"))
-    result = subprocess.run([sys.executable, str(SCRIPT), *args], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=60)
-    return result.returncode, result.stdout, result.stderr
+    return env
 
 
-def test_cli_dry_run_changes_nothing(world, tmp_path):
-    code, out, err = run_cli(tmp_path, "warmup", "acc1", "--dry-run")
+@pytest.fixture
+def run_main(monkeypatch, capsys, tmp_path):
+    """heatup.main in this process; (exit code, stdout, stderr)."""
+    def run(*args: str) -> tuple[int, str, str]:
+        env = cli_env(tmp_path)
+        for key in list(os.environ):
+            if key not in env:
+                monkeypatch.delenv(key)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        try:
+            code = heatup.main(list(args))
+        except SystemExit as exc:
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run
+
+
+def test_cli_dry_run_changes_nothing(world, tmp_path, run_main):
+    code, out, err = run_main("warmup", "acc1", "--dry-run")
     assert code == 0, err
     assert "dry run: nothing was joined, read or saved" in out
     assert any(line.endswith(": would join") for line in out.splitlines())
@@ -260,7 +278,7 @@ def test_cli_dry_run_changes_nothing(world, tmp_path):
     conn.close()
 
 
-def test_killed_warmup_continues_where_it_stopped(world, tmp_path):
+def test_killed_warmup_continues_where_it_stopped(world, tmp_path, run_main):
     """kill -9 during an idle; the next `warmup` runs only the steps not yet saved."""
     store = heatup.HistoryStore(tmp_path / "heatup.db")
     plan = heatup.Plan([{"type": "join_channel", "channel": "@durov"},
@@ -268,14 +286,9 @@ def test_killed_warmup_continues_where_it_stopped(world, tmp_path):
                         {"type": "read_messages", "channel": "@durov", "duration": 3},
                         {"type": "join_channel", "channel": "@forklog"}], "offline")
     job_id = store.create_job("acc1", plan)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "HEATUP_"))}
-    env.update(HEATUP_SESSIONS_DIR=str(tmp_path / "sessions"), HEATUP_TIME_SCALE="1",
-               DATABASE_PATH=str(tmp_path / "heatup.db"),
-               HEATUP_CHANNELS_FILE=str(tmp_path / "pool.json"))
-    import subprocess
-
     proc = subprocess.Popen([sys.executable, str(SCRIPT), "warmup", "acc1"], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            env=cli_env(tmp_path, scale="1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
     while not store.job_actions(job_id) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -284,7 +297,7 @@ def test_killed_warmup_continues_where_it_stopped(world, tmp_path):
     assert [r["action_data"]["step"] for r in store.job_actions(job_id)] == [0]
     assert store.job(job_id)["status"] == "running"
 
-    code, out, err = run_cli(tmp_path, "warmup", "acc1")
+    code, out, err = run_main("warmup", "acc1")
     assert code == 0, err
     assert f"acc1: continuing job {job_id} where it stopped" in out
     job = store.job(job_id)
@@ -295,11 +308,11 @@ def test_killed_warmup_continues_where_it_stopped(world, tmp_path):
     store.close()
 
 
-def test_cli_warmup_then_history(world, tmp_path):
-    code, out, err = run_cli(tmp_path, "warmup", "acc2")
+def test_cli_warmup_then_history(world, tmp_path, run_main):
+    code, out, err = run_main("warmup", "acc2")
     assert code == 0, err
     assert out.startswith("acc2: new account\nplanner: offline")
-    code, out, err = run_cli(tmp_path, "history", "acc2", "--json")
+    code, out, err = run_main("history", "acc2", "--json")
     body = json.loads(out)
     assert body["summary"]["is_new"] is False
     for channel in body["summary"]["joined_channels"]:
@@ -308,7 +321,9 @@ def test_cli_warmup_then_history(world, tmp_path):
 
 def test_cli_unauthorised_account_exits_3(world, tmp_path):
     world.revoke_session("acc1")
-    code, out, err = run_cli(tmp_path, "warmup", "acc1")
+    result = subprocess.run([sys.executable, str(SCRIPT), "warmup", "acc1"], cwd=tmp_path,
+                            env=cli_env(tmp_path), capture_output=True, text=True, timeout=60)
+    code, err = result.returncode, result.stderr
     assert code == 3
     assert "error: account acc1" in err and "log in again" in err
 
@@ -317,7 +332,7 @@ async def test_other_refusals_fail_the_action_and_revoked_session_fails_the_job(
                                                                               llm):
     http, _ = api
     world.inject_fault("CHANNEL_INVALID", request="GetHistory", account="acc1", times=1)
-    world.inject_fault("TIMEOUT_TEST", code=420, request="ReadHistory", account="acc1",
+    world.inject_fault("CHAT_RESTRICTED", code=400, request="ReadHistory", account="acc1",
                        times=1)
     llm.content = llm_plan({"type": "read_messages", "channel": "@durov", "duration": 3},
                            {"type": "read_messages", "channel": "@telegram", "duration": 3},
@@ -327,7 +342,7 @@ async def test_other_refusals_fail_the_action_and_revoked_session_fails_the_job(
     data = [row["action_data"] for row in body["actions"]]
     assert [d["status"] for d in data] == ["failed", "failed", "done"]
     assert data[0]["reason"] == "@durov is private or unavailable (CHANNEL_PRIVATE)"
-    assert data[1]["reason"] == "Telegram refused it (TIMEOUT_TEST)"
+    assert data[1]["reason"].startswith("Telegram refused it (ChatRestrictedError: ")
 
     world.inject_fault("AUTH_KEY_UNREGISTERED", request="JoinChannel", account="acc1")
     llm.content = llm_plan({"type": "idle", "duration": 5},
@@ -338,3 +353,27 @@ async def test_other_refusals_fail_the_action_and_revoked_session_fails_the_job(
         body = await reply.json()
     assert "AUTH_KEY_UNREGISTERED" in body["error"] and "log in again" in body["error"]
     assert [row["action_type"] for row in body["actions"]] == ["idle"]
+
+
+async def test_serve_resumes_a_job_left_running_at_start(world, tmp_path):
+    settings = settings_for(tmp_path)
+    store = heatup.HistoryStore(settings.database)
+    plan = heatup.Plan([{"type": "join_channel", "channel": "@forklog"},
+                        {"type": "read_messages", "channel": "@forklog", "duration": 3},
+                        {"type": "idle", "duration": 5}], "offline")
+    job_id = store.create_job("acc2", plan)
+    store.record("acc2", "join_channel", {"channel_username": "@forklog", "status": "done",
+                                          "job_id": job_id, "step": 0})
+    service = heatup.HeatUp(settings, store, heatup.load_pool(settings.channels_file))
+    server = TestServer(heatup.build_app(service), host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession(str(server.make_url(""))) as http:
+            job = await wait_for_job(http, job_id)
+    finally:
+        await server.close()
+    assert job["status"] == "done"
+    assert [r["action_data"]["step"] for r in job["actions"]] == [0, 1, 2]
+    # step 0 was saved before the stop and not run again: the world never saw that join
+    assert "forklog" not in membership(world, "acc2")
+    store.close()

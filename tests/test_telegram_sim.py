@@ -304,16 +304,29 @@ async def test_login_flow_and_revoked_session(tmp_path, sim_world, sim_account_f
     assert await revoked.get_me() is None
 
 
-async def test_disconnect_fault_drops_the_connection(two_accounts, sim_client, sim_world):
+async def test_dropped_connection_resends_without_doubling(two_accounts, sim_client,
+                                                          sim_world):
     folder_a, _, _, target = two_accounts
-    client = await sim_client(folder_a)
-    sim_world.inject_fault("DISCONNECT", request="SendMessage", times=1, executed=True)
+    client = await sim_client(folder_a, retry_delay=0)
+    sim_world.inject_fault("DISCONNECT", request="SendMessage", times=2, executed=True)
+    message = await client.send_message("@target", "reply lost twice")
+    assert sim_world.counters("a")["SendMessageRequest"] == 3     # sent, resent, resent
+    assert [m.message for m in sim_world.messages(target)[1:]] == ["reply lost twice"]
+    assert message.id == 2 and client.is_connected()
+
+
+async def test_connection_lost_for_good_disconnects(two_accounts, sim_client, sim_world):
+    folder_a, _, _, target = two_accounts
+    client = await sim_client(folder_a, retry_delay=0, connection_retries=2)
+    fault = sim_world.inject_fault("DISCONNECT", account="a")
     with pytest.raises(ConnectionError):
-        await client.send_message("@target", "lost reply")
+        await client.send_message("@target", "never sent")
     assert not client.is_connected()
+    sim_world.clear_faults(fault)
     await client.connect()
     assert await client.is_user_authorized()
-    assert [m.message for m in sim_world.messages(target)[1:]] == ["lost reply"]
+    await client.send_message("@target", "after reconnecting")
+    assert [m.message for m in sim_world.messages(target)[1:]] == ["after reconnecting"]
 
 
 async def test_channel_difference_fills_a_gap(two_accounts, sim_client, sim_world):

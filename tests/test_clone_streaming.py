@@ -1,0 +1,357 @@
+"""clone_streaming(.py/_shared.py) as real processes over the simulated Telegram."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from telethon import types
+
+from telegram_sim import World, build_demo
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from clone_requests import tiny_png  # noqa: E402
+
+SINGLE = ROOT / "clone_streaming.py"
+SHARED = ROOT / "clone_streaming_shared.py"
+RUN_TIMEOUT = 90
+
+
+def start(folder: Path, *args: str, script: Path = SHARED, tmp: Path | None = None
+          ) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SOURCE_CHAT", "TARGET_CHAT", "TELEGRAM_SIMULATOR")}
+    if tmp is not None:
+        env["TMPDIR"] = str(tmp)
+    return subprocess.Popen([sys.executable, str(script), *args], cwd=folder, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run(folder: Path, *args: str, script: Path = SHARED, tmp: Path | None = None
+        ) -> subprocess.CompletedProcess:
+    process = start(folder, *args, script=script, tmp=tmp)
+    out, err = process.communicate(timeout=RUN_TIMEOUT)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def add_env(folder: Path, **values: str) -> None:
+    with open(folder / ".env", "a", encoding="utf-8") as env:
+        env.writelines(f"{key}={value}\n" for key, value in values.items())
+
+
+def content(world: World, chat: str) -> list:
+    return [m for m in world.messages(chat) if isinstance(m, types.Message)]
+
+
+def checkpoint_rows(path: Path) -> dict[int, tuple]:
+    conn = sqlite3.connect(path)
+    try:
+        return {r[0]: r[1:] for r in conn.execute(
+            "SELECT msg_id, status, session, target_msg_id, error FROM messages")}
+    finally:
+        conn.close()
+
+
+def topic_of(message) -> int:
+    header = message.reply_to
+    if header is not None and header.forum_topic:
+        return header.reply_to_top_id or header.reply_to_msg_id
+    return 1
+
+
+@pytest.fixture
+def demo(tmp_path: Path):
+    """The rehearsal's world: two accounts, a source forum with everything, a target forum."""
+    world = World.create(tmp_path / "world.db")
+    sessions = tmp_path / "sessions"
+    build_demo(world, sessions)
+    for name in ("session1", "session2"):
+        add_env(sessions / name, SOURCE_CHAT="@demo_source", TARGET_CHAT="@demo_target",
+                COPY_MODE="copy")
+    yield world, sessions
+    world.close()
+
+
+def test_copy_recreates_text_media_albums_replies_and_topics(demo) -> None:
+    world, sessions = demo
+    result = run(sessions / "session1", "--once")
+    assert result.returncode == 0, result.stderr
+    source, target = content(world, "@demo_source"), content(world, "@demo_target")
+    assert [(m.message, m.entities, type(m.media)) for m in target] == \
+        [(m.message, m.entities, type(m.media)) for m in source]
+    assert all(m.fwd_from is None for m in target)          # copies, no forward header
+    rows = checkpoint_rows(sessions / "shared" / "checkpoint.db")
+    clone = {s.id: t for s in source for t in target if t.id == rows[s.id][2]}
+    assert len(clone) == len(source)
+    for s in source:                                        # albums stay albums
+        if s.grouped_id:
+            partners = [o.id for o in source if o.grouped_id == s.grouped_id]
+            assert {clone[p].grouped_id for p in partners} == {clone[s.id].grouped_id}
+            assert clone[s.id].grouped_id is not None
+    reply = next(s for s in source if s.message == "A reply to the photo")
+    assert clone[reply.id].reply_to.reply_to_msg_id == clone[reply.reply_to.reply_to_msg_id].id
+    topics = {t["title"]: t["topic_id"] for t in world.topics("@demo_target")}
+    assert set(topics) == {"General", "News", "Talk"}
+    source_topics = {t["topic_id"]: t["title"] for t in world.topics("@demo_source")}
+    for s in source:
+        assert topic_of(clone[s.id]) == topics[source_topics[topic_of(s)]]
+    inner = next(s for s in source if s.message == "A reply inside News")
+    assert clone[inner.id].reply_to.reply_to_msg_id == \
+        clone[inner.reply_to.reply_to_msg_id].id
+    topic_map = json.loads((sessions / "session1" / "topic_map.json").read_text())
+    assert {source_topics[int(s)]: t for s, t in topic_map["map"].items()} == \
+        {"News": topics["News"], "Talk": topics["Talk"]}
+    assert "summary: cloned 12" in result.stderr
+    assert (sessions / "session1" / "clone.log").read_text().count("summary") == 1
+
+
+def test_second_account_and_restart_find_nothing_to_do(demo) -> None:
+    world, sessions = demo
+    assert run(sessions / "session1", "--once").returncode == 0
+    before = len(world.messages("@demo_target"))
+    world.reset_counters()
+    for name in ("session2", "session1"):
+        result = run(sessions / name, "--once")
+        assert result.returncode == 0, result.stderr
+        assert "cloned 0" in result.stderr
+        assert world.counters(name).get("GetHistoryRequest", 0) <= 2
+    assert len(world.messages("@demo_target")) == before
+    assert "CreateForumTopicRequest" not in world.counters()
+
+
+def test_forward_mode_batches_and_resumes_after_the_checkpoint(tmp_path: Path) -> None:
+    world = World.create(tmp_path / "world.db")
+    world.add_account("session1")
+    source = world.create_channel("Src", username="fwd_source", owner="session1")
+    world.create_channel("Dst", username="fwd_target", owner="session1")
+    for n in range(240):
+        world.post(source, f"post {n}")
+    world.post_album(source, [tiny_png(1), tiny_png(2)], captions=["a", "b"])
+    folder = world.make_session_folder(tmp_path / "sessions" / "session1", "session1",
+                                       extra_env={"SOURCE_CHAT": str(world.peer_id(source)),
+                                                  "TARGET_CHAT": "https://t.me/fwd_target",
+                                                  "COPY_MODE": "forward"})
+    result = run(folder, "--once", script=SINGLE)
+    assert result.returncode == 0, result.stderr
+    target = content(world, "@fwd_target")
+    assert [m.message for m in target] == [m.message for m in content(world, source)]
+    assert all(m.fwd_from is not None for m in target)
+    assert target[-1].grouped_id and target[-1].grouped_id == target[-2].grouped_id
+    assert world.counters("session1")["ForwardMessagesRequest"] <= 4
+    world.post(source, "after the restart")
+    world.reset_counters()
+    result = run(folder, "--once", script=SINGLE)
+    assert result.returncode == 0, result.stderr
+    assert [m.message for m in content(world, "@fwd_target")][-1] == "after the restart"
+    assert len(content(world, "@fwd_target")) == 243
+    assert world.counters("session1")["GetHistoryRequest"] <= 2   # not the whole history
+    assert (folder / "checkpoint.db").is_file()
+
+
+@pytest.mark.parametrize("mode", ["original", "error"])
+def test_crash_between_send_and_done_sends_nothing_twice(tmp_path: Path, mode: str) -> None:
+    world = World.create(tmp_path / "world.db", random_id_mode=mode)
+    world.add_account("session1")
+    source = world.create_channel("Src", username="crash_source", owner="session1")
+    world.create_channel("Dst", username="crash_target", owner="session1")
+    for n in range(5):
+        world.post(source, f"post {n}")
+    folder = world.make_session_folder(tmp_path / "sessions" / "session1", "session1",
+                                       extra_env={"SOURCE_CHAT": "@crash_source",
+                                                  "TARGET_CHAT": "@crash_target",
+                                                  "COPY_MODE": "copy"})
+    assert run(folder, "--once").returncode == 0
+    db = tmp_path / "sessions" / "shared" / "checkpoint.db"
+    sent = checkpoint_rows(db)
+    # the state a SIGKILL right after the send leaves: claimed, random_id stored, not done
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE messages SET status = 'processing', target_msg_id = NULL, "
+                     "processed_at = NULL WHERE msg_id = 5")
+    conn.close()
+    result = run(folder, "--once")
+    assert result.returncode == 0, result.stderr
+    assert [m.message for m in content(world, "@crash_target")] == \
+        [f"post {n}" for n in range(5)]
+    after = checkpoint_rows(db)
+    assert after[5][:3] == sent[5][:3]                      # done, the same target id
+    # "original": Telegram answers with the first message; "error": RANDOM_ID_DUPLICATE,
+    # and the copy is found among the target's recent messages
+    assert "cloned 1" in result.stderr
+    if mode == "error":
+        assert "already sent before a restart 1" in result.stderr
+
+
+def noforwards_world(tmp_path: Path, **env: str) -> tuple[World, Path]:
+    world = World.create(tmp_path / "world.db")
+    world.add_account("session1")
+    source = world.create_channel("Protected", username="locked_source", owner="session1",
+                                  noforwards=True)
+    world.create_channel("Dst", username="locked_target", owner="session1")
+    world.post(source, "text")
+    world.post(source, "photo", file=tiny_png(7))
+    world.post(source, "doc", file=b"document bytes\n", file_name="d.txt")
+    world.post_album(source, [tiny_png(8), tiny_png(9)], captions=["one", "two"])
+    folder = world.make_session_folder(tmp_path / "sessions" / "session1", "session1",
+                                       extra_env={"SOURCE_CHAT": "@locked_source",
+                                                  "TARGET_CHAT": "@locked_target", **env})
+    return world, folder
+
+
+def test_noforwards_source_is_not_copied_without_allow_reupload(tmp_path: Path) -> None:
+    world, folder = noforwards_world(tmp_path)
+    result = run(folder, "--once")
+    assert result.returncode == 0, result.stderr
+    assert content(world, "@locked_target") == []
+    rows = checkpoint_rows(tmp_path / "sessions" / "shared" / "checkpoint.db")
+    failed = [r for r in rows.values() if r[0] == "failed"]
+    assert len(failed) == 5 and all("ALLOW_REUPLOAD=true" in r[3] for r in failed)
+    status = run(folder, "--status")
+    assert status.returncode == 0 and "ALLOW_REUPLOAD" in status.stdout
+    assert "failed 5" in result.stderr
+
+
+def test_noforwards_source_is_reuploaded_when_allowed(tmp_path: Path) -> None:
+    world, folder = noforwards_world(tmp_path, ALLOW_REUPLOAD="true")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    result = run(folder, "--once", tmp=temp)
+    assert result.returncode == 0, result.stderr
+    source, target = content(world, "@locked_source"), content(world, "@locked_target")
+    assert [m.message for m in target] == [m.message for m in source]
+    for s, t in zip(source, target, strict=True):
+        assert world.media_bytes(t) == world.media_bytes(s)
+        if s.media is not None:                              # a new upload, not a reference
+            old = getattr(s.media, "photo", None) or s.media.document
+            new = getattr(t.media, "photo", None) or t.media.document
+            assert new.id != old.id
+    assert target[-1].grouped_id == target[-2].grouped_id is not None
+    assert list(temp.iterdir()) == []                        # temporary media removed
+
+
+def test_flood_wait_storm_on_one_account_loses_nothing(tmp_path: Path) -> None:
+    world = World.create(tmp_path / "world.db")
+    for name in ("session1", "session2"):
+        world.add_account(name)
+    source = world.create_channel("Src", username="storm_source", owner="session1",
+                                  members=["session2"])
+    world.create_channel("Dst", username="storm_target", owner="session1",
+                         admins=["session2"])
+    for n in range(60):
+        world.post(source, f"post {n}")
+    world.inject_fault("FLOOD_WAIT", seconds=1, account="session1",
+                       request="SendMessageRequest", times=6)
+    folders = [world.make_session_folder(
+        tmp_path / "sessions" / name, name, extra_env={
+            "SOURCE_CHAT": "@storm_source", "TARGET_CHAT": "@storm_target",
+            "COPY_MODE": "copy"}) for name in ("session1", "session2")]
+    processes = [start(folder, "--once") for folder in folders]
+    for process in processes:
+        _, err = process.communicate(timeout=RUN_TIMEOUT)
+        assert process.returncode == 0, err
+    assert [m.message for m in content(world, "@storm_target")] and \
+        sorted(m.message for m in content(world, "@storm_target")) == \
+        sorted(f"post {n}" for n in range(60))
+    rows = checkpoint_rows(tmp_path / "sessions" / "shared" / "checkpoint.db")
+    by_account = [sum(1 for r in rows.values() if r[0] == "done" and r[1] == name)
+                  for name in ("session1", "session2")]
+    assert by_account[1] > by_account[0]                     # session2 was never held up
+    assert world.faults()[0]["fired"] > 0
+
+
+def test_ordered_mode_keeps_source_order_across_accounts(tmp_path: Path) -> None:
+    world = World.create(tmp_path / "world.db")
+    for name in ("session1", "session2"):
+        world.add_account(name)
+    source = world.create_channel("Src", username="order_source", owner="session1",
+                                  members=["session2"])
+    world.create_channel("Dst", username="order_target", owner="session1",
+                         admins=["session2"])
+    for n in range(40):
+        if n % 10 == 5:
+            world.post_album(source, [tiny_png(n), tiny_png(n + 1)], captions=[f"p {n}", ""])
+        else:
+            world.post(source, f"p {n}")
+    folders = [world.make_session_folder(
+        tmp_path / "sessions" / name, name, extra_env={
+            "SOURCE_CHAT": "@order_source", "TARGET_CHAT": "@order_target",
+            "COPY_MODE": "copy", "ORDERED": "true"}) for name in ("session1", "session2")]
+    processes = [start(folder, "--once") for folder in folders]
+    for process in processes:
+        _, err = process.communicate(timeout=RUN_TIMEOUT)
+        assert process.returncode == 0, err
+    assert [m.message for m in content(world, "@order_target")] == \
+        [m.message for m in content(world, "@order_source")]
+
+
+def test_follow_clones_new_messages_until_interrupted(tmp_path: Path) -> None:
+    world = World.create(tmp_path / "world.db")
+    world.add_account("session1")
+    source = world.create_channel("Src", username="live_source", owner="session1")
+    world.create_channel("Dst", username="live_target", owner="session1")
+    world.post(source, "old")
+    folder = world.make_session_folder(tmp_path / "sessions" / "session1", "session1",
+                                       extra_env={"SOURCE_CHAT": "@live_source",
+                                                  "TARGET_CHAT": "@live_target"})
+    process = start(folder, script=SINGLE)
+    try:
+        deadline = time.monotonic() + 30
+        while len(content(world, "@live_target")) < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        world.post(source, "new")
+        world.post_album(source, [tiny_png(3), tiny_png(4)], captions=["live", "album"])
+        while len(content(world, "@live_target")) < 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    target = content(world, "@live_target")
+    assert [m.message for m in target] == ["old", "new", "live", "album"]
+    assert target[2].grouped_id == target[3].grouped_id is not None
+    assert process.returncode == 130
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"SOURCE_CHAT": "@demo_source"}, "TARGET_CHAT is not set"),
+    ({"SOURCE_CHAT": "-100abc", "TARGET_CHAT": "@demo_target"}, "SOURCE_CHAT='-100abc' is not"),
+    ({"SOURCE_CHAT": "@demo_source", "TARGET_CHAT": "@demo_target", "COPY_MODE": "mirror"},
+     "COPY_MODE='mirror'"),
+    ({"SOURCE_CHAT": "@demo_source", "TARGET_CHAT": "@demo_target", "SOURCE_TOPIC": "x"},
+     "SOURCE_TOPIC='x' is not a whole number"),
+    ({"SOURCE_CHAT": "@no_such_chat", "TARGET_CHAT": "@demo_target"},
+     "SOURCE_CHAT=no_such_chat: this account sees no such chat"),
+])
+def test_bad_env_values_give_one_line_and_exit_2(tmp_path: Path, env: dict,
+                                                  expected: str) -> None:
+    world = World.create(tmp_path / "world.db")
+    sessions = tmp_path / "sessions"
+    build_demo(world, sessions)
+    add_env(sessions / "session1", **env)
+    result = run(sessions / "session1", "--once")
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1
+    assert content(world, "@demo_target") == []
+
+
+def test_help_lists_every_env_key() -> None:
+    for script, keys in ((SINGLE, ["CHECKPOINT_DB"]),
+                         (SHARED, ["SHARED_DB_PATH", "CLAIM_TIMEOUT", "ORDERED"])):
+        result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True,
+                                text=True, timeout=30)
+        assert result.returncode == 0
+        for key in ["SOURCE_CHAT", "TARGET_CHAT", "SOURCE_TOPIC", "TARGET_TOPIC",
+                    "AUTO_CREATE_TOPICS", "COPY_MODE", "ALLOW_REUPLOAD", "MAX_MEDIA_MB",
+                    "TG_API_ID", "SESSION_NAME", *keys]:
+            assert key in result.stdout, (script.name, key)
