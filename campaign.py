@@ -116,9 +116,13 @@ class Clock:
         """The current time, UTC."""
         return datetime.now(UTC)
 
-    async def sleep(self, seconds: float) -> None:
-        """Sleep `seconds` (nothing when not positive)."""
-        await asyncio.sleep(max(0.0, seconds))
+    async def sleep(self, seconds: float, wake: asyncio.Event | None = None) -> None:
+        """Sleep `seconds` (nothing when not positive), or until `wake` is set."""
+        if wake is None:
+            await asyncio.sleep(max(0.0, seconds))
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=max(0.0, seconds))
 
 
 class FakeClock(Clock):
@@ -140,15 +144,16 @@ class FakeClock(Clock):
     def now(self) -> datetime:
         return self._now
 
-    async def sleep(self, seconds: float) -> None:
-        wake = self._now + timedelta(seconds=max(0.0, seconds))
+    async def sleep(self, seconds: float, wake: asyncio.Event | None = None) -> None:
+        """Jump ahead (`wake` is not needed: stops are seen between steps)."""
+        until = self._now + timedelta(seconds=max(0.0, seconds))
         if self.participants <= 1:
-            self._now = wake
+            self._now = until
             await asyncio.sleep(0)
             return
         future = asyncio.get_running_loop().create_future()
         self._seq += 1
-        heapq.heappush(self._sleepers, (wake, self._seq, future))
+        heapq.heappush(self._sleepers, (until, self._seq, future))
         self._advance()
         try:
             await future
@@ -931,14 +936,41 @@ def chat_reference(chat: str) -> str | int:
     return int(chat) if NUMERIC_ID.fullmatch(chat) else chat
 
 
+class StopSignal:
+    """Set by SIGTERM/SIGINT in a worker process, or by a test; checked between sends."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def set(self) -> None:
+        """Ask the worker to end after the send in flight."""
+        self.event.set()
+
+    def is_set(self) -> bool:
+        """Whether ending was asked for."""
+        return self.event.is_set()
+
+
+class SendCancelled(Exception):
+    """A stop came while the account was waiting out a FloodWait: nothing more is sent."""
+
+
 class TelegramSender:
     """Sends one text with a given random_id through a connected TelegramClient, sleeping
-    through FloodWaits (recorded in the account registry for every process to see)."""
+    through FloodWaits (recorded in the account registry for every process to see); a stop
+    during such a wait cancels the send instead of making it."""
 
-    def __init__(self, client: Any, account: telegram_session.Account, clock: Clock) -> None:
+    def __init__(self, client: Any, account: telegram_session.Account, clock: Clock,
+                 stop: StopSignal | None = None) -> None:
         self.client = client
         self.account = account
         self.clock = clock
+        self.stop = stop or StopSignal()
+
+    async def _sleep(self, seconds: float) -> None:
+        await self.clock.sleep(seconds, self.stop.event)
+        if self.stop.is_set():
+            raise SendCancelled(f"stopped during a {seconds:.0f} s wait")
 
     async def send(self, chat: str, text: str, random_id: int) -> int | None:
         """Send; returns the message id. A RANDOM_ID_DUPLICATE answer means Telegram already
@@ -951,7 +983,7 @@ class TelegramSender:
                 peer=peer, message=text, random_id=random_id, no_webpage=True))
         try:
             result = await telegram_session.call_with_flood_wait(
-                self.account, call, request="messages.SendMessage", sleep=self.clock.sleep)
+                self.account, call, request="messages.SendMessage", sleep=self._sleep)
         except errors.RandomIdDuplicateError:
             return None
         return message_id_from(result, random_id)
@@ -970,21 +1002,6 @@ class WorkerResult:
     blocked: int = 0
     status: str = "done"        # done | stopped | peer_flood
     reason: str | None = None
-
-
-class StopSignal:
-    """Set by SIGTERM/SIGINT in a worker process, or by a test; checked between sends."""
-
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-
-    def set(self) -> None:
-        """Ask the worker to end after the send in flight."""
-        self.event.set()
-
-    def is_set(self) -> bool:
-        """Whether ending was asked for."""
-        return self.event.is_set()
 
 
 class Worker:
@@ -1020,7 +1037,7 @@ class Worker:
             if left <= 0:
                 return
             step = left if self.clock.poll_seconds is None else min(left, self.clock.poll_seconds)
-            await self.clock.sleep(step)
+            await self.clock.sleep(step, self.stop.event)
 
     async def run(self) -> WorkerResult:
         """Send until the run owes nothing this account can send, a stop, or PeerFlood."""
@@ -1081,9 +1098,17 @@ class Worker:
     async def deliver(self, claim: Claim) -> bool:
         """Send one claimed chat and record the outcome; False when the worker must end."""
         backoff = NETWORK_BACKOFF_START
+        maybe_delivered = claim.resumed
         while True:
             try:
                 message_id = await self.send(claim.chat, claim.text, claim.random_id)
+            except SendCancelled as exc:
+                if maybe_delivered:  # keep the random_id for this account's next try
+                    release_claim(self.conn, claim, self.clock.now())
+                else:
+                    record_failure(self.conn, claim, "FloodWaitError", str(exc),
+                                   self.clock.now())
+                return False
             except errors.PeerFloodError as exc:
                 return self.peer_flood(claim, exc)
             except errors.SlowModeWaitError as exc:
@@ -1110,11 +1135,13 @@ class Worker:
                 if not isinstance(exc, NETWORK_ERRORS):
                     self.chat_error(claim, type(exc).__name__, str(exc))
                     return True
+                maybe_delivered = True
                 if not await self.network_pause(claim, exc, backoff):
                     return False
                 backoff = min(backoff * 2, self.config.network_backoff_max_seconds)
                 continue
             except NETWORK_ERRORS as exc:
+                maybe_delivered = True
                 if not await self.network_pause(claim, exc, backoff):
                     return False
                 backoff = min(backoff * 2, self.config.network_backoff_max_seconds)
@@ -1175,7 +1202,7 @@ def configure_logging(folder: Path | None = None, verbose: bool = False) -> None
     if folder is not None and folder.is_dir():
         handlers.append(logging.FileHandler(folder / "campaign.log", encoding="utf-8"))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("telethon").setLevel(logging.WARNING)
 
 
@@ -1186,7 +1213,8 @@ async def run_account(conn: sqlite3.Connection, run_id: str, profile: Profile, c
     account = telegram_session.load_account(profile.folder)
     async with telegram_session.open_client(account, raise_last_call_error=True,
                                             request_retries=0) as client:
-        sender = TelegramSender(client, account, clock)
+        stop = stop or StopSignal()
+        sender = TelegramSender(client, account, clock, stop)
         worker = Worker(conn, run_id, profile, config, sender.send, clock, stop, rng)
         return await worker.run()
 

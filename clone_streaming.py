@@ -728,12 +728,31 @@ class Cloner:
                 log.warning("released %d stale claims of stopped accounts", released)
 
     async def backfill(self) -> None:
-        """Clone every message after the checkpoint's resume point, then settle leftovers."""
+        """Clone every message after the checkpoint's resume point, then settle leftovers.
+
+        A FloodWait while reading history is recorded and slept through, and reading starts
+        again from the checkpoint (nothing already done is read twice).
+        """
+        while True:
+            try:
+                await self.read_history()
+            except (errors.FloodWaitError, errors.FloodPremiumWaitError) as exc:
+                telegram_session.record_wait(self.account, exc.seconds,
+                                             request="messages.GetHistory")
+                await telegram_session.wait_if_limited(self.account)
+                continue
+            await self.flush()
+            open_rows = self.checkpoint.open_below(self.src, self.last_seen + 1)
+            await self.settle([msg_id for msg_id, _, _ in open_rows])
+            return
+
+    async def read_history(self) -> None:
+        """Read the source from the resume point in id order, cloning unit by unit."""
         start = max(self.checkpoint.resume_point(self.src), self.last_seen)
         unit: list[Any] = []
-        history = self.client.iter_messages(self.source, reverse=True, min_id=start)
+        history = self.client.iter_messages(self.source, reverse=True, min_id=start,
+                                            wait_time=0)
         async for message in history:
-            self.last_seen = max(self.last_seen, message.id)
             self.progress.top_id = max(self.progress.top_id, history.total or 0)
             grouped = getattr(message, "grouped_id", None)
             if unit and grouped and grouped == getattr(unit[0], "grouped_id", None):
@@ -744,9 +763,6 @@ class Cloner:
             unit = [message]
         if unit:
             await self.handle(unit)
-        await self.flush()
-        open_rows = self.checkpoint.open_below(self.src, self.last_seen + 1)
-        await self.settle([msg_id for msg_id, _, _ in open_rows])
 
     async def process_ids(self, msg_ids: list[int]) -> None:
         """Fetch messages by id (claimed already, or to be claimed) and clone them."""
@@ -788,6 +804,7 @@ class Cloner:
 
     async def handle(self, unit: list[Any]) -> None:
         """Claim a unit (album or message) and clone it, skip it, or queue it to forward."""
+        self.last_seen = max(self.last_seen, unit[-1].id)
         groups = {m.id: m.grouped_id for m in unit if getattr(m, "grouped_id", None)}
         held = set(self.checkpoint.claim(self.src, [m.id for m in unit], grouped_ids=groups))
         unit = [m for m in unit if m.id in held]
@@ -1037,7 +1054,9 @@ class Cloner:
 
     async def target_of(self, msg_id: int) -> int | None:
         """The target id of a cloned source message, waiting while another account sends it."""
-        if not await self.settle([msg_id], timeout=self.config.claim_timeout):
+        # long enough for a stopped account's claim to be resumed or taken over
+        wait = self.config.claim_timeout * (ORPHAN_FACTOR + 1)
+        if not await self.settle([msg_id], timeout=wait):
             log.warning("source message %s is still in progress elsewhere; the copy that "
                         "replies to it is sent without the reply", msg_id)
         row = self.checkpoint.row(self.src, msg_id)
@@ -1339,7 +1358,7 @@ def main(argv: list[str] | None = None, profile: Profile = SINGLE) -> int:
               file=sys.stderr)
         return telegram_session.EXIT_FAILURE
     except (errors.RPCError, ConnectionError, sqlite3.OperationalError) as exc:
-        print(f"error: account {account.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        log.exception("DEBUG"); print(f"error: account {account.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return telegram_session.EXIT_FAILURE
     return telegram_session.EXIT_OK
 

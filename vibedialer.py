@@ -54,6 +54,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TextIO
 
 import serial
 from rich.console import Console, Group
@@ -80,7 +81,7 @@ CSV_FIELDS = ("session_id", "phone_number", "status", "timestamp", "success", "m
               "carrier_detected", "tone_type")
 DEFAULT_OUTPUT = {"csv": "dial_results.csv", "sqlite": "dial_results.db"}
 SQLITE_HEADER = b"SQLite format 3\x00"
-BATCH_ROWS = 100            # sqlite: rows per transaction at most ...
+BATCH_ROWS = 500            # sqlite: rows per transaction at most ...
 BATCH_SECONDS = 1.0         # ... and seconds between commits at most
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 PATTERN_SEPARATORS = " -.()/"
@@ -278,10 +279,8 @@ class NumberPlan:
     def count_well_formed(self, prefix: str) -> int:
         """How many well-formed national numbers begin with `prefix` (digits)."""
         if self.country.north_american:
-            areas = NXX_PREFIX_COUNTS[prefix[:3]]
-            exchanges = NXX_PREFIX_COUNTS[prefix[3:6]] if len(prefix) > 3 else \
-                NXX_PREFIX_COUNTS[""]
-            return areas * exchanges * 10 ** (4 - len(prefix[6:]))
+            return (NXX_PREFIX_COUNTS[prefix[:3]] * NXX_PREFIX_COUNTS[prefix[3:6]]
+                    * 10 ** (4 - len(prefix[6:])))
         if prefix.startswith("0"):
             return 0
         free = self.length - len(prefix)
@@ -781,12 +780,16 @@ class ModemBackend:
         """No final result within the call timeout: abort the dial and go on hook."""
         outcome = self._with_rings(
             Outcome("timeout", False, f"no result within {self.call_timeout:g} s"), rings)
-        self._write("\r")   # any character aborts dialing
-        self._read_line(time.monotonic() + self.command_timeout)
+        self._abort_dialing()
         self.command("ATH0", replace(outcome, message=f"{outcome.message}; the modem stopped "
                                                       f"answering"))
         self._in_call = False
         return outcome
+
+    def _abort_dialing(self) -> None:
+        """Any character stops a modem that is dialing; it answers NO CARRIER."""
+        self._write("\r")
+        self._read_line(time.monotonic() + self.command_timeout)
 
     def _hang_up_online(self, outcome: Outcome) -> None:
         """DTR drop where the port has it, then guard pause, +++, pause, ATH0."""
@@ -815,7 +818,7 @@ class ModemBackend:
             return
         try:
             if self._in_call and self._answering:
-                self._write("\r")
+                self._abort_dialing()
                 self.command("ATH0")
         except ModemError as exc:
             log.warning("hanging up on close: %s", exc)
@@ -824,7 +827,7 @@ class ModemBackend:
             self.port = None
 
 
-def dial_with_retries(backend, dial_string: str, retries: int, pause: float) -> Outcome:
+def dial_with_retries(backend: Backend, dial_string: str, retries: int, pause: float) -> Outcome:
     """Dial; on BUSY / NO DIALTONE dial again up to `retries` times, `pause` s apart."""
     outcome = backend.dial(dial_string)
     attempts = 1
@@ -875,10 +878,14 @@ class CsvStorage:
     def __init__(self, path: Path):
         self.path = path
         self._check_existing()
+        self._file: TextIO | None = None
+
+    def _open(self) -> None:
         try:
-            self._file = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
         except OSError as exc:
-            raise UsageError(f"--output {path}: cannot write it ({exc})") from None
+            raise UsageError(f"--output {self.path}: cannot write it ({exc})") from None
         self._writer = csv.writer(self._file)
         if self._file.tell() == 0:
             self._writer.writerow(CSV_FIELDS)
@@ -892,8 +899,8 @@ class CsvStorage:
         with open(self.path, newline="", encoding="utf-8", errors="replace") as handle:
             header = next(csv.reader(handle), [])
         if tuple(header) != CSV_FIELDS:
-            raise UsageError(f"--output {self.path} has other columns ({','.join(header)}); "
-                             f"choose a new file")
+            raise UsageError(f"{self.path} has other columns ({','.join(header)}); write the "
+                             f"results to a new file with --output")
 
     def has_session(self, session_id: str) -> bool:
         """Whether any row belongs to the session."""
@@ -904,7 +911,8 @@ class CsvStorage:
         return latest_csv_session(self.path)
 
     def begin(self, session: SessionInfo) -> None:
-        """Nothing to record before the first row."""
+        """Open the file (writing the header if it is new)."""
+        self._open()
 
     def add(self, row: tuple) -> None:
         """Write and flush one result row."""
@@ -914,8 +922,13 @@ class CsvStorage:
         self._file.flush()
 
     def finish(self, session: SessionInfo) -> None:
+        """Everything is on disk already."""
+
+    def close(self) -> None:
         """Close the file."""
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 class SqliteStorage:
@@ -984,11 +997,14 @@ class SqliteStorage:
                 (len(rows), successes, modems, self._session_id))
 
     def finish(self, session: SessionInfo) -> None:
-        """Commit what is left, set end_time, close."""
+        """Commit what is left and set end_time."""
         self.flush()
         with migrate_db.transaction(self.conn):
             self.conn.execute("UPDATE sessions SET end_time = ? WHERE session_id = ?",
                               (migrate_db.utcnow(), session.session_id))
+
+    def close(self) -> None:
+        """Close the database."""
         self.conn.close()
 
 
@@ -1013,6 +1029,9 @@ class DryRunStorage:
         """Nothing to do."""
 
     def finish(self, session: SessionInfo) -> None:
+        """Nothing to do."""
+
+    def close(self) -> None:
         """Nothing to do."""
 
 
@@ -1191,10 +1210,11 @@ class DialStats:
 
 
 def summary_lines(stats: DialStats, dial_plan: DialPlan, session: SessionInfo, target: int,
-                  storage, interrupted: bool) -> list[str]:
+                  storage: Storage, interrupted: bool) -> list[str]:
     """The summary printed at the end of a run (also after Ctrl+C)."""
     rate = f"{100 * stats.successes / stats.dialed:.1f}%" if stats.dialed else "-"
     head = "Interrupted" if interrupted else "Summary"
+    remaining = dial_plan.to_dial - stats.dialed
     state = "continued" if session.continued else "new"
     lines = [
         f"{head}: session {session.session_id} ({state}), {dial_plan.description}: "
@@ -1204,8 +1224,9 @@ def summary_lines(stats: DialStats, dial_plan: DialPlan, session: SessionInfo, t
         "  by status: " + (", ".join(f"{status} {count}" for status, count
                                      in stats.by_status.most_common()) or "none"),
         f"  never dialed: {dial_plan.emergency} N11/emergency, {dial_plan.excluded_count} "
-        f"excluded, {dial_plan.already_dialed} already dialed; "
-        f"remaining {dial_plan.to_dial - stats.dialed}",
+        f"excluded, {dial_plan.already_dialed} already dialed; remaining {remaining}"
+        + (f" (about {format_duration(remaining * 3600 / stats.per_hour())} more at this rate)"
+           if remaining and stats.per_hour() else ""),
     ]
     if storage.path is not None:
         lines.append(f"  results: {storage.path} ({storage.kind})")
@@ -1222,7 +1243,7 @@ def summary_lines(stats: DialStats, dial_plan: DialPlan, session: SessionInfo, t
 class LineView:
     """--no-interactive: one line per dial, flushed at least every LINE_FLUSH_SECONDS."""
 
-    def __init__(self, stream=None):
+    def __init__(self, stream: TextIO | None = None):
         self.stream = stream or sys.stdout
         self._flushed = time.monotonic()
 
@@ -1302,6 +1323,11 @@ class LiveView:
         self.live.stop()
 
 
+Backend = SimulationBackend | ModemBackend
+Storage = CsvStorage | SqliteStorage | DryRunStorage
+View = LineView | LiveView
+
+
 # ----------------------------------------------------------------------------- the dial command
 
 @dataclass
@@ -1315,7 +1341,7 @@ class DialOptions:
     window_text: str
 
 
-def wait_for_window(options: DialOptions, view) -> None:
+def wait_for_window(options: DialOptions, view: View) -> None:
     """Sleep until the dialing window is open (re-checking every minute)."""
     while (wait := seconds_until_window(datetime.now(), options.window)) > 0:
         opens = (datetime.now() + timedelta(seconds=wait)).strftime("%H:%M")
@@ -1324,8 +1350,9 @@ def wait_for_window(options: DialOptions, view) -> None:
         time.sleep(min(wait, 60.0))
 
 
-def run_dials(dial_plan: DialPlan, numbers: Iterable[int], backend, storage, view, stats,
-              session: SessionInfo, options: DialOptions) -> None:
+def run_dials(dial_plan: DialPlan, numbers: Iterable[int], backend: Backend, storage: Storage,
+              view: View, stats: DialStats, session: SessionInfo,
+              options: DialOptions) -> None:
     """The dial loop: one stored row per number, paced and windowed."""
     plan, session_id = dial_plan.plan, session.session_id
     first = True
@@ -1349,7 +1376,7 @@ def run_dials(dial_plan: DialPlan, numbers: Iterable[int], backend, storage, vie
         _record(storage, view, stats, session_id, phone, outcome)
 
 
-def _record(storage, view, stats: DialStats, session_id: str, phone: str,
+def _record(storage: Storage, view: View, stats: DialStats, session_id: str, phone: str,
             outcome: Outcome) -> None:
     """Store, count and show one call."""
     row = (session_id, phone, outcome.status, migrate_db.utcnow(), outcome.success,
@@ -1369,7 +1396,8 @@ def confirm(question: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def build_dial_plan(args, plan: NumberPlan, resume: ResumeSource | None) -> tuple[DialPlan, str]:
+def build_dial_plan(args: argparse.Namespace, plan: NumberPlan,
+                    resume: ResumeSource | None) -> tuple[DialPlan, str]:
     """The pattern or list to dial, with counts; (plan, where the pattern came from)."""
     origin = "command line"
     if args.numbers:
@@ -1406,7 +1434,7 @@ def build_dial_plan(args, plan: NumberPlan, resume: ResumeSource | None) -> tupl
     return dial_plan, origin
 
 
-def make_storage(args):
+def make_storage(args: argparse.Namespace) -> Storage:
     """The output storage the arguments ask for (defaults from --resume)."""
     kind, output = args.storage, args.output
     if args.resume is not None and kind is None:
@@ -1421,7 +1449,8 @@ def make_storage(args):
     return CsvStorage(path) if kind == "csv" else SqliteStorage(path)
 
 
-def choose_session(args, storage, resume: ResumeSource | None) -> tuple[str, bool]:
+def choose_session(args: argparse.Namespace, storage: Storage,
+                   resume: ResumeSource | None) -> tuple[str, bool]:
     """(session_id, continued) following --session-id / --continue-session / --new-session."""
     if args.session_id is not None:
         if not SESSION_ID_RE.fullmatch(args.session_id):
@@ -1448,14 +1477,14 @@ def choose_session(args, storage, resume: ResumeSource | None) -> tuple[str, boo
             return session_id, False
 
 
-def make_backend(args, rng: random.Random):
+def make_backend(args: argparse.Namespace, rng: random.Random) -> Backend:
     """The backend the arguments ask for."""
     if args.backend == "modem":
         return ModemBackend(args.modem_port, args.modem_baudrate, args.timeout, args.modem_guard)
     return SimulationBackend(rng, args.sim_call_seconds)
 
 
-def validate_dial_args(args) -> None:
+def validate_dial_args(args: argparse.Namespace) -> None:
     """Checks argparse cannot express; raises UsageError."""
     for name in ("delay", "timeout", "sim_call_seconds", "modem_guard"):
         value = getattr(args, name)
@@ -1491,7 +1520,7 @@ def validate_dial_args(args) -> None:
                          "/dev/ttyUSB0, or socket://host:port, rfc2217://host:port)")
 
 
-def run_dial(args) -> int:
+def run_dial(args: argparse.Namespace) -> int:
     """The `dial` command."""
     validate_dial_args(args)
     plan = NumberPlan(COUNTRY_PLANS[args.country_code], args.dial_prefix)
@@ -1510,35 +1539,41 @@ def run_dial(args) -> int:
     print(f"{dial_plan.description}: {target} numbers to dial ({dial_plan.in_range} in range; "
           f"never dialed: {dial_plan.emergency} N11/emergency, {dial_plan.excluded_count} "
           f"excluded, {dial_plan.already_dialed} already dialed)")
-    if not args.yes:
-        if resume is not None and not confirm(f"Dial the remaining {target}?"):
-            print("Nothing dialed.")
-            return EXIT_OK
-        if args.backend == "modem" and not confirm(
-                f"Dial {target} numbers on a real line through {args.modem_port}? Only lines "
-                f"you own or are authorised to test."):
-            print("Nothing dialed.")
-            return EXIT_OK
-    seed = args.seed if args.seed is not None else secrets.randbits(64)
-    rng = random.Random(seed)
-    numbers = dial_plan.iterate(args.random, rng)
-    delay = args.delay if args.delay is not None else \
-        (DEFAULT_MODEM_DELAY if args.backend == "modem" else 0.0)
-    options = DialOptions(args.limit, delay, args.retries, window, args.window or "")
-    backend = make_backend(args, rng)
-    backend.open()
+    storage = make_storage(args)
     try:
-        storage = make_storage(args)
-        session_id, continued = choose_session(args, storage, resume)
-        session = SessionInfo(session_id, continued, backend.name, storage.kind,
-                              stored_pattern(args, dial_plan), args.country_code, args.random)
-        return dial_session(dial_plan, numbers, backend, storage, session, options, target,
-                            interactive=not args.no_interactive and sys.stdout.isatty())
+        session = SessionInfo(*choose_session(args, storage, resume), args.backend,
+                              storage.kind, stored_pattern(args, dial_plan), args.country_code,
+                              args.random)
+        if not args.yes and not confirmed(args, resume, target):
+            print("Nothing dialed.")
+            return EXIT_OK
+        seed = args.seed if args.seed is not None else secrets.randbits(64)
+        rng = random.Random(seed)
+        numbers = dial_plan.iterate(args.random, rng)
+        delay = args.delay if args.delay is not None else \
+            (DEFAULT_MODEM_DELAY if args.backend == "modem" else 0.0)
+        options = DialOptions(args.limit, delay, args.retries, window, args.window or "")
+        backend = make_backend(args, rng)
+        try:
+            backend.open()
+            return dial_session(dial_plan, numbers, backend, storage, session, options, target,
+                                interactive=not args.no_interactive and sys.stdout.isatty())
+        finally:
+            backend.close()
     finally:
-        backend.close()
+        storage.close()
 
 
-def stored_pattern(args, dial_plan: DialPlan) -> str:
+def confirmed(args: argparse.Namespace, resume: ResumeSource | None, target: int) -> bool:
+    """The y/N questions: before resuming, and before dialing a real line."""
+    if resume is not None and not confirm(f"Dial the remaining {target}?"):
+        return False
+    return args.backend != "modem" or confirm(
+        f"Dial {target} numbers on a real line through {args.modem_port}? Only lines you own "
+        f"or are authorised to test.")
+
+
+def stored_pattern(args: argparse.Namespace, dial_plan: DialPlan) -> str:
     """The sessions.phone_pattern of a new session: as typed, inferred, or '-' for a list."""
     if dial_plan.prefix is None:
         return "-"
@@ -1547,8 +1582,8 @@ def stored_pattern(args, dial_plan: DialPlan) -> str:
     return dial_plan.plan.format_pattern(dial_plan.prefix)
 
 
-def dial_session(dial_plan: DialPlan, numbers: Iterable[int], backend, storage,
-                 session: SessionInfo, options: DialOptions, target: int,
+def dial_session(dial_plan: DialPlan, numbers: Iterable[int], backend: Backend,
+                 storage: Storage, session: SessionInfo, options: DialOptions, target: int,
                  interactive: bool) -> int:
     """Begin the session, dial, and always flush, close and summarise."""
     print(f"Session {session.session_id} ({'continued' if session.continued else 'new'}), "
@@ -1637,7 +1672,7 @@ def session_duration(conn: sqlite3.Connection, session_id: str, start: str | Non
     return max(0.0, (ended - began).total_seconds())
 
 
-def run_sessions(args) -> int:
+def run_sessions(args: argparse.Namespace) -> int:
     """The `sessions` command: one row per session with its statistics."""
     conn = open_results(args.db)
     rows = conn.execute(
@@ -1665,7 +1700,7 @@ def run_sessions(args) -> int:
     return EXIT_OK
 
 
-def run_report(args) -> int:
+def run_report(args: argparse.Namespace) -> int:
     """The `report` command: counts by status, success rate, dials per hour, duration."""
     conn = open_results(args.db)
     if args.session_id is not None:
@@ -1712,6 +1747,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
 
     dial = commands.add_parser(
         "dial", help="dial a pattern's range or a list of numbers",
+        usage="%(prog)s PATTERN [options]   (--help lists them)",
         description="Dial every number that begins with PATTERN (e.g. 555-234-56 -> "
                     "555-234-5600 ... 555-234-5699) or the numbers of --numbers FILE.",
         epilog="Examples: dial 555-234-56 --storage sqlite -o calls.db; "
@@ -1743,7 +1779,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     backend.add_argument("-b", "--backend", choices=("simulation", "modem"),
                          default="simulation", help="default: %(default)s")
     backend.add_argument("--timeout", type=float, default=DEFAULT_CALL_TIMEOUT,
-                         metavar="SECONDS", help="per-call timeout (default: %(default)s)")
+                         metavar="SECONDS",
+                         help="per-call timeout of the modem (default: %(default)s)")
     backend.add_argument("--retries", type=int, default=0, metavar="N",
                          help="dial again on BUSY / NO DIALTONE up to N times (default: 0)")
     backend.add_argument("--sim-call-seconds", type=float, default=0.0, metavar="SECONDS",

@@ -46,6 +46,7 @@ class HayesEmulator:
         self._thread: threading.Thread | None = None
         self._read = self._write = None
         self._cleanup: list = []
+        self._leftover = b""
 
     # -- transports
     def serve_pty(self) -> str:
@@ -130,6 +131,7 @@ class HayesEmulator:
                     self._write(line + b"\r")
                 if not self._command(command.upper()):
                     return
+                buffer, self._leftover = buffer + self._leftover, b""
 
     def _command(self, command: str) -> bool:
         """Answer one command line; False when the connection went away."""
@@ -178,6 +180,7 @@ class HayesEmulator:
             if data is None:
                 return False
             if data:
+                self._leftover = data[1:]   # the first character aborted the dial
                 self._say("NO CARRIER")
                 return True
         return False

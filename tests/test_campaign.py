@@ -4,6 +4,7 @@ errors, network drops and random_id, legacy databases. Hours of schedule run in 
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -85,7 +86,7 @@ async def run_workers(setup: Setup, run_id: str, config: Config, clock: FakeCloc
         try:
             async with telegram_session.open_client(
                     account, raise_last_call_error=True, request_retries=0) as client:
-                sender = campaign.TelegramSender(client, account, clock)
+                sender = campaign.TelegramSender(client, account, clock, stop)
 
                 async def send(chat: str, text: str, random_id: int) -> int | None:
                     nonlocal sent
@@ -236,6 +237,27 @@ async def test_peer_flood_stops_the_account_and_others_take_its_chats(tmp_path: 
     assert failed == [("PeerFloodError",)]
     plan = "\n".join(campaign.plan_lines(setup.conn, config, None, setup.profiles, clock.now()))
     assert "left out, limited by PeerFlood: s1" in plan
+
+
+async def test_flood_wait_pauses_one_account_and_skips_nothing(tmp_path: Path) -> None:
+    setup = make_campaign(tmp_path, ("s1", "s2"), chats=6)
+    setup.world.inject_fault("FLOOD_WAIT", seconds=600, account="s1",
+                             request="SendMessageRequest", after=1, times=1)
+    config = Config(max_messages_per_hour=100, max_cycles=2, cycle_delay_minutes=5)
+    clock = FakeClock()
+    run = campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
+    await run_workers(setup, run.run_id, config, clock)
+    for chat in setup.chats:
+        assert setup.messages(chat) == list(TEXTS)
+    assert setup.conn.execute("SELECT COUNT(*) FROM task_attempts WHERE status != 'success'"
+                              ).fetchone() == (0,)
+    s1_times = [when for name, _, when in setup.attempts(run.run_id) if name == "s1"]
+    assert len(s1_times) >= 2 and s1_times[1] - s1_times[0] >= timedelta(seconds=600)
+    wait = telegram_session.current_wait(telegram_session.load_account(
+        setup.profiles[0].folder))
+    assert wait is not None and wait[0] == "flood_wait"  # every process and status see it
+    status = "\n".join(campaign.status_lines(setup.conn, config, datetime.now(UTC)))
+    assert re.search(r"s1: .*flood wait, \d+ min left", status)
 
 
 async def test_chats_that_refuse_are_blocked_after_max_attempts(tmp_path: Path) -> None:

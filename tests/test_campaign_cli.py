@@ -11,9 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+from test_campaign import Setup, make_campaign, make_legacy_db
+
+import campaign
 import migrate_db
 import telegram_sim
-from test_campaign import Setup, make_campaign, make_legacy_db
 
 SCRIPT = Path(__file__).resolve().parent.parent / "campaign.py"
 FAST = {"max_messages_per_hour": 1000, "max_cycles": 2, "cycle_delay_minutes": 0}
@@ -31,6 +33,15 @@ def cli(setup: Setup, *args: str, timeout: float = 60) -> subprocess.CompletedPr
         [sys.executable, str(SCRIPT), "--db", str(setup.db_path), "--config",
          str(setup.tmp / "config.yaml"), *args],
         capture_output=True, text=True, timeout=timeout, cwd=setup.tmp)
+
+
+def run_main(setup: Setup, capsys, *args: str) -> tuple[int, str, str]:
+    """A command run in this process (no Telegram needed): exit code, stdout, stderr."""
+    capsys.readouterr()
+    code = campaign.main(["--db", str(setup.db_path), "--config",
+                          str(setup.tmp / "config.yaml"), *args])
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def start_in_background(setup: Setup, *args: str) -> subprocess.Popen:
@@ -53,7 +64,7 @@ def successes(setup: Setup) -> int:
                               ).fetchone()[0]
 
 
-def test_start_sends_every_cycle_from_two_account_processes(tmp_path: Path) -> None:
+def test_start_sends_every_cycle_from_two_account_processes(tmp_path: Path, capsys) -> None:
     setup = make_campaign(tmp_path, ("s1", "s2"), chats=6)
     write_config(setup)
     result = cli(setup, "start")
@@ -69,121 +80,53 @@ def test_start_sends_every_cycle_from_two_account_processes(tmp_path: Path) -> N
     rows = setup.conn.execute("SELECT * FROM task_attempts WHERE run_id = ?",
                               (run_id,)).fetchall()
     assert len(rows) == 12
-    status = cli(setup, "status")
-    assert status.returncode == 0
-    assert "12/12 sent" in status.stdout and "blocked chats: 0" in status.stdout
-    runs = cli(setup, "runs")
-    assert run_id in runs.stdout and "finished" in runs.stdout
-    # a new start gives every chat max_cycles again
-    again = cli(setup, "start", "--profiles", "s2")
-    assert again.returncode == 0, again.stderr
-    for chat in setup.chats:
-        assert len(setup.messages(chat)) == 4
+    code, out, _ = run_main(setup, capsys, "status")
+    assert code == 0 and "12/12 sent" in out and "blocked chats: 0" in out
+    assert re.search(r"  s1: \d+/1000 in the last hour; next free slot now; this run: done", out)
+    code, out, _ = run_main(setup, capsys, "runs")
+    assert run_id in out and "finished" in out and "12/12 sent" in out
 
 
-def test_dry_run_and_plan_send_nothing(tmp_path: Path) -> None:
+def test_dry_run_and_plan_send_nothing(tmp_path: Path, capsys) -> None:
     setup = make_campaign(tmp_path, ("s1",), chats=3)
     write_config(setup, max_messages_per_hour=30, cycle_delay_minutes=20)
     for args in (("start", "--dry-run"), ("plan",)):
-        result = cli(setup, *args)
-        assert result.returncode == 0, result.stderr
-        assert "sends: 6 = 0 carried over from the last run + 3 chats x 2 cycle(s)" \
-            in result.stdout
-        assert "@chat002: 2; first text: 'First text'" in result.stdout
-        assert "should end in about 22 min" in result.stdout  # 20 min + half the randomness
+        code, out, err = run_main(setup, capsys, *args)
+        assert code == 0, err
+        assert "sends: 6 = 0 carried over from the last run + 3 chats x 2 cycle(s)" in out
+        assert "@chat002: 2; first text: 'First text'" in out
+        assert "should end in about 22 min" in out  # 20 min + half the randomness
     assert setup.conn.execute("SELECT COUNT(*) FROM campaign_runs").fetchone() == (0,)
     assert all(setup.messages(chat) == [] for chat in setup.chats)
 
 
-def test_plan_estimate_matches_the_spec_example(tmp_path: Path) -> None:
+def test_plan_estimate_matches_the_spec_example(tmp_path: Path, capsys) -> None:
     setup = make_campaign(tmp_path, ("s1",), chats=0)
     now = "2026-01-01T00:00:00+00:00"
     with migrate_db.transaction(setup.conn):
         setup.conn.executemany("INSERT INTO tasks (chat_username, next_available_at, created_at) "
                                "VALUES (?, '', ?)", [(f"@chat{i:03d}", now) for i in range(100)])
     write_config(setup, max_messages_per_hour=30, cycle_delay_minutes=20)
-    result = cli(setup, "plan")
-    assert "sends: 200 = 0 carried over" in result.stdout
-    assert "should end in about 6 h 40 min" in result.stdout
-    assert "... and 50 more chats" in result.stdout
+    code, out, _ = run_main(setup, capsys, "plan")
+    assert code == 0 and "sends: 200 = 0 carried over" in out
+    assert "should end in about 6 h 40 min" in out
+    assert "... and 50 more chats" in out
 
 
-def test_worker_killed_mid_send_is_restarted_and_sends_nothing_twice(tmp_path: Path) -> None:
-    setup = make_campaign(tmp_path, ("s1",), chats=4)
-    write_config(setup)
-    # the 4th send reaches Telegram, then the connection drops before the answer: the worker
-    # is backing off with the attempt 'sending' when it is killed
-    setup.world.inject_fault("DISCONNECT", account="s1", request="SendMessageRequest",
-                             after=3, times=1, executed=True)
-    world = telegram_sim.World.open(setup.world.path)
-    start = start_in_background(setup)
-
-    def dropped() -> bool:
-        return world.faults()[0]["fired"] == 1 and setup.conn.execute(
-            "SELECT 1 FROM task_attempts WHERE status = 'sending'").fetchone() is not None
-    wait_for(dropped)
-    pid = setup.conn.execute("SELECT pid FROM campaign_run_profiles").fetchone()[0]
-    os.kill(pid, signal.SIGKILL)
-    out, err = start.communicate(timeout=60)
-    assert start.returncode == 0, err
-    assert "s1: worker ended with code -9; restarting" in err
-    assert "finished" in out
-    for chat in setup.chats:  # 8 cycles, each delivered exactly once
-        assert setup.messages(chat) == ["First text", "Second text"]
-    rows = setup.conn.execute("SELECT status, COUNT(*), COUNT(DISTINCT random_id) FROM "
-                              "task_attempts GROUP BY status").fetchall()
-    assert rows == [("success", 8, 8)]
-    new_pid = setup.conn.execute("SELECT pid FROM campaign_run_profiles").fetchone()[0]
-    assert new_pid != pid
-
-
-def test_stop_ends_the_run_cleanly_and_what_is_left_carries_over(tmp_path: Path) -> None:
-    setup = make_campaign(tmp_path, ("s1",), chats=5)
-    write_config(setup, max_messages_per_hour=2, max_cycles=1)
-    start = start_in_background(setup)
-    wait_for(lambda: successes(setup) == 2)
-    stop = cli(setup, "stop", "--wait", "30")
-    assert stop.returncode == 0, stop.stderr
-    assert "stopped" in stop.stdout
-    out, err = start.communicate(timeout=30)
-    assert start.returncode == 0, err
-    assert re.search(r"run \S+ stopped", out) and "  s1: 2 sent, 0 failed, stopped" in out
-    assert successes(setup) == 2
-    plan = cli(setup, "plan")
-    assert "sends: 8 = 3 carried over from the last run + 5 chats x 1" in plan.stdout
-    assert cli(setup, "stop").stdout.strip() == "no run is running"
-
-
-def test_ctrl_c_exits_130_with_a_summary(tmp_path: Path) -> None:
-    setup = make_campaign(tmp_path, ("s1", "s2"), chats=4)
-    write_config(setup, max_messages_per_hour=1, max_cycles=1)
-    start = start_in_background(setup)
-    wait_for(lambda: successes(setup) == 2)
-    os.killpg(start.pid, signal.SIGINT)  # the terminal sends it to the whole group
-    out, err = start.communicate(timeout=30)
-    assert start.returncode == 130, err
-    assert "Traceback" not in err
-    assert "  s1: 1 sent, 0 failed, stopped" in out and "  s2: 1 sent, 0 failed, stopped" in out
-    state = setup.conn.execute("SELECT status FROM campaign_runs").fetchone()
-    assert state == ("stopped",)
-    assert setup.conn.execute("SELECT COUNT(*) FROM tasks WHERE status = 'in_progress'"
-                              ).fetchone() == (0,)
-
-
-def test_second_start_while_running_is_refused(tmp_path: Path) -> None:
+def test_second_start_while_running_is_refused(tmp_path: Path, capsys) -> None:
     setup = make_campaign(tmp_path, ("s1",), chats=3)
     write_config(setup, max_messages_per_hour=1, max_cycles=1)
     start = start_in_background(setup)
     wait_for(lambda: successes(setup) == 1)
-    second = cli(setup, "start")
-    assert second.returncode == 1
-    assert second.stderr.startswith("error: run ") and "is still running" in second.stderr
-    assert len(second.stderr.strip().splitlines()) == 1
+    code, _, err = run_main(setup, capsys, "start")
+    assert code == 1
+    assert err.startswith("error: run ") and "is still running" in err
+    assert len(err.strip().splitlines()) == 1
     os.killpg(start.pid, signal.SIGINT)
     start.communicate(timeout=30)
 
 
-def test_start_on_a_migrated_earlier_system_database(tmp_path: Path) -> None:
+def test_start_on_a_migrated_earlier_system_database(tmp_path: Path, capsys) -> None:
     setup = make_campaign(tmp_path, ("s1",), chats=0)
     setup.conn.close()
     setup.db_path.unlink()
@@ -192,9 +135,9 @@ def test_start_on_a_migrated_earlier_system_database(tmp_path: Path) -> None:
         setup.world.create_channel(chat, username=chat[1:], kind="megagroup", members=["s1"])
     make_legacy_db(setup.db_path, ["s1"], chats)
     write_config(setup)
-    assert cli(setup, "add-profile", str(tmp_path / "sessions" / "s1")).returncode == 0
+    assert run_main(setup, capsys, "add-profile", str(tmp_path / "sessions" / "s1"))[0] == 0
     (tmp_path / "texts.json").write_text('["Hello from the new system"]', encoding="utf-8")
-    assert cli(setup, "import-messages", "texts.json").returncode == 0
+    assert run_main(setup, capsys, "import-messages", str(tmp_path / "texts.json"))[0] == 0
     result = cli(setup, "start")
     assert result.returncode == 0, result.stderr
     assert "3 chats, 6 sends owed (0 carried over" in result.stdout
@@ -205,5 +148,5 @@ def test_start_on_a_migrated_earlier_system_database(tmp_path: Path) -> None:
     conn = migrate_db.connect(setup.db_path)
     assert conn.execute("SELECT COUNT(*) FROM task_attempts WHERE run_id IS NULL"
                         ).fetchone() == (3,)
-    status = cli(setup, "status").stdout
-    assert "@old003 (default): ChatWriteForbidden" in status
+    code, out, _ = run_main(setup, capsys, "status")
+    assert code == 0 and "@old003 (default): ChatWriteForbidden" in out

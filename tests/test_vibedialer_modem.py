@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import csv
 import io
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,7 @@ from hayes_emulator import HayesEmulator
 
 import vibedialer
 
+SCRIPT = Path(vibedialer.__file__).resolve()
 FAST = ("--timeout", "0.4", "--modem-guard", "0.02", "--delay", "0", "--yes",
         "--no-interactive")
 
@@ -168,3 +173,27 @@ def test_a_port_that_cannot_be_opened_is_a_usage_error(tmp_path, capsys):
                     str(tmp_path / "no-such-tty"), *FAST)
     err = capsys.readouterr().err
     assert code == 2 and "cannot open it" in err and "Traceback" not in err
+
+
+def test_ctrl_c_during_a_call_hangs_up_and_exits_130(tmp_path):
+    emulator = HayesEmulator({"5552345601": [["SILENCE"]]}, default=["BUSY"])
+    port = emulator.serve_pty()
+    out = tmp_path / "r.csv"
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, str(SCRIPT), "dial", "555-234-56", "--backend", "modem",
+             "--modem-port", port, "-o", str(out), "--timeout", "30", "--modem-guard", "0.02",
+             "--delay", "0", "--yes", "--no-interactive"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        while "ATDT5552345601" not in emulator.received and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=20)
+    finally:
+        emulator.stop()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "1 of 100 dialed" in stdout
+    assert emulator.received[-1] == "ATH0"
+    assert [row["phone_number"] for row in read_rows(out)] == ["555-234-5600"]

@@ -1,0 +1,113 @@
+"""Four accounts clone 2,000 messages into one target while workers are killed with SIGKILL."""
+from __future__ import annotations
+
+import random
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from telethon import types
+
+from telegram_sim import World
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from clone_requests import build_history  # noqa: E402
+
+SHARED = ROOT / "clone_streaming_shared.py"
+ACCOUNTS = [f"session{n}" for n in range(1, 5)]
+MESSAGES = 2000
+TOPICS = 5
+KILL_EVERY = (1.5, 3.0)          # seconds between kills, drawn at random
+MAX_KILLS = 8
+RUN_LIMIT = 240                  # seconds for the whole run, kills included
+
+
+def start(folder: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(SHARED), "--once"], cwd=folder,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def topic_of(message) -> int:
+    header = message.reply_to
+    if header is not None and header.forum_topic:
+        return header.reply_to_top_id or header.reply_to_msg_id
+    return 1
+
+
+def reply_of(message) -> int | None:
+    header = message.reply_to
+    if header is None or (header.forum_topic and header.reply_to_top_id is None):
+        return None
+    return header.reply_to_msg_id
+
+
+def test_every_message_exactly_once_despite_sigkill(tmp_path: Path) -> None:
+    world = World.create(tmp_path / "world.db")
+    for name in ACCOUNTS:
+        world.add_account(name)
+    source = world.create_channel("Source", username="kill_source", kind="forum",
+                                  owner="session1", members=ACCOUNTS[1:])
+    world.create_channel("Target", username="kill_target", kind="forum", owner="session1",
+                         admins=ACCOUNTS[1:])
+    topics = [world.create_topic(source, f"Topic {n}", by="session1") for n in range(TOPICS)]
+    build_history(world, source, MESSAGES, topics=topics, album_share=0.1, media_share=0.2,
+                  reply_share=0.1, seed=7)
+    folders = {name: world.make_session_folder(
+        tmp_path / "sessions" / name, name, extra_env={
+            "SOURCE_CHAT": "@kill_source", "TARGET_CHAT": "@kill_target",
+            "COPY_MODE": "copy", "CLAIM_TIMEOUT": "2"}) for name in ACCOUNTS}
+
+    workers = {name: start(folder) for name, folder in folders.items()}
+    rng = random.Random(11)
+    kills, began = 0, time.monotonic()
+    while kills < MAX_KILLS and time.monotonic() - began < RUN_LIMIT:
+        time.sleep(rng.uniform(*KILL_EVERY))
+        running = [name for name, process in workers.items() if process.poll() is None]
+        if not running:
+            break
+        victim = rng.choice(running)
+        workers[victim].kill()                    # SIGKILL: no cleanup of any kind
+        workers[victim].wait()
+        kills += 1
+        workers[victim] = start(folders[victim])
+    for name, process in workers.items():
+        _, err = process.communicate(timeout=max(RUN_LIMIT - (time.monotonic() - began), 30))
+        assert process.returncode == 0, (name, err[-2000:])
+    assert kills >= 3
+
+    sources = [m for m in world.messages(source) if isinstance(m, types.Message)]
+    targets = {m.id: m for m in world.messages("@kill_target") if isinstance(m, types.Message)}
+    assert len(sources) == MESSAGES
+    conn = sqlite3.connect(tmp_path / "sessions" / "shared" / "checkpoint.db")
+    rows = dict(conn.execute("SELECT msg_id, target_msg_id FROM messages "
+                             "WHERE status = 'done'"))
+    by_account = dict(conn.execute("SELECT session, COUNT(*) FROM messages "
+                                   "WHERE status = 'done' GROUP BY session"))
+    conn.close()
+    clone = {s.id: targets[rows[s.id]] for s in sources}
+    assert len(targets) == MESSAGES                               # nothing twice
+    assert sorted(t.id for t in clone.values()) == sorted(targets)  # nothing lost
+    assert len(by_account) == len(ACCOUNTS)                       # the work was shared
+    for s in sources:
+        t = clone[s.id]
+        assert (t.message, t.entities, type(t.media)) == (s.message, s.entities, type(s.media))
+        assert world.media_bytes(t) == world.media_bytes(s)
+    albums: dict[int, set[int]] = {}
+    for s in sources:
+        if s.grouped_id:
+            albums.setdefault(s.grouped_id, set()).add(clone[s.id].grouped_id)
+    assert albums and all(len(g) == 1 and None not in g for g in albums.values())
+    assert len({next(iter(g)) for g in albums.values()}) == len(albums)
+    replies = [s for s in sources if reply_of(s)]
+    assert replies
+    for s in replies:
+        assert reply_of(clone[s.id]) == clone[reply_of(s)].id
+    titles = {t["topic_id"]: t["title"] for t in world.topics(source)}
+    target_topics = {t["title"]: t["topic_id"] for t in world.topics("@kill_target")}
+    assert len(target_topics) == TOPICS + 1                       # each created once
+    for s in sources:
+        assert topic_of(clone[s.id]) == target_topics[titles[topic_of(s)]]
