@@ -665,7 +665,7 @@ def claim_open_attempt(conn: sqlite3.Connection, profile_id: int, now: datetime,
         row = conn.execute(
             "SELECT a.id, a.task_id, a.random_id, a.text_id, a.run_id, a.cycle_number, "
             "t.chat_username, COALESCE(c.text, '') FROM task_attempts a "
-            "JOIN tasks t ON t.id = a.task_id AND t.open_attempt_id = a.id "
+            "CROSS JOIN tasks t ON t.id = a.task_id AND t.open_attempt_id = a.id "
             "LEFT JOIN campaign_texts c ON c.id = a.text_id "
             "WHERE a.profile_id = ? AND a.status = 'sending' AND t.status = 'pending' "
             "ORDER BY a.id LIMIT 1", (profile_id,)).fetchone()
@@ -765,28 +765,28 @@ def release_dead_claims(conn: sqlite3.Connection, now: datetime) -> int:
     return len(dead)
 
 
-@dataclass
-class RunOutlook:
-    """What is left of a run: sends owed, when the next chat is due, chats held by others."""
-
-    remaining: int
-    next_due: datetime | None
-    in_progress: int
+def remaining_sends(conn: sqlite3.Connection, run_id: str) -> int:
+    """The sends the run still owes (blocked chats excluded)."""
+    return conn.execute(
+        "SELECT COALESCE(SUM(MAX(run_quota - run_sent, 0)), 0) FROM tasks "
+        "WHERE current_run_id = ? AND status != 'blocked'", (run_id,)).fetchone()[0]
 
 
-def run_outlook(conn: sqlite3.Connection, run_id: str) -> RunOutlook:
-    """The run's remaining sends (blocked chats excluded) and its next due chat."""
-    remaining, in_progress = conn.execute(
-        "SELECT COALESCE(SUM(MAX(run_quota - run_sent, 0)), 0), "
-        "COALESCE(SUM(status = 'in_progress'), 0) FROM tasks "
-        "WHERE current_run_id = ? AND status != 'blocked'", (run_id,)).fetchone()
+def next_due(conn: sqlite3.Connection, run_id: str) -> datetime | None:
+    """When the next chat the run owes a send becomes claimable (None: no such chat)."""
     due = conn.execute(
         "SELECT MIN(next_available_at) FROM tasks INDEXED BY idx_tasks_claim "
         "WHERE current_run_id = ? AND status = 'pending' AND open_attempt_id IS NULL "
         "AND run_sent < run_quota", (run_id,)).fetchone()[0]
     if due is None:
-        return RunOutlook(remaining, None, in_progress)
-    return RunOutlook(remaining, from_text(due) if due else ANY_TIME, in_progress)
+        return None
+    return from_text(due) if due else ANY_TIME
+
+
+def held_by_workers(conn: sqlite3.Connection, run_id: str) -> int:
+    """How many of the run's chats workers hold right now."""
+    return conn.execute("SELECT COUNT(*) FROM tasks WHERE status = 'in_progress' AND "
+                        "current_run_id = ?", (run_id,)).fetchone()[0]
 
 
 # ----------------------------------------------------------------------------- runs
@@ -899,8 +899,7 @@ def finish_run(conn: sqlite3.Connection, run_id: str, now: datetime,
                reason: str | None = None) -> str:
     """Close the run: 'finished' when nothing is owed, 'stopped' when asked to, else
     'interrupted' (what is owed carries over to the next start). Returns the status."""
-    outlook = run_outlook(conn, run_id)
-    if outlook.remaining == 0:
+    if remaining_sends(conn, run_id) == 0:
         status = "finished"
     elif stop_requested(conn, run_id):
         status = "stopped"
@@ -1076,21 +1075,22 @@ class Worker:
 
     def work_left(self) -> bool:
         """Whether the run still owes a send this worker could make, now or later."""
-        outlook = run_outlook(self.conn, self.run_id)
-        return outlook.next_due is not None or outlook.in_progress > 0 or bool(
-            self.conn.execute("SELECT 1 FROM task_attempts a JOIN tasks t ON "
-                              "t.open_attempt_id = a.id WHERE a.profile_id = ? AND "
-                              "a.status = 'sending' LIMIT 1", (self.profile.id,)).fetchone())
+        return next_due(self.conn, self.run_id) is not None or bool(
+            held_by_workers(self.conn, self.run_id)) or bool(
+            self.conn.execute("SELECT 1 FROM task_attempts a CROSS JOIN tasks t ON "
+                              "t.id = a.task_id AND t.open_attempt_id = a.id WHERE "
+                              "a.profile_id = ? AND a.status = 'sending' LIMIT 1",
+                              (self.profile.id,)).fetchone())
 
     async def wait_for_work(self) -> bool:
         """Nothing due now: sleep until the next chat is due (or others release theirs).
         False when the run owes nothing more that this worker could send."""
         release_dead_claims(self.conn, self.clock.now())
-        outlook = run_outlook(self.conn, self.run_id)
-        if outlook.next_due is not None:
-            await self.sleep_until(max(outlook.next_due, self.clock.now()))
+        due = next_due(self.conn, self.run_id)
+        if due is not None:
+            await self.sleep_until(max(due, self.clock.now()))
             return True
-        if outlook.in_progress:
+        if held_by_workers(self.conn, self.run_id):
             await self.sleep_until(self.clock.now() + timedelta(seconds=IDLE_POLL_SECONDS))
             return True
         return False
@@ -1259,6 +1259,7 @@ class Supervisor:
         self.restarts: dict[str, int] = dict.fromkeys((p.name for p in profiles), 0)
         self.restart_at: dict[str, float] = {}
         self.interrupted = False
+        self.signalled: int | None = None
         self.exit_codes: dict[str, int] = {}
 
     def spawn(self, profile: Profile) -> None:
@@ -1266,9 +1267,16 @@ class Supervisor:
         self.children[profile.name] = subprocess.Popen(
             worker_command(self.args, self.run_id, profile), stdin=subprocess.DEVNULL)
 
-    def signal_stop(self, signum: int, _frame: Any) -> None:
-        """Ctrl+C / SIGTERM: ask the workers to finish the send in flight and end."""
-        self.interrupted = self.interrupted or signum == signal.SIGINT
+    def on_signal(self, signum: int, _frame: Any) -> None:
+        """Ctrl+C / SIGTERM: noted here, acted on by the watch loop (no database work inside
+        a signal handler)."""
+        self.signalled = signum
+
+    def stop_workers(self) -> None:
+        """Ask the workers to finish the send in flight and end: the run's stop flag, and
+        SIGTERM to each (which wakes them from any wait)."""
+        self.interrupted = self.interrupted or self.signalled == signal.SIGINT
+        self.signalled = None
         request_stop(self.conn, self.run_id)
         for child in self.children.values():
             if child.poll() is None:
@@ -1277,13 +1285,15 @@ class Supervisor:
 
     def run(self) -> None:
         """Spawn, watch and restart workers until every one has ended."""
-        signal.signal(signal.SIGINT, self.signal_stop)
-        signal.signal(signal.SIGTERM, self.signal_stop)
+        signal.signal(signal.SIGINT, self.on_signal)
+        signal.signal(signal.SIGTERM, self.on_signal)
         for profile in self.profiles:
             self.spawn(profile)
         by_name = {p.name: p for p in self.profiles}
         while self.children or self.restart_at:
             time.sleep(0.2)
+            if self.signalled is not None:
+                self.stop_workers()
             for name, child in list(self.children.items()):
                 code = child.poll()
                 if code is None:
@@ -1396,9 +1406,13 @@ def status_lines(conn: sqlite3.Connection, config: Config, now: datetime) -> lis
     run = conn.execute("SELECT run_id, status, started_at, ended_at, quota_total, carry_total, "
                        "end_reason, group_id FROM campaign_runs "
                        "ORDER BY started_at DESC, rowid DESC LIMIT 1").fetchone()
-    worker_states = dict(conn.execute(
-        "SELECT profile_id, status || COALESCE(': ' || reason, '') FROM campaign_run_profiles "
-        "WHERE run_id = ?", (run[0] if run else "",)).fetchall())
+    worker_states = {}
+    for profile_id, state, reason, pid in conn.execute(
+            "SELECT profile_id, status, reason, pid FROM campaign_run_profiles WHERE run_id = ?",
+            (run[0] if run else "",)):
+        if state == "running" and not pid_alive(pid):
+            state = "not running (its worker process is gone)"
+        worker_states[profile_id] = state + (f": {reason}" if reason else "")
     profiles = list_profiles(conn)
     for profile in profiles:
         sent = len(window_sends(conn, profile.id, now))
@@ -1442,15 +1456,15 @@ def run_lines(conn: sqlite3.Connection, config: Config, run: tuple, accounts: in
                           "status = 'failed'", (run_id,)).fetchone()[0]
     carry_sent = conn.execute("SELECT COALESCE(SUM(MIN(run_sent, run_carry)), 0) FROM tasks "
                               "WHERE current_run_id = ?", (run_id,)).fetchone()[0]
-    outlook = run_outlook(conn, run_id)
+    remaining = remaining_sends(conn, run_id)
     lines = [f"run {run_id} ({group or 'all groups'}): {status}, started "
              f"{short_time(from_text(started))}"
              + (f", ended {short_time(from_text(ended))}" if ended else ""),
              f"  progress: {sent}/{quota} sent, {failed} failed attempts, "
-             f"{outlook.remaining} still owed",
+             f"{remaining} still owed",
              f"  carried over from the run before: {carry_sent}/{carry} sent"]
-    if status == "running" and outlook.remaining:
-        seconds = estimate_seconds(outlook.remaining, accounts, config.max_messages_per_hour,
+    if status == "running" and remaining:
+        seconds = estimate_seconds(remaining, accounts, config.max_messages_per_hour,
                                    1, config)
         lines.append(f"  ETA: about {format_duration(seconds)} "
                      f"(around {short_time(now + timedelta(seconds=seconds))})")
@@ -1463,18 +1477,22 @@ def runs_lines(conn: sqlite3.Connection) -> list[str]:
     """Every run, newest first: id, times, status, sends."""
     rows = conn.execute(
         "SELECT r.run_id, r.started_at, r.ended_at, r.status, r.group_id, r.quota_total, "
-        "r.carry_total, (SELECT COUNT(*) FROM task_attempts a WHERE a.run_id = r.run_id AND "
+        "r.carry_total, r.config_json, "
+        "(SELECT COUNT(*) FROM task_attempts a WHERE a.run_id = r.run_id AND "
         "a.status = 'success'), (SELECT COUNT(*) FROM task_attempts a WHERE "
         "a.run_id = r.run_id AND a.status = 'failed') FROM campaign_runs r "
         "ORDER BY r.started_at DESC, r.rowid DESC").fetchall()
     if not rows:
         return ["no runs yet (start one with: campaign.py start)"]
     lines = []
-    for run_id, started, ended, status, group, quota, carry, sent, failed in rows:
+    for run_id, started, ended, status, group, quota, carry, settings, sent, failed in rows:
         end = short_time(from_text(ended)) if ended else "-"
+        used = json.loads(settings) if settings else {}
+        limits = (f"; max_cycles {used['max_cycles']}, {used['max_messages_per_hour']}/h"
+                  if "max_cycles" in used else "")
         lines.append(f"{run_id}  {status:<11} {short_time(from_text(started))} -> {end}  "
                      f"group {group or 'all'}: {sent}/{quota or 0} sent "
-                     f"(carry-over {carry or 0}), {failed} failed")
+                     f"(carry-over {carry or 0}), {failed} failed{limits}")
     return lines
 
 
@@ -1770,11 +1788,9 @@ def build_parser() -> argparse.ArgumentParser:
     stop = commands.add_parser("stop", help="end the running run cleanly")
     stop.add_argument("--wait", type=float, default=STOP_WAIT_SECONDS,
                       help="seconds to wait for the workers to finish (default: %(default)s)")
-    worker = commands.add_parser("worker")
+    worker = commands.add_parser("worker")  # internal, started by `start`: no help, unlisted
     worker.add_argument("--run", required=True)
     worker.add_argument("--profile", required=True)
-    # the worker subcommand is internal: keep it out of the help listing
-    commands._choices_actions = [a for a in commands._choices_actions if a.dest != "worker"]
     return parser
 
 

@@ -55,6 +55,7 @@ FLOOD_SLEEP_THRESHOLD = 60             # shorter FloodWaits are slept inside Tel
 FOLLOW_POLL_SECONDS = 30.0             # a follow pass at least this often, events or not
 EVENT_SETTLE_SECONDS = 0.5             # lets an album's items all arrive before a pass
 WAIT_POLL_SECONDS = 0.2                # polling another account's claim (replies, order)
+REPLY_WAIT_SECONDS = 120.0             # longest wait for the message a copy replies to
 RECENT_TARGET_SCAN = 200               # target messages searched after RANDOM_ID_DUPLICATE
 SEND_ATTEMPTS = 5                      # Telegram-side internal errors before marking failed
 TERMINAL = ("done", "failed", "skipped")
@@ -728,7 +729,7 @@ class Cloner:
                 log.warning("released %d stale claims of stopped accounts", released)
 
     async def backfill(self) -> None:
-        """Clone every message after the checkpoint's resume point, then settle leftovers.
+        """Clone every message after the checkpoint's resume point, then the leftovers.
 
         A FloodWait while reading history is recorded and slept through, and reading starts
         again from the checkpoint (nothing already done is read twice).
@@ -742,9 +743,16 @@ class Cloner:
                 await telegram_session.wait_if_limited(self.account)
                 continue
             await self.flush()
-            open_rows = self.checkpoint.open_below(self.src, self.last_seen + 1)
-            await self.settle([msg_id for msg_id, _, _ in open_rows])
+            await self.take_leftovers()
             return
+
+    async def take_leftovers(self) -> None:
+        """Clone the messages read so far that nobody holds any more (given back, or left
+        by an account that stopped). Claims of live accounts are theirs to finish: waiting
+        for them would let one account's FloodWait stop the others."""
+        open_rows = self.checkpoint.open_below(self.src, self.last_seen + 1)
+        held = self.checkpoint.claim(self.src, [msg_id for msg_id, _, _ in open_rows])
+        await self.process_ids(held)
 
     async def read_history(self) -> None:
         """Read the source from the resume point in id order, cloning unit by unit."""
@@ -838,6 +846,8 @@ class Cloner:
                 await self.flush()
             self.batch.append(unit)
             self.batch_topic = topic
+            if self.config.ordered:     # a batch could pass another account's older message
+                await self.flush()
         else:
             await self.flush()
             await self.copy_unit(unit, topic, protected)
@@ -1054,9 +1064,7 @@ class Cloner:
 
     async def target_of(self, msg_id: int) -> int | None:
         """The target id of a cloned source message, waiting while another account sends it."""
-        # long enough for a stopped account's claim to be resumed or taken over
-        wait = self.config.claim_timeout * (ORPHAN_FACTOR + 1)
-        if not await self.settle([msg_id], timeout=wait):
+        if not await self.settle([msg_id], timeout=REPLY_WAIT_SECONDS):
             log.warning("source message %s is still in progress elsewhere; the copy that "
                         "replies to it is sent without the reply", msg_id)
         row = self.checkpoint.row(self.src, msg_id)
@@ -1121,8 +1129,9 @@ class Cloner:
         return self.topic_cache[topic]
 
     async def create_topic(self, title: str, random_id: int) -> int:
-        """Create a target topic (or adopt the one this account created before a crash)."""
-        adopted = await self.unmapped_own_topic(title)
+        """Create a target topic, or adopt an unmapped one with the same title (created
+        before a crash, by this account or one that stopped, or by the operator)."""
+        adopted = await self.unmapped_topic(title)
         if adopted is not None:
             return adopted
         try:
@@ -1130,17 +1139,17 @@ class Cloner:
                 peer=self.target, title=title, random_id=random_id),
                 "messages.CreateForumTopic")
         except errors.RandomIdDuplicateError:
-            adopted = await self.unmapped_own_topic(title)
+            adopted = await self.unmapped_topic(title)
             if adopted is None:
                 raise
             return adopted
         created = sent_message_ids(result).get(random_id)
         return created if created is not None else new_messages(result)[0].id
 
-    async def unmapped_own_topic(self, title: str) -> int | None:
+    async def unmapped_topic(self, title: str) -> int | None:
         mapped = self.checkpoint.mapped_topic_ids(self.dst)
         for topic_id, topic in sorted((await self.list_topics(self.target)).items()):
-            if topic.title == title and topic.my and topic_id not in mapped:
+            if topic.title == title and topic_id not in mapped | {GENERAL_TOPIC}:
                 return topic_id
         return None
 
@@ -1320,13 +1329,14 @@ def build_parser(profile: Profile) -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(folder: Path | None) -> None:
-    """Log lines to the console and, for a run, to clone.log in the account folder."""
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
-    if folder is not None:
-        handlers.append(logging.FileHandler(folder / LOG_FILE, encoding="utf-8"))
-    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
+def setup_logging(folder: Path) -> None:
+    """Log lines to the console and to clone.log in the account folder."""
+    console = logging.StreamHandler()
+    console.setLevel(logging.INFO)
+    logfile = logging.FileHandler(folder / LOG_FILE, encoding="utf-8")
+    logging.basicConfig(level=logging.INFO, handlers=[console, logfile], force=True,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log.setLevel(logging.DEBUG)             # a failure's traceback goes to clone.log only
     logging.getLogger("telethon").setLevel(logging.WARNING)
 
 
@@ -1358,7 +1368,8 @@ def main(argv: list[str] | None = None, profile: Profile = SINGLE) -> int:
               file=sys.stderr)
         return telegram_session.EXIT_FAILURE
     except (errors.RPCError, ConnectionError, sqlite3.OperationalError) as exc:
-        log.exception("DEBUG"); print(f"error: account {account.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        log.debug("details of the failure", exc_info=True)     # clone.log only
+        print(f"error: account {account.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return telegram_session.EXIT_FAILURE
     return telegram_session.EXIT_OK
 

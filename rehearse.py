@@ -24,6 +24,7 @@ from pathlib import Path
 
 from telethon import types
 
+import migrate_db
 from telegram_sim import World, build_demo
 
 SUITE_DIR = Path(__file__).resolve().parent
@@ -31,6 +32,7 @@ CLONER = SUITE_DIR / "clone_streaming_shared.py"
 ACCOUNTS = ("session1", "session2")
 EXTRA_POSTS = 150         # on top of the demo's messages, so the two accounts share work
 DEMO_ENV = {"SOURCE_CHAT": "@demo_source", "TARGET_CHAT": "@demo_target", "COPY_MODE": "copy"}
+SHARED_DATABASES = ("checkpoint.db", "accounts.db")
 RUN_TIMEOUT = 300          # seconds for the two cloners together
 EXIT_OK, EXIT_FAILURE, EXIT_INTERRUPTED = 0, 1, 130
 
@@ -47,6 +49,8 @@ def prepare(workdir: Path) -> tuple[World, Path]:
     for name in ACCOUNTS:
         with open(sessions / name / ".env", "a", encoding="utf-8") as env:
             env.writelines(f"{key}={value}\n" for key, value in DEMO_ENV.items())
+    for database in SHARED_DATABASES:     # created once here, not by two processes at once
+        migrate_db.connect(sessions / "shared" / database).close()
     return world, sessions
 
 

@@ -294,10 +294,13 @@ class LockHolder:
     since: str
 
     def describe(self) -> str:
-        """e.g. 'pid 4242 (clone_streaming.py) since 2026-11-21T22:00:00+00:00'."""
+        """e.g. 'pid 4242 (clone_streaming.py) since 2026-11-21 22:00:00 UTC'."""
         pid = f"pid {self.pid}" if self.pid is not None else "an unknown process"
-        return f"{pid} ({self.script}) since {self.since}" if self.since else \
-            f"{pid} ({self.script})"
+        try:
+            since = f" since {format_time(_parse_time(self.since))}"
+        except ValueError:
+            since = ""
+        return f"{pid} ({self.script}){since}"
 
 
 def _read_holder(handle) -> LockHolder:
@@ -323,7 +326,12 @@ class FolderLock:
 
     def acquire(self) -> None:
         """Take the lock or raise TelegramSessionError naming the holder's pid and script."""
-        handle = open(self.account.lock_path, "a+", encoding="utf-8")  # noqa: SIM115
+        try:
+            handle = open(self.account.lock_path, "a+", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise TelegramSessionError(
+                f"cannot create the lock file {display_path(self.account.lock_path)} "
+                f"({exc.strerror})", "make the account folder writable by this user") from None
         try:
             for attempt in range(LOCK_ATTEMPTS):
                 try:
@@ -574,19 +582,22 @@ def record_wait(account: Account, seconds: float, *, kind: str = "flood_wait",
         conn.execute(
             "INSERT INTO rate_limits (account, kind, request, seconds, started_at, until) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (account.name, kind, request, int(seconds),
-             started.isoformat(timespec="microseconds"), until.isoformat(timespec="microseconds")))
+            (account.name, kind, request, int(seconds), _stamp(started), _stamp(until)))
     log.warning("account %s: %s%s recorded, %s s, until %s", account.name, kind.replace("_", " "),
                 f" on {request}" if request else "", int(seconds), format_time(until))
     return until
 
 
+def _stamp(moment: datetime) -> str:
+    """How `until` is stored: fixed-width UTC ISO-8601, so text order is time order."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
 def _latest_wait(conn: sqlite3.Connection, name: str,
                  now: datetime) -> tuple[str, datetime] | None:
-    rows = conn.execute("SELECT kind, until FROM rate_limits WHERE account = ?", (name,))
-    running = [(kind, _parse_time(until)) for kind, until in rows]
-    running = [(kind, until) for kind, until in running if until > now]
-    return max(running, key=lambda item: item[1]) if running else None
+    row = conn.execute("SELECT kind, until FROM rate_limits WHERE account = ? AND until > ? "
+                       "ORDER BY until DESC LIMIT 1", (name, _stamp(now))).fetchone()
+    return (row[0], _parse_time(row[1])) if row else None
 
 
 def current_wait(account: Account, *, now: datetime | None = None) -> tuple[str, datetime] | None:
@@ -619,9 +630,10 @@ async def call_with_flood_wait(account: Account, make_call: Callable[[], Awaitab
     """Await `make_call()`, sleeping through recorded and new FloodWaits; returns its result.
 
     Before each call the account's recorded wait (from any process) is slept through. A
-    FloodWaitError is recorded, slept through and the call made again. A PeerFloodError is
-    recorded (kind peer_flood, PEER_FLOOD_PAUSE_SECONDS) and raised: the account must stop.
-    Other errors propagate.
+    FloodWaitError is recorded, slept through and the call made again (Telethon itself
+    refuses the same request type on this client until the wait has really passed). A
+    PeerFloodError is recorded (kind peer_flood, PEER_FLOOD_PAUSE_SECONDS) and raised: the
+    account must stop. Other errors propagate.
     """
     while True:
         await wait_if_limited(account, sleep=sleep)
@@ -770,7 +782,7 @@ async def open_client(folder_or_account: str | Path | Account, *,
         ensure_session_file(account)
         wait = current_wait(account)
         if wait is not None:
-            log.warning("account %s: %s (until %s); call wait_if_limited before working",
+            log.warning("account %s: %s (until %s); its Telegram work waits until then",
                         account.name, describe_wait(*wait), format_time(wait[1]))
         client = _new_client(account, flood_sleep_threshold, client_options)
         authorised = False
@@ -957,20 +969,32 @@ class CheckResult:
 ONLINE_CHECKS = ("authorised", "get_me", "clock skew")
 
 
-def _mode_check(account: Account, env_mode_before: int) -> CheckResult:
+def _mode_check(account: Account, env_mode_before: int | None) -> CheckResult:
+    """.env and .session readable by the owner only: loose modes are fixed and reported."""
+    env_path = account.folder / ENV_FILE
+    if env_mode_before is not None and env_mode_before & stat.S_IWOTH:
+        return CheckResult("file modes", FAIL,
+                           f".env is world-writable ({_mode_text(env_mode_before)})",
+                           f"check its contents, then run: chmod 600 {display_path(env_path)}",
+                           EXIT_USAGE)
     notes = []
-    for path, before in ((account.folder / ENV_FILE, env_mode_before),
-                         (account.session_path, None)):
+    for path, before in ((env_path, env_mode_before), (account.session_path, None)):
         if not path.exists():
             continue
-        if before is None:
-            before = path.stat().st_mode
-            make_private(path)
-        if stat.S_IMODE(before) & 0o077:
-            notes.append(f"{path.name} was {_mode_text(before)}, set to 0600")
-        else:
-            notes.append(f"{path.name} {_mode_text(before)}")
-    return CheckResult("file modes", PASS, ", ".join(notes))
+        before = before if before is not None else path.stat().st_mode
+        make_private(path)
+        changed = stat.S_IMODE(before) & 0o077
+        notes.append(f"{path.name} was {_mode_text(before)}, set to 0600" if changed
+                     else f"{path.name} {_mode_text(before)}")
+    return CheckResult("file modes", PASS, ", ".join(notes) or "no .env or .session yet")
+
+
+def _folder_only_account(folder: Path) -> Account:
+    """What can be known of an account whose .env is unusable: its files, by the folder name."""
+    folder = folder.expanduser().resolve()
+    return Account(name=folder.name, folder=folder, api_id=0, api_hash="", phone=None,
+                   session_path=folder / f"{folder.name}{SESSION_SUFFIX}", simulator=None,
+                   registry_db=_resolve(folder, DEFAULT_ACCOUNTS_DB), env={})
 
 
 def _integrity_check(account: Account) -> CheckResult:
@@ -1043,24 +1067,30 @@ async def _online_checks(account: Account) -> list[CheckResult]:
 
 
 async def check_account(folder: str | Path) -> list[CheckResult]:
-    """Every check of one account folder, in order; later checks are skipped after a blocker."""
-    env_path = Path(folder).expanduser().resolve() / ENV_FILE
-    try:
-        env_mode_before = env_path.stat().st_mode
-    except FileNotFoundError:
-        env_mode_before = 0
+    """Every check of one account folder, in order.
+
+    With an unusable .env the checks that need no .env still run (on the folder's name);
+    the online checks run only when nothing before them failed and no process holds the
+    account.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return [CheckResult.failed(".env complete", AccountConfigError(
+            f"{display_path(folder.resolve())} is not an account folder",
+            "create one: python telegram_session.py new NAME"))]
+    env_path = folder.expanduser().resolve() / ENV_FILE
+    env_mode_before = env_path.stat().st_mode if env_path.exists() else None
     try:
         account = load_account(folder)
     except AccountConfigError as exc:
-        return [CheckResult.failed(".env complete", exc)]
-    phone = "TG_PHONE set" if account.phone else "TG_PHONE not set (auth will ask)"
-    sim = f"; SIMULATED world {account.simulator}" if account.simulator else ""
-    results = [
-        CheckResult(".env complete", PASS,
-                    f"TG_API_ID, TG_API_HASH set; {phone}; session {account.name}{sim}"),
-        _mode_check(account, env_mode_before),
-        _integrity_check(account),
-    ]
+        account = _folder_only_account(folder)
+        results = [CheckResult.failed(".env complete", exc)]
+    else:
+        phone = "TG_PHONE set" if account.phone else "TG_PHONE not set (auth will ask)"
+        sim = f"; SIMULATED world {account.simulator}" if account.simulator else ""
+        results = [CheckResult(".env complete", PASS, f"TG_API_ID, TG_API_HASH set; {phone}; "
+                                                      f"session {account.name}{sim}")]
+    results += [_mode_check(account, env_mode_before), _integrity_check(account)]
     holder = lock_holder(account)
     results.append(CheckResult("lock holder", PASS, "free" if holder is None
                                else f"in use by {holder.describe()}"))
@@ -1073,9 +1103,9 @@ async def check_account(folder: str | Path) -> list[CheckResult]:
                     for name in ONLINE_CHECKS]
     else:
         results += await _online_checks(account)
-    ok = all(r.outcome != FAIL for r in results)
     first_failure = next((r for r in results if r.outcome == FAIL), None)
-    record_account_state(account, last_check_at=migrate_db.utcnow(), last_check_ok=int(ok),
+    record_account_state(account, last_check_at=migrate_db.utcnow(),
+                         last_check_ok=int(first_failure is None),
                          **({"last_error": f"{first_failure.name}: {first_failure.detail}"}
                             if first_failure else {}))
     return results
@@ -1115,11 +1145,11 @@ def status_row(folder: Path) -> dict[str, str]:
     try:
         account = load_account(folder)
     except AccountConfigError as exc:
-        row["user"] = f"config error: {exc.message}"
-        return row
+        account = _folder_only_account(folder)
+        row["user"] = f"bad .env: {exc.message.split(': ', 1)[-1]}"
     row["account"] = account.name
     info, wait = _read_registry(account)
-    if info.get("username") or info.get("user_id"):
+    if row["user"] == "-" and (info.get("username") or info.get("user_id")):
         row["user"] = f"@{info['username']}" if info.get("username") else f"id {info['user_id']}"
     if not account.session_path.exists():
         row["authorised"] = "no session"
@@ -1242,7 +1272,7 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"--sessions-dir {args.sessions_dir}: no such folder")
     if args.command == "auth":
         me = asyncio.run(authenticate(args.folder))
-        print(f"logged in as {_describe_user(me)}; {display_path(args.folder.resolve())} is "
+        print(f"authorised as {_describe_user(me)}; {display_path(args.folder.resolve())} is "
               "ready for the suite's scripts")
         return EXIT_OK
     if args.command == "check":
@@ -1289,6 +1319,10 @@ def main(argv: list[str] | None = None) -> int:
             print("error: the disk is full; free some space and run again", file=sys.stderr)
         else:
             print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except sqlite3.OperationalError as exc:
+        print(f"error: accounts database: {exc}; if it says locked, another process holds it "
+              "past the busy timeout: try again", file=sys.stderr)
         return EXIT_FAILURE
 
 

@@ -31,11 +31,18 @@ Python API (tests, rehearsals):
                      reply_to=None, topic=None)
     ids = world.post_album(chan, [b"png bytes", path], captions=["a", "b"], by="session1")
     world.messages(chan, viewer=None) -> list[types.Message | types.MessageService]
-    world.topics(chan) -> list[dict];  world.accounts() -> list[dict]; world.channels()
+    world.media_bytes(message) -> bytes;  world.topics(chan) -> list[dict]
+    world.accounts(); world.channels(); world.members(chan) -> {name: role}
+    world.read_max_id("session2", chan); world.set_noforwards(chan, True)
+    world.chat_id("@source" | "Title" | id | -100id) -> id; world.peer_id(chan) -> -100id
+        (give clients the -100... id or the @username: Telethon reads a bare positive int
+        as a user id; a numeric id resolves only once the session has seen the chat)
     world.inject_fault(error="FLOOD_WAIT", seconds=30, account=None, request=None,
                        after=0, times=None, rate_per_minute=None) -> fault id
     world.faults(); world.clear_faults(fault_id=None)
     world.counters(account=None) -> {"SendMessageRequest": 3, ...}; world.reset_counters()
+        (keyed by class name: messages.ReadHistory and channels.ReadHistory count together;
+        faults match by the same name)
     world.revoke_session("session1"); world.set_login_code("12345")
 
     client = TelegramClient(str(folder / "session1"), api_id, api_hash)
@@ -63,10 +70,36 @@ other RPC error name (with `code`), and DISCONNECT: the connection drops while t
 is in flight (with executed=True after it took effect). As with Telethon's own sender, a
 client with auto_reconnect reconnects after its retry_delay and sends the same request
 again (same random_id, so a send is not doubled); after connection_retries drops in a row
-the call fails with ConnectionError and the client is disconnected. `after=N` lets N
+the call fails with ConnectionError and the client is disconnected. LOSE_UPDATES swallows
+new-message updates on their way to the account's clients (as Telegram may), so they must
+notice the gap and call updates.GetChannelDifference. `after=N` lets N
 matching requests through first, `times=K` fires K times (None: always),
 `rate_per_minute=R` fires once R matching requests were let through in the last 60 s
 (FLOOD_WAIT seconds then default to the time until one frees).
+
+Requests answered (anything else fails with 400 SIMULATOR_UNSUPPORTED_<NAME> and a log
+warning): help.GetConfig, help.GetNearestDc, Ping, auth.SendCode, auth.SignIn, auth.LogOut,
+updates.GetState, updates.GetDifference (always empty: private chats are not modelled),
+updates.GetChannelDifference, users.GetUsers, users.GetFullUser, contacts.ResolveUsername,
+channels.GetChannels, channels.GetFullChannel, channels.JoinChannel, channels.LeaveChannel,
+channels.ReadHistory, channels.GetMessages, messages.ReadHistory, messages.GetHistory,
+messages.GetReplies, messages.GetMessages, messages.SendMessage, messages.SendMedia,
+messages.SendMultiMedia, messages.UploadMedia, messages.ForwardMessages,
+messages.CreateForumTopic, messages.GetForumTopics, messages.GetForumTopicsByID,
+messages.GetDialogs, upload.SaveFilePart, upload.SaveBigFilePart, upload.GetFile.
+
+Not modelled (do not rely on the simulator for these): private chats, basic groups, bots,
+secret chats, Saved Messages; editing, deleting and pinning messages (no edit/delete
+updates); search (messages.Search), reactions, views counting, polls, stickers, web
+previews; invite links and join requests (private chats are joined through the World API);
+two-step passwords (SESSION_PASSWORD_NEEDED is never raised), sign-up, QR login; several
+DCs, migrations, CDN, file_reference expiry over time; photo recompression and thumbnails
+(a photo downloads as the exact bytes uploaded; sizes only read from PNG/GIF headers);
+Telegram's undocumented limits (no spontaneous FloodWait, no forward limit of 100 ids:
+inject faults to test those); topic permissions (any member may create topics), closed or
+hidden topics; per-account access hashes (one per chat and per user); the order of topics
+by last activity (GetForumTopics returns newest-created first and says so with
+order_by_create_date); how long random_ids are remembered (forever here).
 
 CLI:
     python telegram_sim.py init WORLD [--demo] [--sessions-dir DIR] [--random-id-mode M]
@@ -130,6 +163,7 @@ NAMED_FAULTS = {                # fault name -> (RPC code, error message templat
     "RANDOM_ID_DUPLICATE": (500, "RANDOM_ID_DUPLICATE"),
 }
 DISCONNECT = "DISCONNECT"
+LOSE_UPDATES = "LOSE_UPDATES"
 
 _VECTOR = 0x1CB5C415
 _BOOL_TRUE = 0x997275B5
@@ -718,6 +752,11 @@ class Server:
 
     # -- updates across processes -------------------------------------------------------
 
+    def lose_update(self, user_id: int) -> bool:
+        """Whether a LOSE_UPDATES fault swallows the next update pushed to this user."""
+        with transaction(self.conn):
+            return _matching_fault(self.conn, self.account_name(user_id), None) is not None
+
     def last_event(self) -> int:
         return self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
 
@@ -731,9 +770,13 @@ class Server:
         cursor = self.conn.execute(
             "SELECT COALESCE(MAX(seq), ?) FROM events", (after,)).fetchone()[0]
         updates, chats, users = [], {}, set()
+        may_lose = rows and self.conn.execute(
+            "SELECT 1 FROM faults WHERE error = ? LIMIT 1", (LOSE_UPDATES,)).fetchone()
         for row in rows:
             if row["origin"] == origin:
                 continue        # this sender's own sends came back as its results
+            if may_lose and self.lose_update(user_id):
+                continue
             message = self.conn.execute(
                 "SELECT * FROM messages WHERE channel_id = ? AND id = ?",
                 (row["channel_id"], row["message_id"])).fetchone()
@@ -958,8 +1001,8 @@ def h_channels_read_history(ctx: Context, request: TLObject) -> bool:
     ctx.conn.execute(
         "UPDATE participants SET read_max_id = MAX(read_max_id, ?) "
         "WHERE channel_id = ? AND user_id = ?",
-        (request.max_id or row["pts"] and _max_message_id(ctx, row["channel_id"]),
-         row["channel_id"], ctx.user_id))
+        (request.max_id or _max_message_id(ctx, row["channel_id"]), row["channel_id"],
+         ctx.user_id))
     return True
 
 
@@ -1334,19 +1377,26 @@ NO_AUTH = {functions.help.GetConfigRequest, functions.help.GetNearestDcRequest,
 
 
 def answered_requests() -> list[str]:
-    """The names of every request type the simulator answers."""
-    return sorted(cls.__name__ for cls in HANDLERS)
+    """Every request type the simulator answers, e.g. "channels.GetMessagesRequest"."""
+    return sorted(f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}"
+                  .removeprefix("functions.") for cls in HANDLERS)
 
 
 # ----------------------------------------------------------------------------- faults
 
 def _matching_fault(conn: sqlite3.Connection, account: str,
-                    request_name: str) -> sqlite3.Row | None:
-    """Count this request against every matching fault; the one that fires, if any."""
-    rows = conn.execute(
-        "SELECT * FROM faults WHERE (account IS NULL OR account = ?) "
-        "AND (request IS NULL OR request = ?) ORDER BY fault_id",
-        (account, request_name)).fetchall()
+                    request_name: str | None) -> Any:
+    """Count this request (or, with request_name None, this update) against every matching
+    fault; the one that fires, if any."""
+    if request_name is None:
+        rows = conn.execute(
+            "SELECT * FROM faults WHERE error = ? AND (account IS NULL OR account = ?) "
+            "ORDER BY fault_id", (LOSE_UPDATES, account)).fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT * FROM faults WHERE error != ? AND (account IS NULL OR account = ?) "
+            "AND (request IS NULL OR request = ?) ORDER BY fault_id",
+            (LOSE_UPDATES, account, request_name)).fetchall()
     now = time.time()
     firing = None
     for row in rows:
@@ -1660,11 +1710,15 @@ class World:
         with open(path, "rb") as handle:
             if handle.read(16) != b"SQLite format 3\x00":
                 raise SimulatorError(f"{path} is not a simulated world (not SQLite)")
-        world = cls(path)
-        if world.conn.execute("SELECT 1 FROM meta WHERE key = 'created_at'").fetchone() is None:
-            world.close()
-            raise SimulatorError(f"{path} is not a simulated world")
-        return world
+        probe = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+        try:
+            probe.execute("SELECT 1 FROM meta WHERE key = 'created_at'").fetchone()
+        except sqlite3.OperationalError:
+            raise SimulatorError(f"{path} is not a simulated world (no world tables)") \
+                from None
+        finally:
+            probe.close()
+        return cls(path)
 
     def close(self) -> None:
         self.conn.close()
@@ -1849,6 +1903,20 @@ class World:
             self.conn.execute("DELETE FROM participants WHERE channel_id = ? AND user_id = ?",
                               (channel_id, user_id))
 
+    def members(self, chat: int | str) -> dict[str, str]:
+        """The chat's members: account name -> role (creator, admin, member, banned)."""
+        rows = self.conn.execute(
+            "SELECT a.name, p.role FROM participants p JOIN accounts a USING (user_id) "
+            "WHERE p.channel_id = ? ORDER BY a.user_id", (self.chat_id(chat),))
+        return {name: role for name, role in rows}
+
+    def read_max_id(self, account_name: str, chat: int | str) -> int:
+        """Up to which message id the account marked the chat read (0: never)."""
+        row = self.conn.execute(
+            "SELECT read_max_id FROM participants WHERE channel_id = ? AND user_id = ?",
+            (self.chat_id(chat), self.account_id(account_name))).fetchone()
+        return row[0] if row else 0
+
     def set_noforwards(self, chat: int | str, noforwards: bool = True) -> None:
         with transaction(self.conn):
             self.conn.execute("UPDATE channels SET noforwards = ? WHERE channel_id = ?",
@@ -1971,13 +2039,15 @@ class World:
                 or times is not None and times < 1 \
                 or rate_per_minute is not None and rate_per_minute < 0:
             raise SimulatorError("seconds/after must be >= 0, times >= 1, rate >= 0")
+        if error == LOSE_UPDATES and request is not None:
+            raise SimulatorError("LOSE_UPDATES applies to updates, not to a request type")
         if account is not None:
             self.account_id(account)
         if request is not None and not request.endswith("Request"):
             request += "Request"
         if request is not None and request not in {c.__name__ for c in HANDLERS}:
             raise SimulatorError(f"unknown request type {request!r}; answered: "
-                                 f"{', '.join(answered_requests())}")
+                                 f"{', '.join(sorted({c.__name__ for c in HANDLERS}))}")
         default_code = NAMED_FAULTS.get(error, (400, ""))[0]
         with transaction(self.conn):
             return self.conn.execute(
@@ -2017,6 +2087,7 @@ class World:
 
 # ----------------------------------------------------------------------------- demo world
 
+DEMO_ACCOUNTS = ("session1", "session2")
 _DEMO_PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000002000000020802000000fdd49a73"
     "0000001649444154789c63f8cfc0f09f81e13f03c37f0600fe1f03fd8e3fcc2e"
@@ -2025,7 +2096,7 @@ _DEMO_PNG = bytes.fromhex(
 
 def build_demo(world: World, sessions_dir: Path) -> dict:
     """Two accounts with folders, a source channel with everything, an empty target forum."""
-    for index, name in enumerate(("session1", "session2"), start=1):
+    for index, name in enumerate(DEMO_ACCOUNTS, start=1):
         world.add_account(name, phone=f"+1555000000{index}", username=f"demo_user{index}")
         world.make_session_folder(sessions_dir / name, name)
     source = world.create_channel("Demo source", username="demo_source", kind="forum",
@@ -2080,6 +2151,15 @@ def show_line(message: TLObject, topic: int | None) -> str:
 
 
 def _cmd_init(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    sessions_dir = args.sessions_dir or args.world.resolve().with_name(
+        f"{args.world.stem}-sessions")
+    if args.demo:
+        for name in DEMO_ACCOUNTS:
+            for existing in (sessions_dir / name / ".env",
+                             sessions_dir / name / f"{name}.session"):
+                if existing.exists():
+                    parser.error(f"{existing} exists; the demo does not overwrite account "
+                                 f"folders (choose another --sessions-dir)")
     try:
         world = World.create(args.world, random_id_mode=args.random_id_mode)
     except SimulatorError as exc:
@@ -2087,8 +2167,6 @@ def _cmd_init(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     with world:
         print(f"created simulated world {world.path} (random_id mode {args.random_id_mode})")
         if args.demo:
-            sessions_dir = args.sessions_dir or world.path.with_name(
-                f"{world.path.stem}-sessions")
             chats = build_demo(world, sessions_dir)
             print(f"demo accounts session1, session2: folders under {sessions_dir}")
             print(f"demo source forum @demo_source (id {chats['source']}), "
@@ -2136,6 +2214,7 @@ def _cmd_faults(args: argparse.Namespace, world: World) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        prog=Path(__file__).name,
         description="A simulated Telegram under real Telethon clients, in one SQLite file "
                     "shared by processes (rehearsals and tests; no account at risk).",
         epilog="Accounts use it when their .env sets TELEGRAM_SIMULATOR=WORLD.")
@@ -2173,7 +2252,8 @@ def build_parser() -> argparse.ArgumentParser:
     what = add.add_argument_group("what fails")
     what.add_argument("--error", required=True,
                       help="FLOOD_WAIT, SLOWMODE_WAIT, PEER_FLOOD, AUTH_KEY_UNREGISTERED, "
-                           "RANDOM_ID_DUPLICATE, DISCONNECT or any RPC error name")
+                           "RANDOM_ID_DUPLICATE, DISCONNECT, LOSE_UPDATES or any RPC error "
+                           "name")
     what.add_argument("--seconds", type=int, help="wait for FLOOD_WAIT/SLOWMODE_WAIT")
     what.add_argument("--code", type=int, help="RPC code for other error names (400)")
     what.add_argument("--executed", action="store_true",

@@ -9,8 +9,10 @@ import sqlite3
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from telethon.client import users as telethon_users
 
 import campaign
 import migrate_db
@@ -135,6 +137,11 @@ async def test_spec_scenario_carry_over_then_own_cycles(tmp_path: Path) -> None:
     assert len(rows) == 30
     for chat in setup.chats:  # 2 per run: the first run's leftovers came in the second
         assert len(setup.messages(chat)) == 4
+    # "done for this run" is this run's successful attempt rows, chat by chat
+    counted = setup.conn.execute(
+        "SELECT t.run_sent, (SELECT COUNT(*) FROM task_attempts a WHERE a.task_id = t.id "
+        "AND a.run_id = ? AND a.status = 'success') FROM tasks t", (second.run_id,)).fetchall()
+    assert all(kept == rows for kept, rows in counted) and sum(k for k, _ in counted) == 30
     status = "\n".join(campaign.status_lines(setup.conn, config, clock.now()))
     assert "carried over from the run before: 10/10 sent" in status
     assert "30/30 sent" in status
@@ -239,12 +246,17 @@ async def test_peer_flood_stops_the_account_and_others_take_its_chats(tmp_path: 
     assert "left out, limited by PeerFlood: s1" in plan
 
 
-async def test_flood_wait_pauses_one_account_and_skips_nothing(tmp_path: Path) -> None:
+async def test_flood_wait_pauses_one_account_and_skips_nothing(tmp_path: Path,
+                                                               monkeypatch) -> None:
     setup = make_campaign(tmp_path, ("s1", "s2"), chats=6)
     setup.world.inject_fault("FLOOD_WAIT", seconds=600, account="s1",
                              request="SendMessageRequest", after=1, times=1)
     config = Config(max_messages_per_hour=100, max_cycles=2, cycle_delay_minutes=5)
     clock = FakeClock()
+    # Telethon remembers a FloodWait per request type by time.time(): on the simulated
+    # clock, so that the wait is over once the worker slept through it
+    monkeypatch.setattr(telethon_users, "time",
+                        SimpleNamespace(time=lambda: clock.now().timestamp()))
     run = campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
     await run_workers(setup, run.run_id, config, clock)
     for chat in setup.chats:
@@ -252,12 +264,37 @@ async def test_flood_wait_pauses_one_account_and_skips_nothing(tmp_path: Path) -
     assert setup.conn.execute("SELECT COUNT(*) FROM task_attempts WHERE status != 'success'"
                               ).fetchone() == (0,)
     s1_times = [when for name, _, when in setup.attempts(run.run_id) if name == "s1"]
-    assert len(s1_times) >= 2 and s1_times[1] - s1_times[0] >= timedelta(seconds=600)
+    assert len(s1_times) >= 2 and s1_times[1] - s1_times[0] >= timedelta(seconds=599)
     wait = telegram_session.current_wait(telegram_session.load_account(
         setup.profiles[0].folder))
     assert wait is not None and wait[0] == "flood_wait"  # every process and status see it
     status = "\n".join(campaign.status_lines(setup.conn, config, datetime.now(UTC)))
     assert re.search(r"s1: .*flood wait, \d+ min left", status)
+
+
+async def test_stop_during_a_flood_wait_sends_nothing_more(tmp_path: Path) -> None:
+    setup = make_campaign(tmp_path, chats=2)
+    setup.world.inject_fault("FLOOD_WAIT", seconds=3600, account="s1",
+                             request="SendMessageRequest", after=1, times=1)
+    config = Config(max_messages_per_hour=100, max_cycles=1, cycle_delay_minutes=0)
+    clock = FakeClock()
+    run = campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
+    original_sleep = clock.sleep
+
+    async def sleep(seconds: float, wake=None) -> None:
+        if seconds >= 3000:  # Ctrl+C while the account waits out its FloodWait
+            campaign.request_stop(setup.conn, run.run_id)
+            wake.set()
+        await original_sleep(seconds, wake)
+    clock.sleep = sleep
+    results = await run_workers(setup, run.run_id, config, clock)
+    assert results[0].status == "stopped" and results[0].sent == 1
+    assert [len(setup.messages(chat)) for chat in setup.chats] == [1, 0]
+    failed = setup.conn.execute("SELECT error_type FROM task_attempts WHERE status = 'failed'"
+                                ).fetchall()
+    assert failed == [("FloodWaitError",)]
+    assert campaign.finish_run(setup.conn, run.run_id, clock.now()) == "stopped"
+    assert campaign.remaining_sends(setup.conn, run.run_id) == 1  # carried to the next start
 
 
 async def test_chats_that_refuse_are_blocked_after_max_attempts(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from telethon import types
 
+import migrate_db
 from telegram_sim import World
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +62,8 @@ def test_every_message_exactly_once_despite_sigkill(tmp_path: Path) -> None:
             "SOURCE_CHAT": "@kill_source", "TARGET_CHAT": "@kill_target",
             "COPY_MODE": "copy", "CLAIM_TIMEOUT": "2"}) for name in ACCOUNTS}
 
+    for database in ("checkpoint.db", "accounts.db"):   # see create_shared_databases
+        migrate_db.connect(tmp_path / "sessions" / "shared" / database).close()
     workers = {name: start(folder) for name, folder in folders.items()}
     rng = random.Random(11)
     kills, began = 0, time.monotonic()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from telethon import types
 
+import migrate_db
 from telegram_sim import World, build_demo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +41,14 @@ def run(folder: Path, *args: str, script: Path = SHARED, tmp: Path | None = None
     process = start(folder, *args, script=script, tmp=tmp)
     out, err = process.communicate(timeout=RUN_TIMEOUT)
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def create_shared_databases(sessions: Path) -> None:
+    """The shared databases, made before processes start together: two processes creating
+    one SQLite file at the same instant can meet "database is locked" when setting WAL
+    (migrate_db.open_database; reported)."""
+    for name in ("checkpoint.db", "accounts.db"):
+        migrate_db.connect(sessions / "shared" / name).close()
 
 
 def add_env(folder: Path, **values: str) -> None:
@@ -253,6 +262,7 @@ def test_flood_wait_storm_on_one_account_loses_nothing(tmp_path: Path) -> None:
         tmp_path / "sessions" / name, name, extra_env={
             "SOURCE_CHAT": "@storm_source", "TARGET_CHAT": "@storm_target",
             "COPY_MODE": "copy"}) for name in ("session1", "session2")]
+    create_shared_databases(tmp_path / "sessions")
     processes = [start(folder, "--once") for folder in folders]
     for process in processes:
         _, err = process.communicate(timeout=RUN_TIMEOUT)
@@ -267,7 +277,9 @@ def test_flood_wait_storm_on_one_account_loses_nothing(tmp_path: Path) -> None:
     assert world.faults()[0]["fired"] > 0
 
 
-def test_ordered_mode_keeps_source_order_across_accounts(tmp_path: Path) -> None:
+@pytest.mark.parametrize("copy_mode", ["copy", "forward"])
+def test_ordered_mode_keeps_source_order_across_accounts(tmp_path: Path,
+                                                         copy_mode: str) -> None:
     world = World.create(tmp_path / "world.db")
     for name in ("session1", "session2"):
         world.add_account(name)
@@ -275,7 +287,7 @@ def test_ordered_mode_keeps_source_order_across_accounts(tmp_path: Path) -> None
                                   members=["session2"])
     world.create_channel("Dst", username="order_target", owner="session1",
                          admins=["session2"])
-    for n in range(40):
+    for n in range(300):
         if n % 10 == 5:
             world.post_album(source, [tiny_png(n), tiny_png(n + 1)], captions=[f"p {n}", ""])
         else:
@@ -283,13 +295,16 @@ def test_ordered_mode_keeps_source_order_across_accounts(tmp_path: Path) -> None
     folders = [world.make_session_folder(
         tmp_path / "sessions" / name, name, extra_env={
             "SOURCE_CHAT": "@order_source", "TARGET_CHAT": "@order_target",
-            "COPY_MODE": "copy", "ORDERED": "true"}) for name in ("session1", "session2")]
+            "COPY_MODE": copy_mode, "ORDERED": "true"}) for name in ("session1", "session2")]
+    create_shared_databases(tmp_path / "sessions")
     processes = [start(folder, "--once") for folder in folders]
     for process in processes:
         _, err = process.communicate(timeout=RUN_TIMEOUT)
         assert process.returncode == 0, err
     assert [m.message for m in content(world, "@order_target")] == \
         [m.message for m in content(world, "@order_source")]
+    rows = checkpoint_rows(tmp_path / "sessions" / "shared" / "checkpoint.db")
+    assert {r[1] for r in rows.values() if r[0] == "done"} == {"session1", "session2"}
 
 
 def test_follow_clones_new_messages_until_interrupted(tmp_path: Path) -> None:
@@ -355,3 +370,41 @@ def test_help_lists_every_env_key() -> None:
                     "AUTO_CREATE_TOPICS", "COPY_MODE", "ALLOW_REUPLOAD", "MAX_MEDIA_MB",
                     "TG_API_ID", "SESSION_NAME", *keys]:
             assert key in result.stdout, (script.name, key)
+
+
+def test_source_topic_and_target_topic_restrict_and_redirect(demo) -> None:
+    world, sessions = demo
+    news = next(t["topic_id"] for t in world.topics("@demo_source") if t["title"] == "News")
+    inbox = world.create_topic("@demo_target", "Inbox", by="session1")
+    add_env(sessions / "session1", SOURCE_TOPIC=str(news), TARGET_TOPIC=str(inbox))
+    result = run(sessions / "session1", "--once")
+    assert result.returncode == 0, result.stderr
+    target = content(world, "@demo_target")
+    assert [m.message for m in target] == ["First news item", "A reply inside News"]
+    assert all(topic_of(m) == inbox for m in target)
+    assert target[1].reply_to.reply_to_msg_id == target[0].id
+    assert [t["title"] for t in world.topics("@demo_target")] == ["General", "Inbox"]
+    rows = checkpoint_rows(sessions / "shared" / "checkpoint.db")
+    assert sum(1 for r in rows.values() if r[3] == "outside SOURCE_TOPIC") == 10
+
+
+def test_topics_are_listed_past_the_first_page(tmp_path: Path) -> None:
+    world = World.create(tmp_path / "world.db")
+    world.add_account("session1")
+    source = world.create_channel("Big forum", username="big_forum", kind="forum",
+                                  owner="session1")
+    world.create_channel("Dst", username="big_target", kind="forum", owner="session1")
+    topics = [world.create_topic(source, f"Topic {n:03d}", by="session1") for n in range(130)]
+    world.post(source, "in the oldest topic", topic=topics[0])
+    world.post(source, "in the newest topic", topic=topics[-1])
+    folder = world.make_session_folder(tmp_path / "sessions" / "session1", "session1",
+                                       extra_env={"SOURCE_CHAT": "@big_forum",
+                                                  "TARGET_CHAT": "@big_target",
+                                                  "COPY_MODE": "forward"})
+    result = run(folder, "--once", script=SINGLE)
+    assert result.returncode == 0, result.stderr
+    titles = {t["topic_id"]: t["title"] for t in world.topics("@big_target")}
+    target = content(world, "@big_target")
+    assert [(m.message, titles[topic_of(m)]) for m in target] == [
+        ("in the oldest topic", "Topic 000"), ("in the newest topic", "Topic 129")]
+    assert world.counters("session1")["GetForumTopicsRequest"] >= 2   # paginated

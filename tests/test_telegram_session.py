@@ -396,7 +396,7 @@ def test_status_from_another_process_shows_wait_lock_and_config_errors(
     assert f"pid {os.getpid()}" in acct
     assert "2026-11-21 10:00:00 UTC ok" in acct
     broken = next(line for line in lines if line.startswith("broken "))
-    assert "config error" in broken and "TG_API_ID must be a number" in broken
+    assert "bad .env: TG_API_ID must be a number, not 'x'" in broken
     assert not any(line.startswith("shared") for line in lines)
 
 
@@ -459,3 +459,30 @@ def test_cli_usage_errors_exit_2(tmp_path: Path):
     result = run_cli("frobnicate", cwd=tmp_path)
     assert result.returncode == ts.EXIT_USAGE
 
+
+
+def test_check_explains_every_problem_of_a_folder_set_up_wrong(folder: Path, tmp_path: Path):
+    write_env(folder, {**GOOD_ENV, "TG_API_ID": "my-api-id"}, mode=0o644)
+    corrupt(folder / "acct.session")
+    (folder / "acct.session").chmod(0o666)
+    result = run_cli("check", "sessions/acct", cwd=tmp_path)
+    assert result.returncode == ts.EXIT_USAGE
+    out = result.stdout
+    assert "FAIL  .env complete      sessions/acct/.env: TG_API_ID must be a number, not " \
+           "'my-api-id'" in out
+    assert re.search(r"PASS  file modes +\.env was 0644, set to 0600, acct\.session was 0666, "
+                     r"set to 0600", out)
+    assert "FAIL  session integrity  acct.session is corrupt (file is not a database); " \
+           "no backups" in out
+    assert "fix: no good backup: log in again: python telegram_session.py auth sessions/acct" \
+        in out
+    assert "SKIP  authorised         needs the problems above fixed first" in out
+
+
+def test_check_refuses_a_world_writable_env(folder: Path, tmp_path: Path):
+    (folder / ".env").chmod(0o666)
+    result = run_cli("check", "sessions/acct", cwd=tmp_path)
+    assert result.returncode == ts.EXIT_USAGE
+    assert re.search(r"FAIL  file modes +\.env is world-writable \(0666\)", result.stdout)
+    assert "fix: check its contents, then run: chmod 600 sessions/acct/.env" in result.stdout
+    assert (folder / ".env").stat().st_mode & 0o777 == 0o666     # left for the operator

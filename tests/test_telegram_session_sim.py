@@ -17,7 +17,6 @@ import pytest
 from telethon import TelegramClient
 
 import telegram_session as ts
-import telegram_sim
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "telegram_session.py"
@@ -25,10 +24,9 @@ SEVEN_HOURS = 7 * 3600
 
 
 @pytest.fixture
-def world(tmp_path: Path):
-    world = telegram_sim.World.create(tmp_path / "world.db")
-    yield world
-    world.close()
+def world(sim_world):
+    """The simulated world of the test (conftest's sim_world)."""
+    return sim_world
 
 
 @pytest.fixture(autouse=True)
@@ -40,12 +38,9 @@ def close_registries():
 
 
 @pytest.fixture
-def make_account(world, tmp_path: Path):
-    """make_account(name) -> an authorised account folder under tmp_path/sessions."""
-    def make(name: str) -> Path:
-        world.add_account(name, username=f"user_{name}")
-        return world.make_session_folder(tmp_path / "sessions" / name, name)
-    return make
+def make_account(sim_account_folder):
+    """make_account(name) -> an authorised account folder tmp_path/sessions/NAME, @user_NAME."""
+    return lambda name: sim_account_folder(name, username=f"user_{name}")
 
 
 async def no_sleep(seconds: float) -> None:
@@ -190,6 +185,24 @@ async def test_auth_errors_each_have_their_own_recovery(make_account, world, err
     assert caught.value.recovery
 
 
+def read_terminal(fd: int, *, seconds: float) -> bytes:
+    """What a pseudo-terminal shows until its process closes it or `seconds` pass."""
+    output = b""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:   # EIO: the process exited and closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    return output
+
+
 def test_revoked_session_never_prompts_even_on_a_terminal(make_account, world, tmp_path):
     folder = make_account("acct")
     world.revoke_session("acct")
@@ -197,27 +210,30 @@ def test_revoked_session_never_prompts_even_on_a_terminal(make_account, world, t
     pid, fd = pty.fork()
     if pid == 0:   # the child: stdin, stdout and stderr are the terminal
         os.execv(sys.executable, [sys.executable, str(script), str(folder)])
-    output = b""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.5)
-        if ready:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:   # the child closed the terminal
-                break
-            if not chunk:
-                break
-            output += chunk
-    _, status = os.waitpid(pid, 0)
+    output = read_terminal(fd, seconds=15)
+    deadline = time.monotonic() + 5
+    finished, status = os.waitpid(pid, os.WNOHANG)
+    while not finished and time.monotonic() < deadline:
+        time.sleep(0.05)
+        finished, status = os.waitpid(pid, os.WNOHANG)
+    if not finished:    # still running: it is waiting for someone to type
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(fd)
+        pytest.fail("the worker waited on the terminal: " + output.decode(errors="replace"))
     os.close(fd)
     text = output.decode(errors="replace")
     assert os.waitstatus_to_exitcode(status) == ts.EXIT_AUTH, text
     assert "AUTH_KEY_UNREGISTERED" in text and "telegram_session.py auth" in text
-    assert "phone" not in text.lower() and "code" not in text.lower().replace("exit_code", "")
+    for prompt in ("Please enter your phone", "Phone number", "Login code", "password"):
+        assert prompt not in text        # neither Telethon's start() prompts nor auth's
 
 
 # ----------------------------------------------------------------------------- rate limits
+
+class Stopped(Exception):
+    """The worker was stopped (Ctrl+C, kill, reboot) while it slept through a wait."""
+
 
 async def test_seven_hour_flood_wait_recorded_seen_by_status_and_honoured_after_restart(
         make_account, world, tmp_path: Path):
@@ -228,18 +244,22 @@ async def test_seven_hour_flood_wait_recorded_seen_by_status_and_honoured_after_
                        times=1)
     slept: list[float] = []
 
-    async def record_sleep(seconds: float) -> None:
+    async def stopped_while_sleeping(seconds: float) -> None:
         slept.append(seconds)
+        raise Stopped
 
     async with ts.open_client(account) as client:
-        sent = await ts.call_with_flood_wait(
-            account, lambda: client.send_message("room_chat", "hello"),
-            request="messages.SendMessage", sleep=record_sleep)
-    assert sent.message == "hello"
+        with pytest.raises(Stopped):
+            await ts.call_with_flood_wait(
+                account, lambda: client.send_message("room_chat", "hello"),
+                request="messages.SendMessage", sleep=stopped_while_sleeping)
     assert len(slept) == 1 and SEVEN_HOURS - 5 < slept[0] <= SEVEN_HOURS
-    assert [m.message for m in world.messages(chat) if getattr(m, "message", None)] == ["hello"]
+    assert not [m for m in world.messages(chat) if getattr(m, "message", "")]
     kind, until = ts.current_wait(account)
     assert kind == "flood_wait"
+    row = sqlite3.connect(account.registry_db).execute(
+        "SELECT kind, request, seconds FROM rate_limits WHERE account = 'acct'").fetchall()
+    assert row == [("flood_wait", "messages.SendMessage", SEVEN_HOURS)]
 
     # another process sees it, without connecting
     result = run_cli("status", "--sessions-dir", "sessions", cwd=tmp_path)
@@ -247,7 +267,7 @@ async def test_seven_hour_flood_wait_recorded_seen_by_status_and_honoured_after_
     line = next(x for x in result.stdout.splitlines() if x.startswith("acct "))
     assert "flood wait, 7.0 h left" in line or "flood wait, 6.9 h left" in line
 
-    # a restarted script sleeps until the wait ends before sending anything
+    # a restarted script sleeps until the wait ends before it sends anything
     world.reset_counters()
     worker = run_worker(tmp_path, (
         "async def fake_sleep(seconds):\n"
@@ -257,11 +277,26 @@ async def test_seven_hour_flood_wait_recorded_seen_by_status_and_honoured_after_
         "print('sent', flush=True)"), folder)
     out, err = worker.communicate(timeout=30)
     assert worker.returncode == 0, err
-    lines = out.split()
-    assert lines[0] == "slept" and SEVEN_HOURS - 60 < int(lines[1]) <= SEVEN_HOURS
-    assert lines[2] == "sent"
-    assert "sleeping until" in err and format(until.strftime("%Y-%m-%d %H:%M")) in err
+    words = out.split()
+    assert words[0] == "slept" and SEVEN_HOURS - 60 < int(words[1]) <= SEVEN_HOURS
+    assert words[2] == "sent"
+    assert f"sleeping until {ts.format_time(until)}" in err
     assert world.counters("acct").get("SendMessageRequest") == 1
+    assert [m.message for m in world.messages(chat) if getattr(m, "message", "")] == \
+        ["after the wait"]
+
+
+async def test_wait_over_the_threshold_is_slept_for_real_then_sent_once(make_account, world):
+    folder = make_account("acct")
+    chat = world.create_channel("Room", username="room_chat", kind="megagroup", owner="acct")
+    world.inject_fault("FLOOD_WAIT", seconds=2, request="SendMessageRequest", times=1)
+    account = ts.load_account(folder)
+    started = time.monotonic()
+    async with ts.open_client(account, flood_sleep_threshold=1) as client:
+        await ts.call_with_flood_wait(account, lambda: client.send_message("room_chat", "hi"))
+    assert time.monotonic() - started >= 1.5
+    assert [m.message for m in world.messages(chat) if getattr(m, "message", "")] == ["hi"]
+    assert world.counters("acct")["SendMessageRequest"] == 2     # refused once, then sent
 
 
 async def test_flood_wait_while_connecting_is_recorded_and_raised(make_account, world):
@@ -309,7 +344,9 @@ async def test_dropped_connections_are_retried_with_growing_jittered_delays(
     async def record_sleep(seconds: float) -> None:
         delays.append(seconds)
 
-    async with ts.open_client(folder, sleep=record_sleep, backoff_base=1.0) as client:
+    # connection_retries=0: no reconnects inside Telethon, so every drop reaches open_client
+    async with ts.open_client(folder, sleep=record_sleep, backoff_base=1.0,
+                              connection_retries=0) as client:
         assert (await client.get_me()).username == "user_acct"
     assert len(delays) == 3
     for attempt, delay in enumerate(delays):
@@ -325,7 +362,8 @@ async def test_unreachable_after_every_attempt_is_one_clear_error(make_account, 
         delays.append(seconds)
 
     with pytest.raises(ts.TelegramConnectionError, match="unreachable after 3 attempts"):
-        async with ts.open_client(folder, connect_attempts=3, sleep=record_sleep):
+        async with ts.open_client(folder, connect_attempts=3, sleep=record_sleep,
+                                  connection_retries=0):
             pytest.fail("connected through a dead network")
     assert len(delays) == 2
     assert ts.lock_holder(ts.load_account(folder)) is None
@@ -342,7 +380,7 @@ def test_auth_logs_in_again_after_revocation(make_account, world, tmp_path: Path
                             text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert "That code is not right" in result.stderr
-    assert "logged in as acct @user_acct" in result.stdout
+    assert "authorised as acct @user_acct" in result.stdout
     assert (folder / "acct.session").stat().st_mode & 0o777 == 0o600
     check = run_cli("check", "sessions/acct", cwd=tmp_path)
     assert check.returncode == 0, check.stdout + check.stderr
@@ -368,7 +406,7 @@ def test_check_passes_on_a_good_folder_and_explains_a_wrong_one(make_account, wo
     (bad / ".env").chmod(0o644)
     result = run_cli("check", "sessions/good", "sessions/bad", cwd=tmp_path)
     out = result.stdout
-    good_part, bad_part = out.split("sessions/bad\n")
+    good_part, bad_part = out.split("sessions/bad\n", 1)
     assert "FAIL" not in good_part
     for name in (".env complete", "file modes", "session integrity", "lock holder",
                  "current waits", "authorised", "get_me", "clock skew"):
@@ -392,3 +430,23 @@ async def test_missing_world_is_a_config_error(make_account, tmp_path: Path):
         async with ts.open_client(folder):
             pytest.fail("opened without a world")
     assert ts.lock_holder(ts.load_account(folder)) is None
+
+
+def test_auth_of_a_new_folder_asks_for_the_phone(make_account, world, tmp_path: Path):
+    folder = make_account("acct")
+    phone = next(a["phone"] for a in world.accounts() if a["name"] == "acct")
+    (folder / "acct.session").unlink()
+    env = folder / ".env"
+    env.write_text("".join(line + "\n" for line in env.read_text().splitlines()
+                           if not line.startswith("TG_PHONE=")))
+    result = subprocess.run([sys.executable, str(SCRIPT), "auth", "sessions/acct"],
+                            cwd=tmp_path, input=f"+{phone}\n12345\n", capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Phone number (international format")
+    assert "authorised as acct @user_acct" in result.stdout
+    assert (folder / "acct.session").stat().st_mode & 0o777 == 0o600
+    assert "was mode" not in result.stderr         # created private, never loosened
+    # auth again: the session is kept, nothing is asked
+    again = run_cli("auth", "sessions/acct", cwd=tmp_path)
+    assert again.returncode == 0 and "already logged in" in again.stderr

@@ -329,7 +329,8 @@ async def test_connection_lost_for_good_disconnects(two_accounts, sim_client, si
     assert [m.message for m in sim_world.messages(target)[1:]] == ["after reconnecting"]
 
 
-async def test_channel_difference_fills_a_gap(two_accounts, sim_client, sim_world):
+async def test_lost_updates_are_caught_up_by_channel_difference(two_accounts, sim_client,
+                                                                sim_world):
     folder_a, folder_b, _, target = two_accounts
     receiver = await sim_client(folder_b)
     seen = []
@@ -337,21 +338,21 @@ async def test_channel_difference_fills_a_gap(two_accounts, sim_client, sim_worl
     async def on_message(event):
         seen.append(event.message.text)
     receiver.add_event_handler(on_message, events.NewMessage)
-    sim_world.post(target, "before")                     # seeds the channel's pts
+    sim_world.post(target, "before")                     # the client learns the pts here
     for _ in range(30):
         if seen:
             break
         await asyncio.sleep(0.1)
-    sender = receiver._sender                            # lose the next two updates: a gap
-    sender._cursor += 10**6
-    sim_world.post(target, "hidden 1")
-    sim_world.post(target, "hidden 2")
-    await asyncio.sleep(0.3)
-    sender._cursor = sim_world.server.last_event()
+    sim_world.inject_fault("LOSE_UPDATES", account="b", times=2)
+    sim_world.post(target, "lost 1")
+    sim_world.post(target, "lost 2")
+    await asyncio.sleep(0.5)
+    assert seen == ["before"]
     sim_world.post(target, "after the gap")
     for _ in range(50):
         if len(seen) == 4:
             break
         await asyncio.sleep(0.1)
-    assert seen == ["before", "hidden 1", "hidden 2", "after the gap"]
-    assert sim_world.counters("b").get("GetChannelDifferenceRequest", 0) >= 1
+    assert seen == ["before", "lost 1", "lost 2", "after the gap"]
+    assert sim_world.counters("b")["GetChannelDifferenceRequest"] >= 1
+    assert sim_world.faults()[0]["fired"] == 2
