@@ -1366,7 +1366,7 @@ def plan_lines(conn: sqlite3.Connection, config: Config, group: str | None,
              f"{config.max_cycles} cycle(s)",
              f"limits: {config.max_messages_per_hour}/h per account, at least "
              f"{config.cycle_delay_minutes:g} min between sends to one chat "
-             f"(+ up to {config.delay_randomness:.0%})"]
+             f"(+ up to {config.delay_randomness:.0%}); settings from {config.source}"]
     if usable and total:
         seconds = estimate_seconds(total, len(usable), config.max_messages_per_hour, top,
                                    config)
@@ -1679,7 +1679,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
                          reason=exc.message, ended=True)
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    print(f"{profile.name}: {result.sent} sent, {result.failed} failed, {result.status}"
+    print(f"{profile.name}: {result.sent} sent, {result.failed} failed "
+          f"({result.blocked} chats blocked), {result.status}"
           + (f" ({result.reason})" if result.reason else ""), flush=True)
     return EXIT_OK
 

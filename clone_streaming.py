@@ -54,7 +54,7 @@ ALBUM_LIMIT = 10                       # items per sendMultiMedia
 FLOOD_SLEEP_THRESHOLD = 60             # shorter FloodWaits are slept inside Telethon
 FOLLOW_POLL_SECONDS = 30.0             # a follow pass at least this often, events or not
 EVENT_SETTLE_SECONDS = 0.5             # lets an album's items all arrive before a pass
-WAIT_POLL_SECONDS = 0.2                # polling another account's claim (replies, order)
+WAIT_POLL_SECONDS = 0.02               # polling another account's claim (replies, order)
 REPLY_WAIT_SECONDS = 120.0             # longest wait for the message a copy replies to
 RECENT_TARGET_SCAN = 200               # target messages searched after RANDOM_ID_DUPLICATE
 SEND_ATTEMPTS = 5                      # Telegram-side internal errors before marking failed
@@ -321,6 +321,17 @@ class SharedCheckpoint:
             "SELECT msg_id FROM messages WHERE source_chat = ? AND grouped_id = ? ORDER BY msg_id",
             (str(source_chat), int(grouped_id)))
         return [i for (i,) in rows]
+
+    def with_albums(self, source_chat: str, msg_ids: Iterable[int]) -> list[int]:
+        """The ids plus every other known member of their albums, sorted."""
+        ids = _ids_json(msg_ids)
+        rows = self.conn.execute(
+            """SELECT value FROM json_each(:ids) UNION
+               SELECT msg_id FROM messages WHERE source_chat = :src AND grouped_id IN (
+                   SELECT grouped_id FROM messages WHERE source_chat = :src
+                     AND msg_id IN (SELECT value FROM json_each(:ids))
+                     AND grouped_id IS NOT NULL)""", {"src": str(source_chat), "ids": ids})
+        return sorted(i for (i,) in rows)
 
     def target_ids(self, target_chat: str) -> set[int]:
         """Target message ids already recorded for `target_chat`."""
@@ -751,7 +762,8 @@ class Cloner:
         by an account that stopped). Claims of live accounts are theirs to finish: waiting
         for them would let one account's FloodWait stop the others."""
         open_rows = self.checkpoint.open_below(self.src, self.last_seen + 1)
-        held = self.checkpoint.claim(self.src, [msg_id for msg_id, _, _ in open_rows])
+        held = self.checkpoint.claim(self.src, self.checkpoint.with_albums(
+            self.src, [msg_id for msg_id, _, _ in open_rows]))
         await self.process_ids(held)
 
     async def read_history(self) -> None:
@@ -800,7 +812,8 @@ class Cloner:
                     open_ids.append(msg_id)
             if not open_ids:
                 return True
-            held = self.checkpoint.claim(self.src, open_ids)
+            held = self.checkpoint.claim(self.src, self.checkpoint.with_albums(self.src,
+                                                                             open_ids))
             if held:
                 await self.process_ids(held)
                 continue

@@ -74,3 +74,29 @@ def test_ctrl_c_exits_130_with_a_summary(tmp_path: Path) -> None:
     assert state == ("stopped",)
     assert setup.conn.execute("SELECT COUNT(*) FROM tasks WHERE status = 'in_progress'"
                               ).fetchone() == (0,)
+
+
+def test_whole_start_killed_mid_send_then_started_again(tmp_path: Path) -> None:
+    setup = make_campaign(tmp_path, ("s1",), chats=4)
+    write_config(setup)
+    setup.world.inject_fault("DISCONNECT", account="s1", request="SendMessageRequest",
+                             after=3, times=1, executed=True)
+    world = telegram_sim.World.open(setup.world.path)
+    start = start_in_background(setup)
+    wait_for(lambda: world.faults()[0]["fired"] == 1 and setup.conn.execute(
+        "SELECT 1 FROM task_attempts WHERE status = 'sending'").fetchone() is not None)
+    os.killpg(start.pid, signal.SIGKILL)  # the supervisor and its worker, at once
+    start.communicate(timeout=30)
+    again = start_in_background(setup)
+    out, err = again.communicate(timeout=60)
+    assert again.returncode == 0, err
+    # run 1 owed 8: 3 sent, 1 delivered but unrecorded (resent with its random_id: the
+    # original came back), 4 carried over; run 2 then owed 4 + 8
+    assert "4 chats, 12 sends owed (4 carried over from the run before)" in out
+    for chat in setup.chats:
+        assert len(setup.messages(chat)) == 4
+    rows = setup.conn.execute("SELECT status, COUNT(*), COUNT(DISTINCT random_id) FROM "
+                              "task_attempts GROUP BY status").fetchall()
+    assert rows == [("success", 16, 16)]
+    runs = setup.conn.execute("SELECT status FROM campaign_runs ORDER BY started_at").fetchall()
+    assert runs == [("interrupted",), ("finished",)]

@@ -173,3 +173,10 @@ def test_four_processes_complete_every_message_exactly_once(checkpoint_path: Pat
         if (msg_id - 1) % 50 < 10:
             albums.setdefault((msg_id - 1) // 5, set()).add(state[msg_id][1])
     assert all(len(owners) == 1 for owners in albums.values())  # albums never split
+
+
+def test_with_albums_adds_the_other_members(checkpoint_path: Path) -> None:
+    a = SharedCheckpoint(checkpoint_path, "a")
+    a.claim(SOURCE, [1, 2, 3, 4], grouped_ids={2: 9, 3: 9, 4: 9})
+    assert a.with_albums(SOURCE, [3]) == [2, 3, 4]
+    assert a.with_albums(SOURCE, [1, 5]) == [1, 5]

@@ -287,7 +287,7 @@ def test_ordered_mode_keeps_source_order_across_accounts(tmp_path: Path,
                                   members=["session2"])
     world.create_channel("Dst", username="order_target", owner="session1",
                          admins=["session2"])
-    for n in range(300):
+    for n in range(150):
         if n % 10 == 5:
             world.post_album(source, [tiny_png(n), tiny_png(n + 1)], captions=[f"p {n}", ""])
         else:

@@ -72,6 +72,21 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
                           text=True, timeout=timeout, env={**clean, **(env or {})})
 
 
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    """cli(*args) -> (exit code, stdout, stderr) of main() run in this process from tmp_path."""
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        try:
+            code = ts.main(list(args))
+        except SystemExit as exc:     # parser.error
+            code = exc.code
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+    return run
+
+
 # ----------------------------------------------------------------------------- .env
 
 def test_load_account_reads_the_folders_env_not_the_working_directory(
@@ -279,28 +294,28 @@ def test_backups_keep_the_newest_few_and_never_copy_a_corrupt_file(folder: Path)
     assert [p.name for p in ts.list_backups(account)] == names
 
 
-def test_cli_backup_and_restore(folder: Path, tmp_path: Path):
-    result = run_cli("backup", "sessions/acct", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "backed up sessions/acct/acct.session to sessions/acct/backups/acct-" in result.stdout
+def test_cli_backup_and_restore(folder: Path, tmp_path: Path, cli):
+    code, out, err = cli("backup", "sessions/acct")
+    assert code == 0, err
+    assert "backed up sessions/acct/acct.session to sessions/acct/backups/acct-" in out
     corrupt(folder / "acct.session")
-    result = run_cli("restore", "sessions/acct", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("restored sessions/acct/acct.session from ")
+    code, out, err = cli("restore", "sessions/acct")
+    assert code == 0, err
+    assert out.startswith("restored sessions/acct/acct.session from ")
     assert ts.session_file_problem(folder / "acct.session") is None
     bad = tmp_path / "bad.session"
     bad.write_bytes(b"nope")
-    result = run_cli("restore", "sessions/acct", "--from", str(bad), cwd=tmp_path)
-    assert result.returncode == ts.EXIT_SESSION
-    assert "cannot be restored" in result.stderr and result.stderr.count("\n") == 1
+    code, out, err = cli("restore", "sessions/acct", "--from", str(bad))
+    assert code == ts.EXIT_SESSION
+    assert "cannot be restored" in err and err.count("\n") == 1
 
 
-def test_cli_restore_with_no_backup_points_to_auth(folder: Path, tmp_path: Path):
+def test_cli_restore_with_no_backup_points_to_auth(folder: Path, cli):
     corrupt(folder / "acct.session")
-    result = run_cli("restore", "sessions/acct", cwd=tmp_path)
-    assert result.returncode == ts.EXIT_SESSION
-    assert "no good backup" in result.stderr
-    assert "python telegram_session.py auth sessions/acct" in result.stderr
+    code, _, err = cli("restore", "sessions/acct")
+    assert code == ts.EXIT_SESSION
+    assert "no good backup" in err
+    assert "python telegram_session.py auth sessions/acct" in err
 
 
 # ----------------------------------------------------------------------------- registry
@@ -409,35 +424,34 @@ def test_status_needs_no_database(folder: Path, tmp_path: Path):
 
 # ----------------------------------------------------------------------------- new, check
 
-def test_new_makes_a_private_folder_from_the_template(tmp_path: Path):
+def test_new_makes_a_private_folder_from_the_template(tmp_path: Path, cli):
     sessions = tmp_path / "sessions"
     sessions.mkdir()
-    result = run_cli("new", "acct9", "--sessions-dir", "sessions", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "auth sessions/acct9" in result.stdout
+    code, out, err = cli("new", "acct9", "--sessions-dir", "sessions")
+    assert code == 0, err
+    assert "auth sessions/acct9" in out
     env = sessions / "acct9" / ".env"
     assert env.stat().st_mode & 0o777 == 0o600
     assert "SESSION_NAME=acct9\n" in env.read_text()
     assert (sessions / "acct9" / "run.sh").resolve().is_file()
-    again = run_cli("new", "acct9", "--sessions-dir", "sessions", cwd=tmp_path)
-    assert again.returncode == ts.EXIT_USAGE and "already exists" in again.stderr
-    bad = run_cli("new", "../x", "--sessions-dir", "sessions", cwd=tmp_path)
-    assert bad.returncode == ts.EXIT_USAGE and "letters, digits" in bad.stderr
+    code, _, err = cli("new", "acct9", "--sessions-dir", "sessions")
+    assert code == ts.EXIT_USAGE and "already exists" in err
+    code, _, err = cli("new", "../x", "--sessions-dir", "sessions")
+    assert code == ts.EXIT_USAGE and "letters, digits" in err
     # the new folder is not usable until filled in, and check says what to fill in
-    check = run_cli("check", "sessions/acct9", cwd=tmp_path)
-    assert check.returncode == ts.EXIT_USAGE
-    assert "FAIL  .env complete" in check.stdout and "TG_API_ID is missing" in check.stdout
-    assert "fix: add TG_API_ID=" in check.stdout
+    code, out, _ = cli("check", "sessions/acct9")
+    assert code == ts.EXIT_USAGE
+    assert "FAIL  .env complete" in out and "TG_API_ID is missing" in out
+    assert "fix: add TG_API_ID=" in out
 
 
-def test_check_reports_a_corrupt_session_and_a_missing_one(folder: Path, tmp_path: Path):
+def test_check_reports_a_corrupt_session_and_a_missing_one(folder: Path, cli):
     account = ts.load_account(folder)
     ts.backup_session(account)
     corrupt(folder / "acct.session")
     (folder / ".env").chmod(0o644)
-    result = run_cli("check", "sessions/acct", cwd=tmp_path)
-    assert result.returncode == ts.EXIT_SESSION
-    out = result.stdout
+    code, out, _ = cli("check", "sessions/acct")
+    assert code == ts.EXIT_SESSION
     assert "PASS  .env complete" in out
     assert re.search(r"PASS  file modes +\.env was 0644, set to 0600", out)
     assert re.search(r"FAIL  session integrity +acct.session is corrupt \(file is not a "
@@ -445,29 +459,27 @@ def test_check_reports_a_corrupt_session_and_a_missing_one(folder: Path, tmp_pat
     assert "fix: python telegram_session.py restore sessions/acct" in out
     assert "SKIP  authorised" in out
     (folder / "acct.session").unlink()
-    result = run_cli("check", "sessions/acct", cwd=tmp_path)
-    assert result.returncode == ts.EXIT_AUTH
-    assert "fix: log in: python telegram_session.py auth sessions/acct" in result.stdout
+    code, out, _ = cli("check", "sessions/acct")
+    assert code == ts.EXIT_AUTH
+    assert "fix: log in: python telegram_session.py auth sessions/acct" in out
     row = sqlite3.connect(account.registry_db).execute(
         "SELECT last_check_ok, last_error FROM accounts WHERE name = 'acct'").fetchone()
     assert row[0] == 0 and "session integrity" in row[1]
 
 
-def test_cli_usage_errors_exit_2(tmp_path: Path):
-    result = run_cli("check", "--sessions-dir", "nowhere", cwd=tmp_path)
-    assert result.returncode == ts.EXIT_USAGE and "no such folder" in result.stderr
-    result = run_cli("frobnicate", cwd=tmp_path)
-    assert result.returncode == ts.EXIT_USAGE
+def test_cli_usage_errors_exit_2(cli):
+    code, _, err = cli("check", "--sessions-dir", "nowhere")
+    assert code == ts.EXIT_USAGE and "no such folder" in err
+    code, _, _ = cli("frobnicate")
+    assert code == ts.EXIT_USAGE
 
 
-
-def test_check_explains_every_problem_of_a_folder_set_up_wrong(folder: Path, tmp_path: Path):
+def test_check_explains_every_problem_of_a_folder_set_up_wrong(folder: Path, cli):
     write_env(folder, {**GOOD_ENV, "TG_API_ID": "my-api-id"}, mode=0o644)
     corrupt(folder / "acct.session")
     (folder / "acct.session").chmod(0o666)
-    result = run_cli("check", "sessions/acct", cwd=tmp_path)
-    assert result.returncode == ts.EXIT_USAGE
-    out = result.stdout
+    code, out, _ = cli("check", "sessions/acct")
+    assert code == ts.EXIT_USAGE
     assert "FAIL  .env complete      sessions/acct/.env: TG_API_ID must be a number, not " \
            "'my-api-id'" in out
     assert re.search(r"PASS  file modes +\.env was 0644, set to 0600, acct\.session was 0666, "
@@ -479,10 +491,10 @@ def test_check_explains_every_problem_of_a_folder_set_up_wrong(folder: Path, tmp
     assert "SKIP  authorised         needs the problems above fixed first" in out
 
 
-def test_check_refuses_a_world_writable_env(folder: Path, tmp_path: Path):
+def test_check_refuses_a_world_writable_env(folder: Path, cli):
     (folder / ".env").chmod(0o666)
-    result = run_cli("check", "sessions/acct", cwd=tmp_path)
-    assert result.returncode == ts.EXIT_USAGE
-    assert re.search(r"FAIL  file modes +\.env is world-writable \(0666\)", result.stdout)
-    assert "fix: check its contents, then run: chmod 600 sessions/acct/.env" in result.stdout
+    code, out, _ = cli("check", "sessions/acct")
+    assert code == ts.EXIT_USAGE
+    assert re.search(r"FAIL  file modes +\.env is world-writable \(0666\)", out)
+    assert "fix: check its contents, then run: chmod 600 sessions/acct/.env" in out
     assert (folder / ".env").stat().st_mode & 0o777 == 0o666     # left for the operator
