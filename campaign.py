@@ -390,16 +390,21 @@ class ChatImport:
     problems: list[str] = field(default_factory=list)
 
 
-def read_chat_list(path: Path) -> ChatImport:
-    """Parse a chat list; every malformed line and duplicate is reported with its number."""
+def read_input_file(path: Path) -> str:
+    """The text of a file the operator gave us (UTF-8, BOM allowed); CampaignError if not."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise CampaignError(f"{path}: no such file", EXIT_USAGE) from None
     except UnicodeDecodeError:
         raise CampaignError(f"{path}: not UTF-8 text", EXIT_USAGE) from None
     except OSError as exc:
         raise CampaignError(f"{path}: cannot read: {exc.strerror}", EXIT_USAGE) from None
+
+
+def read_chat_list(path: Path) -> ChatImport:
+    """Parse a chat list; every malformed line and duplicate is reported with its number."""
+    text = read_input_file(path)
     result, seen = ChatImport(), {}
     try:
         cells = list(_chat_cells(path, text))
@@ -439,14 +444,7 @@ def read_texts(path: Path) -> list[str]:
     """The texts of a messages file: json (a text, a list of texts or of {"text": ...}, or
     {"messages": [...]}) or txt (the whole file, or several texts separated by '---' lines).
     """
-    try:
-        content = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise CampaignError(f"{path}: no such file", EXIT_USAGE) from None
-    except UnicodeDecodeError:
-        raise CampaignError(f"{path}: not UTF-8 text", EXIT_USAGE) from None
-    except OSError as exc:
-        raise CampaignError(f"{path}: cannot read: {exc.strerror}", EXIT_USAGE) from None
+    content = read_input_file(path)
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(content)
