@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import secrets
@@ -50,20 +51,19 @@ DEFAULT_PROGRESS_EVERY = 100           # messages between progress lines
 DEFAULT_PROGRESS_SECONDS = 10.0        # ... or seconds, whichever comes first
 ORPHAN_FACTOR = 10                     # a claim with a stored random_id: others wait longer
 FORWARD_BATCH = 100                    # Telegram's limit of ids per forwardMessages
-ALBUM_LIMIT = 10                       # items per sendMultiMedia
 FLOOD_SLEEP_THRESHOLD = 60             # shorter FloodWaits are slept inside Telethon
 FOLLOW_POLL_SECONDS = 30.0             # a follow pass at least this often, events or not
 EVENT_SETTLE_SECONDS = 0.5             # lets an album's items all arrive before a pass
 WAIT_POLL_SECONDS = 0.02               # polling another account's claim (replies, order)
 REPLY_WAIT_SECONDS = 120.0             # longest wait for the message a copy replies to
 RECENT_TARGET_SCAN = 200               # target messages searched after RANDOM_ID_DUPLICATE
-SEND_ATTEMPTS = 5                      # Telegram-side internal errors before marking failed
+SEND_ATTEMPTS = 5                      # dropped connections / slow-mode waits per send
 TERMINAL = ("done", "failed", "skipped")
 GENERAL_TOPIC = 1
 TOPIC_MAP_FILE = "topic_map.json"
 LOG_FILE = "clone.log"
 TRUE_WORDS = {"1", "true", "yes", "on"}
-FALSE_WORDS = {"0", "false", "no", "off", ""}
+FALSE_WORDS = {"0", "false", "no", "off"}
 
 ENV_KEYS = {
     "TG_API_ID / TG_API_HASH": "the account's API credentials (telegram_session.py)",
@@ -76,7 +76,8 @@ ENV_KEYS = {
     "COPY_MODE": "forward | copy | auto (default auto: forward where allowed, else copy)",
     "ALLOW_REUPLOAD": "true: re-upload content from chats that forbid forwarding "
                       "(only content you have the rights to; default false)",
-    "MAX_MEDIA_MB": f"largest media to download and re-upload (default {DEFAULT_MAX_MEDIA_MB:g})",
+    "MAX_MEDIA_MB": "largest media to copy; larger is marked failed "
+                    f"(default {DEFAULT_MAX_MEDIA_MB:g})",
     "CHECKPOINT_DB": f"clone_streaming.py's checkpoint (default {DEFAULT_CHECKPOINT_DB} "
                      "in the folder)",
     "PROGRESS_EVERY / PROGRESS_SECONDS": "a progress line every N messages or seconds "
@@ -149,9 +150,10 @@ class SharedCheckpoint:
         params = self._params(source_chat)
         params["ids"] = _ids_json(ids)
         with transaction(self.conn):
+            # status spelled out: an earlier system's table has no default for it
             self.conn.executemany(
-                "INSERT OR IGNORE INTO messages (source_chat, msg_id, grouped_id) "
-                "VALUES (?, ?, ?)", [(params["src"], i, groups.get(i)) for i in ids])
+                "INSERT OR IGNORE INTO messages (source_chat, msg_id, grouped_id, status) "
+                "VALUES (?, ?, ?, 'pending')", [(params["src"], i, groups.get(i)) for i in ids])
             rows = self.conn.execute(
                 f"""UPDATE messages SET {self._CLAIM_SET}
                     WHERE source_chat = :src AND msg_id IN (SELECT value FROM json_each(:ids))
@@ -186,6 +188,19 @@ class SharedCheckpoint:
                           AND msg_id IN (SELECT value FROM json_each(:ids))
                         RETURNING msg_id""", params)]
         return sorted(ids)
+
+    def adopt_rows(self, aliases: Iterable[str], source_chat: str) -> int:
+        """File rows recorded under another name of the same source (an earlier system
+        keyed them by the SOURCE_CHAT text, e.g. "@name") under `source_chat`; returns how
+        many moved."""
+        names = [a for a in {str(a) for a in aliases} if a != str(source_chat)]
+        if not names:
+            return 0
+        with transaction(self.conn):
+            return self.conn.execute(
+                "UPDATE OR IGNORE messages SET source_chat = ? "
+                "WHERE source_chat IN (SELECT value FROM json_each(?))",
+                (str(source_chat), json.dumps(names))).rowcount
 
     def owned(self, source_chat: str) -> list[int]:
         """Ids this session holds in `source_chat` (e.g. left over from before a crash)."""
@@ -309,7 +324,7 @@ class SharedCheckpoint:
                 AND msg_id < ? AND status NOT IN {TERMINAL} ORDER BY msg_id""",
             (str(source_chat), int(msg_id))).fetchall()
 
-    def row(self, source_chat: str, msg_id: int) -> sqlite3.Row | None:
+    def row(self, source_chat: str, msg_id: int) -> tuple | None:
         """(status, session, target_msg_id, grouped_id, error) of one message, or None."""
         return self.conn.execute(
             "SELECT status, session, target_msg_id, grouped_id, error FROM messages "
@@ -488,10 +503,12 @@ def _bool_setting(key: str, value: str | bool | None, default: bool) -> bool:
     if isinstance(value, bool):
         return value
     word = value.strip().lower()
+    if not word:
+        return default
     if word in TRUE_WORDS:
         return True
     if word in FALSE_WORDS:
-        return default if not word else False
+        return False
     raise ConfigError(f"{key}={value!r} is not true or false")
 
 
@@ -504,7 +521,7 @@ def make_config(account: telegram_session.Account, args: argparse.Namespace,
         value = getattr(args, flag, None)
         return value if value is not None else env.get(key)
 
-    where = f"{telegram_session.display_path(account.folder / '.env')}"
+    where = telegram_session.display_path(account.folder / ".env")
     for key in ("SOURCE_CHAT", "TARGET_CHAT"):
         if not (setting(key.lower().split("_")[0], key) or "").strip():
             raise ConfigError(f"{key} is not set in {where}; add {key}=<numeric id, "
@@ -681,6 +698,9 @@ class Cloner:
         self.source_forum = bool(getattr(source, "forum", False))
         self.target_forum = bool(getattr(target, "forum", False))
         self.source_protected = bool(getattr(source, "noforwards", False))
+        username = getattr(source, "username", None)
+        self.source_aliases = {str(config.source_chat), str(source.id),
+                               *((username, f"@{username}") if username else ())}
         self.temp_dir = temp_dir
         self.progress = Progress(config.progress_every, config.progress_seconds)
         self.topic_titles: dict[int, str] = {}
@@ -700,6 +720,9 @@ class Cloner:
         if self.config.target_topic and not self.target_forum:
             raise ConfigError(f"TARGET_TOPIC={self.config.target_topic} but the target is "
                               "not a forum; remove TARGET_TOPIC")
+        moved = self.checkpoint.adopt_rows(self.source_aliases, self.src)
+        if moved:
+            log.info("%d checkpoint rows of an earlier run filed under %s", moved, self.src)
         heartbeat = asyncio.create_task(self.keep_claims_alive())
         try:
             if self.source_forum and self.target_forum and self.config.auto_create_topics:
@@ -1030,12 +1053,12 @@ class Cloner:
                 return utils.get_input_media(media)
             except TypeError:
                 raise SendRefused(f"{kind} media cannot be copied") from None
-        if not reupload:
-            return utils.get_input_media(media)
         size = media.document.size if isinstance(media, types.MessageMediaDocument) else max(
             (getattr(s, "size", 0) for s in getattr(media.photo, "sizes", [])), default=0)
         if size > self.config.max_media_bytes:
             raise SendRefused(f"media of {size / 2 ** 20:.1f} MB is over MAX_MEDIA_MB")
+        if not reupload:
+            return utils.get_input_media(media)
         uploaded = await self.reupload(message)
         if isinstance(media, types.MessageMediaPhoto):
             item = types.InputMediaUploadedPhoto(file=uploaded)
@@ -1271,17 +1294,30 @@ async def resolve_chat(client: TelegramClient, key: str, value: int | str) -> An
     return entity
 
 
+def media_temp_dir(account: telegram_session.Account) -> Path:
+    """A new per-process folder for media on its way through, named after the account.
+
+    Called with the account's folder lock held: folders left under the same name by an
+    earlier process of this account (killed before cleaning up) are removed first.
+    """
+    tag = hashlib.sha1(str(account.folder).encode()).hexdigest()[:8]
+    prefix = f"clone-{account.name}-{tag}-"
+    for leftover in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
 async def clone(account: telegram_session.Account, config: CloneConfig) -> Progress:
     """Open the account, resolve the chats and run the cloner; returns its counts."""
     checkpoint = SharedCheckpoint(config.checkpoint_db, config.session_name,
                                   claim_timeout=config.claim_timeout)
-    temp_dir = Path(tempfile.mkdtemp(prefix=f"clone-{config.session_name}-"))
     try:
         async with telegram_session.open_client(
                 account, flood_sleep_threshold=FLOOD_SLEEP_THRESHOLD,
                 raise_last_call_error=True) as client:
             source = await resolve_chat(client, "SOURCE_CHAT", config.source_chat)
             target = await resolve_chat(client, "TARGET_CHAT", config.target_chat)
+            temp_dir = media_temp_dir(account)
             cloner = Cloner(client, account, checkpoint, config, source, target, temp_dir)
             log.info("account %s: cloning %s into %s (mode %s%s), checkpoint %s",
                      account.name, cloner.src, cloner.dst, config.copy_mode,
@@ -1290,9 +1326,9 @@ async def clone(account: telegram_session.Account, config: CloneConfig) -> Progr
                 await cloner.run()
             finally:
                 log.info("%s", cloner.progress.summary())
+                shutil.rmtree(temp_dir, ignore_errors=True)
             return cloner.progress
     finally:
-        shutil.rmtree(temp_dir, ignore_errors=True)
         checkpoint.close()
 
 

@@ -73,6 +73,7 @@ LOCK_ATTEMPTS = 5                            # rides out a `status` probe of the
 LOCK_RETRY_SECONDS = 0.02
 SESSION_BUSY_TIMEOUT = 5.0
 PEER_FLOOD_PAUSE_SECONDS = 24 * 3600         # how long an account rests after PeerFlood
+CONNECT_REQUEST = "users.GetUsers"           # the request open_client's FloodWaits are under
 CLOCK_SKEW_LIMIT_SECONDS = 30.0
 PRIVATE_MODE = 0o600
 AUTH_CODE_ATTEMPTS = 3
@@ -394,6 +395,11 @@ def lock_holder(account: Account) -> LockHolder | None:
 
 # ----------------------------------------------------------------------------- session file
 
+def _sqlite_uri(path: Path, mode: str) -> str:
+    """A SQLite URI for `path` opened in `mode` (ro, rw): never creates the file."""
+    return f"{path.resolve().as_uri()}?mode={mode}"
+
+
 def session_file_problem(path: Path) -> str | None:
     """Why `path` is not a usable Telethon session file (None if it is).
 
@@ -401,7 +407,8 @@ def session_file_problem(path: Path) -> str | None:
     by a crash is rolled back by opening the file, as Telethon itself would.
     """
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=SESSION_BUSY_TIMEOUT)
+        conn = sqlite3.connect(_sqlite_uri(path, "rw"), uri=True,
+                               timeout=SESSION_BUSY_TIMEOUT)
     except sqlite3.OperationalError as exc:
         return f"cannot be opened ({exc})"
     try:
@@ -425,7 +432,7 @@ def session_file_problem(path: Path) -> str | None:
 
 def session_has_auth_key(path: Path) -> bool:
     """Whether the (healthy) session file holds an authorisation key."""
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+    with contextlib.closing(sqlite3.connect(_sqlite_uri(path, "ro"), uri=True)) as conn:
         row = conn.execute("SELECT auth_key FROM sessions").fetchone()
     return bool(row and row[0])
 
@@ -443,7 +450,8 @@ def _copy_database(source: Path, target: Path) -> None:
     """A consistent copy of SQLite file `source` at `target` (temp file, checked, renamed)."""
     partial = target.with_name(f".{target.name}.part")
     partial.unlink(missing_ok=True)
-    with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True,
+    partial.touch(mode=PRIVATE_MODE)    # private from the first byte: it holds the auth key
+    with contextlib.closing(sqlite3.connect(_sqlite_uri(source, "ro"), uri=True,
                                             timeout=SESSION_BUSY_TIMEOUT)) as src, \
             contextlib.closing(sqlite3.connect(str(partial))) as dst:
         src.backup(dst)
@@ -452,7 +460,6 @@ def _copy_database(source: Path, target: Path) -> None:
         partial.unlink(missing_ok=True)
         raise TelegramSessionError(f"the copy of {display_path(source)} is not usable ({problem})",
                                    "check the disk (space, errors) and try again")
-    partial.chmod(PRIVATE_MODE)
     partial.replace(target)
 
 
@@ -474,13 +481,18 @@ def backup_session(account: Account) -> Path:
     return target
 
 
-def _move_aside(path: Path, account: Account, label: str) -> Path | None:
-    """Keep a damaged file (and its journal) in backups/ under a name never restored from."""
-    if not path.exists():
-        return None
+def _aside_path(account: Account, path: Path, label: str) -> Path:
+    """Where a file set aside goes: backups/FILE.LABEL-STAMP, a name never restored from."""
     account.backup_dir.mkdir(mode=0o700, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = account.backup_dir / f"{path.name}.{label}-{stamp}"
+    return account.backup_dir / f"{path.name}.{label}-{stamp}"
+
+
+def _move_aside(path: Path, account: Account, label: str) -> Path | None:
+    """Move a file out of the way into backups/; returns where it went."""
+    if not path.exists():
+        return None
+    target = _aside_path(account, path, label)
     path.replace(target)
     return target
 
@@ -506,9 +518,11 @@ def restore_session(account: Account, source: Path | None = None) -> Path:
                 f"{display_path(account.backup_dir)}",
                 f"log in again: {_auth_command(account.folder)}")
     chosen = candidates[0]
+    if account.session_path.exists():   # kept first: if anything below fails, nothing is lost
+        shutil.copy2(account.session_path,
+                     _aside_path(account, account.session_path, "replaced"))
     journal = account.session_path.with_name(account.session_path.name + "-journal")
     _move_aside(journal, account, "replaced")
-    _move_aside(account.session_path, account, "replaced")
     _copy_database(chosen, account.session_path)
     return chosen
 
@@ -605,6 +619,14 @@ def current_wait(account: Account, *, now: datetime | None = None) -> tuple[str,
     return _latest_wait(_registry(account), account.name, now or datetime.now(UTC))
 
 
+def _connect_wait_until(account: Account) -> datetime | None:
+    """When a running wait Telegram imposed on connecting (users.GetUsers) ends, if any."""
+    row = _registry(account).execute(
+        "SELECT MAX(until) FROM rate_limits WHERE account = ? AND request = ? AND until > ?",
+        (account.name, CONNECT_REQUEST, _stamp(datetime.now(UTC)))).fetchone()
+    return _parse_time(row[0]) if row[0] else None
+
+
 async def wait_if_limited(account: Account, *, sleep: Callable[[float], Awaitable[Any]]
                           = asyncio.sleep, now: datetime | None = None) -> float:
     """Sleep until the account's recorded wait is over (logging the wake-up time).
@@ -640,14 +662,19 @@ async def call_with_flood_wait(account: Account, make_call: Callable[[], Awaitab
         try:
             return await make_call()
         except (errors.FloodWaitError, errors.FloodPremiumWaitError) as exc:
-            what = request or type(exc.request).__name__
+            what = request or _request_name(exc)
             until = record_wait(account, exc.seconds, request=what)
             log.warning("account %s: sleeping %s s until %s, then calling %s again",
                         account.name, exc.seconds, format_time(until), what)
         except errors.PeerFloodError as exc:
             record_wait(account, PEER_FLOOD_PAUSE_SECONDS, kind="peer_flood",
-                        request=request or type(exc.request).__name__)
+                        request=request or _request_name(exc))
             raise
+
+
+def _request_name(exc: errors.RPCError) -> str:
+    """The TL request an RPC error answered, e.g. SendMessageRequest ('' if unknown)."""
+    return type(exc.request).__name__ if exc.request is not None else ""
 
 
 def record_account_state(account: Account, **values: Any) -> None:
@@ -774,12 +801,19 @@ async def open_client(folder_or_account: str | Path | Account, *,
     """A connected, authorised TelegramClient for the account; never prompts.
 
     Holds the folder lock for the client's whole life; checks (and if corrupt restores) the
-    .session; connects with back-off; verifies authorisation; backs the session up after
-    connecting and after disconnecting. `client_options` go to TelegramClient.
+    .session; sleeps through a running wait Telegram imposed on connecting (a restarted
+    script does not knock again); connects with back-off; verifies authorisation; backs the
+    session up after connecting and after disconnecting. `sleep` is what waits (injectable
+    for tests); `client_options` go to TelegramClient.
     """
     account = _as_account(folder_or_account)
     with FolderLock(account):
         ensure_session_file(account)
+        connect_until = _connect_wait_until(account)
+        if connect_until is not None:   # connecting again now would only prolong it
+            log.warning("account %s: Telegram limited connecting; sleeping until %s",
+                        account.name, format_time(connect_until))
+            await sleep((connect_until - datetime.now(UTC)).total_seconds())
         wait = current_wait(account)
         if wait is not None:
             log.warning("account %s: %s (until %s); its Telegram work waits until then",
@@ -799,9 +833,9 @@ async def open_client(folder_or_account: str | Path | Account, *,
                 record_account_state(account, authorized=0, last_error=exc.message)
                 raise
             except (errors.FloodWaitError, errors.FloodPremiumWaitError) as exc:
-                until = record_wait(account, exc.seconds, request="users.GetUsers")
+                until = record_wait(account, exc.seconds, request=CONNECT_REQUEST)
                 raise TelegramRateLimitError(exc.seconds, until,
-                                             request="users.GetUsers") from None
+                                             request=CONNECT_REQUEST) from None
             authorised = True
             record_account_state(account, user_id=me.id, username=me.username,
                                  phone=me.phone or account.phone, authorized=1, last_error=None)
@@ -1125,7 +1159,7 @@ def _read_registry(account: Account) -> tuple[dict[str, Any], tuple[str, datetim
     if not account.registry_db.exists():
         return {}, None
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{account.registry_db}?mode=ro",
+        with contextlib.closing(sqlite3.connect(_sqlite_uri(account.registry_db, "ro"),
                                                 uri=True, timeout=SESSION_BUSY_TIMEOUT)) as conn:
             conn.row_factory = sqlite3.Row
             row = conn.execute("SELECT * FROM accounts WHERE name = ?",
@@ -1146,7 +1180,8 @@ def status_row(folder: Path) -> dict[str, str]:
         account = load_account(folder)
     except AccountConfigError as exc:
         account = _folder_only_account(folder)
-        row["user"] = f"bad .env: {exc.message.split(': ', 1)[-1]}"
+        row["user"] = f"bad .env: {exc.message.split(': ', 1)[-1]}" \
+            if (folder / ENV_FILE).exists() else "no .env yet (see .env.example)"
     row["account"] = account.name
     info, wait = _read_registry(account)
     if row["user"] == "-" and (info.get("username") or info.get("user_id")):

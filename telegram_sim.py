@@ -79,14 +79,15 @@ matching requests through first, `times=K` fires K times (None: always),
 
 Requests answered (anything else fails with 400 SIMULATOR_UNSUPPORTED_<NAME> and a log
 warning): help.GetConfig, help.GetNearestDc, Ping, auth.SendCode, auth.SignIn, auth.LogOut,
-updates.GetState, updates.GetDifference (always empty: private chats are not modelled),
-updates.GetChannelDifference, users.GetUsers, users.GetFullUser, contacts.ResolveUsername,
-channels.GetChannels, channels.GetFullChannel, channels.JoinChannel, channels.LeaveChannel,
-channels.ReadHistory, channels.GetMessages, messages.ReadHistory, messages.GetHistory,
-messages.GetReplies, messages.GetMessages, messages.SendMessage, messages.SendMedia,
-messages.SendMultiMedia, messages.UploadMedia, messages.ForwardMessages,
-messages.CreateForumTopic, messages.GetForumTopics, messages.GetForumTopicsByID,
-messages.GetDialogs, upload.SaveFilePart, upload.SaveBigFilePart, upload.GetFile.
+updates.GetState, updates.GetDifference (UpdateChannelTooLong for channels with news:
+private chats are not modelled), updates.GetChannelDifference, users.GetUsers,
+users.GetFullUser, contacts.ResolveUsername, channels.GetChannels, channels.GetFullChannel,
+channels.JoinChannel, channels.LeaveChannel, channels.ReadHistory, channels.GetMessages,
+messages.ReadHistory, messages.GetHistory, messages.GetReplies, messages.GetMessages,
+messages.SendMessage, messages.SendMedia, messages.SendMultiMedia, messages.UploadMedia,
+messages.ForwardMessages, messages.CreateForumTopic, messages.GetForumTopics,
+messages.GetForumTopicsByID, messages.GetDialogs, upload.SaveFilePart,
+upload.SaveBigFilePart, upload.GetFile.
 
 Not modelled (do not rely on the simulator for these): private chats, basic groups, bots,
 secret chats, Saved Messages; editing, deleting and pinning messages (no edit/delete
@@ -388,6 +389,12 @@ class Server:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else default
 
+    def is_world(self) -> bool:
+        """Whether the database is a simulated world (and not some other SQLite file)."""
+        has_meta = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+        return bool(has_meta) and self.meta("created_at", "") != ""
+
     def account_row(self, user_id: int) -> sqlite3.Row | None:
         return self.conn.execute(
             "SELECT * FROM accounts WHERE user_id = ?", (user_id,)).fetchone()
@@ -477,7 +484,7 @@ class Server:
             raise RpcFailure(400, "PEER_ID_INVALID")
         part = self.participant(row["channel_id"], viewer)
         if part is None and row["username"] is None:
-            raise RpcFailure(406 if write else 400, "CHANNEL_PRIVATE")
+            raise RpcFailure(400, "CHANNEL_PRIVATE")
         if part is not None and part["role"] == "banned":
             raise RpcFailure(400, "USER_BANNED_IN_CHANNEL" if write else "CHANNEL_PRIVATE")
         if write:
@@ -671,6 +678,8 @@ class Server:
         if isinstance(media, types.InputMediaUploadedPhoto):
             return self.store_media("photo", self.assemble_upload(user_id, media.file))
         if isinstance(media, types.InputMediaUploadedDocument):
+            if media.thumb is not None:
+                self.assemble_upload(user_id, media.thumb)     # thumbnails are not kept
             return self.store_media("document", self.assemble_upload(user_id, media.file),
                                     mime_type=media.mime_type, attributes=media.attributes)
         if isinstance(media, types.InputMediaPhoto) \
@@ -762,13 +771,15 @@ class Server:
 
     def new_events(self, user_id: int, after: int, origin: str) -> tuple[int, bytes | None]:
         """(new cursor, serialised Updates or None) for the user's chats after `after`."""
+        # The cursor first, then events up to it: one committed in between waits for the
+        # next poll. Writers are serialised, so seq order is commit order.
+        cursor = self.conn.execute(
+            "SELECT COALESCE(MAX(seq), ?) FROM events", (after,)).fetchone()[0]
         rows = self.conn.execute(
             "SELECT e.seq, e.channel_id, e.message_id, e.origin FROM events e "
             "JOIN participants p ON p.channel_id = e.channel_id AND p.user_id = ? "
-            "WHERE e.seq > ? AND p.role != 'banned' ORDER BY e.seq",
-            (user_id, after)).fetchall()
-        cursor = self.conn.execute(
-            "SELECT COALESCE(MAX(seq), ?) FROM events", (after,)).fetchone()[0]
+            "WHERE e.seq > ? AND e.seq <= ? AND p.role != 'banned' ORDER BY e.seq",
+            (user_id, after, cursor)).fetchall()
         updates, chats, users = [], {}, set()
         may_lose = rows and self.conn.execute(
             "SELECT 1 FROM faults WHERE error = ? LIMIT 1", (LOSE_UPDATES,)).fetchone()
@@ -880,7 +891,22 @@ def h_get_state(ctx: Context, request: TLObject) -> TLObject:
 
 
 def h_get_difference(ctx: Context, request: TLObject) -> TLObject:
-    return types.updates.DifferenceEmpty(date=_dt(_now()), seq=0)
+    """No private chats, so no account updates: the user's channels with messages since
+    `date` come back as UpdateChannelTooLong, to be fetched with GetChannelDifference."""
+    now = _dt(_now())
+    channels = ctx.conn.execute(
+        "SELECT c.* FROM channels c JOIN participants p ON p.channel_id = c.channel_id "
+        "WHERE p.user_id = ? AND p.role != 'banned' AND EXISTS (SELECT 1 FROM messages m "
+        "WHERE m.channel_id = c.channel_id AND m.date >= ?) ORDER BY c.channel_id",
+        (ctx.user_id, _ts(request.date))).fetchall()
+    if not channels:
+        return types.updates.DifferenceEmpty(date=now, seq=0)
+    return types.updates.Difference(
+        new_messages=[], new_encrypted_messages=[],
+        other_updates=[types.UpdateChannelTooLong(channel_id=c["channel_id"], pts=c["pts"])
+                       for c in channels],
+        chats=[ctx.server.tl_channel(c, ctx.user_id) for c in channels], users=[],
+        state=types.updates.State(pts=ACCOUNT_PTS, qts=0, date=now, seq=0, unread_count=0))
 
 
 def h_get_channel_difference(ctx: Context, request: TLObject) -> TLObject:
@@ -1176,11 +1202,11 @@ def h_forward_messages(ctx: Context, request: TLObject) -> TLObject:
     reply_msg, top = _reply_target(request)
     reply = server.reply_header(target, reply_msg, request.top_msg_id or top)
     rows = []
-    for msg_id in request.id:
+    for msg_id, random_id in zip(request.id, request.random_id, strict=True):
         row = ctx.conn.execute("SELECT * FROM messages WHERE channel_id = ? AND id = ?",
                                (sid, msg_id)).fetchone()
-        if row is not None and not row["is_service"]:
-            rows.append((row, request.random_id[request.id.index(msg_id)]))
+        if row is not None and not row["is_service"]:     # missing ids are skipped
+            rows.append((row, random_id))
     if source["noforwards"] or any(row["noforwards"] for row, _ in rows):
         raise RpcFailure(400, "CHAT_FORWARDS_RESTRICTED")
     groups: dict[int, int] = {}
@@ -1470,7 +1496,13 @@ class SimulatedSender:
         loop = asyncio.get_running_loop()
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="telegram_sim")
-        self._server = await loop.run_in_executor(self._executor, self._open_server)
+        try:
+            self._server = await loop.run_in_executor(self._executor, self._open_server)
+        except sqlite3.Error as exc:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise ConnectionError(f"simulated world {self._world_path} cannot be used: "
+                                  f"{exc}") from None
         self._connection = connection
         self._queue = asyncio.Queue()
         self._disconnected_future = loop.create_future()
@@ -1513,11 +1545,16 @@ class SimulatedSender:
     def _open_server(self) -> Server:
         conn = open_database(self._world_path)
         conn.row_factory = sqlite3.Row
-        server = Server(conn)
-        key_id = _key_id(self.auth_key)
-        with transaction(conn):
-            conn.execute("INSERT OR IGNORE INTO auth_keys (key_id, user_id, created_at) "
-                         "VALUES (?, NULL, ?)", (key_id, utcnow()))
+        try:
+            server = Server(conn)
+            if not server.is_world():
+                raise sqlite3.DatabaseError("not a simulated world (no world tables)")
+            with transaction(conn):
+                conn.execute("INSERT OR IGNORE INTO auth_keys (key_id, user_id, created_at) "
+                             "VALUES (?, NULL, ?)", (_key_id(self.auth_key), utcnow()))
+        except sqlite3.Error:
+            conn.close()
+            raise
         return server
 
     async def _work_loop(self) -> None:
@@ -1539,6 +1576,16 @@ class SimulatedSender:
         while not future.cancelled():
             try:
                 body = await loop.run_in_executor(self._executor, self._handle, wire)
+                with BinaryReader(body) as reader:
+                    result = request.read_result(reader)
+            except sqlite3.Error as exc:
+                log.warning("simulated Telegram: world storage failed on %s: %s",
+                            type(request).__name__, exc)
+                failure = RpcFailure(500, "SIMULATOR_STORAGE_ERROR")
+                if not future.done():
+                    future.set_exception(rpc_message_to_error(
+                        types.RpcError(failure.code, failure.message), request))
+                return True
             except RpcFailure as failure:
                 error = rpc_message_to_error(types.RpcError(failure.code, failure.message),
                                              request)
@@ -1558,8 +1605,11 @@ class SimulatedSender:
                     future.set_exception(error)
                 loop.create_task(self._cleanup(self._detach(), error))
                 return False
-            with BinaryReader(body) as reader:
-                result = request.read_result(reader)
+            except Exception as exc:    # a simulator bug must reach the caller, not hang it
+                log.exception("simulated Telegram failed on %s", type(request).__name__)
+                if not future.done():
+                    future.set_exception(exc)
+                return True
             self._store_own_updates(result)
             if not future.done():
                 future.set_result(result)
@@ -1710,7 +1760,7 @@ class World:
         with open(path, "rb") as handle:
             if handle.read(16) != b"SQLite format 3\x00":
                 raise SimulatorError(f"{path} is not a simulated world (not SQLite)")
-        probe = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+        probe = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
         try:
             probe.execute("SELECT 1 FROM meta WHERE key = 'created_at'").fetchone()
         except sqlite3.OperationalError:
@@ -1924,11 +1974,10 @@ class World:
 
     def create_topic(self, chat: int | str, title: str, *, by: str | None = None,
                      icon_color: int | None = None) -> int:
-        """A forum topic; returns its id (the id of its service message)."""
-        channel_id = self.chat_id(chat)
-        creator = self.account_id(by) if by else None
+        """A forum topic made by `by` (default: the chat's creator); returns its id (the
+        id of its service message)."""
         with transaction(self.conn):
-            channel = self.server.channel_row(channel_id)
+            channel, creator = self._poster(chat, by)
             if channel["kind"] != "forum":
                 raise SimulatorError(f"{chat!r} is not a forum")
             return _create_topic(self.server, channel, title, icon_color, creator, "world")

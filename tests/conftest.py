@@ -80,4 +80,5 @@ async def sim_client(sim_world):
 
     yield make_client
     for client in clients:
-        await client.disconnect()
+        if client.is_connected():           # a test may have disconnected it already
+            await client.disconnect()

@@ -32,6 +32,16 @@ def start(folder: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+def held_by(tmp_path: Path, account: str) -> int:
+    """How many messages an account holds (claimed, not finished) in the checkpoint."""
+    conn = sqlite3.connect(tmp_path / "sessions" / "shared" / "checkpoint.db", timeout=30)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM messages WHERE status = 'processing' "
+                            "AND session = ?", (account,)).fetchone()[0]
+    finally:
+        conn.close()
+
+
 def topic_of(message) -> int:
     header = message.reply_to
     if header is not None and header.forum_topic:
@@ -66,7 +76,7 @@ def test_every_message_exactly_once_despite_sigkill(tmp_path: Path) -> None:
         migrate_db.connect(tmp_path / "sessions" / "shared" / database).close()
     workers = {name: start(folder) for name, folder in folders.items()}
     rng = random.Random(11)
-    kills, began = 0, time.monotonic()
+    kills, mid_claim, began = 0, 0, time.monotonic()
     while kills < MAX_KILLS and time.monotonic() - began < RUN_LIMIT:
         time.sleep(rng.uniform(*KILL_EVERY))
         running = [name for name, process in workers.items() if process.poll() is None]
@@ -76,11 +86,13 @@ def test_every_message_exactly_once_despite_sigkill(tmp_path: Path) -> None:
         workers[victim].kill()                    # SIGKILL: no cleanup of any kind
         workers[victim].wait()
         kills += 1
+        mid_claim += held_by(tmp_path, victim) > 0
         workers[victim] = start(folders[victim])
     for name, process in workers.items():
         _, err = process.communicate(timeout=max(RUN_LIMIT - (time.monotonic() - began), 30))
         assert process.returncode == 0, (name, err[-2000:])
     assert kills >= 3
+    assert mid_claim >= 1                         # killed while holding messages
 
     sources = [m for m in world.messages(source) if isinstance(m, types.Message)]
     targets = {m.id: m for m in world.messages("@kill_target") if isinstance(m, types.Message)}

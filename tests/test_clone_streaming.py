@@ -1,6 +1,7 @@
 """clone_streaming(.py/_shared.py) as real processes over the simulated Telegram."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -231,7 +232,10 @@ def test_noforwards_source_is_not_copied_without_allow_reupload(tmp_path: Path) 
 def test_noforwards_source_is_reuploaded_when_allowed(tmp_path: Path) -> None:
     world, folder = noforwards_world(tmp_path, ALLOW_REUPLOAD="true")
     temp = tmp_path / "tmp"
-    temp.mkdir()
+    tag = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:8]
+    leftover = temp / f"clone-session1-{tag}-killed"          # from a process killed earlier
+    leftover.mkdir(parents=True)
+    (leftover / "half-downloaded.jpg").write_bytes(b"x")
     result = run(folder, "--once", tmp=temp)
     assert result.returncode == 0, result.stderr
     source, target = content(world, "@locked_source"), content(world, "@locked_target")
@@ -243,7 +247,7 @@ def test_noforwards_source_is_reuploaded_when_allowed(tmp_path: Path) -> None:
             new = getattr(t.media, "photo", None) or t.media.document
             assert new.id != old.id
     assert target[-1].grouped_id == target[-2].grouped_id is not None
-    assert list(temp.iterdir()) == []                        # temporary media removed
+    assert list(temp.iterdir()) == []               # temporary media and leftovers gone
 
 
 def test_flood_wait_storm_on_one_account_loses_nothing(tmp_path: Path) -> None:
@@ -408,3 +412,36 @@ def test_topics_are_listed_past_the_first_page(tmp_path: Path) -> None:
     assert [(m.message, titles[topic_of(m)]) for m in target] == [
         ("in the oldest topic", "Topic 000"), ("in the newest topic", "Topic 129")]
     assert world.counters("session1")["GetForumTopicsRequest"] >= 2   # paginated
+
+
+def test_earlier_checkpoint_keyed_by_username_is_resumed_not_redone(demo) -> None:
+    world, sessions = demo
+    db = sessions / "shared" / "checkpoint.db"
+    db.parent.mkdir()
+    conn = sqlite3.connect(db)
+    with conn:        # the earlier system's table: done rows under the .env text, NULL status
+        conn.execute("CREATE TABLE messages (source_chat TEXT, msg_id INTEGER, status TEXT, "
+                     "session TEXT, processed_at TEXT, target_msg_id INTEGER, "
+                     "PRIMARY KEY (source_chat, msg_id))")
+        conn.executemany("INSERT INTO messages VALUES ('@demo_source', ?, 'done', 'old', "
+                         "'2024-01-01 00:00:00', NULL)", [(i,) for i in range(1, 9)])
+        conn.execute("INSERT INTO messages VALUES ('@demo_source', 9, NULL, NULL, NULL, NULL)")
+    conn.close()
+    result = run(sessions / "session1", "--once")
+    assert result.returncode == 0, result.stderr
+    assert [m.message for m in content(world, "@demo_target")] == \
+        [m.message for m in content(world, "@demo_source") if m.id > 8]
+    assert "9 checkpoint rows of an earlier run filed under" in result.stderr
+    rows = checkpoint_rows(db)
+    assert set(rows) == set(range(1, 16)) and all(r[0] != "pending" for r in rows.values())
+
+
+def test_media_over_max_media_mb_is_marked_failed_with_the_reason(demo) -> None:
+    world, sessions = demo
+    add_env(sessions / "session1", MAX_MEDIA_MB="0.00001")
+    result = run(sessions / "session1", "--once")
+    assert result.returncode == 0, result.stderr
+    assert all(m.media is None for m in content(world, "@demo_target"))
+    rows = checkpoint_rows(sessions / "shared" / "checkpoint.db")
+    failed = [r for r in rows.values() if r[0] == "failed"]
+    assert len(failed) == 7 and all("over MAX_MEDIA_MB" in r[3] for r in failed)

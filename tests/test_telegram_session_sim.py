@@ -299,15 +299,28 @@ async def test_wait_over_the_threshold_is_slept_for_real_then_sent_once(make_acc
     assert world.counters("acct")["SendMessageRequest"] == 2     # refused once, then sent
 
 
-async def test_flood_wait_while_connecting_is_recorded_and_raised(make_account, world):
+async def test_flood_wait_while_connecting_is_recorded_and_slept_on_restart(make_account,
+                                                                             world):
     folder = make_account("acct")
     world.inject_fault("FLOOD_WAIT", seconds=SEVEN_HOURS, request="GetUsersRequest", times=1)
     with pytest.raises(ts.TelegramRateLimitError) as caught:
         async with ts.open_client(folder):
             pytest.fail("opened during a flood wait")
     assert caught.value.seconds == SEVEN_HOURS
+    assert caught.value.exit_code == ts.EXIT_FAILURE
     assert "flood wait, 7.0 h left" in str(caught.value) or "6.9 h" in str(caught.value)
     assert ts.current_wait(ts.load_account(folder))[1] == caught.value.until
+    # the restart (run.sh) sleeps through it before connecting again
+    world.reset_counters()
+    slept: list[float] = []
+
+    async def record_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        assert world.counters("acct") == {}      # nothing was sent before the sleep
+
+    async with ts.open_client(folder, sleep=record_sleep) as client:
+        assert (await client.get_me()).username == "user_acct"
+    assert len(slept) == 1 and SEVEN_HOURS - 60 < slept[0] <= SEVEN_HOURS
 
 
 async def test_short_flood_wait_is_slept_inside_telethon_and_not_recorded(make_account, world):
@@ -450,3 +463,21 @@ def test_auth_of_a_new_folder_asks_for_the_phone(make_account, world, tmp_path: 
     # auth again: the session is kept, nothing is asked
     again = run_cli("auth", "sessions/acct", cwd=tmp_path)
     assert again.returncode == 0 and "already logged in" in again.stderr
+
+
+def test_ctrl_c_at_the_code_prompt_exits_130_cleanly(make_account, world, tmp_path: Path):
+    make_account("acct")
+    world.revoke_session("acct")
+    auth = subprocess.Popen([sys.executable, str(SCRIPT), "auth", "sessions/acct"],
+                            cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    prompt = b""
+    while not prompt.endswith(b"Login code Telegram sent you: "):
+        chunk = auth.stdout.read1(100)
+        assert chunk, auth.stderr.read().decode()
+        prompt += chunk
+    auth.send_signal(signal.SIGINT)
+    _, err = auth.communicate(timeout=30)
+    assert auth.returncode == ts.EXIT_INTERRUPTED
+    assert b"Traceback" not in err and err.rstrip().endswith(b"interrupted")
+    assert ts.lock_holder(ts.load_account(tmp_path / "sessions" / "acct")) is None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 
 import pytest
@@ -72,6 +73,12 @@ async def test_forward_100_ids_in_one_request(two_accounts, sim_client, sim_worl
     assert forwarded[0].fwd_from.from_id == types.PeerChannel(source)
     stored = sim_world.messages(target)
     assert [m.message for m in stored[1:]] == [f"post {n}" for n in range(100)]
+    album = sim_world.post_album(source, [PNG, PNG], captions=["one", "two"])
+    copies = await client.forward_messages("@target", album, "@source")
+    groups = {m.grouped_id for m in copies}
+    assert len(groups) == 1 and None not in groups
+    assert groups != {m.grouped_id for m in sim_world.messages(source)[-2:]}
+    assert [m.text for m in copies] == ["one", "two"]
 
 
 async def test_album_with_captions_arrives_as_one_album(two_accounts, sim_client, sim_world):
@@ -356,3 +363,47 @@ async def test_lost_updates_are_caught_up_by_channel_difference(two_accounts, si
     assert seen == ["before", "lost 1", "lost 2", "after the gap"]
     assert sim_world.counters("b")["GetChannelDifferenceRequest"] >= 1
     assert sim_world.faults()[0]["fired"] == 2
+
+
+async def test_connect_to_a_missing_or_foreign_world_fails_clearly(tmp_path, sim_world,
+                                                                   sim_account_folder):
+    from telethon import TelegramClient
+    folder = sim_account_folder("a")
+    foreign = tmp_path / "checkpoint.db"
+    sqlite3.connect(foreign).execute("CREATE TABLE messages (x)").connection.close()
+    for world_path, reason in ((tmp_path / "missing.db", "does not exist"),
+                               (foreign, "not a simulated world")):
+        client = TelegramClient(str(folder / "a"), 1, "x")
+        telegram_sim.attach(client, world_path)
+        with pytest.raises(ConnectionError, match=reason):
+            await client.connect()
+        assert not client.is_connected()
+    tables = sqlite3.connect(foreign).execute("SELECT name FROM sqlite_master").fetchall()
+    assert tables == [("messages",)]
+
+
+async def test_catch_up_after_being_offline(two_accounts, sim_client, sim_world):
+    _, folder_b, _, target = two_accounts
+    seen = []
+
+    async def on_message(event):
+        seen.append(event.message.text)
+
+    online = await sim_client(folder_b)
+    online.add_event_handler(on_message, events.NewMessage)
+    sim_world.post(target, "while online", by="a")
+    for _ in range(30):
+        if seen:
+            break
+        await asyncio.sleep(0.1)
+    await online.disconnect()                        # the channel's pts is saved in .session
+    sim_world.post(target, "missed 1", by="a")
+    sim_world.post(target, "missed 2", by="a")
+    back = await sim_client(folder_b, catch_up=True)
+    back.add_event_handler(on_message, events.NewMessage)
+    for _ in range(50):
+        if len(seen) == 3:
+            break
+        await asyncio.sleep(0.1)
+    assert seen == ["while online", "missed 1", "missed 2"]
+    assert sim_world.counters("b")["GetChannelDifferenceRequest"] >= 1
