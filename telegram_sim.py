@@ -48,6 +48,9 @@ Python API (tests, rehearsals):
     client = TelegramClient(str(folder / "session1"), api_id, api_hash)
     attach(client, world_path); await client.connect()
 
+The World API is the operator's view: it is not subject to access rules, faults or
+counters, and what it posts reaches connected clients as updates like any message.
+
 Chats are channels, megagroups and forums (megagroups with topics). Every channel starts
 with the service message id 1 (MessageActionChannelCreate), as on Telegram, so the first
 post is id 2; in a forum the General topic is id 1 and a topic's id is the id of its
@@ -68,14 +71,14 @@ Faults (per world, optionally per account and per request type): FLOOD_WAIT and
 SLOWMODE_WAIT (with seconds), PEER_FLOOD, AUTH_KEY_UNREGISTERED, RANDOM_ID_DUPLICATE, any
 other RPC error name (with `code`), and DISCONNECT: the connection drops while the request
 is in flight (with executed=True after it took effect). As with Telethon's own sender, a
-client with auto_reconnect reconnects after its retry_delay and sends the same request
-again (same random_id, so a send is not doubled); after connection_retries drops in a row
-the call fails with ConnectionError and the client is disconnected. LOSE_UPDATES swallows
-new-message updates on their way to the account's clients (as Telegram may), so they must
-notice the gap and call updates.GetChannelDifference. `after=N` lets N
-matching requests through first, `times=K` fires K times (None: always),
-`rate_per_minute=R` fires once R matching requests were let through in the last 60 s
-(FLOOD_WAIT seconds then default to the time until one frees).
+client with auto_reconnect reconnects after its retry_delay and sends the same request again
+(same random_id, so a send is not doubled); after connection_retries drops in a row the call
+fails with ConnectionError and the client is disconnected. LOSE_UPDATES swallows new-message
+updates on their way to the account's clients (as Telegram may), so they must notice the gap
+and call updates.GetChannelDifference. `after=N` lets N matching requests through first,
+`times=K` fires K times (None: always), `rate_per_minute=R` fires once R matching requests
+were let through in the last 60 s (FLOOD_WAIT seconds then default to the time until one
+frees).
 
 Requests answered (anything else fails with 400 SIMULATOR_UNSUPPORTED_<NAME> and a log
 warning): help.GetConfig, help.GetNearestDc, Ping, auth.SendCode, auth.SignIn, auth.LogOut,
@@ -108,6 +111,12 @@ CLI:
     python telegram_sim.py accounts WORLD | channels WORLD | counters WORLD [--account A]
     python telegram_sim.py faults WORLD list | add --error E [...] | clear [ID]
     python telegram_sim.py revoke WORLD ACCOUNT
+
+`init --demo` adds accounts session1 and session2 with authorised folders under
+--sessions-dir (default: <WORLD name>-sessions/ next to WORLD; existing account folders are
+never overwritten), a public source forum @demo_source (formatted text, a photo, a
+document, albums, a reply, topics News and Talk with posts, a reply and an album) and an
+empty public target forum @demo_target where both accounts may post.
 """
 from __future__ import annotations
 

@@ -122,9 +122,9 @@ DESIGNS: dict[str, tuple[Callable[[Path, int], None], Callable[[Path, int], list
 
 # ----------------------------------------------------------------------------- running
 
-def _child(design: str, path: Path, worker: int, start, results) -> None:
+def _child(design: str, path: Path, worker: int, ready, results) -> None:
     work = DESIGNS[design][1]
-    start.wait(START_TIMEOUT)
+    ready.wait(START_TIMEOUT)                  # every process imported, then all start
     results.put(work(path, worker))
 
 
@@ -134,14 +134,13 @@ def run_design(design: str, count: int, processes: int, folder: Path) -> tuple[f
     path = folder / f"{design}-{processes}.db"
     load(path, count)
     context = mp.get_context("spawn")
-    start, results = context.Event(), context.Queue()
-    workers = [context.Process(target=_child, args=(design, path, w, start, results))
+    ready, results = context.Barrier(processes + 1), context.Queue()
+    workers = [context.Process(target=_child, args=(design, path, w, ready, results))
                for w in range(processes)]
     for worker in workers:
         worker.start()
-    time.sleep(0.5 + 0.2 * processes)          # every child imported and waiting
+    ready.wait(START_TIMEOUT)
     began = time.perf_counter()
-    start.set()
     completed = [results.get() for _ in workers]
     elapsed = time.perf_counter() - began
     for worker in workers:

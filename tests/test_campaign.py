@@ -215,8 +215,6 @@ async def test_cycle_delay_between_sends_to_one_chat(tmp_path: Path) -> None:
         assert len(times) == 3
         for before, after in zip(times, times[1:], strict=False):
             assert timedelta(minutes=20) <= after - before <= timedelta(minutes=30, seconds=1)
-    # one account at its limit sleeps; the other keeps sending: both did work
-    assert {name for name, _, _ in setup.attempts(run.run_id)} == {"s1", "s2"}
 
 
 # ----------------------------------------------------------------------------- errors
