@@ -1733,6 +1733,7 @@ class World:
     """The simulated Telegram's state in one SQLite file, with a Python API to shape it."""
 
     def __init__(self, path: str | Path):
+        """Open the world at `path`, making it (empty, random_id mode "original") if new."""
         self.path = Path(path).resolve()
         self.conn = open_database(self.path)
         self.conn.row_factory = sqlite3.Row
@@ -1744,6 +1745,10 @@ class World:
         with transaction(self.conn):
             for statement in statements:
                 self.conn.execute(statement)
+            self.conn.execute("INSERT OR IGNORE INTO meta (key, value) "
+                              "VALUES ('random_id_mode', 'original')")
+            self.conn.execute("INSERT OR IGNORE INTO meta (key, value) "
+                              "VALUES ('created_at', ?)", (utcnow(),))
 
     @classmethod
     def create(cls, path: str | Path, *, random_id_mode: str = "original") -> World:
@@ -1754,10 +1759,8 @@ class World:
             raise SimulatorError(f"{path} already exists; pick another path or delete it")
         world = cls(path)
         with transaction(world.conn):
-            world.conn.execute("INSERT INTO meta (key, value) VALUES ('random_id_mode', ?)",
+            world.conn.execute("UPDATE meta SET value = ? WHERE key = 'random_id_mode'",
                                (random_id_mode,))
-            world.conn.execute("INSERT INTO meta (key, value) VALUES ('created_at', ?)",
-                               (utcnow(),))
         return world
 
     @classmethod
@@ -1771,12 +1774,11 @@ class World:
                 raise SimulatorError(f"{path} is not a simulated world (not SQLite)")
         probe = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
         try:
-            probe.execute("SELECT 1 FROM meta WHERE key = 'created_at'").fetchone()
-        except sqlite3.OperationalError:
-            raise SimulatorError(f"{path} is not a simulated world (no world tables)") \
-                from None
+            is_world = Server(probe).is_world()
         finally:
             probe.close()
+        if not is_world:
+            raise SimulatorError(f"{path} is not a simulated world (no world tables)")
         return cls(path)
 
     def close(self) -> None:

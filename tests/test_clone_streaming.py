@@ -445,3 +445,13 @@ def test_media_over_max_media_mb_is_marked_failed_with_the_reason(demo) -> None:
     rows = checkpoint_rows(sessions / "shared" / "checkpoint.db")
     failed = [r for r in rows.values() if r[0] == "failed"]
     assert len(failed) == 7 and all("over MAX_MEDIA_MB" in r[3] for r in failed)
+
+
+def test_revoked_session_exits_3_with_the_login_command(demo) -> None:
+    world, sessions = demo
+    world.revoke_session("session1")
+    result = run(sessions / "session1", "--once")
+    assert result.returncode == 3
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "telegram_session.py auth" in errors[0]
+    assert "Traceback" not in result.stderr
