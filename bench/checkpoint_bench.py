@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import multiprocessing as mp
+import sqlite3
 import sys
 import tempfile
 import time
@@ -125,11 +126,16 @@ DESIGNS: dict[str, tuple[Callable[[Path, int], None], Callable[[Path, int], list
 def _child(design: str, path: Path, worker: int, ready, results) -> None:
     work = DESIGNS[design][1]
     ready.wait(START_TIMEOUT)                  # every process imported, then all start
-    results.put(work(path, worker))
+    try:
+        results.put((work(path, worker), None))
+    except sqlite3.OperationalError as exc:    # e.g. starved past the busy timeout
+        results.put(([], str(exc)))
 
 
-def run_design(design: str, count: int, processes: int, folder: Path) -> tuple[float, int, int]:
-    """(messages per second, completions, duplicates) for one design and process count."""
+def run_design(design: str, count: int, processes: int,
+               folder: Path) -> tuple[float, int, int, list[str]]:
+    """(messages per second, completions, duplicates, worker failures) for one design and
+    process count."""
     load = DESIGNS[design][0]
     path = folder / f"{design}-{processes}.db"
     load(path, count)
@@ -141,12 +147,13 @@ def run_design(design: str, count: int, processes: int, folder: Path) -> tuple[f
         worker.start()
     ready.wait(START_TIMEOUT)
     began = time.perf_counter()
-    completed = [results.get() for _ in workers]
+    outcomes = [results.get() for _ in workers]
     elapsed = time.perf_counter() - began
     for worker in workers:
         worker.join()
-    every = [i for ids in completed for i in ids]
-    return len(every) / elapsed, len(every), len(every) - len(set(every))
+    every = [i for ids, _ in outcomes for i in ids]
+    failures = [error for _, error in outcomes if error]
+    return len(every) / elapsed, len(every), len(every) - len(set(every)), failures
 
 
 def installed(module: str) -> bool:
@@ -179,12 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="checkpoint-bench-") as folder:
         for processes in counts:
             for design in designs:
-                rate, done, duplicates = run_design(design, args.messages, processes,
-                                                    Path(folder))
+                rate, done, duplicates, failures = run_design(design, args.messages,
+                                                              processes, Path(folder))
                 rates[design, processes] = rate
                 duplicates_total += duplicates
-                print(f"{design:<20}{processes:>6}{rate:>10,.0f}{done:>11}{duplicates:>12}",
-                      flush=True)
+                note = f"  {len(failures)} worker(s) failed: {failures[0]}" if failures else ""
+                print(f"{design:<20}{processes:>6}{rate:>10,.0f}{done:>11}{duplicates:>12}"
+                      f"{note}", flush=True)
     top = max(counts)
     for ours in ("SharedCheckpoint", "SharedCheckpoint/10"):
         for rival, goal in (("huey", GOAL_HUEY), ("litequeue", GOAL_LITEQUEUE)):

@@ -22,7 +22,7 @@ SHARED = ROOT / "clone_streaming_shared.py"
 ACCOUNTS = [f"session{n}" for n in range(1, 5)]
 MESSAGES = 2000
 TOPICS = 5
-KILL_EVERY = (1.5, 3.0)          # seconds between kills, drawn at random
+KILL_EVERY = (0.5, 1.5)          # seconds between kills, drawn at random
 MAX_KILLS = 8
 RUN_LIMIT = 240                  # seconds for the whole run, kills included
 
