@@ -23,6 +23,7 @@ import os
 import re
 import sqlite3
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from pathlib import Path
 SCHEMA_PATH = Path(__file__).resolve().with_name("schema.sql")
 DEFAULT_DB_DIR = Path(__file__).resolve().parent / "sessions" / "shared"
 BUSY_TIMEOUT_SECONDS = 30.0
+WAL_RETRY_SECONDS = 0.02
 
 
 def utcnow() -> str:
@@ -227,6 +229,23 @@ def pending_changes(conn: sqlite3.Connection) -> bool:
         ref.close()
 
 
+def _enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Switch to WAL, waiting for other processes doing the same to a new file.
+
+    Changing the journal mode does not go through the busy handler: when several processes
+    create one database at once, the losers get "database is locked" immediately.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(WAL_RETRY_SECONDS)
+
+
 def open_database(path: str | Path, timeout: float = BUSY_TIMEOUT_SECONDS) -> sqlite3.Connection:
     """Open with the suite's settings (WAL, NORMAL sync, busy timeout, foreign keys), no upgrade."""
     path = Path(path)
@@ -236,7 +255,7 @@ def open_database(path: str | Path, timeout: float = BUSY_TIMEOUT_SECONDS) -> sq
                            check_same_thread=False)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(conn, timeout)
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
     except sqlite3.Error:

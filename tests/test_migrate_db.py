@@ -329,3 +329,27 @@ def test_cli_help():
     result = run_cli("--help")
     assert result.returncode == 0
     assert "sessions/shared" in result.stdout
+
+
+CREATOR = """
+import sys
+sys.path.insert(0, {root!r})
+import migrate_db
+from pathlib import Path
+for i in range({count}):
+    migrate_db.connect(Path({folder!r}) / f"new{{i}}.db").close()
+"""
+
+
+def test_processes_creating_the_same_new_databases_at_once(tmp_path: Path):
+    root = str(Path(migrate_db.__file__).parent)
+    code = CREATOR.format(root=root, count=150, folder=str(tmp_path))
+    workers = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+               for _ in range(6)]
+    errors = [worker.communicate(timeout=120)[1] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0] * 6, errors
+    for i in range(150):
+        conn = sqlite3.connect(tmp_path / f"new{i}.db")
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == migrate_db.SCHEMA_VERSION
+        conn.close()
