@@ -25,6 +25,7 @@ from pathlib import Path
 from telethon import types
 
 import migrate_db
+from clone_streaming import source_reply_id, source_topic_of
 from telegram_sim import World, build_demo
 
 SUITE_DIR = Path(__file__).resolve().parent
@@ -76,20 +77,6 @@ def _content(world: World, chat: str) -> list[types.Message]:
     return [m for m in world.messages(chat) if isinstance(m, types.Message)]
 
 
-def _topic(message: types.Message) -> int:
-    header = message.reply_to
-    if header is not None and header.forum_topic:
-        return header.reply_to_top_id or header.reply_to_msg_id
-    return 1
-
-
-def _reply(message: types.Message) -> int | None:
-    header = message.reply_to
-    if header is None or (header.forum_topic and header.reply_to_top_id is None):
-        return None
-    return header.reply_to_msg_id
-
-
 def summarise(world: World, checkpoint_db: Path) -> tuple[list[str], int, int]:
     """The summary lines, read from the simulated target and the checkpoint, with the
     duplicate and lost counts."""
@@ -121,11 +108,11 @@ def summarise(world: World, checkpoint_db: Path) -> tuple[list[str], int, int]:
     titles = {t["topic_id"]: t["title"] for t in world.topics("@demo_source")}
     target_titles = {t["topic_id"]: t["title"] for t in world.topics("@demo_target")}
     placed = sum(1 for s in sources if s.id in clone
-                 and target_titles.get(_topic(clone[s.id])) == titles[_topic(s)])
+                 and target_titles.get(source_topic_of(clone[s.id])) == titles[source_topic_of(s)])
     lines.append(f"messages in the right topic: {placed} of {len(sources)}")
-    replies = [s for s in sources if _reply(s)]
-    mapped = sum(1 for s in replies if s.id in clone and _reply(s) in clone
-                 and _reply(clone[s.id]) == clone[_reply(s)].id)
+    replies = [s for s in sources if source_reply_id(s)]
+    mapped = sum(1 for s in replies if s.id in clone and source_reply_id(s) in clone
+                 and source_reply_id(clone[s.id]) == clone[source_reply_id(s)].id)
     lines.append(f"replies pointing to the cloned message: {mapped} of {len(replies)}")
     lines += [f"source messages: {len(sources)}, target messages: {len(targets)}",
               f"duplicates: {duplicates}", f"lost: {lost}"]

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from legacy_schemas import LEGACY_CAMPAIGN_TABLES
 from telethon.client import users as telethon_users
 
 import campaign
@@ -397,20 +398,7 @@ def make_legacy_db(path: Path, profiles: list[str], chats: list[str]) -> None:
     columns; a chat marked completed, one stuck in_progress, one blocked; old attempts."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path)
-    conn.executescript("""
-        CREATE TABLE profiles (id INTEGER PRIMARY KEY AUTOINCREMENT, profile_name TEXT UNIQUE,
-                               is_active INTEGER DEFAULT 1);
-        CREATE TABLE tasks (
-            id INTEGER PRIMARY KEY AUTOINCREMENT, group_id TEXT, chat_username TEXT,
-            status TEXT DEFAULT 'pending', assigned_profile_id INTEGER,
-            total_cycles INTEGER DEFAULT 1, completed_cycles INTEGER DEFAULT 0,
-            success_count INTEGER DEFAULT 0, failed_count INTEGER DEFAULT 0,
-            is_blocked INTEGER DEFAULT 0, block_reason TEXT, last_attempt_at TEXT,
-            next_available_at TEXT, UNIQUE(group_id, chat_username));
-        CREATE TABLE task_attempts (
-            id INTEGER PRIMARY KEY AUTOINCREMENT, task_id INTEGER, profile_id INTEGER,
-            cycle_number INTEGER, status TEXT, error_type TEXT,
-            attempted_at TEXT DEFAULT CURRENT_TIMESTAMP);
+    conn.executescript(LEGACY_CAMPAIGN_TABLES + """
         CREATE TABLE messages_to_send (id INTEGER PRIMARY KEY, text TEXT);
     """)
     conn.executemany("INSERT INTO profiles (profile_name) VALUES (?)", [(p,) for p in profiles])

@@ -11,6 +11,7 @@ from pathlib import Path
 from telethon import types
 
 import migrate_db
+from clone_streaming import source_reply_id, source_topic_of
 from telegram_sim import World
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,20 +41,6 @@ def held_by(tmp_path: Path, account: str) -> int:
                             "AND session = ?", (account,)).fetchone()[0]
     finally:
         conn.close()
-
-
-def topic_of(message) -> int:
-    header = message.reply_to
-    if header is not None and header.forum_topic:
-        return header.reply_to_top_id or header.reply_to_msg_id
-    return 1
-
-
-def reply_of(message) -> int | None:
-    header = message.reply_to
-    if header is None or (header.forum_topic and header.reply_to_top_id is None):
-        return None
-    return header.reply_to_msg_id
 
 
 def test_every_message_exactly_once_despite_sigkill(tmp_path: Path) -> None:
@@ -117,12 +104,12 @@ def test_every_message_exactly_once_despite_sigkill(tmp_path: Path) -> None:
             albums.setdefault(s.grouped_id, set()).add(clone[s.id].grouped_id)
     assert albums and all(len(g) == 1 and None not in g for g in albums.values())
     assert len({next(iter(g)) for g in albums.values()}) == len(albums)
-    replies = [s for s in sources if reply_of(s)]
+    replies = [s for s in sources if source_reply_id(s)]
     assert replies
     for s in replies:
-        assert reply_of(clone[s.id]) == clone[reply_of(s)].id
+        assert source_reply_id(clone[s.id]) == clone[source_reply_id(s)].id
     titles = {t["topic_id"]: t["title"] for t in world.topics(source)}
     target_topics = {t["title"]: t["topic_id"] for t in world.topics("@kill_target")}
     assert len(target_topics) == TOPICS + 1                       # each created once
     for s in sources:
-        assert topic_of(clone[s.id]) == target_topics[titles[topic_of(s)]]
+        assert source_topic_of(clone[s.id]) == target_topics[titles[source_topic_of(s)]]

@@ -15,6 +15,7 @@ import pytest
 from telethon import types
 
 import migrate_db
+from clone_streaming import source_topic_of
 from telegram_sim import World, build_demo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,13 +71,6 @@ def checkpoint_rows(path: Path) -> dict[int, tuple]:
         conn.close()
 
 
-def topic_of(message) -> int:
-    header = message.reply_to
-    if header is not None and header.forum_topic:
-        return header.reply_to_top_id or header.reply_to_msg_id
-    return 1
-
-
 @pytest.fixture
 def demo(tmp_path: Path):
     """The rehearsal's world: two accounts, a source forum with everything, a target forum."""
@@ -112,7 +106,7 @@ def test_copy_recreates_text_media_albums_replies_and_topics(demo) -> None:
     assert set(topics) == {"General", "News", "Talk"}
     source_topics = {t["topic_id"]: t["title"] for t in world.topics("@demo_source")}
     for s in source:
-        assert topic_of(clone[s.id]) == topics[source_topics[topic_of(s)]]
+        assert source_topic_of(clone[s.id]) == topics[source_topics[source_topic_of(s)]]
     inner = next(s for s in source if s.message == "A reply inside News")
     assert clone[inner.id].reply_to.reply_to_msg_id == \
         clone[inner.reply_to.reply_to_msg_id].id
@@ -385,7 +379,7 @@ def test_source_topic_and_target_topic_restrict_and_redirect(demo) -> None:
     assert result.returncode == 0, result.stderr
     target = content(world, "@demo_target")
     assert [m.message for m in target] == ["First news item", "A reply inside News"]
-    assert all(topic_of(m) == inbox for m in target)
+    assert all(source_topic_of(m) == inbox for m in target)
     assert target[1].reply_to.reply_to_msg_id == target[0].id
     assert [t["title"] for t in world.topics("@demo_target")] == ["General", "Inbox"]
     rows = checkpoint_rows(sessions / "shared" / "checkpoint.db")
@@ -409,7 +403,7 @@ def test_topics_are_listed_past_the_first_page(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     titles = {t["topic_id"]: t["title"] for t in world.topics("@big_target")}
     target = content(world, "@big_target")
-    assert [(m.message, titles[topic_of(m)]) for m in target] == [
+    assert [(m.message, titles[source_topic_of(m)]) for m in target] == [
         ("in the oldest topic", "Topic 000"), ("in the newest topic", "Topic 129")]
     assert world.counters("session1")["GetForumTopicsRequest"] >= 2   # paginated
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from legacy_schemas import LEGACY_CAMPAIGN_TABLES
 
 import migrate_db
 
@@ -40,20 +41,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def make_legacy_campaign_db(path: Path) -> None:
     """A campaign database as the earlier system left it: no run_id, no per-run indexes."""
     conn = sqlite3.connect(path)
-    conn.executescript("""
-        CREATE TABLE profiles (id INTEGER PRIMARY KEY AUTOINCREMENT, profile_name TEXT UNIQUE,
-                               is_active INTEGER DEFAULT 1);
-        CREATE TABLE tasks (
-            id INTEGER PRIMARY KEY AUTOINCREMENT, group_id TEXT, chat_username TEXT,
-            status TEXT DEFAULT 'pending', assigned_profile_id INTEGER,
-            total_cycles INTEGER DEFAULT 1, completed_cycles INTEGER DEFAULT 0,
-            success_count INTEGER DEFAULT 0, failed_count INTEGER DEFAULT 0,
-            is_blocked INTEGER DEFAULT 0, block_reason TEXT, last_attempt_at TEXT,
-            next_available_at TEXT, UNIQUE(group_id, chat_username));
-        CREATE TABLE task_attempts (
-            id INTEGER PRIMARY KEY AUTOINCREMENT, task_id INTEGER, profile_id INTEGER,
-            cycle_number INTEGER, status TEXT, error_type TEXT,
-            attempted_at TEXT DEFAULT CURRENT_TIMESTAMP);
+    conn.executescript(LEGACY_CAMPAIGN_TABLES + """
         INSERT INTO profiles (profile_name) VALUES ('acc1');
         INSERT INTO tasks (group_id, chat_username, status, total_cycles, completed_cycles)
             VALUES ('g', '@chat_a', 'completed', 2, 2), ('g', '@chat_b', 'pending', 2, 0),
