@@ -38,6 +38,18 @@ def start(folder: Path, *args: str, script: Path = SHARED, tmp: Path | None = No
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def start_second_when_first_waits(world: World, folders: list[Path], *args: str
+                                  ) -> list[subprocess.Popen]:
+    """Start folders[0]'s cloner, and folders[1]'s once the first has hit the world's first
+    fault (so it holds a claim), making both accounts take part whatever the timing."""
+    first = start(folders[0], *args)
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while not world.faults()[0]["fired"] and first.poll() is None:
+        assert time.monotonic() < deadline, "the first account never hit its fault"
+        time.sleep(0.05)
+    return [first, start(folders[1], *args)]
+
+
 def run(folder: Path, *args: str, script: Path = SHARED, tmp: Path | None = None
         ) -> subprocess.CompletedProcess:
     process = start(folder, *args, script=script, tmp=tmp)
@@ -261,7 +273,7 @@ def test_flood_wait_storm_on_one_account_loses_nothing(tmp_path: Path) -> None:
             "SOURCE_CHAT": "@storm_source", "TARGET_CHAT": "@storm_target",
             "COPY_MODE": "copy"}) for name in ("session1", "session2")]
     create_shared_databases(tmp_path / "sessions")
-    processes = [start(folder, "--once") for folder in folders]
+    processes = start_second_when_first_waits(world, folders, "--once")
     for process in processes:
         _, err = process.communicate(timeout=RUN_TIMEOUT)
         assert process.returncode == 0, err
@@ -295,7 +307,11 @@ def test_ordered_mode_keeps_source_order_across_accounts(tmp_path: Path,
             "SOURCE_CHAT": "@order_source", "TARGET_CHAT": "@order_target",
             "COPY_MODE": copy_mode, "ORDERED": "true"}) for name in ("session1", "session2")]
     create_shared_databases(tmp_path / "sessions")
-    processes = [start(folder, "--once") for folder in folders]
+    # session1 is held up on its first send while session2 goes on: order must still hold
+    world.inject_fault("FLOOD_WAIT", seconds=3, account="session1", times=1,
+                       request="ForwardMessagesRequest" if copy_mode == "forward"
+                       else "SendMessageRequest")
+    processes = start_second_when_first_waits(world, folders, "--once")
     for process in processes:
         _, err = process.communicate(timeout=RUN_TIMEOUT)
         assert process.returncode == 0, err
