@@ -23,8 +23,8 @@ SHARED = ROOT / "clone_streaming_shared.py"
 ACCOUNTS = [f"session{n}" for n in range(1, 5)]
 MESSAGES = 2000
 TOPICS = 5
-KILL_EVERY = (0.5, 1.5)          # seconds between kills, drawn at random
-MAX_KILLS = 8
+KILL_EVERY = (0.3, 0.9)          # seconds between kills, drawn at random
+MIN_KILLS, MAX_KILLS = 3, 8
 RUN_LIMIT = 240                  # seconds for the whole run, kills included
 
 
@@ -39,6 +39,15 @@ def held_by(tmp_path: Path, account: str) -> int:
     try:
         return conn.execute("SELECT COUNT(*) FROM messages WHERE status = 'processing' "
                             "AND session = ?", (account,)).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def done_by_account(tmp_path: Path) -> dict[str, int]:
+    conn = sqlite3.connect(tmp_path / "sessions" / "shared" / "checkpoint.db", timeout=30)
+    try:
+        return dict(conn.execute("SELECT session, COUNT(*) FROM messages "
+                                 "WHERE status = 'done' GROUP BY session"))
     finally:
         conn.close()
 
@@ -64,12 +73,18 @@ def test_every_message_exactly_once_despite_sigkill(tmp_path: Path) -> None:
     workers = {name: start(folder) for name, folder in folders.items()}
     rng = random.Random(11)
     kills, mid_claim, began = 0, 0, time.monotonic()
+    # the kills start once every account has cloned something, so the work is shared
+    while len(done_by_account(tmp_path)) < len(ACCOUNTS):
+        assert time.monotonic() - began < RUN_LIMIT, "not every account started cloning"
+        time.sleep(0.05)
     while kills < MAX_KILLS and time.monotonic() - began < RUN_LIMIT:
         time.sleep(rng.uniform(*KILL_EVERY))
         running = [name for name, process in workers.items() if process.poll() is None]
         if not running:
             break
-        victim = rng.choice(running)
+        # a worker holding claims when there is one: the case that must not lose anything
+        holding = [name for name in running if held_by(tmp_path, name)]
+        victim = rng.choice(holding or running)
         workers[victim].kill()                    # SIGKILL: no cleanup of any kind
         workers[victim].wait()
         kills += 1
@@ -78,7 +93,7 @@ def test_every_message_exactly_once_despite_sigkill(tmp_path: Path) -> None:
     for name, process in workers.items():
         _, err = process.communicate(timeout=max(RUN_LIMIT - (time.monotonic() - began), 30))
         assert process.returncode == 0, (name, err[-2000:])
-    assert kills >= 3
+    assert kills >= MIN_KILLS, f"the run ended after {kills} kills; kill more often"
     assert mid_claim >= 1                         # killed while holding messages
 
     sources = [m for m in world.messages(source) if isinstance(m, types.Message)]
@@ -87,9 +102,8 @@ def test_every_message_exactly_once_despite_sigkill(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "sessions" / "shared" / "checkpoint.db")
     rows = dict(conn.execute("SELECT msg_id, target_msg_id FROM messages "
                              "WHERE status = 'done'"))
-    by_account = dict(conn.execute("SELECT session, COUNT(*) FROM messages "
-                                   "WHERE status = 'done' GROUP BY session"))
     conn.close()
+    by_account = done_by_account(tmp_path)
     clone = {s.id: targets[rows[s.id]] for s in sources}
     assert len(targets) == MESSAGES                               # nothing twice
     assert sorted(t.id for t in clone.values()) == sorted(targets)  # nothing lost
