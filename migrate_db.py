@@ -313,7 +313,7 @@ def migrate_file(path: Path, timeout: float = BUSY_TIMEOUT_SECONDS) -> str:
         changes = upgrade(conn)
     finally:
         conn.close()
-    lines = [f"{path}: " + ("; ".join(changes) if changes else "schema version recorded")]
+    lines = [f"{path}: {len(changes)} change(s)"] + [f"  {change}" for change in changes]
     if backup:
         lines.append(f"  backup before migrating: {backup}")
     return "\n".join(lines)
