@@ -563,16 +563,20 @@ def _profile_folder(name: str, stored: str | None) -> Path:
 def window_sends(conn: sqlite3.Connection, profile_id: int, now: datetime) -> list[datetime]:
     """When this account's successful sends of the last 60 minutes happened, oldest first
     (every run counts: max_messages_per_hour is global). Rows of the earlier system, stamped
-    'YYYY-MM-DD HH:MM:SS', count too: they sort apart from ISO text, so get their own range."""
+    'YYYY-MM-DD HH:MM:SS', count too. The two formats sort apart only within one day ('T'
+    sorts after ' '), so each is asked for by its own ranges, legacy ones one day at a time:
+    a window across midnight then never scans a day of the other format."""
     start = now - WINDOW
-    rows = conn.execute(
-        "SELECT attempted_at FROM task_attempts WHERE profile_id = ? AND status = 'success' "
-        "AND attempted_at > ? AND attempted_at <= ?",
-        (profile_id, to_text(start), to_text(now))).fetchall()
-    rows += conn.execute(
-        "SELECT attempted_at FROM task_attempts WHERE profile_id = ? AND status = 'success' "
-        "AND attempted_at > ? AND attempted_at <= ? AND attempted_at NOT LIKE '%T%'",
-        (profile_id, start.strftime(LEGACY_TIME), now.strftime(LEGACY_TIME))).fetchall()
+    query = ("SELECT attempted_at FROM task_attempts WHERE profile_id = ? "
+             "AND status = 'success' AND attempted_at > ? AND attempted_at <= ?")
+    rows = conn.execute(query + " AND attempted_at LIKE '%T%'",
+                        (profile_id, to_text(start), to_text(now))).fetchall()
+    day = start.astimezone(UTC).date()
+    while day <= now.astimezone(UTC).date():
+        low = max(start.astimezone(UTC).strftime(LEGACY_TIME), f"{day} ")
+        high = min(now.astimezone(UTC).strftime(LEGACY_TIME), f"{day} 23:59:59")
+        rows += conn.execute(query, (profile_id, low, high)).fetchall()
+        day += timedelta(days=1)
     return sorted(from_text(value) for (value,) in rows)
 
 

@@ -456,6 +456,18 @@ def test_legacy_sends_of_the_last_hour_count_against_the_limit(tmp_path: Path) -
                            (setup.profiles[0].id,))
     slot = campaign.next_free_slot(setup.conn, setup.profiles[0].id, 1, now)
     assert slot == datetime(2026, 5, 1, 0, 50, tzinfo=UTC)
+    # both formats on both sides of midnight, each counted once; older ones not at all
+    with migrate_db.transaction(setup.conn):
+        setup.conn.executemany(
+            "INSERT INTO task_attempts (task_id, profile_id, status, attempted_at) "
+            "VALUES (1, ?, 'success', ?)", [(setup.profiles[0].id, stamp) for stamp in (
+                "2026-05-01 00:05:00", "2026-04-30 22:00:00",
+                campaign.to_text(datetime(2026, 4, 30, 23, 40, tzinfo=UTC)),
+                campaign.to_text(datetime(2026, 5, 1, 0, 10, tzinfo=UTC)),
+                campaign.to_text(datetime(2026, 4, 30, 23, 0, tzinfo=UTC)))])
+    assert [(t.hour, t.minute) for t in
+            campaign.window_sends(setup.conn, setup.profiles[0].id, now)] == \
+        [(23, 40), (23, 50), (0, 5), (0, 10)]
 
 
 def test_fake_clock_advances_to_the_earliest_sleeper() -> None:
