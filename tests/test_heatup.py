@@ -471,22 +471,28 @@ def run_cli(tmp_path: Path, settings: heatup.Settings, *args: str, env: dict | N
                           timeout=60)
 
 
+def call_main(monkeypatch, capsys, env: dict[str, str], args) -> tuple[int, str, str]:
+    """heatup.main in this process with exactly `env` as the environment (faster than a
+    process); (exit code, stdout, stderr)."""
+    for key in list(os.environ):
+        if key not in env:
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    try:
+        code = heatup.main(list(args))
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 @pytest.fixture
 def run_main(monkeypatch, capsys, tmp_path):
-    """heatup.main in this process (faster than a process); (exit code, stdout, stderr)."""
+    """heatup.main in this process; (exit code, stdout, stderr)."""
     def run(*args: str, env: dict | None = None, settings: heatup.Settings | None = None):
         full_env = cli_env(settings or make_settings(tmp_path), env)
-        for key in list(os.environ):
-            if key not in full_env:
-                monkeypatch.delenv(key)
-        for key, value in full_env.items():
-            monkeypatch.setenv(key, value)
-        try:
-            code = heatup.main(list(args))
-        except SystemExit as exc:
-            code = exc.code
-        out, err = capsys.readouterr()
-        return code, out, err
+        return call_main(monkeypatch, capsys, full_env, args)
     return run
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from test_heatup import FakeLLM
+from test_heatup import FakeLLM, call_main
 
 import heatup
 import telegram_session
@@ -252,18 +252,7 @@ def cli_env(tmp_path: Path, scale: str = "0") -> dict[str, str]:
 def run_main(monkeypatch, capsys, tmp_path):
     """heatup.main in this process; (exit code, stdout, stderr)."""
     def run(*args: str) -> tuple[int, str, str]:
-        env = cli_env(tmp_path)
-        for key in list(os.environ):
-            if key not in env:
-                monkeypatch.delenv(key)
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        try:
-            code = heatup.main(list(args))
-        except SystemExit as exc:
-            code = exc.code
-        out, err = capsys.readouterr()
-        return code, out, err
+        return call_main(monkeypatch, capsys, cli_env(tmp_path), args)
     return run
 
 
