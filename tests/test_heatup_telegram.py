@@ -18,8 +18,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import test_heatup
 from aiohttp.test_utils import TestServer
-from test_heatup import FakeLLM, call_main
+from test_heatup import call_main
 
 import heatup
 import telegram_session
@@ -60,20 +61,13 @@ def last_post_id(world, username: str) -> int:
     return max(m.id for m in world.messages(f"@{username}"))
 
 
+llm = test_heatup.llm  # the fake OpenAI-compatible server fixture, shared
+
+
 def settings_for(tmp_path: Path, **overrides) -> heatup.Settings:
     values = {"sessions_dir": tmp_path / "sessions", "database": tmp_path / "heatup.db",
               "channels_file": tmp_path / "pool.json", "time_scale": 0.0}
     return heatup.Settings(**{**values, **overrides})
-
-
-@pytest.fixture
-async def llm():
-    fake = FakeLLM()
-    server = TestServer(fake.app, host="127.0.0.1")
-    await server.start_server()
-    fake.base_url = str(server.make_url("/v1"))
-    yield fake
-    await server.close()
 
 
 @pytest.fixture
