@@ -13,20 +13,24 @@ from test_campaign_cli import run_main, start_in_background, successes, wait_for
 import telegram_sim
 
 
-def test_worker_killed_mid_send_is_restarted_and_sends_nothing_twice(tmp_path: Path) -> None:
+def start_until_a_send_is_in_doubt(tmp_path: Path):
+    """A campaign of 4 chats x 2 cycles on one account, started in the background and
+    waited on until its 4th send has reached Telegram but the connection dropped before the
+    answer: the attempt is 'sending' (outcome unknown). Returns (setup, start process)."""
     setup = make_campaign(tmp_path, ("s1",), chats=4)
     write_config(setup)
-    # the 4th send reaches Telegram, then the connection drops before the answer: the worker
-    # is backing off with the attempt 'sending' when it is killed
     setup.world.inject_fault("DISCONNECT", account="s1", request="SendMessageRequest",
                              after=3, times=1, executed=True)
     world = telegram_sim.World.open(setup.world.path)
     start = start_in_background(setup)
+    wait_for(lambda: world.faults()[0]["fired"] == 1 and setup.conn.execute(
+        "SELECT 1 FROM task_attempts WHERE status = 'sending'").fetchone() is not None)
+    return setup, start
 
-    def dropped() -> bool:
-        return world.faults()[0]["fired"] == 1 and setup.conn.execute(
-            "SELECT 1 FROM task_attempts WHERE status = 'sending'").fetchone() is not None
-    wait_for(dropped)
+
+def test_worker_killed_mid_send_is_restarted_and_sends_nothing_twice(tmp_path: Path) -> None:
+    # the worker is backing off with the attempt 'sending' when it is killed
+    setup, start = start_until_a_send_is_in_doubt(tmp_path)
     pid = setup.conn.execute("SELECT pid FROM campaign_run_profiles").fetchone()[0]
     os.kill(pid, signal.SIGKILL)
     out, err = start.communicate(timeout=60)
@@ -77,14 +81,7 @@ def test_ctrl_c_exits_130_with_a_summary(tmp_path: Path) -> None:
 
 
 def test_whole_start_killed_mid_send_then_started_again(tmp_path: Path) -> None:
-    setup = make_campaign(tmp_path, ("s1",), chats=4)
-    write_config(setup)
-    setup.world.inject_fault("DISCONNECT", account="s1", request="SendMessageRequest",
-                             after=3, times=1, executed=True)
-    world = telegram_sim.World.open(setup.world.path)
-    start = start_in_background(setup)
-    wait_for(lambda: world.faults()[0]["fired"] == 1 and setup.conn.execute(
-        "SELECT 1 FROM task_attempts WHERE status = 'sending'").fetchone() is not None)
+    setup, start = start_until_a_send_is_in_doubt(tmp_path)
     os.killpg(start.pid, signal.SIGKILL)  # the supervisor and its worker, at once
     start.communicate(timeout=30)
     again = start_in_background(setup)
