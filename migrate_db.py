@@ -33,6 +33,7 @@ SCHEMA_PATH = Path(__file__).resolve().with_name("schema.sql")
 DEFAULT_DB_DIR = Path(__file__).resolve().parent / "sessions" / "shared"
 BUSY_TIMEOUT_SECONDS = 30.0
 WAL_RETRY_SECONDS = 0.02
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def utcnow() -> str:
@@ -292,6 +293,12 @@ def backup_database(conn: sqlite3.Connection, path: Path) -> Path:
     return target
 
 
+def is_sqlite_file(path: str | Path) -> bool:
+    """Whether the file starts with SQLite's header (an empty file does not)."""
+    with open(path, "rb") as handle:
+        return handle.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+
+
 def migrate_file(path: Path, timeout: float = BUSY_TIMEOUT_SECONDS) -> str:
     """Migrate one existing database file; returns the report line. Raises on failure."""
     if not path.is_file():
@@ -300,9 +307,7 @@ def migrate_file(path: Path, timeout: float = BUSY_TIMEOUT_SECONDS) -> str:
     if not path.stat().st_mode & 0o222 or not os.access(path, os.W_OK) \
             or not os.access(path.parent, os.W_OK):
         raise PermissionError(f"{path}: read-only (the file and its folder must be writable)")
-    with open(path, "rb") as handle:
-        header = handle.read(16)
-    if header and header != b"SQLite format 3\x00":
+    if path.stat().st_size and not is_sqlite_file(path):
         raise sqlite3.DatabaseError(f"{path}: not a SQLite database")
     conn = open_database(path, timeout)
     try:

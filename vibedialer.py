@@ -80,7 +80,6 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 CSV_FIELDS = ("session_id", "phone_number", "status", "timestamp", "success", "message",
               "carrier_detected", "tone_type")
 DEFAULT_OUTPUT = {"csv": "dial_results.csv", "sqlite": "dial_results.db"}
-SQLITE_HEADER = b"SQLite format 3\x00"
 BATCH_ROWS = 500            # sqlite: rows per transaction at most ...
 BATCH_SECONDS = 1.0         # ... and seconds between commits at most
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
@@ -856,13 +855,7 @@ class SessionInfo:
     randomized: bool
 
 
-def is_sqlite_file(path: Path) -> bool:
-    """Whether the file starts with SQLite's header."""
-    with open(path, "rb") as handle:
-        return handle.read(16) == SQLITE_HEADER
-
-
-def open_database(path: Path) -> sqlite3.Connection:
+def connect_results_db(path: Path) -> sqlite3.Connection:
     """migrate_db.connect with its failures turned into one usage line."""
     try:
         return migrate_db.connect(path)
@@ -894,7 +887,7 @@ class CsvStorage:
     def _check_existing(self) -> None:
         if not self.path.exists() or self.path.stat().st_size == 0:
             return
-        if is_sqlite_file(self.path):
+        if migrate_db.is_sqlite_file(self.path):
             raise UsageError(f"--output {self.path} is a SQLite database; add --storage sqlite")
         with open(self.path, newline="", encoding="utf-8", errors="replace") as handle:
             header = next(csv.reader(handle), [])
@@ -938,10 +931,10 @@ class SqliteStorage:
 
     def __init__(self, path: Path):
         self.path = path
-        if path.exists() and path.stat().st_size and not is_sqlite_file(path):
+        if path.exists() and path.stat().st_size and not migrate_db.is_sqlite_file(path):
             raise UsageError(f"--output {path} is not a SQLite database; use --storage csv or "
                              f"another file")
-        self.conn = open_database(path)
+        self.conn = connect_results_db(path)
         self._rows: list[tuple] = []
         self._last_commit = time.monotonic()
         self._session_id = ""
@@ -1093,8 +1086,8 @@ def read_resume_source(path: Path, plan: NumberPlan) -> ResumeSource:
         except ValueError:
             return None
 
-    if is_sqlite_file(path):
-        conn = open_database(path)
+    if migrate_db.is_sqlite_file(path):
+        conn = connect_results_db(path)
         try:
             numbers = (national(phone) for (phone,) in
                        conn.execute("SELECT phone_number FROM dial_results"))
@@ -1438,7 +1431,7 @@ def make_storage(args: argparse.Namespace) -> Storage:
     """The output storage the arguments ask for (defaults from --resume)."""
     kind, output = args.storage, args.output
     if args.resume is not None and kind is None:
-        kind = "sqlite" if is_sqlite_file(args.resume) else "csv"
+        kind = "sqlite" if migrate_db.is_sqlite_file(args.resume) else "csv"
         output = output or args.resume
     kind = kind or "csv"
     if kind == "dry-run":
@@ -1624,8 +1617,8 @@ def open_results(path: Path) -> sqlite3.Connection:
     """A results file as a database: sqlite opened in place, csv loaded into memory."""
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
-    if is_sqlite_file(path):
-        return open_database(path)
+    if migrate_db.is_sqlite_file(path):
+        return connect_results_db(path)
     conn = migrate_db.connect(":memory:")
     try:
         with open(path, newline="", encoding="utf-8") as handle:
