@@ -146,7 +146,7 @@ from telethon.extensions import BinaryReader, markdown
 from telethon.sessions import SQLiteSession
 from telethon.tl import TLObject, functions, types
 
-from migrate_db import open_database, transaction, utcnow
+from migrate_db import is_sqlite_file, open_database, transaction, utcnow
 
 # ----------------------------------------------------------------------------- settings
 
@@ -1769,9 +1769,8 @@ class World:
         if not Path(path).is_file():
             raise SimulatorError(f"{path}: no such world; create it with "
                                  f"`python telegram_sim.py init {path}`")
-        with open(path, "rb") as handle:
-            if handle.read(16) != b"SQLite format 3\x00":
-                raise SimulatorError(f"{path} is not a simulated world (not SQLite)")
+        if not is_sqlite_file(path):
+            raise SimulatorError(f"{path} is not a simulated world (not SQLite)")
         probe = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
         try:
             is_world = Server(probe).is_world()
