@@ -48,6 +48,7 @@ from telethon import errors, functions, types
 import migrate_db
 import telegram_session
 from migrate_db import transaction
+from telegram_session import format_time
 
 # ----------------------------------------------------------------------------- settings
 
@@ -197,11 +198,6 @@ def format_duration(seconds: float) -> str:
     if minutes:
         return f"{minutes} min"
     return f"{secs} s"
-
-
-def short_time(moment: datetime) -> str:
-    """A time for people: '2026-11-21 14:05:09 UTC'."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -429,15 +425,11 @@ def add_chats(conn: sqlite3.Connection, chats: Sequence[str], group: str,
     """Add normalised chats to `group` in one transaction; returns (added, already there)."""
     stamp = to_text(now)
     with transaction(conn):
-        before = conn.execute("SELECT COUNT(*) FROM tasks WHERE group_id = ?",
-                              (group,)).fetchone()[0]
-        conn.executemany(
+        added = conn.executemany(  # rowcount: the rows inserted, not those ignored
             "INSERT OR IGNORE INTO tasks (group_id, chat_username, status, next_available_at, "
             "created_at, updated_at) VALUES (?, ?, 'pending', '', ?, ?)",
-            [(group, chat, stamp, stamp) for chat in chats])
-        after = conn.execute("SELECT COUNT(*) FROM tasks WHERE group_id = ?",
-                             (group,)).fetchone()[0]
-    return after - before, len(chats) - (after - before)
+            [(group, chat, stamp, stamp) for chat in chats]).rowcount
+    return added, len(chats) - added
 
 
 def read_texts(path: Path) -> list[str]:
@@ -662,21 +654,29 @@ def claim_open_attempt(conn: sqlite3.Connection, profile_id: int, now: datetime,
                        pid: int | None = None) -> Claim | None:
     """Take back a send of this account whose outcome is unknown (its worker died or
     stopped mid-send). It is sent again with the same random_id, so Telegram delivers it at
-    most once; only the same account can do that, so the chat waits for it."""
+    most once; only the same account can do that, so the chat waits for it.
+
+    Looked for before any transaction: the usual answer (none) then takes no write lock on
+    every pick; the take itself is guarded, so losing a race only returns None."""
+    row = conn.execute(
+        "SELECT a.id, a.task_id, a.random_id, a.text_id, a.run_id, a.cycle_number, "
+        "t.chat_username, COALESCE(c.text, '') FROM task_attempts a "
+        "CROSS JOIN tasks t ON t.id = a.task_id AND t.open_attempt_id = a.id "
+        "LEFT JOIN campaign_texts c ON c.id = a.text_id "
+        "WHERE a.profile_id = ? AND a.status = 'sending' AND t.status = 'pending' "
+        "ORDER BY a.id LIMIT 1", (profile_id,)).fetchone()
+    if row is None:
+        return None
+    attempt_id, task_id, random_id, text_id, run_id, cycle, chat, text = row
     with transaction(conn):
-        row = conn.execute(
-            "SELECT a.id, a.task_id, a.random_id, a.text_id, a.run_id, a.cycle_number, "
-            "t.chat_username, COALESCE(c.text, '') FROM task_attempts a "
-            "CROSS JOIN tasks t ON t.id = a.task_id AND t.open_attempt_id = a.id "
-            "LEFT JOIN campaign_texts c ON c.id = a.text_id "
-            "WHERE a.profile_id = ? AND a.status = 'sending' AND t.status = 'pending' "
-            "ORDER BY a.id LIMIT 1", (profile_id,)).fetchone()
-        if row is None:
-            return None
-        attempt_id, task_id, random_id, text_id, run_id, cycle, chat, text = row
-        conn.execute("UPDATE tasks SET status = 'in_progress', assigned_profile_id = ?, "
-                     "claimed_pid = ?, claimed_at = ?, updated_at = ? WHERE id = ?",
-                     (profile_id, pid or os.getpid(), to_text(now), to_text(now), task_id))
+        taken = conn.execute(
+            "UPDATE tasks SET status = 'in_progress', assigned_profile_id = ?, "
+            "claimed_pid = ?, claimed_at = ?, updated_at = ? WHERE id = ? AND "
+            "status = 'pending' AND open_attempt_id = ?",
+            (profile_id, pid or os.getpid(), to_text(now), to_text(now), task_id,
+             attempt_id)).rowcount
+    if not taken:
+        return None
     return Claim(task_id, chat, attempt_id, random_id, text_id, text, run_id, cycle or 0,
                  carry=False, resumed=True)
 
@@ -803,6 +803,12 @@ class RunInfo:
     chats: int
 
 
+# the sends a chat's last run still owes it (a send of that run whose outcome is unknown
+# counts as made): what the next run carries over
+CARRY_SQL = ("MAX(run_quota - run_sent - COALESCE((SELECT 1 FROM task_attempts a WHERE "
+             "a.id = tasks.open_attempt_id AND a.run_id = tasks.current_run_id), 0), 0)")
+
+
 def _group_clause(group: str | None) -> tuple[str, tuple]:
     return ("AND group_id = ?", (group,)) if group else ("", ())
 
@@ -831,10 +837,8 @@ def campaign_totals(conn: sqlite3.Connection, group: str | None,
     """(chats, carry-over sends, total sends, largest per-chat quota) a new run would have."""
     clause, args = _group_clause(group)
     chats, carry, top = conn.execute(
-        "SELECT COUNT(*), COALESCE(SUM(c), 0), COALESCE(MAX(c), 0) FROM (SELECT "
-        "MAX(run_quota - run_sent - COALESCE((SELECT 1 FROM task_attempts a WHERE "
-        "a.id = tasks.open_attempt_id AND a.run_id = tasks.current_run_id), 0), 0) AS c "
-        f"FROM tasks WHERE is_blocked = 0 {clause})", args).fetchone()
+        f"SELECT COUNT(*), COALESCE(SUM(c), 0), COALESCE(MAX(c), 0) FROM (SELECT {CARRY_SQL} "
+        f"AS c FROM tasks WHERE is_blocked = 0 {clause})", args).fetchone()
     return chats, carry, carry + chats * max_cycles, top + max_cycles
 
 
@@ -848,10 +852,8 @@ def create_run(conn: sqlite3.Connection, config: Config, group: str | None,
     clause, args = _group_clause(group)
     stamp = to_text(now)
     with transaction(conn):
-        conn.execute(
-            "UPDATE tasks SET run_carry = MAX(run_quota - run_sent - COALESCE((SELECT 1 FROM "
-            "task_attempts a WHERE a.id = tasks.open_attempt_id AND a.run_id = "
-            "tasks.current_run_id), 0), 0) WHERE is_blocked = 0 " + clause, args)
+        conn.execute(f"UPDATE tasks SET run_carry = {CARRY_SQL} WHERE is_blocked = 0 {clause}",
+                     args)
         conn.execute(
             "UPDATE tasks SET current_run_id = ?, run_quota = run_carry + ?, run_sent = 0, "
             "next_available_at = COALESCE(next_available_at, ''), updated_at = ? "
@@ -1057,7 +1059,7 @@ class Worker:
                     break
                 log.info("%s: at the limit of %d sends per hour; next slot %s",
                          self.profile.name, self.config.max_messages_per_hour,
-                         short_time(slot))
+                         format_time(slot))
                 await self.sleep_until(slot, while_work_left=True)
                 continue
             claim = claim_open_attempt(self.conn, self.profile.id, now) or claim_next(
@@ -1129,25 +1131,23 @@ class Worker:
                 kind = "UsernameNotFound" if claim.chat.startswith("@") else "EntityNotFound"
                 self.chat_error(claim, kind, str(exc))
                 return True
-            except errors.RPCError as exc:
-                if isinstance(exc, (errors.UnauthorizedError, errors.AuthKeyError)):
+            except NETWORK_ERRORS as exc:  # before RPCError: ServerError, TimedOutError
+                maybe_delivered = True
+                if not await self.network_pause(claim, exc, backoff):
+                    return False
+                backoff = min(backoff * 2, self.config.network_backoff_max_seconds)
+                continue
+            except (errors.UnauthorizedError, errors.AuthKeyError) as exc:
+                if maybe_delivered:  # keep the random_id for this account's next try
                     release_claim(self.conn, claim, self.clock.now())
-                    raise telegram_session.auth_error(
-                        telegram_session.load_account(self.profile.folder), exc) from None
-                if not isinstance(exc, NETWORK_ERRORS):
-                    self.chat_error(claim, type(exc).__name__, str(exc))
-                    return True
-                maybe_delivered = True
-                if not await self.network_pause(claim, exc, backoff):
-                    return False
-                backoff = min(backoff * 2, self.config.network_backoff_max_seconds)
-                continue
-            except NETWORK_ERRORS as exc:
-                maybe_delivered = True
-                if not await self.network_pause(claim, exc, backoff):
-                    return False
-                backoff = min(backoff * 2, self.config.network_backoff_max_seconds)
-                continue
+                else:  # refused, not sent: the chat goes back to every account
+                    record_failure(self.conn, claim, type(exc).__name__, str(exc),
+                                   self.clock.now())
+                raise telegram_session.auth_error(
+                    telegram_session.load_account(self.profile.folder), exc) from None
+            except errors.RPCError as exc:
+                self.chat_error(claim, type(exc).__name__, str(exc))
+                return True
             now = self.clock.now()
             delay = timedelta(seconds=cycle_delay_seconds(self.config, self.rng))
             record_success(self.conn, claim, message_id, now, now + delay)
@@ -1373,7 +1373,7 @@ def plan_lines(conn: sqlite3.Connection, config: Config, group: str | None,
         seconds = estimate_seconds(total, len(usable), config.max_messages_per_hour, top,
                                    config)
         lines.append(f"should end in about {format_duration(seconds)} "
-                     f"(around {short_time(now + timedelta(seconds=seconds))})")
+                     f"(around {format_time(now + timedelta(seconds=seconds))})")
     clause, args = _group_clause(group)
     rows = conn.execute(
         "SELECT chat_username, MAX(run_quota - run_sent, 0), completed_cycles FROM tasks "
@@ -1420,7 +1420,7 @@ def status_lines(conn: sqlite3.Connection, config: Config, now: datetime) -> lis
         sent = len(window_sends(conn, profile.id, now))
         slot = next_free_slot(conn, profile.id, config.max_messages_per_hour, now)
         wait_left = format_duration((slot - now).total_seconds())
-        free = "now" if slot <= now else f"{short_time(slot)} (in {wait_left})"
+        free = "now" if slot <= now else f"{format_time(slot)} (in {wait_left})"
         _, wait = account_wait(profile, now)
         parts = [f"{sent}/{config.max_messages_per_hour} in the last hour",
                  f"next free slot {free}"]
@@ -1460,8 +1460,8 @@ def run_lines(conn: sqlite3.Connection, config: Config, run: tuple, accounts: in
                               "WHERE current_run_id = ?", (run_id,)).fetchone()[0]
     remaining = remaining_sends(conn, run_id)
     lines = [f"run {run_id} ({group or 'all groups'}): {status}, started "
-             f"{short_time(from_text(started))}"
-             + (f", ended {short_time(from_text(ended))}" if ended else ""),
+             f"{format_time(from_text(started))}"
+             + (f", ended {format_time(from_text(ended))}" if ended else ""),
              f"  progress: {sent}/{quota} sent, {failed} failed attempts, "
              f"{remaining} still owed",
              f"  carried over from the run before: {carry_sent}/{carry} sent"]
@@ -1469,7 +1469,7 @@ def run_lines(conn: sqlite3.Connection, config: Config, run: tuple, accounts: in
         seconds = estimate_seconds(remaining, accounts, config.max_messages_per_hour,
                                    1, config)
         lines.append(f"  ETA: about {format_duration(seconds)} "
-                     f"(around {short_time(now + timedelta(seconds=seconds))})")
+                     f"(around {format_time(now + timedelta(seconds=seconds))})")
     if reason:
         lines.append(f"  ended because: {reason}")
     return lines
@@ -1488,11 +1488,11 @@ def runs_lines(conn: sqlite3.Connection) -> list[str]:
         return ["no runs yet (start one with: campaign.py start)"]
     lines = []
     for run_id, started, ended, status, group, quota, carry, settings, sent, failed in rows:
-        end = short_time(from_text(ended)) if ended else "-"
+        end = format_time(from_text(ended)) if ended else "-"
         used = json.loads(settings) if settings else {}
         limits = (f"; max_cycles {used['max_cycles']}, {used['max_messages_per_hour']}/h"
                   if "max_cycles" in used else "")
-        lines.append(f"{run_id}  {status:<11} {short_time(from_text(started))} -> {end}  "
+        lines.append(f"{run_id}  {status:<11} {format_time(from_text(started))} -> {end}  "
                      f"group {group or 'all'}: {sent}/{quota or 0} sent "
                      f"(carry-over {carry or 0}), {failed} failed{limits}")
     return lines
@@ -1515,11 +1515,16 @@ def cmd_init(args: argparse.Namespace) -> int:
     conn = open_db(args)
     conn.close()
     print(f"database ready: {args.db_path}")
-    target = args.config or DEFAULT_CONFIG
-    if not target.exists() and EXAMPLE_CONFIG.exists():
+    # a --config FILE exists here (load_config refused a missing one): only the default
+    # config.yaml can be the one missing
+    target = DEFAULT_CONFIG
+    if args.config is None and not target.exists() and EXAMPLE_CONFIG.exists():
         partial = target.with_name(target.name + ".part")
-        shutil.copyfile(EXAMPLE_CONFIG, partial)
-        partial.replace(target)
+        try:
+            shutil.copyfile(EXAMPLE_CONFIG, partial)
+            partial.replace(target)
+        except OSError as exc:
+            raise CampaignError(f"{target}: cannot write: {exc.strerror}") from None
         print(f"config written: {target} (edit the limits before starting)")
     return EXIT_OK
 

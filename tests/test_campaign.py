@@ -369,6 +369,26 @@ async def test_worker_stops_on_request_and_the_run_shows_stopped(tmp_path: Path)
     assert campaign.finish_run(setup.conn, run.run_id, clock.now()) == "stopped"
 
 
+async def test_send_refused_for_auth_goes_to_the_other_accounts(tmp_path: Path) -> None:
+    setup = make_campaign(tmp_path, ("s1", "s2"), chats=1)
+    config = Config(max_cycles=1)
+    clock = FakeClock()
+    run = campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
+
+    async def refused(chat: str, text: str, random_id: int) -> int | None:
+        raise campaign.errors.AuthKeyUnregisteredError(request=None)
+
+    async def sent(chat: str, text: str, random_id: int) -> int | None:
+        return 1
+    first = campaign.Worker(setup.conn, run.run_id, setup.profiles[0], config, refused, clock)
+    with pytest.raises(telegram_session.TelegramAuthError):
+        await first.run()
+    # refused, so surely not sent: the chat is not kept waiting for the logged-out account
+    second = campaign.Worker(setup.conn, run.run_id, setup.profiles[1], config, sent, clock)
+    assert (await second.run()).sent == 1
+    assert campaign.remaining_sends(setup.conn, run.run_id) == 0
+
+
 # ----------------------------------------------------------------------------- claims
 
 def test_claims_are_exclusive_and_dead_claims_released(tmp_path: Path) -> None:
