@@ -41,7 +41,7 @@ import sqlite3
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -426,7 +426,6 @@ class Plan:
     actions: list[dict[str, Any]]
     planner: str
     note: str | None = None
-    repairs: list[str] = field(default_factory=list)
 
 
 def describe_ago(timestamp: str | None, now: datetime) -> str:
@@ -573,8 +572,7 @@ async def llm_plan(settings: Settings, summary: dict[str, Any], pool: list[Chann
     actions, repairs = repair_actions(parse_plan_text(text), pool)
     for repair in repairs:
         log.warning("LLM plan repaired: %s", repair)
-    return Plan(actions, f"llm:{settings.openai_model}",
-                "; ".join(repairs) if repairs else None, repairs)
+    return Plan(actions, f"llm:{settings.openai_model}", "; ".join(repairs) or None)
 
 
 def offline_plan(session_id: str, summary: dict[str, Any], pool: list[Channel]) -> list[dict]:
@@ -812,7 +810,8 @@ class HeatUp:
                       if isinstance(row["action_data"], dict)}
         try:
             account = telegram_session.load_account(self.account_folder(session_id))
-            async with telegram_session.open_client(account) as client:
+            async with telegram_session.open_client(
+                    account, raise_last_call_error=True) as client:
                 joins_refused = None
                 for step, action in enumerate(job["plan"]):
                     if step in done_steps:
@@ -827,9 +826,11 @@ class HeatUp:
                     self._save(job, step, action, result)
                     if result.get("reason") == PEER_FLOOD_REASON:
                         return PEER_FLOOD_REASON, EXIT_FAILURE
-        except errors.UnauthorizedError as exc:
+        except telegram_session.AUTH_ERRORS as exc:
             failure = telegram_session.auth_error(account, exc)
             return str(failure), failure.exit_code
+        except errors.RPCError as exc:     # e.g. Telegram's internal errors while connecting
+            return f"Telegram refused it ({type(exc).__name__}: {exc})", EXIT_FAILURE
         except telegram_session.AccountError as exc:
             return str(exc), exc.exit_code
         except UsageError as exc:
@@ -846,7 +847,7 @@ class HeatUp:
             return await execute_action(client, account, action, self.sleep)
         except errors.PeerFloodError:
             return {**failed, "status": FAILED, "reason": PEER_FLOOD_REASON}
-        except errors.UnauthorizedError:
+        except telegram_session.AUTH_ERRORS:
             raise
         except errors.RPCError as exc:
             return {**failed, "status": FAILED,
@@ -981,12 +982,13 @@ async def get_history(request: web.Request) -> web.Response:
     session_id = request.match_info["session_id"]
     service.account_folder(session_id)
     text = request.query.get("days", str(service.settings.history_days))
-    if not text.isdigit() or not 1 <= int(text) <= MAX_HISTORY_DAYS:
-        return json_error(400, f"days must be a whole number from 1 to {MAX_HISTORY_DAYS}, "
-                               f"not {text[:20]!r}")
+    try:
+        days = days_value(text)
+    except argparse.ArgumentTypeError as exc:
+        return json_error(400, f"days {exc}, not {text[:20]!r}")
     return web.json_response({"session_id": session_id,
                               "summary": service.store.summary(session_id),
-                              "history": service.store.history(session_id, int(text))})
+                              "history": service.store.history(session_id, days)})
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -1124,7 +1126,7 @@ async def dry_run(service: HeatUp, session_id: str) -> int:
     plan, summary = await service.plan(session_id)
     print_plan(plan, summary, session_id)
     account = telegram_session.load_account(folder)
-    async with telegram_session.open_client(account) as client:
+    async with telegram_session.open_client(account, raise_last_call_error=True) as client:
         for number, action in enumerate(plan.actions, start=1):
             print(f"{number}. {describe_action(action)}: "
                   f"{await check_action(client, account, action)}")
@@ -1237,7 +1239,10 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     except telegram_session.AccountError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except OSError as exc:      # e.g. the port is taken
+    except errors.RPCError as exc:      # a dry run's connection refused by Telegram
+        print(f"error: Telegram refused it ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return EXIT_FAILURE
+    except (OSError, sqlite3.Error) as exc:      # e.g. the port is taken, the database locked
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     finally:

@@ -731,6 +731,7 @@ AUTH_PROBLEMS: dict[type[errors.RPCError], tuple[str, str]] = {
         "stop every other copy of this .session (another machine or folder), then log in "
         "again: {auth}"),
 }
+AUTH_ERRORS = (errors.UnauthorizedError, errors.AuthKeyError)   # what auth_error maps
 
 
 def auth_error(account: Account, exc: errors.RPCError) -> TelegramAuthError:
@@ -825,7 +826,7 @@ async def open_client(folder_or_account: str | Path | Account, *,
                 me = await connect_with_backoff(
                     client, account, verify=lambda: _authorised_user(client, account),
                     attempts=connect_attempts, base_delay=backoff_base, sleep=sleep)
-            except (errors.UnauthorizedError, errors.AuthKeyError) as exc:
+            except AUTH_ERRORS as exc:
                 error = auth_error(account, exc)
                 record_account_state(account, authorized=0, last_error=error.message)
                 raise error from None
@@ -886,6 +887,11 @@ async def _sign_in_with_code(client: TelegramClient, account: Account, phone: st
         raise AccountConfigError(f"Telegram does not accept the phone number {phone!r}",
                                  "put it in international format (+15551234567) as TG_PHONE "
                                  f"in {display_path(account.folder / ENV_FILE)}") from None
+    except errors.ApiIdInvalidError:
+        raise AccountConfigError("Telegram does not accept TG_API_ID with TG_API_HASH "
+                                 "(API_ID_INVALID)",
+                                 "copy api_id and api_hash again from https://my.telegram.org "
+                                 f"into {display_path(account.folder / ENV_FILE)}") from None
     for _ in range(AUTH_CODE_ATTEMPTS):
         code = read_line("Login code Telegram sent you: ")
         try:
@@ -1089,15 +1095,20 @@ def _describe_user(user: types.User) -> str:
 
 async def _online_checks(account: Account) -> list[CheckResult]:
     try:
-        async with open_client(account) as client:
+        async with open_client(account, raise_last_call_error=True) as client:
             results = [CheckResult("authorised", PASS, "yes")]
             me = await client.get_me()
             results.append(CheckResult("get_me", PASS, _describe_user(me)))
             results.append(await _clock_skew_check(client))
             return results
     except AccountError as exc:
-        return [CheckResult.failed("authorised", exc)] + [
-            CheckResult(name, SKIP, "needs the account to connect") for name in ONLINE_CHECKS[1:]]
+        failure = CheckResult.failed("authorised", exc)
+    except errors.RPCError as exc:      # e.g. Telegram's internal errors, after its retries
+        failure = CheckResult("authorised", FAIL,
+                              f"Telegram refused it ({type(exc).__name__}: {exc})",
+                              "try again later", EXIT_FAILURE)
+    return [failure] + [CheckResult(name, SKIP, "needs the account to connect")
+                        for name in ONLINE_CHECKS[1:]]
 
 
 async def check_account(folder: str | Path) -> list[CheckResult]:
@@ -1349,15 +1360,21 @@ def main(argv: list[str] | None = None) -> int:
     except AccountError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except errors.RPCError as exc:      # e.g. PHONE_NUMBER_BANNED or PHONE_NUMBER_FLOOD at auth
+        print(f"error: Telegram refused it ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return EXIT_FAILURE
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             print("error: the disk is full; free some space and run again", file=sys.stderr)
         else:
             print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    except sqlite3.OperationalError as exc:
-        print(f"error: accounts database: {exc}; if it says locked, another process holds it "
-              "past the busy timeout: try again", file=sys.stderr)
+    except sqlite3.DatabaseError as exc:     # OperationalError (locked) or a damaged file
+        hint = "if it says locked, another process holds it past the busy timeout: try " \
+            "again" if isinstance(exc, sqlite3.OperationalError) else \
+            "the file (ACCOUNTS_DB, default sessions/shared/accounts.db) is damaged: move " \
+            "it aside and run again"
+        print(f"error: accounts database: {exc}; {hint}", file=sys.stderr)
         return EXIT_FAILURE
 
 

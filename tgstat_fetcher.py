@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
+import stat
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -248,10 +250,15 @@ def merge_channels(existing: list[dict[str, Any]], fetched: list[dict[str, Any]]
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file beside `path`, then rename it over `path`."""
+    """Write JSON to a temporary file beside `path`, then rename it over `path`.
+
+    The file keeps its mode (mkstemp makes the temporary file 0600).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(temp, stat.S_IMODE(path.stat().st_mode))
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(data, handle, ensure_ascii=False, indent=2)
             handle.write("\n")
