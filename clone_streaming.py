@@ -757,8 +757,13 @@ class Cloner:
         interval = max(1.0, min(self.config.claim_timeout / 3, 60.0))
         while True:
             await asyncio.sleep(interval)
-            self.checkpoint.heartbeat()
-            released = self.checkpoint.release_stale()
+            try:
+                self.checkpoint.heartbeat()
+                released = self.checkpoint.release_stale()
+            except sqlite3.OperationalError as exc:     # busy for 30 s: next time, not never
+                log.warning("checkpoint heartbeat failed (%s); trying again in %.0f s",
+                            exc, interval)
+                continue
             if released:
                 log.warning("released %d stale claims of stopped accounts", released)
 
@@ -1115,9 +1120,10 @@ class Cloner:
         """Target ids of a unit Telegram says was sent before (RANDOM_ID_DUPLICATE): this
         account's most recent unrecorded target messages that look like it."""
         known = self.checkpoint.target_ids(self.dst)
-        candidates = [m for m in await self.client.get_messages(self.target,
-                                                                limit=RECENT_TARGET_SCAN)
-                      if m.out and m.id not in known]
+        recent = await telegram_session.call_with_flood_wait(
+            self.account, lambda: self.client.get_messages(self.target, limit=RECENT_TARGET_SCAN),
+            request="messages.GetHistory")
+        candidates = [m for m in recent if m.out and m.id not in known]
         targets: dict[int, int | None] = {}
         for message in unit:
             targets[message.id] = None
@@ -1272,20 +1278,26 @@ def status_report(db_path: Path) -> str:
 
 # ----------------------------------------------------------------------------- running
 
-async def resolve_chat(client: TelegramClient, key: str, value: int | str) -> Any:
+async def resolve_chat(client: TelegramClient, account: telegram_session.Account, key: str,
+                       value: int | str) -> Any:
     """The chat a SOURCE_CHAT/TARGET_CHAT value names; ConfigError if the account cannot
-    see one."""
+    see one. A long FloodWait (ResolveUsername has tight limits) is recorded and slept
+    through, as for every other request."""
     lookup_errors = (ValueError, errors.UsernameNotOccupiedError, errors.UsernameInvalidError,
                      errors.ChannelPrivateError, errors.ChannelInvalidError,
                      errors.PeerIdInvalidError)
-    try:
-        entity = await client.get_entity(value)
-    except lookup_errors:
-        entity = None
-    if entity is None and isinstance(value, int):
-        await client.get_dialogs()          # ids are known only once seen: load the dialogs
+
+    async def lookup() -> Any:
         with contextlib.suppress(*lookup_errors):
-            entity = await client.get_entity(value)
+            return await telegram_session.call_with_flood_wait(
+                account, lambda: client.get_entity(value))
+        return None
+
+    entity = await lookup()
+    if entity is None and isinstance(value, int):
+        # ids are known only once seen: load the dialogs
+        await telegram_session.call_with_flood_wait(account, client.get_dialogs)
+        entity = await lookup()
     if entity is None:
         raise ConfigError(f"{key}={value}: this account sees no such chat; check the id or "
                           "username, and that the account has joined it")
@@ -1313,10 +1325,9 @@ async def clone(account: telegram_session.Account, config: CloneConfig) -> Progr
                                   claim_timeout=config.claim_timeout)
     try:
         async with telegram_session.open_client(
-                account, flood_sleep_threshold=FLOOD_SLEEP_THRESHOLD,
-                raise_last_call_error=True) as client:
-            source = await resolve_chat(client, "SOURCE_CHAT", config.source_chat)
-            target = await resolve_chat(client, "TARGET_CHAT", config.target_chat)
+                account, flood_sleep_threshold=FLOOD_SLEEP_THRESHOLD) as client:
+            source = await resolve_chat(client, account, "SOURCE_CHAT", config.source_chat)
+            target = await resolve_chat(client, account, "TARGET_CHAT", config.target_chat)
             temp_dir = media_temp_dir(account)
             cloner = Cloner(client, account, checkpoint, config, source, target, temp_dir)
             log.info("account %s: cloning %s into %s (mode %s%s), checkpoint %s",
@@ -1400,10 +1411,14 @@ def main(argv: list[str] | None = None, profile: Profile = SINGLE) -> int:
     except (telegram_session.AccountConfigError, ConfigError) as exc:
         parser.error(str(exc))
     if args.status:
-        print(status_report(config.checkpoint_db))
+        try:
+            print(status_report(config.checkpoint_db))
+        except (OSError, sqlite3.Error) as exc:
+            print(f"error: checkpoint {config.checkpoint_db}: {exc}", file=sys.stderr)
+            return telegram_session.EXIT_FAILURE
         return telegram_session.EXIT_OK
-    setup_logging(account.folder)
     try:
+        setup_logging(account.folder)
         asyncio.run(clone(account, config))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -1416,7 +1431,7 @@ def main(argv: list[str] | None = None, profile: Profile = SINGLE) -> int:
               "24 h (see telegram_session.py status) and the other accounts go on",
               file=sys.stderr)
         return telegram_session.EXIT_FAILURE
-    except (errors.RPCError, ConnectionError, sqlite3.OperationalError) as exc:
+    except (errors.RPCError, SendRefused, OSError, sqlite3.Error) as exc:
         log.debug("details of the failure", exc_info=True)     # clone.log only
         print(f"error: account {account.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return telegram_session.EXIT_FAILURE

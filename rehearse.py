@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from telethon import types
@@ -61,9 +61,10 @@ def run_cloners(sessions: Path) -> list[str]:
         [sys.executable, str(CLONER), "--once"], cwd=sessions / name,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in ACCOUNTS}
     failures = []
+    deadline = time.monotonic() + RUN_TIMEOUT
     for name, process in processes.items():
         try:
-            _, err = process.communicate(timeout=RUN_TIMEOUT)
+            _, err = process.communicate(timeout=max(deadline - time.monotonic(), 0))
         except subprocess.TimeoutExpired:
             process.kill()
             _, err = process.communicate()
@@ -82,7 +83,7 @@ def summarise(world: World, checkpoint_db: Path) -> tuple[list[str], int, int]:
     duplicate and lost counts."""
     sources, targets = _content(world, "@demo_source"), _content(world, "@demo_target")
     by_id = {t.id: t for t in targets}
-    conn = sqlite3.connect(checkpoint_db)
+    conn = migrate_db.connect(checkpoint_db)
     try:
         done = {msg_id: (session, target) for msg_id, session, target in conn.execute(
             "SELECT msg_id, session, target_msg_id FROM messages WHERE status = 'done'")}
@@ -129,10 +130,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="an empty or new folder for the world and the account folders, "
                              "kept afterwards (default: a temporary folder, removed)")
     args = parser.parse_args(argv)
-    if args.workdir is not None and args.workdir.exists() and any(args.workdir.iterdir()):
-        parser.error(f"--workdir {args.workdir} is not empty; give a new or empty folder")
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="rehearsal-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = args.workdir
+    if workdir is None:
+        workdir = Path(tempfile.mkdtemp(prefix="rehearsal-"))
+    else:
+        try:
+            if workdir.exists() and any(workdir.iterdir()):
+                parser.error(f"--workdir {workdir} is not empty; give a new or empty folder")
+            workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:      # a file, or a folder that cannot be read or made
+            parser.error(f"--workdir {workdir}: {exc.strerror}; give a new or empty folder")
     try:
         world, sessions = prepare(workdir)
         with world:
