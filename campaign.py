@@ -1137,7 +1137,7 @@ class Worker:
                     return False
                 backoff = min(backoff * 2, self.config.network_backoff_max_seconds)
                 continue
-            except (errors.UnauthorizedError, errors.AuthKeyError) as exc:
+            except telegram_session.AUTH_ERRORS as exc:
                 if maybe_delivered:  # keep the random_id for this account's next try
                     release_claim(self.conn, claim, self.clock.now())
                 else:  # refused, not sent: the chat goes back to every account
@@ -1213,8 +1213,9 @@ async def run_account(conn: sqlite3.Connection, run_id: str, profile: Profile, c
                       rng: random.Random | None = None) -> WorkerResult:
     """One account's worker over Telegram: opens the client (never prompts), then sends."""
     account = telegram_session.load_account(profile.folder)
-    async with telegram_session.open_client(account, raise_last_call_error=True,
-                                            request_retries=0) as client:
+    # request_retries=0: a RANDOM_ID_DUPLICATE (a ServerError) arrives at once, not after
+    # Telethon's five retries
+    async with telegram_session.open_client(account, request_retries=0) as client:
         stop = stop or StopSignal()
         sender = TelegramSender(client, account, clock, stop)
         worker = Worker(conn, run_id, profile, config, sender.send, clock, stop, rng)

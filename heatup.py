@@ -810,8 +810,7 @@ class HeatUp:
                       if isinstance(row["action_data"], dict)}
         try:
             account = telegram_session.load_account(self.account_folder(session_id))
-            async with telegram_session.open_client(
-                    account, raise_last_call_error=True) as client:
+            async with telegram_session.open_client(account) as client:
                 joins_refused = None
                 for step, action in enumerate(job["plan"]):
                     if step in done_steps:
@@ -1126,7 +1125,7 @@ async def dry_run(service: HeatUp, session_id: str) -> int:
     plan, summary = await service.plan(session_id)
     print_plan(plan, summary, session_id)
     account = telegram_session.load_account(folder)
-    async with telegram_session.open_client(account, raise_last_call_error=True) as client:
+    async with telegram_session.open_client(account) as client:
         for number, action in enumerate(plan.actions, start=1):
             print(f"{number}. {describe_action(action)}: "
                   f"{await check_action(client, account, action)}")

@@ -700,8 +700,11 @@ def _new_client(account: Account, flood_sleep_threshold: int,
             f"TELEGRAM_SIMULATOR points to {account.simulator}, which does not exist",
             "make the world with telegram_sim.py, or remove TELEGRAM_SIMULATOR from "
             f"{display_path(account.folder / ENV_FILE)} to use the real Telegram")
+    # raise_last_call_error: after Telethon's retries, raise Telegram's own error (e.g.
+    # RANDOM_ID_DUPLICATE, a ServerError) instead of ValueError('Request was unsuccessful')
+    options = {"raise_last_call_error": True, **client_options}
     client = TelegramClient(str(account.session_path), account.api_id, account.api_hash,
-                            flood_sleep_threshold=flood_sleep_threshold, **client_options)
+                            flood_sleep_threshold=flood_sleep_threshold, **options)
     if account.simulator is not None:
         import telegram_sim  # only for rehearsals and tests
 
@@ -1095,7 +1098,7 @@ def _describe_user(user: types.User) -> str:
 
 async def _online_checks(account: Account) -> list[CheckResult]:
     try:
-        async with open_client(account, raise_last_call_error=True) as client:
+        async with open_client(account) as client:
             results = [CheckResult("authorised", PASS, "yes")]
             me = await client.get_me()
             results.append(CheckResult("get_me", PASS, _describe_user(me)))
