@@ -498,3 +498,17 @@ def test_check_refuses_a_world_writable_env(folder: Path, cli):
     assert re.search(r"FAIL  file modes +\.env is world-writable \(0666\)", out)
     assert "fix: check its contents, then run: chmod 600 sessions/acct/.env" in out
     assert (folder / ".env").stat().st_mode & 0o777 == 0o666     # left for the operator
+
+
+def test_damaged_registry_is_one_error_line(folder: Path, tmp_path: Path):
+    ts.record_wait(ts.load_account(folder), 60)          # the registry exists ...
+    registry = tmp_path / "sessions" / "shared" / "accounts.db"
+    for leftover in registry.parent.glob("accounts.db-*"):
+        leftover.unlink()
+    registry.write_bytes(b"not a database at all" * 100)  # ... and is then damaged
+    for command in (["status", "--sessions-dir", "sessions"], ["check", "sessions/acct"]):
+        result = run_cli(*command, cwd=tmp_path)
+        assert result.returncode != 0, command
+        assert "Traceback" not in result.stderr
+        errors_ = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors_) == 1 and "accounts.db" in errors_[0], result.stderr
