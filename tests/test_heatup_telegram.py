@@ -338,6 +338,19 @@ async def test_other_refusals_fail_the_action_and_revoked_session_fails_the_job(
     assert [row["action_type"] for row in body["actions"]] == ["idle"]
 
 
+
+async def test_session_used_elsewhere_fails_the_job(api, world, llm):
+    http, _ = api
+    world.inject_fault("AUTH_KEY_DUPLICATED", code=406, request="JoinChannel", account="acc1")
+    llm.content = llm_plan({"type": "idle", "duration": 5},
+                           {"type": "join_channel", "channel": "@forklog"},
+                           {"type": "idle", "duration": 5})
+    async with http.post("/warmup-sync/acc1") as reply:
+        assert reply.status == 502
+        body = await reply.json()
+    assert "AUTH_KEY_DUPLICATED" in body["error"]
+    assert [row["action_type"] for row in body["actions"]] == ["idle"]
+
 async def test_serve_resumes_a_job_left_running_at_start(world, tmp_path):
     settings = settings_for(tmp_path)
     store = heatup.HistoryStore(settings.database)
