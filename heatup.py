@@ -188,11 +188,15 @@ def _env_number(env: dict[str, str], key: str, default: float, *, minimum: float
 def settings_from(env: dict[str, str], *, sessions_dir: Path | None = None,
                   database: Path | None = None, channels_file: Path | None = None) -> Settings:
     """Settings from environment values, overridden by command-line paths where given."""
-    db = database or Path(env.get("DATABASE_PATH", "").strip() or DEFAULT_DATABASE)
+    if database is not None:            # a flag: as given, like every other path flag
+        db = database.expanduser()
+    else:                               # DATABASE_PATH: relative to the suite's folder, so
+        db = Path(env.get("DATABASE_PATH", "").strip() or DEFAULT_DATABASE).expanduser()
+        db = db if db.is_absolute() else SCRIPT_DIR / db   # every account shares one history
     return Settings(
         sessions_dir=(sessions_dir or Path(env.get("HEATUP_SESSIONS_DIR", "").strip()
                                            or DEFAULT_SESSIONS_DIR)).expanduser(),
-        database=db.expanduser() if db.expanduser().is_absolute() else SCRIPT_DIR / db,
+        database=db,
         channels_file=(channels_file or Path(env.get("HEATUP_CHANNELS_FILE", "").strip()
                                              or DEFAULT_CHANNELS_FILE)).expanduser(),
         history_days=int(_env_number(env, "SESSION_HISTORY_DAYS", DEFAULT_HISTORY_DAYS,
@@ -1179,8 +1183,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="account folders (default: HEATUP_SESSIONS_DIR or sessions/ next "
                             "to this script)")
     paths.add_argument("--db", type=Path, metavar="FILE",
-                       help="history database (default: DATABASE_PATH or sessions.db; "
-                            "relative paths are taken from this script's folder)")
+                       help="history database (default: DATABASE_PATH or sessions.db, a "
+                            "relative DATABASE_PATH being taken from this script's folder)")
     paths.add_argument("--channels", type=Path, metavar="FILE",
                        help="channel pool (default: HEATUP_CHANNELS_FILE or "
                             "channels_data.json next to this script)")
@@ -1222,9 +1226,14 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     """Open the pool and the database, run the command; failures become one stderr line."""
     try:
         pool = load_pool(settings.channels_file)
-        store = HistoryStore(settings.database)
-    except (PoolError, OSError, sqlite3.Error) as exc:
+    except (PoolError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        store = HistoryStore(settings.database)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"error: {settings.database}: cannot use it as the history database ({exc})",
+              file=sys.stderr)
         return EXIT_FAILURE
     service = HeatUp(settings, store, pool)
     try:

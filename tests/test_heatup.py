@@ -513,6 +513,20 @@ def test_cli_plan_and_history(tmp_path, run_main):
     assert out.splitlines()[0] == "acc1: new, 0 actions, last activity never"
 
 
+
+def test_cli_db_flag_is_relative_to_the_working_directory(tmp_path):
+    settings = make_settings(tmp_path)
+    result = run_cli(tmp_path, settings, "history", "acc1", "--db", "mine.db")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "mine.db").is_file()
+    (tmp_path / "notes.db").write_bytes(b"not a database" * 50)
+    before = (tmp_path / "notes.db").read_bytes()
+    result = run_cli(tmp_path, settings, "history", "acc1", "--db", "notes.db")
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("error: notes.db: cannot use it as the history database "
+                                     "(file is not a database)")
+    assert (tmp_path / "notes.db").read_bytes() == before
+
 @pytest.mark.parametrize("args, env, expected", [
     (["plan", "../acc1"], {}, "invalid session id '../acc1'"),
     (["plan", "nobody"], {}, "no account folder 'nobody'"),
