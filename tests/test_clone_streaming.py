@@ -256,14 +256,21 @@ def test_noforwards_source_is_reuploaded_when_allowed(tmp_path: Path) -> None:
     assert list(temp.iterdir()) == []               # temporary media and leftovers gone
 
 
-def test_flood_wait_storm_on_one_account_loses_nothing(tmp_path: Path) -> None:
+def two_account_world(tmp_path: Path, name: str) -> tuple[World, int]:
+    """A world where session1 and session2 both read @NAME_source and may post in
+    @NAME_target; returns the world and the source chat."""
     world = World.create(tmp_path / "world.db")
-    for name in ("session1", "session2"):
-        world.add_account(name)
-    source = world.create_channel("Src", username="storm_source", owner="session1",
+    for account in ("session1", "session2"):
+        world.add_account(account)
+    source = world.create_channel("Src", username=f"{name}_source", owner="session1",
                                   members=["session2"])
-    world.create_channel("Dst", username="storm_target", owner="session1",
+    world.create_channel("Dst", username=f"{name}_target", owner="session1",
                          admins=["session2"])
+    return world, source
+
+
+def test_flood_wait_storm_on_one_account_loses_nothing(tmp_path: Path) -> None:
+    world, source = two_account_world(tmp_path, "storm")
     for n in range(60):
         world.post(source, f"post {n}")
     world.inject_fault("FLOOD_WAIT", seconds=1, account="session1",
@@ -290,13 +297,7 @@ def test_flood_wait_storm_on_one_account_loses_nothing(tmp_path: Path) -> None:
 @pytest.mark.parametrize("copy_mode", ["copy", "forward"])
 def test_ordered_mode_keeps_source_order_across_accounts(tmp_path: Path,
                                                          copy_mode: str) -> None:
-    world = World.create(tmp_path / "world.db")
-    for name in ("session1", "session2"):
-        world.add_account(name)
-    source = world.create_channel("Src", username="order_source", owner="session1",
-                                  members=["session2"])
-    world.create_channel("Dst", username="order_target", owner="session1",
-                         admins=["session2"])
+    world, source = two_account_world(tmp_path, "order")
     for n in range(150):
         if n % 10 == 5:
             world.post_album(source, [tiny_png(n), tiny_png(n + 1)], captions=[f"p {n}", ""])
