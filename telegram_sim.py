@@ -1,122 +1,27 @@
 #!/usr/bin/env python3
 """A simulated Telegram that runs below real Telethon clients, shared by OS processes.
 
-`attach(client, world_path)` replaces a `TelegramClient`'s sender (the object that carries
-TL requests to Telegram and brings back results and updates) with `SimulatedSender`.
-Everything above it is Telethon's own code: request resolution, the entity cache in the
-`.session`, `flood_sleep_threshold`, `iter_messages` paging, album grouping, events. Every
-request is serialised to bytes and parsed back as a server would, and every result goes
-through the request's own `read_result`, so what a client sees is what Telethon would
-deserialise from Telegram.
+`attach(client, world_path)` replaces a `TelegramClient`'s sender with `SimulatedSender`:
+requests are served from a world kept in one SQLite file that several processes share, and
+results, refusals (with Telegram's code and message, so Telethon raises its named errors)
+and updates come back as Telegram would send them. `World` is the operator's Python API to
+shape a world; the command line below does the same from a shell.
 
-The world lives in one SQLite file (WAL, busy timeout, every write in `BEGIN IMMEDIATE`),
-so several processes, each with its own client and account, share it: a message one
-account sends reaches the others as `UpdateNewChannelMessage` (`events.NewMessage`,
-`events.Album` fire), polled from the world every POLL_SECONDS.
+Every behaviour is on in a new world: rights (admin, default and per-member banned),
+restricted and limited accounts, slow mode, protected content, file references expiring
+in world time, per-account rate limits, edits and deletions, forum topics by activity.
+docs/SIMULATOR.md has the table of what is modelled (with the source each follows), the
+settings (Python API and CLI), the requests answered and what is not modelled.
 
-Python API (tests, rehearsals):
+    world = World.create("world.db"); world.add_account("session1", phone="+15550000001")
+    world.make_session_folder("sessions/session1", "session1")
+    chat = world.create_channel("Room", username="room", kind="forum", owner="session1")
+    client = TelegramClient("sessions/session1/session1", api_id, api_hash)
+    attach(client, "world.db"); await client.connect()
 
-    world = World.create("world.db", random_id_mode="original")   # or "error"; World.open()
-    uid = world.add_account("session1", phone="+15550000001", username="alice")
-    folder = world.make_session_folder(tmp / "sessions" / "session1", "session1")
-        # folder/.env (TG_API_ID, TG_API_HASH, TG_PHONE, SESSION_NAME, TELEGRAM_SIMULATOR)
-        # and an authorised folder/session1.session (mode 0600)
-    chan = world.create_channel("Source", username="source", kind="channel",  # or
-                                owner="session1", members=["session2"],        # megagroup,
-                                noforwards=False, slowmode_seconds=0)          # forum
-    world.join("session2", chan); world.leave("session2", chan)
-    topic = world.create_topic(chan, "News", by="session1")     # forum only; id = topic id
-    mid = world.post(chan, "**bold** text", by="session1", parse_mode="md",
-                     file=b"..." or path, file_name="a.pdf", force_document=False,
-                     reply_to=None, topic=None)
-    ids = world.post_album(chan, [b"png bytes", path], captions=["a", "b"], by="session1")
-    world.messages(chan, viewer=None) -> list[types.Message | types.MessageService]
-    world.media_bytes(message) -> bytes;  world.topics(chan) -> list[dict]
-    world.accounts(); world.channels(); world.members(chan) -> {name: role}
-    world.read_max_id("session2", chan); world.set_noforwards(chan, True)
-    world.chat_id("@source" | "Title" | id | -100id) -> id; world.peer_id(chan) -> -100id
-        (give clients the -100... id or the @username: Telethon reads a bare positive int
-        as a user id; a numeric id resolves only once the session has seen the chat)
-    world.inject_fault(error="FLOOD_WAIT", seconds=30, account=None, request=None,
-                       after=0, times=None, rate_per_minute=None) -> fault id
-    world.faults(); world.clear_faults(fault_id=None)
-    world.counters(account=None) -> {"SendMessageRequest": 3, ...}; world.reset_counters()
-        (keyed by class name: messages.ReadHistory and channels.ReadHistory count together;
-        faults match by the same name)
-    world.revoke_session("session1"); world.set_login_code("12345")
-
-    client = TelegramClient(str(folder / "session1"), api_id, api_hash)
-    attach(client, world_path); await client.connect()
-
-The World API is the operator's view: it is not subject to access rules, faults or
-counters, and what it posts reaches connected clients as updates like any message.
-
-Chats are channels, megagroups and forums (megagroups with topics). Every channel starts
-with the service message id 1 (MessageActionChannelCreate), as on Telegram, so the first
-post is id 2; in a forum the General topic is id 1 and a topic's id is the id of its
-MessageActionTopicCreate service message. A chat is named in the API by id, "@username" or
-title. Access: anyone may read a public chat (one with a username); a private one answers
-CHANNEL_PRIVATE to non-members; writing needs membership (megagroups) or creator/admin
-(broadcast channels), else CHAT_WRITE_FORBIDDEN; `noforwards` chats refuse forwarding with
-CHAT_FORWARDS_RESTRICTED.
-
-random_id: remembered per (chat, sending account). A reused one sends nothing; in mode
-"original" (observed on Telegram) the original message comes back as if just sent, in mode
-"error" (documented) the request fails with RANDOM_ID_DUPLICATE, a 500 ServerError, which
-Telethon retries `request_retries` times (2 s apart) and then raises as
-ValueError('Request was unsuccessful N time(s)') unless the client was built with
-`raise_last_call_error=True`, which raises RandomIdDuplicateError itself.
-
-Faults (per world, optionally per account and per request type): FLOOD_WAIT and
-SLOWMODE_WAIT (with seconds), PEER_FLOOD, AUTH_KEY_UNREGISTERED, RANDOM_ID_DUPLICATE, any
-other RPC error name (with `code`), and DISCONNECT: the connection drops while the request
-is in flight (with executed=True after it took effect). As with Telethon's own sender, a
-client with auto_reconnect reconnects after its retry_delay and sends the same request again
-(same random_id, so a send is not doubled); after connection_retries drops in a row the call
-fails with ConnectionError and the client is disconnected. LOSE_UPDATES swallows new-message
-updates on their way to the account's clients (as Telegram may), so they must notice the gap
-and call updates.GetChannelDifference. `after=N` lets N matching requests through first,
-`times=K` fires K times (None: always), `rate_per_minute=R` fires once R matching requests
-were let through in the last 60 s (FLOOD_WAIT seconds then default to the time until one
-frees).
-
-Requests answered (anything else fails with 400 SIMULATOR_UNSUPPORTED_<NAME> and a log
-warning): help.GetConfig, help.GetNearestDc, Ping, auth.SendCode, auth.SignIn, auth.LogOut,
-updates.GetState, updates.GetDifference (UpdateChannelTooLong for channels with news:
-private chats are not modelled), updates.GetChannelDifference, users.GetUsers,
-users.GetFullUser, contacts.ResolveUsername, channels.GetChannels, channels.GetFullChannel,
-channels.JoinChannel, channels.LeaveChannel, channels.ReadHistory, channels.GetMessages,
-messages.ReadHistory, messages.GetHistory, messages.GetReplies, messages.GetMessages,
-messages.SendMessage, messages.SendMedia, messages.SendMultiMedia, messages.UploadMedia,
-messages.ForwardMessages, messages.CreateForumTopic, messages.GetForumTopics,
-messages.GetForumTopicsByID, messages.GetDialogs, upload.SaveFilePart,
-upload.SaveBigFilePart, upload.GetFile.
-
-Not modelled (do not rely on the simulator for these): private chats, basic groups, bots,
-secret chats, Saved Messages; editing, deleting and pinning messages (no edit/delete
-updates); search (messages.Search), reactions, views counting, polls, stickers, web
-previews; invite links and join requests (private chats are joined through the World API);
-two-step passwords (SESSION_PASSWORD_NEEDED is never raised), sign-up, QR login; several
-DCs, migrations, CDN, file_reference expiry over time; photo recompression and thumbnails
-(a photo downloads as the exact bytes uploaded; sizes only read from PNG/GIF headers);
-Telegram's undocumented limits (no spontaneous FloodWait, no forward limit of 100 ids:
-inject faults to test those); topic permissions (any member may create topics), closed or
-hidden topics; per-account access hashes (one per chat and per user); the order of topics
-by last activity (GetForumTopics returns newest-created first and says so with
-order_by_create_date); how long random_ids are remembered (forever here).
-
-CLI:
-    python telegram_sim.py init WORLD [--demo] [--sessions-dir DIR] [--random-id-mode M]
-    python telegram_sim.py show WORLD CHAT [--limit N]
-    python telegram_sim.py accounts WORLD | channels WORLD | counters WORLD [--account A]
-    python telegram_sim.py faults WORLD list | add --error E [...] | clear [ID]
-    python telegram_sim.py revoke WORLD ACCOUNT
-
-`init --demo` adds accounts session1 and session2 with authorised folders under
---sessions-dir (default: <WORLD name>-sessions/ next to WORLD; existing account folders are
-never overwritten), a public source forum @demo_source (formatted text, a photo, a
-document, albums, a reply, topics News and Talk with posts, a reply and an album) and an
-empty public target forum @demo_target where both accounts may post.
+CLI (python telegram_sim.py COMMAND --help for each):
+    init WORLD [--demo]; add-account, account, login-code, add-chat, chat, topic, post,
+    edit, delete, settings, clock, show, accounts, channels, counters, faults, revoke
 """
 from __future__ import annotations
 
