@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ from telethon import TelegramClient, errors, events, functions, types, utils
 import migrate_db
 import telegram_session
 from migrate_db import transaction, utcnow
+
+UTC = timezone.utc        # datetime.UTC is Python 3.11+
 
 log = logging.getLogger("clone")
 

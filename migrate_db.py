@@ -26,8 +26,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
+
+UTC = timezone.utc        # datetime.UTC is Python 3.11+
 
 SCHEMA_PATH = Path(__file__).resolve().with_name("schema.sql")
 DEFAULT_DB_DIR = Path(__file__).resolve().parent / "sessions" / "shared"

@@ -329,7 +329,7 @@ def _now() -> int:
 
 
 def _dt(ts: int) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC)
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
 
 
 def _ts(value: datetime.datetime | None) -> int:

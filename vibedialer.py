@@ -52,7 +52,7 @@ from bisect import bisect_left, bisect_right
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TextIO
 
@@ -72,6 +72,8 @@ from rich.table import Table
 from rich.text import Text
 
 import migrate_db
+
+UTC = timezone.utc        # datetime.UTC is Python 3.11+
 
 log = logging.getLogger("vibedialer")
 
