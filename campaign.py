@@ -124,7 +124,7 @@ class Clock:
         if wake is None:
             await asyncio.sleep(max(0.0, seconds))
             return
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=max(0.0, seconds))
 
 

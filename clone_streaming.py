@@ -739,7 +739,7 @@ class Cloner:
                                           events.NewMessage(chats=self.source))
             log.info("backfill done (%s); following new messages", self.progress.line())
             while True:
-                with contextlib.suppress(TimeoutError):
+                with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.new_messages.wait(), FOLLOW_POLL_SECONDS)
                 await asyncio.sleep(EVENT_SETTLE_SECONDS)
                 self.new_messages.clear()

@@ -783,7 +783,7 @@ async def connect_with_backoff(client: TelegramClient, account: Account, *,
         try:
             await client.connect()
             return await verify() if verify is not None else None
-        except OSError as exc:  # ConnectionError and TimeoutError are OSErrors
+        except (OSError, asyncio.TimeoutError) as exc:  # before 3.11 not an OSError
             await client.disconnect()
             if attempt == attempts:
                 raise TelegramConnectionError(

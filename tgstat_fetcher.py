@@ -129,7 +129,7 @@ class TGStatClient:
                 except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                     raise TGStatError("bad_reply", f"{method}: TGStat answered HTTP "
                                       f"{reply.status} without JSON") from exc
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             reason = str(exc) or type(exc).__name__
             raise TGStatError("unreachable", f"{method}: cannot reach {self.base_url} "
                               f"({reason})") from exc
