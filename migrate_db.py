@@ -538,6 +538,29 @@ def _escape_label(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+def suite_metrics(script: str, messages: Mapping[str, int], sends: int, waits: int,
+                  wait_seconds: float, last_success: str | None) -> dict[str, tuple[str, str, Any]]:
+    """The metrics every script with --metrics-file writes, labelled with the script:
+    messages (or chats, numbers) by status, sends made by this process, rate-limit waits
+    recorded, and the time of the last success (a stored UTC timestamp)."""
+    label = (("script", script),)
+    last = datetime.fromisoformat(last_success).timestamp() if last_success else 0
+    return {
+        "suite_messages": ("gauge", "Work items by status.",
+                           {(*label, ("status", status)): count
+                            for status, count in sorted(messages.items())}),
+        "suite_sends_total": ("counter", "Sends made by this process.", {label: sends}),
+        "suite_waits_total": ("counter", "Rate-limit waits recorded (FloodWait, PeerFlood, "
+                              "windows).", {label: waits}),
+        "suite_wait_seconds_total": ("counter", "Seconds of those waits.",
+                                     {label: wait_seconds}),
+        "suite_last_success_timestamp_seconds": ("gauge", "Unix time of the last success "
+                                                 "(0: none yet).", {label: last}),
+        "suite_metrics_written_timestamp_seconds": ("gauge", "Unix time this file was written.",
+                                                    {label: time.time()}),
+    }
+
+
 class MetricsFile:
     """--metrics-file / METRICS_FILE: `due()` says when the next write is due (every
     METRICS_SECONDS); `write()` rewrites the file; nothing at all without a path."""

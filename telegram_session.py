@@ -604,6 +604,17 @@ def record_wait(account: Account, seconds: float, *, kind: str = "flood_wait",
     return until
 
 
+def wait_totals(accounts: list[Account]) -> tuple[int, float]:
+    """How many waits Telegram imposed on these accounts, and their seconds (for metrics)."""
+    count, seconds = 0, 0.0
+    for account in accounts:
+        row = _registry(account).execute(
+            "SELECT COUNT(*), COALESCE(SUM(seconds), 0) FROM rate_limits WHERE account = ?",
+            (account.name,)).fetchone()
+        count, seconds = count + row[0], seconds + row[1]
+    return count, seconds
+
+
 def _stamp(moment: datetime) -> str:
     """How `until` is stored: fixed-width UTC ISO-8601, so text order is time order."""
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
