@@ -391,10 +391,16 @@ def setup_logging(verbose: bool = False, quiet: bool = False,
         handlers.append(PrivateRotatingFileHandler(log_file))
         handlers[-1].setLevel(logging.DEBUG if verbose else logging.INFO)
     formatter, activity = UTCFormatter(LOG_FORMAT), _Activity()
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, (_ConsoleHandler,
+                                                           PrivateRotatingFileHandler))]:
+        root.removeHandler(old)             # a second call (tests) replaces ours only
+        old.close()
     for handler in handlers:
         handler.setFormatter(formatter)
         handler.addFilter(activity)
-    logging.basicConfig(level=logging.DEBUG, handlers=handlers, force=True)
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("telethon").setLevel(logging.WARNING)
     return Path(log_file) if log_file is not None else None
 

@@ -1264,8 +1264,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Telegram accounts of the suite: one folder (sessions/NAME) per account.",
         epilog="Exit codes: 0 ok, 1 failure, 2 usage or .env error, 3 the account must be "
-               "logged in again (auth), 4 session file or lock problem, 130 interrupted.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+               "logged in again (auth), 4 session file or lock problem, 130 interrupted.",
+        parents=[migrate_db.cli_options()])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     auth = commands.add_parser("auth", help="log the account in (the only interactive login)")
@@ -1369,8 +1369,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run the command, turn account errors into one line + exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    migrate_db.setup_logging(args.verbose, args.quiet)
     try:
         return dispatch(args, parser)
     except AccountError as exc:
@@ -1395,8 +1394,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+    migrate_db.run_main(main)
