@@ -75,7 +75,6 @@ NETWORK_BACKOFF_START = 2.0                # seconds; doubles up to retry.networ
 WORKER_RESTARTS = 5                        # a crashing worker is restarted this many times
 RESTART_PAUSE_MAX = 60.0
 STOP_WAIT_SECONDS = 30.0
-LEGACY_TIME = "%Y-%m-%d %H:%M:%S"        # attempted_at of the earlier system (UTC)
 ANY_TIME = datetime(1970, 1, 1, tzinfo=UTC)  # next_available_at '': a chat never sent to
 PLAN_LINES = 50                            # chats listed by `plan` before "... N more"
 
@@ -468,27 +467,40 @@ def read_texts(path: Path) -> list[str]:
 
 
 def import_texts(conn: sqlite3.Connection, texts: Sequence[str], *, replace: bool,
-                 now: datetime) -> tuple[int, int]:
-    """Store the texts to send (identical active ones once); returns (added, already there).
-    With `replace` the earlier texts are set inactive first."""
+                 now: datetime, group: str | None = None) -> tuple[int, int]:
+    """Store the texts to send to the chats of `group` (None: of every group), identical
+    active ones once; returns (added, already there). With `replace` the earlier texts of
+    that group (None: every text) are set inactive first."""
     added = 0
     with transaction(conn):
         if replace:
-            conn.execute("UPDATE campaign_texts SET is_active = 0")
+            conn.execute("UPDATE campaign_texts SET is_active = 0 WHERE ? IS NULL OR "
+                         "group_id = ?", (group, group))
         for text in dict.fromkeys(texts):
             exists = conn.execute("SELECT id FROM campaign_texts WHERE text = ? AND "
-                                  "is_active = 1", (text,)).fetchone()
+                                  "group_id IS ? AND is_active = 1", (text, group)).fetchone()
             if not exists:
-                conn.execute("INSERT INTO campaign_texts (text, is_active, created_at) "
-                             "VALUES (?, 1, ?)", (text, to_text(now)))
+                conn.execute("INSERT INTO campaign_texts (text, group_id, is_active, "
+                             "created_at) VALUES (?, ?, 1, ?)", (text, group, to_text(now)))
                 added += 1
     return added, len(texts) - added
 
 
-def active_texts(conn: sqlite3.Connection) -> list[tuple[int, str]]:
-    """(id, text) of the texts to send, in import order."""
-    return conn.execute("SELECT id, text FROM campaign_texts WHERE is_active = 1 "
-                        "ORDER BY id").fetchall()
+def active_texts(conn: sqlite3.Connection, group: str | None = None) -> list[tuple[int, str]]:
+    """(id, text) of the texts to send to a chat of `group` (its own and those for every
+    group; None: every active text), in import order."""
+    return conn.execute("SELECT id, text FROM campaign_texts WHERE is_active = 1 AND "
+                        "(? IS NULL OR group_id IS NULL OR group_id = ?) ORDER BY id",
+                        (group, group)).fetchall()
+
+
+def groups_without_texts(conn: sqlite3.Connection, group: str | None) -> list[str]:
+    """The groups (of `group`, or all) with chats to message but no active text for them."""
+    clause, args = _group_clause(group)
+    groups = [g for (g,) in conn.execute(
+        f"SELECT DISTINCT group_id FROM tasks WHERE is_blocked = 0 {clause} ORDER BY group_id",
+        args)]
+    return [g for g in groups if not active_texts(conn, g)]
 
 
 # ----------------------------------------------------------------------------- profiles
@@ -524,8 +536,9 @@ def add_profile(conn: sqlite3.Connection, folder: Path, now: datetime) -> tuple[
                          (_stored_folder(account.folder), row[0]))
             return Profile(row[0], account.name, account.folder), False
         cursor = conn.execute(
-            "INSERT INTO profiles (profile_name, folder, is_active, created_at) "
-            "VALUES (?, ?, 1, ?)", (account.name, _stored_folder(account.folder), to_text(now)))
+            "INSERT INTO profiles (profile_id, profile_name, folder, is_active, created_at) "
+            "VALUES (?, ?, ?, 1, ?)", (str(uuid.uuid4()), account.name,
+                                       _stored_folder(account.folder), to_text(now)))
     return Profile(cursor.lastrowid, account.name, account.folder), True
 
 
@@ -556,21 +569,15 @@ def _profile_folder(name: str, stored: str | None) -> Path:
 
 def window_sends(conn: sqlite3.Connection, profile_id: int, now: datetime) -> list[datetime]:
     """When this account's successful sends of the last 60 minutes happened, oldest first
-    (every run counts: max_messages_per_hour is global). Rows of the earlier system, stamped
-    'YYYY-MM-DD HH:MM:SS', count too. The two formats sort apart only within one day ('T'
-    sorts after ' '), so each is asked for by its own ranges, legacy ones one day at a time:
-    a window across midnight then never scans a day of the other format."""
-    start = now - WINDOW
-    query = ("SELECT attempted_at FROM task_attempts WHERE profile_id = ? "
-             "AND status = 'success' AND attempted_at > ? AND attempted_at <= ?")
-    rows = conn.execute(query + " AND attempted_at LIKE '%T%'",
-                        (profile_id, to_text(start), to_text(now))).fetchall()
-    day = start.astimezone(UTC).date()
-    while day <= now.astimezone(UTC).date():
-        low = max(start.astimezone(UTC).strftime(LEGACY_TIME), f"{day} ")
-        high = min(now.astimezone(UTC).strftime(LEGACY_TIME), f"{day} 23:59:59")
-        rows += conn.execute(query, (profile_id, low, high)).fetchall()
-        day += timedelta(days=1)
+    (every run counts: max_messages_per_hour is global). Sends stamped later than `now`
+    count too: after the clock is stepped back they are still recent, and forgetting them
+    would allow extra sends. The earlier system's attempts name the account by its external
+    profile_id; they count the same."""
+    rows = conn.execute(
+        "SELECT attempted_at FROM task_attempts WHERE profile_id IN "
+        "(?, (SELECT profile_id FROM profiles WHERE id = ?)) "
+        "AND status = 'success' AND attempted_at > ?",
+        (profile_id, profile_id, to_text(now - WINDOW))).fetchall()
     return sorted(from_text(value) for (value,) in rows)
 
 
@@ -620,16 +627,17 @@ WHERE id = (SELECT id FROM tasks INDEXED BY {index}
             WHERE current_run_id = :run AND status = 'pending' AND open_attempt_id IS NULL
               AND run_sent < {limit} AND next_available_at <= :now
             ORDER BY next_available_at, id LIMIT 1)
-RETURNING id, chat_username, run_sent, run_carry, completed_cycles"""
+RETURNING id, chat_username, run_sent, run_carry, completed_cycles, group_id"""
 CLAIM_CARRY_SQL = _CLAIM_SQL.format(index="idx_tasks_claim_carry", limit="run_carry")
 CLAIM_OWN_SQL = _CLAIM_SQL.format(index="idx_tasks_claim", limit="run_quota")
 
 
 def claim_next(conn: sqlite3.Connection, run_id: str, profile_id: int, now: datetime,
-               texts: Sequence[tuple[int, str]], order: str = "rotation",
-               rng: random.Random | None = None, pid: int | None = None) -> Claim | None:
+               order: str = "rotation", rng: random.Random | None = None,
+               pid: int | None = None) -> Claim | None:
     """Atomically take the next chat this run owes a send (carry-over first) and record the
-    attempt, with its random_id, before anything is sent. None when nothing is due now."""
+    attempt, with its random_id and one of the chat's group's texts, before anything is
+    sent. None when nothing is due now; CampaignError when the group has no text."""
     params = {"profile": profile_id, "pid": pid or os.getpid(), "now": to_text(now),
               "run": run_id}
     with transaction(conn):
@@ -639,7 +647,11 @@ def claim_next(conn: sqlite3.Connection, run_id: str, profile_id: int, now: date
             row = conn.execute(CLAIM_OWN_SQL, params).fetchone()
         if row is None:
             return None
-        task_id, chat, run_sent, run_carry, completed = row
+        task_id, chat, run_sent, run_carry, completed, group = row
+        texts = active_texts(conn, group)
+        if not texts:
+            raise CampaignError(f"no texts to send to group {group!r}; import them with "
+                                "import-messages FILE --group GROUP")
         text_id, text = choose_text(texts, completed, order, rng or random)
         random_id = new_random_id()
         attempt_id = conn.execute(
@@ -1046,9 +1058,6 @@ class Worker:
 
     async def run(self) -> WorkerResult:
         """Send until the run owes nothing this account can send, a stop, or PeerFlood."""
-        texts = active_texts(self.conn)
-        if not texts:
-            raise CampaignError("no texts to send; import them with import-messages FILE")
         set_worker_state(self.conn, self.run_id, self.profile.id, "running", self.clock.now(),
                          pid=os.getpid())
         release_dead_claims(self.conn, self.clock.now())  # e.g. this account's crashed worker
@@ -1065,7 +1074,7 @@ class Worker:
                 await self.sleep_until(slot, while_work_left=True)
                 continue
             claim = claim_open_attempt(self.conn, self.profile.id, now) or claim_next(
-                self.conn, self.run_id, self.profile.id, now, texts, self.config.text_order,
+                self.conn, self.run_id, self.profile.id, now, self.config.text_order,
                 self.rng)
             if claim is None:
                 if not await self.wait_for_work():
@@ -1227,7 +1236,7 @@ async def run_accounts_together(db_path: Path, run_id: str, profiles: Sequence[P
     """Every account's worker as an asyncio task of this process (tests, benchmarks,
     rehearsals with a FakeClock); `start` uses one process per account instead."""
     async def one(profile: Profile) -> WorkerResult:
-        conn = migrate_db.connect(db_path)
+        conn = migrate_db.connect(db_path, kind="campaign")
         try:
             return await run_account(conn, run_id, profile, config, clock, stop)
         finally:
@@ -1411,11 +1420,13 @@ def plan_lines(conn: sqlite3.Connection, config: Config, group: str | None,
                      f"(around {format_time(now + timedelta(seconds=seconds))})")
     clause, args = _group_clause(group)
     rows = conn.execute(
-        "SELECT chat_username, MAX(run_quota - run_sent, 0), completed_cycles FROM tasks "
-        f"WHERE is_blocked = 0 {clause} ORDER BY id LIMIT ?", (*args, PLAN_LINES)).fetchall()
-    for chat, owed, done in rows:
-        first = choose_text(texts, done, config.text_order, random.Random(0))[1] \
-            if texts else "(no texts imported)"
+        "SELECT chat_username, MAX(run_quota - run_sent, 0), completed_cycles, group_id "
+        f"FROM tasks WHERE is_blocked = 0 {clause} ORDER BY id LIMIT ?",
+        (*args, PLAN_LINES)).fetchall()
+    for chat, owed, done, chat_group in rows:
+        own = active_texts(conn, chat_group)
+        first = choose_text(own, done, config.text_order, random.Random(0))[1] \
+            if own else "(no texts for its group)"
         preview = first if len(first) <= 40 else first[:37] + "..."
         extra = f" + {owed} carried over" if owed else ""
         lines.append(f"  {chat}: {config.max_cycles}{extra}; first text: {preview!r}")
@@ -1538,7 +1549,7 @@ def runs_lines(conn: sqlite3.Connection) -> list[str]:
 def open_db(args: argparse.Namespace) -> sqlite3.Connection:
     """The campaign database (created and migrated as needed)."""
     try:
-        return migrate_db.connect(args.db_path)
+        return migrate_db.connect(args.db_path, kind="campaign")
     except sqlite3.DatabaseError as exc:
         raise CampaignError(f"{args.db_path}: cannot open the database: {exc}") from None
     except OSError as exc:
@@ -1589,10 +1600,12 @@ def cmd_import_messages(args: argparse.Namespace) -> int:
     """Store the texts to send."""
     texts = read_texts(args.file)
     conn = open_db(args)
-    added, existing = import_texts(conn, texts, replace=args.replace, now=Clock().now())
-    total = len(active_texts(conn))
-    print(f"{added} text(s) added, {existing} already there; {total} active, sent in "
-          f"{args.config_obj.text_order}")
+    added, existing = import_texts(conn, texts, replace=args.replace, now=Clock().now(),
+                                   group=args.group)
+    total = len(active_texts(conn, args.group))
+    where = f"group {args.group!r}" if args.group else "every group"
+    print(f"{added} text(s) added for {where}, {existing} already there; {total} active "
+          f"for {where}, sent in {args.config_obj.text_order}")
     return EXIT_OK
 
 
@@ -1630,8 +1643,10 @@ def _start_inputs(conn: sqlite3.Connection, args: argparse.Namespace,
         where = f"group {args.group!r}" if args.group else "any group"
         raise CampaignError(f"no chats to message in {where}; import them with "
                             "import-chats FILE [--group G]")
-    if not active_texts(conn):
-        raise CampaignError("no texts to send; import them with import-messages FILE")
+    missing = groups_without_texts(conn, args.group)
+    if missing:
+        raise CampaignError(f"no texts to send to group(s) {', '.join(map(repr, missing))}; "
+                            "import them with import-messages FILE [--group G]")
     profiles = list_profiles(conn, args.profiles)
     if not profiles:
         raise CampaignError("no profiles; add an account folder with add-profile FOLDER")
@@ -1811,8 +1826,9 @@ def build_parser() -> argparse.ArgumentParser:
     texts = commands.add_parser("import-messages", help="add the texts to send (json or txt; "
                                 "several texts in txt separated by --- lines)")
     texts.add_argument("file", type=Path, metavar="FILE")
+    texts.add_argument("--group", help="only for this group's chats (default: every group)")
     texts.add_argument("--replace", action="store_true",
-                       help="stop sending the texts imported before")
+                       help="stop sending the texts imported before (for that group)")
     profile = commands.add_parser("add-profile", help="register an account folder")
     profile.add_argument("folder", type=Path, metavar="FOLDER",
                          help="an account folder, e.g. sessions/session1")

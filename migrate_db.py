@@ -1,18 +1,36 @@
 #!/usr/bin/env python3
 """The suite's database lifecycle: open, upgrade and write to its SQLite files.
 
-Every script opens its databases with `connect(path)`: WAL journal, synchronous=NORMAL, a
-busy timeout, foreign keys on, `schema.sql` applied and pending migrations run. Every write
-goes through `with transaction(conn):`, which is `BEGIN IMMEDIATE` ... `COMMIT`, so a
-read-then-write never meets SQLITE_BUSY on a lock upgrade.
+Every script opens its databases with `connect(path, kind=KIND)`: WAL journal,
+synchronous=NORMAL, a busy timeout, foreign keys on, its part of `schema.sql` applied and
+pending migrations run. Every write goes through `with transaction(conn):`, which is
+`BEGIN IMMEDIATE` ... `COMMIT`, so a read-then-write never meets SQLITE_BUSY on a lock
+upgrade.
+
+Kinds of database. schema.sql is split into sections, one per kind (KINDS: checkpoint,
+accounts, campaign, heatup, dialer); each starts with `-- kind: NAME  recognised by: ...`.
+A database gets only the sections of its kinds, so e.g. a campaign database never receives
+the cloner's tables or columns (the earlier campaign system had its own, different
+`messages` table). Its kinds are the one its caller names plus those `recognise_kinds`
+finds from its tables (a listed table, or a listed table having the listed column). A
+database that names no kind and has none recognisable (a new file opened with
+`connect(path)`) gets every section, as before kinds existed.
 
 Upgrading an existing database happens in one `BEGIN IMMEDIATE` transaction, in this order:
-missing tables are created, columns the schema has and an older table lacks are added
-(`add_missing_columns`), the numbered migrations in MIGRATIONS not yet recorded in
-`PRAGMA user_version` run, and finally the schema's indexes are created. Nothing is dropped.
+missing tables of its kinds are created, columns the schema has and an older table lacks are
+added (`add_missing_columns`), the numbered migrations of its kinds not yet applied run, and
+finally its kinds' indexes are created. Nothing is dropped.
+
+Migrations: MIGRATIONS lists (kind, function) in number order; a migration's number is in
+its name (`m010_...` is 10) and numbers are allocated in ranges, so they may have gaps:
+m001-m003 the first ones, m004-m009 cloner checkpoints (issue 12), m010-m019 earlier
+campaign databases (issue 13), m020 onwards issue 15. `PRAGMA user_version` records the
+number of the last migration applied (SCHEMA_VERSION, the highest number, once up to date);
+a migration runs when its number is above it and the database is of its kind.
 
 Run on its own it migrates the databases it is given (default: every *.db under
-sessions/shared/), writing a backup copy next to any database with data before changing it:
+sessions/shared/), each by the kinds recognised in it, writing a backup copy next to any
+database with data before changing it:
 
     python migrate_db.py [DB ...]
 
@@ -33,8 +51,10 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
@@ -55,31 +75,94 @@ def utcnow() -> str:
 
 # ----------------------------------------------------------------------------- schema parsing
 
-def schema_statements(schema_text: str | None = None) -> list[str]:
-    """The statements of schema.sql, in file order, comments stripped."""
+KIND_LINE = re.compile(r"--\s*kind:\s*(\w+)\s+recognised by:\s*(.+)$")
+
+
+@dataclass(frozen=True)
+class Section:
+    """One kind's part of schema.sql: its statements and how a database of it is recognised
+    (table names, or (table, column) pairs)."""
+
+    kind: str
+    recognised_by: tuple[tuple[str, str | None], ...]
+    statements: tuple[str, ...]
+
+
+def schema_sections(schema_text: str | None = None) -> dict[str, Section]:
+    """The sections of schema.sql by kind, in file order; statements with comments stripped."""
     text = SCHEMA_PATH.read_text(encoding="utf-8") if schema_text is None else schema_text
-    lines = [line for line in text.splitlines() if not line.lstrip().startswith("--")]
-    statements, current = [], ""
-    for line in lines:
+    sections: dict[str, Section] = {}
+    kind, marks, statements, current = None, (), [], ""
+
+    def close() -> None:
+        if kind is not None:
+            sections[kind] = Section(kind, marks, tuple(statements))
+
+    for line in text.splitlines():
+        marker = KIND_LINE.match(line.strip())
+        if marker:
+            close()
+            kind, statements = marker.group(1), []
+            marks = tuple((name.partition(".")[0], name.partition(".")[2] or None)
+                          for name in re.split(r"[\s,]+", marker.group(2).strip()) if name)
+            continue
+        if line.lstrip().startswith("--"):
+            continue
         current += line + "\n"
         if sqlite3.complete_statement(current):
+            if kind is None:
+                raise ValueError(f"{SCHEMA_PATH.name}: statement before any '-- kind:' line: "
+                                 f"{current.strip()[:60]}")
             statements.append(current.strip())
             current = ""
     if current.strip():
         raise ValueError(f"{SCHEMA_PATH.name}: unterminated statement: {current.strip()[:60]}")
-    return statements
+    close()
+    return sections
+
+
+SECTIONS = schema_sections()
+KINDS = tuple(SECTIONS)
+
+
+def schema_statements(kinds: Iterable[str] | None = None) -> list[str]:
+    """The statements of schema.sql for these kinds (default: every kind), in file order."""
+    wanted = set(KINDS if kinds is None else kinds)
+    return [statement for kind, section in SECTIONS.items() if kind in wanted
+            for statement in section.statements]
 
 
 def _is_table_statement(statement: str) -> bool:
     return re.match(r"CREATE\s+TABLE\b", statement, re.IGNORECASE) is not None
 
 
-def _reference_db() -> sqlite3.Connection:
-    """An in-memory database built from schema.sql: the shape every database should have."""
+def _reference_db(kinds: Iterable[str]) -> sqlite3.Connection:
+    """An in-memory database built from these kinds' sections: the shape it should have."""
     ref = sqlite3.connect(":memory:")
-    for statement in schema_statements():
+    for statement in schema_statements(kinds):
         ref.execute(statement)
     return ref
+
+
+def recognise_kinds(conn: sqlite3.Connection) -> set[str]:
+    """The kinds whose recognising tables (or table columns) the database has."""
+    tables = _tables(conn)
+    kinds = set()
+    for kind, section in SECTIONS.items():
+        for table, column in section.recognised_by:
+            if table in tables and (column is None or column in _columns(conn, table)):
+                kinds.add(kind)
+                break
+    return kinds
+
+
+def database_kinds(conn: sqlite3.Connection, kind: str | None = None) -> set[str]:
+    """The kinds a database is upgraded as: `kind` and those recognised in it; every kind
+    when neither gives one (a new file opened without a kind)."""
+    if kind is not None and kind not in SECTIONS:
+        raise ValueError(f"unknown database kind {kind!r} (known: {', '.join(SECTIONS)})")
+    kinds = recognise_kinds(conn) | ({kind} if kind else set())
+    return kinds or set(SECTIONS)
 
 
 def _tables(conn: sqlite3.Connection) -> set[str]:
@@ -175,12 +258,94 @@ def m003_dialer_legacy_session(conn: sqlite3.Connection) -> str | None:
     return f"dial_results: {count} rows without a session grouped into session 'legacy'"
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], str | None]] = [
-    m001_checkpoint_status,
-    m002_campaign_per_run,
-    m003_dialer_legacy_session,
+# Earlier campaign system (schema "v2.0", NOTES.md): times are `YYYY-MM-DD HH:MM:SS` UTC text,
+# profiles carry an external `profile_id` (a UUID), task_attempts keep their time in
+# `timestamp`, and its `messages` table holds message templates. Its attempts keep naming
+# their account by that UUID (its views join on it); campaign.py counts them by either id.
+LEGACY_TIME_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
+# the suite's form of the same instant: what campaign.to_text writes
+LEGACY_TIME_AS_ISO = "replace({column}, ' ', 'T') || '.000000+00:00'"
+CAMPAIGN_TIME_COLUMNS = {
+    "tasks": ("last_attempt_at", "next_available_at", "claimed_at", "created_at", "updated_at"),
+    "task_attempts": ("attempted_at",),
+    "profiles": ("created_at", "updated_at", "last_message_time", "hour_reset_time"),
+    "campaign_texts": ("created_at",),
+}
+
+
+def m010_campaign_profile_ids(conn: sqlite3.Connection) -> str | None:
+    """Every profile has an external id: the earlier system's UUID is kept, profiles the
+    suite added before it kept one get a new UUID4."""
+    missing = [pid for (pid,) in conn.execute("SELECT id FROM profiles WHERE profile_id IS NULL")]
+    for pid in missing:
+        conn.execute("UPDATE profiles SET profile_id = ? WHERE id = ?", (str(uuid.uuid4()), pid))
+    return f"profiles: {len(missing)} given a profile_id" if missing else None
+
+
+def m011_campaign_attempt_times(conn: sqlite3.Connection) -> str | None:
+    """Earlier attempts kept their time in `timestamp`: it becomes attempted_at (the column
+    the hourly window reads). `timestamp` itself is left as the earlier system wrote it."""
+    if "timestamp" not in _columns(conn, "task_attempts"):
+        return None
+    copied = conn.execute(
+        "UPDATE task_attempts SET attempted_at = timestamp "
+        "WHERE attempted_at IS NULL AND timestamp IS NOT NULL").rowcount
+    return f"task_attempts: {copied} earlier attempt times copied to attempted_at" \
+        if copied else None
+
+
+def m012_campaign_times_iso(conn: sqlite3.Connection) -> str | None:
+    """Earlier `YYYY-MM-DD HH:MM:SS` times become the suite's ISO-8601 UTC text, so they
+    compare correctly with new ones (a chat delayed by hours stays delayed)."""
+    changed = 0
+    for table, names in CAMPAIGN_TIME_COLUMNS.items():
+        have = _columns(conn, table)
+        for column in (name for name in names if name in have):
+            changed += conn.execute(
+                f'UPDATE "{table}" SET "{column}" = '
+                f'{LEGACY_TIME_AS_ISO.format(column=column)} '
+                f'WHERE "{column}" GLOB ?', (LEGACY_TIME_GLOB,)).rowcount
+    return f"{changed} earlier times rewritten as ISO-8601 UTC" if changed else None
+
+
+def m013_campaign_templates(conn: sqlite3.Connection) -> str | None:
+    """The earlier system's templates (`messages` with group_id, text) become campaign texts
+    of their group, active or not as they were; the `messages` table is left as it was."""
+    if not {"group_id", "text"} <= set(_columns(conn, "messages")):
+        return None
+    have = _columns(conn, "messages")
+    active = "m.is_active" if "is_active" in have else "1"
+    created = "m.created_at" if "created_at" in have else "NULL"
+    copied = conn.execute(
+        f"INSERT INTO campaign_texts (text, group_id, is_active, created_at) "
+        f"SELECT m.text, m.group_id, COALESCE({active}, 1), "
+        f"CASE WHEN {created} GLOB ? THEN {LEGACY_TIME_AS_ISO.format(column=created)} "
+        f"ELSE {created} END FROM messages m WHERE m.text IS NOT NULL AND NOT EXISTS "
+        f"(SELECT 1 FROM campaign_texts c WHERE c.text = m.text AND c.group_id IS m.group_id) "
+        f"ORDER BY m.id", (LEGACY_TIME_GLOB,)).rowcount
+    return f"campaign_texts: {copied} earlier message templates copied with their group" \
+        if copied else None
+
+
+def migration_number(migration: Callable[[sqlite3.Connection], str | None]) -> int:
+    """A migration's own number, from its name: m010_... is 10."""
+    match = re.match(r"m(\d+)_", migration.__name__)
+    if match is None:
+        raise ValueError(f"migration {migration.__name__} is not named mNNN_...")
+    return int(match.group(1))
+
+
+# (kind, migration), in number order
+MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], str | None]]] = [
+    ("checkpoint", m001_checkpoint_status),
+    ("campaign", m002_campaign_per_run),
+    ("dialer", m003_dialer_legacy_session),
+    ("campaign", m010_campaign_profile_ids),
+    ("campaign", m011_campaign_attempt_times),
+    ("campaign", m012_campaign_times_iso),
+    ("campaign", m013_campaign_templates),
 ]
-SCHEMA_VERSION = len(MIGRATIONS)
+SCHEMA_VERSION = max(migration_number(m) for _, m in MIGRATIONS)
 
 
 # ----------------------------------------------------------------------------- connections
@@ -201,10 +366,12 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("COMMIT")
 
 
-def upgrade(conn: sqlite3.Connection) -> list[str]:
-    """Bring `conn`'s database to schema.sql and the last migration; returns what changed."""
-    ref = _reference_db()
-    statements = schema_statements()
+def upgrade(conn: sqlite3.Connection, kinds: Iterable[str] | None = None) -> list[str]:
+    """Bring `conn`'s database to its kinds' part of schema.sql and their last migration
+    (kinds: default those `database_kinds` gives); returns what changed."""
+    kinds = set(database_kinds(conn) if kinds is None else kinds)
+    ref = _reference_db(kinds)
+    statements = schema_statements(kinds)
     changes: list[str] = []
     with transaction(conn):
         tables_before, indexes_before = _tables(conn), _indexes(conn)
@@ -214,8 +381,9 @@ def upgrade(conn: sqlite3.Connection) -> list[str]:
         changes += [f"created table {t}" for t in sorted(_tables(conn) - tables_before)]
         changes += add_missing_columns(conn, ref)
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        for number, migration in enumerate(MIGRATIONS, start=1):
-            if number > version:
+        for kind, migration in MIGRATIONS:
+            number = migration_number(migration)
+            if number > version and kind in kinds:
                 report = migration(conn)
                 if report:
                     changes.append(f"m{number:03d}: {report}")
@@ -229,11 +397,11 @@ def upgrade(conn: sqlite3.Connection) -> list[str]:
     return changes
 
 
-def pending_changes(conn: sqlite3.Connection) -> bool:
+def pending_changes(conn: sqlite3.Connection, kinds: Iterable[str] | None = None) -> bool:
     """Whether `upgrade` would change anything, without writing."""
     if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
         return True
-    ref = _reference_db()
+    ref = _reference_db(database_kinds(conn) if kinds is None else kinds)
     try:
         if not _tables(ref) <= _tables(conn) or not _indexes(ref) <= _indexes(conn):
             return True
@@ -277,12 +445,15 @@ def open_database(path: str | Path, timeout: float = BUSY_TIMEOUT_SECONDS) -> sq
     return conn
 
 
-def connect(path: str | Path, timeout: float = BUSY_TIMEOUT_SECONDS) -> sqlite3.Connection:
-    """Open a suite database: parent folders created, settings applied, schema up to date."""
+def connect(path: str | Path, timeout: float = BUSY_TIMEOUT_SECONDS,
+            kind: str | None = None) -> sqlite3.Connection:
+    """Open a suite database: parent folders created, settings applied, the schema of its
+    kinds (`kind`, and those recognised in it: see the module docstring) up to date."""
     conn = open_database(path, timeout)
     try:
-        if pending_changes(conn):
-            upgrade(conn)
+        kinds = database_kinds(conn, kind)
+        if pending_changes(conn, kinds):
+            upgrade(conn, kinds)
     except BaseException:
         conn.close()
         raise
