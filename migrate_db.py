@@ -648,21 +648,25 @@ def run_main(main: Callable[[], int]) -> NoReturn:
     handle_stop_signals()
     try:
         code = main()
-        sys.stdout.flush()
+    except SystemExit as exc:       # --help, --version, usage errors
+        code = exc.code
     except Stopped:
         code = EXIT_OK
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
-    except BrokenPipeError:
-        code = EXIT_OK
-    except OSError as exc:          # a print after the terminal hung up
-        if exc.errno != errno.EIO:
+    except OSError as exc:          # into a closed pipe, or a terminal that hung up
+        if exc.errno not in (errno.EPIPE, errno.EIO):
             raise
         code = EXIT_OK
-    # whatever is still buffered would fail again at exit: drop it
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        if exc.errno not in (errno.EPIPE, errno.EIO):
+            raise
+    finally:    # whatever is still buffered would fail again at exit: drop it
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
     sys.exit(code)
 
 
