@@ -640,7 +640,7 @@ def claim_next(conn: sqlite3.Connection, run_id: str, profile_id: int, now: date
     sent. None when nothing is due now; CampaignError when the group has no text."""
     params = {"profile": profile_id, "pid": pid or os.getpid(), "now": to_text(now),
               "run": run_id}
-    with transaction(conn):
+    with migrate_db.durable_transaction(conn):   # on disk before the send goes out
         row = conn.execute(CLAIM_CARRY_SQL, params).fetchone()
         carry = row is not None
         if row is None:

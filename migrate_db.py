@@ -360,10 +360,26 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite may have rolled back already (a full disk, an I/O error): then a ROLLBACK
+        # would only hide the real error behind "no transaction is active"
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
+
+
+@contextmanager
+def durable_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """`transaction` whose COMMIT is on disk when the block ends (synchronous=FULL for it;
+    the connection's NORMAL afterwards). For the commits that must survive a power loss
+    because a side effect outside the database follows, e.g. the random_id of a send."""
+    conn.execute("PRAGMA synchronous = FULL")
+    try:
+        with transaction(conn):
+            yield conn
+    finally:
+        conn.execute("PRAGMA synchronous = NORMAL")
 
 
 def upgrade(conn: sqlite3.Connection, kinds: Iterable[str] | None = None) -> list[str]:
@@ -430,8 +446,8 @@ def _enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
 def open_database(path: str | Path, timeout: float = BUSY_TIMEOUT_SECONDS) -> sqlite3.Connection:
     """Open with the suite's settings (WAL, NORMAL sync, busy timeout, foreign keys), no upgrade."""
     path = Path(path)
-    if str(path) != ":memory:":
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if str(path) != ":memory:" and not path.exists():
+        create_private(path)                # its -wal and -shm files take the same mode
     conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None,
                            check_same_thread=False)
     try:
@@ -633,11 +649,6 @@ def handle_stop_signals(handler: Callable[[int, Any], Any] | None = None) -> Non
         signal.signal(signum, on_signal)
 
 
-def stop_signal_name() -> str | None:
-    """'SIGTERM' or 'SIGHUP' once one has asked the process to stop."""
-    return signal.Signals(_stopping[0]).name if _stopping else None
-
-
 def run_main(main: Callable[[], int]) -> NoReturn:
     """The `if __name__ == "__main__"` of every script: exit with main()'s code; Ctrl+C
     130; SIGTERM/SIGHUP stop like Ctrl+C but exit 0; output into a closed pipe (`| head`)
@@ -650,7 +661,8 @@ def run_main(main: Callable[[], int]) -> NoReturn:
         code = main()
     except SystemExit as exc:       # --help, --version, usage errors
         code = exc.code
-    except Stopped:
+    except Stopped as exc:
+        logging.getLogger("suite").info("stopped by %s", exc)
         code = EXIT_OK
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
@@ -763,6 +775,17 @@ class MetricsFile:
 
 # ----------------------------------------------------------------------------- command line
 
+def _make_private(path: Path) -> str | None:
+    """Take group/other access away from a database (and its -wal, -shm); what changed."""
+    mode = path.stat().st_mode & 0o777
+    if not mode & 0o077:
+        return None
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if name.exists():
+            name.chmod(PRIVATE_MODE)
+    return f"mode {mode:03o} -> {PRIVATE_MODE:03o} (it holds personal data)"
+
+
 def backup_database(conn: sqlite3.Connection, path: Path) -> Path:
     """A consistent copy of the database next to it, named with the time; returns its path."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -783,8 +806,43 @@ def is_sqlite_file(path: str | Path) -> bool:
         return handle.read(len(SQLITE_HEADER)) == SQLITE_HEADER
 
 
+class CorruptDatabase(sqlite3.DatabaseError):
+    """SQLite's integrity check failed: the file must be restored, not migrated."""
+
+
+def restore_advice(path: Path) -> str:
+    """What to do with a damaged database: the newest backup, else SQLite's .recover."""
+    backups = sorted(path.parent.glob(f"{path.name}.bak-*"))
+    source = f"copy the newest backup over it ({backups[-1]})" if backups else \
+        f"recover what is readable: sqlite3 {path} .recover | sqlite3 {path}.recovered " \
+        "and use that file"
+    return f"stop every script using it, move it aside, then {source}"
+
+
+def check_integrity(conn: sqlite3.Connection, path: Path) -> None:
+    """SQLite's quick_check; CorruptDatabase naming the first problem and the way back."""
+    try:
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+    except sqlite3.DatabaseError as exc:    # the damage hides even the schema
+        problems = [str(exc)]
+    if problems != ["ok"]:
+        raise CorruptDatabase(f"{path}: damaged ({problems[0]}); {restore_advice(path)}")
+
+
+def suite_databases() -> list[Path]:
+    """The databases migrate_db.py covers with no argument: sessions/shared/*.db, each
+    account folder's own (a single-account cloner's checkpoint.db) and heatup's history
+    (DATABASE_PATH, default sessions.db, relative to the suite's folder)."""
+    suite = DEFAULT_DB_DIR.parent.parent
+    found = sorted(DEFAULT_DB_DIR.glob("*.db")) + sorted(suite.glob("sessions/*/*.db"))
+    history = suite / os.environ.get("DATABASE_PATH", "sessions.db")
+    return list(dict.fromkeys(found + ([history] if history.is_file() else [])))
+
+
 def migrate_file(path: Path, timeout: float = BUSY_TIMEOUT_SECONDS) -> str:
-    """Migrate one existing database file; returns the report line. Raises on failure."""
+    """Migrate one existing database file; returns the report line. Raises on failure
+    (CorruptDatabase when SQLite's integrity check fails). A database with tables of
+    which none is the suite's (e.g. a simulator world.db) is skipped, untouched."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such database file")
     # the mode bits too: root may write anywhere, but a file marked read-only is kept so
@@ -793,13 +851,23 @@ def migrate_file(path: Path, timeout: float = BUSY_TIMEOUT_SECONDS) -> str:
         raise PermissionError(f"{path}: read-only (the file and its folder must be writable)")
     if path.stat().st_size and not is_sqlite_file(path):
         raise sqlite3.DatabaseError(f"{path}: not a SQLite database")
-    conn = open_database(path, timeout)
     try:
+        conn = open_database(path, timeout)
+    except sqlite3.OperationalError:
+        raise                               # locked: reported as such
+    except sqlite3.DatabaseError as exc:
+        raise CorruptDatabase(f"{path}: damaged ({exc}); {restore_advice(path)}") from None
+    try:
+        check_integrity(conn, path)
+        tables = _tables(conn)
+        if tables and not recognise_kinds(conn):
+            return (f"{path}: skipped, not one of the suite's databases (its tables: "
+                    f"{', '.join(sorted(tables)[:5])}{', ...' if len(tables) > 5 else ''})")
+        tightened = _make_private(path)
         if not pending_changes(conn):
-            return f"{path}: up to date"
-        has_data = bool(_tables(conn))
-        backup = backup_database(conn, path) if has_data else None
-        changes = upgrade(conn)
+            return f"{path}: up to date" + (f"; {tightened}" if tightened else "")
+        backup = backup_database(conn, path) if tables else None
+        changes = upgrade(conn) + ([tightened] if tightened else [])
     finally:
         conn.close()
     lines = [f"{path}: {len(changes)} change(s)"] + [f"  {change}" for change in changes]
@@ -811,8 +879,11 @@ def migrate_file(path: Path, timeout: float = BUSY_TIMEOUT_SECONDS) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Create or upgrade the suite's SQLite databases in place, keeping every row.",
-        epilog="With no DB given, every *.db under sessions/shared/ is migrated. "
-               "A second run reports 'up to date'.", parents=[cli_options()])
+        epilog="With no DB given: every *.db under sessions/shared/ and in the account "
+               "folders, and heatup's history database (DATABASE_PATH, default sessions.db). "
+               "Each is checked for damage first; a database that is not the suite's (e.g. a "
+               "simulator world) is skipped. A second run reports 'up to date'.",
+        parents=[cli_options()])
     parser.add_argument("--append-log", metavar="FILE", type=Path,
                         help="(run.sh's log writer) copy standard input to the terminal and "
                              "to FILE, each line stamped with the UTC time, FILE rotated")
@@ -826,9 +897,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--timeout must be a positive number of seconds")
     if args.append_log:
         return append_log(args.append_log)
-    databases = args.databases or sorted(DEFAULT_DB_DIR.glob("*.db"))
+    databases = args.databases or suite_databases()
     if not databases:
-        print(f"no databases under {DEFAULT_DB_DIR}; nothing to do")
+        print(f"no databases under {DEFAULT_DB_DIR.parent}; nothing to do")
         return 0
     failures = 0
     for path in databases:
@@ -840,6 +911,9 @@ def main(argv: list[str] | None = None) -> int:
             reason = "locked by another process past the timeout" \
                 if "locked" in str(exc) else str(exc)
             print(f"error: {path}: {reason}; nothing was changed", file=sys.stderr)
+            failures += 1
+        except CorruptDatabase as exc:
+            print(f"error: {exc}", file=sys.stderr)
             failures += 1
         except (OSError, sqlite3.DatabaseError) as exc:
             print(f"error: {exc}; nothing was changed", file=sys.stderr)
