@@ -55,6 +55,7 @@ from telethon.extensions import BinaryReader, markdown
 from telethon.sessions import SQLiteSession
 from telethon.tl import TLObject, functions, types
 
+import migrate_db
 from migrate_db import is_sqlite_file, open_database, transaction, utcnow
 
 # ----------------------------------------------------------------------------- settings
@@ -288,7 +289,7 @@ class ConnectionDropped(Exception):
 # ----------------------------------------------------------------------------- TL helpers
 
 def _dt(ts: int) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC)
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
 
 
 def _ts(value: datetime.datetime | None) -> int:
@@ -3048,7 +3049,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=Path(__file__).name,
         description="A simulated Telegram under real Telethon clients, in one SQLite file "
                     "shared by processes (rehearsals and tests; no account at risk).",
-        epilog="Accounts use it when their .env sets TELEGRAM_SIMULATOR=WORLD.")
+        epilog="Accounts use it when their .env sets TELEGRAM_SIMULATOR=WORLD.",
+        parents=[migrate_db.cli_options()])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     init = commands.add_parser("init", help="create a world")
     init.add_argument("world", type=Path, metavar="WORLD")
@@ -3194,6 +3196,7 @@ def _add_world_commands(commands: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    migrate_db.setup_logging(args.verbose, args.quiet)
     if args.command == "init":
         return _cmd_init(args, parser)
     try:
@@ -3230,11 +3233,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def _cli() -> int:
+    """main() with a database or file failure as one error line."""
     try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
+        return main()
+    except BrokenPipeError:
+        raise
     except (sqlite3.Error, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+        return 1
+
+
+if __name__ == "__main__":
+    migrate_db.run_main(_cli)
