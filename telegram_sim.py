@@ -1552,6 +1552,15 @@ def _reply_target(request: TLObject) -> tuple[int | None, int | None]:
     return None, None
 
 
+def _reply(server: Server, channel: sqlite3.Row, viewer: int, request: TLObject) -> tuple:
+    """(reply header, topic) of a send; in a basic group the reply names the sender's own
+    message id."""
+    reply_to, top = _reply_target(request)
+    if reply_to and channel["kind"] == "group":
+        reply_to = server.group_message_id(viewer, channel["channel_id"], reply_to) or -1
+    return server.reply_header(channel, reply_to, top)
+
+
 def _send_one(ctx: Context, request: TLObject, *, text: str, entities: list | None,
               media_of: Any) -> TLObject:
     server, viewer = ctx.server, ctx.user_id
@@ -1560,10 +1569,7 @@ def _send_one(ctx: Context, request: TLObject, *, text: str, entities: list | No
     original = server.check_random_id(cid, viewer, request.random_id)
     if original is not None:
         return server.sent_updates(channel, [(request.random_id, original)], viewer)
-    reply_to, top = _reply_target(request)
-    if reply_to and channel["kind"] == "group":
-        reply_to = server.group_message_id(viewer, cid, reply_to) or -1
-    reply = server.reply_header(channel, reply_to, top)
+    reply = _reply(server, channel, viewer, request)
     media = media_of() if media_of else None
     server.check_send(channel, viewer, [media], reply[1])
     message, _ = server.store_message(channel, viewer, text=text, entities=entities,
@@ -1605,7 +1611,7 @@ def h_send_multi_media(ctx: Context, request: TLObject) -> TLObject:
         raise RpcFailure(400, "MEDIA_CAPTION_TOO_LONG")
     channel = server.resolve_channel(request.peer, viewer, write=True)
     cid = channel["channel_id"]
-    reply = server.reply_header(channel, *_reply_target(request))
+    reply = _reply(server, channel, viewer, request)
     grouped_id = _random_long()
     pending = []                        # (item, id sent before or None, media)
     for index, item in enumerate(items):
