@@ -227,7 +227,8 @@ CREATE TABLE IF NOT EXISTS events (
     message_id INTEGER NOT NULL,
     origin     TEXT,
     kind       TEXT NOT NULL DEFAULT 'new',
-    deleted    TEXT
+    deleted    TEXT,
+    date       INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS media (
     media_id       INTEGER PRIMARY KEY,
@@ -841,8 +842,8 @@ class Server:
             self.conn.execute("UPDATE media SET channel_id = ? WHERE media_id = ? "
                               "AND channel_id IS NULL", (cid, body.id))
         self.conn.execute(
-            "INSERT INTO events (channel_id, pts, message_id, origin) VALUES (?, ?, ?, ?)",
-            (cid, pts, msg_id, origin))
+            "INSERT INTO events (channel_id, pts, message_id, origin, date) "
+            "VALUES (?, ?, ?, ?, ?)", (cid, pts, msg_id, origin, now))
         if channel["kind"] == "group":
             self.deliver_to_boxes(cid, msg_id)
         return message, pts
@@ -932,9 +933,10 @@ class Server:
         self.conn.execute("UPDATE channels SET pts = ? WHERE channel_id = ?",
                           (pts, channel["channel_id"]))
         self.conn.execute(
-            "INSERT INTO events (channel_id, pts, message_id, origin, kind, deleted) "
-            "VALUES (?, ?, ?, ?, ?, ?)", (channel["channel_id"], pts, message_id, origin,
-                                          kind, json.dumps(deleted) if deleted else None))
+            "INSERT INTO events (channel_id, pts, message_id, origin, kind, deleted, date) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)", (channel["channel_id"], pts, message_id, origin,
+                                             kind, json.dumps(deleted) if deleted else None,
+                                             self.now()))
         return pts
 
     def event_update(self, event: sqlite3.Row,
@@ -1240,14 +1242,14 @@ def h_get_state(ctx: Context, request: TLObject) -> TLObject:
 
 def h_get_difference(ctx: Context, request: TLObject) -> TLObject:
     """Basic groups' messages after the account's `pts` as new_messages; the user's
-    channels with messages since `date` as UpdateChannelTooLong, to be fetched with
-    GetChannelDifference."""
+    channels with news (messages, edits, deletions) since `date` as UpdateChannelTooLong,
+    to be fetched with GetChannelDifference."""
     server, viewer = ctx.server, ctx.user_id
     now = _dt(server.now())
     channels = ctx.conn.execute(
         "SELECT c.* FROM channels c JOIN participants p ON p.channel_id = c.channel_id "
         "WHERE p.user_id = ? AND p.role != 'banned' AND c.kind != 'group' AND EXISTS ("
-        "SELECT 1 FROM messages m WHERE m.channel_id = c.channel_id AND m.date >= ?) "
+        "SELECT 1 FROM events e WHERE e.channel_id = c.channel_id AND e.date >= ?) "
         "ORDER BY c.channel_id", (viewer, _ts(request.date))).fetchall()
     boxed = ctx.conn.execute(
         "SELECT m.* FROM inbox i JOIN messages m ON m.channel_id = i.channel_id "
