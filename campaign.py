@@ -815,10 +815,21 @@ class RunInfo:
     chats: int
 
 
-# the sends a chat's last run still owes it (a send of that run whose outcome is unknown
-# counts as made): what the next run carries over
-CARRY_SQL = ("MAX(run_quota - run_sent - COALESCE((SELECT 1 FROM task_attempts a WHERE "
-             "a.id = tasks.open_attempt_id AND a.run_id = tasks.current_run_id), 0), 0)")
+# What the next run carries over for a chat, from the chat's last run (spec 000, never
+# compounding): if that run sent nothing at all (it failed at once, or was killed before its
+# first send), the carry-over it had passes through unchanged; otherwise only that run's own
+# cycles left unsent (a send of it whose outcome is unknown counts as made). A carry-over the
+# run did not finish is not carried again: no chat is ever owed more than max_cycles plus
+# one run's carry-over.
+CARRY_SQL = """CASE
+    WHEN tasks.current_run_id IS NULL THEN 0
+    WHEN NOT EXISTS (SELECT 1 FROM task_attempts s WHERE s.run_id = tasks.current_run_id
+                     AND s.status = 'success') THEN tasks.run_carry
+    ELSE MAX(MIN(tasks.run_quota - tasks.run_carry,
+                 tasks.run_quota - tasks.run_sent - COALESCE(
+                     (SELECT 1 FROM task_attempts a WHERE a.id = tasks.open_attempt_id
+                      AND a.run_id = tasks.current_run_id), 0)), 0)
+END"""
 
 
 def _group_clause(group: str | None) -> tuple[str, tuple]:
@@ -1484,6 +1495,18 @@ def run_lines(conn: sqlite3.Connection, config: Config, run: tuple, accounts: in
                      f"(around {format_time(now + timedelta(seconds=seconds))})")
     if reason:
         lines.append(f"  ended because: {reason}")
+    rows = conn.execute(
+        "SELECT chat_username, run_quota, run_carry, run_sent, status FROM tasks "
+        "WHERE current_run_id = ? ORDER BY run_sent >= run_quota, id LIMIT ?",
+        (run_id, PLAN_LINES)).fetchall()
+    chats = conn.execute("SELECT COUNT(*) FROM tasks WHERE current_run_id = ?",
+                         (run_id,)).fetchone()[0]
+    lines.append("  per chat (owed = carried over + new this run):")
+    lines += [f"  {chat}: owed {quota} = {carried} carried + {quota - carried} new, "
+              f"{sent} sent" + (" (blocked)" if state == "blocked" else "")
+              for chat, quota, carried, sent, state in rows]
+    if chats > len(rows):
+        lines.append(f"  ... and {chats - len(rows)} more chats")
     return lines
 
 

@@ -154,6 +154,55 @@ async def test_spec_scenario_carry_over_then_own_cycles(tmp_path: Path) -> None:
     assert completed == 40  # all-time statistics
 
 
+def per_chat_sends(setup: Setup, run_id: str) -> dict[str, int]:
+    rows = setup.conn.execute(
+        "SELECT t.chat_username, COUNT(a.id) FROM tasks t LEFT JOIN task_attempts a ON "
+        "a.task_id = t.id AND a.run_id = ? AND a.status = 'success' GROUP BY t.id", (run_id,))
+    return dict(rows.fetchall())
+
+
+async def test_spec_100_chat_example_never_compounds(tmp_path: Path) -> None:
+    """Spec 000's example (100 chats, max_cycles 2, 30/h, 20 min), with the runs an operator
+    actually meets: stopped half way, failed at once, stopped again, killed before sending."""
+    setup = make_campaign(tmp_path, chats=100)
+    config = Config(max_messages_per_hour=30, max_cycles=2, cycle_delay_minutes=20)
+    clock = FakeClock()
+
+    def new_run() -> campaign.RunInfo:
+        return campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
+
+    first = new_run()
+    assert (first.quota_total, first.carry_total) == (200, 0)
+    await run_workers(setup, first.run_id, config, clock, stop_after=100)  # Ctrl+C
+    assert campaign.finish_run(setup.conn, first.run_id, clock.now()) == "interrupted"
+    assert len(setup.attempts(first.run_id)) == 100
+
+    second = new_run()          # "100 + 200 = 300 messages"
+    assert (second.quota_total, second.carry_total) == (300, 100)
+    # it fails at once (say every account is locked): nothing sent, the carry passes through
+    assert campaign.finish_run(setup.conn, second.run_id, clock.now()) == "interrupted"
+    third = new_run()
+    assert (third.quota_total, third.carry_total) == (300, 100)
+    owed = dict(setup.conn.execute("SELECT chat_username, run_quota FROM tasks"))
+    assert max(owed.values()) <= 4 and sum(owed.values()) == 300
+    status = "\n".join(campaign.status_lines(setup.conn, config, clock.now()))
+    assert re.search(r"@chat\d{3}: owed \d = \d carried \+ 2 new, 0 sent", status)
+
+    await run_workers(setup, third.run_id, config, clock, stop_after=120)  # stopped again
+    campaign.finish_run(setup.conn, third.run_id, clock.now())
+    sends = per_chat_sends(setup, third.run_id)
+    assert sum(sends.values()) == 120 and max(sends.values()) <= 4
+    # the carry-over went first (100); 20 of the third run's own 200 were sent
+    fourth = new_run()
+    assert (fourth.quota_total, fourth.carry_total) == (380, 180)
+    assert max(dict(setup.conn.execute("SELECT chat_username, run_quota FROM tasks")
+                    ).values()) <= 4
+    # killed before its first send: the next run owes exactly the same
+    campaign.finish_run(setup.conn, fourth.run_id, clock.now())
+    fifth = new_run()
+    assert (fifth.quota_total, fifth.carry_total) == (380, 180)
+
+
 async def test_carry_over_is_claimed_before_own_cycles(tmp_path: Path) -> None:
     setup = make_campaign(tmp_path, chats=3)
     config = Config(max_cycles=1, cycle_delay_minutes=0)
