@@ -84,12 +84,25 @@ NUMERIC_ID = re.compile(r"-?\d{1,20}")
 
 # Telegram errors that say this chat cannot take our messages: counted, then the chat blocked
 CHAT_ERRORS: tuple[type[Exception], ...] = (
-    errors.ChatWriteForbiddenError, errors.UserBannedInChannelError,
-    errors.ChannelPrivateError, errors.UsernameNotOccupiedError, errors.UsernameInvalidError,
+    errors.ChatWriteForbiddenError, errors.ChannelPrivateError,
+    errors.UsernameNotOccupiedError, errors.UsernameInvalidError,
     errors.ChatAdminRequiredError, errors.ChatRestrictedError, errors.PeerIdInvalidError,
     errors.ChatSendPlainForbiddenError, errors.UserIsBlockedError,
     errors.InputUserDeactivatedError,
 )
+# Telegram errors that say this account may not send anywhere (USER_BANNED_IN_CHANNEL: the
+# account is restricted from writing in groups and channels, not banned from one chat): the
+# account stops for the run and the chat goes back to the others at once.
+# error -> (worker status, reason shown in status and report)
+ACCOUNT_REFUSALS: dict[type[Exception], tuple[str, str]] = {
+    errors.PeerFloodError: (
+        "peer_flood", "PeerFlood: Telegram limited this account (check @SpamBot)"),
+    errors.UserBannedInChannelError: (
+        "restricted", "USER_BANNED_IN_CHANNEL: Telegram restricted this account from writing "
+                      "in groups and channels (check @SpamBot)"),
+    errors.FrozenMethodInvalidError: (
+        "frozen", "FROZEN_METHOD_INVALID: Telegram froze this account (check @SpamBot)"),
+}
 # the request may or may not have reached Telegram: retried with the same random_id
 NETWORK_ERRORS: tuple[type[Exception], ...] = (OSError, asyncio.TimeoutError,
                                                errors.ServerError, errors.TimedOutError)
@@ -1026,7 +1039,7 @@ class WorkerResult:
     sent: int = 0
     failed: int = 0
     blocked: int = 0
-    status: str = "done"        # done | stopped | peer_flood
+    status: str = "done"        # done | stopped | one of ACCOUNT_REFUSALS' statuses
     reason: str | None = None
 
 
@@ -1066,7 +1079,8 @@ class Worker:
             await self.clock.sleep(step, self.stop.event)
 
     async def run(self) -> WorkerResult:
-        """Send until the run owes nothing this account can send, a stop, or PeerFlood."""
+        """Send until the run owes nothing this account can send, a stop, or Telegram
+        refusing the account (ACCOUNT_REFUSALS)."""
         set_worker_state(self.conn, self.run_id, self.profile.id, "running", self.clock.now(),
                          pid=os.getpid())
         release_dead_claims(self.conn, self.clock.now())  # e.g. this account's crashed worker
@@ -1133,8 +1147,8 @@ class Worker:
                     record_failure(self.conn, claim, "FloodWaitError", str(exc),
                                    self.clock.now())
                 return False
-            except errors.PeerFloodError as exc:
-                return self.peer_flood(claim, exc)
+            except tuple(ACCOUNT_REFUSALS) as exc:
+                return self.account_refused(claim, exc)
             except errors.SlowModeWaitError as exc:
                 now = self.clock.now()
                 record_failure(self.conn, claim, "SlowModeWaitError", str(exc), now,
@@ -1204,14 +1218,16 @@ class Worker:
             log.warning("%s: %s refused the message (%s); trying again later",
                         self.profile.name, claim.chat, error_type)
 
-    def peer_flood(self, claim: Claim, exc: Exception) -> bool:
-        """Telegram limited this account: it stops for the run, its chats go to the others."""
+    def account_refused(self, claim: Claim, exc: Exception) -> bool:
+        """Telegram refuses this account everywhere (PeerFlood, restricted, frozen): it stops
+        for the run; the chat, not at fault, goes back to the other accounts at once."""
         now = self.clock.now()
-        record_failure(self.conn, claim, "PeerFloodError", str(exc), now)
+        record_failure(self.conn, claim, type(exc).__name__, str(exc), now)
         self.result.failed += 1
-        self.result.status = "peer_flood"
-        self.result.reason = ("PeerFlood: Telegram limited this account (check @SpamBot); "
-                              "stopped for this run, its chats go to the other accounts")
+        status, reason = next(value for kind, value in ACCOUNT_REFUSALS.items()
+                              if isinstance(exc, kind))
+        self.result.status = status
+        self.result.reason = f"{reason}; stopped for this run, its chats go to the other accounts"
         log.error("%s: %s", self.profile.name, self.result.reason)
         return False
 

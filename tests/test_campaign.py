@@ -294,6 +294,47 @@ async def test_peer_flood_stops_the_account_and_others_take_its_chats(tmp_path: 
     assert "left out, limited by PeerFlood: s1" in plan
 
 
+@pytest.mark.parametrize(("error", "code", "status"), [
+    ("USER_BANNED_IN_CHANNEL", 400, "restricted"),
+    ("FROZEN_METHOD_INVALID", 420, "frozen"),
+])
+async def test_account_level_refusals_stop_the_account_not_the_chats(
+        tmp_path: Path, error: str, code: int, status: str) -> None:
+    """Telegram answers every send of s1 with an account-level refusal after its 2nd: s1 stops
+    for the run at once, no chat is counted toward blocking, s2 sends everything else."""
+    setup = make_campaign(tmp_path, ("s1", "s2"), chats=8)
+    setup.world.inject_fault(error, code=code, account="s1", request="SendMessageRequest",
+                             after=2)
+    config = Config(max_messages_per_hour=100, max_cycles=2, cycle_delay_minutes=1,
+                    max_attempts_before_block=1)
+    clock = FakeClock()
+    run = campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
+    results = {r.profile: r for r in await run_workers(setup, run.run_id, config, clock)}
+    assert results["s1"].status == status and results["s1"].sent == 2
+    assert results["s1"].failed == 1 and results["s2"].sent == 14
+    assert all(len(setup.messages(chat)) == 2 for chat in setup.chats)
+    assert setup.conn.execute("SELECT COUNT(*) FROM tasks WHERE is_blocked = 1"
+                              ).fetchone() == (0,)
+    assert campaign.finish_run(setup.conn, run.run_id, clock.now()) == "finished"
+    status_text = "\n".join(campaign.status_lines(setup.conn, config, clock.now()))
+    assert f"this run: {status}: {error}" in status_text
+
+
+async def test_chat_level_refusal_stays_with_the_chat(tmp_path: Path) -> None:
+    """A chat s1 may not write to (not a member) is that chat's problem: s1 goes on with the
+    other chats, and the chat is blocked after max_attempts_before_block refusals."""
+    setup = make_campaign(tmp_path, ("s1",), chats=3)
+    setup.world.leave("s1", "@chat001")
+    config = Config(max_messages_per_hour=100, max_cycles=1, cycle_delay_minutes=0,
+                    max_attempts_before_block=2, retry_delay_minutes=1)
+    clock = FakeClock()
+    run = campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
+    [result] = await run_workers(setup, run.run_id, config, clock)
+    assert result.status == "done" and result.sent == 2 and result.blocked == 1
+    assert setup.conn.execute("SELECT chat_username, block_reason FROM tasks WHERE "
+                              "is_blocked = 1").fetchone()[0] == "@chat001"
+
+
 async def test_flood_wait_pauses_one_account_and_skips_nothing(tmp_path: Path,
                                                                monkeypatch) -> None:
     setup = make_campaign(tmp_path, ("s1", "s2"), chats=6)
