@@ -966,13 +966,13 @@ def running_run(conn: sqlite3.Connection, now: datetime) -> tuple[str, int] | No
 
 
 def campaign_totals(conn: sqlite3.Connection, group: str | None,
-                    max_cycles: int) -> tuple[int, int, int, int]:
-    """(chats, carry-over sends, total sends, largest per-chat quota) a new run would have."""
+                    max_cycles: int) -> tuple[int, int, int]:
+    """(chats, carry-over sends, total sends) a new run would have."""
     clause, args = _group_clause(group)
-    chats, carry, top = conn.execute(
-        f"SELECT COUNT(*), COALESCE(SUM(c), 0), COALESCE(MAX(c), 0) FROM (SELECT {CARRY_SQL} "
+    chats, carry = conn.execute(
+        f"SELECT COUNT(*), COALESCE(SUM(c), 0) FROM (SELECT {CARRY_SQL} "
         f"AS c FROM tasks WHERE is_blocked = 0 {clause})", args).fetchone()
-    return chats, carry, carry + chats * max_cycles, top + max_cycles
+    return chats, carry, carry + chats * max_cycles
 
 
 def create_run(conn: sqlite3.Connection, config: Config, group: str | None,
@@ -1503,21 +1503,55 @@ def account_summary(conn: sqlite3.Connection, run_id: str) -> list[str]:
             + (f" ({reason})" if reason else "") for name, status, reason, sent, failed in rows]
 
 
-def estimate_seconds(total_sends: int, accounts: int, per_hour: int, top_quota: int,
-                     config: Config) -> float:
-    """How long a run of `total_sends` should take: the hourly limits of the accounts, or
-    the cycle delays of the chat owed the most sends, whichever is longer."""
-    if total_sends <= 0:
-        return 0.0
-    by_rate = total_sends / (max(accounts, 1) * per_hour) * 3600
-    mean_delay = config.cycle_delay_minutes * 60 * (1 + config.delay_randomness / 2)
-    return max(by_rate, max(top_quota - 1, 0) * mean_delay)
+def estimate_end(conn: sqlite3.Connection, config: Config, profiles: Sequence[Profile],
+                 owed: Sequence[tuple[int, datetime]], now: datetime) -> datetime | None:
+    """When the last of the `owed` sends ((sends, chat next due) per chat) should be made by
+    these accounts: the schedule played forward as the workers run it, with each account's
+    recorded Telegram wait, the sends already in its hourly window and its free slots, and
+    the mean cycle delay between two sends to one chat. None without an account to send."""
+    limit = config.max_messages_per_hour
+    delay = timedelta(minutes=config.cycle_delay_minutes * (1 + config.delay_randomness / 2))
+    windows: list[list[datetime]] = []
+    accounts: list[tuple[datetime, int]] = []
+    for profile in profiles:
+        wait = recorded_wait(profile, now)
+        if wait and wait[0] == "peer_flood":
+            continue
+        window = window_sends(conn, profile.id, now)[-limit:]
+        free = now if len(window) < limit else max(now, window[-limit] + WINDOW)
+        if wait:
+            free = max(free, wait[1])
+        windows.append(window)
+        accounts.append((free, len(windows) - 1))
+    chats = [(max(due, now), index, count) for index, (count, due) in enumerate(owed) if count]
+    heapq.heapify(accounts)
+    heapq.heapify(chats)
+    end = None
+    while accounts and chats:
+        due, index, count = heapq.heappop(chats)
+        free, account = heapq.heappop(accounts)
+        end = max(due, free)
+        window = windows[account]
+        window.append(end)
+        del window[:-limit]
+        heapq.heappush(accounts, (end if len(window) < limit else window[0] + WINDOW,
+                                  account))
+        if count > 1:
+            heapq.heappush(chats, (end + delay, index, count - 1))
+    return end if accounts else None
+
+
+def eta_text(end: datetime | None, now: datetime) -> str:
+    """'about 6 h (around 14:00 UTC ...)', from an estimate_end result."""
+    if end is None:
+        return "never: no account can send"
+    return f"about {format_duration((end - now).total_seconds())} (around {format_time(end)})"
 
 
 def plan_lines(conn: sqlite3.Connection, config: Config, group: str | None,
                profiles: Sequence[Profile], now: datetime) -> list[str]:
     """What a start would send to whom, and when it should end."""
-    chats, carry, total, top = campaign_totals(conn, group, config.max_cycles)
+    chats, carry, total = campaign_totals(conn, group, config.max_cycles)
     texts = active_texts(conn)
     usable = [p for p in profiles if account_wait(p, now)[0] != "peer_flood"]
     lines = [f"group: {group or 'all groups'}; {chats} chats not blocked; "
@@ -1531,14 +1565,16 @@ def plan_lines(conn: sqlite3.Connection, config: Config, group: str | None,
              f"limits: {config.max_messages_per_hour}/h per account, at least "
              f"{config.cycle_delay_minutes:g} min between sends to one chat "
              f"(+ up to {config.delay_randomness:.0%}); settings from {config.source}"]
-    if usable and total:
-        seconds = estimate_seconds(total, len(usable), config.max_messages_per_hour, top,
-                                   config)
-        lines.append(f"should end in about {format_duration(seconds)} "
-                     f"(around {format_time(now + timedelta(seconds=seconds))})")
     clause, args = _group_clause(group)
+    if total:
+        owed = [(count, from_text(due) if due else ANY_TIME) for count, due in conn.execute(
+            f"SELECT {CARRY_SQL} + ?, next_available_at FROM tasks WHERE is_blocked = 0 "
+            f"{clause}", (config.max_cycles, *args))]
+        lines.append("should end in " + eta_text(
+            estimate_end(conn, config, usable, owed, now), now)
+            + " (hourly slots, cycle delays and recorded waits included)")
     rows = conn.execute(
-        "SELECT chat_username, MAX(run_quota - run_sent, 0), completed_cycles, group_id "
+        f"SELECT chat_username, {CARRY_SQL}, completed_cycles, group_id "
         f"FROM tasks WHERE is_blocked = 0 {clause} ORDER BY id LIMIT ?",
         (*args, PLAN_LINES)).fetchall()
     for chat, owed, done, chat_group in rows:
@@ -1551,6 +1587,16 @@ def plan_lines(conn: sqlite3.Connection, config: Config, group: str | None,
     if chats > len(rows):
         lines.append(f"  ... and {chats - len(rows)} more chats")
     return lines
+
+
+def recorded_wait(profile: Profile, now: datetime) -> tuple[str, datetime] | None:
+    """(kind, until) of the account's running Telegram wait, if any (none if its folder
+    cannot be read: `status` says why)."""
+    try:
+        account = telegram_session.load_account(profile.folder)
+    except telegram_session.AccountError:
+        return None
+    return telegram_session.current_wait(account, now=now)
 
 
 def account_wait(profile: Profile, now: datetime) -> tuple[str | None, str]:
@@ -1596,7 +1642,7 @@ def status_lines(conn: sqlite3.Connection, config: Config, now: datetime) -> lis
     if not profiles:
         lines.append("  none (add one with add-profile FOLDER)")
     if run:
-        lines += run_lines(conn, config, run, len(profiles), now)
+        lines += run_lines(conn, config, run, profiles, now)
     blocked = conn.execute("SELECT chat_username, group_id, block_reason FROM tasks "
                            "WHERE is_blocked = 1 AND status != 'removed' ORDER BY id").fetchall()
     lines.append(f"blocked chats: {len(blocked)}" + (" (unblock CHAT to retry one)"
@@ -1616,8 +1662,8 @@ def status_lines(conn: sqlite3.Connection, config: Config, now: datetime) -> lis
     return lines
 
 
-def run_lines(conn: sqlite3.Connection, config: Config, run: tuple, accounts: int,
-              now: datetime) -> list[str]:
+def run_lines(conn: sqlite3.Connection, config: Config, run: tuple,
+              profiles: Sequence[Profile], now: datetime) -> list[str]:
     """The latest run's progress, carry-over and ETA."""
     run_id, status, started, ended, quota, carry, reason, group = run
     sent = conn.execute("SELECT COUNT(*) FROM task_attempts WHERE run_id = ? AND "
@@ -1634,10 +1680,15 @@ def run_lines(conn: sqlite3.Connection, config: Config, run: tuple, accounts: in
              f"{remaining} still owed",
              f"  carried over from the run before: {carry_sent}/{carry} sent"]
     if status == "running" and remaining:
-        seconds = estimate_seconds(remaining, accounts, config.max_messages_per_hour,
-                                   1, config)
-        lines.append(f"  ETA: about {format_duration(seconds)} "
-                     f"(around {format_time(now + timedelta(seconds=seconds))})")
+        sending = {profile_id for (profile_id,) in conn.execute(
+            "SELECT profile_id FROM campaign_run_profiles WHERE run_id = ? AND status IN "
+            "('starting', 'running')", (run_id,))}
+        owed = [(count, from_text(due) if due else ANY_TIME) for count, due in conn.execute(
+            "SELECT run_quota - run_sent, next_available_at FROM tasks WHERE "
+            "current_run_id = ? AND is_blocked = 0 AND run_sent < run_quota", (run_id,))]
+        end = estimate_end(conn, config, [p for p in profiles if p.id in sending], owed, now)
+        lines.append(f"  ETA: {eta_text(end, now)} (hourly slots, cycle delays and "
+                     "recorded waits included)")
     if reason:
         lines.append(f"  ended because: {reason}")
     rows = conn.execute(
@@ -1739,6 +1790,76 @@ def report_lines(conn: sqlite3.Connection, run: tuple) -> list[str]:
     lines += [f"  {chat}: skipped, {state} before the run: {block}"
               for chat, state, block in before]
     return lines
+
+
+def _chat_access(entity: Any) -> tuple[bool, bool]:
+    """(member, may write) for a resolved chat, from the rights Telegram reports to us."""
+    member = not getattr(entity, "left", True)
+    if getattr(entity, "creator", False):
+        return member, member
+    admin = getattr(entity, "admin_rights", None)
+    if getattr(entity, "broadcast", False):  # a channel: only admins who may post
+        return member, member and bool(admin and admin.post_messages)
+    banned = [rights for rights in (getattr(entity, "banned_rights", None),
+                                    getattr(entity, "default_banned_rights", None)) if rights]
+    return member, member and (admin is not None or not any(r.send_messages for r in banned))
+
+
+async def check_account(profile: Profile, chats: Sequence[str]) -> list[tuple[str, bool]]:
+    """(line, is a problem) per chat for one account: member, may write, slow mode."""
+    account = telegram_session.load_account(profile.folder)
+    results = []
+    async with telegram_session.open_client(account) as client:
+        for chat in chats:
+            async def resolve(ref: str | int = chat_reference(chat)) -> Any:
+                return await client.get_entity(ref)
+            try:
+                entity = await telegram_session.call_with_flood_wait(
+                    account, resolve, request="contacts.ResolveUsername")
+            except (ValueError, errors.RPCError) as exc:
+                name = type(exc).__name__ if isinstance(exc, errors.RPCError) else "not found"
+                results.append((f"{chat}: cannot see it ({name})", True))
+                continue
+            if not isinstance(entity, (types.Channel, types.Chat)):
+                results.append((f"{chat}: not a group or channel", True))
+                continue
+            member, may_write = _chat_access(entity)
+            if not member:
+                results.append((f"{chat}: not a member (join it before the run)", True))
+                continue
+            if not may_write:
+                results.append((f"{chat}: member, may NOT write (Telegram restricts sending "
+                                "there)", True))
+                continue
+            slow = 0
+            if isinstance(entity, types.Channel) and entity.megagroup:
+                async def full_chat(channel: Any = entity) -> Any:
+                    return await client(functions.channels.GetFullChannelRequest(channel))
+                full = await telegram_session.call_with_flood_wait(
+                    account, full_chat, request="channels.GetFullChannel")
+                slow = full.full_chat.slowmode_seconds or 0
+            results.append((f"{chat}: member, may write, " + (
+                f"slow mode {slow} s (one message per {format_duration(slow)} from this "
+                "account)" if slow else "no slow mode"), False))
+    return results
+
+
+def check_lines(profiles: Sequence[Profile], chats: Sequence[str]) -> tuple[list[str], int]:
+    """What `check` prints, and the number of problems found."""
+    lines, problems = [], 0
+    for profile in profiles:
+        lines.append(f"{profile.name}:")
+        try:
+            results = asyncio.run(check_account(profile, chats))
+        except telegram_session.AccountError as exc:
+            lines.append(f"  cannot check: {exc}")
+            problems += 1
+            continue
+        lines += [f"  {line}" for line, _ in results]
+        problems += sum(bad for _, bad in results)
+    lines.append(f"check: {len(profiles)} account(s) x {len(chats)} chat(s), "
+                 f"{problems} problem(s)")
+    return lines, problems
 
 
 def runs_lines(conn: sqlite3.Connection) -> list[str]:
@@ -1987,6 +2108,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Before a run: is each account a member of each chat, may it write, slow mode."""
+    conn = open_db(args)
+    profiles = list_profiles(conn, args.profiles)
+    if not profiles:
+        raise CampaignError("no profiles; add an account folder with add-profile FOLDER")
+    clause, params = _group_clause(args.group)
+    chats = [chat for (chat,) in conn.execute(
+        f"SELECT chat_username FROM tasks WHERE is_blocked = 0 {clause} "
+        "GROUP BY chat_username ORDER BY MIN(id)", params)]
+    if not chats:
+        raise CampaignError("no chats to check; import them with import-chats FILE")
+    lines, problems = check_lines(profiles, chats)
+    for line in lines:
+        print(line, flush=True)
+    return EXIT_FAILURE if problems else EXIT_OK
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """A run's outcome per account and per chat (default: the latest run)."""
     conn = open_db(args)
@@ -2102,7 +2241,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="an account folder, e.g. sessions/session1")
     commands.add_parser("list-profiles", help="the registered accounts")
     for name, text in (("start", "make a run and send until done, stop or Ctrl+C"),
-                       ("plan", "what a start would send to whom, and when it should end")):
+                       ("plan", "what a start would send to whom, and when it should end"),
+                       ("check", "before a run: is each account a member of each chat, may "
+                                 "it write there, slow mode (exit 1 on any problem)")):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--group", help="only this group's chats (default: every group)")
         sub.add_argument("--profiles", nargs="+", metavar="NAME",
@@ -2143,7 +2284,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "list-profiles": cmd_list_profiles, "start": cmd_start, "plan": cmd_plan,
     "status": cmd_status, "runs": cmd_runs, "stop": cmd_stop, "worker": cmd_worker,
     "report": cmd_report, "unblock": cmd_unblock, "remove-chat": cmd_remove_chat,
-    "clear-wait": cmd_clear_wait,
+    "clear-wait": cmd_clear_wait, "check": cmd_check,
 }
 
 
