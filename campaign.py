@@ -1025,7 +1025,9 @@ def set_worker_state(conn: sqlite3.Connection, run_id: str, profile_id: int, sta
         conn.execute(
             "INSERT INTO campaign_run_profiles (run_id, profile_id, status, started_at) "
             "VALUES (?, ?, ?, ?) ON CONFLICT (run_id, profile_id) DO UPDATE SET "
-            "status = excluded.status", (run_id, profile_id, status, to_text(now)))
+            "status = excluded.status, started_at = CASE WHEN excluded.status = 'running' "
+            "THEN excluded.started_at ELSE started_at END",
+            (run_id, profile_id, status, to_text(now)))
         conn.execute(
             "UPDATE campaign_run_profiles SET reason = COALESCE(?, reason), "
             "pid = COALESCE(?, pid), ended_at = ? WHERE run_id = ? AND profile_id = ?",
@@ -1475,7 +1477,7 @@ class Supervisor:
         """Start accounts not started yet while fewer than `workers` run and sends are owed."""
         while self.waiting and len(self.children) + len(self.restart_at) < self.workers \
                 and not stop_requested(self.conn, self.run_id) \
-                and (not self.children or remaining_sends(self.conn, self.run_id)):
+                and remaining_sends(self.conn, self.run_id):
             self.spawn(self.waiting.pop(0))
 
     def should_restart(self, name: str, code: int) -> bool:

@@ -90,7 +90,8 @@ async def run_workers(setup: Setup, run_id: str, config: Config, clock: FakeCloc
         try:
             async with telegram_session.open_client(
                     account, raise_last_call_error=True, request_retries=0) as client:
-                sender = campaign.TelegramSender(client, account, clock, stop)
+                sender = campaign.TelegramSender(client, account, clock, stop,
+                                                 config.parse_mode)
 
                 async def send(chat: str, text: str, random_id: int) -> int | None:
                     nonlocal sent
