@@ -39,7 +39,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,8 @@ import migrate_db
 import telegram_session
 from migrate_db import transaction
 from telegram_session import format_time
+
+UTC = timezone.utc        # datetime.UTC is Python 3.11+
 
 # ----------------------------------------------------------------------------- settings
 
@@ -139,7 +141,7 @@ class Clock:
         if wake is None:
             await asyncio.sleep(max(0.0, seconds))
             return
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=max(0.0, seconds))
 
 
@@ -748,7 +750,7 @@ def claim_next(conn: sqlite3.Connection, run_id: str, profile_id: int, now: date
     sent. None when nothing is due now; CampaignError when the group has no text."""
     params = {"profile": profile_id, "pid": pid or os.getpid(), "now": to_text(now),
               "run": run_id}
-    with transaction(conn):
+    with migrate_db.durable_transaction(conn):   # on disk before the send goes out
         row = conn.execute(CLAIM_CARRY_SQL, params).fetchone()
         carry = row is not None
         if row is None:
@@ -1346,14 +1348,11 @@ class Worker:
 
 # ----------------------------------------------------------------------------- workers
 
-def configure_logging(folder: Path | None = None, verbose: bool = False) -> None:
+def configure_logging(folder: Path | None = None, verbose: bool = False,
+                      quiet: bool = False) -> None:
     """Console logging, plus campaign.log in the account folder for a worker."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if folder is not None and folder.is_dir():
-        handlers.append(logging.FileHandler(folder / "campaign.log", encoding="utf-8"))
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("telethon").setLevel(logging.WARNING)
+    log_file = folder / "campaign.log" if folder is not None and folder.is_dir() else None
+    migrate_db.setup_logging(verbose, quiet, log_file)
 
 
 async def run_account(conn: sqlite3.Connection, run_id: str, profile: Profile, config: Config,
@@ -1415,6 +1414,9 @@ class Supervisor:
         self.interrupted = False
         self.signalled: int | None = None
         self.exit_codes: dict[str, int] = {}
+        self.metrics = migrate_db.MetricsFile(
+            getattr(args, "metrics_file", None) or os.environ.get("METRICS_FILE"))
+        self.sent_seen, self.idle_since = -1, time.monotonic()
 
     def spawn(self, profile: Profile) -> None:
         """Start (or restart) the account's worker process."""
@@ -1422,8 +1424,8 @@ class Supervisor:
             worker_command(self.args, self.run_id, profile), stdin=subprocess.DEVNULL)
 
     def on_signal(self, signum: int, _frame: Any) -> None:
-        """Ctrl+C / SIGTERM: noted here, acted on by the watch loop (no database work inside
-        a signal handler)."""
+        """Ctrl+C / SIGTERM / SIGHUP: noted here, acted on by the watch loop (no database work
+        inside a signal handler)."""
         self.signalled = signum
 
     def stop_workers(self) -> None:
@@ -1440,13 +1442,15 @@ class Supervisor:
     def run(self) -> None:
         """Spawn, watch and restart workers until every one has ended."""
         signal.signal(signal.SIGINT, self.on_signal)
-        signal.signal(signal.SIGTERM, self.on_signal)
+        migrate_db.handle_stop_signals(self.on_signal)
         self.start_waiting()
         by_name = {p.name: p for p in self.profiles}
         while self.children or self.restart_at:
             time.sleep(0.2)
             if self.signalled is not None:
                 self.stop_workers()
+            if time.monotonic() - self.metrics.written_at >= self.metrics.every:
+                self.report()
             for name, child in list(self.children.items()):
                 code = child.poll()
                 if code is None:
@@ -1479,6 +1483,36 @@ class Supervisor:
                 and not stop_requested(self.conn, self.run_id) \
                 and remaining_sends(self.conn, self.run_id):
             self.spawn(self.waiting.pop(0))
+
+    def report(self) -> None:
+        """Every 15 s: the metrics file (--metrics-file), and a heartbeat line once no send
+        has succeeded for a while (the accounts are waiting for their next slot)."""
+        rows = dict(self.conn.execute(
+            "SELECT status, COUNT(*) FROM task_attempts WHERE run_id = ? GROUP BY status",
+            (self.run_id,)).fetchall())
+        sent = rows.get("success", 0)
+        if sent != self.sent_seen:
+            self.sent_seen, self.idle_since = sent, time.monotonic()
+        elif time.monotonic() - self.idle_since >= migrate_db.HEARTBEAT_SECONDS:
+            log.info("heartbeat: run %s waiting, %d sent so far, workers: %s", self.run_id,
+                     sent, ", ".join(sorted(self.children)) or "none running")
+            self.idle_since = time.monotonic()
+        if self.metrics.path is None:
+            self.metrics.written_at = time.monotonic()
+            return
+        accounts = []
+        for profile in self.profiles:
+            with contextlib.suppress(telegram_session.AccountError):
+                accounts.append(telegram_session.load_account(profile.folder))
+        waits, wait_seconds = telegram_session.wait_totals(accounts)
+        last = self.conn.execute("SELECT MAX(attempted_at) FROM task_attempts WHERE run_id = ? "
+                                 "AND status = 'success'", (self.run_id,)).fetchone()[0]
+        try:
+            self.metrics.write(migrate_db.suite_metrics("campaign", rows, sent, waits,
+                                                        wait_seconds, last))
+        except OSError as exc:
+            log.warning("metrics file %s not written (%s)", self.metrics.path, exc)
+            self.metrics.written_at = time.monotonic()
 
     def should_restart(self, name: str, code: int) -> bool:
         """A crash (signal, exit 1) is restarted; done, usage, auth and lock problems not."""
@@ -2062,14 +2096,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     conn = open_db(args)
     profiles = list_profiles(conn, [args.profile])
     profile = profiles[0]
-    configure_logging(profile.folder, args.verbose)
+    configure_logging(profile.folder, args.verbose, args.quiet)
     stop = StopSignal()
     clock = Clock()
     parent = os.getppid()
 
     async def main() -> WorkerResult:
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, *migrate_db.STOP_SIGNALS):
             loop.add_signal_handler(signum, stop.set)
         watchdog = asyncio.ensure_future(watch_parent(parent, stop, profile.name))
         try:
@@ -2216,14 +2250,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Per-run message campaigns from several Telegram accounts, inside every "
                     "limit (max_cycles per chat per run, max_messages_per_hour per account).",
         epilog="Exit codes: 0 done, 1 runtime failure, 2 usage/config error, 3 an account "
-               "must log in again, 4 session/lock problem, 130 Ctrl+C.")
+               "must log in again, 4 session/lock problem, 130 Ctrl+C.",
+        parents=[migrate_db.cli_options()])
     files = parser.add_argument_group("files")
     files.add_argument("--db", type=Path, help="campaign database (default: database.path "
                        f"from the config, else {DEFAULT_DB.relative_to(SUITE_DIR)})")
     files.add_argument("--config", type=Path,
                        help=f"config file (default: {DEFAULT_CONFIG.name} next to this script; "
                             "built-in defaults if it does not exist)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     commands.add_parser("init", help="create the database (and config.yaml from the example)")
@@ -2256,6 +2290,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   "one stops (default: every account)")
             sub.add_argument("--dry-run", action="store_true",
                              help="print the plan; send nothing, record no run")
+            sub.add_argument("--metrics-file", metavar="PATH", type=Path,
+                             help="METRICS_FILE: Prometheus text rewritten every "
+                                  f"{migrate_db.METRICS_SECONDS:g} s (node_exporter textfile)")
     commands.add_parser("status", help="accounts, the latest run's progress, blocked chats")
     report = commands.add_parser("report", help="a run per account and per chat: sent, "
                                  "skipped and why, failed by error name")
@@ -2302,7 +2339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.config_obj = load_config(args.config)
         args.db_path = args.db or args.config_obj.database_path or DEFAULT_DB
         if args.command != "worker":
-            configure_logging(verbose=args.verbose)
+            configure_logging(verbose=args.verbose, quiet=args.quiet)
         return COMMANDS[args.command](args)
     except CampaignError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -2313,7 +2350,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(EXIT_INTERRUPTED)
+    migrate_db.run_main(main)

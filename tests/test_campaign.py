@@ -8,7 +8,7 @@ import re
 import sqlite3
 import uuid
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,6 +21,8 @@ import migrate_db
 import telegram_session
 import telegram_sim
 from campaign import Config, FakeClock
+
+UTC = timezone.utc        # datetime.UTC is Python 3.11+
 
 TEXTS = ("First text", "Second text")
 HOUR = timedelta(hours=1)

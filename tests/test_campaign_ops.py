@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import re
 import signal
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from test_campaign import HOUR, make_campaign, run_workers
+from test_campaign import HOUR, UTC, make_campaign, run_workers
 from test_campaign_cli import cli, run_main, start_in_background, successes, wait_for, write_config
 
 import campaign
