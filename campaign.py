@@ -2,18 +2,21 @@
 """Send the operator's messages to the operator's chats from several accounts, per run.
 
 Each `start` is a run with its own UUID4 run_id: every chat gets up to `max_cycles`
-successful sends in the run (first finishing what an interrupted earlier run left undone),
-each account stays under `max_messages_per_hour` over any 60 minutes across all runs, and
-two sends to one chat are at least `cycle_delay_minutes` apart. One worker process per
-account claims chats atomically from the shared SQLite database (spec 000).
+successful sends in the run (first the carry-over: what the last run that sent left undone
+of its own cycles, never compounding; see CARRY_SQL), each account stays under
+`max_messages_per_hour` over any 60 minutes across all runs, and two sends to one chat are
+at least `cycle_delay_minutes` apart. One worker process per account (at most --workers at
+once) claims chats atomically from the shared SQLite database (spec 000).
 
     python campaign.py init
     python campaign.py import-chats chats.txt [--group G]
-    python campaign.py import-messages texts.json
+    python campaign.py import-messages texts.json [--group G]
     python campaign.py add-profile sessions/session1
+    python campaign.py check                   # each account: member, may write, slow mode
     python campaign.py plan                    # what a start would send, and how long it takes
-    python campaign.py start [--group G] [--profiles session1 session2] [--dry-run]
-    python campaign.py status | runs | stop | list-profiles
+    python campaign.py start [--group G] [--profiles session1 session2] [--workers N] [--dry-run]
+    python campaign.py status | runs | stop | list-profiles | report [RUN_ID]
+    python campaign.py unblock CHAT | remove-chat CHAT | clear-wait ACCOUNT [--force]
 """
 from __future__ import annotations
 
