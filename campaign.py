@@ -1782,7 +1782,8 @@ def report_lines(conn: sqlite3.Connection, run: tuple) -> list[str]:
                  f"{totals.get('failed', 0)}")
     failures: dict[tuple[str, int], list[tuple[str | None, int]]] = {}
     for who, key, error, count in conn.execute(
-            "SELECT 'profile', profile_id, error_type, COUNT(*) FROM task_attempts "
+            "SELECT 'profile', CAST(profile_id AS INTEGER), error_type, COUNT(*) FROM "
+            "task_attempts "
             "WHERE run_id = ? AND status = 'failed' GROUP BY profile_id, error_type UNION ALL "
             "SELECT 'task', task_id, error_type, COUNT(*) FROM task_attempts "
             "WHERE run_id = ? AND status = 'failed' GROUP BY task_id, error_type "
@@ -2121,6 +2122,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
                          reason=exc.message, ended=True)
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    finally:
+        # the event loop is closed and has put the default action (death) back: a second
+        # stop signal (`stop` and `start` both send one) must not kill a worker that is
+        # already ending, or it would count as crashed
+        for signum in migrate_db.STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
     print(f"{profile.name}: {result.sent} sent, {result.failed} failed "
           f"({result.blocked} chats blocked), {result.status}"
           + (f" ({result.reason})" if result.reason else ""), flush=True)
