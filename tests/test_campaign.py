@@ -61,6 +61,9 @@ def make_campaign(tmp: Path, accounts: tuple[str, ...] = ("s1",), chats: int = 1
     world = telegram_sim.World.create(tmp / "world.db", random_id_mode=random_id_mode)
     for name in accounts:
         world.add_account(name)
+        # hours of sends run in seconds of real time here: the world's own rate limits (real
+        # time) would answer FloodWait; those waits are tested with injected faults
+        world.set_account(name, rate_limits=False)
         world.make_session_folder(tmp / "sessions" / name, name)
     names = [f"@chat{i:03d}" for i in range(chats)]
     for name in names:
@@ -323,19 +326,46 @@ async def test_account_level_refusals_stop_the_account_not_the_chats(
     assert f"this run: {status}: {error}" in status_text
 
 
+@pytest.mark.parametrize(("state", "status", "error"), [
+    ({"restricted": True}, "restricted", "UserBannedInChannelError"),
+    ({"limited": True}, "peer_flood", "PeerFloodError"),
+])
+async def test_account_refused_by_the_simulated_telegram(tmp_path: Path, state: dict,
+                                                         status: str, error: str) -> None:
+    """The simulator's own account states: a restricted account gets USER_BANNED_IN_CHANNEL
+    on every write to a group, a limited one PEER_FLOOD on every send. One refusal stops
+    it for the run; the other account sends everything and no chat is blocked."""
+    setup = make_campaign(tmp_path, ("s1", "s2"), chats=6)
+    setup.world.set_account("s1", **state)
+    config = Config(max_messages_per_hour=100, max_cycles=1, cycle_delay_minutes=0,
+                    max_attempts_before_block=1)
+    clock = FakeClock()
+    run = campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
+    results = {r.profile: r for r in await run_workers(setup, run.run_id, config, clock)}
+    assert (results["s1"].status, results["s1"].sent, results["s1"].failed) == (status, 0, 1)
+    assert results["s2"].sent == 6
+    assert all(len(setup.messages(chat)) == 1 for chat in setup.chats)
+    assert setup.conn.execute("SELECT error_type, COUNT(*) FROM task_attempts WHERE "
+                              "status = 'failed' GROUP BY error_type").fetchall() == [(error, 1)]
+    assert setup.conn.execute("SELECT COUNT(*) FROM tasks WHERE is_blocked = 1"
+                              ).fetchone() == (0,)
+
+
 async def test_chat_level_refusal_stays_with_the_chat(tmp_path: Path) -> None:
     """A chat s1 may not write to (not a member) is that chat's problem: s1 goes on with the
     other chats, and the chat is blocked after max_attempts_before_block refusals."""
-    setup = make_campaign(tmp_path, ("s1",), chats=3)
+    setup = make_campaign(tmp_path, ("s1",), chats=4)
     setup.world.leave("s1", "@chat001")
+    setup.world.restrict("s1", "@chat003", ["send_messages"])  # muted in that chat only
     config = Config(max_messages_per_hour=100, max_cycles=1, cycle_delay_minutes=0,
                     max_attempts_before_block=2, retry_delay_minutes=1)
     clock = FakeClock()
     run = campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
     [result] = await run_workers(setup, run.run_id, config, clock)
-    assert result.status == "done" and result.sent == 2 and result.blocked == 1
-    assert setup.conn.execute("SELECT chat_username, block_reason FROM tasks WHERE "
-                              "is_blocked = 1").fetchone()[0] == "@chat001"
+    assert result.status == "done" and result.sent == 2 and result.blocked == 2
+    assert [chat for (chat,) in setup.conn.execute(
+        "SELECT chat_username FROM tasks WHERE is_blocked = 1 ORDER BY id")] == [
+        "@chat001", "@chat003"]
 
 
 async def test_flood_wait_pauses_one_account_and_skips_nothing(tmp_path: Path,

@@ -170,8 +170,9 @@ async def test_report_per_account_and_per_chat(tmp_path, capsys) -> None:
 # ----------------------------------------------------------------------------- check
 
 def test_check_lists_membership_write_rights_and_slow_mode(tmp_path, capsys) -> None:
-    setup = make_campaign(tmp_path, ("s1",), chats=2)
+    setup = make_campaign(tmp_path, ("s1",), chats=3)
     setup.world.leave("s1", "@chat001")
+    setup.world.restrict("s1", "@chat002", ["send_messages"])
     setup.world.create_channel("Slow", username="slowchat", kind="megagroup", members=["s1"],
                                slowmode_seconds=60)
     setup.world.create_channel("News", username="newschan", kind="channel", members=["s1"])
@@ -184,11 +185,12 @@ def test_check_lists_membership_write_rights_and_slow_mode(tmp_path, capsys) -> 
         "s1:",
         "  @chat000: member, may write, no slow mode",
         "  @chat001: not a member (join it before the run)",
+        "  @chat002: member, may NOT write (Telegram restricts sending there)",
         "  @slowchat: member, may write, slow mode 60 s (one message per 1 min from this "
         "account)",
         "  @newschan: member, may NOT write (Telegram restricts sending there)",
         "  @nosuchchat: cannot see it (not found)",
-        "check: 1 account(s) x 5 chat(s), 3 problem(s)",
+        "check: 1 account(s) x 6 chat(s), 4 problem(s)",
     ]
 
 
