@@ -297,7 +297,7 @@ class HistoryStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.conn = migrate_db.connect(path)
+        self.conn = migrate_db.connect(path, kind="heatup")
 
     def close(self) -> None:
         self.conn.close()

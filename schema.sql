@@ -161,7 +161,8 @@ CREATE TABLE IF NOT EXISTS campaign_runs (
 CREATE TABLE IF NOT EXISTS campaign_run_profiles (
     run_id     TEXT    NOT NULL,
     profile_id INTEGER NOT NULL,
-    status     TEXT    NOT NULL DEFAULT 'starting', -- starting|running|done|stopped|peer_flood|failed
+    -- starting | running | done | stopped | failed | peer_flood | restricted | frozen
+    status     TEXT    NOT NULL DEFAULT 'starting',
     reason     TEXT,
     pid        INTEGER,
     started_at TEXT,
