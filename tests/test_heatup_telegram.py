@@ -112,8 +112,16 @@ async def test_warmup_sync_joins_reads_and_saves_each_action(api, world, llm):
     async with http.post("/warmup-sync/acc1") as reply:
         assert reply.status == 200, await reply.text()
         body = await reply.json()
-    assert body["status"] == "done" and body["planner"] == "llm:gpt-4o-mini"
-    assert body["is_new"] is True
+    assert body["status"] == "completed" and body["job_status"] == "partial"
+    assert body["message"] == "Warmup completed: 5/6 actions successful"
+    assert body["planner"] == "llm:gpt-4o-mini" and body["is_new"] is True
+    summary = body["execution_summary"]
+    assert (summary["total_actions"], summary["successful_actions"],
+            summary["failed_actions"]) == (6, 5, 1)
+    assert summary["errors"] == [{"step": 4, "action": "join_channel", "error":
+                                  "@ghost_channel does not exist (unknown username)"}]
+    assert summary["joined_channels"] == ["@durov"]
+    assert [r["success"] for r in summary["results"]] == [True, True, True, False, True, True]
     results = [(row["action_type"], row["action_data"].get("channel_username"),
                 row["action_data"]["status"]) for row in body["actions"]]
     assert results == [("join_channel", "@durov", "done"),
@@ -135,7 +143,8 @@ async def test_warmup_sync_joins_reads_and_saves_each_action(api, world, llm):
         history = await reply.json()
     assert history["summary"]["joined_channels"] == ["@durov", "@telegram"]
     assert history["summary"]["total_actions"] == 5
-    assert [row["id"] for row in history["history"]] == [row["id"] for row in body["actions"]]
+    assert [row["id"] for row in history["history"]] == \
+        [row["id"] for row in reversed(body["actions"])]            # newest first
 
 
 async def test_background_warmup_409_then_returning_plan_names_earlier_channels(api, world,
@@ -147,9 +156,14 @@ async def test_background_warmup_409_then_returning_plan_names_earlier_channels(
                            {"type": "idle", "duration": 60},
                            {"type": "read_messages", "channel": "@habr_com", "duration": 3})
     async with http.post("/warmup/acc1") as reply:
-        assert reply.status == 202
+        assert reply.status == 200
         started = await reply.json()
-    assert started["status"] == "running" and started["plan"][0]["channel"] == "@habr_com"
+    assert started["status"] == "started" and started["job_status"] == "running"
+    assert started["message"] == "Warmup initiated with 3 actions"
+    assert started["execution_summary"] is None
+    assert started["action_plan"][0] == {"action": "join_channel", "channel_username":
+                                         "@habr_com", "duration_seconds": 0, "reason": ""}
+    assert started["plan"][0]["channel"] == "@habr_com"
     async with http.post("/warmup/acc1") as reply:
         assert reply.status == 409
         assert "already warming up" in (await reply.json())["error"]
@@ -166,7 +180,7 @@ async def test_background_warmup_409_then_returning_plan_names_earlier_channels(
 
     llm.content = "no plan today"            # the offline planner takes over, from history
     async with http.post("/warmup/acc1") as reply:
-        assert reply.status == 202
+        assert reply.status == 200
         second = await reply.json()
     assert second["is_new"] is False and second["planner"] == "offline"
     assert second["planner_note"].startswith("LLM plan unusable")
@@ -194,12 +208,15 @@ async def test_channels_too_much_stops_joins_and_private_is_reported(api, world,
                            {"type": "join_channel", "channel": "@forklog"},
                            {"type": "read_messages", "channel": "@telegram", "duration": 3})
     async with http.post("/warmup-sync/acc1") as reply:
+        assert reply.status == 200
         body = await reply.json()
+    assert body["job_status"] == "partial"
     data = [row["action_data"] for row in body["actions"]]
-    assert [d["status"] for d in data] == ["failed", "failed", "skipped", "done"]
+    assert [d["status"] for d in data] == ["failed", "failed", "failed", "done"]
     assert data[0]["reason"] == "@durov is private or unavailable (CHANNEL_PRIVATE)"
     assert data[1]["reason"].startswith("CHANNELS_TOO_MUCH")
-    assert data[2]["reason"] == "no joins after CHANNELS_TOO_MUCH"
+    assert data[2]["reason"] == heatup.JOINS_REFUSED_REASON
+    assert [e["step"] for e in body["execution_summary"]["errors"]] == [1, 2, 3]
     assert membership(world, "acc1") == {"telegram": last_post_id(world, "telegram")}
 
 
@@ -210,12 +227,16 @@ async def test_peer_flood_stops_the_job_and_the_account_rests(api, world, llm, t
                            {"type": "join_channel", "channel": "@durov"},
                            {"type": "join_channel", "channel": "@forklog"})
     async with http.post("/warmup-sync/acc1") as reply:
-        assert reply.status == 502
+        assert reply.status == 500
         body = await reply.json()
-    assert body["status"] == "failed" and body["error"].startswith("PEER_FLOOD")
+    assert body["job_status"] == "failed"
+    assert body["detail"] == f"Warmup failed: {heatup.PEER_FLOOD_REASON}"
     assert [(row["action_type"], row["action_data"]["status"]) for row in body["actions"]] \
         == [("read_messages", "done"), ("join_channel", "failed")]
-    assert body["actions"][1]["action_data"]["reason"] == body["error"]
+    assert body["actions"][1]["action_data"]["reason"] == heatup.PEER_FLOOD_REASON
+    assert body["execution_summary"]["errors"] == [
+        {"step": 2, "action": "join_channel", "error": heatup.PEER_FLOOD_REASON},
+        {"step": 3, "action": "join_channel", "error": f"not run: {heatup.PEER_FLOOD_REASON}"}]
     async with http.post("/warmup/acc1") as reply:
         assert reply.status == 429
         assert int(reply.headers["Retry-After"]) > 3600
@@ -321,7 +342,11 @@ async def test_other_refusals_fail_the_action_and_revoked_session_fails_the_job(
                            {"type": "read_messages", "channel": "@telegram", "duration": 3},
                            {"type": "idle", "duration": 5})
     async with http.post("/warmup-sync/acc1") as reply:
+        assert reply.status == 500                  # no join or read succeeded
         body = await reply.json()
+    assert body["job_status"] == "failed"
+    assert body["detail"].startswith("Warmup failed: no action succeeded: step 1 "
+                                     "read_messages: @durov is private")
     data = [row["action_data"] for row in body["actions"]]
     assert [d["status"] for d in data] == ["failed", "failed", "done"]
     assert data[0]["reason"] == "@durov is private or unavailable (CHANNEL_PRIVATE)"
@@ -332,9 +357,9 @@ async def test_other_refusals_fail_the_action_and_revoked_session_fails_the_job(
                            {"type": "join_channel", "channel": "@forklog"},
                            {"type": "idle", "duration": 5})
     async with http.post("/warmup-sync/acc1") as reply:
-        assert reply.status == 502
+        assert reply.status == 500
         body = await reply.json()
-    assert "AUTH_KEY_UNREGISTERED" in body["error"] and "log in again" in body["error"]
+    assert "AUTH_KEY_UNREGISTERED" in body["detail"] and "log in again" in body["detail"]
     assert [row["action_type"] for row in body["actions"]] == ["idle"]
 
 
@@ -346,9 +371,9 @@ async def test_session_used_elsewhere_fails_the_job(api, world, llm):
                            {"type": "join_channel", "channel": "@forklog"},
                            {"type": "idle", "duration": 5})
     async with http.post("/warmup-sync/acc1") as reply:
-        assert reply.status == 502
+        assert reply.status == 500
         body = await reply.json()
-    assert "AUTH_KEY_DUPLICATED" in body["error"]
+    assert "AUTH_KEY_DUPLICATED" in body["detail"]
     assert [row["action_type"] for row in body["actions"]] == ["idle"]
 
 async def test_serve_resumes_a_job_left_running_at_start(world, tmp_path):
