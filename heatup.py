@@ -513,7 +513,7 @@ def execution_summary(plan: list[dict[str, Any]], actions: list[dict[str, Any]],
         else:
             data = _data(row)
             success, text = data.get("status", DONE) != FAILED, result_text(action["type"], data)
-            if action["type"] == JOIN and data.get("status", DONE) == DONE:
+            if action["type"] == JOIN and success:      # as the history summary counts
                 joined.append(data.get("channel_username"))
         results.append({"step": step + 1, "action": action["type"], "result": text,
                         "success": success})

@@ -120,7 +120,7 @@ async def test_warmup_sync_joins_reads_and_saves_each_action(api, world, llm):
             summary["failed_actions"]) == (6, 5, 1)
     assert summary["errors"] == [{"step": 4, "action": "join_channel", "error":
                                   "@ghost_channel does not exist (unknown username)"}]
-    assert summary["joined_channels"] == ["@durov"]
+    assert summary["joined_channels"] == ["@durov", "@telegram"]     # already a member
     assert [r["success"] for r in summary["results"]] == [True, True, True, False, True, True]
     results = [(row["action_type"], row["action_data"].get("channel_username"),
                 row["action_data"]["status"]) for row in body["actions"]]
