@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -398,3 +399,79 @@ async def test_serve_resumes_a_job_left_running_at_start(world, tmp_path):
     # step 0 was saved before the stop and not run again: the world never saw that join
     assert "forklog" not in membership(world, "acc2")
     store.close()
+
+
+def test_pool_check_marks_the_missing_channel_dead_and_plans_skip_it(world, tmp_path,
+                                                                      run_main):
+    code, out, err = run_main("pool", "check", "acc1")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[-1] == ("4 live, 1 dead (checked through acc1); plans use only the live "
+                         "channels")
+    assert lines[:-1] == [
+        "@durov          live  Durov",
+        "@telegram       live  Telegram",
+        "@habr_com       live  Habr_Com",
+        "@forklog        live  Forklog",
+        "@ghost_channel  dead  @ghost_channel does not exist (unknown username)"]
+    store = heatup.HistoryStore(tmp_path / "heatup.db")
+    assert store.dead_channels() == {
+        "@ghost_channel": "@ghost_channel does not exist (unknown username)"}
+    settings = settings_for(tmp_path)
+    service = heatup.HeatUp(settings, store, heatup.load_pool(settings.channels_file))
+
+    async def plans() -> list[heatup.Plan]:
+        return [(await service.plan(f"account{n}"))[0] for n in range(15)]
+
+    planned = {a.get("channel") for plan in asyncio.run(plans()) for a in plan.actions}
+    assert planned - {None} == {f"@{name}" for name in WORLD_CHANNELS}
+    # an LLM naming the dead channel has that action dropped like any unknown channel
+    actions, repairs = heatup.repair_actions(
+        [{"type": "join_channel", "channel": "@ghost_channel"}, {"type": "idle"},
+         {"type": "join_channel", "channel": "@durov"}, {"type": "idle"}],
+        asyncio.run(service.live_pool()))
+    assert repairs[0] == "action 1: dropped (channel '@ghost_channel' is not in the pool)"
+    service.close()
+
+    world.create_channel("Ghost", username="ghost_channel", owner="publisher")  # it appears
+    code, out, _ = run_main("pool", "check", "acc1", "--json")
+    assert json.loads(out)["dead"] == 0 and store.dead_channels() == {}
+    store.close()
+
+
+async def test_metrics_count_jobs_actions_planners_and_waiting_accounts(api, world, llm):
+    http, _ = api
+    llm.content = llm_plan({"type": "join_channel", "channel": "@durov"},
+                           {"type": "join_channel", "channel": "@ghost_channel"},
+                           {"type": "read_messages", "channel": "@durov", "duration": 3})
+    async with http.post("/warmup-sync/acc1") as reply:
+        assert reply.status == 200
+    world.inject_fault("PEER_FLOOD", request="JoinChannel", account="acc2")
+    llm.content = "nothing usable"
+    async with http.post("/warmup-sync/acc2") as reply:
+        assert reply.status == 500
+    async with http.get("/metrics") as reply:
+        assert reply.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+        text = await reply.text()
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            assert re.fullmatch(r"# (HELP|TYPE) heatup_\w+ .+", line)
+            continue
+        name, value = line.rsplit(" ", 1)
+        assert re.fullmatch(r'heatup_\w+(\{(\w+="[^"]*",?)+\})?', name), line
+        samples[name] = float(value)
+    assert samples['heatup_jobs_total{outcome="partial"}'] == 1
+    assert samples['heatup_jobs_total{outcome="failed"}'] == 1
+    assert samples['heatup_jobs_total{outcome="done"}'] == 0
+    assert samples['heatup_actions_total{action="join_channel",result="done"}'] == 1
+    assert samples['heatup_actions_total{action="join_channel",result="failed"}'] >= 2
+    assert samples['heatup_actions_total{action="read_messages",result="done"}'] >= 1
+    assert samples['heatup_plans_total{planner="llm"}'] == 1
+    assert samples['heatup_plans_total{planner="offline"}'] == 1
+    assert samples["heatup_llm_request_duration_seconds_count"] == 2
+    assert samples['heatup_llm_request_duration_seconds_bucket{le="+Inf"}'] == 2
+    assert samples["heatup_llm_request_duration_seconds_sum"] > 0
+    assert samples["heatup_accounts_waiting"] == 1                  # acc2 rests after PEER_FLOOD
+    assert samples["heatup_accounts_warming_up"] == 0
+    assert samples['heatup_pool_channels{state="live"}'] == 5
