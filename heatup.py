@@ -8,18 +8,30 @@ an LLM, or when its answer is unusable, a built-in seeded planner makes the plan
 runs over the account's Telethon client (telegram_session.open_client): channels are joined
 (already joined ones skipped), recent messages are read and marked read, idles are bounded.
 Every executed action is saved to `session_history` as it completes, failed ones with their
-reason; a warmup interrupted by a crash or Ctrl+C continues where it stopped.
+reason; a warmup interrupted by a crash or Ctrl+C continues where it stopped. A job ends
+done, partial (some action failed) or failed (no join or read succeeded, or the account was
+stopped), with each error. `pool check` resolves every pool channel through an account and
+marks the dead ones; plans use only the live channels.
+
+The HTTP API answers as the earlier Heat Up service did (GET /, /health, POST /warmup/ID,
+/warmup-sync/ID, GET /sessions/ID/history; `detail` errors, FastAPI's 422 for a bad `days`)
+with the suite's additions beside (job ids, /jobs/JOB, planner, plan, /metrics). Without
+HEATUP_API_TOKEN it serves only loopback Host names; state-changing requests from a foreign
+Origin or with a non-JSON body are refused. Database work runs off the event loop.
 
     python heatup.py serve [--host 127.0.0.1] [--port 8080]     # the HTTP API
     python heatup.py warmup SESSION_ID [--dry-run]
     python heatup.py plan SESSION_ID                            # print a plan, run nothing
-    python heatup.py history SESSION_ID [--days 30]
+    python heatup.py history SESSION_ID [--days 30]             # any session id
+    python heatup.py pool check ACCOUNT                         # mark dead pool channels
     python heatup.py cleanup                                    # drop expired history
 
-SESSION_ID is an account folder under sessions/ (see telegram_session.py). Settings come from
+SESSION_ID is an account folder under sessions/ (see telegram_session.py); history can be
+read for any session id, e.g. the earlier service's, kept with no folder. Settings come from
 the environment or the suite's .env: OPENAI_API_KEY, OPENAI_BASE_URL, OPENAI_MODEL,
-HEATUP_API_TOKEN, SESSION_HISTORY_DAYS (30), DATABASE_PATH (sessions.db; a relative path is
-taken from the suite's folder, wherever the script is started from), HEATUP_SESSIONS_DIR,
+HEATUP_API_TOKEN (32 characters or more), SESSION_HISTORY_DAYS (30), DATABASE_PATH
+(sessions.db; a relative path is taken from the suite's folder, wherever the script is
+started from), HEATUP_SESSIONS_DIR,
 HEATUP_CHANNELS_FILE, HEATUP_LLM_TIMEOUT (30 s), HEATUP_TIME_SCALE (1; multiplies read and
 idle pauses, e.g. 0 in rehearsals; FloodWaits are always slept in full).
 
