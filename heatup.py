@@ -1713,7 +1713,8 @@ def build_parser() -> argparse.ArgumentParser:
     pool_check = pool_commands.add_parser(
         "check", parents=[common, output],
         help="resolve every pool channel through an account; plans then skip the dead ones")
-    pool_check.add_argument("session_id", metavar="ACCOUNT")
+    pool_check.add_argument("session_id", metavar="ACCOUNT",
+                            help="account folder under sessions/ whose client looks them up")
     commands.add_parser("cleanup", parents=[common],
                         help="delete history older than SESSION_HISTORY_DAYS")
     return parser

@@ -598,3 +598,15 @@ def test_a_new_job_supersedes_one_left_running(tmp_path):
     assert store.unfinished_jobs() == [other, second]
     assert store.unfinished_jobs("acc1") == [second]
     store.close()
+
+
+async def test_a_pool_found_all_dead_is_503_and_no_plan(api, service):
+    service.store.record_pool_check("acc2", [(c.username, heatup.POOL_DEAD, "gone")
+                                             for c in service.pool])
+    async with api.post("/warmup-sync/acc1") as reply:
+        assert reply.status == 503
+        assert "all 4 channels of the pool were found dead" in (await reply.json())["detail"]
+    assert service.busy == set()
+    service.store.record_pool_check("acc2", [("@durov", heatup.POOL_LIVE, "Durov")])
+    plan, _ = await service.plan("acc1")
+    assert {a.get("channel") for a in plan.actions} <= {"@durov", None}
