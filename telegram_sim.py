@@ -1753,8 +1753,7 @@ def h_channels_delete_messages(ctx: Context, request: TLObject) -> TLObject:
                                "AND id = ?", (channel["channel_id"], msg_id)).fetchone()
         if row is None:
             continue
-        if not (moderator or row["sender_id"] == viewer and author_may) \
-                or msg_id == 1 and channel["kind"] != "forum" and not moderator:
+        if not (moderator or row["sender_id"] == viewer and author_may):
             raise RpcFailure(403, "MESSAGE_DELETE_FORBIDDEN")
         ids.append(msg_id)
     pts, count = server.delete_messages(channel, ids, ctx.origin)
