@@ -2368,10 +2368,29 @@ class World:
         self.server = Server(self.conn)
 
     def _apply_schema(self) -> None:
+        """Make the tables, and give a world made by an earlier version the columns added
+        since (every added column has a default)."""
         statements = [s.strip() for s in WORLD_SCHEMA.split(";") if s.strip()]
+        reference = sqlite3.connect(":memory:")
+        try:
+            reference.executescript(WORLD_SCHEMA)
+            wanted = {table: reference.execute(f"PRAGMA table_info({table})").fetchall()
+                      for (table,) in reference.execute(
+                          "SELECT name FROM sqlite_master WHERE type = 'table' "
+                          "AND name NOT LIKE 'sqlite_%'")}
+        finally:
+            reference.close()
         with transaction(self.conn):
             for statement in statements:
                 self.conn.execute(statement)
+            for table, columns in wanted.items():
+                have = {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
+                for _, name, kind, not_null, default, _ in columns:
+                    if name not in have:
+                        self.conn.execute(
+                            f"ALTER TABLE {table} ADD COLUMN {name} {kind}"
+                            f"{' NOT NULL' if not_null else ''}"
+                            f"{f' DEFAULT {default}' if default is not None else ''}")
             self.conn.execute("INSERT OR IGNORE INTO meta (key, value) "
                               "VALUES ('random_id_mode', 'original')")
             self.conn.execute("INSERT OR IGNORE INTO meta (key, value) "
