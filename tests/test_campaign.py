@@ -311,8 +311,10 @@ async def test_peer_flood_stops_the_account_and_others_take_its_chats(tmp_path: 
 ])
 async def test_account_level_refusals_stop_the_account_not_the_chats(
         tmp_path: Path, error: str, code: int, status: str) -> None:
-    """Telegram answers every send of s1 with an account-level refusal after its 2nd: s1 stops
-    for the run at once, no chat is counted toward blocking, s2 sends everything else."""
+    """Telegram answers s1's sends with an account-level refusal after its 2nd: s1 stops for
+    the run at once, the chat is not counted toward blocking (max_attempts_before_block 1),
+    and s2 sends everything else, that chat included. The accounts run in turn so that
+    which one meets the refusal is certain."""
     setup = make_campaign(tmp_path, ("s1", "s2"), chats=8)
     setup.world.inject_fault(error, code=code, account="s1", request="SendMessageRequest",
                              after=2)
@@ -320,9 +322,16 @@ async def test_account_level_refusals_stop_the_account_not_the_chats(
                     max_attempts_before_block=1)
     clock = FakeClock()
     run = campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
-    results = {r.profile: r for r in await run_workers(setup, run.run_id, config, clock)}
-    assert results["s1"].status == status and results["s1"].sent == 2
-    assert results["s1"].failed == 1 and results["s2"].sent == 14
+    s1, s2 = setup.profiles
+    [first] = await run_workers(setup, run.run_id, config, clock, [s1])
+    assert (first.status, first.sent, first.failed) == (status, 2, 1)
+    refused = setup.conn.execute("SELECT t.chat_username, t.status FROM task_attempts a JOIN "
+                                 "tasks t ON t.id = a.task_id WHERE a.status = 'failed'"
+                                 ).fetchone()
+    assert refused[1] == "pending"  # back for the others at once
+    [second] = await run_workers(setup, run.run_id, config, FakeClock(clock.now()), [s2])
+    assert second.sent == 14
+    assert len(setup.messages(refused[0])) == 2
     assert all(len(setup.messages(chat)) == 2 for chat in setup.chats)
     assert setup.conn.execute("SELECT COUNT(*) FROM tasks WHERE is_blocked = 1"
                               ).fetchone() == (0,)
@@ -346,9 +355,11 @@ async def test_account_refused_by_the_simulated_telegram(tmp_path: Path, state: 
                     max_attempts_before_block=1)
     clock = FakeClock()
     run = campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
-    results = {r.profile: r for r in await run_workers(setup, run.run_id, config, clock)}
-    assert (results["s1"].status, results["s1"].sent, results["s1"].failed) == (status, 0, 1)
-    assert results["s2"].sent == 6
+    s1, s2 = setup.profiles
+    [first] = await run_workers(setup, run.run_id, config, clock, [s1])  # in turn: certain
+    assert (first.status, first.sent, first.failed) == (status, 0, 1)
+    [second] = await run_workers(setup, run.run_id, config, FakeClock(clock.now()), [s2])
+    assert second.sent == 6
     assert all(len(setup.messages(chat)) == 1 for chat in setup.chats)
     assert setup.conn.execute("SELECT error_type, COUNT(*) FROM task_attempts WHERE "
                               "status = 'failed' GROUP BY error_type").fetchall() == [(error, 1)]
