@@ -1329,6 +1329,7 @@ class Supervisor:
                 elif time.monotonic() >= when:
                     del self.restart_at[name]
                     self.spawn(by_name[name])
+        self.report()                   # the metrics file's last state: the run's end
 
     def report(self) -> None:
         """Every 15 s: the metrics file (--metrics-file), and a heartbeat line once no send

@@ -1336,13 +1336,14 @@ async def clone(account: telegram_session.Account, config: CloneConfig,
             log.info("account %s: cloning %s into %s (mode %s%s), checkpoint %s",
                      account.name, cloner.src, cloner.dst, config.copy_mode,
                      ", ordered" if config.ordered else "", config.checkpoint_db)
-            writer = asyncio.create_task(write_metrics(cloner, account, metrics)) \
+            writer = asyncio.create_task(write_metrics_every(cloner, account, metrics)) \
                 if metrics is not None and metrics.path else None
             try:
                 await cloner.run()
             finally:
                 if writer is not None:
                     writer.cancel()
+                    write_metrics(cloner, account, metrics)
                 log.info("%s", cloner.progress.summary())
                 shutil.rmtree(temp_dir, ignore_errors=True)
             return cloner.progress
@@ -1405,21 +1406,27 @@ def setup_logging(folder: Path, args: argparse.Namespace) -> None:
     log.setLevel(logging.DEBUG)             # a failure's traceback goes to clone.log only
 
 
-async def write_metrics(cloner: Cloner, account: telegram_session.Account,
-                        metrics: migrate_db.MetricsFile) -> None:
+def write_metrics(cloner: Cloner, account: telegram_session.Account,
+                  metrics: migrate_db.MetricsFile) -> None:
     """--metrics-file: the checkpoint's messages by status and this process's sends."""
+    rows = cloner.checkpoint.conn.execute(
+        "SELECT status, COUNT(*), MAX(processed_at) FROM messages WHERE source_chat = ? "
+        "GROUP BY status", (cloner.src,)).fetchall()
+    waits, wait_seconds = telegram_session.wait_totals([account])
+    last = max((r[2] for r in rows if r[0] == "done" and r[2]), default=None)
+    try:
+        metrics.write(migrate_db.suite_metrics(
+            "clone", {r[0]: r[1] for r in rows}, cloner.progress.counts["cloned"], waits,
+            wait_seconds, last))
+    except OSError as exc:
+        log.warning("metrics file %s not written (%s); trying again", metrics.path, exc)
+
+
+async def write_metrics_every(cloner: Cloner, account: telegram_session.Account,
+                              metrics: migrate_db.MetricsFile) -> None:
+    """write_metrics every METRICS_SECONDS until cancelled."""
     while True:
-        rows = cloner.checkpoint.conn.execute(
-            "SELECT status, COUNT(*), MAX(processed_at) FROM messages WHERE source_chat = ? "
-            "GROUP BY status", (cloner.src,)).fetchall()
-        waits, wait_seconds = telegram_session.wait_totals([account])
-        last = max((r[2] for r in rows if r[0] == "done" and r[2]), default=None)
-        try:
-            metrics.write(migrate_db.suite_metrics(
-                "clone", {r[0]: r[1] for r in rows}, cloner.progress.counts["cloned"], waits,
-                wait_seconds, last))
-        except OSError as exc:
-            log.warning("metrics file %s not written (%s); trying again", metrics.path, exc)
+        write_metrics(cloner, account, metrics)
         await asyncio.sleep(metrics.every)
 
 

@@ -1263,6 +1263,8 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     except errors.RPCError as exc:      # a dry run's connection refused by Telegram
         print(f"error: Telegram refused it ({type(exc).__name__}: {exc})", file=sys.stderr)
         return EXIT_FAILURE
+    except BrokenPipeError:             # `| head`: migrate_db.run_main ends quietly
+        raise
     except (OSError, sqlite3.Error) as exc:      # e.g. the port is taken, the database locked
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE

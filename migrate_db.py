@@ -719,8 +719,9 @@ def write_metrics(path: str | Path, metrics: Mapping[str, tuple[str, str, Any]])
         samples = value.items() if isinstance(value, Mapping) else [((), value)]
         for labels, number in samples:
             label_text = ",".join(f'{key}="{_escape_label(str(val))}"' for key, val in labels)
-            lines.append(f"{name}{{{label_text}}} {float(number):g}" if label_text
-                         else f"{name} {float(number):g}")
+            number = int(number) if float(number).is_integer() else float(number)
+            lines.append(f"{name}{{{label_text}}} {number}" if label_text
+                         else f"{name} {number}")
     path = Path(path)
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temp.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -826,7 +827,9 @@ def check_integrity(conn: sqlite3.Connection, path: Path) -> None:
     except sqlite3.DatabaseError as exc:    # the damage hides even the schema
         problems = [str(exc)]
     if problems != ["ok"]:
-        raise CorruptDatabase(f"{path}: damaged ({problems[0]}); {restore_advice(path)}")
+        first = re.sub(r"\*\*\* in database \w+ \*\*\*\s*", "", problems[0])
+        raise CorruptDatabase(f"{path}: damaged ({' '.join(first.split())}); "
+                              f"{restore_advice(path)}")
 
 
 def suite_databases() -> list[Path]:

@@ -1378,6 +1378,8 @@ def main(argv: list[str] | None = None) -> int:
     except errors.RPCError as exc:      # e.g. PHONE_NUMBER_BANNED or PHONE_NUMBER_FLOOD at auth
         print(f"error: Telegram refused it ({type(exc).__name__}: {exc})", file=sys.stderr)
         return EXIT_FAILURE
+    except BrokenPipeError:             # `| head`: migrate_db.run_main ends quietly
+        raise
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             print("error: the disk is full; free some space and run again", file=sys.stderr)
