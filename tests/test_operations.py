@@ -3,6 +3,7 @@ SIGTERM/SIGHUP to the long-running scripts alone and under run.sh (screen includ
 log lines stored once, metrics files, and migrate_db's checks (issue 15)."""
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -439,3 +440,24 @@ def test_dialer_resume_cuts_a_half_row_and_never_appends_to_it(tmp_path: Path) -
     assert all(len(row) == len(rows[0]) for row in rows)
     numbers = [row[1] for row in rows[1:]]
     assert len(numbers) == 8 == len(set(numbers))
+
+
+# ----------------------------------------------------------------------------- supervision
+
+def test_systemd_unit_prevents_restarts_on_the_codes_run_sh_stops_on() -> None:
+    unit = (ROOT / "sessions" / "template" / "suite@.service").read_text()
+    prevent = re.search(r"^RestartPreventExitStatus=(.+)$", unit, re.M).group(1).split()
+    run_sh_text = (ROOT / "sessions" / "session1" / "run.sh").read_text()
+    codes = dict(re.findall(r"(EXIT_\w+)=(\d+)", run_sh_text))
+    assert sorted(prevent) == sorted(codes.values()) == ["130", "2", "3", "4"]
+    assert re.search(r"^Restart=on-failure$", unit, re.M)
+    assert "Environment=SUITE_LOG_CAPTURED=1" in unit      # the journal stores each line
+
+
+def test_heartbeat_speaks_only_after_a_quiet_spell(caplog) -> None:
+    log = logging.getLogger("ops-test")
+    beat = migrate_db.Heartbeat(log, every=3600)
+    with caplog.at_level(logging.INFO, logger="ops-test"):
+        beat.beat("busy")                        # something was logged less than an hour ago
+        migrate_db.Heartbeat(log, every=0).beat("waiting for the next slot")
+    assert [r.getMessage() for r in caplog.records] == ["heartbeat: waiting for the next slot"]
