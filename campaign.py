@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import functools
 import heapq
 import io
 import json
@@ -42,13 +43,16 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
-from telethon import errors, functions, types
-
 import migrate_db
 import telegram_session
 from migrate_db import transaction
 from telegram_session import format_time
+
+# loaded when first used, so --help answers at once
+yaml = migrate_db.lazy_import("yaml")
+errors = migrate_db.lazy_import("telethon.errors")
+functions = migrate_db.lazy_import("telethon.functions")
+types = migrate_db.lazy_import("telethon.types")
 
 UTC = timezone.utc        # datetime.UTC is Python 3.11+
 
@@ -84,17 +88,25 @@ LINK = re.compile(r"(?:https?://)?(?:www\.)?(?:t|telegram)\.(?:me|dog)/(?:s/)?([
                   re.IGNORECASE)
 NUMERIC_ID = re.compile(r"-?\d{1,20}")
 
-# Telegram errors that say this chat cannot take our messages: counted, then the chat blocked
-CHAT_ERRORS: tuple[type[Exception], ...] = (
-    errors.ChatWriteForbiddenError, errors.UserBannedInChannelError,
-    errors.ChannelPrivateError, errors.UsernameNotOccupiedError, errors.UsernameInvalidError,
-    errors.ChatAdminRequiredError, errors.ChatRestrictedError, errors.PeerIdInvalidError,
-    errors.ChatSendPlainForbiddenError, errors.UserIsBlockedError,
-    errors.InputUserDeactivatedError,
-)
-# the request may or may not have reached Telegram: retried with the same random_id
-NETWORK_ERRORS: tuple[type[Exception], ...] = (OSError, asyncio.TimeoutError,
-                                               errors.ServerError, errors.TimedOutError)
+
+@functools.cache
+def chat_errors() -> tuple[type[Exception], ...]:
+    """Telegram errors that say this chat cannot take our messages: counted, then the chat
+    blocked (a function: naming Telethon's classes loads it)."""
+    return (
+        errors.ChatWriteForbiddenError, errors.UserBannedInChannelError,
+        errors.ChannelPrivateError, errors.UsernameNotOccupiedError, errors.UsernameInvalidError,
+        errors.ChatAdminRequiredError, errors.ChatRestrictedError, errors.PeerIdInvalidError,
+        errors.ChatSendPlainForbiddenError, errors.UserIsBlockedError,
+        errors.InputUserDeactivatedError,
+    )
+
+
+@functools.cache
+def network_errors() -> tuple[type[Exception], ...]:
+    """The request may or may not have reached Telegram: retried with the same random_id."""
+    return (OSError, asyncio.TimeoutError, errors.ServerError, errors.TimedOutError)
+
 
 log = logging.getLogger("campaign")
 
@@ -1135,14 +1147,14 @@ class Worker:
             except errors.FloodWaitError as exc:  # only from a sender without the registry
                 await self.clock.sleep(exc.seconds)
                 continue
-            except CHAT_ERRORS as exc:
+            except chat_errors() as exc:
                 self.chat_error(claim, type(exc).__name__, str(exc))
                 return True
             except ValueError as exc:  # Telethon: no such username, or an id never seen
                 kind = "UsernameNotFound" if claim.chat.startswith("@") else "EntityNotFound"
                 self.chat_error(claim, kind, str(exc))
                 return True
-            except NETWORK_ERRORS as exc:  # before RPCError: ServerError, TimedOutError
+            except network_errors() as exc:  # before RPCError: ServerError, TimedOutError
                 maybe_delivered = True
                 if not await self.network_pause(claim, exc, backoff):
                     return False

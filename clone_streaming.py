@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -31,13 +32,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
-
-from telethon import TelegramClient, errors, events, functions, types, utils
+from typing import TYPE_CHECKING, Any
 
 import migrate_db
 import telegram_session
 from migrate_db import transaction, utcnow
+
+# Telethon loads when first used, so --help and usage errors answer at once
+errors = migrate_db.lazy_import("telethon.errors")
+events = migrate_db.lazy_import("telethon.events")
+functions = migrate_db.lazy_import("telethon.functions")
+types = migrate_db.lazy_import("telethon.types")
+utils = migrate_db.lazy_import("telethon.utils")
+if TYPE_CHECKING:
+    from telethon import TelegramClient
 
 UTC = timezone.utc        # datetime.UTC is Python 3.11+
 
@@ -671,10 +679,15 @@ class SendRefused(Exception):
     """Telegram refused a unit for a reason that concerns only that unit (it is failed)."""
 
 
-# Errors about the chats themselves: cloning cannot go on, whichever message it is.
-FATAL_ERRORS = (errors.ChatWriteForbiddenError, errors.UserBannedInChannelError,
-                errors.ChannelPrivateError, errors.ChatAdminRequiredError,
-                errors.ChannelInvalidError, errors.PeerIdInvalidError)
+
+
+@functools.cache
+def fatal_errors() -> tuple[type[Exception], ...]:
+    """Errors about the chats themselves: cloning cannot go on, whichever message it is."""
+    return (errors.ChatWriteForbiddenError, errors.UserBannedInChannelError,
+            errors.ChannelPrivateError, errors.ChatAdminRequiredError,
+            errors.ChannelInvalidError, errors.PeerIdInvalidError)
+
 PROTECTED_REASON = ("the source forbids forwarding and saving (noforwards); copying it needs "
                     "ALLOW_REUPLOAD=true, for content you have the rights to")
 
@@ -931,7 +944,7 @@ class Cloner:
             except errors.SlowModeWaitError as exc:
                 telegram_session.record_wait(self.account, exc.seconds, kind="slow_mode",
                                              request=what)
-            except (errors.ChatForwardsRestrictedError, *FATAL_ERRORS):
+            except (errors.ChatForwardsRestrictedError, *fatal_errors()):
                 raise
             except errors.BadRequestError as exc:
                 raise SendRefused(f"Telegram refused it ({exc.message})") from None

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hmac
 import ipaddress
 import json
@@ -44,15 +45,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
-from aiohttp import web
-from dotenv import load_dotenv
-from telethon import TelegramClient, errors, functions, types
+from typing import TYPE_CHECKING, Any
 
 import migrate_db
 import telegram_session
 from migrate_db import transaction, utcnow
+
+# aiohttp, python-dotenv and Telethon load when first used, so --help answers at once
+web = migrate_db.lazy_import("aiohttp.web")
+dotenv = migrate_db.lazy_import("dotenv")
+errors = migrate_db.lazy_import("telethon.errors")
+functions = migrate_db.lazy_import("telethon.functions")
+types = migrate_db.lazy_import("telethon.types")
+if TYPE_CHECKING:
+    from telethon import TelegramClient
 
 UTC = timezone.utc        # datetime.UTC is Python 3.11+
 
@@ -900,14 +906,16 @@ class HeatUp:
 
 # ----------------------------------------------------------------------------- HTTP API
 
-SERVICE_KEY = web.AppKey("service", HeatUp)
+@functools.cache
+def service_key() -> web.AppKey:
+    """The application's key for the HeatUp service (made on first use: loads aiohttp)."""
+    return web.AppKey("service", HeatUp)
 
 
 def json_error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
-@web.middleware
 async def errors_as_json(request: web.Request, handler) -> web.StreamResponse:
     """Every error answer is JSON with one `error` line."""
     try:
@@ -947,7 +955,6 @@ def make_auth_middleware(token: str | None):
     return require_token
 
 
-@web.middleware
 async def limit_body(request: web.Request, handler) -> web.StreamResponse:
     """Bodies are not used; anything over BODY_LIMIT_BYTES is refused with 413."""
     if request.content_length is not None and request.content_length > BODY_LIMIT_BYTES:
@@ -963,7 +970,7 @@ def plan_view(plan: Plan, summary: dict[str, Any]) -> dict[str, Any]:
 
 
 async def post_warmup(request: web.Request) -> web.Response:
-    service = request.app[SERVICE_KEY]
+    service = request.app[service_key()]
     session_id = request.match_info["session_id"]
     job_id, plan, summary = await service.start(session_id)
     service.run_in_background(job_id)
@@ -973,7 +980,7 @@ async def post_warmup(request: web.Request) -> web.Response:
 
 
 async def post_warmup_sync(request: web.Request) -> web.Response:
-    service = request.app[SERVICE_KEY]
+    service = request.app[service_key()]
     session_id = request.match_info["session_id"]
     job_id, plan, summary = await service.start(session_id)
     job, _ = await service.run_job(job_id)
@@ -985,7 +992,7 @@ async def post_warmup_sync(request: web.Request) -> web.Response:
 
 
 async def get_history(request: web.Request) -> web.Response:
-    service = request.app[SERVICE_KEY]
+    service = request.app[service_key()]
     session_id = request.match_info["session_id"]
     service.account_folder(session_id)
     text = request.query.get("days", str(service.settings.history_days))
@@ -1000,14 +1007,14 @@ async def get_history(request: web.Request) -> web.Response:
 
 async def get_job(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
-    job = request.app[SERVICE_KEY].store.job(job_id) if JOB_ID_RE.fullmatch(job_id) else None
+    job = request.app[service_key()].store.job(job_id) if JOB_ID_RE.fullmatch(job_id) else None
     if job is None:
         return json_error(404, f"no job {job_id[:40]!r}")
     return web.json_response(job)
 
 
 async def get_health(request: web.Request) -> web.Response:
-    service = request.app[SERVICE_KEY]
+    service = request.app[service_key()]
     return web.json_response({
         "status": "ok", "pool_size": len(service.pool),
         "planner": f"llm:{service.settings.openai_model}" if service.settings.llm_configured
@@ -1024,8 +1031,9 @@ async def daily_cleanup(service: HeatUp) -> None:
 def build_app(service: HeatUp) -> web.Application:
     """The aiohttp application; on start it cleans up, resumes jobs and schedules cleanup."""
     app = web.Application(client_max_size=BODY_LIMIT_BYTES, middlewares=[
-        errors_as_json, make_auth_middleware(service.settings.api_token), limit_body])
-    app[SERVICE_KEY] = service
+        web.middleware(errors_as_json), make_auth_middleware(service.settings.api_token),
+        web.middleware(limit_body)])
+    app[service_key()] = service
     app.router.add_post("/warmup/{session_id}", post_warmup)
     app.router.add_post("/warmup-sync/{session_id}", post_warmup_sync)
     app.router.add_get("/sessions/{session_id}/history", get_history)
@@ -1278,7 +1286,7 @@ def main(argv: list[str] | None = None) -> int:
     migrate_db.setup_logging(args.verbose, args.quiet,
                              LOG_FILE if args.command == "serve" else None)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    load_dotenv(SCRIPT_DIR / ".env")
+    dotenv.load_dotenv(SCRIPT_DIR / ".env")
     try:
         settings = settings_from(dict(os.environ), sessions_dir=args.sessions_dir,
                                  database=args.db, channels_file=args.channels)

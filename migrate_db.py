@@ -41,8 +41,8 @@ size-based rotation, SIGTERM/SIGHUP handling, files created 0600, metrics files,
 from __future__ import annotations
 
 import argparse
-import asyncio
 import errno
+import importlib
 import logging
 import logging.handlers
 import os
@@ -57,6 +57,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from types import ModuleType
 from typing import Any, NoReturn
 
 UTC = timezone.utc        # datetime.UTC is Python 3.11+
@@ -495,6 +496,23 @@ PRIVATE_MODE = 0o600                    # databases and logs hold phone numbers 
 _TIMESTAMP = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
 
 
+def lazy_import(name: str) -> ModuleType:
+    """The module `name`, imported when one of its attributes is first used: Telethon,
+    aiohttp, PyYAML and python-dotenv take 0.1-0.6 s to import, which `--help` and usage
+    errors should not wait for. Names used at import time (a module-level tuple of Telethon
+    errors) would load it at once: make those when first needed."""
+    if name in sys.modules:
+        return sys.modules[name]
+
+    class LazyModule(ModuleType):
+        def __getattr__(self, attr: str) -> Any:
+            module = importlib.import_module(name)
+            self.__dict__.update(module.__dict__)       # later lookups are plain
+            return getattr(module, attr)
+
+    return LazyModule(name)
+
+
 def cli_options() -> argparse.ArgumentParser:
     """The parent parser every script's top-level parser takes: --version, -v, -q."""
     parent = argparse.ArgumentParser(add_help=False)
@@ -608,6 +626,8 @@ class Heartbeat:
 
     async def run(self, state: Callable[[], str]) -> None:
         """Beat until cancelled, asking `state()` for the line's text."""
+        import asyncio  # only the asyncio scripts need it
+
         while True:
             await asyncio.sleep(min(self.every, 30.0))
             self.beat(state())
