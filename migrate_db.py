@@ -41,6 +41,7 @@ size-based rotation, SIGTERM/SIGHUP handling, files created 0600, metrics files,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import logging
@@ -685,6 +686,8 @@ def run_main(main: Callable[[], int]) -> NoReturn:
         logging.getLogger("suite").info("stopped by %s", exc)
         code = EXIT_OK
     except KeyboardInterrupt:
+        with contextlib.suppress(OSError):
+            print("interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED
     except OSError as exc:          # into a closed pipe, or a terminal that hung up
         if exc.errno not in (errno.EPIPE, errno.EIO):
