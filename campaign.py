@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import functools
 import heapq
 import io
 import json
@@ -46,14 +47,17 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
-from telethon import errors, functions, types
-from telethon import utils as telethon_utils
-
 import migrate_db
 import telegram_session
 from migrate_db import transaction
 from telegram_session import format_time
+
+# loaded when first used, so --help answers at once
+yaml = migrate_db.lazy_import("yaml")
+errors = migrate_db.lazy_import("telethon.errors")
+functions = migrate_db.lazy_import("telethon.functions")
+types = migrate_db.lazy_import("telethon.types")
+telethon_utils = migrate_db.lazy_import("telethon.utils")
 
 UTC = timezone.utc        # datetime.UTC is Python 3.11+
 
@@ -92,30 +96,41 @@ LINK = re.compile(r"(?:https?://)?(?:www\.)?(?:t|telegram)\.(?:me|dog)/(?:s/)?([
                   re.IGNORECASE)
 NUMERIC_ID = re.compile(r"-?\d{1,20}")
 
-# Telegram errors that say this chat cannot take our messages: counted, then the chat blocked
-CHAT_ERRORS: tuple[type[Exception], ...] = (
-    errors.ChatWriteForbiddenError, errors.ChannelPrivateError,
-    errors.UsernameNotOccupiedError, errors.UsernameInvalidError,
-    errors.ChatAdminRequiredError, errors.ChatRestrictedError, errors.PeerIdInvalidError,
-    errors.ChatSendPlainForbiddenError, errors.UserIsBlockedError,
-    errors.InputUserDeactivatedError,
-)
-# Telegram errors that say this account may not send anywhere (USER_BANNED_IN_CHANNEL: the
-# account is restricted from writing in groups and channels, not banned from one chat): the
-# account stops for the run and the chat goes back to the others at once.
-# error -> (worker status, reason shown in status and report)
-ACCOUNT_REFUSALS: dict[type[Exception], tuple[str, str]] = {
-    errors.PeerFloodError: (
-        "peer_flood", "PeerFlood: Telegram limited this account (check @SpamBot)"),
-    errors.UserBannedInChannelError: (
-        "restricted", "USER_BANNED_IN_CHANNEL: Telegram restricted this account from writing "
-                      "in groups and channels (check @SpamBot)"),
-    errors.FrozenMethodInvalidError: (
-        "frozen", "FROZEN_METHOD_INVALID: Telegram froze this account (check @SpamBot)"),
-}
-# the request may or may not have reached Telegram: retried with the same random_id
-NETWORK_ERRORS: tuple[type[Exception], ...] = (OSError, asyncio.TimeoutError,
-                                               errors.ServerError, errors.TimedOutError)
+
+@functools.cache
+def chat_errors() -> tuple[type[Exception], ...]:
+    """Telegram errors that say this chat cannot take our messages: counted, then the chat
+    blocked (functions, these: naming Telethon's classes loads it)."""
+    return (
+        errors.ChatWriteForbiddenError, errors.ChannelPrivateError,
+        errors.UsernameNotOccupiedError, errors.UsernameInvalidError,
+        errors.ChatAdminRequiredError, errors.ChatRestrictedError, errors.PeerIdInvalidError,
+        errors.ChatSendPlainForbiddenError, errors.UserIsBlockedError,
+        errors.InputUserDeactivatedError,
+    )
+
+
+@functools.cache
+def account_refusals() -> dict[type[Exception], tuple[str, str]]:
+    """Telegram errors that say this account may not send anywhere (USER_BANNED_IN_CHANNEL:
+    the account is restricted from writing in groups and channels, not banned from one
+    chat): the account stops for the run and the chat goes back to the others at once.
+    error -> (worker status, reason shown in status and report)"""
+    return {
+        errors.PeerFloodError: (
+            "peer_flood", "PeerFlood: Telegram limited this account (check @SpamBot)"),
+        errors.UserBannedInChannelError: (
+            "restricted", "USER_BANNED_IN_CHANNEL: Telegram restricted this account from "
+                          "writing in groups and channels (check @SpamBot)"),
+        errors.FrozenMethodInvalidError: (
+            "frozen", "FROZEN_METHOD_INVALID: Telegram froze this account (check @SpamBot)"),
+    }
+
+
+@functools.cache
+def network_errors() -> tuple[type[Exception], ...]:
+    """The request may or may not have reached Telegram: retried with the same random_id."""
+    return (OSError, asyncio.TimeoutError, errors.ServerError, errors.TimedOutError)
 
 log = logging.getLogger("campaign")
 
@@ -1156,7 +1171,7 @@ class WorkerResult:
     sent: int = 0
     failed: int = 0
     blocked: int = 0
-    status: str = "done"        # done | stopped | one of ACCOUNT_REFUSALS' statuses
+    status: str = "done"        # done | stopped | one of account_refusals()' statuses
     reason: str | None = None
 
 
@@ -1197,7 +1212,7 @@ class Worker:
 
     async def run(self) -> WorkerResult:
         """Send until the run owes nothing this account can send, a stop, or Telegram
-        refusing the account (ACCOUNT_REFUSALS)."""
+        refusing the account (account_refusals())."""
         set_worker_state(self.conn, self.run_id, self.profile.id, "running", self.clock.now(),
                          pid=os.getpid())
         release_dead_claims(self.conn, self.clock.now())  # e.g. this account's crashed worker
@@ -1264,7 +1279,7 @@ class Worker:
                     record_failure(self.conn, claim, "FloodWaitError", str(exc),
                                    self.clock.now())
                 return False
-            except tuple(ACCOUNT_REFUSALS) as exc:
+            except tuple(account_refusals()) as exc:
                 return self.account_refused(claim, exc)
             except errors.SlowModeWaitError as exc:
                 now = self.clock.now()
@@ -1275,14 +1290,14 @@ class Worker:
             except errors.FloodWaitError as exc:  # only from a sender without the registry
                 await self.clock.sleep(exc.seconds)
                 continue
-            except CHAT_ERRORS as exc:
+            except chat_errors() as exc:
                 self.chat_error(claim, type(exc).__name__, str(exc))
                 return True
             except ValueError as exc:  # Telethon: no such username, or an id never seen
                 kind = "UsernameNotFound" if claim.chat.startswith("@") else "EntityNotFound"
                 self.chat_error(claim, kind, str(exc))
                 return True
-            except NETWORK_ERRORS as exc:  # before RPCError: ServerError, TimedOutError
+            except network_errors() as exc:  # before RPCError: ServerError, TimedOutError
                 maybe_delivered = True
                 if not await self.network_pause(claim, exc, backoff):
                     return False
@@ -1341,7 +1356,7 @@ class Worker:
         now = self.clock.now()
         record_failure(self.conn, claim, type(exc).__name__, str(exc), now)
         self.result.failed += 1
-        status, reason = next(value for kind, value in ACCOUNT_REFUSALS.items()
+        status, reason = next(value for kind, value in account_refusals().items()
                               if isinstance(exc, kind))
         self.result.status = status
         self.result.reason = f"{reason}; stopped for this run, its chats go to the other accounts"
@@ -1474,6 +1489,7 @@ class Supervisor:
                     del self.restart_at[name]
                     self.spawn(by_name[name])
             self.start_waiting()
+        self.report()                   # the metrics file's last state: the run's end
         now = Clock().now()
         for profile in self.waiting:  # never needed: the run ended first
             set_worker_state(self.conn, self.run_id, profile.id, "not started", now,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -31,13 +32,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
-
-from telethon import TelegramClient, errors, events, functions, types, utils
+from typing import TYPE_CHECKING, Any
 
 import migrate_db
 import telegram_session
 from migrate_db import transaction, utcnow
+
+# Telethon loads when first used, so --help and usage errors answer at once
+errors = migrate_db.lazy_import("telethon.errors")
+events = migrate_db.lazy_import("telethon.events")
+functions = migrate_db.lazy_import("telethon.functions")
+types = migrate_db.lazy_import("telethon.types")
+utils = migrate_db.lazy_import("telethon.utils")
+if TYPE_CHECKING:
+    from telethon import TelegramClient
 
 UTC = timezone.utc        # datetime.UTC is Python 3.11+
 
@@ -671,10 +679,15 @@ class SendRefused(Exception):
     """Telegram refused a unit for a reason that concerns only that unit (it is failed)."""
 
 
-# Errors about the chats themselves: cloning cannot go on, whichever message it is.
-FATAL_ERRORS = (errors.ChatWriteForbiddenError, errors.UserBannedInChannelError,
-                errors.ChannelPrivateError, errors.ChatAdminRequiredError,
-                errors.ChannelInvalidError, errors.PeerIdInvalidError)
+
+
+@functools.cache
+def fatal_errors() -> tuple[type[Exception], ...]:
+    """Errors about the chats themselves: cloning cannot go on, whichever message it is."""
+    return (errors.ChatWriteForbiddenError, errors.UserBannedInChannelError,
+            errors.ChannelPrivateError, errors.ChatAdminRequiredError,
+            errors.ChannelInvalidError, errors.PeerIdInvalidError)
+
 PROTECTED_REASON = ("the source forbids forwarding and saving (noforwards); copying it needs "
                     "ALLOW_REUPLOAD=true, for content you have the rights to")
 
@@ -931,7 +944,7 @@ class Cloner:
             except errors.SlowModeWaitError as exc:
                 telegram_session.record_wait(self.account, exc.seconds, kind="slow_mode",
                                              request=what)
-            except (errors.ChatForwardsRestrictedError, *FATAL_ERRORS):
+            except (errors.ChatForwardsRestrictedError, *fatal_errors()):
                 raise
             except errors.BadRequestError as exc:
                 raise SendRefused(f"Telegram refused it ({exc.message})") from None
@@ -1336,13 +1349,14 @@ async def clone(account: telegram_session.Account, config: CloneConfig,
             log.info("account %s: cloning %s into %s (mode %s%s), checkpoint %s",
                      account.name, cloner.src, cloner.dst, config.copy_mode,
                      ", ordered" if config.ordered else "", config.checkpoint_db)
-            writer = asyncio.create_task(write_metrics(cloner, account, metrics)) \
+            writer = asyncio.create_task(write_metrics_every(cloner, account, metrics)) \
                 if metrics is not None and metrics.path else None
             try:
                 await cloner.run()
             finally:
                 if writer is not None:
                     writer.cancel()
+                    write_metrics(cloner, account, metrics)
                 log.info("%s", cloner.progress.summary())
                 shutil.rmtree(temp_dir, ignore_errors=True)
             return cloner.progress
@@ -1405,21 +1419,27 @@ def setup_logging(folder: Path, args: argparse.Namespace) -> None:
     log.setLevel(logging.DEBUG)             # a failure's traceback goes to clone.log only
 
 
-async def write_metrics(cloner: Cloner, account: telegram_session.Account,
-                        metrics: migrate_db.MetricsFile) -> None:
+def write_metrics(cloner: Cloner, account: telegram_session.Account,
+                  metrics: migrate_db.MetricsFile) -> None:
     """--metrics-file: the checkpoint's messages by status and this process's sends."""
+    rows = cloner.checkpoint.conn.execute(
+        "SELECT status, COUNT(*), MAX(processed_at) FROM messages WHERE source_chat = ? "
+        "GROUP BY status", (cloner.src,)).fetchall()
+    waits, wait_seconds = telegram_session.wait_totals([account])
+    last = max((r[2] for r in rows if r[0] == "done" and r[2]), default=None)
+    try:
+        metrics.write(migrate_db.suite_metrics(
+            "clone", {r[0]: r[1] for r in rows}, cloner.progress.counts["cloned"], waits,
+            wait_seconds, last))
+    except OSError as exc:
+        log.warning("metrics file %s not written (%s); trying again", metrics.path, exc)
+
+
+async def write_metrics_every(cloner: Cloner, account: telegram_session.Account,
+                              metrics: migrate_db.MetricsFile) -> None:
+    """write_metrics every METRICS_SECONDS until cancelled."""
     while True:
-        rows = cloner.checkpoint.conn.execute(
-            "SELECT status, COUNT(*), MAX(processed_at) FROM messages WHERE source_chat = ? "
-            "GROUP BY status", (cloner.src,)).fetchall()
-        waits, wait_seconds = telegram_session.wait_totals([account])
-        last = max((r[2] for r in rows if r[0] == "done" and r[2]), default=None)
-        try:
-            metrics.write(migrate_db.suite_metrics(
-                "clone", {r[0]: r[1] for r in rows}, cloner.progress.counts["cloned"], waits,
-                wait_seconds, last))
-        except OSError as exc:
-            log.warning("metrics file %s not written (%s); trying again", metrics.path, exc)
+        write_metrics(cloner, account, metrics)
         await asyncio.sleep(metrics.every)
 
 

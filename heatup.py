@@ -60,15 +60,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
-
-from aiohttp import web
-from dotenv import load_dotenv
-from telethon import TelegramClient, errors, functions, types
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import migrate_db
 import telegram_session
 from migrate_db import transaction, utcnow
+
+# aiohttp, python-dotenv and Telethon load when first used, so --help answers at once
+web = migrate_db.lazy_import("aiohttp.web")
+dotenv = migrate_db.lazy_import("dotenv")
+errors = migrate_db.lazy_import("telethon.errors")
+functions = migrate_db.lazy_import("telethon.functions")
+types = migrate_db.lazy_import("telethon.types")
+if TYPE_CHECKING:
+    from telethon import TelegramClient
 
 UTC = timezone.utc        # datetime.UTC is Python 3.11+
 
@@ -1214,7 +1219,10 @@ def probe_database(path: Path) -> str | None:
 
 # ----------------------------------------------------------------------------- HTTP API
 
-SERVICE_KEY = web.AppKey("service", HeatUp)
+@functools.cache
+def service_key() -> web.AppKey:
+    """The application's key for the HeatUp service (made on first use: loads aiohttp)."""
+    return web.AppKey("service", HeatUp)
 
 
 def json_error(status: int, message: str, *, headers: dict[str, str] | None = None,
@@ -1233,7 +1241,6 @@ def validation_error(location: list[str], kind: str, message: str, value: Any,
     return web.json_response({"detail": [item]}, status=422)
 
 
-@web.middleware
 async def errors_as_json(request: web.Request, handler) -> web.StreamResponse:
     """Every error answer is JSON with one `detail` line."""
     try:
@@ -1311,7 +1318,6 @@ def make_auth_middleware(token: str | None):
     return require_token
 
 
-@web.middleware
 async def limit_body(request: web.Request, handler) -> web.StreamResponse:
     """Bodies are small JSON; anything over BODY_LIMIT_BYTES is refused with 413."""
     if request.content_length is not None and request.content_length > BODY_LIMIT_BYTES:
@@ -1358,7 +1364,7 @@ async def post_warmup(request: web.Request) -> web.Response:
     refused = await warmup_body(request)
     if refused is not None:
         return refused
-    service = request.app[SERVICE_KEY]
+    service = request.app[service_key()]
     session_id = request.match_info["session_id"]
     job_id, plan, summary = await service.start(session_id)
     service.run_in_background(job_id)
@@ -1374,7 +1380,7 @@ async def post_warmup_sync(request: web.Request) -> web.Response:
     refused = await warmup_body(request)
     if refused is not None:
         return refused
-    service = request.app[SERVICE_KEY]
+    service = request.app[service_key()]
     session_id = request.match_info["session_id"]
     job_id, plan, summary = await service.start(session_id)
     job, _ = await service.run_job(job_id)
@@ -1410,7 +1416,7 @@ def days_query(text: str | None, default: int) -> int | web.Response:
 
 async def get_history(request: web.Request) -> web.Response:
     """Spec 001's history: any valid session id, account folder or not."""
-    service = request.app[SERVICE_KEY]
+    service = request.app[service_key()]
     session_id = check_session_id(request.match_info["session_id"])
     days = days_query(request.query.get("days"), service.settings.history_days)
     if isinstance(days, web.Response):
@@ -1421,7 +1427,7 @@ async def get_history(request: web.Request) -> web.Response:
 
 
 async def get_job(request: web.Request) -> web.Response:
-    service = request.app[SERVICE_KEY]
+    service = request.app[service_key()]
     job_id = request.match_info["job_id"]
     job = await service.db(service.store.job, job_id) if JOB_ID_RE.fullmatch(job_id) else None
     if job is None:
@@ -1436,7 +1442,7 @@ async def get_root(request: web.Request) -> web.Response:
 
 async def get_health(request: web.Request) -> web.Response:
     """The earlier fields, the suite's beside them; 503 naming the reason when unhealthy."""
-    service = request.app[SERVICE_KEY]
+    service = request.app[service_key()]
 
     def look() -> tuple[str | None, bool]:
         return probe_database(service.settings.database), bool(service.account_folders())
@@ -1452,7 +1458,7 @@ async def get_health(request: web.Request) -> web.Response:
 
 
 async def get_metrics(request: web.Request) -> web.Response:
-    service = request.app[SERVICE_KEY]
+    service = request.app[service_key()]
     dead = await service.db(service.store.dead_channels)
     waiting = await asyncio.to_thread(service.waiting_accounts)
     live = sum(1 for c in service.pool if c.username.lower() not in dead)
@@ -1471,9 +1477,9 @@ def build_app(service: HeatUp) -> web.Application:
     """The aiohttp application; on start it cleans up, resumes jobs and schedules cleanup."""
     token = service.settings.api_token
     app = web.Application(client_max_size=BODY_LIMIT_BYTES, middlewares=[
-        errors_as_json, make_guard_middleware(token), make_auth_middleware(token),
-        limit_body])
-    app[SERVICE_KEY] = service
+        web.middleware(errors_as_json), make_guard_middleware(token),
+        make_auth_middleware(token), web.middleware(limit_body)])
+    app[service_key()] = service
     app.router.add_get("/", get_root)
     app.router.add_post("/warmup/{session_id}", post_warmup)
     app.router.add_post("/warmup-sync/{session_id}", post_warmup_sync)
@@ -1761,6 +1767,8 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     except errors.RPCError as exc:      # a dry run's connection refused by Telegram
         print(f"error: Telegram refused it ({type(exc).__name__}: {exc})", file=sys.stderr)
         return EXIT_FAILURE
+    except BrokenPipeError:             # `| head`: migrate_db.run_main ends quietly
+        raise
     except (OSError, sqlite3.Error) as exc:      # e.g. the port is taken, the database locked
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -1775,7 +1783,7 @@ def main(argv: list[str] | None = None) -> int:
     migrate_db.setup_logging(args.verbose, args.quiet,
                              LOG_FILE if args.command == "serve" else None)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    load_dotenv(SCRIPT_DIR / ".env")
+    dotenv.load_dotenv(SCRIPT_DIR / ".env")
     try:
         settings = settings_from(dict(os.environ), sessions_dir=args.sessions_dir,
                                  database=args.db, channels_file=args.channels)

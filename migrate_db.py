@@ -41,8 +41,9 @@ size-based rotation, SIGTERM/SIGHUP handling, files created 0600, metrics files,
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import errno
+import importlib
 import logging
 import logging.handlers
 import os
@@ -57,6 +58,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from types import ModuleType
 from typing import Any, NoReturn
 
 UTC = timezone.utc        # datetime.UTC is Python 3.11+
@@ -495,6 +497,23 @@ PRIVATE_MODE = 0o600                    # databases and logs hold phone numbers 
 _TIMESTAMP = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
 
 
+def lazy_import(name: str) -> ModuleType:
+    """The module `name`, imported when one of its attributes is first used: Telethon,
+    aiohttp, PyYAML and python-dotenv take 0.1-0.6 s to import, which `--help` and usage
+    errors should not wait for. Names used at import time (a module-level tuple of Telethon
+    errors) would load it at once: make those when first needed."""
+    if name in sys.modules:
+        return sys.modules[name]
+
+    class LazyModule(ModuleType):
+        def __getattr__(self, attr: str) -> Any:
+            module = importlib.import_module(name)
+            self.__dict__.update(module.__dict__)       # later lookups are plain
+            return getattr(module, attr)
+
+    return LazyModule(name)
+
+
 def cli_options() -> argparse.ArgumentParser:
     """The parent parser every script's top-level parser takes: --version, -v, -q."""
     parent = argparse.ArgumentParser(add_help=False)
@@ -608,6 +627,8 @@ class Heartbeat:
 
     async def run(self, state: Callable[[], str]) -> None:
         """Beat until cancelled, asking `state()` for the line's text."""
+        import asyncio  # only the asyncio scripts need it
+
         while True:
             await asyncio.sleep(min(self.every, 30.0))
             self.beat(state())
@@ -665,6 +686,8 @@ def run_main(main: Callable[[], int]) -> NoReturn:
         logging.getLogger("suite").info("stopped by %s", exc)
         code = EXIT_OK
     except KeyboardInterrupt:
+        with contextlib.suppress(OSError):
+            print("interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED
     except OSError as exc:          # into a closed pipe, or a terminal that hung up
         if exc.errno not in (errno.EPIPE, errno.EIO):
@@ -719,8 +742,9 @@ def write_metrics(path: str | Path, metrics: Mapping[str, tuple[str, str, Any]])
         samples = value.items() if isinstance(value, Mapping) else [((), value)]
         for labels, number in samples:
             label_text = ",".join(f'{key}="{_escape_label(str(val))}"' for key, val in labels)
-            lines.append(f"{name}{{{label_text}}} {float(number):g}" if label_text
-                         else f"{name} {float(number):g}")
+            number = int(number) if float(number).is_integer() else float(number)
+            lines.append(f"{name}{{{label_text}}} {number}" if label_text
+                         else f"{name} {number}")
     path = Path(path)
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temp.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -826,7 +850,9 @@ def check_integrity(conn: sqlite3.Connection, path: Path) -> None:
     except sqlite3.DatabaseError as exc:    # the damage hides even the schema
         problems = [str(exc)]
     if problems != ["ok"]:
-        raise CorruptDatabase(f"{path}: damaged ({problems[0]}); {restore_advice(path)}")
+        first = re.sub(r"\*\*\* in database \w+ \*\*\*\s*", "", problems[0])
+        raise CorruptDatabase(f"{path}: damaged ({' '.join(first.split())}); "
+                              f"{restore_advice(path)}")
 
 
 def suite_databases() -> list[Path]:

@@ -21,12 +21,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-from telethon import types
+from typing import TYPE_CHECKING
 
 import migrate_db
 from clone_streaming import source_reply_id, source_topic_of
-from telegram_sim import World, build_demo
+
+# the simulator and Telethon load when first used, so --help answers at once
+telegram_sim = migrate_db.lazy_import("telegram_sim")
+types = migrate_db.lazy_import("telethon.types")
+if TYPE_CHECKING:
+    from telegram_sim import World
 
 SUITE_DIR = Path(__file__).resolve().parent
 CLONER = SUITE_DIR / "clone_streaming_shared.py"
@@ -40,9 +44,9 @@ EXIT_OK, EXIT_FAILURE, EXIT_INTERRUPTED = 0, 1, 130
 
 def prepare(workdir: Path) -> tuple[World, Path]:
     """The demo world and the two account folders, configured to clone it."""
-    world = World.create(workdir / "world.db")
+    world = telegram_sim.World.create(workdir / "world.db")
     sessions = workdir / "sessions"
-    chats = build_demo(world, sessions)
+    chats = telegram_sim.build_demo(world, sessions)
     topics = [t["topic_id"] for t in world.topics(chats["source"])]
     for number in range(EXTRA_POSTS):
         world.post(chats["source"], f"post **{number}**", parse_mode="md",

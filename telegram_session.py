@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import functools
 import getpass
 import json
 import logging
@@ -39,13 +40,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, TypeVar
-
-from dotenv import dotenv_values
-from telethon import TelegramClient, errors, functions, types
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import migrate_db
 from migrate_db import transaction
+
+# Telethon and python-dotenv load when first used, so --help answers at once
+dotenv = migrate_db.lazy_import("dotenv")
+telethon = migrate_db.lazy_import("telethon")
+errors = migrate_db.lazy_import("telethon.errors")
+functions = migrate_db.lazy_import("telethon.functions")
+types = migrate_db.lazy_import("telethon.types")
+if TYPE_CHECKING:
+    from telethon import TelegramClient
 
 UTC = timezone.utc        # datetime.UTC is Python 3.11+
 
@@ -220,7 +227,7 @@ def _read_env_file(env_path: Path) -> dict[str, str]:
             f"check its contents, then run: chmod 600 {display_path(env_path)}")
     make_private(env_path)
     try:
-        values = dotenv_values(env_path, encoding="utf-8")
+        values = dotenv.dotenv_values(env_path, encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise AccountConfigError(f"{display_path(env_path)} cannot be read ({exc})",
                                  "fix the file's permissions or encoding (UTF-8)") from None
@@ -716,7 +723,7 @@ def _new_client(account: Account, flood_sleep_threshold: int,
     # raise_last_call_error: after Telethon's retries, raise Telegram's own error (e.g.
     # RANDOM_ID_DUPLICATE, a ServerError) instead of ValueError('Request was unsuccessful')
     options = {"raise_last_call_error": True, **client_options}
-    client = TelegramClient(str(account.session_path), account.api_id, account.api_hash,
+    client = telethon.TelegramClient(str(account.session_path), account.api_id, account.api_hash,
                             flood_sleep_threshold=flood_sleep_threshold, **options)
     if account.simulator is not None:
         import telegram_sim  # only for rehearsals and tests
@@ -727,33 +734,52 @@ def _new_client(account: Account, flood_sleep_threshold: int,
     return client
 
 
-AUTH_PROBLEMS: dict[type[errors.RPCError], tuple[str, str]] = {
-    errors.AuthKeyUnregisteredError: (
-        "Telegram no longer knows this session (AUTH_KEY_UNREGISTERED)", "log in again: {auth}"),
-    errors.SessionRevokedError: (
-        "the session was terminated from another device (SESSION_REVOKED)",
-        "log in again: {auth}"),
-    errors.SessionExpiredError: ("the session expired (SESSION_EXPIRED)", "log in again: {auth}"),
-    errors.UserDeactivatedBanError: (
-        "Telegram banned this account (USER_DEACTIVATED_BAN)",
-        "logging in again will not help: appeal through the official app or "
-        "recover@telegram.org, and take the account out of every script"),
-    errors.UserDeactivatedError: (
-        "the account was deleted (USER_DEACTIVATED)",
-        "take the account out of every script and use another one"),
-    errors.AuthKeyDuplicatedError: (
-        "the session was used from two places at once and Telegram invalidated it "
-        "(AUTH_KEY_DUPLICATED)",
-        "stop every other copy of this .session (another machine or folder), then log in "
-        "again: {auth}"),
-}
-AUTH_ERRORS = (errors.UnauthorizedError, errors.AuthKeyError)   # what auth_error maps
+@functools.cache
+def auth_problems() -> dict[type[Exception], tuple[str, str]]:
+    """Telethon's authorisation errors with what they mean and how to recover (made on
+    first use: naming the classes loads Telethon)."""
+    return {
+        errors.AuthKeyUnregisteredError: (
+            "Telegram no longer knows this session (AUTH_KEY_UNREGISTERED)",
+            "log in again: {auth}"),
+        errors.SessionRevokedError: (
+            "the session was terminated from another device (SESSION_REVOKED)",
+            "log in again: {auth}"),
+        errors.SessionExpiredError: ("the session expired (SESSION_EXPIRED)",
+                                     "log in again: {auth}"),
+        errors.UserDeactivatedBanError: (
+            "Telegram banned this account (USER_DEACTIVATED_BAN)",
+            "logging in again will not help: appeal through the official app or "
+            "recover@telegram.org, and take the account out of every script"),
+        errors.UserDeactivatedError: (
+            "the account was deleted (USER_DEACTIVATED)",
+            "take the account out of every script and use another one"),
+        errors.AuthKeyDuplicatedError: (
+            "the session was used from two places at once and Telegram invalidated it "
+            "(AUTH_KEY_DUPLICATED)",
+            "stop every other copy of this .session (another machine or folder), then log in "
+            "again: {auth}"),
+    }
+
+
+def auth_errors() -> tuple[type[Exception], ...]:
+    """What auth_error maps (also `telegram_session.AUTH_ERRORS`)."""
+    return (errors.UnauthorizedError, errors.AuthKeyError)
+
+
+def __getattr__(name: str) -> Any:
+    """AUTH_ERRORS and AUTH_PROBLEMS for other modules, made when first asked for."""
+    if name == "AUTH_ERRORS":
+        return auth_errors()
+    if name == "AUTH_PROBLEMS":
+        return auth_problems()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def auth_error(account: Account, exc: errors.RPCError) -> TelegramAuthError:
     """The TelegramAuthError (with its recovery line) for an authorisation RPC error."""
     message, recovery = next(
-        (problem for error_class, problem in AUTH_PROBLEMS.items()
+        (problem for error_class, problem in auth_problems().items()
          if isinstance(exc, error_class)),
         (f"Telegram refused the session ({exc.message})", "log in again: {auth}"))
     return TelegramAuthError(f"account {account.name}: {message}",
@@ -842,7 +868,7 @@ async def open_client(folder_or_account: str | Path | Account, *,
                 me = await connect_with_backoff(
                     client, account, verify=lambda: _authorised_user(client, account),
                     attempts=connect_attempts, base_delay=backoff_base, sleep=sleep)
-            except AUTH_ERRORS as exc:
+            except auth_errors() as exc:
                 error = auth_error(account, exc)
                 record_account_state(account, authorized=0, last_error=error.message)
                 raise error from None
@@ -1378,6 +1404,8 @@ def main(argv: list[str] | None = None) -> int:
     except errors.RPCError as exc:      # e.g. PHONE_NUMBER_BANNED or PHONE_NUMBER_FLOOD at auth
         print(f"error: Telegram refused it ({type(exc).__name__}: {exc})", file=sys.stderr)
         return EXIT_FAILURE
+    except BrokenPipeError:             # `| head`: migrate_db.run_main ends quietly
+        raise
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             print("error: the disk is full; free some space and run again", file=sys.stderr)

@@ -34,10 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-from dotenv import load_dotenv
-
 import migrate_db
+
+# aiohttp and python-dotenv load when first used, so --help answers at once
+aiohttp = migrate_db.lazy_import("aiohttp")
+dotenv = migrate_db.lazy_import("dotenv")
 
 SCRIPT_DIR = Path(__file__).resolve().parent
 DEFAULT_BASE_URL = "https://api.tgstat.ru"
@@ -495,8 +496,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--limit must be between 1 and {MAX_LIMIT}")
         if args.min_subscribers < 0:
             parser.error("--min-subscribers must not be negative")
-    load_dotenv(Path.cwd() / ".env")
-    load_dotenv(SCRIPT_DIR / ".env")
+    dotenv.load_dotenv(Path.cwd() / ".env")
+    dotenv.load_dotenv(SCRIPT_DIR / ".env")
     token = os.environ.get("TGSTAT_API_TOKEN", "").strip()
     if not token:
         parser.error("TGSTAT_API_TOKEN is not set; put it in the environment or in .env "

@@ -1908,6 +1908,8 @@ def main(argv: list[str] | None = None) -> int:
         print("stopped" if isinstance(exc, migrate_db.Stopped) else "interrupted",
               file=sys.stderr)
         return EXIT_OK if isinstance(exc, migrate_db.Stopped) else EXIT_INTERRUPTED
+    except BrokenPipeError:             # `| head`: migrate_db.run_main ends quietly
+        raise
     except (ModemError, OSError, sqlite3.Error) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -47,16 +47,21 @@ if [ ! -f "$suite/$script" ]; then
   exit 1
 fi
 
-# One writer stamps, stores and shows every line (ours and the script's), in order; it
-# outlives the script so a stopping script's last lines are kept.
-exec 3> >(exec "$python" "$suite/migrate_db.py" --append-log "$log")
-writer=$!
 finish() {
   exec 3>&-
   for _ in $(seq 100); do kill -0 "$writer" 2>/dev/null || break; sleep 0.05; done
   exit "$1"
 }
 export SUITE_LOG_CAPTURED=1 PYTHONUNBUFFERED=1
+# from .env unless set: run.log's rotation (the writer) and the script's metrics file
+for key in LOG_MAX_BYTES LOG_BACKUPS METRICS_FILE; do
+  if [ -z "${!key:-}" ] && [ -n "$(env_value "$key")" ]; then export "$key=$(env_value "$key")"; fi
+done
+
+# One writer stamps, stores and shows every line (ours and the script's), in order; it
+# outlives the script so a stopping script's last lines are kept.
+exec 3> >(exec "$python" "$suite/migrate_db.py" --append-log "$log")
+writer=$!
 
 # SIGTERM/SIGHUP: passed to the script (which stops like Ctrl+C), then no restart. Ctrl+C
 # reaches the script from the terminal itself.
