@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import os
 import random
 import re
 import secrets
@@ -47,6 +48,7 @@ import sqlite3
 import sys
 import time
 import uuid
+import wave
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import Counter, deque
@@ -56,6 +58,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
+import numpy as np
 import serial
 from rich.console import Console, Group
 from rich.live import Live
@@ -98,6 +101,29 @@ RETRYABLE_STATUSES = frozenset({"busy", "no_dialtone"})
 STATUS_ORDER = {status: rank for rank, status in enumerate(
     ("modem", "person", "busy", "no_answer", "ringing", "no_carrier", "no_dialtone", "timeout",
      "error"))}
+
+# Call audio: 8 kHz G.711 on the line; the classifier looks at 50 ms frames (20 Hz resolution
+# separates 440 from 480 Hz) and at the share of each frame's energy in these signatures.
+SAMPLE_RATE = 8000
+ANALYSIS_FRAME = 400
+TONE_SIGNATURES = {
+    "dialtone": (350.0, 440.0), "ringback": (440.0, 480.0), "busy": (480.0, 620.0),
+    "ans": (2100.0,), "bell": (2225.0,), "cng": (1100.0,),
+    "beep": (1000.0,), "sit1": (913.8,), "sit2": (1370.6,), "sit3": (1776.7,),
+}
+ANALYSIS_FREQUENCIES = sorted({f for tones in TONE_SIGNATURES.values() for f in tones})
+SIGNATURE_COLUMNS = [[ANALYSIS_FREQUENCIES.index(f) for f in tones]
+                     for tones in TONE_SIGNATURES.values()]
+_BINS = np.fft.rfftfreq(ANALYSIS_FRAME, 1 / SAMPLE_RATE)
+V21_LOW = (_BINS >= 1550) & (_BINS < 1750)    # V.21 channel 2: mark 1650 Hz ...
+V21_HIGH = (_BINS >= 1750) & (_BINS <= 1950)  # ... space 1850 Hz
+V21_BAND_SHARE = 0.6
+TONE_SCORE = 0.5             # a frame is a tone when this share of its energy is in the tone
+TONE_MIN_COMPONENT = 0.15    # ... and each of a dual tone's frequencies has at least this
+SILENCE_DBFS = -45.0         # frames quieter than this are silent
+VOICE_MIN_VARIATION_DB = 3.0  # speech varies this much from frame to frame; steady noise not
+TONE_TYPES = ("modem", "fax", "voice", "voicemail", "dialtone", "busy", "reorder",
+              "ringback", "sit", "silence")
 
 UNIVERSAL_EMERGENCY = ("112", "911", "999", "000", "110", "119", "100")
 N11_CODES = frozenset(f"{n}11" for n in range(2, 10))
@@ -630,6 +656,448 @@ class DialPlan:
         if prefix.startswith(entry):
             return prefix
         return None
+
+
+# ----------------------------------------------------------------------------- audio
+
+def _ulaw_to_linear(byte: int) -> int:
+    """G.711 mu-law byte to a 14-bit-range linear sample (ITU-T G.711, as in sox and audioop)."""
+    u = ~byte & 0xFF
+    magnitude = (((u & 0x0F) << 3) + 0x84) << ((u >> 4) & 7)
+    return 0x84 - magnitude if u & 0x80 else magnitude - 0x84
+
+
+def _alaw_to_linear(byte: int) -> int:
+    """G.711 A-law byte to a 13-bit-range linear sample."""
+    a = byte ^ 0x55
+    exponent, mantissa = (a >> 4) & 7, a & 0x0F
+    magnitude = (mantissa << 4) + 8 if exponent == 0 else ((mantissa << 4) + 0x108) << (
+        exponent - 1)
+    return magnitude if a & 0x80 else -magnitude
+
+
+# Decoding tables (byte -> sample in -1..1), so no audioop (gone in Python 3.13) is needed.
+G711_TABLES = {
+    "PCMU": np.array([_ulaw_to_linear(b) for b in range(256)], dtype=np.float64) / 32768.0,
+    "PCMA": np.array([_alaw_to_linear(b) for b in range(256)], dtype=np.float64) / 32768.0,
+}
+RTP_PAYLOAD_CODECS = {0: "PCMU", 8: "PCMA"}
+
+
+def g711_decode(payload: bytes, codec: str) -> np.ndarray:
+    """G.711 bytes as float samples in -1..1."""
+    return G711_TABLES[codec][np.frombuffer(payload, dtype=np.uint8)]
+
+
+def g711_encode(samples: np.ndarray, codec: str) -> bytes:
+    """Float samples in -1..1 as G.711 bytes (each sample to the nearest code)."""
+    table = G711_TABLES[codec]
+    order = np.argsort(table, kind="stable")
+    levels = table[order]
+    clipped = np.clip(samples, levels[0], levels[-1])
+    upper = np.clip(np.searchsorted(levels, clipped), 1, len(levels) - 1)
+    nearer_lower = clipped - levels[upper - 1] < levels[upper] - clipped
+    return order[upper - nearer_lower].astype(np.uint8).tobytes()
+
+
+def resample_to_8k(samples: np.ndarray, rate: int) -> np.ndarray:
+    """Samples at `rate` as 8 kHz samples (low-pass below 3.8 kHz first when downsampling)."""
+    if rate == SAMPLE_RATE or not len(samples):
+        return samples
+    if rate > SAMPLE_RATE:
+        taps = np.arange(-50, 51)
+        cutoff = 3800.0 / rate
+        kernel = 2 * cutoff * np.sinc(2 * cutoff * taps) * np.hamming(len(taps))
+        samples = np.convolve(samples, kernel / kernel.sum(), mode="same")
+    duration = len(samples) / rate
+    times = np.arange(int(duration * SAMPLE_RATE)) / SAMPLE_RATE
+    return np.interp(times, np.arange(len(samples)) / rate, samples)
+
+
+def read_wav(path: Path) -> np.ndarray:
+    """A WAV file (PCM 8/16/24/32-bit, float, mu-law or A-law; any rate; channels mixed) as
+    8 kHz float samples; raises UsageError when it is not one."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read it ({exc})") from None
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise UsageError(f"{path}: not a WAV file (no RIFF/WAVE header)")
+    fmt, body, offset = None, None, 12
+    while offset + 8 <= len(data):
+        chunk, size = data[offset:offset + 4], int.from_bytes(data[offset + 4:offset + 8],
+                                                              "little")
+        content = data[offset + 8:offset + 8 + size]
+        if chunk == b"fmt ":
+            fmt = content
+        elif chunk == b"data":
+            body = content
+        offset += 8 + size + (size & 1)
+    if fmt is None or body is None or len(fmt) < 16:
+        raise UsageError(f"{path}: WAV file without a fmt or data chunk")
+    tag, channels, rate = (int.from_bytes(fmt[0:2], "little"),
+                           int.from_bytes(fmt[2:4], "little"),
+                           int.from_bytes(fmt[4:8], "little"))
+    bits = int.from_bytes(fmt[14:16], "little")
+    if tag == 0xFFFE and len(fmt) >= 26:   # WAVE_FORMAT_EXTENSIBLE: the sub-format's tag
+        tag = int.from_bytes(fmt[24:26], "little")
+    width = bits // 8
+    if channels < 1 or rate < 1 or width < 1:
+        raise UsageError(f"{path}: WAV header says {channels} channels at {rate} Hz")
+    body = body[:len(body) - len(body) % (width * channels)]
+    if tag == 7 and bits == 8:
+        samples = g711_decode(body, "PCMU")
+    elif tag == 6 and bits == 8:
+        samples = g711_decode(body, "PCMA")
+    elif tag == 3 and bits in (32, 64):
+        samples = np.frombuffer(body, dtype=f"<f{width}").astype(np.float64)
+    elif tag == 1 and bits == 8:
+        samples = (np.frombuffer(body, dtype=np.uint8).astype(np.float64) - 128) / 128
+    elif tag == 1 and bits in (16, 32):
+        samples = np.frombuffer(body, dtype=f"<i{width}").astype(np.float64) / 2 ** (bits - 1)
+    elif tag == 1 and bits == 24:
+        raw = np.frombuffer(body, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+        values = raw[:, 0] | raw[:, 1] << 8 | raw[:, 2] << 16
+        samples = np.where(values >= 1 << 23, values - (1 << 24), values) / 2 ** 23
+    else:
+        raise UsageError(f"{path}: WAV encoding {tag} with {bits} bits is not supported (use "
+                         f"PCM, float, mu-law or A-law)")
+    if channels > 1:
+        samples = samples.reshape(-1, channels).mean(axis=1)
+    return resample_to_8k(samples, rate)
+
+
+def write_wav(path: Path, samples: np.ndarray) -> None:
+    """8 kHz float samples as a 16-bit PCM WAV file, written atomically."""
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with wave.open(str(temporary), "wb") as handle:
+            handle.setnchannels(1)
+            handle.setsampwidth(2)
+            handle.setframerate(SAMPLE_RATE)
+            handle.writeframes(pcm)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- classifier
+
+@dataclass(frozen=True)
+class Classification:
+    """What a recording of an answered call is."""
+
+    tone_type: str      # one of TONE_TYPES
+    confidence: float   # 0..1
+    detail: str
+
+
+def _analysis_basis() -> tuple[list[str], np.ndarray, np.ndarray, float]:
+    """(signature names, frame basis, Hann window, scale) of the frame analysis."""
+    window = np.hanning(ANALYSIS_FRAME)
+    n = np.arange(ANALYSIS_FRAME)
+    phase = 2 * np.pi * np.outer(n, ANALYSIS_FREQUENCIES) / SAMPLE_RATE
+    basis = np.concatenate([np.cos(phase), np.sin(phase)], axis=1) * window[:, None]
+    # a tone of amplitude A: |X|^2 = (A sum(w) / 2)^2 and windowed energy A^2 sum(w^2) / 2
+    scale = (window.sum() / 2) ** 2 / ((window ** 2).sum() / 2)
+    return list(TONE_SIGNATURES), basis, window, scale
+
+
+ANALYSIS = _analysis_basis()
+
+
+def frame_labels(samples: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Per 50 ms frame: the tone signature heard (or 'sound' / 'silent'), its score (the
+    share of the frame's energy in the signature's frequencies) and the level in dBFS."""
+    names, basis, window, scale = ANALYSIS
+    count = len(samples) // ANALYSIS_FRAME
+    if count == 0:
+        return [], np.zeros(0), np.zeros(0)
+    frames = samples[:count * ANALYSIS_FRAME].reshape(count, ANALYSIS_FRAME)
+    spectrum = frames @ basis
+    width = len(ANALYSIS_FREQUENCIES)
+    power = spectrum[:, :width] ** 2 + spectrum[:, width:] ** 2
+    energy = ((frames * window) ** 2).sum(axis=1) * scale + 1e-20
+    share = power / energy[:, None]
+    scores = np.stack([share[:, columns].sum(axis=1)
+                       * (share[:, columns].min(axis=1) >= TONE_MIN_COMPONENT)
+                       for columns in SIGNATURE_COLUMNS], axis=1)
+    best = scores.argmax(axis=1)
+    best_score = scores[np.arange(count), best]
+    level = 10 * np.log10((frames ** 2).mean(axis=1) + 1e-20)
+    # V.21 FSK (300 baud between 1650 and 1850 Hz) spreads over the band: its share, both halves
+    spectrum_power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
+    total = spectrum_power.sum(axis=1) + 1e-20
+    low = spectrum_power[:, V21_LOW].sum(axis=1) / total
+    high = spectrum_power[:, V21_HIGH].sum(axis=1) / total
+    fsk = (low + high >= V21_BAND_SHARE) & (np.minimum(low, high) >= 0.1)
+    labels = [("silent" if lvl < SILENCE_DBFS else names[b] if s >= TONE_SCORE
+               else "v21" if v21 else "sound")
+              for b, s, lvl, v21 in zip(best, best_score, level, fsk, strict=True)]
+    return labels, np.where(fsk & (best_score < TONE_SCORE), low + high, best_score), level
+
+
+def _runs(labels: list[str]) -> list[tuple[str, int, int]]:
+    """(label, first frame, length) of each run of equal labels."""
+    runs: list[tuple[str, int, int]] = []
+    for index, label in enumerate(labels):
+        if runs and runs[-1][0] == label:
+            runs[-1] = (label, runs[-1][1], runs[-1][2] + 1)
+        else:
+            runs.append((label, index, 1))
+    return runs
+
+
+def _phase_reversals(samples: np.ndarray, frequency: float) -> tuple[int, float]:
+    """(phase reversals, 15 Hz amplitude-modulation depth) of an answer tone: V.25 ANS with
+    reversals every 450 ms, V.8 ANSam also modulated 20% at 15 Hz."""
+    step = 80   # 10 ms
+    count = len(samples) // step
+    if count < 8:
+        return 0, 0.0
+    frames = samples[:count * step].reshape(count, step)
+    carrier = np.exp(-2j * np.pi * frequency * np.arange(step) / SAMPLE_RATE)
+    phasors = frames @ carrier
+    amplitude = np.abs(phasors)
+    strong = amplitude > 0.5 * np.median(amplitude)
+    angle = np.angle(phasors)
+    # the tone's own drift over two frames, then jumps of about pi beyond it
+    drift = np.angle(np.median(np.exp(1j * (angle[2:] - angle[:-2]))))
+    jump = np.abs(np.angle(np.exp(1j * (angle[2:] - angle[:-2] - drift))))
+    events = (jump > 2 * np.pi / 3) & strong[2:] & strong[:-2]
+    reversals, last = 0, -10
+    for index in np.flatnonzero(events):
+        if index - last > 3:
+            reversals += 1
+        last = index
+    times = np.arange(count) * step / SAMPLE_RATE
+    mean = amplitude.mean() + 1e-20
+    depth = 2 * abs(np.mean((amplitude - mean) * np.exp(-2j * np.pi * 15 * times))) / mean
+    return reversals, float(depth)
+
+
+def classify_audio(samples: np.ndarray) -> Classification:
+    """Classify 8 kHz float samples of an answered call (Goertzel-style frame analysis).
+
+    Modem: 2100 Hz answer tone (V.25 ANS, with phase reversals ANS/PR, V.8 ANSam) or 2225 Hz
+    Bell answer tone. Fax: 1100 Hz CNG or V.21 1650/1850 Hz (also after a 2100 Hz CED).
+    Special information tones 913.8/1370.6/1776.7 Hz in sequence. Busy (0.5 s cadence) and
+    reorder (0.25 s) 480+620 Hz, ringback 440+480 Hz, dial tone 350+440 Hz. Voicemail: a
+    ~1000 Hz beep after speech. Voice: sound that is no tone and varies like speech.
+    Silence: nothing of the above.
+    """
+    labels, scores, level = frame_labels(np.asarray(samples, dtype=np.float64))
+    if not labels:
+        return Classification("silence", 1.0, "no audio")
+    seconds = ANALYSIS_FRAME / SAMPLE_RATE
+    runs = _runs(labels)
+    frames = Counter(labels)
+
+    def longest(label: str) -> float:
+        return max((length for name, _, length in runs if name == label), default=0) * seconds
+
+    def mean_score(*names: str) -> float:
+        picked = [s for s, lab in zip(scores, labels, strict=True) if lab in names]
+        return float(np.mean(picked)) if picked else 0.0
+
+    def confident(value: float) -> float:
+        return round(min(1.0, max(0.0, value)), 2)
+
+    if frames["v21"] * seconds >= 0.3 or longest("cng") >= 0.35:
+        heard = "V.21 1650/1850 Hz" if frames["v21"] * seconds >= 0.3 else "1100 Hz CNG"
+        if frames["ans"]:
+            heard = f"2100 Hz CED then {heard}"
+        strength = max(frames["v21"] * seconds / 0.6, longest("cng") / 0.5)
+        return Classification("fax", confident(min(1.0, strength) * mean_score("v21", "cng")
+                                               / 0.9), f"fax: {heard}")
+    for label, frequency in (("ans", 2100.0), ("bell", 2225.0)):
+        if frames[label] * seconds >= 0.8:
+            confidence = confident(min(1.0, frames[label] * seconds / 1.5)
+                                   * mean_score(label) / 0.9)
+            if label == "bell":
+                return Classification("modem", confidence, "modem: 2225 Hz Bell answer tone")
+            tone = np.concatenate([samples[start * ANALYSIS_FRAME:(start + length)
+                                           * ANALYSIS_FRAME]
+                                   for name, start, length in runs if name == "ans"])
+            reversals, depth = _phase_reversals(tone, frequency)
+            kind = ("V.8 ANSam" if depth >= 0.1 else "ANS/PR") if reversals else "V.25 ANS"
+            detail = f"modem: 2100 Hz answer tone ({kind}" + (
+                f", {reversals} phase reversals)" if reversals else ")")
+            return Classification("modem", confidence, detail)
+    sit = [next((start for name, start, _ in runs if name == part), None)
+           for part in ("sit1", "sit2", "sit3")]
+    if all(start is not None for start in sit) and sit[0] < sit[1] < sit[2] and \
+            min(frames["sit1"], frames["sit2"], frames["sit3"]) >= 2:
+        return Classification("sit", confident(mean_score("sit1", "sit2", "sit3") / 0.9),
+                              "special information tone 913.8/1370.6/1776.7 Hz")
+    if frames["busy"] * seconds >= 0.4:
+        bursts = [length * seconds for name, _, length in runs if name == "busy"]
+        typical = float(np.median(bursts))
+        kind = "reorder" if typical < 0.37 and len(bursts) > 1 else "busy"
+        expected = 0.25 if kind == "reorder" else 0.5
+        fit = 1.0 - min(1.0, abs(typical - expected) / expected) if len(bursts) > 1 else 0.6
+        return Classification(kind, confident(fit * mean_score("busy") / 0.9),
+                              f"{kind}: 480+620 Hz, {typical:.2f} s bursts")
+    if frames["ringback"] * seconds >= 0.8:
+        return Classification("ringback", confident(min(1.0, frames["ringback"] * seconds / 1.6)
+                                                    * mean_score("ringback") / 0.9),
+                              "ringback: 440+480 Hz")
+    if frames["dialtone"] * seconds >= 1.0:
+        return Classification("dialtone", confident(min(1.0, frames["dialtone"] * seconds / 2)
+                                                    * mean_score("dialtone") / 0.9),
+                              "dial tone: 350+440 Hz")
+    sound = [lvl for lab, lvl in zip(labels, level, strict=True) if lab == "sound"]
+    variation = float(np.std(sound)) if len(sound) > 1 else 0.0
+    beep = next((start for name, start, length in runs
+                 if name == "beep" and length * seconds >= 0.15), None)
+    if beep is not None:
+        before = sum(1 for lab in labels[:beep] if lab == "sound") * seconds
+        if before >= 1.0:
+            return Classification("voicemail", confident(0.6 + 0.4 * min(1.0, before / 2)),
+                                  f"voicemail: 1000 Hz beep after {before:.1f} s of speech")
+    if len(sound) * seconds >= 0.5 and variation >= VOICE_MIN_VARIATION_DB:
+        return Classification("voice", confident(0.5 + variation / 12),
+                              f"voice: {len(sound) * seconds:.1f} s of speech-like sound")
+    if beep is not None:
+        return Classification("voicemail", 0.5, "voicemail: 1000 Hz beep")
+    loud = max(level) if len(level) else -120.0
+    return Classification("silence", confident(1.0 - max(0.0, loud - SILENCE_DBFS) / 40),
+                          f"silence: loudest frame {loud:.0f} dBFS, no tone, no speech")
+
+
+# ----------------------------------------------------------------------------- synthesis
+
+def _tone(frequencies: tuple[float, ...], count: int, rng: random.Random) -> np.ndarray:
+    """Equal-level sines (random phases) summing to unit peak at most."""
+    t = np.arange(count) / SAMPLE_RATE
+    return sum(np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
+               for f in frequencies) / len(frequencies)
+
+
+def _cadence(signal: np.ndarray, on: float, off: float, rng: random.Random) -> np.ndarray:
+    """The signal switched on for `on` s and off for `off` s, starting at a random phase."""
+    period = on + off
+    t = np.arange(len(signal)) / SAMPLE_RATE + rng.uniform(0, period)
+    return signal * ((t % period) < on)
+
+
+def _speech(count: int, rng: random.Random) -> np.ndarray:
+    """Speech-like sound: voiced syllables (gliding pitch, formant-shaped harmonics, syllabic
+    envelope), some noise bursts (consonants) and pauses."""
+    out = np.zeros(count)
+    position = int(rng.uniform(0, 0.3) * SAMPLE_RATE)
+    base_pitch = rng.uniform(90, 230)
+    while position < count:
+        length = int(rng.uniform(0.12, 0.35) * SAMPLE_RATE)
+        end = min(count, position + length)
+        n = end - position
+        t = np.arange(n) / SAMPLE_RATE
+        start_pitch = base_pitch * rng.uniform(0.85, 1.2)
+        pitch = start_pitch * (1 + rng.uniform(-0.25, 0.25) * t / max(t[-1], 1e-3)) \
+            if n else np.zeros(0)
+        phase = 2 * np.pi * np.cumsum(pitch) / SAMPLE_RATE
+        formants = ((rng.uniform(300, 900), 90), (rng.uniform(900, 2400), 120),
+                    (rng.uniform(2400, 3300), 180))
+        syllable = np.zeros(n)
+        for harmonic in range(1, int(3600 / start_pitch)):
+            frequency = harmonic * start_pitch
+            weight = sum(1 / (1 + ((frequency - centre) / width) ** 2)
+                         for centre, width in formants) / harmonic ** 0.5
+            syllable += weight * np.sin(harmonic * phase + rng.uniform(0, 2 * np.pi))
+        syllable *= np.hanning(n) if n > 1 else 1.0
+        if rng.random() < 0.4:   # a consonant: a short noise burst before the vowel
+            burst = min(n, int(0.04 * SAMPLE_RATE))
+            noise = np.array([rng.gauss(0, 1) for _ in range(burst)])
+            syllable[:burst] += 0.3 * np.diff(noise, prepend=0.0) * np.abs(syllable).max()
+        out[position:end] = syllable
+        position = end + int(rng.choice((rng.uniform(0.03, 0.15), rng.uniform(0.2, 0.6)))
+                             * SAMPLE_RATE)
+    return out / (np.abs(out).max() + 1e-12)
+
+
+def synthesize_call_audio(kind: str, seconds: float, rng: random.Random,
+                          snr_db: float | None = 10.0) -> np.ndarray:
+    """What a line of `kind` (a TONE_TYPES name) sounds like after answer: 8 kHz samples at a
+    random level, with white noise `snr_db` below the signal (measured where it is on)."""
+    count = int(seconds * SAMPLE_RATE)
+    detune = 1 + rng.uniform(-0.004, 0.004)
+    if kind == "modem":
+        variant = rng.choice(("ans", "anspr", "ansam", "bell"))
+        if variant == "bell":
+            signal = _tone((2225.0 * detune,), count, rng)
+        else:
+            signal = _tone((2100.0 * detune,), count, rng)
+            if variant != "ans":
+                t = np.arange(count) / SAMPLE_RATE + rng.uniform(0, 0.45)
+                signal *= np.where((t // 0.45) % 2, -1.0, 1.0)
+            if variant == "ansam":
+                signal *= 1 + 0.2 * np.sin(2 * np.pi * 15 * np.arange(count) / SAMPLE_RATE)
+    elif kind == "fax":
+        if rng.random() < 0.5:
+            signal = _cadence(_tone((1100.0 * detune,), count, rng), 0.5, 3.0, rng)
+            if not signal.any():
+                signal = _tone((1100.0 * detune,), count, rng) * (
+                    np.arange(count) < 0.5 * SAMPLE_RATE)
+        else:
+            ced = int(rng.uniform(0.5, 2.5) * SAMPLE_RATE)
+            flags = [bit == "1" for bit in "01111110" * 38]   # 1 s of HDLC flags, then data
+            data = [rng.random() < 0.5 for _ in range(count // 26 + 1)]
+            bits = np.repeat(flags + data, 27)[:count]   # 300 baud: 26.7 samples a bit
+            frequency = np.where(bits, 1650.0, 1850.0) * detune
+            fsk = np.sin(2 * np.pi * np.cumsum(frequency) / SAMPLE_RATE)
+            signal = np.concatenate([_tone((2100.0 * detune,), ced, rng),
+                                     np.zeros(int(0.075 * SAMPLE_RATE)), fsk])[:count]
+    elif kind == "dialtone":
+        signal = _tone((350.0 * detune, 440.0 * detune), count, rng)
+    elif kind in ("busy", "reorder"):
+        on = 0.5 if kind == "busy" else 0.25
+        signal = _cadence(_tone((480.0 * detune, 620.0 * detune), count, rng), on, on, rng)
+    elif kind == "ringback":
+        signal = _tone((440.0 * detune, 480.0 * detune), count, rng)
+        t = np.arange(count) / SAMPLE_RATE + rng.uniform(0, 6.0)
+        signal *= (t % 6.0) < 2.0
+        if not signal.any():
+            signal = _tone((440.0, 480.0), count, rng) * (np.arange(count) < SAMPLE_RATE)
+    elif kind == "sit":
+        segment = int(0.33 * SAMPLE_RATE)
+        start = int(rng.uniform(0, 0.5) * SAMPLE_RATE)
+        signal = np.zeros(count)
+        for index, frequency in enumerate((913.8, 1370.6, 1776.7)):
+            first = start + index * segment
+            signal[first:first + segment] = _tone((frequency,), min(segment, count - first),
+                                                  rng)[:max(0, count - first)]
+        tail = start + 3 * segment + int(0.3 * SAMPLE_RATE)
+        if tail < count:
+            signal[tail:] = 0.5 * _speech(count - tail, rng)   # the recorded announcement
+    elif kind == "voicemail":
+        greeting = int(rng.uniform(1.6, max(1.7, seconds - 1.2)) * SAMPLE_RATE)
+        beep = int(rng.uniform(0.25, 0.6) * SAMPLE_RATE)
+        signal = np.zeros(count)
+        signal[:greeting] = _speech(greeting, rng)
+        gap = int(0.2 * SAMPLE_RATE)
+        signal[greeting + gap:greeting + gap + beep] = _tone(
+            (1000.0 * detune,), beep, rng)[:max(0, count - greeting - gap)]
+    elif kind == "voice":
+        signal = _speech(count, rng)
+    elif kind == "silence":
+        signal = np.zeros(count)
+    else:
+        raise ValueError(f"unknown call audio kind {kind!r}")
+    level = 10 ** (rng.uniform(-25, -10) / 20)
+    frames = signal[:len(signal) // 80 * 80].reshape(-1, 80)
+    power = (frames ** 2).mean(axis=1) if len(frames) else np.zeros(1)
+    active = power[power > 0.01 * power.max()] if power.max() > 0 else power
+    rms = np.sqrt(active.mean()) if active.mean() > 0 else 1.0
+    signal = signal / rms * level
+    if kind == "silence":
+        noise_rms = 10 ** (rng.uniform(-65, -50) / 20)
+    elif snr_db is None:
+        return signal
+    else:
+        noise_rms = level / 10 ** (snr_db / 20)
+    noise = np.random.default_rng(rng.getrandbits(32)).normal(0, noise_rms, count)
+    return signal + noise
 
 
 # ----------------------------------------------------------------------------- backends
