@@ -37,7 +37,9 @@ Exit codes: 0 done, 1 runtime failure (modem stopped answering, output not writa
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
+import hashlib
 import logging
 import os
 import random
@@ -52,7 +54,7 @@ import wave
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -60,6 +62,7 @@ from typing import TextIO
 
 import numpy as np
 import serial
+from dotenv import dotenv_values
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import (
@@ -99,8 +102,8 @@ MODEM_POLL_SECONDS = 0.05
 DEFAULT_MODEM_DELAY = 3.0     # seconds between calls on a real line, unless --delay
 RETRYABLE_STATUSES = frozenset({"busy", "no_dialtone"})
 STATUS_ORDER = {status: rank for rank, status in enumerate(
-    ("modem", "person", "busy", "no_answer", "ringing", "no_carrier", "no_dialtone", "timeout",
-     "error"))}
+    ("modem", "fax", "dialtone", "person", "voicemail", "busy", "no_answer", "ringing",
+     "invalid", "silence", "no_carrier", "no_dialtone", "timeout", "error"))}
 
 # Call audio: 8 kHz G.711 on the line; the classifier looks at 50 ms frames (20 Hz resolution
 # separates 440 from 480 Hz) and at the share of each frame's energy in these signatures.
@@ -124,6 +127,22 @@ SILENCE_DBFS = -45.0         # frames quieter than this are silent
 VOICE_MIN_VARIATION_DB = 3.0  # speech varies this much from frame to frame; steady noise not
 TONE_TYPES = ("modem", "fax", "voice", "voicemail", "dialtone", "busy", "reorder",
               "ringback", "sit", "silence")
+
+# voip: SIP over UDP (RFC 3261 timers), G.711 RTP; what a final response or the audio means
+SIP_DEFAULT_PORT = 5060
+SIP_T1, SIP_T2 = 0.5, 4.0
+SIP_USER_AGENT = "vibedialer"
+DEFAULT_MAX_RING = 30.0       # seconds of ringing before CANCEL
+DEFAULT_LISTEN = 8.0          # seconds recorded after answer
+SIP_STATUS_MAP = {486: "busy", 600: "busy", 404: "invalid", 484: "invalid", 604: "invalid",
+                  480: "no_answer", 408: "no_answer", 403: "error", 503: "error"}
+TONE_OUTCOMES = {   # tone_type: (status, success, carrier_detected)
+    "modem": ("modem", True, True), "fax": ("fax", True, False),
+    "voice": ("person", True, False), "voicemail": ("voicemail", True, False),
+    "dialtone": ("dialtone", True, False), "busy": ("busy", False, False),
+    "reorder": ("busy", False, False), "ringback": ("no_answer", False, False),
+    "sit": ("invalid", False, False), "silence": ("silence", False, False),
+}
 
 UNIVERSAL_EMERGENCY = ("112", "911", "999", "000", "110", "119", "100")
 N11_CODES = frozenset(f"{n}11" for n in range(2, 10))
@@ -168,6 +187,7 @@ class Outcome:
     message: str
     carrier_detected: bool = False
     tone_type: str | None = None
+    confidence: float | None = None     # of tone_type, when a classifier heard it
 
 
 # The original's simulation weights; success for modem and person, carrier for modem.
@@ -201,7 +221,12 @@ class UsageError(Exception):
 
 
 class ModemError(Exception):
-    """The modem failed at run time: reported as one error line, exit 1."""
+    """The line failed at run time (the modem, or the SIP server for voip): reported as one
+    error line, exit 1."""
+
+
+class VoipError(ModemError):
+    """The SIP server or the local network failed at run time."""
 
 
 class ModemNotResponding(ModemError):
@@ -961,7 +986,7 @@ def classify_audio(samples: np.ndarray) -> Classification:
                               f"voice: {len(sound) * seconds:.1f} s of speech-like sound")
     if beep is not None:
         return Classification("voicemail", 0.5, "voicemail: 1000 Hz beep")
-    loud = max(level) if len(level) else -120.0
+    loud = max(float(max(level)), -99.0)
     return Classification("silence", confident(1.0 - max(0.0, loud - SILENCE_DBFS) / 40),
                           f"silence: loudest frame {loud:.0f} dBFS, no tone, no speech")
 
@@ -1292,6 +1317,598 @@ class ModemBackend:
         finally:
             self.port.close()
             self.port = None
+
+
+# ----------------------------------------------------------------------------- SIP (voip backend)
+
+@dataclass(frozen=True)
+class SipAccount:
+    """Where and as whom the voip backend calls: the trunk or PBX and its credentials."""
+
+    host: str
+    port: int
+    username: str
+    password: str
+    domain: str
+
+
+@dataclass
+class SipMessage:
+    """A parsed SIP request or response."""
+
+    method: str | None       # requests
+    uri: str | None
+    status: int | None       # responses
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header (compact forms understood)."""
+        wanted = name.lower()
+        for key, value in self.headers:
+            if SIP_COMPACT.get(key.lower(), key.lower()) == wanted:
+                return value
+        return None
+
+    def all(self, name: str) -> list[str]:
+        """Every value of a header, comma-separated values split."""
+        wanted = name.lower()
+        return [part.strip() for key, value in self.headers
+                if SIP_COMPACT.get(key.lower(), key.lower()) == wanted
+                for part in re.split(r",(?=(?:[^\"]*\"[^\"]*\")*[^\"]*$)", value)]
+
+    @property
+    def cseq(self) -> tuple[int, str]:
+        """(number, method) of the CSeq header."""
+        number, _, method = (self.header("cseq") or "0 -").partition(" ")
+        return int(number) if number.isdigit() else 0, method.strip().upper()
+
+
+SIP_COMPACT = {"v": "via", "f": "from", "t": "to", "i": "call-id", "m": "contact",
+               "l": "content-length", "c": "content-type", "k": "supported"}
+
+
+def parse_sip(data: bytes) -> SipMessage | None:
+    """A SIP message from one datagram, or None when it is not one."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    try:
+        lines = head.decode("utf-8").split("\r\n")
+    except UnicodeDecodeError:
+        return None
+    first = lines[0].split(" ", 2)
+    if len(first) < 3:
+        return None
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t") and headers:
+            headers[-1] = (headers[-1][0], headers[-1][1] + " " + line.strip())
+        elif ":" in line:
+            name, _, value = line.partition(":")
+            headers.append((name.strip(), value.strip()))
+    if first[0] == "SIP/2.0":
+        if not first[1].isdigit():
+            return None
+        return SipMessage(None, None, int(first[1]), first[2], headers, body)
+    if first[2] != "SIP/2.0":
+        return None
+    return SipMessage(first[0].upper(), first[1], None, "", headers, body)
+
+
+def header_param(value: str, name: str) -> str | None:
+    """A ;name=value parameter of a header value (tag, branch, ...)."""
+    match = re.search(rf";\s*{name}=([^;,\s>]+)", value)
+    return match.group(1) if match else None
+
+
+def digest_params(challenge: str) -> dict[str, str]:
+    """The parameters of a Digest challenge (WWW-Authenticate / Proxy-Authenticate)."""
+    return {key.lower(): quoted if quoted else bare for key, quoted, bare in
+            re.findall(r'(\w+)=(?:"([^"]*)"|([^\s,]+))', challenge.partition(" ")[2])}
+
+
+def digest_authorization(account: SipAccount, challenge: str, method: str, uri: str,
+                         nonce_count: int) -> str:
+    """The Authorization value answering a Digest challenge (RFC 2617 / 3261 MD5, qop=auth
+    or none); VoipError for an algorithm other than MD5."""
+    params = digest_params(challenge)
+    algorithm = params.get("algorithm", "MD5")
+    if algorithm.upper() not in ("MD5", "MD5-SESS"):
+        raise VoipError(f"SIP server asks for {algorithm} digest authentication; only MD5 is "
+                        f"supported")
+    realm, nonce = params.get("realm", ""), params.get("nonce", "")
+
+    def md5(text: str) -> str:
+        return hashlib.md5(text.encode("utf-8")).hexdigest()   # noqa: S324 (SIP digest is MD5)
+
+    cnonce, count = secrets.token_hex(8), f"{nonce_count:08x}"
+    ha1 = md5(f"{account.username}:{realm}:{account.password}")
+    if algorithm.upper() == "MD5-SESS":
+        ha1 = md5(f"{ha1}:{nonce}:{cnonce}")
+    ha2 = md5(f"{method}:{uri}")
+    qops = [q.strip() for q in params.get("qop", "").split(",") if q.strip()]
+    fields = [f'username="{account.username}"', f'realm="{realm}"', f'nonce="{nonce}"',
+              f'uri="{uri}"']
+    if "auth" in qops:
+        response = md5(f"{ha1}:{nonce}:{count}:{cnonce}:auth:{ha2}")
+        fields += [f'response="{response}"', f"algorithm={algorithm}", f'cnonce="{cnonce}"',
+                   "qop=auth", f"nc={count}"]
+    else:
+        fields += [f'response="{md5(f"{ha1}:{nonce}:{ha2}")}"', f"algorithm={algorithm}"]
+    if "opaque" in params:
+        fields.append(f'opaque="{params["opaque"]}"')
+    return "Digest " + ", ".join(fields)
+
+
+@dataclass
+class CallResult:
+    """What happened on one SIP call, before classification."""
+
+    status: int | None = None          # final response to the INVITE (None: none came)
+    reason: str = ""
+    provisional: list[int] = field(default_factory=list)
+    answered: bool = False
+    cancelled: bool = False            # CANCEL sent after --max-ring
+    authenticated: bool = False
+    remote_bye: bool = False
+    codec: str | None = None
+    audio: np.ndarray | None = None    # received after answer, 8 kHz
+    early_audio: np.ndarray | None = None
+
+
+class RtpReceiver(asyncio.DatagramProtocol):
+    """Collects the PCMU/PCMA packets of one call and lays them out by RTP timestamp."""
+
+    def __init__(self):
+        self.packets: list[tuple[float, int, int, int, bytes]] = []   # time, ssrc, ts, pt, data
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        if len(data) < 12 or data[0] >> 6 != 2:
+            return
+        count, extension, padding = data[0] & 0x0F, data[0] & 0x10, data[0] & 0x20
+        payload_type = data[1] & 0x7F
+        if payload_type not in RTP_PAYLOAD_CODECS:
+            return
+        offset = 12 + 4 * count
+        if extension and len(data) >= offset + 4:
+            offset += 4 + 4 * int.from_bytes(data[offset + 2:offset + 4], "big")
+        end = len(data) - (data[-1] if padding else 0)
+        if offset < end:
+            self.packets.append((time.monotonic(), int.from_bytes(data[8:12], "big"),
+                                 int.from_bytes(data[4:8], "big"), payload_type,
+                                 data[offset:end]))
+
+    def audio(self, since: float, until: float, limit: int) -> tuple[np.ndarray | None, str | None]:
+        """(samples, codec) of the packets that arrived between `since` and `until`, placed by
+        timestamp per stream (gaps silent), at most `limit` samples."""
+        chosen = [p for p in self.packets if since <= p[0] < until]
+        if not chosen:
+            return None, None
+        pieces, stream, first_ts, codec = [], None, 0, None
+        for _, ssrc, timestamp, payload_type, payload in chosen:
+            codec = RTP_PAYLOAD_CODECS[payload_type]
+            if ssrc != stream:
+                stream, first_ts = ssrc, timestamp
+                pieces.append({})
+            pieces[-1][(timestamp - first_ts) & 0xFFFFFFFF] = g711_decode(payload, codec)
+        out = []
+        for piece in pieces:
+            length = max(offset + len(samples) for offset, samples in piece.items())
+            if length > limit * 4:      # a timestamp jump: fall back to arrival order
+                out.append(np.concatenate(list(piece.values())))
+                continue
+            track = np.zeros(length)
+            for offset, samples in piece.items():
+                track[offset:offset + len(samples)] = samples
+            out.append(track)
+        return np.concatenate(out)[:limit], codec
+
+    def close(self) -> None:
+        """Close the socket."""
+        if self.transport is not None:
+            self.transport.close()
+
+
+class SipUserAgent(asyncio.DatagramProtocol):
+    """A SIP user agent client over UDP for outgoing calls through one server: INVITE with
+    digest authentication, provisional responses, CANCEL after the ring limit, ACK, BYE."""
+
+    def __init__(self, account: SipAccount, max_ring: float, listen: float, timeout: float):
+        self.account = account
+        self.max_ring = max_ring
+        self.listen = listen
+        self.timeout = timeout
+        self.transport: asyncio.DatagramTransport | None = None
+        self.local: tuple[str, int] = ("", 0)
+        self.calls: dict[str, asyncio.Queue] = {}      # Call-ID -> its responses
+        self.remote_byes: dict[str, asyncio.Event] = {}
+        self.in_progress: dict[str, Callable[[], Awaitable[None]]] = {}
+
+    # -- transport
+    async def start(self) -> None:
+        """Open the UDP socket towards the server; VoipError when it cannot be reached."""
+        loop = asyncio.get_running_loop()
+        try:
+            self.transport, _ = await loop.create_datagram_endpoint(
+                lambda: self, remote_addr=(self.account.host, self.account.port))
+        except (OSError, UnicodeError) as exc:
+            raise VoipError(f"--sip-server {self.account.host}:{self.account.port}: cannot "
+                            f"reach it ({exc})") from None
+        self.local = self.transport.get_extra_info("sockname")[:2]
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        message = parse_sip(data)
+        if message is None:
+            return
+        call_id = message.header("call-id") or ""
+        if message.status is not None:
+            if call_id in self.calls:
+                self.calls[call_id].put_nowait(message)
+            return
+        if message.method == "ACK":
+            return
+        code, reason = 200, "OK"
+        if message.method == "BYE":
+            if call_id in self.remote_byes:
+                self.remote_byes[call_id].set()
+            else:
+                code, reason = 481, "Call/Transaction Does Not Exist"
+        elif message.method not in ("OPTIONS",):
+            code, reason = 501, "Not Implemented"
+        self._respond(message, code, reason)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("SIP socket: %s", exc)
+
+    def _respond(self, request: SipMessage, code: int, reason: str) -> None:
+        lines = [f"SIP/2.0 {code} {reason}"]
+        lines += [f"Via: {via}" for via in request.all("via")]
+        for name in ("From", "To", "Call-ID", "CSeq"):
+            lines.append(f"{name}: {request.header(name) or ''}")
+        lines += [f"User-Agent: {SIP_USER_AGENT}", "Content-Length: 0", "", ""]
+        self.transport.sendto("\r\n".join(lines).encode("utf-8"))
+
+    def close(self) -> None:
+        """Close the socket."""
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- messages
+    def _request(self, method: str, uri: str, dialog: dict, cseq: int, branch: str,
+                 extra: list[str] = (), body: bytes = b"") -> bytes:
+        host, port = self.local
+        lines = [f"{method} {uri} SIP/2.0",
+                 f"Via: SIP/2.0/UDP {host}:{port};branch={branch};rport",
+                 "Max-Forwards: 70",
+                 f"From: <sip:{self.account.username}@{self.account.domain}>;tag="
+                 f"{dialog['from_tag']}",
+                 f"To: {dialog['to']}",
+                 f"Call-ID: {dialog['call_id']}",
+                 f"CSeq: {cseq} {method}",
+                 f"Contact: <sip:{self.account.username}@{host}:{port}>",
+                 f"User-Agent: {SIP_USER_AGENT}"]
+        lines += [f"Route: {route}" for route in dialog.get("routes", ())]
+        lines += list(extra)
+        if body:
+            lines.append("Content-Type: application/sdp")
+        lines += [f"Content-Length: {len(body)}", "", ""]
+        return "\r\n".join(lines).encode("utf-8") + body
+
+    def _send(self, data: bytes) -> None:
+        self.transport.sendto(data)
+
+    async def _transaction(self, queue: asyncio.Queue, data: bytes, cseq: int, method: str,
+                           give_up: float) -> SipMessage | None:
+        """Send a non-INVITE request with Timer E retransmissions; its final response."""
+        interval, deadline = SIP_T1, time.monotonic() + give_up
+        self._send(data)
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                response = await asyncio.wait_for(queue.get(), min(interval, left))
+            except asyncio.TimeoutError:  # noqa: UP041 (not TimeoutError on 3.10)
+                self._send(data)
+                interval = min(interval * 2, SIP_T2)
+                continue
+            if response.cseq == (cseq, method) and response.status >= 200:
+                return response
+            if response.cseq == (cseq, method):
+                interval = SIP_T2
+        return None
+
+    # -- calls
+    async def call(self, number: str) -> CallResult:
+        """One call: ring up to max_ring, listen up to `listen` seconds after answer."""
+        result = CallResult()
+        call_id = f"{uuid.uuid4().hex}@{self.local[0]}"
+        queue: asyncio.Queue = asyncio.Queue()
+        self.calls[call_id] = queue
+        self.remote_byes[call_id] = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        try:
+            rtp_transport, rtp = await self._open_rtp(loop)
+        except OSError as exc:
+            raise VoipError(f"cannot open a local RTP port ({exc})") from None
+        try:
+            await self._run_call(number, call_id, queue, rtp, result)
+        finally:
+            rtp.close()
+            self.calls.pop(call_id, None)
+            self.remote_byes.pop(call_id, None)
+            self.in_progress.pop(call_id, None)
+        return result
+
+    async def _open_rtp(self, loop: asyncio.AbstractEventLoop
+                        ) -> tuple[asyncio.DatagramTransport, RtpReceiver]:
+        """A receiving socket on an even port (RTP convention), ephemeral."""
+        for _ in range(20):
+            transport, protocol = await loop.create_datagram_endpoint(
+                RtpReceiver, local_addr=(self.local[0], 0))
+            if transport.get_extra_info("sockname")[1] % 2 == 0:
+                return transport, protocol
+            transport.close()
+        return transport, protocol     # an odd port works with every peer we know of
+
+    def _sdp(self, rtp_port: int, session: int) -> bytes:
+        host = self.local[0]
+        return ("v=0\r\n"
+                f"o=vibedialer {session} {session} IN IP4 {host}\r\n"
+                "s=vibedialer\r\n"
+                f"c=IN IP4 {host}\r\n"
+                "t=0 0\r\n"
+                f"m=audio {rtp_port} RTP/AVP 0 8\r\n"
+                "a=rtpmap:0 PCMU/8000\r\n"
+                "a=rtpmap:8 PCMA/8000\r\n"
+                "a=recvonly\r\n").encode("ascii")
+
+    async def _run_call(self, number: str, call_id: str, queue: asyncio.Queue,
+                        rtp: RtpReceiver, result: CallResult) -> None:
+        uri = f"sip:{number}@{self.account.domain}"
+        dialog = {"call_id": call_id, "from_tag": uuid.uuid4().hex[:10],
+                  "to": f"<{uri}>"}
+        sdp = self._sdp(rtp.transport.get_extra_info("sockname")[1], secrets.randbits(31))
+        cseq, branch, auth_header = 1, f"z9hG4bK{uuid.uuid4().hex}", []
+        started = time.monotonic()
+        give_up = started + self.timeout
+        ring_deadline = started + self.max_ring
+        nonce_count = 0
+        while True:
+            invite = self._request("INVITE", uri, dialog, cseq, branch, auth_header, sdp)
+
+            async def cancel(branch: str = branch, cseq: int = cseq,
+                             auth: list[str] = auth_header) -> None:
+                self._send(self._request("CANCEL", uri, dialog, cseq, branch, auth))
+            self.in_progress[call_id] = cancel
+            response = await self._invite_transaction(queue, invite, cseq, branch, uri, dialog,
+                                                      auth_header, ring_deadline, give_up,
+                                                      result)
+            if response is None:
+                return
+            code = response.status
+            if code in (401, 407) and not result.authenticated and self.account.username:
+                header = "WWW-Authenticate" if code == 401 else "Proxy-Authenticate"
+                challenge = response.header(header)
+                if challenge:
+                    nonce_count += 1
+                    authorization = digest_authorization(self.account, challenge, "INVITE",
+                                                         uri, nonce_count)
+                    auth_header = [f"{'Authorization' if code == 401 else 'Proxy-Authorization'}"
+                                   f": {authorization}"]
+                    result.authenticated = True
+                    cseq, branch = cseq + 1, f"z9hG4bK{uuid.uuid4().hex}"
+                    continue
+            result.status, result.reason = code, response.reason
+            if code >= 300:
+                return
+            break
+        # answered: ACK the 2xx, listen, hang up
+        result.answered = True
+        answered_at = time.monotonic()
+        dialog["to"] = response.header("to")
+        dialog["routes"] = list(reversed(response.all("record-route")))
+        contact = re.search(r"<([^>]+)>", response.header("contact") or "")
+        target = contact.group(1) if contact else uri
+        ack_branch = f"z9hG4bK{uuid.uuid4().hex}"
+        ack = self._request("ACK", target, dialog, cseq, ack_branch, auth_header)
+        self._send(ack)
+
+        async def hang_up(cseq: int = cseq) -> None:
+            await self._bye(queue, target, dialog, cseq + 1, auth_header)
+        self.in_progress[call_id] = hang_up
+        bye_event = self.remote_byes[call_id]
+        listen_until = answered_at + self.listen
+        while (left := listen_until - time.monotonic()) > 0 and not bye_event.is_set():
+            try:
+                late = await asyncio.wait_for(queue.get(), left)
+            except asyncio.TimeoutError:  # noqa: UP041 (not TimeoutError on 3.10)
+                break
+            if late.status is not None and late.status < 300 and late.cseq[1] == "INVITE":
+                self._send(ack)     # the 200 OK again: our ACK was lost
+        result.remote_bye = bye_event.is_set()
+        result.audio, result.codec = rtp.audio(answered_at, time.monotonic() + 1,
+                                               int(self.listen * SAMPLE_RATE))
+        result.early_audio, _ = rtp.audio(started, answered_at, int(self.max_ring * SAMPLE_RATE))
+        self.in_progress.pop(call_id, None)
+        if not result.remote_bye:
+            await self._bye(queue, target, dialog, cseq + 1, auth_header)
+
+    async def _invite_transaction(self, queue: asyncio.Queue, invite: bytes, cseq: int,
+                                  branch: str, uri: str, dialog: dict, auth_header: list[str],
+                                  ring_deadline: float, give_up: float,
+                                  result: CallResult) -> SipMessage | None:
+        """Send the INVITE (Timer A retransmissions until a response), wait for its final
+        response, CANCEL at the ring deadline; ACK a non-2xx final response. None when the
+        call ended without a usable final response (result says why)."""
+        self._send(invite)
+        interval = SIP_T1
+        next_resend = time.monotonic() + interval
+        provisional, cancelled = False, False
+        no_response_limit = time.monotonic() + 64 * SIP_T1    # Timer B
+        while True:
+            deadlines = [give_up]
+            if provisional and not cancelled:
+                deadlines.append(ring_deadline)
+            if not provisional:
+                deadlines += [next_resend, no_response_limit]
+            try:
+                response = await asyncio.wait_for(queue.get(),
+                                                  max(0.0, min(deadlines) - time.monotonic()))
+            except asyncio.TimeoutError:  # noqa: UP041 (not TimeoutError on 3.10)
+                response = None
+            now = time.monotonic()
+            if response is None:
+                if not provisional and now >= no_response_limit:
+                    result.reason = "no response from the SIP server"
+                    return None
+                if now >= give_up:
+                    result.reason = f"no final response within {self.timeout:g} s"
+                    return None
+                if not provisional and now >= next_resend:
+                    self._send(invite)
+                    interval = min(interval * 2, SIP_T2)
+                    next_resend = now + interval
+                if provisional and not cancelled and now >= ring_deadline:
+                    self._send(self._request("CANCEL", uri, dialog, cseq, branch, auth_header))
+                    result.cancelled = cancelled = True
+                    give_up = min(give_up, now + 64 * SIP_T1)
+                continue
+            if response.cseq != (cseq, "INVITE"):
+                continue        # the 200 OK of our CANCEL, or a stray response
+            if response.status < 200:
+                provisional = True
+                if response.status > 100:
+                    result.provisional.append(response.status)
+                continue
+            if response.status >= 300:
+                ack_dialog = dict(dialog, to=response.header("to") or dialog["to"])
+                self._send(self._request("ACK", uri, ack_dialog, cseq, branch, auth_header))
+            return response
+
+    async def _bye(self, queue: asyncio.Queue, target: str, dialog: dict, cseq: int,
+                   auth_header: list[str]) -> None:
+        """Hang up an answered call (one digest retry if the BYE is challenged)."""
+        for attempt in range(2):
+            bye = self._request("BYE", target, dialog, cseq, f"z9hG4bK{uuid.uuid4().hex}",
+                                auth_header)
+            response = await self._transaction(queue, bye, cseq, "BYE", 8 * SIP_T1)
+            if response is None or response.status not in (401, 407) or attempt:
+                return
+            header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
+            challenge = response.header(header)
+            if not challenge:
+                return
+            authorization = digest_authorization(self.account, challenge, "BYE", target, 1)
+            auth_header = [f"{'Authorization' if response.status == 401 else 'Proxy-Authorization'}"
+                           f": {authorization}"]
+            cseq += 1
+
+
+def call_outcome(result: CallResult, max_ring: float) -> Outcome:
+    """The Outcome of a SIP call: the final response's status, or the classified audio."""
+    if result.answered:
+        if result.audio is None or not len(result.audio):
+            return Outcome("silence", False, f"answered ({result.status} {result.reason}), no "
+                           f"audio received", tone_type="silence", confidence=1.0)
+        heard = classify_audio(result.audio)
+        status, success, carrier = TONE_OUTCOMES[heard.tone_type]
+        return Outcome(status, success, f"{heard.detail} ({result.codec}, "
+                       f"{len(result.audio) / SAMPLE_RATE:.1f} s)", carrier_detected=carrier,
+                       tone_type=heard.tone_type, confidence=heard.confidence)
+    rang = " after ringing" if 180 in result.provisional or 183 in result.provisional else ""
+    if result.cancelled and result.status in (None, 487):
+        early = ""
+        if result.early_audio is not None and len(result.early_audio):
+            heard = classify_audio(result.early_audio)
+            if heard.tone_type == "sit":
+                return Outcome("invalid", False, f"{heard.detail} in early media (CANCEL sent "
+                               f"after {max_ring:g} s)", tone_type="sit",
+                               confidence=heard.confidence)
+            early = f"; early media: {heard.tone_type}"
+        return Outcome("no_answer", False, f"no answer within {max_ring:g} s{rang} (CANCEL "
+                       f"sent{early})")
+    if result.status is None:
+        return Outcome("error", False, result.reason or "no final response")
+    text = f"SIP {result.status} {result.reason}".strip()
+    status = SIP_STATUS_MAP.get(result.status)
+    if status is None:
+        status = "error"
+        if result.status in (401, 407):
+            text += (" (credentials rejected)" if result.authenticated else
+                     " (set SIP_USERNAME and SIP_PASSWORD in the environment or .env)")
+    return Outcome(status, False, text + rang)
+
+
+def sip_account(server: str, environment: dict[str, str]) -> SipAccount:
+    """The --sip-server host[:port] and the SIP_* credentials; raises UsageError."""
+    match = re.fullmatch(r"\[?([^\[\]]+?)\]?(?::(\d{1,5}))?", server.strip())
+    if not match or not match.group(1):
+        raise UsageError(f"--sip-server {server!r}: write host or host:port")
+    port = int(match.group(2) or SIP_DEFAULT_PORT)
+    if not 0 < port < 65536:
+        raise UsageError(f"--sip-server {server!r}: port {port} is out of range")
+    username = environment.get("SIP_USERNAME", "")
+    password = environment.get("SIP_PASSWORD", "")
+    if password and not username:
+        raise UsageError("SIP_PASSWORD is set but SIP_USERNAME is not (environment or .env)")
+    return SipAccount(match.group(1), port, username or "vibedialer", password,
+                      environment.get("SIP_DOMAIN") or match.group(1))
+
+
+def sip_environment(env_file: Path) -> dict[str, str]:
+    """SIP_* settings: the environment, over the .env file in the working directory."""
+    values = {key: value for key, value in dotenv_values(env_file).items()
+              if value is not None} if env_file.is_file() else {}
+    values.update({key: value for key, value in os.environ.items() if key.startswith("SIP_")})
+    return values
+
+
+class VoipBackend:
+    """Calls through a SIP server (trunk or PBX) and classifies what answers."""
+
+    name = "voip"
+
+    def __init__(self, account: SipAccount, max_ring: float, listen: float, timeout: float):
+        self.account = account
+        self.max_ring = max_ring
+        self.agent = SipUserAgent(account, max_ring, listen, timeout)
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def open(self) -> None:
+        """Open the SIP socket."""
+        self.loop = asyncio.new_event_loop()
+        self.loop.run_until_complete(self.agent.start())
+
+    def dial(self, dial_string: str) -> Outcome:
+        """One call; its Outcome."""
+        result = self.loop.run_until_complete(self.agent.call(dial_string))
+        return call_outcome(result, self.max_ring)
+
+    @staticmethod
+    async def _hang_up(actions: list[Callable[[], Awaitable[None]]]) -> None:
+        await asyncio.wait_for(asyncio.gather(*(action() for action in actions)), 5.0)
+
+    def close(self) -> None:
+        """Hang up a call still in progress (Ctrl+C) and close the sockets."""
+        if self.loop is None:
+            return
+        actions = list(self.agent.in_progress.values())
+        try:
+            pending = asyncio.all_tasks(self.loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            if actions:
+                self.loop.run_until_complete(self._hang_up(actions))
+        except (asyncio.TimeoutError, OSError) as exc:  # noqa: UP041 (3.10)
+            log.warning("hanging up on close: %s", exc)
+        finally:
+            self.agent.close()
+            self.loop.close()
+            self.loop = None
 
 
 def dial_with_retries(backend: Backend, dial_string: str, retries: int, pause: float) -> Outcome:
@@ -1784,7 +2401,7 @@ class LiveView:
         self.live.stop()
 
 
-Backend = SimulationBackend | ModemBackend
+Backend = SimulationBackend | ModemBackend | VoipBackend
 Storage = CsvStorage | SqliteStorage | DryRunStorage
 View = LineView | LiveView
 
@@ -1942,12 +2559,15 @@ def make_backend(args: argparse.Namespace, rng: random.Random) -> Backend:
     """The backend the arguments ask for."""
     if args.backend == "modem":
         return ModemBackend(args.modem_port, args.modem_baudrate, args.timeout, args.modem_guard)
+    if args.backend == "voip":
+        account = sip_account(args.sip_server, sip_environment(Path(".env")))
+        return VoipBackend(account, args.max_ring, args.listen, args.timeout)
     return SimulationBackend(rng, args.sim_call_seconds)
 
 
 def validate_dial_args(args: argparse.Namespace) -> None:
     """Checks argparse cannot express; raises UsageError."""
-    for name in ("delay", "timeout", "sim_call_seconds", "modem_guard"):
+    for name in ("delay", "timeout", "sim_call_seconds", "modem_guard", "max_ring", "listen"):
         value = getattr(args, name)
         if value is not None and value < 0:
             raise UsageError(f"--{name.replace('_', '-')} must not be negative")
@@ -1979,6 +2599,14 @@ def validate_dial_args(args: argparse.Namespace) -> None:
     if args.backend == "modem" and not args.modem_port:
         raise UsageError("--backend modem needs --modem-port PORT_OR_URL (a device such as "
                          "/dev/ttyUSB0, or socket://host:port, rfc2217://host:port)")
+    if args.backend != "voip" and args.sip_server:
+        raise UsageError("--sip-server is only used with --backend voip")
+    if args.backend == "voip" and not args.sip_server:
+        raise UsageError("--backend voip needs --sip-server HOST[:PORT] (your SIP trunk or PBX; "
+                         "SIP_USERNAME and SIP_PASSWORD from the environment or .env)")
+    if args.backend == "voip" and args.max_ring >= args.timeout:
+        raise UsageError(f"--max-ring {args.max_ring:g} must be shorter than --timeout "
+                         f"{args.timeout:g}")
 
 
 def run_dial(args: argparse.Namespace) -> int:
@@ -2029,9 +2657,11 @@ def confirmed(args: argparse.Namespace, resume: ResumeSource | None, target: int
     """The y/N questions: before resuming, and before dialing a real line."""
     if resume is not None and not confirm(f"Dial the remaining {target}?"):
         return False
-    return args.backend != "modem" or confirm(
-        f"Dial {target} numbers on a real line through {args.modem_port}? Only lines you own "
-        f"or are authorised to test.")
+    if args.backend == "simulation":
+        return True
+    line = args.modem_port if args.backend == "modem" else f"SIP server {args.sip_server}"
+    return confirm(f"Dial {target} numbers on a real line through {line}? Only lines you own "
+                   f"or are authorised to test.")
 
 
 def stored_pattern(args: argparse.Namespace, dial_plan: DialPlan) -> str:
@@ -2237,11 +2867,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                       help="seed for the random order and the simulation (repeatable runs)")
 
     backend = dial.add_argument_group("backend")
-    backend.add_argument("-b", "--backend", choices=("simulation", "modem"),
+    backend.add_argument("-b", "--backend", choices=("simulation", "modem", "voip"),
                          default="simulation", help="default: %(default)s")
     backend.add_argument("--timeout", type=float, default=DEFAULT_CALL_TIMEOUT,
                          metavar="SECONDS",
-                         help="per-call timeout of the modem (default: %(default)s)")
+                         help="per-call timeout of the modem or SIP call (default: "
+                              "%(default)s)")
     backend.add_argument("--retries", type=int, default=0, metavar="N",
                          help="dial again on BUSY / NO DIALTONE up to N times (default: 0)")
     backend.add_argument("--sim-call-seconds", type=float, default=0.0, metavar="SECONDS",
@@ -2254,6 +2885,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     modem.add_argument("--modem-guard", type=float, default=DEFAULT_GUARD_SECONDS,
                        metavar="SECONDS", help="guard pause around the +++ escape when hanging "
                                                "up (default: %(default)s)")
+    voip = dial.add_argument_group(
+        "voip", "SIP over UDP through your trunk or PBX; credentials SIP_USERNAME, "
+        "SIP_PASSWORD (and SIP_DOMAIN) from the environment or ./.env, never the command line")
+    voip.add_argument("--sip-server", metavar="HOST[:PORT]", help="SIP server (port 5060 "
+                      "unless given)")
+    voip.add_argument("--max-ring", type=float, default=DEFAULT_MAX_RING, metavar="SECONDS",
+                      help="CANCEL a call not answered within this (default: %(default)s)")
+    voip.add_argument("--listen", type=float, default=DEFAULT_LISTEN, metavar="SECONDS",
+                      help="record this long after answer, then classify and hang up "
+                           "(default: %(default)s)")
 
     pacing = dial.add_argument_group("pacing")
     pacing.add_argument("--delay", type=float, metavar="SECONDS",
