@@ -40,6 +40,7 @@ import argparse
 import asyncio
 import csv
 import hashlib
+import json
 import logging
 import os
 import random
@@ -56,12 +57,14 @@ from bisect import bisect_left, bisect_right
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import serial
+import yaml
 from dotenv import dotenv_values
 from rich.console import Console, Group
 from rich.live import Live
@@ -84,15 +87,20 @@ log = logging.getLogger("vibedialer")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 CSV_FIELDS = ("session_id", "phone_number", "status", "timestamp", "success", "message",
-              "carrier_detected", "tone_type")
+              "carrier_detected", "tone_type", "tone_confidence")
+CSV_FIELDS_BEFORE_CONFIDENCE = CSV_FIELDS[:-1]   # files written before the classifier
+HIT_TONES = frozenset({"modem", "fax", "dialtone"})   # what goes to the carriers-found file
 DEFAULT_OUTPUT = {"csv": "dial_results.csv", "sqlite": "dial_results.db"}
 BATCH_ROWS = 500            # sqlite: rows per transaction at most ...
 BATCH_SECONDS = 1.0         # ... and seconds between commits at most
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 PATTERN_SEPARATORS = " -.()/"
+MAX_SPEC_PREFIXES = 100_000  # a mask or range expands to at most this many prefixes
+MIN_PATTERN_DIGITS = 3       # an area code; shorter patterns need --allow-wide
 SEQUENTIAL_BLOCK = 10_000  # ascending order checks exclusions block by block first
 LINE_FLUSH_SECONDS = 0.2    # --no-interactive output reaches a pipe at least this often
 RECENT_RESULTS = 8          # rows of the interactive view's "last results"
+HITS_SHOWN = 10             # rows of its hits panel (modems, faxes, dial tones)
 
 DEFAULT_MODEM_BAUDRATE = 57600
 DEFAULT_CALL_TIMEOUT = 60.0
@@ -416,6 +424,69 @@ class NumberPlan:
                 raise UsageError(f"pattern {text!r}: {name} {code} is an N11 service code; "
                                  f"N11 and emergency numbers are never dialed")
 
+    def parse_spec(self, text: str) -> list[str]:
+        """The disjoint prefixes of a pattern (555-234-56), a mask with X anywhere
+        (555-234-1X3X) or a range (555-234-1000..555-234-1999); raises UsageError."""
+        if ".." in text:
+            return self._parse_range(text)
+        body = re.sub(f"[{re.escape(PATTERN_SEPARATORS)}]", "", text.strip())
+        mask = re.sub(r"[Xx?]+$", "", body)
+        if not re.search(r"[Xx?]", mask):
+            return [self.parse_pattern(text)]
+        if re.search(r"[^\d+Xx?]", mask) or "+" in mask[1:]:
+            raise UsageError(f"pattern {text!r}: write digits, separators and X for free digits")
+        if mask.startswith("+"):
+            if not mask[1:].startswith(self.country.code):
+                raise UsageError(f"pattern {text!r} is not a +{self.country.code} number")
+            mask = mask[1 + len(self.country.code):]
+        if len(mask) > self.length:
+            raise UsageError(f"pattern {text!r} has {len(mask)} digits; {self.country.name} "
+                             f"numbers have {self.length}")
+        free = sum(1 for char in mask if not char.isdigit())
+        if 10 ** free > MAX_SPEC_PREFIXES:
+            raise UsageError(f"pattern {text!r}: {free} free digits before the last fixed one "
+                             f"are too many; split it into ranges")
+        prefixes = [""]
+        for char in mask:
+            digits = "0123456789" if not char.isdigit() else char
+            prefixes = [prefix + digit for prefix in prefixes for digit in digits]
+        return self._possible(text, prefixes)
+
+    def _parse_range(self, text: str) -> list[str]:
+        low_text, _, high_text = text.partition("..")
+        ends = []
+        for end in (low_text, high_text):
+            if not end.strip() or re.search(r"[^\d+" + re.escape(PATTERN_SEPARATORS) + "]", end):
+                raise UsageError(f"range {text!r}: write FIRST..LAST with digits and separators, "
+                                 f"e.g. 555-234-1000..555-234-1999")
+            try:
+                ends.append(self.national_digits(end))
+            except ValueError as exc:
+                raise UsageError(f"range {exc}") from None
+        low, high = ends
+        if len(low) != len(high) or not low or len(low) > self.length:
+            raise UsageError(f"range {text!r}: both ends need the same number of digits (1 to "
+                             f"{self.length})")
+        if int(low) > int(high):
+            raise UsageError(f"range {text!r}: the first end is above the last")
+        prefixes, first, last, width = [], int(low), int(high), len(low)
+        while first <= last:
+            step = 1
+            while first % (step * 10) == 0 and first + step * 10 - 1 <= last and \
+                    step * 10 <= 10 ** width:
+                step *= 10
+            digits = width - len(str(step)) + 1
+            prefixes.append(f"{first // step:0{digits}d}" if digits else "")
+            first += step
+        return self._possible(text, prefixes)
+
+    def _possible(self, text: str, prefixes: list[str]) -> list[str]:
+        """The prefixes that contain well-formed numbers; UsageError when none does."""
+        kept = [prefix for prefix in prefixes if self.count_well_formed(prefix)]
+        if not kept:
+            raise UsageError(f"{text!r} contains no valid {self.country.name} number")
+        return kept
+
 
 def parse_exclusions(path: Path, plan: NumberPlan) -> list[str]:
     """Numbers and prefixes to skip, one per line, `#` comments; raises UsageError."""
@@ -552,19 +623,47 @@ class RangeSpace:
                     yield start + offset, step
 
 
+class UnionSpace:
+    """Several disjoint RangeSpaces indexed one after the other."""
+
+    def __init__(self, spaces: list[RangeSpace]):
+        self.spaces = [space for space in spaces if space.size]
+        self.starts, total = [], 0
+        for space in self.spaces:
+            self.starts.append(total)
+            total += space.size
+        self.size = total
+
+    def number(self, index: int) -> int:
+        """The index-th number: in the space whose share holds the index."""
+        position = bisect_right(self.starts, index) - 1
+        return self.spaces[position].number(index - self.starts[position])
+
+
 @dataclass
 class DialPlan:
     """What one run dials: a pattern's range or a list, minus everything never to dial."""
 
     plan: NumberPlan
-    prefix: str | None                  # pattern digits, or None for a --numbers list
+    prefix: str | None                  # pattern digits, or None for a mask, range or list
     numbers: array | None = None        # the --numbers list
+    prefixes: list[str] | None = None   # a mask's or range's disjoint prefixes (or [prefix])
+    spec: str | None = None             # the mask or range as written
     excluded: PrefixSet | None = None
     dialed: array = field(default_factory=lambda: array("q"))   # sorted, already dialed
     in_range: int = 0                   # well-formed numbers in the range or list
     emergency: int = 0                  # of those, never dialed (emergency/service)
     excluded_count: int = 0             # of the rest, in the --exclude file
     already_dialed: int = 0             # of the rest, dialed before (resume)
+
+    def __post_init__(self):
+        if self.prefixes is None and self.prefix is not None:
+            self.prefixes = [self.prefix]
+        if self.prefixes is not None:
+            self.prefixes = sorted(self.prefixes)
+            self._members = PrefixSet(self.prefixes, self.plan.length)
+            if self.prefix is None and len(self.prefixes) == 1 and self.spec is None:
+                self.prefix = self.prefixes[0]
 
     @property
     def to_dial(self) -> int:
@@ -574,8 +673,10 @@ class DialPlan:
     @property
     def description(self) -> str:
         """The pattern as NXX-NXX-XXXX with X for free digits, or the list size."""
-        if self.prefix is None:
+        if self.numbers is not None:
             return f"list of {len(self.numbers)} numbers"
+        if self.spec is not None:
+            return self.spec
         return self.plan.format_pattern(self.prefix)
 
     def was_dialed(self, number: int) -> bool:
@@ -590,16 +691,17 @@ class DialPlan:
     def iterate(self, randomized: bool, rng: random.Random) -> Iterator[int]:
         """The numbers to dial, lazily: ascending, or in a seeded random order."""
         skip, dialed = self._skip_set(), self.dialed
-        if self.prefix is None:
+        if self.numbers is not None:
             numbers, well_formed = self.numbers, self.plan.well_formed
             order = RandomOrder(len(numbers), rng) if randomized else range(len(numbers))
             candidates = (numbers[index] for index in order)
             return (n for n in candidates if well_formed(n) and n not in skip
                     and not (dialed and self.was_dialed(n)))
-        space = RangeSpace(self.plan, self.prefix)
+        spaces = [RangeSpace(self.plan, prefix) for prefix in self.prefixes]
         if not randomized:
-            return self._ascending(space, skip)
-        candidates = map(space.number, RandomOrder(space.size, rng))
+            return (number for space in spaces for number in self._ascending(space, skip))
+        union = UnionSpace(spaces)
+        candidates = map(union.number, RandomOrder(union.size, rng))
         return (n for n in candidates if n not in skip and not (dialed and self.was_dialed(n)))
 
     def _ascending(self, space: RangeSpace, skip: PrefixSet) -> Iterator[int]:
@@ -620,19 +722,20 @@ class DialPlan:
 
     def count(self) -> None:
         """Fill in the counts; for a pattern without walking the range."""
-        if self.prefix is None:
+        if self.numbers is not None:
             self._count_list()
         else:
-            self._count_range()
+            counts = [self._count_range(prefix) for prefix in self.prefixes]
+            self.in_range, self.emergency, self.excluded_count = (sum(column) for column
+                                                                  in zip(*counts, strict=True))
         self.already_dialed = sum(1 for number in self.dialed if self._in_scope(number)
                                   and self.plan.dialable(number)
                                   and not (self.excluded and number in self.excluded))
 
     def _in_scope(self, number: int) -> bool:
-        if self.prefix is None:
+        if self.numbers is not None:
             return number in self._list_members
-        free = 10 ** (self.plan.length - len(self.prefix))
-        return number // free == int(self.prefix)
+        return number in self._members
 
     def _count_list(self) -> None:
         plan = self.plan
@@ -642,13 +745,14 @@ class DialPlan:
         self.excluded_count = sum(1 for n in self.numbers if plan.dialable(n)
                                   and self.excluded and n in self.excluded)
 
-    def _count_range(self) -> None:
-        plan, prefix = self.plan, self.prefix
-        self.in_range = plan.count_well_formed(prefix)
+    def _count_range(self, prefix: str) -> tuple[int, int, int]:
+        """(in range, emergency, excluded) of one prefix of the pattern."""
+        plan = self.plan
+        in_range = plan.count_well_formed(prefix)
         blocked = plan.blocked.prefixes
-        self.emergency = self._count_under(blocked, prefix)
+        emergency = self._count_under(blocked, prefix, in_range)
         excluded = self.excluded.prefixes if self.excluded else []
-        self.excluded_count = 0
+        excluded_count = 0
         for entry in excluded:
             if any(entry.startswith(b) for b in blocked):
                 continue
@@ -657,18 +761,18 @@ class DialPlan:
                 continue
             if scope == prefix:
                 # the whole range is excluded (minus its emergency numbers); nothing else counts
-                self.excluded_count = self.in_range - self.emergency
-                break
-            self.excluded_count += plan.count_well_formed(scope) - sum(
+                return in_range, emergency, in_range - emergency
+            excluded_count += plan.count_well_formed(scope) - sum(
                 plan.count_well_formed(b) for b in blocked if b.startswith(scope))
+        return in_range, emergency, excluded_count
 
-    def _count_under(self, prefixes: list[str], prefix: str) -> int:
+    def _count_under(self, prefixes: list[str], prefix: str, in_range: int) -> int:
         """Well-formed numbers of the range that begin with one of the disjoint `prefixes`."""
         total = 0
         for entry in prefixes:
             scope = self._intersection(entry, prefix)
             if scope == prefix:
-                return self.in_range
+                return in_range
             if scope is not None:
                 total += self.plan.count_well_formed(scope)
         return total
@@ -1938,6 +2042,8 @@ class SessionInfo:
     phone_pattern: str
     country_code: str
     randomized: bool
+    random_seed: int | None = None
+    scope: str | None = None        # Scope.record() of the authorisation
 
 
 def connect_results_db(path: Path) -> sqlite3.Connection:
@@ -1955,6 +2061,7 @@ class CsvStorage:
 
     def __init__(self, path: Path):
         self.path = path
+        self._columns = len(CSV_FIELDS)
         self._check_existing()
         self._file: TextIO | None = None
 
@@ -1976,7 +2083,8 @@ class CsvStorage:
             raise UsageError(f"--output {self.path} is a SQLite database; add --storage sqlite")
         with open(self.path, newline="", encoding="utf-8", errors="replace") as handle:
             header = next(csv.reader(handle), [])
-        if tuple(header) != CSV_FIELDS:
+        self._columns = len(header)
+        if tuple(header) not in (CSV_FIELDS, CSV_FIELDS_BEFORE_CONFIDENCE):
             raise UsageError(f"{self.path} has other columns ({','.join(header)}); write the "
                              f"results to a new file with --output")
 
@@ -1989,14 +2097,16 @@ class CsvStorage:
         return latest_csv_session(self.path)
 
     def begin(self, session: SessionInfo) -> None:
-        """Open the file (writing the header if it is new)."""
+        """Open the file (writing the header if it is new) and record the session beside it."""
         self._open()
+        record_csv_session(self.path, session)
 
     def add(self, row: tuple) -> None:
         """Write and flush one result row."""
-        session_id, phone, status, timestamp, success, message, carrier, tone = row
-        self._writer.writerow((session_id, phone, status, timestamp, str(bool(success)),
-                               message, str(bool(carrier)), tone or ""))
+        session_id, phone, status, timestamp, success, message, carrier, tone, confidence = row
+        values = (session_id, phone, status, timestamp, str(bool(success)), message,
+                  str(bool(carrier)), tone or "", "" if confidence is None else f"{confidence:.2f}")
+        self._writer.writerow(values[:self._columns])
         self._file.flush()
 
     def finish(self, session: SessionInfo) -> None:
@@ -2041,11 +2151,20 @@ class SqliteStorage:
             self.conn.execute(
                 """INSERT INTO sessions (session_id, start_time, end_time, backend_type,
                        storage_type, phone_pattern, total_calls, successful_calls,
-                       modem_detections, country_code, randomized)
-                   VALUES (?, ?, NULL, ?, 'sqlite', ?, 0, 0, 0, ?, ?)
-                   ON CONFLICT(session_id) DO UPDATE SET end_time = NULL""",
+                       modem_detections, country_code, randomized, random_seed, scope)
+                   VALUES (?, ?, NULL, ?, 'sqlite', ?, 0, 0, 0, ?, ?, ?, ?)
+                   ON CONFLICT(session_id) DO UPDATE SET end_time = NULL,
+                       backend_type = COALESCE(sessions.backend_type, excluded.backend_type),
+                       phone_pattern = COALESCE(NULLIF(sessions.phone_pattern, ''),
+                                                excluded.phone_pattern),
+                       country_code = COALESCE(sessions.country_code, excluded.country_code),
+                       randomized = COALESCE(sessions.randomized, excluded.randomized),
+                       random_seed = COALESCE(sessions.random_seed, excluded.random_seed),
+                       scope = COALESCE(excluded.scope, sessions.scope)""",
                 (session.session_id, migrate_db.utcnow(), session.backend,
-                 session.phone_pattern, session.country_code, int(session.randomized)))
+                 session.phone_pattern, session.country_code, int(session.randomized),
+                 None if session.random_seed is None else str(session.random_seed),
+                 session.scope))
 
     def add(self, row: tuple) -> None:
         """Buffer one row; commit when the batch is full or a second has passed."""
@@ -2065,8 +2184,8 @@ class SqliteStorage:
         with migrate_db.transaction(self.conn):
             self.conn.executemany(
                 """INSERT INTO dial_results (session_id, phone_number, status, timestamp,
-                       success, message, carrier_detected, tone_type)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)""", rows)
+                       success, message, carrier_detected, tone_type, tone_confidence)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""", rows)
             self.conn.execute(
                 """UPDATE sessions SET total_calls = COALESCE(total_calls, 0) + ?,
                        successful_calls = COALESCE(successful_calls, 0) + ?,
@@ -2129,6 +2248,46 @@ def latest_csv_session(path: Path) -> str | None:
     return latest
 
 
+def csv_sessions_path(path: Path) -> Path:
+    """Where a csv results file keeps its sessions (pattern, order, seed, scope)."""
+    return path.with_name(path.stem + ".sessions.json")
+
+
+def read_csv_sessions(path: Path) -> dict[str, dict]:
+    """The sessions recorded beside a csv results file ({} when none are)."""
+    try:
+        data = json.loads(csv_sessions_path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    sessions = data.get("sessions") if isinstance(data, dict) else None
+    return sessions if isinstance(sessions, dict) else {}
+
+
+def record_csv_session(path: Path, session: SessionInfo) -> None:
+    """Record (or complete) a session beside the csv, keeping what was recorded before."""
+    sessions = read_csv_sessions(path)
+    earlier = sessions.get(session.session_id, {})
+    sessions[session.session_id] = {
+        "start_time": earlier.get("start_time") or migrate_db.utcnow(),
+        "backend_type": earlier.get("backend_type") or session.backend,
+        "phone_pattern": earlier.get("phone_pattern") or session.phone_pattern,
+        "country_code": earlier.get("country_code") or session.country_code,
+        "randomized": earlier.get("randomized", session.randomized),
+        "random_seed": earlier.get("random_seed", session.random_seed),
+        "scope": session.scope or earlier.get("scope"),
+    }
+    target = csv_sessions_path(path)
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        temporary.write_text(json.dumps({"sessions": sessions}, indent=1, sort_keys=True),
+                             encoding="utf-8")
+        os.replace(temporary, target)
+    except OSError as exc:
+        raise UsageError(f"{target}: cannot write it ({exc})") from None
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def sessions_in_csv(path: Path) -> set[str]:
     """Every session_id in a csv results file."""
     if not path.exists() or path.stat().st_size == 0:
@@ -2148,6 +2307,9 @@ class ResumeSource:
     dialed: array
     latest_session: str | None
     latest_pattern: str | None
+    latest_numbers: list[int] = field(default_factory=list)   # dialed by that session
+    latest_randomized: bool | None = None
+    latest_seed: int | None = None
 
 
 def _sorted_unique(numbers: Iterable[int]) -> array:
@@ -2174,13 +2336,19 @@ def read_resume_source(path: Path, plan: NumberPlan) -> ResumeSource:
     if migrate_db.is_sqlite_file(path):
         conn = connect_results_db(path)
         try:
-            numbers = (national(phone) for (phone,) in
-                       conn.execute("SELECT phone_number FROM dial_results"))
-            dialed = _sorted_unique(n for n in numbers if n is not None)
+            rows = conn.execute("SELECT session_id, phone_number FROM dial_results").fetchall()
             session_id, pattern = latest_db_session(conn)
+            order = conn.execute("SELECT randomized, random_seed FROM sessions WHERE "
+                                 "session_id = ?", (session_id,)).fetchone()
         finally:
             conn.close()
-        return ResumeSource(path, "sqlite", dialed, session_id, pattern)
+        numbers = [(session, national(phone)) for session, phone in rows]
+        dialed = _sorted_unique(n for _, n in numbers if n is not None)
+        mine = [n for session, n in numbers if session == session_id and n is not None]
+        randomized, seed = order if order else (None, None)
+        return ResumeSource(path, "sqlite", dialed, session_id, pattern, mine,
+                            None if randomized is None else bool(randomized),
+                            int(seed) if seed not in (None, "") else None)
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
@@ -2192,35 +2360,42 @@ def read_resume_source(path: Path, plan: NumberPlan) -> ResumeSource:
                 latest = row.get("session_id") or latest
                 number = national(row["phone_number"] or "")
                 if number is not None:
-                    found.append(number)
+                    found.append((row.get("session_id"), number))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise UsageError(f"--resume {path}: cannot read it ({exc})") from None
-    return ResumeSource(path, "csv", _sorted_unique(found), latest, None)
+    recorded = read_csv_sessions(path).get(latest, {}) if latest else {}
+    seed = recorded.get("random_seed")
+    return ResumeSource(path, "csv", _sorted_unique(n for _, n in found), latest,
+                        recorded.get("phone_pattern"),
+                        [n for session, n in found if session == latest],
+                        recorded.get("randomized"), int(seed) if seed is not None else None)
 
 
-def infer_prefix(source: ResumeSource, plan: NumberPlan) -> tuple[str, str]:
-    """(pattern digits, where they came from): the session's pattern, or the common prefix of
-    the smallest and largest number dialed."""
+def infer_pattern(source: ResumeSource, plan: NumberPlan) -> tuple[str, str]:
+    """(pattern as written, where it came from) of the session being resumed: its recorded
+    pattern, or else the common prefix of the smallest and largest number *that session*
+    dialed; never a prefix spanning other sessions' numbers."""
+    session = source.latest_session
     if source.latest_pattern and source.latest_pattern != "-":
         try:
-            return plan.parse_pattern(source.latest_pattern), \
-                f"pattern of session {source.latest_session}"
+            plan.parse_spec(source.latest_pattern)
+            return source.latest_pattern, f"pattern of session {session}"
         except UsageError:
             pass
-    if not source.dialed:
-        raise UsageError(f"--infer-prefix: {source.path} has no dialed numbers; give PATTERN "
-                         f"or --resume-prefix")
-    low = f"{source.dialed[0]:0{plan.length}d}"
-    high = f"{source.dialed[-1]:0{plan.length}d}"
-    common = ""
-    for a, b in zip(low, high, strict=True):
-        if a != b:
-            break
-        common += a
+    numbers = source.latest_numbers if session is not None else source.dialed
+    if not numbers:
+        raise UsageError(f"--infer-prefix: {source.path} has no dialed numbers"
+                         + (f" in session {session}" if session else "")
+                         + "; give PATTERN or --resume-prefix")
+    low = f"{min(numbers):0{plan.length}d}"
+    high = f"{max(numbers):0{plan.length}d}"
+    common = os.path.commonprefix([low, high])
     if not common:
         raise UsageError(f"--infer-prefix: the numbers in {source.path} share no prefix; give "
                          f"--resume-prefix")
-    return plan.parse_pattern(common), "common prefix of the numbers dialed"
+    origin = "common prefix of the numbers dialed" + (f" in session {session}" if session
+                                                      else "")
+    return plan.format_pattern(plan.parse_pattern(common)), origin
 
 
 # ----------------------------------------------------------------------------- time windows
@@ -2256,6 +2431,219 @@ def seconds_until_window(now: datetime, window: tuple[int, int]) -> float:
 def format_duration(seconds: float) -> str:
     """H:MM:SS."""
     return str(timedelta(seconds=round(seconds)))
+
+
+# ----------------------------------------------------------------------------- authorisation scope
+
+# North American area codes by IANA time zone. Area codes that span two zones (850, 812, ...)
+# are in SPLIT_AREA_CODES instead: a scope dialing them with hours must name its time_zone.
+AREA_CODE_ZONES = {
+    "America/New_York": (
+        "201 202 203 207 212 215 216 220 223 227 229 231 234 239 240 248 252 260 267 269 272 "
+        "276 283 301 302 304 305 313 315 317 321 324 326 330 332 336 339 347 351 352 363 380 "
+        "386 401 404 407 410 412 413 419 423 434 436 440 443 445 463 470 472 475 478 484 "
+        "502 508 513 516 517 518 540 551 561 567 570 571 574 582 585 586 603 607 609 610 614 "
+        "616 617 631 640 645 646 656 667 678 679 680 681 689 703 704 706 716 717 718 724 727 "
+        "728 732 734 740 743 754 757 762 765 770 771 772 774 781 786 802 803 804 810 813 814 "
+        "826 828 835 838 839 843 845 848 854 856 857 859 860 862 863 864 865 878 904 908 910 "
+        "912 914 917 919 929 934 937 941 943 947 948 954 959 973 978 980 984 989"),
+    "America/Toronto": (
+        "226 249 263 289 343 354 365 367 382 416 418 437 438 450 468 514 519 548 579 581 613 647 "
+        "683 705 742 753 819 873 905"),
+    "America/Chicago": (
+        "205 210 214 217 218 219 224 225 228 235 251 254 256 262 270 274 281 309 312 314 316 "
+        "318 319 320 325 327 331 334 337 346 361 364 402 405 409 414 417 430 432 447 464 469 "
+        "479 501 504 507 512 515 531 534 539 557 563 572 573 580 601 608 612 615 618 620 629 "
+        "630 636 641 651 659 660 662 682 708 712 713 715 726 730 731 737 763 769 773 779 785 "
+        "806 815 816 817 830 832 847 861 870 872 901 903 913 918 920 924 931 936 938 940 945 "
+        "952 956 972 975 979 985"),
+    "America/Winnipeg": "204 431 584",
+    "America/Regina": "306 474 639",
+    "America/Denver": "303 307 385 406 435 505 575 719 720 801 915 970 983",
+    "America/Edmonton": "368 403 587 780 825",
+    "America/Phoenix": "480 520 602 623 928",
+    "America/Los_Angeles": (
+        "206 209 213 253 279 310 323 341 350 360 369 408 415 424 425 442 458 503 509 510 530 "
+        "541 559 562 564 619 626 628 650 657 661 669 702 707 714 725 747 760 775 805 818 820 "
+        "831 840 858 909 916 925 949 951 971"),
+    "America/Vancouver": "236 250 257 604 672 778",
+    "America/Anchorage": "907",
+    "Pacific/Honolulu": "808",
+    "America/Halifax": "782 902",
+    "America/Moncton": "428 506",
+    "America/St_Johns": "709 879",
+    "America/Puerto_Rico": "787 939",
+    "America/St_Thomas": "340",
+    "America/Santo_Domingo": "809 829 849",
+    "America/Jamaica": "658 876",
+    "America/Nassau": "242",
+    "America/Barbados": "246",
+    "America/Port_of_Spain": "868",
+    "America/Cayman": "345",
+    "Atlantic/Bermuda": "441",
+    "Pacific/Guam": "671",
+    "Pacific/Saipan": "670",
+    "Pacific/Pago_Pago": "684",
+}
+SPLIT_AREA_CODES = frozenset({"208", "308", "448", "605", "701", "807", "812", "850", "867",
+                              "906", "930", "986"})
+AREA_CODE_ZONE = {code: zone for zone, codes in AREA_CODE_ZONES.items()
+                  for code in codes.split()}
+SCOPE_FIELDS = ("authorised_by", "contact", "ranges", "valid_from", "valid_until")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Who authorised the test of which numbers, when, and at which hours of the callee."""
+
+    path: Path
+    authorised_by: str
+    contact: str
+    ranges: tuple[str, ...]
+    prefixes: PrefixSet
+    valid_from: date
+    valid_until: date
+    hours: tuple[int, int] | None
+    hours_text: str
+    time_zone: str | None
+    digest: str
+
+    def record(self) -> str:
+        """What the sessions row keeps: the scope's content and the file's SHA-256."""
+        return json.dumps({
+            "file": str(self.path), "sha256": self.digest, "authorised_by": self.authorised_by,
+            "contact": self.contact, "ranges": list(self.ranges),
+            "valid": f"{self.valid_from}..{self.valid_until}", "hours": self.hours_text or None,
+            "time_zone": self.time_zone}, sort_keys=True)
+
+
+def _scope_date(path: Path, data: dict, key: str) -> date:
+    value = data[key]
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise UsageError(f"--scope {path}: {key} {value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def load_scope(path: Path, plan: NumberPlan) -> Scope:
+    """Read and check a --scope YAML file; UsageError naming what is missing or wrong."""
+    try:
+        raw = path.read_bytes()
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--scope {path}: cannot read it ({exc})") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"--scope {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"--scope {path}: expected keys {', '.join(SCOPE_FIELDS)}, hours, "
+                         f"time_zone")
+    missing = [key for key in SCOPE_FIELDS if data.get(key) in (None, "", [])]
+    if missing:
+        raise UsageError(f"--scope {path}: missing {', '.join(missing)} (who authorised the "
+                         f"test, how to reach them, which numbers, from and until when)")
+    ranges = data["ranges"]
+    if isinstance(ranges, str):
+        ranges = [ranges]
+    if not isinstance(ranges, list) or not all(isinstance(r, str | int) for r in ranges):
+        raise UsageError(f"--scope {path}: ranges must be a list of patterns, masks or ranges")
+    prefixes = []
+    for entry in ranges:
+        try:
+            prefixes += plan.parse_spec(str(entry))
+        except UsageError as exc:
+            raise UsageError(f"--scope {path}: {exc}") from None
+    valid_from, valid_until = (_scope_date(path, data, key)
+                               for key in ("valid_from", "valid_until"))
+    if valid_until < valid_from:
+        raise UsageError(f"--scope {path}: valid_until {valid_until} is before valid_from "
+                         f"{valid_from}")
+    hours_text = str(data.get("hours") or "")
+    try:
+        hours = parse_window(hours_text) if hours_text else None
+    except UsageError as exc:
+        raise UsageError(f"--scope {path}: hours: {str(exc).partition(': ')[2]}") from None
+    time_zone = data.get("time_zone")
+    if time_zone is not None:
+        try:
+            ZoneInfo(str(time_zone))
+        except (ZoneInfoNotFoundError, ValueError):
+            raise UsageError(f"--scope {path}: time_zone {time_zone!r} is not an IANA time "
+                             f"zone (e.g. America/New_York)") from None
+    return Scope(path, str(data["authorised_by"]), str(data["contact"]),
+                 tuple(str(r) for r in ranges), PrefixSet(prefixes, plan.length), valid_from,
+                 valid_until, hours, hours_text, str(time_zone) if time_zone else None,
+                 hashlib.sha256(raw).hexdigest())
+
+
+def first_outside(prefix: str, scope: PrefixSet, plan: NumberPlan) -> str | None:
+    """The first well-formed number beginning with `prefix` that the scope does not cover
+    (padded with zeros when a whole sub-range is outside), or None."""
+    if any(prefix.startswith(entry) for entry in scope.prefixes):
+        return None
+    if not plan.count_well_formed(prefix):
+        return None
+    inside = [entry for entry in scope.prefixes if entry.startswith(prefix)]
+    if not inside or len(prefix) == plan.length:
+        return prefix
+    for digit in "0123456789":
+        found = first_outside(prefix + digit, PrefixSet(inside, plan.length), plan)
+        if found is not None:
+            return found
+    return None
+
+
+def check_scope(scope: Scope, dial_plan: DialPlan, today: date) -> None:
+    """UsageError unless today is in the scope's dates, every number to dial is in its ranges
+    and the callee's time zone is known when it limits the hours."""
+    plan = dial_plan.plan
+    where = f"the scope {scope.path}"
+    if not scope.valid_from <= today <= scope.valid_until:
+        raise UsageError(f"{where} is valid {scope.valid_from} to {scope.valid_until}; today is "
+                         f"{today}")
+    if dial_plan.numbers is not None:
+        outside = next((n for n in dial_plan.numbers
+                        if plan.dialable(n) and n not in scope.prefixes), None)
+        outside_text = None if outside is None else plan.format(outside)
+    else:
+        found = next((first_outside(p, scope.prefixes, plan) for p in dial_plan.prefixes
+                      if first_outside(p, scope.prefixes, plan) is not None), None)
+        outside_text = None if found is None else plan.format(
+            int(found.ljust(plan.length, "0")))
+    if outside_text is not None:
+        raise UsageError(f"{outside_text} is outside {where} (authorised: "
+                         f"{', '.join(scope.ranges)}); dial only what the scope lists")
+    if scope.hours is None or scope.time_zone is not None:
+        return
+    if not plan.country.north_american:
+        raise UsageError(f"{where} limits the hours: add time_zone (the callee's, e.g. "
+                         f"Europe/London)")
+    codes = ({f"{n:010d}"[:3] for n in dial_plan.numbers} if dial_plan.numbers is not None
+             else {str(code) for prefix in dial_plan.prefixes for code in nxx_codes(prefix[:3])})
+    unknown = sorted(code for code in codes if code not in AREA_CODE_ZONE)
+    if unknown:
+        reason = "spans two time zones" if unknown[0] in SPLIT_AREA_CODES else \
+            "has no time zone in the table"
+        raise UsageError(f"area code {unknown[0]} {reason}: add time_zone to {where}")
+
+
+def callee_zone(scope: Scope, number: int, plan: NumberPlan) -> ZoneInfo:
+    """The callee's time zone: the scope's, or the NANP area code's."""
+    name = scope.time_zone or AREA_CODE_ZONE[f"{number:0{plan.length}d}"[:3]]
+    return ZoneInfo(name)
+
+
+def wait_for_scope_hours(scope: Scope, number: int, plan: NumberPlan, view: View) -> None:
+    """Sleep until the scope's hours are open where the callee is (re-checking every minute)."""
+    zone = callee_zone(scope, number, plan)
+    while (wait := seconds_until_window(datetime.now(zone), scope.hours)) > 0:
+        opens = (datetime.now(zone) + timedelta(seconds=wait)).strftime("%H:%M %Z")
+        view.note(f"{plan.format(number)}: outside the scope's hours {scope.hours_text} "
+                  f"({zone.key}); waiting {format_duration(wait)} until {opens}")
+        time.sleep(min(wait, 60.0))
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -2316,6 +2704,36 @@ def summary_lines(stats: DialStats, dial_plan: DialPlan, session: SessionInfo, t
     return lines
 
 
+class HitLog:
+    """The carriers-found file beside the results: one line per modem, fax or dial tone,
+    appended as they are found (so a long scan's hits are never lost in its results)."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.count = 0
+
+    def add(self, row: tuple) -> None:
+        """Append one hit."""
+        self.count += 1
+        if self.path is None:
+            return
+        confidence = "-" if row[8] is None else f"{row[8]:.2f}"
+        try:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(f"{row[3]}  {row[1]}  {row[7] or row[2]:<9} {confidence:>4}  "
+                             f"session {row[0]}  {row[5]}\n")
+        except OSError as exc:
+            raise ModemError(f"{self.path}: cannot write the carriers-found file ({exc})") \
+                from None
+
+
+def carriers_path(storage: Storage) -> Path | None:
+    """The carriers-found file beside a results file (None for a dry run)."""
+    if storage.path is None:
+        return None
+    return storage.path.with_name(storage.path.stem + ".carriers.txt")
+
+
 # ----------------------------------------------------------------------------- views
 
 class LineView:
@@ -2343,6 +2761,9 @@ class LineView:
         self.stream.write(text + "\n")
         self.stream.flush()
 
+    def hit(self, row: tuple) -> None:
+        """The result line said it already."""
+
     def end(self) -> None:
         """Flush what is left."""
         self.stream.flush()
@@ -2357,6 +2778,8 @@ class LiveView:
         self.current = ""
         self.status_note = ""
         self.recent: deque = deque(maxlen=RECENT_RESULTS)
+        self.hits: deque = deque(maxlen=HITS_SHOWN)
+        self.hit_count = 0
         self.progress = Progress(TextColumn("[bold]dialing"), BarColumn(), MofNCompleteColumn(),
                                  TaskProgressColumn(), TimeElapsedColumn(),
                                  TextColumn("ETA"), TimeRemainingColumn(), console=console)
@@ -2375,8 +2798,14 @@ class LiveView:
         for row in list(self.recent):
             recent.add_row(row[1], row[2], row[5])
         current = self.status_note or f"current: {self.current}"
+        hits = Table(box=None, show_header=False, padding=(0, 2))
+        for row in list(self.hits):
+            hits.add_row(row[1], row[7] or row[2], "-" if row[8] is None else f"{row[8]:.2f}",
+                         row[5], style="bold green")
+        shown = f" (last {len(self.hits)} shown)" if self.hit_count > len(self.hits) else ""
         return Group(Text(self.title, style="bold"), self.progress, Text(current), counts,
-                     Text("last results:"), recent)
+                     Text(f"hits: {self.hit_count}{shown}"), hits, Text("last results:"),
+                     recent)
 
     def begin(self) -> None:
         """Start drawing."""
@@ -2395,6 +2824,11 @@ class LiveView:
     def note(self, text: str) -> None:
         """Show a line instead of the current number."""
         self.status_note = text
+
+    def hit(self, row: tuple) -> None:
+        """Keep a hit in the hits panel, which does not scroll with the results."""
+        self.hits.append(row)
+        self.hit_count += 1
 
     def end(self) -> None:
         """Stop drawing (the last frame stays)."""
@@ -2417,6 +2851,7 @@ class DialOptions:
     retries: int
     window: tuple[int, int] | None
     window_text: str
+    scope: Scope | None = None      # its hours are the callee's
 
 
 def wait_for_window(options: DialOptions, view: View) -> None:
@@ -2429,8 +2864,8 @@ def wait_for_window(options: DialOptions, view: View) -> None:
 
 
 def run_dials(dial_plan: DialPlan, numbers: Iterable[int], backend: Backend, storage: Storage,
-              view: View, stats: DialStats, session: SessionInfo,
-              options: DialOptions) -> None:
+              view: View, stats: DialStats, session: SessionInfo, options: DialOptions,
+              hits: HitLog) -> None:
     """The dial loop: one stored row per number, paced and windowed."""
     plan, session_id = dial_plan.plan, session.session_id
     first = True
@@ -2442,6 +2877,8 @@ def run_dials(dial_plan: DialPlan, numbers: Iterable[int], backend: Backend, sto
         first = False
         if options.window:
             wait_for_window(options, view)
+        if options.scope is not None and options.scope.hours is not None:
+            wait_for_scope_hours(options.scope, number, plan, view)
         phone = plan.format(number)
         view.dialing(phone)
         try:
@@ -2449,19 +2886,22 @@ def run_dials(dial_plan: DialPlan, numbers: Iterable[int], backend: Backend, sto
                                         options.delay)
         except ModemNotResponding as exc:
             if exc.outcome is not None:
-                _record(storage, view, stats, session_id, phone, exc.outcome)
+                _record(storage, view, stats, hits, session_id, phone, exc.outcome)
             raise
-        _record(storage, view, stats, session_id, phone, outcome)
+        _record(storage, view, stats, hits, session_id, phone, outcome)
 
 
-def _record(storage: Storage, view: View, stats: DialStats, session_id: str, phone: str,
-            outcome: Outcome) -> None:
-    """Store, count and show one call."""
+def _record(storage: Storage, view: View, stats: DialStats, hits: HitLog, session_id: str,
+            phone: str, outcome: Outcome) -> None:
+    """Store, count and show one call; a carrier also goes to the hits."""
     row = (session_id, phone, outcome.status, migrate_db.utcnow(), outcome.success,
-           outcome.message, outcome.carrier_detected, outcome.tone_type)
+           outcome.message, outcome.carrier_detected, outcome.tone_type, outcome.confidence)
     storage.add(row)
     stats.add(outcome)
     view.result(row)
+    if outcome.carrier_detected or outcome.tone_type in HIT_TONES:
+        hits.add(row)
+        view.hit(row)
 
 
 def confirm(question: str) -> bool:
@@ -2486,15 +2926,15 @@ def build_dial_plan(args: argparse.Namespace, plan: NumberPlan,
         if args.pattern == "-":
             raise UsageError("PATTERN '-' means a list: add --numbers FILE")
         if args.pattern is not None:
-            prefix = plan.parse_pattern(args.pattern)
+            text = args.pattern
         elif args.resume_prefix is not None:
-            prefix, origin = plan.parse_pattern(args.resume_prefix), "--resume-prefix"
+            text, origin = args.resume_prefix, "--resume-prefix"
         elif args.infer_prefix:
-            prefix, origin = infer_prefix(resume, plan)
+            text, origin = infer_pattern(resume, plan)
         else:
             raise UsageError("give a PATTERN (or, with --resume, --infer-prefix or "
                              "--resume-prefix P)")
-        dial_plan = DialPlan(plan, prefix)
+        dial_plan = spec_plan(plan, text)
     if args.exclude:
         dial_plan.excluded = PrefixSet(parse_exclusions(args.exclude, plan), plan.length)
     if resume is not None:
@@ -2506,10 +2946,25 @@ def build_dial_plan(args: argparse.Namespace, plan: NumberPlan,
     if dial_plan.in_range == 0:
         raise UsageError(f"{dial_plan.description} contains no valid "
                          f"{plan.country.name} number")
+    fixed = os.path.commonprefix(dial_plan.prefixes) if dial_plan.numbers is None else None
+    if fixed is not None and len(fixed) < MIN_PATTERN_DIGITS and not args.allow_wide:
+        raise UsageError(f"pattern {dial_plan.description!r} ({origin}) fixes fewer than "
+                         f"{MIN_PATTERN_DIGITS} leading digits (an area code): "
+                         f"{dial_plan.in_range:,} numbers; add --allow-wide if that is what "
+                         f"you are authorised to dial")
     if dial_plan.to_dial == 0 and dial_plan.excluded_count and resume is None:
         raise UsageError(f"every number of {dial_plan.description} is excluded by "
                          f"{args.exclude}; nothing to dial")
     return dial_plan, origin
+
+
+def spec_plan(plan: NumberPlan, text: str) -> DialPlan:
+    """The DialPlan of a pattern, mask or range as written."""
+    prefixes = plan.parse_spec(text)
+    if ".." not in text and not re.search(r"[Xx?][\d" + re.escape(PATTERN_SEPARATORS) + r"]*\d",
+                                          text):
+        return DialPlan(plan, prefixes[0])
+    return DialPlan(plan, None, prefixes=prefixes, spec=text.strip())
 
 
 def make_storage(args: argparse.Namespace) -> Storage:
@@ -2590,7 +3045,7 @@ def validate_dial_args(args: argparse.Namespace) -> None:
     if args.pattern is not None and (args.infer_prefix or args.resume_prefix is not None) \
             and args.pattern != "-":
         raise UsageError("give either PATTERN or --infer-prefix/--resume-prefix, not both")
-    for name in ("resume", "exclude", "numbers"):
+    for name in ("resume", "exclude", "numbers", "scope"):
         path = getattr(args, name)
         if path is not None and not path.is_file():
             raise UsageError(f"--{name} {path}: no such file")
@@ -2614,8 +3069,15 @@ def run_dial(args: argparse.Namespace) -> int:
     validate_dial_args(args)
     plan = NumberPlan(COUNTRY_PLANS[args.country_code], args.dial_prefix)
     window = parse_window(args.window) if args.window else None
+    scope = load_scope(args.scope, plan) if args.scope else None
+    if scope is None and args.backend != "simulation":
+        raise UsageError(f"--backend {args.backend} dials real lines: give --scope FILE (YAML: "
+                         f"authorised_by, contact, ranges, valid_from, valid_until, and "
+                         f"optionally hours and time_zone)")
     resume = read_resume_source(args.resume, plan) if args.resume else None
     dial_plan, origin = build_dial_plan(args, plan, resume)
+    if scope is not None:
+        check_scope(scope, dial_plan, date.today())
     target = dial_plan.to_dial if args.limit is None else min(args.limit, dial_plan.to_dial)
     if resume is not None:
         print(f"Resuming from {resume.path} ({resume.kind}): {dial_plan.description} "
@@ -2630,18 +3092,21 @@ def run_dial(args: argparse.Namespace) -> int:
           f"excluded, {dial_plan.already_dialed} already dialed)")
     storage = make_storage(args)
     try:
-        session = SessionInfo(*choose_session(args, storage, resume), args.backend,
-                              storage.kind, stored_pattern(args, dial_plan), args.country_code,
-                              args.random)
+        session_id, continued = choose_session(args, storage, resume)
+        randomized, seed = session_order(args, resume, session_id, continued)
+        session = SessionInfo(session_id, continued, args.backend, storage.kind,
+                              stored_pattern(args, dial_plan), args.country_code, randomized,
+                              seed if randomized else None,
+                              scope.record() if scope is not None else None)
         if not args.yes and not confirmed(args, resume, target):
             print("Nothing dialed.")
             return EXIT_OK
-        seed = args.seed if args.seed is not None else secrets.randbits(64)
         rng = random.Random(seed)
-        numbers = dial_plan.iterate(args.random, rng)
+        numbers = dial_plan.iterate(randomized, rng)
         delay = args.delay if args.delay is not None else \
             (DEFAULT_MODEM_DELAY if args.backend == "modem" else 0.0)
-        options = DialOptions(args.limit, delay, args.retries, window, args.window or "")
+        options = DialOptions(args.limit, delay, args.retries, window, args.window or "",
+                              scope)
         backend = make_backend(args, rng)
         try:
             backend.open()
@@ -2651,6 +3116,32 @@ def run_dial(args: argparse.Namespace) -> int:
             backend.close()
     finally:
         storage.close()
+
+
+def session_order(args: argparse.Namespace, resume: ResumeSource | None, session_id: str,
+                  continued: bool) -> tuple[bool, int]:
+    """(random order?, seed): a continued session keeps its own order and seed."""
+    randomized, seed = args.random, args.seed
+    if continued and resume is not None and session_id == resume.latest_session and \
+            resume.latest_randomized is not None:
+        if resume.latest_randomized:
+            if randomized is False:
+                raise UsageError(f"session {session_id} dials in random order; drop "
+                                 f"--sequential (or start a --new-session)")
+            if seed is not None and resume.latest_seed is not None and seed != resume.latest_seed:
+                raise UsageError(f"session {session_id} was seeded {resume.latest_seed}; drop "
+                                 f"--seed (or start a --new-session)")
+            if resume.latest_seed is None:
+                print(f"  session {session_id} recorded no seed: the rest follows a new "
+                      f"random order")
+            else:
+                seed = resume.latest_seed
+                print(f"  continuing session {session_id}'s random order (seed {seed})")
+            randomized = True
+        elif randomized:
+            raise UsageError(f"session {session_id} dials in ascending order; drop --random "
+                             f"(or start a --new-session)")
+    return bool(randomized), seed if seed is not None else secrets.randbits(63)
 
 
 def confirmed(args: argparse.Namespace, resume: ResumeSource | None, target: int) -> bool:
@@ -2666,8 +3157,10 @@ def confirmed(args: argparse.Namespace, resume: ResumeSource | None, target: int
 
 def stored_pattern(args: argparse.Namespace, dial_plan: DialPlan) -> str:
     """The sessions.phone_pattern of a new session: as typed, inferred, or '-' for a list."""
-    if dial_plan.prefix is None:
+    if dial_plan.numbers is not None:
         return "-"
+    if dial_plan.spec is not None:
+        return dial_plan.spec
     if args.pattern is not None:
         return args.pattern
     return dial_plan.plan.format_pattern(dial_plan.prefix)
@@ -2681,6 +3174,7 @@ def dial_session(dial_plan: DialPlan, numbers: Iterable[int], backend: Backend,
           f"{backend.name} backend, results to "
           f"{storage.path if storage.path is not None else 'nowhere (dry run)'}")
     stats = DialStats()
+    hits = HitLog(carriers_path(storage))
     if interactive:
         title = (f"VibeDialer  session {session.session_id}  {dial_plan.description}  "
                  f"{backend.name} -> {storage.kind}")
@@ -2692,7 +3186,8 @@ def dial_session(dial_plan: DialPlan, numbers: Iterable[int], backend: Backend,
         storage.begin(session)
         view.begin()
         try:
-            run_dials(dial_plan, numbers, backend, storage, view, stats, session, options)
+            run_dials(dial_plan, numbers, backend, storage, view, stats, session, options,
+                      hits)
         finally:
             view.end()
     except KeyboardInterrupt:
@@ -2704,6 +3199,8 @@ def dial_session(dial_plan: DialPlan, numbers: Iterable[int], backend: Backend,
     for line in summary_lines(stats, dial_plan, session, target, storage,
                               interrupted=code == EXIT_INTERRUPTED):
         print(line)
+    if hits.count and hits.path is not None:
+        print(f"  hits: {hits.count} (modem, fax, dial tone) in {hits.path}")
     if failure:
         print(f"error: {failure}", file=sys.stderr)
     return code
@@ -2725,14 +3222,15 @@ def open_results(path: Path) -> sqlite3.Connection:
                 raise UsageError(f"{path}: neither a SQLite database nor a results csv")
             rows = [(row.get("session_id") or "legacy", row["phone_number"], row["status"],
                      row["timestamp"], row["success"] == "True", row["message"],
-                     row["carrier_detected"] == "True", row["tone_type"] or None)
+                     row["carrier_detected"] == "True", row["tone_type"] or None,
+                     float(row["tone_confidence"]) if row.get("tone_confidence") else None)
                     for row in reader]
-    except (OSError, UnicodeDecodeError, csv.Error, KeyError) as exc:
+    except (OSError, UnicodeDecodeError, csv.Error, KeyError, ValueError) as exc:
         raise UsageError(f"{path}: cannot read it as a results csv ({exc})") from None
     with migrate_db.transaction(conn):
         conn.executemany("INSERT INTO dial_results (session_id, phone_number, status, "
-                         "timestamp, success, message, carrier_detected, tone_type) "
-                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                         "timestamp, success, message, carrier_detected, tone_type, "
+                         "tone_confidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         conn.execute("""INSERT INTO sessions (session_id, start_time, end_time, storage_type,
                             total_calls, successful_calls, modem_detections)
                         SELECT session_id, MIN(timestamp), MAX(timestamp), 'csv', COUNT(*),
@@ -2840,7 +3338,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         "dial", help="dial a pattern's range or a list of numbers",
         usage="%(prog)s PATTERN [options]   (--help lists them)",
         description="Dial every number that begins with PATTERN (e.g. 555-234-56 -> "
-                    "555-234-5600 ... 555-234-5699) or the numbers of --numbers FILE.",
+                    "555-234-5600 ... 555-234-5699), that matches a mask with X for any digit "
+                    "(555-234-1X3X), or lies in a range (555-234-1000..555-234-1999), or the "
+                    "numbers of --numbers FILE.",
         epilog="Examples: dial 555-234-56 --storage sqlite -o calls.db; "
                "dial --resume calls.db --infer-prefix; "
                "dial - --numbers list.txt --backend modem --modem-port /dev/ttyUSB0")
@@ -2865,6 +3365,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                        help="ascending order (default)")
     what.add_argument("--seed", type=int, metavar="N",
                       help="seed for the random order and the simulation (repeatable runs)")
+    what.add_argument("--allow-wide", action="store_true",
+                      help=f"allow a pattern fixing fewer than {MIN_PATTERN_DIGITS} leading "
+                           f"digits (millions of numbers)")
+    dial.set_defaults(random=None)
+    authorisation = dial.add_argument_group("authorisation")
+    authorisation.add_argument(
+        "--scope", type=Path, metavar="FILE",
+        help="YAML: authorised_by, contact, ranges (patterns, masks, FIRST..LAST), valid_from, "
+             "valid_until, hours (HH:MM-HH:MM, the callee's local time), time_zone; required "
+             "with --backend modem or voip, which dial nothing outside it")
 
     backend = dial.add_argument_group("backend")
     backend.add_argument("-b", "--backend", choices=("simulation", "modem", "voip"),
