@@ -1792,7 +1792,7 @@ class SipUserAgent(asyncio.DatagramProtocol):
             if response is None:
                 return
             code = response.status
-            if code in (401, 407) and not result.authenticated and self.account.username:
+            if code in (401, 407) and not result.authenticated and self.account.password:
                 header = "WWW-Authenticate" if code == 401 else "Proxy-Authenticate"
                 challenge = response.header(header)
                 if challenge:
