@@ -198,6 +198,10 @@ class Outcome:
     confidence: float | None = None     # of tone_type, when a classifier heard it
 
 
+# What answers a simulated call that listens (--sim-audio synth), by weight.
+SIM_LISTEN_KINDS = (("modem", 0.3), ("fax", 0.1), ("voice", 0.35), ("voicemail", 0.15),
+                    ("dialtone", 0.05), ("silence", 0.05))
+
 # The original's simulation weights; success for modem and person, carrier for modem.
 SIM_OUTCOMES = (
     (Outcome("no_answer", False, "No answer"), 0.40),
@@ -1232,13 +1236,31 @@ def synthesize_call_audio(kind: str, seconds: float, rng: random.Random,
 # ----------------------------------------------------------------------------- backends
 
 class SimulationBackend:
-    """Outcomes drawn with the original's weights from a seeded generator."""
+    """Outcomes drawn with the original's weights from a seeded generator.
+
+    With `listen` ("synth" or a folder of WAV recordings), an answered call (person or modem)
+    plays audio through the classifier the voip backend uses, and the classifier decides the
+    outcome: synthesised audio of a kind drawn by SIM_LISTEN_KINDS at 10 dB SNR, or a
+    recording from the folder, cut to `listen_seconds`.
+    """
 
     name = "simulation"
 
-    def __init__(self, rng: random.Random, call_seconds: float = 0.0):
+    def __init__(self, rng: random.Random, call_seconds: float = 0.0, listen: str | None = None,
+                 listen_seconds: float = DEFAULT_LISTEN):
+        self.rng = rng
         self.random = rng.random
         self.call_seconds = call_seconds
+        self.listen = listen
+        self.listen_seconds = listen_seconds
+        self.recordings: list[Path] = []
+        if listen is not None and listen != "synth":
+            folder = Path(listen)
+            self.recordings = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".wav") \
+                if folder.is_dir() else []
+            if not self.recordings:
+                raise UsageError(f"--sim-audio {listen}: give 'synth' or a folder with .wav "
+                                 f"recordings")
         self._outcomes = [outcome for outcome, _ in SIM_OUTCOMES]
         cumulative, total = [], 0.0
         for _, weight in SIM_OUTCOMES[:-1]:
@@ -1253,7 +1275,18 @@ class SimulationBackend:
         """One simulated call."""
         if self.call_seconds:
             time.sleep(self.call_seconds)
-        return self._outcomes[bisect_right(self._cumulative, self.random())]
+        outcome = self._outcomes[bisect_right(self._cumulative, self.random())]
+        if self.listen is None or outcome.status not in ("person", "modem"):
+            return outcome
+        if self.recordings:
+            recording = self.rng.choice(self.recordings)
+            samples = read_wav(recording)[:int(self.listen_seconds * SAMPLE_RATE)]
+            return classified_outcome(samples, f"replayed {recording.name}")
+        kinds = [kind for kind, _ in SIM_LISTEN_KINDS]
+        kind = self.rng.choices(kinds, [weight for _, weight in SIM_LISTEN_KINDS])[0]
+        samples = synthesize_call_audio(kind, self.listen_seconds, self.rng)
+        samples = g711_decode(g711_encode(samples, "PCMU"), "PCMU")   # as the line carries it
+        return classified_outcome(samples, f"simulated {kind}")
 
     def close(self) -> None:
         """Nothing to close."""
@@ -1910,17 +1943,22 @@ class SipUserAgent(asyncio.DatagramProtocol):
             cseq += 1
 
 
+def classified_outcome(samples: np.ndarray, source: str) -> Outcome:
+    """The Outcome of an answered call from what was heard (voip and listening simulation)."""
+    heard = classify_audio(samples)
+    status, success, carrier = TONE_OUTCOMES[heard.tone_type]
+    return Outcome(status, success, f"{heard.detail} ({source}, "
+                   f"{len(samples) / SAMPLE_RATE:.1f} s)", carrier_detected=carrier,
+                   tone_type=heard.tone_type, confidence=heard.confidence)
+
+
 def call_outcome(result: CallResult, max_ring: float) -> Outcome:
     """The Outcome of a SIP call: the final response's status, or the classified audio."""
     if result.answered:
         if result.audio is None or not len(result.audio):
             return Outcome("silence", False, f"answered ({result.status} {result.reason}), no "
                            f"audio received", tone_type="silence", confidence=1.0)
-        heard = classify_audio(result.audio)
-        status, success, carrier = TONE_OUTCOMES[heard.tone_type]
-        return Outcome(status, success, f"{heard.detail} ({result.codec}, "
-                       f"{len(result.audio) / SAMPLE_RATE:.1f} s)", carrier_detected=carrier,
-                       tone_type=heard.tone_type, confidence=heard.confidence)
+        return classified_outcome(result.audio, result.codec)
     rang = " after ringing" if 180 in result.provisional or 183 in result.provisional else ""
     if result.cancelled and result.status in (None, 487):
         early = ""
@@ -3017,7 +3055,7 @@ def make_backend(args: argparse.Namespace, rng: random.Random) -> Backend:
     if args.backend == "voip":
         account = sip_account(args.sip_server, sip_environment(Path(".env")))
         return VoipBackend(account, args.max_ring, args.listen, args.timeout)
-    return SimulationBackend(rng, args.sim_call_seconds)
+    return SimulationBackend(rng, args.sim_call_seconds, args.sim_audio, args.listen)
 
 
 def validate_dial_args(args: argparse.Namespace) -> None:
@@ -3054,6 +3092,8 @@ def validate_dial_args(args: argparse.Namespace) -> None:
     if args.backend == "modem" and not args.modem_port:
         raise UsageError("--backend modem needs --modem-port PORT_OR_URL (a device such as "
                          "/dev/ttyUSB0, or socket://host:port, rfc2217://host:port)")
+    if args.backend != "simulation" and args.sim_audio:
+        raise UsageError("--sim-audio is only used with --backend simulation")
     if args.backend != "voip" and args.sip_server:
         raise UsageError("--sip-server is only used with --backend voip")
     if args.backend == "voip" and not args.sip_server:
@@ -3323,6 +3363,16 @@ def run_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_classify(args: argparse.Namespace) -> int:
+    """The `classify` command: what each recording is, with the classifier's confidence."""
+    for path in args.files:
+        samples = read_wav(path)
+        heard = classify_audio(samples)
+        print(f"{path}: {heard.tone_type} (confidence {heard.confidence:.2f}) {heard.detail}; "
+              f"{len(samples) / SAMPLE_RATE:.1f} s")
+    return EXIT_OK
+
+
 # ----------------------------------------------------------------------------- command line
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
@@ -3387,6 +3437,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                          help="dial again on BUSY / NO DIALTONE up to N times (default: 0)")
     backend.add_argument("--sim-call-seconds", type=float, default=0.0, metavar="SECONDS",
                          help="simulated call length (default: 0, no sleeping)")
+    backend.add_argument("--sim-audio", metavar="synth|DIR",
+                         help="simulated answers play audio through the classifier: "
+                              "synthesised ('synth') or WAV recordings from DIR")
     modem = dial.add_argument_group("modem")
     modem.add_argument("--modem-port", metavar="PORT_OR_URL",
                        help="serial device or pyserial URL (socket://, rfc2217://, loop://)")
@@ -3453,7 +3506,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     report.add_argument("db", type=Path, metavar="DB", help="sqlite (or csv) results file")
     report.add_argument("--session-id", metavar="ID", help="only this session")
     report.set_defaults(handler=run_report)
-    return parser, {"dial": dial, "sessions": listing, "report": report}
+
+    classify = commands.add_parser(
+        "classify", help="classify recordings (modem, fax, voice, voicemail, tones, silence)",
+        description="Run the answer classifier of the voip backend on WAV recordings (any "
+                    "rate; PCM, float, mu-law or A-law).")
+    classify.add_argument("files", type=Path, nargs="+", metavar="FILE.wav")
+    classify.set_defaults(handler=run_classify)
+    return parser, {"dial": dial, "sessions": listing, "report": report,
+                    "classify": classify}
 
 
 def _interrupt_on_sigterm(signum, frame) -> None:
