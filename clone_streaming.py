@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ from telethon import TelegramClient, errors, events, functions, types, utils
 import migrate_db
 import telegram_session
 from migrate_db import transaction, utcnow
+
+UTC = timezone.utc        # datetime.UTC is Python 3.11+
 
 log = logging.getLogger("clone")
 
@@ -737,7 +739,7 @@ class Cloner:
                                           events.NewMessage(chats=self.source))
             log.info("backfill done (%s); following new messages", self.progress.line())
             while True:
-                with contextlib.suppress(TimeoutError):
+                with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.new_messages.wait(), FOLLOW_POLL_SECONDS)
                 await asyncio.sleep(EVENT_SETTLE_SECONDS)
                 self.new_messages.clear()
@@ -1319,7 +1321,8 @@ def media_temp_dir(account: telegram_session.Account) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
 
 
-async def clone(account: telegram_session.Account, config: CloneConfig) -> Progress:
+async def clone(account: telegram_session.Account, config: CloneConfig,
+                metrics: migrate_db.MetricsFile | None = None) -> Progress:
     """Open the account, resolve the chats and run the cloner; returns its counts."""
     checkpoint = SharedCheckpoint(config.checkpoint_db, config.session_name,
                                   claim_timeout=config.claim_timeout)
@@ -1333,9 +1336,13 @@ async def clone(account: telegram_session.Account, config: CloneConfig) -> Progr
             log.info("account %s: cloning %s into %s (mode %s%s), checkpoint %s",
                      account.name, cloner.src, cloner.dst, config.copy_mode,
                      ", ordered" if config.ordered else "", config.checkpoint_db)
+            writer = asyncio.create_task(write_metrics(cloner, account, metrics)) \
+                if metrics is not None and metrics.path else None
             try:
                 await cloner.run()
             finally:
+                if writer is not None:
+                    writer.cancel()
                 log.info("%s", cloner.progress.summary())
                 shutil.rmtree(temp_dir, ignore_errors=True)
             return cloner.progress
@@ -1358,7 +1365,7 @@ def build_parser(profile: Profile) -> argparse.ArgumentParser:
         "\n\nexit codes: 0 done, 1 runtime failure, 2 bad flag or .env value, " \
         "3 log in again, 4 session file or lock, 130 Ctrl+C"
     parser = argparse.ArgumentParser(prog=profile.prog, description=profile.description,
-                                     epilog=epilog,
+                                     epilog=epilog, parents=[migrate_db.cli_options()],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_argument_group("what to clone")
     what.add_argument("--source", metavar="CHAT", help="SOURCE_CHAT")
@@ -1386,18 +1393,34 @@ def build_parser(profile: Profile) -> argparse.ArgumentParser:
                      help="print the checkpoint's state per source and exit (no Telegram)")
     run.add_argument("--progress-every", metavar="N", help="PROGRESS_EVERY")
     run.add_argument("--progress-seconds", metavar="SECONDS", help="PROGRESS_SECONDS")
+    run.add_argument("--metrics-file", metavar="PATH", type=Path,
+                     help="METRICS_FILE: Prometheus text rewritten every "
+                          f"{migrate_db.METRICS_SECONDS:g} s (node_exporter textfile)")
     return parser
 
 
-def setup_logging(folder: Path) -> None:
-    """Log lines to the console and to clone.log in the account folder."""
-    console = logging.StreamHandler()
-    console.setLevel(logging.INFO)
-    logfile = logging.FileHandler(folder / LOG_FILE, encoding="utf-8")
-    logging.basicConfig(level=logging.INFO, handlers=[console, logfile], force=True,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+def setup_logging(folder: Path, args: argparse.Namespace) -> None:
+    """Log lines to the console and to clone.log in the account folder (migrate_db's)."""
+    migrate_db.setup_logging(args.verbose, args.quiet, folder / LOG_FILE)
     log.setLevel(logging.DEBUG)             # a failure's traceback goes to clone.log only
-    logging.getLogger("telethon").setLevel(logging.WARNING)
+
+
+async def write_metrics(cloner: Cloner, account: telegram_session.Account,
+                        metrics: migrate_db.MetricsFile) -> None:
+    """--metrics-file: the checkpoint's messages by status and this process's sends."""
+    while True:
+        rows = cloner.checkpoint.conn.execute(
+            "SELECT status, COUNT(*), MAX(processed_at) FROM messages WHERE source_chat = ? "
+            "GROUP BY status", (cloner.src,)).fetchall()
+        waits, wait_seconds = telegram_session.wait_totals([account])
+        last = max((r[2] for r in rows if r[0] == "done" and r[2]), default=None)
+        try:
+            metrics.write(migrate_db.suite_metrics(
+                "clone", {r[0]: r[1] for r in rows}, cloner.progress.counts["cloned"], waits,
+                wait_seconds, last))
+        except OSError as exc:
+            log.warning("metrics file %s not written (%s); trying again", metrics.path, exc)
+        await asyncio.sleep(metrics.every)
 
 
 def main(argv: list[str] | None = None, profile: Profile = SINGLE) -> int:
@@ -1418,8 +1441,9 @@ def main(argv: list[str] | None = None, profile: Profile = SINGLE) -> int:
             return telegram_session.EXIT_FAILURE
         return telegram_session.EXIT_OK
     try:
-        setup_logging(account.folder)
-        asyncio.run(clone(account, config))
+        setup_logging(account.folder, args)
+        metrics = migrate_db.MetricsFile(args.metrics_file or account.env.get("METRICS_FILE"))
+        asyncio.run(clone(account, config, metrics))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return telegram_session.EXIT_USAGE
@@ -1439,7 +1463,4 @@ def main(argv: list[str] | None = None, profile: Profile = SINGLE) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(telegram_session.EXIT_INTERRUPTED)
+    migrate_db.run_main(main)

@@ -146,6 +146,7 @@ from telethon.extensions import BinaryReader, markdown
 from telethon.sessions import SQLiteSession
 from telethon.tl import TLObject, functions, types
 
+import migrate_db
 from migrate_db import is_sqlite_file, open_database, transaction, utcnow
 
 # ----------------------------------------------------------------------------- settings
@@ -329,7 +330,7 @@ def _now() -> int:
 
 
 def _dt(ts: int) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC)
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
 
 
 def _ts(value: datetime.datetime | None) -> int:
@@ -2276,7 +2277,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=Path(__file__).name,
         description="A simulated Telegram under real Telethon clients, in one SQLite file "
                     "shared by processes (rehearsals and tests; no account at risk).",
-        epilog="Accounts use it when their .env sets TELEGRAM_SIMULATOR=WORLD.")
+        epilog="Accounts use it when their .env sets TELEGRAM_SIMULATOR=WORLD.",
+        parents=[migrate_db.cli_options()])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     init = commands.add_parser("init", help="create a world")
     init.add_argument("world", type=Path, metavar="WORLD")
@@ -2331,6 +2333,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    migrate_db.setup_logging(args.verbose, args.quiet)
     if args.command == "init":
         return _cmd_init(args, parser)
     try:
@@ -2359,11 +2362,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def _cli() -> int:
+    """main() with a database or file failure as one error line."""
     try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
+        return main()
+    except BrokenPipeError:
+        raise
     except (sqlite3.Error, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+        return 1
+
+
+if __name__ == "__main__":
+    migrate_db.run_main(_cli)

@@ -214,7 +214,7 @@ def test_calls_wait_for_the_callees_hours(tmp_path):
         assert "212-555-0100: outside the scope's hours" in waiting
         assert "(America/New_York); waiting" in waiting
     finally:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 130
     assert "0 of 100 dialed" in out
