@@ -127,7 +127,8 @@ TONE_SIGNATURES = {
 ANALYSIS_FREQUENCIES = sorted({f for tones in TONE_SIGNATURES.values() for f in tones})
 SIGNATURE_COLUMNS = [[ANALYSIS_FREQUENCIES.index(f) for f in tones]
                      for tones in TONE_SIGNATURES.values()]
-_BINS = np.fft.rfftfreq(ANALYSIS_FRAME, 1 / SAMPLE_RATE)
+ANALYSIS_FFT = 800          # zero-padded to 10 Hz bins
+_BINS = np.fft.rfftfreq(ANALYSIS_FFT, 1 / SAMPLE_RATE)
 V21_LOW = (_BINS >= 1550) & (_BINS < 1750)    # V.21 channel 2: mark 1650 Hz ...
 V21_HIGH = (_BINS >= 1750) & (_BINS <= 1950)  # ... space 1850 Hz
 V21_BAND_SHARE = 0.6
@@ -929,14 +930,13 @@ class Classification:
 
 
 def _analysis_basis() -> tuple[list[str], np.ndarray, np.ndarray, float]:
-    """(signature names, frame basis, Hann window, scale) of the frame analysis."""
+    """(signature names, FFT bin of each analysis frequency, Hann window, scale)."""
     window = np.hanning(ANALYSIS_FRAME)
-    n = np.arange(ANALYSIS_FRAME)
-    phase = 2 * np.pi * np.outer(n, ANALYSIS_FREQUENCIES) / SAMPLE_RATE
-    basis = np.concatenate([np.cos(phase), np.sin(phase)], axis=1) * window[:, None]
+    # the zero-padded FFT has 10 Hz bins: every signature frequency is within 5 Hz of one
+    bins = np.array([round(f * ANALYSIS_FFT / SAMPLE_RATE) for f in ANALYSIS_FREQUENCIES])
     # a tone of amplitude A: |X|^2 = (A sum(w) / 2)^2 and windowed energy A^2 sum(w^2) / 2
     scale = (window.sum() / 2) ** 2 / ((window ** 2).sum() / 2)
-    return list(TONE_SIGNATURES), basis, window, scale
+    return list(TONE_SIGNATURES), bins, window, scale
 
 
 ANALYSIS = _analysis_basis()
@@ -945,16 +945,15 @@ ANALYSIS = _analysis_basis()
 def frame_labels(samples: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Per 50 ms frame: the tone signature heard (or 'sound' / 'silent'), its score (the
     share of the frame's energy in the signature's frequencies) and the level in dBFS."""
-    names, basis, window, scale = ANALYSIS
+    names, bins, window, scale = ANALYSIS
     count = len(samples) // ANALYSIS_FRAME
     if count == 0:
         return [], np.zeros(0), np.zeros(0)
     frames = samples[:count * ANALYSIS_FRAME].reshape(count, ANALYSIS_FRAME)
-    spectrum = frames @ basis
-    width = len(ANALYSIS_FREQUENCIES)
-    power = spectrum[:, :width] ** 2 + spectrum[:, width:] ** 2
-    energy = ((frames * window) ** 2).sum(axis=1) * scale + 1e-20
-    share = power / energy[:, None]
+    windowed = frames * window
+    spectrum_power = np.abs(np.fft.rfft(windowed, n=ANALYSIS_FFT, axis=1)) ** 2
+    energy = (windowed ** 2).sum(axis=1) * scale + 1e-20
+    share = spectrum_power[:, bins] / energy[:, None]
     scores = np.stack([share[:, columns].sum(axis=1)
                        * (share[:, columns].min(axis=1) >= TONE_MIN_COMPONENT)
                        for columns in SIGNATURE_COLUMNS], axis=1)
@@ -962,7 +961,6 @@ def frame_labels(samples: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray
     best_score = scores[np.arange(count), best]
     level = 10 * np.log10((frames ** 2).mean(axis=1) + 1e-20)
     # V.21 FSK (300 baud between 1650 and 1850 Hz) spreads over the band: its share, both halves
-    spectrum_power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
     total = spectrum_power.sum(axis=1) + 1e-20
     low = spectrum_power[:, V21_LOW].sum(axis=1) / total
     high = spectrum_power[:, V21_HIGH].sum(axis=1) / total
