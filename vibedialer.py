@@ -1,14 +1,21 @@
 #!/usr/bin/env python3
 """vibedialer: dial phone-number ranges for audits of lines you own or are authorised to test.
 
-Simulation is the default backend; a real modem dials only with `--backend modem`. Results go
-to a csv file (one row written and flushed per dial) or to a suite SQLite database (tables
-`sessions` and `dial_results`, opened through migrate_db), grouped into sessions that can be
-continued and resumed.
+Simulation is the default backend; a real modem (`--backend modem`) or SIP trunk/PBX
+(`--backend voip`: a small SIP user agent over UDP with digest authentication, receiving
+PCMU/PCMA RTP) dials only when asked, and only within an authorisation scope (`--scope
+FILE`: who authorised it, contact, ranges, dates, the callee's hours). What answers is
+classified from its audio (classify_audio: modem and fax tones, call-progress tones, special
+information tones, voicemail beep, voice, silence). Results go to a csv file (one row
+written and flushed per dial) or to a suite SQLite database (tables `sessions` and
+`dial_results`, opened through migrate_db), grouped into sessions that can be continued and
+resumed; hits (modem, fax, dial tone) also go to a carriers-found file beside them.
 
     python vibedialer.py dial 555-234-56 --storage sqlite --output calls.db
     python vibedialer.py dial --resume calls.db --infer-prefix
-    python vibedialer.py dial 555-234 --backend modem --modem-port /dev/ttyUSB0 --window 09:00-17:00
+    python vibedialer.py dial 555-234 --backend modem --modem-port /dev/ttyUSB0 --scope s.yaml
+    python vibedialer.py dial 555-234-1X3X --backend voip --sip-server pbx.lan --scope s.yaml
+    python vibedialer.py classify recording.wav
     python vibedialer.py sessions calls.db
     python vibedialer.py report calls.db --session-id a3f5c2d1
 
