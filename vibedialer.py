@@ -149,6 +149,7 @@ TONE_TYPES = ("modem", "fax", "voice", "voicemail", "dialtone", "busy", "reorder
 # voip: SIP over UDP (RFC 3261 timers), G.711 RTP; what a final response or the audio means
 SIP_DEFAULT_PORT = 5060
 SIP_T1, SIP_T2 = 0.5, 4.0
+SIP_REFUSED_AFTER = 2.0       # ICMP "port unreachable" for this long: nothing listens there
 SIP_USER_AGENT = "vibedialer"
 DEFAULT_MAX_RING = 30.0       # seconds of ringing before CANCEL
 DEFAULT_LISTEN = 8.0          # seconds recorded after answer
@@ -1671,6 +1672,7 @@ class SipUserAgent(asyncio.DatagramProtocol):
         self.calls: dict[str, asyncio.Queue] = {}      # Call-ID -> its responses
         self.remote_byes: dict[str, asyncio.Event] = {}
         self.in_progress: dict[str, Callable[[], Awaitable[None]]] = {}
+        self.refused: Exception | None = None
 
     # -- transport
     async def start(self) -> None:
@@ -1706,7 +1708,9 @@ class SipUserAgent(asyncio.DatagramProtocol):
         self._respond(message, code, reason)
 
     def error_received(self, exc: Exception) -> None:
+        """ICMP errors on the connected socket: port unreachable means nothing listens."""
         log.debug("SIP socket: %s", exc)
+        self.refused = exc
 
     def _respond(self, request: SipMessage, code: int, reason: str) -> None:
         lines = [f"SIP/2.0 {code} {reason}"]
@@ -1887,6 +1891,8 @@ class SipUserAgent(asyncio.DatagramProtocol):
         response, CANCEL at the ring deadline; ACK a non-2xx final response. None when the
         call ended without a usable final response (result says why)."""
         self._send(invite)
+        self.refused = None
+        started = time.monotonic()
         interval = SIP_T1
         next_resend = time.monotonic() + interval
         provisional, cancelled = False, False
@@ -1904,6 +1910,10 @@ class SipUserAgent(asyncio.DatagramProtocol):
                 response = None
             now = time.monotonic()
             if response is None:
+                if not provisional and self.refused is not None and \
+                        now - started >= SIP_REFUSED_AFTER:
+                    raise VoipError(f"SIP server {self.account.host}:{self.account.port} does "
+                                    f"not answer ({self.refused}); is it running there?")
                 if not provisional and now >= no_response_limit:
                     result.reason = "no response from the SIP server"
                     return None

@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from sipp_far_end import PASSWORD, USERNAME, require_sipp, start_far_end, stop_far_end
+from sipp_far_end import (
+    PASSWORD,
+    USERNAME,
+    free_udp_port,
+    require_sipp,
+    start_far_end,
+    stop_far_end,
+)
 
 import vibedialer
 
@@ -114,3 +123,39 @@ def test_credentials_never_come_from_the_command_line(tmp_path):
                 "--sip-password", "x", "--scope", str(SCOPE))
     assert done.returncode == 2
     assert "unrecognized arguments: --sip-password" in done.stderr
+
+
+def test_ctrl_c_while_ringing_cancels_the_call(far_end, tmp_path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SIP_")}
+    env.update(SIP_USERNAME=USERNAME, SIP_PASSWORD=PASSWORD)
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "dial", "555-234-5605",
+                             "--sip-server", far_end.server, *CALL, "--max-ring", "8",
+                             "--storage", "dry-run"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while "SIP/2.0 180 Ringing" not in far_end.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    deadline = time.monotonic() + 5
+    while "CANCEL sip:5552345605@" not in far_end.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "CANCEL sip:5552345605@" in far_end.log()
+
+
+def test_a_server_that_is_not_there_stops_the_run_with_one_line(tmp_path):
+    done = dial(tmp_path, "555-234-56", "--backend", "voip", "--sip-server",
+                f"127.0.0.1:{free_udp_port()}", "--scope", str(SCOPE), "--yes",
+                "--no-interactive", "--storage", "dry-run")
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: SIP server 127.0.0.1:") and "does not answer" in line
+    assert "0 of 100 dialed" in done.stdout
