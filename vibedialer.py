@@ -2689,8 +2689,9 @@ def check_scope(scope: Scope, dial_plan: DialPlan, today: date) -> None:
                         if plan.dialable(n) and n not in scope.prefixes), None)
         outside_text = None if outside is None else plan.format(outside)
     else:
-        found = next((first_outside(p, scope.prefixes, plan) for p in dial_plan.prefixes
-                      if first_outside(p, scope.prefixes, plan) is not None), None)
+        found = next((outside for outside in (first_outside(p, scope.prefixes, plan)
+                                              for p in dial_plan.prefixes)
+                      if outside is not None), None)
         outside_text = None if found is None else plan.format(
             int(found.ljust(plan.length, "0")))
     if outside_text is not None:
@@ -2800,20 +2801,29 @@ class HitLog:
     def __init__(self, path: Path | None):
         self.path = path
         self.count = 0
+        self._file: TextIO | None = None
 
     def add(self, row: tuple) -> None:
-        """Append one hit."""
+        """Append one hit (flushed at once)."""
         self.count += 1
         if self.path is None:
             return
         confidence = "-" if row[8] is None else f"{row[8]:.2f}"
         try:
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(f"{row[3]}  {row[1]}  {row[7] or row[2]:<9} {confidence:>4}  "
+            if self._file is None:
+                self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+            self._file.write(f"{row[3]}  {row[1]}  {row[7] or row[2]:<9} {confidence:>4}  "
                              f"session {row[0]}  {row[5]}\n")
+            self._file.flush()
         except OSError as exc:
             raise ModemError(f"{self.path}: cannot write the carriers-found file ({exc})") \
                 from None
+
+    def close(self) -> None:
+        """Close the file."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def carriers_path(storage: Storage) -> Path | None:
@@ -3295,6 +3305,7 @@ def dial_session(dial_plan: DialPlan, numbers: Iterable[int], backend: Backend,
                       hits)
         finally:
             view.end()
+            hits.close()
     except KeyboardInterrupt as exc:   # Ctrl+C: 130; SIGTERM/SIGHUP (Stopped): the same, 0
         code = EXIT_OK if isinstance(exc, migrate_db.Stopped) else EXIT_INTERRUPTED
         interrupted = True
