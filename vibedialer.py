@@ -1598,7 +1598,7 @@ class CallResult:
     remote_bye: bool = False
     codec: str | None = None
     audio: np.ndarray | None = None    # received after answer, 8 kHz
-    early_audio: np.ndarray | None = None
+    early_audio: np.ndarray | None = None   # received before a call that was not answered
 
 
 class RtpReceiver(asyncio.DatagramProtocol):
@@ -1782,6 +1782,9 @@ class SipUserAgent(asyncio.DatagramProtocol):
             raise VoipError(f"cannot open a local RTP port ({exc})") from None
         try:
             await self._run_call(number, call_id, queue, rtp, result)
+            if not result.answered:   # early media: announcements, tones before an answer
+                result.early_audio, _ = rtp.audio(0.0, time.monotonic() + 1,
+                                                  int(self.timeout * SAMPLE_RATE))
         finally:
             rtp.close()
             self.calls.pop(call_id, None)
@@ -1878,7 +1881,6 @@ class SipUserAgent(asyncio.DatagramProtocol):
         result.remote_bye = bye_event.is_set()
         result.audio, result.codec = rtp.audio(answered_at, time.monotonic() + 1,
                                                int(self.listen * SAMPLE_RATE))
-        result.early_audio, _ = rtp.audio(started, answered_at, int(self.max_ring * SAMPLE_RATE))
         self.in_progress.pop(call_id, None)
         if not result.remote_bye:
             await self._bye(queue, target, dialog, cseq + 1, auth_header)

@@ -76,7 +76,7 @@ def speech_samples() -> np.ndarray:
 
 
 def write_far_end_audio(directory: Path) -> None:
-    """The raw PCMU files the scenario streams: modem, fax, voice, silence, voicemail."""
+    """The raw PCMU files the scenario streams: modem, fax, voice, silence, voicemail, sit."""
     t = np.arange(int(3.0 * RATE)) / RATE
     speech = speech_samples()
     beep = 0.3 * np.sin(2 * np.pi * 1000 * t[:int(0.4 * RATE)])
@@ -87,6 +87,9 @@ def write_far_end_audio(directory: Path) -> None:
         "fax": 0.3 * np.sin(2 * np.pi * 1100 * t) * ((t % 3.5) < 0.5),   # CNG: 0.5 s on, 3 off
         "voice": speech,
         "silence": np.zeros(len(t)),
+        # special information tone (913.8, 1370.6, 1776.7 Hz, 330 ms each), then the announcement
+        "sit": np.concatenate([0.3 * np.sin(2 * np.pi * f * t[:int(0.33 * RATE)])
+                               for f in (913.8, 1370.6, 1776.7)] + [speech]),
         "voicemail": np.concatenate([speech[:int(1.4 * RATE)], np.zeros(int(0.1 * RATE)),
                                      beep, np.zeros(int(0.3 * RATE))]),
     }

@@ -2,7 +2,8 @@
 
 The far end challenges every INVITE (digest), then by the dialed number's last digit answers
 with a modem tone, fax CNG, speech, silence or a voicemail greeting and beep, or refuses with
-486/404/480/503, or rings until CANCELled.
+486/404/480/503, or rings until CANCELled (..15: with a special information tone as early
+media).
 """
 from __future__ import annotations
 
@@ -103,6 +104,16 @@ def test_a_scan_through_sipp_classifies_what_answers(far_end, tmp_path):
     assert "SIP/2.0 487 Request Terminated" in log
     assert (far_end.directory / "errors.log").exists() is False or \
         "Aborting" not in (far_end.directory / "errors.log").read_text()
+
+
+def test_a_special_information_tone_in_early_media_means_invalid(far_end, tmp_path):
+    done = dial(tmp_path, "555-234-5615", "--sip-server", far_end.server, *CALL,
+                "--max-ring", "1.5", "--storage", "dry-run",
+                env_file=f"SIP_USERNAME={USERNAME}\nSIP_PASSWORD={PASSWORD}\n")
+    assert done.returncode == 0, done.stderr
+    assert "invalid      special information tone 913.8/1370.6/1776.7 Hz in early media " \
+        "(CANCEL sent after 1.5 s)" in done.stdout
+    assert "CANCEL sip:5552345615@" in far_end.log()
 
 
 def test_a_wrong_password_is_refused_and_missing_credentials_are_named(far_end, tmp_path):
