@@ -118,7 +118,7 @@ class SharedCheckpoint:
         self.db_path = Path(db_path)
         self.session = session_name
         self.claim_timeout = float(claim_timeout)
-        self.conn = migrate_db.connect(self.db_path)
+        self.conn = migrate_db.connect(self.db_path, kind="checkpoint")
 
     def close(self) -> None:
         """Close the database connection."""
@@ -1241,7 +1241,7 @@ def status_report(db_path: Path) -> str:
     progress, the last messages processed, failure reasons."""
     if not db_path.is_file():
         return f"{db_path}: no checkpoint yet (nothing cloned)"
-    conn = migrate_db.connect(db_path)
+    conn = migrate_db.connect(db_path, kind="checkpoint")
     try:
         per_source = conn.execute(
             """SELECT source_chat, COUNT(*), SUM(status = 'done'), SUM(status = 'processing'),

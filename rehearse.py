@@ -31,7 +31,7 @@ from telegram_sim import World, build_demo
 SUITE_DIR = Path(__file__).resolve().parent
 CLONER = SUITE_DIR / "clone_streaming_shared.py"
 ACCOUNTS = ("session1", "session2")
-EXTRA_POSTS = 150         # on top of the demo's messages, so the two accounts share work
+EXTRA_POSTS = 40          # on top of the demo's messages, so the two accounts share work
 DEMO_ENV = {"SOURCE_CHAT": "@demo_source", "TARGET_CHAT": "@demo_target", "COPY_MODE": "copy"}
 SHARED_DATABASES = ("checkpoint.db", "accounts.db")
 RUN_TIMEOUT = 300          # seconds for the two cloners together
