@@ -245,7 +245,9 @@ CREATE TABLE IF NOT EXISTS sessions (
     successful_calls INTEGER DEFAULT 0,
     modem_detections INTEGER DEFAULT 0,
     country_code TEXT,
-    randomized BOOLEAN
+    randomized BOOLEAN,
+    random_seed TEXT,       -- the seed of a --random session's order, so a resume keeps it
+    scope TEXT              -- the authorisation (--scope) as JSON, with the file's SHA-256
 );
 
 CREATE TABLE IF NOT EXISTS dial_results (
@@ -257,7 +259,8 @@ CREATE TABLE IF NOT EXISTS dial_results (
     success BOOLEAN NOT NULL,
     message TEXT,
     carrier_detected BOOLEAN,
-    tone_type TEXT
+    tone_type TEXT,
+    tone_confidence REAL    -- 0..1, how sure the classifier was of tone_type
 );
 
 CREATE INDEX IF NOT EXISTS idx_session_id ON dial_results(session_id);

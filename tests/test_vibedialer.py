@@ -507,7 +507,7 @@ def _usage_cases(tmp: Path) -> list[tuple[list[str], str]]:
         (["dial", "555", "--dial-prefix", "9a"], "digits and commas"),
         (["dial", "555", "--random", "--sequential"], "not allowed with"),
         (["dial", "555", "--new-session", "--continue-session"], "not allowed with"),
-        (["dial", "555", "--backend", "voip"], "invalid choice"),
+        (["dial", "555", "--backend", "voip"], "needs --sip-server"),
         (["dial", "555", "--backend", "modem"], "needs --modem-port"),
         (["dial", "555", "--modem-port", "/dev/ttyS0"], "only used with --backend modem"),
         (["dial", "555", "--storage", "dry-run", "-o", str(tmp / "x.csv")], "no effect"),

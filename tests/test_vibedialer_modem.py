@@ -16,8 +16,9 @@ from hayes_emulator import HayesEmulator
 import vibedialer
 
 SCRIPT = Path(vibedialer.__file__).resolve()
+SCOPE = Path(__file__).resolve().parent / "scopes" / "audit-555-234.yaml"
 FAST = ("--timeout", "0.4", "--modem-guard", "0.02", "--delay", "0", "--yes",
-        "--no-interactive")
+        "--no-interactive", "--scope", str(SCOPE))
 
 EVERY_RESULT = {
     "5552345600": [["BUSY"]],
@@ -183,7 +184,7 @@ def test_ctrl_c_during_a_call_hangs_up_and_exits_130(tmp_path):
         proc = subprocess.Popen(
             [sys.executable, str(SCRIPT), "dial", "555-234-56", "--backend", "modem",
              "--modem-port", port, "-o", str(out), "--timeout", "30", "--modem-guard", "0.02",
-             "--delay", "0", "--yes", "--no-interactive"],
+             "--delay", "0", "--yes", "--no-interactive", "--scope", str(SCOPE)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 20
         while "ATDT5552345601" not in emulator.received and time.monotonic() < deadline:
