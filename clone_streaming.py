@@ -27,17 +27,18 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from telethon import TelegramClient, errors, events, functions, types, utils
 
 import migrate_db
 import telegram_session
-from migrate_db import transaction, utcnow
+from migrate_db import transaction
 
 log = logging.getLogger("clone")
 
@@ -100,271 +101,386 @@ def _ids_json(msg_ids: Iterable[int]) -> str:
     return json.dumps([int(i) for i in msg_ids])
 
 
-class SharedCheckpoint:
-    """The cloner's checkpoint: one row per source message in table `messages`.
+class CheckpointRow(NamedTuple):
+    """One message's state in a checkpoint."""
 
-    A session (account) claims rows, stores each send's random_id before sending, and
-    completes them. Every state change is one `BEGIN IMMEDIATE` transaction. A claim is
-    kept alive by `heartbeat()`; once it is older than `claim_timeout` another session may
-    take it over, except that a claim whose random_id is stored (a send may have reached
-    Telegram, and Telegram de-duplicates random_ids per account only) is left to its own
-    session for ORPHAN_FACTOR times longer. Album members are claimed whole or not at all.
+    status: str
+    session: str | None
+    target_msg_id: int | None
+    grouped_id: int | None
+    error: str | None
+
+
+class Checkpoint(ABC):
+    """What the Cloner needs from a checkpoint: one row per source message for one target.
+
+    An instance belongs to one session (account). `bind()` fixes the chat pair; the message
+    and topic methods then work on that pair only. A session claims rows, stores each
+    send's random_id durably before sending (`random_ids`), and completes, fails or gives
+    them back. A claim is kept alive by `heartbeat()`; once it is older than
+    `claim_timeout` another session may take it over, except that a claim whose random_id
+    is stored (its send may have reached Telegram, which de-duplicates random_ids per
+    account only) is left to its own session for ORPHAN_FACTOR times longer, and whoever
+    takes it over then finds it `in_doubt` (search the target before sending again).
+    Album members are claimed whole or not at all. The report methods (`status_tables`,
+    `retry_failed`) need no pair.
     """
+
+    def __init__(self, session_name: str, *, claim_timeout: float = DEFAULT_CLAIM_TIMEOUT
+                 ) -> None:
+        self.session = session_name
+        self.claim_timeout = float(claim_timeout)
+        self.src = self.dst = ""
+
+    def bind(self, source_chat: str, target_chat: str, aliases: Iterable[str] = ()) -> int:
+        """Work on this pair from now on; rows of earlier runs recorded under another name
+        of the source (`aliases`, e.g. "@name") or with no target are filed under the pair.
+        Returns how many rows were filed."""
+        self.src, self.dst = str(source_chat), str(target_chat)
+        return self.adopt_rows(aliases)
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection."""
+
+    @abstractmethod
+    def adopt_rows(self, aliases: Iterable[str]) -> int:
+        """File earlier rows under the bound pair (see `bind`); returns how many moved."""
+
+    # ------------------------------------------------------------------ claims
+    @abstractmethod
+    def claim(self, msg_ids: Iterable[int], *,
+              grouped_ids: Mapping[int, int] | None = None) -> list[int]:
+        """Claim messages (rows created as needed, with their album's id); returns the ids
+        this session now holds. An album is taken only if no member is held elsewhere."""
+
+    @abstractmethod
+    def claim_next(self, limit: int = 1, *, up_to: int | None = None) -> list[int]:
+        """Claim the oldest pending rows (whole albums); returns their ids."""
+
+    @abstractmethod
+    def owned(self) -> list[int]:
+        """Ids this session holds in the pair (e.g. left over from before a crash)."""
+
+    @abstractmethod
+    def random_ids(self, msg_ids: Iterable[int]) -> dict[int, int]:
+        """The random_id of each held message, new ones stored durably first (the commit
+        reaches the disk before this returns); unheld ids are left out."""
+
+    @abstractmethod
+    def in_doubt(self, msg_ids: Iterable[int]) -> set[int]:
+        """Held ids whose earlier owner (another account) stored a random_id: its send may
+        have reached Telegram."""
+
+    @abstractmethod
+    def complete(self, targets: Mapping[int, int | None], *,
+                 note: str | None = None) -> set[int]:
+        """Record sent messages as done with their target ids, in one transaction; returns
+        the ids recorded (those this session held)."""
+
+    @abstractmethod
+    def fail(self, msg_ids: Iterable[int], reason: str, *, status: str = "failed"
+             ) -> set[int]:
+        """Record held messages as failed (or skipped) with the reason; returns them."""
+
+    @abstractmethod
+    def give_back(self, msg_ids: Iterable[int], *, unsent: bool = False) -> int:
+        """Make held messages pending for anyone. Without `unsent`, only those whose send
+        never started (no random_id); with it (Telegram refused the request, nothing was
+        sent) their random_ids are dropped too. Returns how many."""
+
+    @abstractmethod
+    def heartbeat(self) -> int:
+        """Refresh this session's claims (every pair); returns how many."""
+
+    @abstractmethod
+    def release_stale(self) -> int:
+        """Make claims whose owner stopped heart-beating pending again; returns how many."""
+
+    # ------------------------------------------------------------------ reading
+    @abstractmethod
+    def resume_point(self) -> int:
+        """The last source id up to which every known message is finished (0 if none)."""
+
+    @abstractmethod
+    def open_below(self, msg_id: int) -> list[tuple[int, str, str | None]]:
+        """Unfinished rows older than `msg_id`: (msg_id, status, session)."""
+
+    @abstractmethod
+    def row(self, msg_id: int) -> CheckpointRow | None:
+        """One message's state, or None."""
+
+    @abstractmethod
+    def with_albums(self, msg_ids: Iterable[int]) -> list[int]:
+        """The ids plus every other known member of their albums, sorted."""
+
+    @abstractmethod
+    def target_ids(self) -> set[int]:
+        """Target message ids already recorded for the bound target (any source)."""
+
+    @abstractmethod
+    def audit_rows(self) -> list[tuple[int, str, int | None, str | None]]:
+        """(msg_id, status, target_msg_id, error) of every row of the pair, by id."""
+
+    # ------------------------------------------------------------------ topics
+    @abstractmethod
+    def claim_topic(self, source_topic: int, title: str) -> tuple[int | None, int | None]:
+        """Who creates a target topic: (target_topic, None) if it exists already,
+        (None, random_id) if this session must create it now (random_id stored durably),
+        (None, None) while another live session is creating it (ask again shortly)."""
+
+    @abstractmethod
+    def set_topic(self, source_topic: int, target_topic: int) -> bool:
+        """Record the created target topic; False if another session recorded one first."""
+
+    @abstractmethod
+    def topic_rows(self) -> list[tuple[int, int, str]]:
+        """(source_topic, target_topic, title) of every created topic of the pair."""
+
+    @abstractmethod
+    def mapped_topic_ids(self) -> set[int]:
+        """Target topics of the bound target already mapped to some source topic."""
+
+    # ------------------------------------------------------------------ reports
+    @abstractmethod
+    def status_tables(self) -> dict[str, list[tuple]]:
+        """The monitoring tables of the whole checkpoint (see status_report)."""
+
+    @abstractmethod
+    def retry_failed(self) -> list[tuple[str, str, int]]:
+        """Make every failed row pending again (earlier systems' too); returns
+        (source_chat, target_chat, count) per pair."""
+
+
+class SqliteCheckpoint(Checkpoint):
+    """The checkpoint in a SQLite file (table `messages`, schema.sql). Every state change
+    is one `BEGIN IMMEDIATE` transaction; commits that store a random_id are made with
+    `synchronous=FULL` (fsynced before the send), the others with the suite's NORMAL."""
 
     def __init__(self, db_path: str | Path, session_name: str, *,
                  claim_timeout: float = DEFAULT_CLAIM_TIMEOUT) -> None:
+        super().__init__(session_name, claim_timeout=claim_timeout)
         self.db_path = Path(db_path)
-        self.session = session_name
-        self.claim_timeout = float(claim_timeout)
         self.conn = migrate_db.connect(self.db_path)
 
     def close(self) -> None:
-        """Close the database connection."""
         self.conn.close()
 
-    def _params(self, source_chat: str) -> dict[str, Any]:
-        now = datetime.now(UTC)
-        return {"src": str(source_chat), "me": self.session, "now": _iso(now),
-                "stale": _iso(now - timedelta(seconds=self.claim_timeout)),
-                "orphan": _iso(now - timedelta(seconds=self.claim_timeout * ORPHAN_FACTOR))}
+    @contextlib.contextmanager
+    def _durable(self) -> Iterator[None]:
+        """A transaction whose COMMIT is on disk when the block is left (WAL fsynced)."""
+        self.conn.execute("PRAGMA synchronous = FULL")
+        try:
+            with transaction(self.conn):
+                yield
+        finally:
+            self.conn.execute("PRAGMA synchronous = NORMAL")
 
-    # A row this session may take: free, its own, or stale (see the class docstring).
+    def _params(self, **extra: Any) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        return {"src": self.src, "dst": self.dst, "me": self.session, "now": _iso(now),
+                "stale": _iso(now - timedelta(seconds=self.claim_timeout)),
+                "orphan": _iso(now - timedelta(seconds=self.claim_timeout * ORPHAN_FACTOR)),
+                **extra}
+
+    _PAIR = "source_chat = :src AND target_chat = :dst"
+    # A row this session may take: free, its own, or stale (see Checkpoint).
     _TAKEABLE = """(status = 'pending' OR (status = 'processing' AND (session = :me
         OR (claimed_at < :stale AND (random_id IS NULL OR claimed_at < :orphan)))))"""
+    # Taking a claim over from a session that stored a random_id leaves its name in doubt.
     _CLAIM_SET = """status = 'processing', session = :me, claimed_at = :now, error = NULL,
+        doubt_session = CASE WHEN random_id IS NOT NULL AND session IS NOT :me
+                             THEN session ELSE doubt_session END,
         random_id = CASE WHEN session = :me THEN random_id END,
         attempts = attempts + (CASE WHEN status = 'processing' AND session = :me
                                     THEN 0 ELSE 1 END)"""
 
-    def claim(self, source_chat: str, msg_ids: Iterable[int], *,
-              grouped_ids: Mapping[int, int] | None = None) -> list[int]:
-        """Claim messages; returns the ids this session now holds (new or already its own).
+    def adopt_rows(self, aliases: Iterable[str]) -> int:
+        names = sorted({str(a) for a in aliases} | {self.src})
+        params = self._params(names=json.dumps(names))
+        with transaction(self.conn):
+            return self.conn.execute(
+                """UPDATE OR IGNORE messages SET source_chat = :src, target_chat = :dst
+                   WHERE source_chat IN (SELECT value FROM json_each(:names))
+                     AND target_chat IN ('', :dst)
+                     AND NOT (source_chat = :src AND target_chat = :dst)""", params).rowcount
 
-        Rows are created as needed (with their album's `grouped_id`). An album is taken
-        only if no member is held by another live session. One BEGIN IMMEDIATE.
-        """
+    def claim(self, msg_ids: Iterable[int], *,
+              grouped_ids: Mapping[int, int] | None = None) -> list[int]:
         ids = [int(i) for i in msg_ids]
         if not ids:
             return []
         groups = grouped_ids or {}
-        params = self._params(source_chat)
-        params["ids"] = _ids_json(ids)
+        params = self._params(ids=_ids_json(ids))
         with transaction(self.conn):
             # status spelled out: an earlier system's table has no default for it
             self.conn.executemany(
-                "INSERT OR IGNORE INTO messages (source_chat, msg_id, grouped_id, status) "
-                "VALUES (?, ?, ?, 'pending')", [(params["src"], i, groups.get(i)) for i in ids])
+                "INSERT OR IGNORE INTO messages (source_chat, target_chat, msg_id, grouped_id, "
+                "status) VALUES (?, ?, ?, ?, 'pending')",
+                [(self.src, self.dst, i, groups.get(i)) for i in ids])
             rows = self.conn.execute(
                 f"""UPDATE messages SET {self._CLAIM_SET}
-                    WHERE source_chat = :src AND msg_id IN (SELECT value FROM json_each(:ids))
+                    WHERE {self._PAIR} AND msg_id IN (SELECT value FROM json_each(:ids))
                       AND {self._TAKEABLE}
                       AND (grouped_id IS NULL OR NOT EXISTS (
                           SELECT 1 FROM messages AS m WHERE m.source_chat = :src
-                            AND m.grouped_id = messages.grouped_id AND m.status = 'processing'
-                            AND m.session IS NOT :me
+                            AND m.target_chat = :dst AND m.grouped_id = messages.grouped_id
+                            AND m.status = 'processing' AND m.session IS NOT :me
                             AND NOT (m.claimed_at < :stale
                                      AND (m.random_id IS NULL OR m.claimed_at < :orphan))))
                     RETURNING msg_id""", params).fetchall()
         return sorted(i for (i,) in rows)
 
-    def claim_next(self, source_chat: str, limit: int = 1, *,
-                   up_to: int | None = None) -> list[int]:
-        """Claim the oldest pending rows of a source (whole albums); returns their ids."""
-        params = self._params(source_chat)
-        params.update(limit=int(limit), up_to=up_to if up_to is not None else 2 ** 62)
+    def claim_next(self, limit: int = 1, *, up_to: int | None = None) -> list[int]:
+        params = self._params(limit=int(limit),
+                              up_to=up_to if up_to is not None else 2 ** 62)
         with transaction(self.conn):
             rows = self.conn.execute(
                 f"""UPDATE messages SET {self._CLAIM_SET}
-                    WHERE source_chat = :src AND msg_id IN (SELECT msg_id FROM messages
-                        WHERE source_chat = :src AND status = 'pending' AND msg_id <= :up_to
+                    WHERE {self._PAIR} AND msg_id IN (SELECT msg_id FROM messages
+                        WHERE {self._PAIR} AND status = 'pending' AND msg_id <= :up_to
                         ORDER BY msg_id LIMIT :limit)
                     RETURNING msg_id, grouped_id""", params).fetchall()
             ids = [msg_id for msg_id, _ in rows]
             for grouped_id in {g for _, g in rows if g is not None}:
-                params["ids"] = _ids_json(self.album_members(source_chat, grouped_id))
                 ids += [i for (i,) in self.conn.execute(
                     f"""UPDATE messages SET {self._CLAIM_SET}
-                        WHERE source_chat = :src AND status = 'pending'
-                          AND msg_id IN (SELECT value FROM json_each(:ids))
-                        RETURNING msg_id""", params)]
+                        WHERE {self._PAIR} AND status = 'pending' AND grouped_id = :group
+                        RETURNING msg_id""", {**params, "group": grouped_id})]
         return sorted(ids)
 
-    def adopt_rows(self, aliases: Iterable[str], source_chat: str) -> int:
-        """File rows recorded under another name of the same source (an earlier system
-        keyed them by the SOURCE_CHAT text, e.g. "@name") under `source_chat`; returns how
-        many moved."""
-        names = [a for a in {str(a) for a in aliases} if a != str(source_chat)]
-        if not names:
-            return 0
-        with transaction(self.conn):
-            return self.conn.execute(
-                "UPDATE OR IGNORE messages SET source_chat = ? "
-                "WHERE source_chat IN (SELECT value FROM json_each(?))",
-                (str(source_chat), json.dumps(names))).rowcount
-
-    def owned(self, source_chat: str) -> list[int]:
-        """Ids this session holds in `source_chat` (e.g. left over from before a crash)."""
+    def owned(self) -> list[int]:
         rows = self.conn.execute(
-            "SELECT msg_id FROM messages WHERE source_chat = ? AND status = 'processing' "
-            "AND session = ? ORDER BY msg_id", (str(source_chat), self.session))
+            f"SELECT msg_id FROM messages WHERE {self._PAIR} AND status = 'processing' "
+            "AND session = :me ORDER BY msg_id", self._params())
         return [i for (i,) in rows]
 
-    def random_ids(self, source_chat: str, msg_ids: Iterable[int]) -> dict[int, int]:
-        """The random_id for each held message, new ones stored first; unheld ids are left out.
-
-        Call before sending: the returned ids are what the send must carry, and a retry
-        after a crash gets the same ones back.
-        """
-        params = self._params(source_chat)
-        params["ids"] = _ids_json(msg_ids)
-        with transaction(self.conn):
+    def random_ids(self, msg_ids: Iterable[int]) -> dict[int, int]:
+        params = self._params(ids=_ids_json(msg_ids))
+        result, new = {}, []
+        with self._durable():
             held = self.conn.execute(
-                """SELECT msg_id, random_id FROM messages WHERE source_chat = :src
-                   AND msg_id IN (SELECT value FROM json_each(:ids))
-                   AND status = 'processing' AND session = :me""", params).fetchall()
-            result = {}
+                f"""SELECT msg_id, random_id FROM messages WHERE {self._PAIR}
+                    AND msg_id IN (SELECT value FROM json_each(:ids))
+                    AND status = 'processing' AND session = :me""", params).fetchall()
             for msg_id, random_id in held:
                 if random_id is None:
                     random_id = secrets.randbits(63)
-                    self.conn.execute(
-                        "UPDATE messages SET random_id = ?, claimed_at = ? "
-                        "WHERE source_chat = ? AND msg_id = ?",
-                        (random_id, params["now"], params["src"], msg_id))
+                    new.append((random_id, params["now"], self.src, self.dst, msg_id))
                 result[msg_id] = random_id
+            self.conn.executemany(
+                "UPDATE messages SET random_id = ?, claimed_at = ? "
+                "WHERE source_chat = ? AND target_chat = ? AND msg_id = ?", new)
         return result
 
-    def mark_done(self, source_chat: str, msg_id: int, target_msg_id: int | None, *,
-                  target_chat: str | None = None, note: str | None = None) -> bool:
-        """Record a message as cloned; False (nothing written) if this session no longer
-        holds it."""
-        return bool(self.mark_done_many(source_chat, {msg_id: target_msg_id},
-                                        target_chat=target_chat, note=note))
+    def in_doubt(self, msg_ids: Iterable[int]) -> set[int]:
+        rows = self.conn.execute(
+            f"""SELECT msg_id FROM messages WHERE {self._PAIR}
+                AND msg_id IN (SELECT value FROM json_each(:ids)) AND status = 'processing'
+                AND session = :me AND doubt_session IS NOT NULL""",
+            self._params(ids=_ids_json(msg_ids)))
+        return {i for (i,) in rows}
 
-    def mark_done_many(self, source_chat: str, targets: Mapping[int, int | None], *,
-                       target_chat: str | None = None, note: str | None = None) -> set[int]:
-        """Record several messages (an album, a forward batch) as cloned in one transaction;
-        returns the ids recorded (those this session held)."""
-        now, done = utcnow(), set()
+    def complete(self, targets: Mapping[int, int | None], *,
+                 note: str | None = None) -> set[int]:
+        params = self._params(note=note)
+        done = set()
         with transaction(self.conn):
             for msg_id, target_msg_id in targets.items():
                 row = self.conn.execute(
-                    """UPDATE messages SET status = 'done', target_msg_id = ?, target_chat = ?,
-                           processed_at = ?, error = ?
-                       WHERE source_chat = ? AND msg_id = ? AND status = 'processing'
-                         AND session = ? RETURNING msg_id""",
-                    (target_msg_id, target_chat, now, note, str(source_chat), int(msg_id),
-                     self.session)).fetchone()
+                    f"""UPDATE messages SET status = 'done', target_msg_id = :target,
+                            processed_at = :now, error = :note, doubt_session = NULL
+                        WHERE {self._PAIR} AND msg_id = :id AND status = 'processing'
+                          AND session = :me RETURNING msg_id""",
+                    {**params, "target": target_msg_id, "id": int(msg_id)}).fetchone()
                 if row:
                     done.add(int(msg_id))
         return done
 
-    def mark_failed(self, source_chat: str, msg_id: int, error: str, *,
-                    status: str = "failed") -> bool:
-        """Record that a message cannot be cloned, with the reason; False if not held."""
+    def fail(self, msg_ids: Iterable[int], reason: str, *, status: str = "failed"
+             ) -> set[int]:
+        params = self._params(ids=_ids_json(msg_ids), status=status, reason=reason)
         with transaction(self.conn):
-            row = self.conn.execute(
-                """UPDATE messages SET status = ?, error = ?, processed_at = ?
-                   WHERE source_chat = ? AND msg_id = ? AND status = 'processing'
-                     AND session = ? RETURNING msg_id""",
-                (status, error, utcnow(), str(source_chat), int(msg_id),
-                 self.session)).fetchone()
-        return row is not None
+            rows = self.conn.execute(
+                f"""UPDATE messages SET status = :status, error = :reason, processed_at = :now,
+                        doubt_session = NULL
+                    WHERE {self._PAIR} AND msg_id IN (SELECT value FROM json_each(:ids))
+                      AND status = 'processing' AND session = :me RETURNING msg_id""",
+                params).fetchall()
+        return {i for (i,) in rows}
 
-    def mark_skipped(self, source_chat: str, msg_id: int, reason: str) -> bool:
-        """Record a message that is deliberately not cloned (service message, other topic)."""
-        return self.mark_failed(source_chat, msg_id, reason, status="skipped")
-
-    def release(self, source_chat: str, msg_ids: Iterable[int]) -> int:
-        """Give held messages back (pending) so any session can take them; returns how many."""
-        params = self._params(source_chat)
-        params["ids"] = _ids_json(msg_ids)
+    def give_back(self, msg_ids: Iterable[int], *, unsent: bool = False) -> int:
+        params = self._params(ids=_ids_json(msg_ids), unsent=int(unsent))
         with transaction(self.conn):
             return self.conn.execute(
-                """UPDATE messages SET status = 'pending', session = NULL, claimed_at = NULL,
-                       random_id = NULL
-                   WHERE source_chat = :src AND msg_id IN (SELECT value FROM json_each(:ids))
-                     AND status = 'processing' AND session = :me AND random_id IS NULL""",
-                params).rowcount
+                f"""UPDATE messages SET status = 'pending', session = NULL, claimed_at = NULL,
+                        random_id = NULL
+                    WHERE {self._PAIR} AND msg_id IN (SELECT value FROM json_each(:ids))
+                      AND status = 'processing' AND session = :me
+                      AND (random_id IS NULL OR :unsent)""", params).rowcount
 
     def heartbeat(self) -> int:
-        """Refresh this session's claims so no one takes them over; returns how many."""
         with transaction(self.conn):
             return self.conn.execute(
-                "UPDATE messages SET claimed_at = ? WHERE status = 'processing' AND session = ?",
-                (utcnow(), self.session)).rowcount
+                "UPDATE messages SET claimed_at = :now WHERE status = 'processing' "
+                "AND session = :me", self._params()).rowcount
 
     def release_stale(self) -> int:
-        """Make claims whose owner stopped heart-beating pending again; returns how many."""
-        params = self._params("")
         with transaction(self.conn):
             return self.conn.execute(
                 """UPDATE messages SET status = 'pending', session = NULL, claimed_at = NULL,
+                       doubt_session = CASE WHEN random_id IS NOT NULL THEN session
+                                            ELSE doubt_session END,
                        random_id = NULL
                    WHERE status = 'processing' AND claimed_at < :stale
-                     AND (random_id IS NULL OR claimed_at < :orphan)""", params).rowcount
+                     AND (random_id IS NULL OR claimed_at < :orphan)""",
+                self._params()).rowcount
 
-    # ------------------------------------------------------------------ reading
-
-    def resume_point(self, source_chat: str) -> int:
-        """The last source id up to which every known message is finished (0 if none):
-        history is read from just after it."""
+    def resume_point(self) -> int:
         first_open, last = self.conn.execute(
-            f"""SELECT (SELECT MIN(msg_id) FROM messages WHERE source_chat = :src
+            f"""SELECT (SELECT MIN(msg_id) FROM messages WHERE {self._PAIR}
                         AND status NOT IN {TERMINAL}),
-                       (SELECT MAX(msg_id) FROM messages WHERE source_chat = :src)""",
-            {"src": str(source_chat)}).fetchone()
+                       (SELECT MAX(msg_id) FROM messages WHERE {self._PAIR})""",
+            self._params()).fetchone()
         if first_open is not None:
             return first_open - 1
         return last or 0
 
-    def open_below(self, source_chat: str, msg_id: int) -> list[tuple[int, str, str | None]]:
-        """Unfinished rows older than `msg_id`: (msg_id, status, session)."""
+    def open_below(self, msg_id: int) -> list[tuple[int, str, str | None]]:
         return self.conn.execute(
-            f"""SELECT msg_id, status, session FROM messages WHERE source_chat = ?
-                AND msg_id < ? AND status NOT IN {TERMINAL} ORDER BY msg_id""",
-            (str(source_chat), int(msg_id))).fetchall()
+            f"""SELECT msg_id, status, session FROM messages WHERE {self._PAIR}
+                AND msg_id < :id AND status NOT IN {TERMINAL} ORDER BY msg_id""",
+            self._params(id=int(msg_id))).fetchall()
 
-    def row(self, source_chat: str, msg_id: int) -> tuple | None:
-        """(status, session, target_msg_id, grouped_id, error) of one message, or None."""
-        return self.conn.execute(
-            "SELECT status, session, target_msg_id, grouped_id, error FROM messages "
-            "WHERE source_chat = ? AND msg_id = ?", (str(source_chat), int(msg_id))).fetchone()
+    def row(self, msg_id: int) -> CheckpointRow | None:
+        found = self.conn.execute(
+            f"SELECT status, session, target_msg_id, grouped_id, error FROM messages "
+            f"WHERE {self._PAIR} AND msg_id = :id", self._params(id=int(msg_id))).fetchone()
+        return CheckpointRow(*found) if found else None
 
-    def album_members(self, source_chat: str, grouped_id: int) -> list[int]:
-        """Every known id of one album."""
+    def with_albums(self, msg_ids: Iterable[int]) -> list[int]:
         rows = self.conn.execute(
-            "SELECT msg_id FROM messages WHERE source_chat = ? AND grouped_id = ? ORDER BY msg_id",
-            (str(source_chat), int(grouped_id)))
-        return [i for (i,) in rows]
-
-    def with_albums(self, source_chat: str, msg_ids: Iterable[int]) -> list[int]:
-        """The ids plus every other known member of their albums, sorted."""
-        ids = _ids_json(msg_ids)
-        rows = self.conn.execute(
-            """SELECT value FROM json_each(:ids) UNION
-               SELECT msg_id FROM messages WHERE source_chat = :src AND grouped_id IN (
-                   SELECT grouped_id FROM messages WHERE source_chat = :src
-                     AND msg_id IN (SELECT value FROM json_each(:ids))
-                     AND grouped_id IS NOT NULL)""", {"src": str(source_chat), "ids": ids})
+            f"""SELECT value FROM json_each(:ids) UNION
+                SELECT msg_id FROM messages WHERE {self._PAIR} AND grouped_id IN (
+                    SELECT grouped_id FROM messages WHERE {self._PAIR}
+                      AND msg_id IN (SELECT value FROM json_each(:ids))
+                      AND grouped_id IS NOT NULL)""", self._params(ids=_ids_json(msg_ids)))
         return sorted(i for (i,) in rows)
 
-    def target_ids(self, target_chat: str) -> set[int]:
-        """Target message ids already recorded for `target_chat`."""
+    def target_ids(self) -> set[int]:
         rows = self.conn.execute(
-            "SELECT target_msg_id FROM messages WHERE target_chat = ? "
-            "AND target_msg_id IS NOT NULL", (str(target_chat),))
+            "SELECT target_msg_id FROM messages WHERE target_chat = :dst "
+            "AND target_msg_id IS NOT NULL", self._params())
         return {i for (i,) in rows}
 
-    # ------------------------------------------------------------------ topics
+    def audit_rows(self) -> list[tuple[int, str, int | None, str | None]]:
+        return self.conn.execute(
+            f"SELECT msg_id, status, target_msg_id, error FROM messages WHERE {self._PAIR} "
+            "ORDER BY msg_id", self._params()).fetchall()
 
-    def claim_topic(self, source_chat: str, source_topic: int, target_chat: str,
-                    title: str) -> tuple[int | None, int | None]:
-        """Who creates a target topic: (target_topic, None) if it exists already,
-        (None, random_id) if this session must create it now, (None, None) while another
-        live session is creating it (ask again shortly)."""
-        params = self._params(source_chat)
-        params.update(topic=int(source_topic), dst=str(target_chat), title=title)
-        with transaction(self.conn):
+    def claim_topic(self, source_topic: int, title: str) -> tuple[int | None, int | None]:
+        params = self._params(topic=int(source_topic), title=title)
+        with self._durable():
             row = self.conn.execute(
                 """SELECT target_topic, session, claimed_at, random_id FROM topic_map
                    WHERE source_chat = :src AND source_topic = :topic AND target_chat = :dst""",
@@ -384,31 +500,64 @@ class SharedCheckpoint:
                 {**params, "rid": random_id})
         return None, random_id
 
-    def set_topic(self, source_chat: str, source_topic: int, target_chat: str,
-                  target_topic: int) -> bool:
-        """Record the created target topic; False if another session recorded one first."""
+    def set_topic(self, source_topic: int, target_topic: int) -> bool:
         with transaction(self.conn):
             row = self.conn.execute(
-                """UPDATE topic_map SET target_topic = ?, created_at = ?
-                   WHERE source_chat = ? AND source_topic = ? AND target_chat = ?
+                """UPDATE topic_map SET target_topic = :target, created_at = :now
+                   WHERE source_chat = :src AND source_topic = :topic AND target_chat = :dst
                      AND target_topic IS NULL RETURNING source_topic""",
-                (int(target_topic), utcnow(), str(source_chat), int(source_topic),
-                 str(target_chat))).fetchone()
+                self._params(target=int(target_topic), topic=int(source_topic))).fetchone()
         return row is not None
 
-    def topic_rows(self, source_chat: str, target_chat: str) -> list[tuple[int, int, str]]:
-        """(source_topic, target_topic, title) of every created topic of a chat pair."""
+    def topic_rows(self) -> list[tuple[int, int, str]]:
         return self.conn.execute(
-            """SELECT source_topic, target_topic, title FROM topic_map WHERE source_chat = ?
-               AND target_chat = ? AND target_topic IS NOT NULL ORDER BY source_topic""",
-            (str(source_chat), str(target_chat))).fetchall()
+            """SELECT source_topic, target_topic, title FROM topic_map WHERE source_chat = :src
+               AND target_chat = :dst AND target_topic IS NOT NULL ORDER BY source_topic""",
+            self._params()).fetchall()
 
-    def mapped_topic_ids(self, target_chat: str) -> set[int]:
-        """Target topics already mapped to some source topic."""
+    def mapped_topic_ids(self) -> set[int]:
         rows = self.conn.execute(
-            "SELECT target_topic FROM topic_map WHERE target_chat = ? "
-            "AND target_topic IS NOT NULL", (str(target_chat),))
+            "SELECT target_topic FROM topic_map WHERE target_chat = :dst "
+            "AND target_topic IS NOT NULL", self._params())
         return {i for (i,) in rows}
+
+    def status_tables(self) -> dict[str, list[tuple]]:
+        query = self.conn.execute
+        return {
+            "pairs": query(
+                """SELECT source_chat, target_chat, COUNT(*), SUM(status = 'done'),
+                          SUM(status = 'processing'), SUM(status = 'pending'),
+                          SUM(status = 'failed'), SUM(status = 'skipped'),
+                          MAX(CASE WHEN status = 'done' THEN msg_id END)
+                   FROM messages GROUP BY source_chat, target_chat
+                   ORDER BY source_chat, target_chat""").fetchall(),
+            "accounts": query(
+                """SELECT session, COUNT(*) FROM messages WHERE status = 'done'
+                   GROUP BY session ORDER BY session""").fetchall(),
+            "claims": query(
+                """SELECT source_chat, target_chat, msg_id, session, claimed_at, attempts,
+                          random_id IS NOT NULL FROM messages WHERE status = 'processing'
+                   ORDER BY claimed_at LIMIT 50""").fetchall(),
+            "recent": query(
+                """SELECT source_chat, target_chat, msg_id, status, session, target_msg_id,
+                          processed_at FROM messages WHERE processed_at IS NOT NULL
+                   ORDER BY processed_at DESC LIMIT 10""").fetchall(),
+            "reasons": query(
+                """SELECT status, COALESCE(error, '(no reason recorded)'), COUNT(*)
+                   FROM messages WHERE status IN ('failed', 'skipped')
+                   GROUP BY status, error ORDER BY status, COUNT(*) DESC""").fetchall(),
+        }
+
+    def retry_failed(self) -> list[tuple[str, str, int]]:
+        with transaction(self.conn):
+            rows = self.conn.execute(
+                """UPDATE messages SET status = 'pending', session = NULL, claimed_at = NULL,
+                       random_id = NULL, error = NULL, processed_at = NULL
+                   WHERE status = 'failed' RETURNING source_chat, target_chat""").fetchall()
+        counts: dict[tuple[str, str], int] = {}
+        for pair in rows:
+            counts[pair] = counts.get(pair, 0) + 1
+        return [(src, dst, n) for (src, dst), n in sorted(counts.items())]
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -689,7 +838,7 @@ class Cloner:
     """Copies one source chat into one target chat through a checkpoint."""
 
     def __init__(self, client: TelegramClient, account: telegram_session.Account,
-                 checkpoint: SharedCheckpoint, config: CloneConfig, source: Any, target: Any,
+                 checkpoint: Checkpoint, config: CloneConfig, source: Any, target: Any,
                  temp_dir: Path) -> None:
         self.client, self.account, self.checkpoint, self.config = \
             client, account, checkpoint, config
@@ -720,7 +869,7 @@ class Cloner:
         if self.config.target_topic and not self.target_forum:
             raise ConfigError(f"TARGET_TOPIC={self.config.target_topic} but the target is "
                               "not a forum; remove TARGET_TOPIC")
-        moved = self.checkpoint.adopt_rows(self.source_aliases, self.src)
+        moved = self.checkpoint.bind(self.src, self.dst, self.source_aliases)
         if moved:
             log.info("%d checkpoint rows of an earlier run filed under %s", moved, self.src)
         heartbeat = asyncio.create_task(self.keep_claims_alive())
@@ -729,7 +878,7 @@ class Cloner:
                 self.topic_titles = {t: topic.title
                                      for t, topic in (await self.list_topics(self.source)).items()}
                 self.write_topic_map()
-            await self.process_ids(self.checkpoint.owned(self.src))   # left by a crash
+            await self.process_ids(self.checkpoint.owned())   # left by a crash
             await self.backfill()
             if self.config.once:
                 return
@@ -744,7 +893,7 @@ class Cloner:
                 await self.backfill()
         finally:
             heartbeat.cancel()
-            released = self.checkpoint.release(self.src, self.checkpoint.owned(self.src))
+            released = self.checkpoint.give_back(self.checkpoint.owned())
             if released:
                 log.info("gave back %d claimed messages not yet sent", released)
 
@@ -789,14 +938,14 @@ class Cloner:
         """Clone the messages read so far that nobody holds any more (given back, or left
         by an account that stopped). Claims of live accounts are theirs to finish: waiting
         for them would let one account's FloodWait stop the others."""
-        open_rows = self.checkpoint.open_below(self.src, self.last_seen + 1)
-        held = self.checkpoint.claim(self.src, self.checkpoint.with_albums(
-            self.src, [msg_id for msg_id, _, _ in open_rows]))
+        open_rows = self.checkpoint.open_below(self.last_seen + 1)
+        held = self.checkpoint.claim(self.checkpoint.with_albums(
+            [msg_id for msg_id, _, _ in open_rows]))
         await self.process_ids(held)
 
     async def read_history(self) -> None:
         """Read the source from the resume point in id order, cloning unit by unit."""
-        start = max(self.checkpoint.resume_point(self.src), self.last_seen)
+        start = max(self.checkpoint.resume_point(), self.last_seen)
         unit: list[Any] = []
         history = self.client.iter_messages(self.source, reverse=True, min_id=start,
                                             wait_time=0)
@@ -820,7 +969,7 @@ class Cloner:
                 self.account, lambda c=chunk: self.client.get_messages(self.source, ids=c),
                 request="channels.GetMessages")
             for msg_id, message in zip(chunk, found, strict=True):
-                if message is None and self.checkpoint.claim(self.src, [msg_id]):
+                if message is None and self.checkpoint.claim([msg_id]):
                     self.fail([msg_id], "the message is no longer in the source")
             for unit in group_units(m for m in found if m is not None):
                 await self.handle(unit)
@@ -835,13 +984,12 @@ class Cloner:
         while True:
             open_ids = []
             for msg_id in msg_ids:
-                row = self.checkpoint.row(self.src, msg_id)
+                row = self.checkpoint.row(msg_id)
                 if row is not None and row[0] not in TERMINAL:
                     open_ids.append(msg_id)
             if not open_ids:
                 return True
-            held = self.checkpoint.claim(self.src, self.checkpoint.with_albums(self.src,
-                                                                             open_ids))
+            held = self.checkpoint.claim(self.checkpoint.with_albums(open_ids))
             if held:
                 await self.process_ids(held)
                 continue
@@ -855,7 +1003,7 @@ class Cloner:
         """Claim a unit (album or message) and clone it, skip it, or queue it to forward."""
         self.last_seen = max(self.last_seen, unit[-1].id)
         groups = {m.id: m.grouped_id for m in unit if getattr(m, "grouped_id", None)}
-        held = set(self.checkpoint.claim(self.src, [m.id for m in unit], grouped_ids=groups))
+        held = set(self.checkpoint.claim([m.id for m in unit], grouped_ids=groups))
         unit = [m for m in unit if m.id in held]
         if not unit:
             return
@@ -864,14 +1012,13 @@ class Cloner:
         if is_service(first):
             if isinstance(first.action, types.MessageActionTopicCreate):
                 self.topic_titles[first.id] = first.action.title
-            for message in unit:
-                self.checkpoint.mark_skipped(self.src, message.id, "service message "
-                                             f"({type(message.action).__name__})")
+            self.checkpoint.fail([m.id for m in unit], "service message "
+                                 f"({type(first.action).__name__})", status="skipped")
             self.progress.add("skipped", len(unit))
             return
         if self.config.source_topic and source_topic_of(first) != self.config.source_topic:
-            for message in unit:
-                self.checkpoint.mark_skipped(self.src, message.id, "outside SOURCE_TOPIC")
+            self.checkpoint.fail([m.id for m in unit], "outside SOURCE_TOPIC",
+                                 status="skipped")
             self.progress.add("skipped", len(unit))
             return
         topic = await self.target_topic_for(first)
@@ -895,7 +1042,7 @@ class Cloner:
 
     def fail(self, msg_ids: list[int], reason: str) -> None:
         """Mark messages failed with the reason (they stay visible in --status)."""
-        failed = sum(self.checkpoint.mark_failed(self.src, i, reason) for i in msg_ids)
+        failed = len(self.checkpoint.fail(msg_ids, reason))
         if failed:
             log.warning("source messages %s failed: %s", ", ".join(map(str, msg_ids)), reason)
             self.progress.add("failed", failed)
@@ -903,13 +1050,12 @@ class Cloner:
     def record(self, unit: list[Any], targets: Mapping[int, int | None], how: str) -> None:
         """Mark a sent unit done with the target ids (where known) and count it."""
         found = {i: t for i, t in targets.items() if t is not None}
-        done = self.checkpoint.mark_done_many(self.src, found, target_chat=self.dst)
-        for msg_id in targets.keys() - found.keys():
-            if self.checkpoint.mark_done(
-                    self.src, msg_id, None, target_chat=self.dst,
-                    note="sent before a restart (RANDOM_ID_DUPLICATE); its target id was "
-                         f"not among the last {RECENT_TARGET_SCAN} target messages"):
-                done.add(msg_id)
+        done = self.checkpoint.complete(found)
+        unknown = {i: None for i in targets.keys() - found.keys()}
+        if unknown:
+            done |= self.checkpoint.complete(
+                unknown, note="sent before a restart (RANDOM_ID_DUPLICATE); its target id "
+                              f"was not among the last {RECENT_TARGET_SCAN} target messages")
         if done:
             self.progress.add(how, len(done))
             if len(unit) > 1:
@@ -955,7 +1101,7 @@ class Cloner:
         ids = [m.id for unit in units for m in unit]
         if self.config.ordered:
             await self.wait_turn(ids[0])
-        random_ids = self.checkpoint.random_ids(self.src, ids)
+        random_ids = self.checkpoint.random_ids(ids)
         units = [u for u in units if all(m.id in random_ids for m in u)]
         ids = [m.id for unit in units for m in unit]
         if not ids:
@@ -1008,7 +1154,7 @@ class Cloner:
         reply_to = await self.reply_header(unit[0], topic)
         if self.config.ordered:
             await self.wait_turn(ids[0])
-        random_ids = self.checkpoint.random_ids(self.src, ids)
+        random_ids = self.checkpoint.random_ids(ids)
         if len(random_ids) < len(ids):
             log.warning("source messages %s were taken over by another account", ids)
             return
@@ -1108,18 +1254,18 @@ class Cloner:
         if not await self.settle([msg_id], timeout=REPLY_WAIT_SECONDS):
             log.warning("source message %s is still in progress elsewhere; the copy that "
                         "replies to it is sent without the reply", msg_id)
-        row = self.checkpoint.row(self.src, msg_id)
+        row = self.checkpoint.row(msg_id)
         return row[2] if row is not None and row[0] == "done" else None
 
     async def wait_turn(self, msg_id: int) -> None:
         """ORDERED: wait until every older source message is finished."""
-        while open_rows := self.checkpoint.open_below(self.src, msg_id):
+        while open_rows := self.checkpoint.open_below(msg_id):
             await self.settle([i for i, _, _ in open_rows])
 
     async def find_sent(self, unit: list[Any], *, forwarded: bool) -> dict[int, int | None]:
         """Target ids of a unit Telegram says was sent before (RANDOM_ID_DUPLICATE): this
         account's most recent unrecorded target messages that look like it."""
-        known = self.checkpoint.target_ids(self.dst)
+        known = self.checkpoint.target_ids()
         recent = await telegram_session.call_with_flood_wait(
             self.account, lambda: self.client.get_messages(self.target, limit=RECENT_TARGET_SCAN),
             request="messages.GetHistory")
@@ -1156,14 +1302,14 @@ class Cloner:
                 self.topic_titles.update(
                     {t: f.title for t, f in (await self.list_topics(self.source)).items()})
             title = self.topic_titles.get(topic, f"Topic {topic}")
-            existing, random_id = self.checkpoint.claim_topic(self.src, topic, self.dst, title)
+            existing, random_id = self.checkpoint.claim_topic(topic, title)
             if existing is not None:
                 self.topic_cache[topic] = existing
             elif random_id is None:
                 await asyncio.sleep(WAIT_POLL_SECONDS)     # another account is creating it
             else:
                 created = await self.create_topic(title, random_id)
-                if self.checkpoint.set_topic(self.src, topic, self.dst, created):
+                if self.checkpoint.set_topic(topic, created):
                     self.progress.add("topics_created")
                     log.info("created target topic %d %r for source topic %d", created, title,
                              topic)
@@ -1189,7 +1335,7 @@ class Cloner:
         return created if created is not None else new_messages(result)[0].id
 
     async def unmapped_topic(self, title: str) -> int | None:
-        mapped = self.checkpoint.mapped_topic_ids(self.dst)
+        mapped = self.checkpoint.mapped_topic_ids()
         for topic_id, topic in sorted((await self.list_topics(self.target)).items()):
             if topic.title == title and topic_id not in mapped | {GENERAL_TOPIC}:
                 return topic_id
@@ -1214,7 +1360,7 @@ class Cloner:
 
     def write_topic_map(self) -> None:
         """topic_map.json in the account folder, for people (the database is the truth)."""
-        rows = self.checkpoint.topic_rows(self.src, self.dst)
+        rows = self.checkpoint.topic_rows()
         write_json_atomically(self.config.folder / TOPIC_MAP_FILE, {
             "source_chat": self.src, "target_chat": self.dst,
             "map": {str(s): t for s, t, _ in rows},
@@ -1234,46 +1380,40 @@ def _table(title: str, header: tuple[str, ...], rows: list[tuple]) -> str:
     return "\n".join(lines)
 
 
-def status_report(db_path: Path) -> str:
-    """The spec's monitoring queries as tables: per source and status, the claims in
-    progress, the last messages processed, failure reasons."""
-    if not db_path.is_file():
-        return f"{db_path}: no checkpoint yet (nothing cloned)"
-    conn = migrate_db.connect(db_path)
-    try:
-        per_source = conn.execute(
-            """SELECT source_chat, COUNT(*), SUM(status = 'done'), SUM(status = 'processing'),
-                      SUM(status = 'pending'), SUM(status = 'failed'), SUM(status = 'skipped'),
-                      MAX(CASE WHEN status = 'done' THEN msg_id END)
-               FROM messages GROUP BY source_chat ORDER BY source_chat""").fetchall()
-        processing = conn.execute(
-            """SELECT source_chat, msg_id, session, claimed_at, attempts,
-                      random_id IS NOT NULL FROM messages WHERE status = 'processing'
-               ORDER BY claimed_at LIMIT 50""").fetchall()
-        recent = conn.execute(
-            """SELECT source_chat, msg_id, status, session, target_msg_id, processed_at
-               FROM messages WHERE processed_at IS NOT NULL
-               ORDER BY processed_at DESC LIMIT 10""").fetchall()
-        reasons = conn.execute(
-            """SELECT status, error, COUNT(*) FROM messages
-               WHERE status IN ('failed', 'skipped') GROUP BY status, error
-               ORDER BY COUNT(*) DESC LIMIT 20""").fetchall()
-        accounts = conn.execute(
-            """SELECT session, COUNT(*) FROM messages WHERE status = 'done'
-               GROUP BY session ORDER BY session""").fetchall()
-    finally:
-        conn.close()
+def status_report(checkpoint: Checkpoint) -> str:
+    """The spec's monitoring queries as tables: per chat pair and status, done per account,
+    the claims in progress, the last messages processed, failures counted by reason."""
+    tables = checkpoint.status_tables()
     return "\n\n".join([
-        f"checkpoint {db_path}",
-        _table("messages per source", ("source_chat", "total", "done", "processing",
-                                        "pending", "failed", "skipped", "last done id"),
-               per_source),
-        _table("done per account", ("session", "done"), accounts),
-        _table("in progress (claims)", ("source_chat", "msg_id", "session", "claimed_at",
-                                         "attempts", "send started"), processing),
-        _table("last processed", ("source_chat", "msg_id", "status", "session",
-                                  "target_msg_id", "processed_at"), recent),
-        _table("why not cloned", ("status", "reason", "count"), reasons)])
+        _table("messages per pair", ("source_chat", "target_chat", "total", "done",
+                                      "processing", "pending", "failed", "skipped",
+                                      "last done id"), tables["pairs"]),
+        _table("done per account", ("session", "done"), tables["accounts"]),
+        _table("in progress (claims)", ("source_chat", "target_chat", "msg_id", "session",
+                                         "claimed_at", "attempts", "send started"),
+               tables["claims"]),
+        _table("last processed", ("source_chat", "target_chat", "msg_id", "status",
+                                  "session", "target_msg_id", "processed_at"),
+               tables["recent"]),
+        _table("why not cloned (by reason)", ("status", "reason", "count"),
+               tables["reasons"])])
+
+
+def offline_command(args: argparse.Namespace, config: CloneConfig) -> str:
+    """--status or --retry-failed: the checkpoint only, no Telegram; returns the output."""
+    path = config.checkpoint_db
+    if not path.is_file():
+        return f"{path}: no checkpoint yet (nothing cloned)"
+    checkpoint = SqliteCheckpoint(path, config.session_name)
+    try:
+        if args.status:
+            return f"checkpoint {path}\n\n{status_report(checkpoint)}"
+        pairs = checkpoint.retry_failed()
+    finally:
+        checkpoint.close()
+    lines = [f"{n} failed messages of {src} -> {dst or '(no target recorded)'} are pending "
+             "again" for src, dst, n in pairs]
+    return "\n".join(lines or ["no failed messages"])
 
 
 # ----------------------------------------------------------------------------- running
@@ -1321,7 +1461,7 @@ def media_temp_dir(account: telegram_session.Account) -> Path:
 
 async def clone(account: telegram_session.Account, config: CloneConfig) -> Progress:
     """Open the account, resolve the chats and run the cloner; returns its counts."""
-    checkpoint = SharedCheckpoint(config.checkpoint_db, config.session_name,
+    checkpoint = SqliteCheckpoint(config.checkpoint_db, config.session_name,
                                   claim_timeout=config.claim_timeout)
     try:
         async with telegram_session.open_client(
@@ -1383,7 +1523,11 @@ def build_parser(profile: Profile) -> argparse.ArgumentParser:
     run.add_argument("--once", action="store_true",
                      help="stop after the backfill instead of following new messages")
     run.add_argument("--status", action="store_true",
-                     help="print the checkpoint's state per source and exit (no Telegram)")
+                     help="print the checkpoint's state per chat pair, failures by reason, "
+                          "and exit (no Telegram)")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="make every failed message pending again (the next run clones it) "
+                          "and exit (no Telegram)")
     run.add_argument("--progress-every", metavar="N", help="PROGRESS_EVERY")
     run.add_argument("--progress-seconds", metavar="SECONDS", help="PROGRESS_SECONDS")
     return parser
@@ -1410,9 +1554,9 @@ def main(argv: list[str] | None = None, profile: Profile = SINGLE) -> int:
         config = make_config(account, args, profile)
     except (telegram_session.AccountConfigError, ConfigError) as exc:
         parser.error(str(exc))
-    if args.status:
+    if args.status or args.retry_failed:
         try:
-            print(status_report(config.checkpoint_db))
+            print(offline_command(args, config))
         except (OSError, sqlite3.Error) as exc:
             print(f"error: checkpoint {config.checkpoint_db}: {exc}", file=sys.stderr)
             return telegram_session.EXIT_FAILURE

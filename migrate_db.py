@@ -163,10 +163,39 @@ def m003_dialer_legacy_session(conn: sqlite3.Connection) -> str | None:
     return f"dial_results: {count} rows without a session grouped into session 'legacy'"
 
 
+def m004_checkpoint_per_pair(conn: sqlite3.Connection) -> str | None:
+    """Checkpoint rows were keyed by (source_chat, msg_id), so a second target of the same
+    source found everything "done". The table is rebuilt keyed by (source_chat,
+    target_chat, msg_id), keeping every row; rows with no target_chat get '' and are filed
+    under the configured pair by the cloner's first run (Checkpoint.bind)."""
+    key = [row[1] for row in sorted(conn.execute("PRAGMA table_info(messages)"),
+                                    key=lambda row: row[5]) if row[5]]
+    if "target_chat" in key:
+        return None
+    ref = _reference_db()
+    try:
+        create = ref.execute("SELECT sql FROM sqlite_master WHERE type = 'table' "
+                             "AND name = 'messages'").fetchone()[0]
+        names = list(_columns(ref, "messages"))
+    finally:
+        ref.close()
+    conn.execute(re.sub(r"\bmessages\b", "messages_m004", create, count=1))
+    have = _columns(conn, "messages")
+    values = ", ".join("COALESCE(target_chat, '')" if name == "target_chat" else
+                       f'"{name}"' if name in have else "NULL" for name in names)
+    quoted = ", ".join(f'"{name}"' for name in names)
+    moved = conn.execute(f"INSERT INTO messages_m004 ({quoted}) SELECT {values} "
+                         "FROM messages").rowcount
+    conn.execute("DROP TABLE messages")
+    conn.execute("ALTER TABLE messages_m004 RENAME TO messages")
+    return f"messages: {moved} rows re-keyed by (source_chat, target_chat, msg_id)"
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], str | None]] = [
     m001_checkpoint_status,
     m002_campaign_per_run,
     m003_dialer_legacy_session,
+    m004_checkpoint_per_pair,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

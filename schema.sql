@@ -8,10 +8,14 @@
 -- Index statements come after all tables: they run once legacy tables have their columns.
 
 -- ===== cloner (spec 002): the shared checkpoint ========================================
--- One row per source message. status: pending | processing | done | failed | skipped.
+-- One row per source message *for one target* (a pair of chats: the same source cloned
+-- into two targets has two rows per message). status: pending | processing | done |
+-- failed | skipped; `error` holds the reason (Telegram's error name where Telegram refused).
 -- `session` is the account that owns the claim; `claimed_at` is refreshed by its heartbeat.
 -- `random_id` is stored before the send and reused on a retry by the same account
 -- (Telegram de-duplicates per account); a claim taken over by another account clears it.
+-- `doubt_session`: the account whose stored random_id was cleared by a takeover (its send
+-- may have reached Telegram); the new owner searches the target before sending again.
 -- Album members share `grouped_id` and are claimed, sent and completed together.
 CREATE TABLE IF NOT EXISTS messages (
     source_chat   TEXT    NOT NULL,
@@ -20,13 +24,14 @@ CREATE TABLE IF NOT EXISTS messages (
     session       TEXT,
     claimed_at    TEXT,
     processed_at  TEXT,
-    target_chat   TEXT,
+    target_chat   TEXT    NOT NULL DEFAULT '',
     target_msg_id INTEGER,
     random_id     INTEGER,
     attempts      INTEGER NOT NULL DEFAULT 0,
     error         TEXT,
     grouped_id    INTEGER,
-    PRIMARY KEY (source_chat, msg_id)
+    doubt_session TEXT,
+    PRIMARY KEY (source_chat, target_chat, msg_id)
 );
 
 -- Source topic -> target topic, one row per pair of chats; the row is inserted (claimed)
@@ -208,11 +213,15 @@ CREATE TABLE IF NOT EXISTS dial_results (
 );
 
 -- ===== indexes ============================================================================
--- "next pending message of this source" is a range scan in id order
-CREATE INDEX IF NOT EXISTS idx_messages_source_status ON messages(source_chat, status, msg_id);
+-- "next pending message of this pair" is a range scan in id order
+CREATE INDEX IF NOT EXISTS idx_messages_pair_status
+    ON messages(source_chat, target_chat, status, msg_id);
 CREATE INDEX IF NOT EXISTS idx_messages_processed_at ON messages(processed_at);
+-- an account's claims (heartbeat) and a target's recorded ids (search after a takeover)
+CREATE INDEX IF NOT EXISTS idx_messages_session ON messages(session) WHERE status = 'processing';
+CREATE INDEX IF NOT EXISTS idx_messages_target ON messages(target_chat, target_msg_id);
 -- an album's members, claimed and completed together
-CREATE INDEX IF NOT EXISTS idx_messages_album ON messages(source_chat, grouped_id)
+CREATE INDEX IF NOT EXISTS idx_messages_pair_album ON messages(source_chat, target_chat, grouped_id)
     WHERE grouped_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS idx_rate_limits_account ON rate_limits(account, until);
 CREATE INDEX IF NOT EXISTS idx_tasks_status ON tasks(status, next_available_at);

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Claim + complete throughput of the cloner's SharedCheckpoint against litequeue and huey.
+"""Claim + complete throughput of the cloner's SqliteCheckpoint against litequeue and huey.
 
 Each design gets the same work: N messages loaded into a fresh SQLite file, then P worker
 processes (real OS processes, started together) each loop "claim the next message, mark it
@@ -7,8 +7,8 @@ complete" until nothing is left. Printed per design and process count: messages 
 (wall time from the start signal to the last worker's exit) and duplicates (completions
 beyond one per message; must be 0).
 
-SharedCheckpoint uses the suite's settings (WAL, synchronous=NORMAL, BEGIN IMMEDIATE,
-UPDATE ... RETURNING), one message per claim; "SharedCheckpoint/10" claims 10 at a time
+SqliteCheckpoint uses the suite's settings (WAL, synchronous=NORMAL, BEGIN IMMEDIATE,
+UPDATE ... RETURNING), one message per claim; "SqliteCheckpoint/10" claims 10 at a time
 (the cloner claims a page's units ahead) and completes each on its own. litequeue: pop()
 + done() with its own WAL/NORMAL settings. huey: SqliteStorage.dequeue() (claim and delete
 in one transaction) + put_data() as the completion record, with huey's default settings
@@ -32,12 +32,13 @@ from pathlib import Path
 SUITE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(SUITE_DIR))
 
-from clone_streaming import SharedCheckpoint  # noqa: E402
+from clone_streaming import SqliteCheckpoint  # noqa: E402
 from migrate_db import transaction  # noqa: E402
 
 DEFAULT_MESSAGES = 20_000
 DEFAULT_PROCESSES = "1,2,4,8"
 SOURCE = "-100777"
+TARGET = "-100778"
 START_TIMEOUT = 60.0
 CLAIM_BATCH = 10
 GOAL_HUEY = 1.5
@@ -48,19 +49,20 @@ GOAL_LITEQUEUE = 10.0
 # Each design: load(path, n) in the parent, work(path, worker) in a child -> completed ids.
 
 def checkpoint_load(path: Path, count: int) -> None:
-    checkpoint = SharedCheckpoint(path, "loader")
+    checkpoint = SqliteCheckpoint(path, "loader")
     with transaction(checkpoint.conn):
         checkpoint.conn.executemany(
-            "INSERT INTO messages (source_chat, msg_id) VALUES (?, ?)",
-            ((SOURCE, i) for i in range(1, count + 1)))
+            "INSERT INTO messages (source_chat, target_chat, msg_id) VALUES (?, ?, ?)",
+            ((SOURCE, TARGET, i) for i in range(1, count + 1)))
     checkpoint.close()
 
 
 def checkpoint_work(path: Path, worker: int, per_claim: int = 1) -> list[int]:
-    checkpoint = SharedCheckpoint(path, f"worker{worker}")
+    checkpoint = SqliteCheckpoint(path, f"worker{worker}")
+    checkpoint.bind(SOURCE, TARGET)
     completed = []
-    while ids := checkpoint.claim_next(SOURCE, per_claim):
-        completed += [i for i in ids if checkpoint.mark_done(SOURCE, i, i)]
+    while ids := checkpoint.claim_next(per_claim):
+        completed += [i for i in ids if checkpoint.complete({i: i})]
     checkpoint.close()
     return completed
 
@@ -114,8 +116,8 @@ def huey_work(path: Path, worker: int) -> list[int]:
 
 
 DESIGNS: dict[str, tuple[Callable[[Path, int], None], Callable[[Path, int], list[int]], str]] = {
-    "SharedCheckpoint": (checkpoint_load, checkpoint_work, ""),
-    "SharedCheckpoint/10": (checkpoint_load, checkpoint_work_batched, ""),
+    "SqliteCheckpoint": (checkpoint_load, checkpoint_work, ""),
+    "SqliteCheckpoint/10": (checkpoint_load, checkpoint_work_batched, ""),
     "litequeue": (litequeue_load, litequeue_work, "litequeue"),
     "huey": (huey_load, huey_work, "huey"),
 }
@@ -194,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{design:<20}{processes:>6}{rate:>10,.0f}{done:>11}{duplicates:>12}"
                       f"{note}", flush=True)
     top = max(counts)
-    for ours in ("SharedCheckpoint", "SharedCheckpoint/10"):
+    for ours in ("SqliteCheckpoint", "SqliteCheckpoint/10"):
         for rival, goal in (("huey", GOAL_HUEY), ("litequeue", GOAL_LITEQUEUE)):
             if (ours, top) in rates and (rival, top) in rates:
                 ratio = rates[ours, top] / rates[rival, top]
