@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 import secrets
 import shutil
 import sqlite3
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from telethon import TelegramClient, errors, events, functions, types, utils
+from telethon.errors import rpcerrorlist
 
 import migrate_db
 import telegram_session
@@ -56,9 +58,9 @@ FLOOD_SLEEP_THRESHOLD = 60             # shorter FloodWaits are slept inside Tel
 FOLLOW_POLL_SECONDS = 30.0             # a follow pass at least this often, events or not
 EVENT_SETTLE_SECONDS = 0.5             # lets an album's items all arrive before a pass
 WAIT_POLL_SECONDS = 0.02               # polling another account's claim (replies, order)
-REPLY_WAIT_SECONDS = 120.0             # longest wait for the message a copy replies to
 RECENT_TARGET_SCAN = 200               # target messages searched after RANDOM_ID_DUPLICATE
-SEND_ATTEMPTS = 5                      # dropped connections / slow-mode waits per send
+SEND_ATTEMPTS = 5                      # dropped connections per send
+REFETCH_ATTEMPTS = 3                   # expired file references per message
 TERMINAL = ("done", "failed", "skipped")
 GENERAL_TOPIC = 1
 TOPIC_MAP_FILE = "topic_map.json"
@@ -75,6 +77,8 @@ ENV_KEYS = {
     "TARGET_TOPIC": "post everything into this topic of the target (topic id)",
     "AUTO_CREATE_TOPICS": "create each source topic once in a forum target (default true)",
     "COPY_MODE": "forward | copy | auto (default auto: forward where allowed, else copy)",
+    "SILENT": "true: cloned messages never notify subscribers; false: always notify "
+              "(default: silent during the backfill, notifying when following)",
     "ALLOW_REUPLOAD": "true: re-upload content from chats that forbid forwarding "
                       "(only content you have the rights to; default false)",
     "MAX_MEDIA_MB": "largest media to copy; larger is marked failed "
@@ -598,6 +602,7 @@ class CloneConfig:
     progress_every: int
     progress_seconds: float
     once: bool
+    silent: bool | None                # None: silent during the backfill only
 
 
 def parse_chat(key: str, value: str) -> int | str:
@@ -646,7 +651,7 @@ def _float_setting(key: str, value: str | None, default: float) -> float:
     return number
 
 
-def _bool_setting(key: str, value: str | bool | None, default: bool) -> bool:
+def _bool_setting(key: str, value: str | bool | None, default: bool | None) -> bool | None:
     if value is None:
         return default
     if isinstance(value, bool):
@@ -708,6 +713,7 @@ def make_config(account: telegram_session.Account, args: argparse.Namespace,
                                         setting("progress_seconds", "PROGRESS_SECONDS"),
                                         DEFAULT_PROGRESS_SECONDS),
         once=bool(getattr(args, "once", False)),
+        silent=_bool_setting("SILENT", setting("silent", "SILENT"), None),
     )
 
 
@@ -814,16 +820,91 @@ class Progress:
                 f"created {c['topics_created']}, {time.monotonic() - self.started:.1f} s")
 
 
+# ----------------------------------------------------------------------------- refusals
+# What the cloner does when Telegram refuses a request: the policy, written once (the
+# README's table is this one). The keys are Telegram's error names (digits as X).
+REFUSALS: dict[str, tuple[str, str]] = {
+    "FLOOD_WAIT": ("rest", "over 60 s: the wait is recorded, the claims whose request was "
+                   "refused are given back (random_id cleared: nothing was sent), the "
+                   "account sleeps and claims again; other accounts go on (ORDERED: the "
+                   "next account takes the turn). Shorter waits are slept inside Telethon"),
+    "FLOOD_PREMIUM_WAIT": ("rest", "as FLOOD_WAIT"),
+    "SLOWMODE_WAIT": ("slow", "wait as told and send the same request again; from then on "
+                      "one message per request"),
+    "SLOWMODE_MULTI_MSGS_DISABLED": ("slow", "one message per request from then on"),
+    "PEER_FLOOD": ("stop_account", "the account gives back its claims and stops with exit "
+                   "5 (run.sh does not restart it), saying when to try again; nothing is "
+                   "marked failed, the other accounts go on"),
+    "USER_BANNED_IN_CHANNEL": ("stop_account", "as PEER_FLOOD"),
+    "FILE_REFERENCE_EXPIRED": ("refetch", "fetch the message again and send it with the "
+                               "fresh file reference"),
+    "FILE_REFERENCE_X_EXPIRED": ("refetch", "as FILE_REFERENCE_EXPIRED (an album item)"),
+    "CHAT_FORWARDS_RESTRICTED": ("protected", "the source forbids forwarding: re-upload if "
+                                 "ALLOW_REUPLOAD=true, else the message is failed with the "
+                                 "reason; the clone goes on"),
+    "CHAT_WRITE_FORBIDDEN": ("stop_chat", "one error line naming the chat and the missing "
+                             "right, exit 2 (run.sh does not restart)"),
+    "CHAT_ADMIN_REQUIRED": ("stop_chat", "as CHAT_WRITE_FORBIDDEN"),
+    "CHANNEL_PRIVATE": ("stop_chat", "as CHAT_WRITE_FORBIDDEN (the account left or was "
+                        "removed)"),
+    "RANDOM_ID_DUPLICATE": ("sent", "sent before a restart: the copy is found in the "
+                            "target and recorded done"),
+}
+# Every other refusal (CHAT_SEND_MEDIA_FORBIDDEN, CHAT_SEND_STICKERS_FORBIDDEN, ... and
+# whatever Telegram answers about one message) fails that message with the error name
+# and the clone goes on; in a batch, the units are sent again one by one first.
+OTHER_REFUSAL = ("fail", "that message is failed with the error name; the clone goes on")
+EXIT_LIMITED = telegram_session.EXIT_LIMITED
+MISSING_RIGHT = {"CHAT_WRITE_FORBIDDEN": "the right to post messages (be a member; in a "
+                                         "channel, an admin who may post)",
+                 "CHAT_ADMIN_REQUIRED": "the admin right to manage topics (or set "
+                                        "AUTO_CREATE_TOPICS=false)",
+                 "CHANNEL_PRIVATE": "membership (the account is not in the chat)"}
+_ERROR_NAMES = {cls: name for name, cls in rpcerrorlist.rpc_errors_dict.items()}
+_ERROR_NAMES.update({cls: re.sub(r"_?\(\\d\+\)", "_X", pattern).removesuffix("_X")
+                     for pattern, cls in rpcerrorlist.rpc_errors_re})
+
+
+def error_name(exc: errors.RPCError) -> str:
+    """Telegram's name for a refusal, e.g. CHAT_SEND_MEDIA_FORBIDDEN (digits as X)."""
+    name = _ERROR_NAMES.get(type(exc)) or exc.message or type(exc).__name__
+    return re.sub(r"\d+", "X", name).removesuffix("_X")
+
+
+def refusal(exc: errors.RPCError) -> str:
+    """The policy's action for a refusal (see REFUSALS)."""
+    return REFUSALS.get(error_name(exc), OTHER_REFUSAL)[0]
+
+
 class SendRefused(Exception):
-    """Telegram refused a unit for a reason that concerns only that unit (it is failed)."""
+    """Telegram (or the cloner's limits) refused a unit for a reason that concerns only
+    that unit: it is failed with `reason` (Telegram's error name where it refused)."""
+
+    def __init__(self, reason: str, *, name: str = "") -> None:
+        super().__init__(reason)
+        self.name = name
 
 
-# Errors about the chats themselves: cloning cannot go on, whichever message it is.
-FATAL_ERRORS = (errors.ChatWriteForbiddenError, errors.UserBannedInChannelError,
-                errors.ChannelPrivateError, errors.ChatAdminRequiredError,
-                errors.ChannelInvalidError, errors.PeerIdInvalidError)
-PROTECTED_REASON = ("the source forbids forwarding and saving (noforwards); copying it needs "
-                    "ALLOW_REUPLOAD=true, for content you have the rights to")
+class Resting(Exception):
+    """A FloodWait over the threshold: recorded; the refused claims go back, then sleep."""
+
+
+class StaleReference(Exception):
+    """FILE_REFERENCE_EXPIRED: fetch the messages again and send once more."""
+
+
+class StopRun(Exception):
+    """The run cannot go on (the claims in flight are given back first): one error line
+    and the exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+PROTECTED_REASON = ("CHAT_FORWARDS_RESTRICTED: the source forbids forwarding and saving "
+                    "(noforwards); copying it needs ALLOW_REUPLOAD=true, for content you "
+                    "have the rights to")
 
 
 def source_topic_of(message: Any) -> int:
@@ -858,6 +939,8 @@ class Cloner:
         self.batch_topic: int | None = None
         self.last_seen = 0
         self.new_messages = asyncio.Event()
+        self.one_at_a_time = False          # slow mode in the target: one message a request
+        self.silent = config.silent is not False        # SILENT: default on in backfill
 
     # ------------------------------------------------------------------ the run
 
@@ -884,6 +967,7 @@ class Cloner:
                 return
             self.client.add_event_handler(self.on_new_message,
                                           events.NewMessage(chats=self.source))
+            self.silent = self.config.silent is True
             log.info("backfill done (%s); following new messages", self.progress.line())
             while True:
                 with contextlib.suppress(TimeoutError):
@@ -928,6 +1012,7 @@ class Cloner:
             except (errors.FloodWaitError, errors.FloodPremiumWaitError) as exc:
                 telegram_session.record_wait(self.account, exc.seconds,
                                              request="messages.GetHistory")
+                self.give_back_batch()              # others go on while this one sleeps
                 await telegram_session.wait_if_limited(self.account)
                 continue
             await self.flush()
@@ -975,12 +1060,8 @@ class Cloner:
                 await self.handle(unit)
         await self.flush()
 
-    async def settle(self, msg_ids: list[int], *, timeout: float | None = None) -> bool:
-        """Wait until these (known) messages are finished, cloning the ones nobody holds.
-
-        Returns False if `timeout` seconds passed first.
-        """
-        deadline = time.monotonic() + timeout if timeout is not None else None
+    async def settle(self, msg_ids: list[int]) -> None:
+        """Wait until these (known) messages are finished, cloning the ones nobody holds."""
         while True:
             open_ids = []
             for msg_id in msg_ids:
@@ -988,13 +1069,11 @@ class Cloner:
                 if row is not None and row[0] not in TERMINAL:
                     open_ids.append(msg_id)
             if not open_ids:
-                return True
+                return
             held = self.checkpoint.claim(self.checkpoint.with_albums(open_ids))
             if held:
                 await self.process_ids(held)
                 continue
-            if deadline is not None and time.monotonic() > deadline:
-                return False
             await asyncio.sleep(WAIT_POLL_SECONDS)
 
     # ------------------------------------------------------------------ one unit
@@ -1023,22 +1102,27 @@ class Cloner:
             return
         topic = await self.target_topic_for(first)
         protected = self.source_protected or any(getattr(m, "noforwards", False) for m in unit)
-        mode = self.config.copy_mode
-        if mode == "forward" and protected:
-            self.fail([m.id for m in unit], "the source forbids forwarding (noforwards); "
-                      "use COPY_MODE=copy with ALLOW_REUPLOAD=true for content you have the "
-                      "rights to")
-        elif mode == "forward" or (mode == "auto" and not protected):
+        if self.forwards(first, protected):
             if self.batch and (topic != self.batch_topic or sum(map(len, self.batch))
                                + len(unit) > FORWARD_BATCH):
                 await self.flush()
             self.batch.append(unit)
             self.batch_topic = topic
-            if self.config.ordered:     # a batch could pass another account's older message
+            # ORDERED: a batch could pass another account's older message
+            if self.config.ordered or self.one_at_a_time:
                 await self.flush()
         else:
             await self.flush()
             await self.copy_unit(unit, topic, protected)
+
+    def forwards(self, message: Any, protected: bool) -> bool:
+        """Whether a unit is forwarded (else copied). COPY_MODE=auto copies what forwarding
+        would damage: replies (a forward drops the reply link); protected content is never
+        forwarded (re-uploaded with ALLOW_REUPLOAD=true, else failed with the reason)."""
+        mode = self.config.copy_mode
+        if protected or mode == "copy":
+            return False
+        return mode == "forward" or source_reply_id(message) is None
 
     def fail(self, msg_ids: list[int], reason: str) -> None:
         """Mark messages failed with the reason (they stay visible in --status)."""
@@ -1063,22 +1147,15 @@ class Cloner:
             self.progress.add("cloned", len(done))
 
     async def send(self, request: Any, what: str) -> Any:
-        """One request, sleeping through FloodWait/slow mode and riding out a dropped
-        connection; the same request (same random_ids) is sent again each time.
-
-        A refusal that concerns only this unit becomes SendRefused.
-        """
+        """One request, following the refusal policy (REFUSALS): slow mode is waited out
+        and a dropped connection ridden out, sending the same request (same random_ids)
+        again; everything else becomes the exception its caller acts on: Resting,
+        StaleReference, SendRefused, StopRun, or the error itself (RANDOM_ID_DUPLICATE,
+        CHAT_FORWARDS_RESTRICTED)."""
         for attempt in range(1, SEND_ATTEMPTS + 1):
+            await telegram_session.wait_if_limited(self.account)
             try:
-                return await telegram_session.call_with_flood_wait(
-                    self.account, lambda: self.client(request), request=what)
-            except errors.SlowModeWaitError as exc:
-                telegram_session.record_wait(self.account, exc.seconds, kind="slow_mode",
-                                             request=what)
-            except (errors.ChatForwardsRestrictedError, *FATAL_ERRORS):
-                raise
-            except errors.BadRequestError as exc:
-                raise SendRefused(f"Telegram refused it ({exc.message})") from None
+                return await self.client(request)
             except ConnectionError as exc:
                 if attempt == SEND_ATTEMPTS:
                     raise
@@ -1086,7 +1163,79 @@ class Cloner:
                 await asyncio.sleep(attempt)
                 if not self.client.is_connected():
                     await self.client.connect()
-        raise SendRefused(f"slow mode kept refusing {what} {SEND_ATTEMPTS} times")
+                continue
+            except errors.RPCError as exc:
+                action, name = refusal(exc), error_name(exc)
+                if action == "slow":
+                    self.one_at_a_time = True
+                    seconds = getattr(exc, "seconds", 0)
+                    if name == "SLOWMODE_MULTI_MSGS_DISABLED":
+                        raise SendRefused(name, name=name) from None
+                    log.info("slow mode in the target: waiting %s s, then sending one "
+                             "message per request", seconds)
+                    await asyncio.sleep(seconds)
+                    continue
+                if action == "rest":
+                    telegram_session.record_wait(self.account, exc.seconds, request=what)
+                    raise Resting(name) from None
+                if action == "refetch":
+                    raise StaleReference(name) from None
+                if action == "stop_account":
+                    until = telegram_session.record_wait(
+                        self.account, telegram_session.PEER_FLOOD_PAUSE_SECONDS,
+                        kind="peer_flood", request=what)
+                    raise StopRun(
+                        f"Telegram limited account {self.account.name} ({name}); it gives "
+                        "back its messages and stops (the other accounts go on); try again "
+                        f"after {telegram_session.format_time(until)}, and check its limits "
+                        "with @SpamBot", EXIT_LIMITED) from None
+                if action == "stop_chat":
+                    raise StopRun(
+                        f"account {self.account.name} may not do {what} in TARGET_CHAT="
+                        f"{self.config.target_chat} ({name}): it needs "
+                        f"{MISSING_RIGHT[name]}", telegram_session.EXIT_USAGE) from None
+                if action in ("sent", "protected"):
+                    raise
+                raise SendRefused(name, name=name) from None
+        raise AssertionError("unreachable")
+
+    async def sent_or_given_back(self, units: list[list[Any]], sending: Any) -> Any:
+        """Await a send of these units; on Resting or StopRun their claims go back
+        (nothing was sent) before the exception goes on."""
+        try:
+            return await sending
+        except (Resting, StopRun):
+            self.checkpoint.give_back([m.id for u in units for m in u], unsent=True)
+            raise
+
+    async def rest_and_retry(self, units: list[list[Any]]) -> None:
+        """After a long FloodWait: sleep it out, then clone whatever of these units nobody
+        else took meanwhile."""
+        await telegram_session.wait_if_limited(self.account)
+        await self.process_ids([m.id for u in units for m in u])
+
+    async def already_sent(self, units: list[list[Any]], how: str, *,
+                           forwarded: bool) -> list[list[Any]]:
+        """Units whose send may have reached Telegram from another account (in doubt after
+        a takeover) are looked for in the target and recorded done if found; returns the
+        units still to send."""
+        doubt = self.checkpoint.in_doubt([m.id for u in units for m in u])
+        if not doubt:
+            return units
+        rest = []
+        for unit in units:
+            if not any(m.id in doubt for m in unit):
+                rest.append(unit)
+                continue
+            found = await self.find_sent(unit, forwarded=forwarded, any_sender=True)
+            if all(found.values()):
+                log.info("source messages %s were sent by an account that stopped; found "
+                         "in the target, recorded", [m.id for m in unit])
+                self.progress.add("already_sent", len(unit))
+                self.record(unit, found, how)
+            else:
+                rest.append(unit)
+        return rest
 
     # ------------------------------------------------------------------ forwarding
 
@@ -1097,36 +1246,44 @@ class Cloner:
         if units:
             await self.forward_units(units, topic)
 
+    def give_back_batch(self) -> None:
+        """Give back the units queued for forwarding (before a long sleep)."""
+        units, self.batch = self.batch, []
+        self.checkpoint.give_back([m.id for u in units for m in u])
+
     async def forward_units(self, units: list[list[Any]], topic: int | None) -> None:
-        ids = [m.id for unit in units for m in unit]
         if self.config.ordered:
-            await self.wait_turn(ids[0])
-        random_ids = self.checkpoint.random_ids(ids)
+            await self.wait_turn(units[0][0].id)
+        units = await self.already_sent(units, "forwarded", forwarded=True)
+        random_ids = self.checkpoint.random_ids([m.id for u in units for m in u])
         units = [u for u in units if all(m.id in random_ids for m in u)]
         ids = [m.id for unit in units for m in unit]
         if not ids:
             return
         try:
-            result = await self.send(functions.messages.ForwardMessagesRequest(
-                from_peer=self.source, id=ids, random_id=[random_ids[i] for i in ids],
-                to_peer=self.target, top_msg_id=topic), "messages.ForwardMessages")
-        except errors.ChatForwardsRestrictedError:
-            if self.config.copy_mode == "auto":
-                for unit in units:
-                    await self.copy_unit(unit, topic, protected=True)
-            else:
-                self.fail(ids, "the source forbids forwarding (noforwards)")
+            result = await self.sent_or_given_back(units, self.send(
+                functions.messages.ForwardMessagesRequest(
+                    from_peer=self.source, id=ids, random_id=[random_ids[i] for i in ids],
+                    to_peer=self.target, top_msg_id=topic, silent=self.silent),
+                "messages.ForwardMessages"))
+        except Resting:
+            await self.rest_and_retry(units)
             return
-        except errors.RandomIdDuplicateError:
-            if len(units) > 1:          # which ones were sent before the restart?
+        except errors.ChatForwardsRestrictedError:
+            self.source_protected = True        # turned protected: copy (re-upload) or fail
+            for unit in units:
+                await self.copy_unit(unit, topic, protected=True)
+            return
+        except (errors.RandomIdDuplicateError, SendRefused) as exc:
+            if len(units) > 1:          # which ones: sent before a restart, or refused?
                 for unit in units:
                     await self.forward_units([unit], topic)
                 return
+            if isinstance(exc, SendRefused):
+                self.fail(ids, str(exc))
+                return
             self.progress.add("already_sent", len(ids))
             self.record(units[0], await self.find_sent(units[0], forwarded=True), "forwarded")
-            return
-        except SendRefused as exc:
-            self.fail(ids, str(exc))
             return
         sent = sent_message_ids(result)
         for unit in units:
@@ -1140,44 +1297,78 @@ class Cloner:
 
     async def copy_unit(self, unit: list[Any], topic: int | None, protected: bool) -> None:
         """Re-create a message or album without the forward header (captions, entities,
-        replies kept); media by reference, or downloaded and re-uploaded where protected."""
+        replies kept); media by reference, or downloaded and re-uploaded where protected.
+        An expired file reference is fetched again (REFETCH_ATTEMPTS times)."""
         ids = [m.id for m in unit]
         if protected and not self.config.allow_reupload:
             self.fail(ids, PROTECTED_REASON)
             return
-        try:
-            media = [await self.input_media(m, reupload=protected, album=len(unit) > 1)
-                     for m in unit]
-        except SendRefused as exc:
-            self.fail(ids, str(exc))
-            return
         reply_to = await self.reply_header(unit[0], topic)
         if self.config.ordered:
             await self.wait_turn(ids[0])
-        random_ids = self.checkpoint.random_ids(ids)
-        if len(random_ids) < len(ids):
-            log.warning("source messages %s were taken over by another account", ids)
+        if not await self.already_sent([unit], "copied", forwarded=False):
             return
-        try:
-            result = await self.send(
-                self.copy_request(unit, media, random_ids, reply_to),
-                "messages.SendMultiMedia" if len(unit) > 1 else "messages.SendMessage")
-        except errors.RandomIdDuplicateError:
-            self.progress.add("already_sent", len(ids))
-            self.record(unit, await self.find_sent(unit, forwarded=False), "copied")
+        for attempt in range(1, REFETCH_ATTEMPTS + 1):
+            try:
+                media = [await self.input_media(m, reupload=protected, album=len(unit) > 1)
+                         for m in unit]
+                random_ids = self.checkpoint.random_ids(ids)
+                if len(random_ids) < len(ids):
+                    log.warning("source messages %s were taken over by another account", ids)
+                    return
+                result = await self.sent_or_given_back([unit], self.send(
+                    self.copy_request(unit, media, random_ids, reply_to),
+                    "messages.SendMultiMedia" if len(unit) > 1 else "messages.SendMessage"))
+            except StaleReference as exc:
+                if attempt == REFETCH_ATTEMPTS:
+                    self.fail(ids, str(exc))
+                    return
+                log.info("file reference of source messages %s expired; fetching them "
+                         "again", ids)
+                unit = await self.refetch(unit)
+                if not unit:
+                    return
+                continue
+            except Resting:
+                await self.rest_and_retry([unit])
+                return
+            except errors.ChatForwardsRestrictedError:
+                if protected:
+                    self.fail(ids, PROTECTED_REASON)
+                    return
+                self.source_protected = True    # turned protected mid-run
+                await self.copy_unit(unit, topic, protected=True)
+                return
+            except errors.RandomIdDuplicateError:
+                self.progress.add("already_sent", len(ids))
+                self.record(unit, await self.find_sent(unit, forwarded=False), "copied")
+                return
+            except SendRefused as exc:
+                self.fail(ids, str(exc))
+                return
+            sent = sent_message_ids(result)
+            self.record(unit, {m.id: sent.get(random_ids[m.id]) for m in unit}, "copied")
             return
-        except SendRefused as exc:
-            self.fail(ids, str(exc))
-            return
-        sent = sent_message_ids(result)
-        self.record(unit, {m.id: sent.get(random_ids[m.id]) for m in unit}, "copied")
+
+    async def refetch(self, unit: list[Any]) -> list[Any]:
+        """The unit's messages read again from the source (fresh file references); the
+        ones gone from the source are failed."""
+        ids = [m.id for m in unit]
+        found = await telegram_session.call_with_flood_wait(
+            self.account, lambda: self.client.get_messages(self.source, ids=ids),
+            request="channels.GetMessages")
+        gone = [i for i, m in zip(ids, found, strict=True) if m is None]
+        if gone:
+            self.fail(ids, "the message is no longer in the source")
+            return []
+        return list(found)
 
     def copy_request(self, unit: list[Any], media: list[Any], random_ids: Mapping[int, int],
                      reply_to: Any) -> Any:
         """The raw send request for a unit, carrying the stored random_ids."""
         if len(unit) > 1:
             return functions.messages.SendMultiMediaRequest(
-                peer=self.target, reply_to=reply_to, multi_media=[
+                peer=self.target, reply_to=reply_to, silent=self.silent, multi_media=[
                     types.InputSingleMedia(media=item, message=m.message or "",
                                            random_id=random_ids[m.id], entities=m.entities)
                     for m, item in zip(unit, media, strict=True)])
@@ -1185,11 +1376,12 @@ class Cloner:
         if item is None:
             return functions.messages.SendMessageRequest(
                 peer=self.target, message=message.message or "", entities=message.entities,
-                random_id=random_ids[message.id], reply_to=reply_to,
+                random_id=random_ids[message.id], reply_to=reply_to, silent=self.silent,
                 no_webpage=not isinstance(message.media, types.MessageMediaWebPage))
         return functions.messages.SendMediaRequest(
             peer=self.target, media=item, message=message.message or "",
-            entities=message.entities, random_id=random_ids[message.id], reply_to=reply_to)
+            entities=message.entities, random_id=random_ids[message.id], reply_to=reply_to,
+            silent=self.silent)
 
     async def input_media(self, message: Any, *, reupload: bool, album: bool) -> Any:
         """The InputMedia to send for a message's media (None for text)."""
@@ -1250,10 +1442,11 @@ class Cloner:
         return None
 
     async def target_of(self, msg_id: int) -> int | None:
-        """The target id of a cloned source message, waiting while another account sends it."""
-        if not await self.settle([msg_id], timeout=REPLY_WAIT_SECONDS):
-            log.warning("source message %s is still in progress elsewhere; the copy that "
-                        "replies to it is sent without the reply", msg_id)
+        """The target id of a cloned source message, cloning it first if nobody holds it
+        and waiting while another account sends it (an account that rests gives its claims
+        back, so the wait is short): a reply never loses its link to a message that is
+        cloned. None if that message failed or is not in the checkpoint."""
+        await self.settle([msg_id])
         row = self.checkpoint.row(msg_id)
         return row[2] if row is not None and row[0] == "done" else None
 
@@ -1262,14 +1455,17 @@ class Cloner:
         while open_rows := self.checkpoint.open_below(msg_id):
             await self.settle([i for i, _, _ in open_rows])
 
-    async def find_sent(self, unit: list[Any], *, forwarded: bool) -> dict[int, int | None]:
-        """Target ids of a unit Telegram says was sent before (RANDOM_ID_DUPLICATE): this
-        account's most recent unrecorded target messages that look like it."""
+    async def find_sent(self, unit: list[Any], *, forwarded: bool,
+                        any_sender: bool = False) -> dict[int, int | None]:
+        """Target ids of a unit sent before: the most recent RECENT_TARGET_SCAN target
+        messages not recorded for any source message that look like it; this account's
+        own (RANDOM_ID_DUPLICATE), or anyone's (`any_sender`: another account's send in
+        doubt after a takeover)."""
         known = self.checkpoint.target_ids()
         recent = await telegram_session.call_with_flood_wait(
             self.account, lambda: self.client.get_messages(self.target, limit=RECENT_TARGET_SCAN),
             request="messages.GetHistory")
-        candidates = [m for m in recent if m.out and m.id not in known]
+        candidates = [m for m in recent if (m.out or any_sender) and m.id not in known]
         targets: dict[int, int | None] = {}
         for message in unit:
             targets[message.id] = None
@@ -1496,7 +1692,7 @@ def build_parser(profile: Profile) -> argparse.ArgumentParser:
     epilog = ".env keys (in the account folder; flags override them):\n" + "\n".join(
         f"  {key:<34} {text}" for key, text in keys.items()) + \
         "\n\nexit codes: 0 done, 1 runtime failure, 2 bad flag or .env value, " \
-        "3 log in again, 4 session file or lock, 130 Ctrl+C"
+        "3 log in again, 4 session file or lock, 5 Telegram limited the account, 130 Ctrl+C"
     parser = argparse.ArgumentParser(prog=profile.prog, description=profile.description,
                                      epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1511,6 +1707,7 @@ def build_parser(profile: Profile) -> argparse.ArgumentParser:
     how.add_argument("--copy-mode", choices=COPY_MODES, help="COPY_MODE")
     how.add_argument("--allow-reupload", action=argparse.BooleanOptionalAction,
                      help="ALLOW_REUPLOAD")
+    how.add_argument("--silent", action=argparse.BooleanOptionalAction, help="SILENT")
     how.add_argument("--max-media-mb", metavar="MB", help="MAX_MEDIA_MB")
     state = parser.add_argument_group("checkpoint")
     state.add_argument("--checkpoint-db", metavar="FILE", help=profile.db_key)
@@ -1570,12 +1767,20 @@ def main(argv: list[str] | None = None, profile: Profile = SINGLE) -> int:
     except telegram_session.AccountError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except StopRun as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     except errors.PeerFloodError:
         print(f"error: Telegram limited account {account.name} (PEER_FLOOD); it rests "
               "24 h (see telegram_session.py status) and the other accounts go on",
               file=sys.stderr)
+        return EXIT_LIMITED
+    except errors.RPCError as exc:
+        log.debug("details of the failure", exc_info=True)     # clone.log only
+        print(f"error: account {account.name}: Telegram refused {error_name(exc)}: {exc}",
+              file=sys.stderr)
         return telegram_session.EXIT_FAILURE
-    except (errors.RPCError, SendRefused, OSError, sqlite3.Error) as exc:
+    except (OSError, sqlite3.Error) as exc:
         log.debug("details of the failure", exc_info=True)     # clone.log only
         print(f"error: account {account.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return telegram_session.EXIT_FAILURE
