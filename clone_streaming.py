@@ -63,7 +63,9 @@ LEGACY_IMPORT_CHUNK = 5000
 LEGACY_NOTE = "cloned by an earlier clone_streaming.py (checkpoint.txt)"
 EVENT_SETTLE_SECONDS = 0.5             # lets an album's items all arrive before a pass
 WAIT_POLL_SECONDS = 0.02               # polling another account's claim (replies, order)
+LEFTOVER_POLL_SECONDS = 0.5            # --once: polling the claims of other accounts
 RECENT_TARGET_SCAN = 200               # target messages searched after RANDOM_ID_DUPLICATE
+CLOCK_SKEW_SECONDS = 60                # slack around a send in doubt (our clock vs Telegram's)
 SEND_ATTEMPTS = 5                      # dropped connections per send
 REFETCH_ATTEMPTS = 3                   # expired file references per message
 TERMINAL = ("done", "failed", "skipped")
@@ -104,6 +106,11 @@ class ConfigError(ValueError):
 
 def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds")
+
+
+def _parse_utc(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _ids_json(msg_ids: Iterable[int]) -> str:
@@ -177,9 +184,9 @@ class Checkpoint(ABC):
         reaches the disk before this returns); unheld ids are left out."""
 
     @abstractmethod
-    def in_doubt(self, msg_ids: Iterable[int]) -> set[int]:
-        """Held ids whose earlier owner (another account) stored a random_id: its send may
-        have reached Telegram."""
+    def in_doubt(self, msg_ids: Iterable[int]) -> dict[int, tuple[datetime, datetime]]:
+        """Held ids whose earlier owner (another account) stored a random_id, each with the
+        time window (UTC) in which its send may have reached Telegram."""
 
     @abstractmethod
     def complete(self, targets: Mapping[int, int | None], *,
@@ -296,10 +303,10 @@ class SqliteCheckpoint(Checkpoint):
     # A row this session may take: free, its own, or stale (see Checkpoint).
     _TAKEABLE = """(status = 'pending' OR (status = 'processing' AND (session = :me
         OR (claimed_at < :stale AND (random_id IS NULL OR claimed_at < :orphan)))))"""
-    # Taking a claim over from a session that stored a random_id leaves its name in doubt.
+    # Taking over a claim whose send started leaves the window of that send in doubt.
     _CLAIM_SET = """status = 'processing', session = :me, claimed_at = :now, error = NULL,
-        doubt_session = CASE WHEN random_id IS NOT NULL AND session IS NOT :me
-                             THEN session ELSE doubt_session END,
+        doubt_seen = CASE WHEN random_id IS NOT NULL AND session IS NOT :me
+                          THEN claimed_at ELSE doubt_seen END,
         random_id = CASE WHEN session = :me THEN random_id END,
         attempts = attempts + (CASE WHEN status = 'processing' AND session = :me
                                     THEN 0 ELSE 1 END)"""
@@ -375,20 +382,27 @@ class SqliteCheckpoint(Checkpoint):
             for msg_id, random_id in held:
                 if random_id is None:
                     random_id = secrets.randbits(63)
-                    new.append((random_id, params["now"], self.src, self.dst, msg_id))
+                    new.append((random_id, params["now"], params["now"], self.src, self.dst,
+                                msg_id))
                 result[msg_id] = random_id
             self.conn.executemany(
-                "UPDATE messages SET random_id = ?, claimed_at = ? "
+                "UPDATE messages SET random_id = ?, claimed_at = ?, sent_at = ? "
                 "WHERE source_chat = ? AND target_chat = ? AND msg_id = ?", new)
         return result
 
-    def in_doubt(self, msg_ids: Iterable[int]) -> set[int]:
+    def in_doubt(self, msg_ids: Iterable[int]) -> dict[int, tuple[datetime, datetime]]:
         rows = self.conn.execute(
-            f"""SELECT msg_id FROM messages WHERE {self._PAIR}
+            f"""SELECT msg_id, sent_at, doubt_seen FROM messages WHERE {self._PAIR}
                 AND msg_id IN (SELECT value FROM json_each(:ids)) AND status = 'processing'
-                AND session = :me AND doubt_session IS NOT NULL""",
+                AND session = :me AND doubt_seen IS NOT NULL""",
             self._params(ids=_ids_json(msg_ids)))
-        return {i for (i,) in rows}
+        lease = timedelta(seconds=self.claim_timeout)
+        result = {}
+        for msg_id, sent_at, seen in rows:
+            seen = _parse_utc(seen)
+            result[msg_id] = (_parse_utc(sent_at) if sent_at else seen - lease * ORPHAN_FACTOR,
+                              seen + lease)
+        return result
 
     def complete(self, targets: Mapping[int, int | None], *,
                  note: str | None = None) -> set[int]:
@@ -398,7 +412,7 @@ class SqliteCheckpoint(Checkpoint):
             for msg_id, target_msg_id in targets.items():
                 row = self.conn.execute(
                     f"""UPDATE messages SET status = 'done', target_msg_id = :target,
-                            processed_at = :now, error = :note, doubt_session = NULL
+                            processed_at = :now, error = :note, doubt_seen = NULL
                         WHERE {self._PAIR} AND msg_id = :id AND status = 'processing'
                           AND session = :me RETURNING msg_id""",
                     {**params, "target": target_msg_id, "id": int(msg_id)}).fetchone()
@@ -412,7 +426,7 @@ class SqliteCheckpoint(Checkpoint):
         with transaction(self.conn):
             rows = self.conn.execute(
                 f"""UPDATE messages SET status = :status, error = :reason, processed_at = :now,
-                        doubt_session = NULL
+                        doubt_seen = NULL
                     WHERE {self._PAIR} AND msg_id IN (SELECT value FROM json_each(:ids))
                       AND status = 'processing' AND session = :me RETURNING msg_id""",
                 params).fetchall()
@@ -423,7 +437,7 @@ class SqliteCheckpoint(Checkpoint):
         with transaction(self.conn):
             return self.conn.execute(
                 f"""UPDATE messages SET status = 'pending', session = NULL, claimed_at = NULL,
-                        random_id = NULL
+                        random_id = NULL, sent_at = NULL
                     WHERE {self._PAIR} AND msg_id IN (SELECT value FROM json_each(:ids))
                       AND status = 'processing' AND session = :me
                       AND (random_id IS NULL OR :unsent)""", params).rowcount
@@ -438,8 +452,8 @@ class SqliteCheckpoint(Checkpoint):
         with transaction(self.conn):
             return self.conn.execute(
                 """UPDATE messages SET status = 'pending', session = NULL, claimed_at = NULL,
-                       doubt_session = CASE WHEN random_id IS NOT NULL THEN session
-                                            ELSE doubt_session END,
+                       doubt_seen = CASE WHEN random_id IS NOT NULL THEN claimed_at
+                                         ELSE doubt_seen END,
                        random_id = NULL
                    WHERE status = 'processing' AND claimed_at < :stale
                      AND (random_id IS NULL OR claimed_at < :orphan)""",
@@ -1072,6 +1086,9 @@ class Cloner:
                 continue
             await self.flush()
             await self.take_leftovers()
+            if self.config.once:        # the backfill is complete when every message is
+                await self.settle([i for i, _, _ in self.checkpoint.open_below(
+                    self.last_seen + 1)], poll=LEFTOVER_POLL_SECONDS)
             return
 
     async def take_leftovers(self) -> None:
@@ -1115,8 +1132,10 @@ class Cloner:
                 await self.handle(unit)
         await self.flush()
 
-    async def settle(self, msg_ids: list[int]) -> None:
-        """Wait until these (known) messages are finished, cloning the ones nobody holds."""
+    async def settle(self, msg_ids: list[int], *, poll: float = WAIT_POLL_SECONDS) -> None:
+        """Wait until these (known) messages are finished, cloning the ones nobody holds
+        (given back, or left by an account that stopped: see Checkpoint), looking every
+        `poll` seconds."""
         while True:
             open_ids = []
             for msg_id in msg_ids:
@@ -1129,7 +1148,7 @@ class Cloner:
             if held:
                 await self.process_ids(held)
                 continue
-            await asyncio.sleep(WAIT_POLL_SECONDS)
+            await asyncio.sleep(poll)
 
     # ------------------------------------------------------------------ one unit
 
@@ -1282,7 +1301,9 @@ class Cloner:
             if not any(m.id in doubt for m in unit):
                 rest.append(unit)
                 continue
-            found = await self.find_sent(unit, forwarded=forwarded, any_sender=True)
+            window = (min(doubt[m.id][0] for m in unit if m.id in doubt),
+                      max(doubt[m.id][1] for m in unit if m.id in doubt))
+            found = await self.find_sent(unit, forwarded=forwarded, window=window)
             if all(found.values()):
                 log.info("source messages %s were sent by an account that stopped; found "
                          "in the target, recorded", [m.id for m in unit])
@@ -1511,16 +1532,28 @@ class Cloner:
             await self.settle([i for i, _, _ in open_rows])
 
     async def find_sent(self, unit: list[Any], *, forwarded: bool,
-                        any_sender: bool = False) -> dict[int, int | None]:
-        """Target ids of a unit sent before: the most recent RECENT_TARGET_SCAN target
-        messages not recorded for any source message that look like it; this account's
-        own (RANDOM_ID_DUPLICATE), or anyone's (`any_sender`: another account's send in
-        doubt after a takeover)."""
+                        window: tuple[datetime, datetime] | None = None
+                        ) -> dict[int, int | None]:
+        """Target ids of a unit sent before, among the target messages not recorded for any
+        source message that look like it: this account's last RECENT_TARGET_SCAN
+        (RANDOM_ID_DUPLICATE), or anyone's posted within `window` (UTC; another account's
+        send in doubt after a takeover; CLOCK_SKEW_SECONDS of slack each side)."""
         known = self.checkpoint.target_ids()
-        recent = await telegram_session.call_with_flood_wait(
-            self.account, lambda: self.client.get_messages(self.target, limit=RECENT_TARGET_SCAN),
-            request="messages.GetHistory")
-        candidates = [m for m in recent if (m.out or any_sender) and m.id not in known]
+        if window is None:
+            recent = await telegram_session.call_with_flood_wait(
+                self.account, lambda: self.client.get_messages(self.target,
+                                                               limit=RECENT_TARGET_SCAN),
+                request="messages.GetHistory")
+            candidates = [m for m in recent if m.out and m.id not in known]
+        else:
+            skew = timedelta(seconds=CLOCK_SKEW_SECONDS)
+            candidates = []
+            async for m in self.client.iter_messages(self.target, offset_date=window[1] + skew,
+                                                     wait_time=0):
+                if m.date < window[0] - skew:
+                    break
+                if m.id not in known:
+                    candidates.append(m)
         targets: dict[int, int | None] = {}
         for message in unit:
             targets[message.id] = None

@@ -14,8 +14,10 @@
 -- `session` is the account that owns the claim; `claimed_at` is refreshed by its heartbeat.
 -- `random_id` is stored before the send and reused on a retry by the same account
 -- (Telegram de-duplicates per account); a claim taken over by another account clears it.
--- `doubt_session`: the account whose stored random_id was cleared by a takeover (its send
--- may have reached Telegram); the new owner searches the target before sending again.
+-- `sent_at`: when the random_id was stored (the send started). A takeover of such a claim
+-- sets `doubt_seen` (the old owner's last heartbeat): its send may have reached Telegram
+-- between `sent_at` and shortly after that, so the new owner searches the target's
+-- messages of that time before sending again.
 -- Album members share `grouped_id` and are claimed, sent and completed together.
 CREATE TABLE IF NOT EXISTS messages (
     source_chat   TEXT    NOT NULL,
@@ -30,7 +32,8 @@ CREATE TABLE IF NOT EXISTS messages (
     attempts      INTEGER NOT NULL DEFAULT 0,
     error         TEXT,
     grouped_id    INTEGER,
-    doubt_session TEXT,
+    sent_at       TEXT,
+    doubt_seen    TEXT,
     PRIMARY KEY (source_chat, target_chat, msg_id)
 );
 
