@@ -962,8 +962,8 @@ class Cloner:
         self.progress = Progress(config.progress_every, config.progress_seconds)
         self.topic_titles: dict[int, str] = {}
         self.topic_cache: dict[int, int] = {}
-        self.batch: list[list[Any]] = []
-        self.batch_topic: int | None = None
+        # units queued for forwarding, per target topic (a topic's units keep their order)
+        self.batches: dict[int | None, list[list[Any]]] = {}
         self.last_seen = 0
         self.new_messages = asyncio.Event()
         self.one_at_a_time = False          # slow mode in the target: one message a request
@@ -1177,11 +1177,10 @@ class Cloner:
         topic = await self.target_topic_for(first)
         protected = self.source_protected or any(getattr(m, "noforwards", False) for m in unit)
         if self.forwards(first, protected):
-            if self.batch and (topic != self.batch_topic or sum(map(len, self.batch))
-                               + len(unit) > FORWARD_BATCH):
-                await self.flush()
-            self.batch.append(unit)
-            self.batch_topic = topic
+            batch = self.batches.setdefault(topic, [])
+            if sum(map(len, batch)) + len(unit) > FORWARD_BATCH:
+                await self.flush_topic(topic)
+            self.batches.setdefault(topic, []).append(unit)
             # ORDERED: a batch could pass another account's older message
             if self.config.ordered or self.one_at_a_time:
                 await self.flush()
@@ -1316,15 +1315,20 @@ class Cloner:
     # ------------------------------------------------------------------ forwarding
 
     async def flush(self) -> None:
-        """Forward the queued units (up to 100 ids, one topic) in one request."""
-        units, topic = self.batch, self.batch_topic
-        self.batch = []
+        """Forward every topic's queued units."""
+        for topic in list(self.batches):
+            await self.flush_topic(topic)
+
+    async def flush_topic(self, topic: int | None) -> None:
+        """Forward a topic's queued units (up to 100 ids) in one request."""
+        units = self.batches.pop(topic, [])
         if units:
             await self.forward_units(units, topic)
 
     def give_back_batch(self) -> None:
         """Give back the units queued for forwarding (before a long sleep)."""
-        units, self.batch = self.batch, []
+        units = [unit for batch in self.batches.values() for unit in batch]
+        self.batches = {}
         self.checkpoint.give_back([m.id for u in units for m in u])
 
     async def forward_units(self, units: list[list[Any]], topic: int | None) -> None:
