@@ -55,9 +55,9 @@ DEFAULT_PROGRESS_SECONDS = 10.0        # ... or seconds, whichever comes first
 ORPHAN_FACTOR = 10                     # a claim with a stored random_id: others wait longer
 FORWARD_BATCH = 100                    # Telegram's limit of ids per forwardMessages
 FLOOD_SLEEP_THRESHOLD = 60             # shorter FloodWaits are slept inside Telethon
-FOLLOW_POLL_SECONDS = 30.0             # a follow pass at least this often, events or not
+DEFAULT_RECONCILE_SECONDS = 120.0      # a follow pass at least this often, events or not
+IDLE_LOG_PASSES = 3                    # "following ...: up to date" every this many idle passes
 AUDIT_IDS_SHOWN = 50                   # missing ids listed by --audit
-IDLE_LOG_SECONDS = 300.0               # "following ...: up to date" this often when idle
 LEGACY_CHECKPOINT_FILE = "checkpoint.txt"   # an earlier single-account cloner's resume id
 LEGACY_IMPORT_CHUNK = 5000
 LEGACY_NOTE = "cloned by an earlier clone_streaming.py (checkpoint.txt)"
@@ -92,6 +92,12 @@ ENV_KEYS = {
                     f"(default {DEFAULT_MAX_MEDIA_MB:g})",
     "CHECKPOINT_DB": f"clone_streaming.py's checkpoint (default {DEFAULT_CHECKPOINT_DB} "
                      "in the folder)",
+    "RECONCILE_SECONDS": "following: read the source's newest messages at least this often, "
+                         "whatever the updates say (default "
+                         f"{DEFAULT_RECONCILE_SECONDS:g})",
+    "SYNC_EDITS / SYNC_DELETES": "true: an edited source message edits its copy, a deleted "
+                                 "one deletes it, also those changed while stopped (default "
+                                 "false)",
     "PROGRESS_EVERY / PROGRESS_SECONDS": "a progress line every N messages or seconds "
                                         f"(default {DEFAULT_PROGRESS_EVERY} / "
                                         f"{DEFAULT_PROGRESS_SECONDS:g})",
@@ -623,6 +629,9 @@ class CloneConfig:
     once: bool
     shared: bool                       # several accounts on one checkpoint
     silent: bool | None                # None: silent during the backfill only
+    reconcile_seconds: float
+    sync_edits: bool
+    sync_deletes: bool
 
 
 def parse_chat(key: str, value: str) -> int | str:
@@ -735,6 +744,13 @@ def make_config(account: telegram_session.Account, args: argparse.Namespace,
         once=bool(getattr(args, "once", False)),
         shared=profile.shared,
         silent=_bool_setting("SILENT", setting("silent", "SILENT"), None),
+        reconcile_seconds=_float_setting("RECONCILE_SECONDS",
+                                         setting("reconcile_seconds", "RECONCILE_SECONDS"),
+                                         DEFAULT_RECONCILE_SECONDS),
+        sync_edits=bool(_bool_setting("SYNC_EDITS", setting("sync_edits", "SYNC_EDITS"),
+                                      False)),
+        sync_deletes=bool(_bool_setting("SYNC_DELETES", setting("sync_deletes",
+                                                                "SYNC_DELETES"), False)),
     )
 
 
@@ -966,6 +982,7 @@ class Cloner:
         self.batches: dict[int | None, list[list[Any]]] = {}
         self.last_seen = 0
         self.new_messages = asyncio.Event()
+        self.changed: set[int] = set()     # source ids edited or deleted (SYNC_*)
         self.one_at_a_time = False          # slow mode in the target: one message a request
         self.silent = config.silent is not False        # SILENT: default on in backfill
 
@@ -1013,8 +1030,11 @@ class Cloner:
         """Backfill (resuming from the checkpoint), then follow until stopped (or --once).
 
         Following reads the source from the checkpoint's resume point on every new-message
-        event and every FOLLOW_POLL_SECONDS whatever the events (updates lost in a
-        reconnect are caught there), logging an idle line every IDLE_LOG_SECONDS."""
+        event and at least every RECONCILE_SECONDS whatever the events (what lost updates
+        missed is caught there), logging an idle line every IDLE_LOG_PASSES idle passes.
+        With SYNC_EDITS/SYNC_DELETES, edits and deletions are followed too: every copy is
+        checked against its source at the start (what changed while stopped), then the
+        ones the events name."""
         self.prepare()
         heartbeat = asyncio.create_task(self.keep_claims_alive())
         try:
@@ -1024,26 +1044,36 @@ class Cloner:
                 self.write_topic_map()
             await self.process_ids(self.checkpoint.owned())   # left by a crash
             await self.backfill()
+            if self.config.sync_edits or self.config.sync_deletes:
+                await self.sync_changes(None)
             if self.config.once:
                 return
             self.client.add_event_handler(self.on_new_message,
                                           events.NewMessage(chats=self.source))
+            if self.config.sync_edits:
+                self.client.add_event_handler(self.on_changed,
+                                              events.MessageEdited(chats=self.source))
+            if self.config.sync_deletes:
+                self.client.add_event_handler(self.on_changed,
+                                              events.MessageDeleted(chats=self.source))
             self.silent = self.config.silent is True
             log.info("backfill done (%s); following new messages", self.progress.line())
-            idle_since = time.monotonic()
+            idle_passes = 0
             while True:
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.new_messages.wait(), FOLLOW_POLL_SECONDS)
+                    await asyncio.wait_for(self.new_messages.wait(),
+                                           self.config.reconcile_seconds)
                 await asyncio.sleep(EVENT_SETTLE_SECONDS)
                 self.new_messages.clear()
                 finished = self.progress.finished()
                 await self.backfill()
-                if self.progress.finished() != finished:
-                    idle_since = time.monotonic()
-                elif time.monotonic() - idle_since >= IDLE_LOG_SECONDS:
+                if self.changed:
+                    changed, self.changed = self.changed, set()
+                    await self.sync_changes(changed)
+                idle_passes = 0 if self.progress.finished() != finished else idle_passes + 1
+                if idle_passes and idle_passes % IDLE_LOG_PASSES == 0:
                     log.info("following %s: up to date, newest %d", self.config.source_chat,
                              max(self.last_seen, self.checkpoint.resume_point()))
-                    idle_since = time.monotonic()
         finally:
             heartbeat.cancel()
             released = self.checkpoint.give_back(self.checkpoint.owned())
@@ -1053,6 +1083,63 @@ class Cloner:
     async def on_new_message(self, event: events.NewMessage.Event) -> None:
         """A new source message: wake the follow loop (it reads from the checkpoint)."""
         self.new_messages.set()
+
+    async def on_changed(self, event: Any) -> None:
+        """A source message edited or deleted: its copy is synced by the follow loop."""
+        ids = getattr(event, "deleted_ids", None) or [event.message.id]
+        self.changed.update(ids)
+        self.new_messages.set()
+
+    async def send_holding_nothing(self, request: Any, what: str) -> Any:
+        """send() for a request that holds no claims: a long FloodWait is slept through and
+        the request sent again."""
+        while True:
+            try:
+                return await self.send(request, what)
+            except Resting:
+                await telegram_session.wait_if_limited(self.account)
+
+    async def sync_changes(self, msg_ids: set[int] | None) -> None:
+        """Make the copies of these source messages (None: of every cloned one) match their
+        source: SYNC_EDITS edits a copy whose text or entities differ (forwarded copies
+        cannot be edited), SYNC_DELETES deletes a copy whose source is gone."""
+        done = sorted((msg_id, target) for msg_id, status, target, _ in
+                      self.checkpoint.audit_rows() if status == "done" and target
+                      and (msg_ids is None or msg_id in msg_ids))
+        edited, deleted = 0, []
+        for start in range(0, len(done), FORWARD_BATCH):
+            chunk = done[start:start + FORWARD_BATCH]
+            sources = await telegram_session.call_with_flood_wait(
+                self.account, lambda c=chunk: self.client.get_messages(
+                    self.source, ids=[s for s, _ in c]), request="channels.GetMessages")
+            copies = await telegram_session.call_with_flood_wait(
+                self.account, lambda c=chunk: self.client.get_messages(
+                    self.target, ids=[t for _, t in c]), request="channels.GetMessages")
+            for source, copy, (_, target) in zip(sources, copies, chunk, strict=True):
+                if copy is None or isinstance(copy, types.MessageEmpty):
+                    continue
+                if source is None or isinstance(source, types.MessageEmpty):
+                    if self.config.sync_deletes:
+                        deleted.append(target)
+                elif self.config.sync_edits and copy.fwd_from is None and \
+                        (copy.message, copy.entities) != (source.message, source.entities):
+                    try:
+                        await self.send_holding_nothing(functions.messages.EditMessageRequest(
+                            peer=self.target, id=target, message=source.message or "",
+                            entities=source.entities), "messages.EditMessage")
+                        edited += 1
+                    except SendRefused as exc:
+                        log.warning("the copy %d of source message %d was not edited: %s",
+                                    target, source.id, exc)
+        for start in range(0, len(deleted), FORWARD_BATCH):
+            chunk = deleted[start:start + FORWARD_BATCH]
+            await self.send_holding_nothing(functions.channels.DeleteMessagesRequest(
+                channel=self.target, id=chunk) if not self.target_basic else
+                functions.messages.DeleteMessagesRequest(id=chunk, revoke=True),
+                "channels.DeleteMessages")
+        if edited or deleted:
+            log.info("synced with the source: %d copies edited, %d deleted", edited,
+                     len(deleted))
 
     async def keep_claims_alive(self) -> None:
         """Heartbeat this session's claims and release other sessions' stale ones."""
@@ -1653,7 +1740,7 @@ class Cloner:
         if adopted is not None:
             return adopted
         try:
-            result = await self.send(functions.messages.CreateForumTopicRequest(
+            result = await self.send_holding_nothing(functions.messages.CreateForumTopicRequest(
                 peer=self.target, title=title, random_id=random_id),
                 "messages.CreateForumTopic")
         except errors.RandomIdDuplicateError:
@@ -1883,6 +1970,10 @@ def build_parser(profile: Profile) -> argparse.ArgumentParser:
     run.add_argument("--retry-failed", action="store_true",
                      help="make every failed message pending again (the next run clones it) "
                           "and exit (no Telegram)")
+    run.add_argument("--reconcile-seconds", metavar="SECONDS", help="RECONCILE_SECONDS")
+    how.add_argument("--sync-edits", action=argparse.BooleanOptionalAction, help="SYNC_EDITS")
+    how.add_argument("--sync-deletes", action=argparse.BooleanOptionalAction,
+                     help="SYNC_DELETES")
     run.add_argument("--progress-every", metavar="N", help="PROGRESS_EVERY")
     run.add_argument("--progress-seconds", metavar="SECONDS", help="PROGRESS_SECONDS")
     return parser
