@@ -31,7 +31,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -43,6 +43,7 @@ import telegram_session
 from migrate_db import transaction
 
 log = logging.getLogger("clone")
+UTC = timezone.utc        # datetime.UTC is Python 3.11+
 
 # ----------------------------------------------------------------------------- settings
 COPY_MODES = ("forward", "copy", "auto")
@@ -557,7 +558,8 @@ class SqliteCheckpoint(Checkpoint):
                 """SELECT source_chat, target_chat, COUNT(*), SUM(status = 'done'),
                           SUM(status = 'processing'), SUM(status = 'pending'),
                           SUM(status = 'failed'), SUM(status = 'skipped'),
-                          MAX(CASE WHEN status = 'done' THEN msg_id END)
+                          MAX(CASE WHEN status = 'done' THEN msg_id END),
+                          MAX(CASE WHEN status = 'done' THEN processed_at END)
                    FROM messages GROUP BY source_chat, target_chat
                    ORDER BY source_chat, target_chat""").fetchall(),
             "accounts": query(
@@ -1806,7 +1808,7 @@ def status_report(checkpoint: Checkpoint) -> str:
     return "\n\n".join([
         _table("messages per pair", ("source_chat", "target_chat", "total", "done",
                                       "processing", "pending", "failed", "skipped",
-                                      "last done id"), tables["pairs"]),
+                                      "last done id", "last done at"), tables["pairs"]),
         _table("done per account", ("session", "done"), tables["accounts"]),
         _table("in progress (claims)", ("source_chat", "target_chat", "msg_id", "session",
                                          "claimed_at", "attempts", "send started"),
@@ -1898,15 +1900,20 @@ async def open_cloner(account: telegram_session.Account,
         checkpoint.close()
 
 
-async def clone(account: telegram_session.Account, config: CloneConfig) -> Progress:
+async def clone(account: telegram_session.Account, config: CloneConfig,
+                metrics: migrate_db.MetricsFile | None = None) -> Progress:
     """Open the account, resolve the chats and run the cloner; returns its counts."""
     async with open_cloner(account, config) as cloner:
         log.info("account %s: cloning %s into %s (mode %s%s), checkpoint %s",
                  account.name, cloner.src, cloner.dst, config.copy_mode,
                  ", ordered" if config.ordered else "", config.checkpoint_db)
+        writer = asyncio.create_task(write_metrics(cloner, account, metrics)) \
+            if metrics is not None and metrics.path else None
         try:
             await cloner.run()
         finally:
+            if writer is not None:
+                writer.cancel()
             log.info("%s", cloner.progress.summary())
         return cloner.progress
 
@@ -1935,7 +1942,7 @@ def build_parser(profile: Profile) -> argparse.ArgumentParser:
         "\n\nexit codes: 0 done, 1 runtime failure, 2 bad flag or .env value, " \
         "3 log in again, 4 session file or lock, 5 Telegram limited the account, 130 Ctrl+C"
     parser = argparse.ArgumentParser(prog=profile.prog, description=profile.description,
-                                     epilog=epilog,
+                                     epilog=epilog, parents=[migrate_db.cli_options()],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_argument_group("what to clone")
     what.add_argument("--source", metavar="CHAT", help="SOURCE_CHAT")
@@ -1975,19 +1982,35 @@ def build_parser(profile: Profile) -> argparse.ArgumentParser:
     how.add_argument("--sync-deletes", action=argparse.BooleanOptionalAction,
                      help="SYNC_DELETES")
     run.add_argument("--progress-every", metavar="N", help="PROGRESS_EVERY")
+    run.add_argument("--metrics-file", metavar="PATH", type=Path,
+                     help="METRICS_FILE: Prometheus text rewritten every "
+                          f"{migrate_db.METRICS_SECONDS:g} s (node_exporter textfile)")
     run.add_argument("--progress-seconds", metavar="SECONDS", help="PROGRESS_SECONDS")
     return parser
 
 
-def setup_logging(folder: Path) -> None:
-    """Log lines to the console and to clone.log in the account folder."""
-    console = logging.StreamHandler()
-    console.setLevel(logging.INFO)
-    logfile = logging.FileHandler(folder / LOG_FILE, encoding="utf-8")
-    logging.basicConfig(level=logging.INFO, handlers=[console, logfile], force=True,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+def setup_logging(folder: Path, args: argparse.Namespace) -> None:
+    """Log lines to the console and to clone.log in the account folder (migrate_db's)."""
+    migrate_db.setup_logging(args.verbose, args.quiet, folder / LOG_FILE)
     log.setLevel(logging.DEBUG)             # a failure's traceback goes to clone.log only
-    logging.getLogger("telethon").setLevel(logging.WARNING)
+
+
+async def write_metrics(cloner: Cloner, account: telegram_session.Account,
+                        metrics: migrate_db.MetricsFile) -> None:
+    """--metrics-file: the pair's messages by status and this process's sends."""
+    while True:
+        pair = next((row for row in cloner.checkpoint.status_tables()["pairs"]
+                     if row[:2] == (cloner.src, cloner.dst)), None)
+        counts = dict(zip(("done", "processing", "pending", "failed", "skipped"),
+                          pair[3:8] if pair else (0,) * 5, strict=True))
+        waits, wait_seconds = telegram_session.wait_totals([account])
+        try:
+            metrics.write(migrate_db.suite_metrics(
+                "clone", counts, cloner.progress.counts["cloned"], waits, wait_seconds,
+                pair[9] if pair else None))
+        except OSError as exc:
+            log.warning("metrics file %s not written (%s); trying again", metrics.path, exc)
+        await asyncio.sleep(metrics.every)
 
 
 def main(argv: list[str] | None = None, profile: Profile = SINGLE) -> int:
@@ -2008,10 +2031,11 @@ def main(argv: list[str] | None = None, profile: Profile = SINGLE) -> int:
             return telegram_session.EXIT_FAILURE
         return telegram_session.EXIT_OK
     try:
-        setup_logging(account.folder)
+        setup_logging(account.folder, args)
         if args.audit:
             return asyncio.run(audit(account, config))
-        asyncio.run(clone(account, config))
+        metrics = migrate_db.MetricsFile(args.metrics_file or account.env.get("METRICS_FILE"))
+        asyncio.run(clone(account, config, metrics))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return telegram_session.EXIT_USAGE
@@ -2039,7 +2063,4 @@ def main(argv: list[str] | None = None, profile: Profile = SINGLE) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(telegram_session.EXIT_INTERRUPTED)
+    migrate_db.run_main(main)

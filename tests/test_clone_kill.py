@@ -68,6 +68,7 @@ def done_by_account(tmp_path: Path) -> dict[str, int]:
 
 def test_every_message_exactly_once_despite_sigkill(tmp_path: Path) -> None:
     world = World.create(tmp_path / "world.db")
+    world.configure(rate_limits=False)          # about kills, not budgets
     for name in ACCOUNTS:
         world.add_account(name)
     source = world.create_channel("Source", username="kill_source", kind="forum",
