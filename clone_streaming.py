@@ -65,6 +65,7 @@ LEGACY_NOTE = "cloned by an earlier clone_streaming.py (checkpoint.txt)"
 EVENT_SETTLE_SECONDS = 0.5             # lets an album's items all arrive before a pass
 WAIT_POLL_SECONDS = 0.02               # polling another account's claim (replies, order)
 LEFTOVER_POLL_SECONDS = 0.5            # --once: polling the claims of other accounts
+HISTORY_PAGE = 100                     # messages per history request (Telegram's most)
 RECENT_TARGET_SCAN = 200               # target messages searched after RANDOM_ID_DUPLICATE
 CLOCK_SKEW_SECONDS = 60                # slack around a send in doubt (our clock vs Telegram's)
 SEND_ATTEMPTS = 5                      # dropped connections per send
@@ -224,6 +225,10 @@ class Checkpoint(ABC):
     @abstractmethod
     def resume_point(self) -> int:
         """The last source id up to which every known message is finished (0 if none)."""
+
+    @abstractmethod
+    def newest_known(self) -> int:
+        """The highest source id the pair has a row for, whatever its state (0 if none)."""
 
     @abstractmethod
     def open_below(self, msg_id: int) -> list[tuple[int, str, str | None]]:
@@ -475,6 +480,10 @@ class SqliteCheckpoint(Checkpoint):
         if first_open is not None:
             return first_open - 1
         return last or 0
+
+    def newest_known(self) -> int:
+        return self.conn.execute(f"SELECT COALESCE(MAX(msg_id), 0) FROM messages "
+                                 f"WHERE {self._PAIR}", self._params()).fetchone()[0]
 
     def open_below(self, msg_id: int) -> list[tuple[int, str, str | None]]:
         return self.conn.execute(
@@ -985,6 +994,7 @@ class Cloner:
         self.last_seen = 0
         self.new_messages = asyncio.Event()
         self.changed: set[int] = set()     # source ids edited or deleted (SYNC_*)
+        self.held: set[int] = set()        # ids claimed with the page being read
         self.one_at_a_time = False          # slow mode in the target: one message a request
         self.silent = config.silent is not False        # SILENT: default on in backfill
 
@@ -1170,7 +1180,8 @@ class Cloner:
             except (errors.FloodWaitError, errors.FloodPremiumWaitError) as exc:
                 telegram_session.record_wait(self.account, exc.seconds,
                                              request="messages.GetHistory")
-                self.give_back_batch()              # others go on while this one sleeps
+                if self.config.shared:
+                    self.give_back_batch()          # others go on while this one sleeps
                 await telegram_session.wait_if_limited(self.account)
                 continue
             await self.flush()
@@ -1190,20 +1201,33 @@ class Cloner:
         await self.process_ids(held)
 
     async def read_history(self) -> None:
-        """Read the source from the resume point in id order, cloning unit by unit."""
+        """Read the source after the resume point, a page (HISTORY_PAGE messages, one
+        request) at a time in id order, cloning unit by unit. A page's messages are claimed
+        in one transaction; a page other accounts hold entirely is not worked through: the
+        reading jumps to the newest id the checkpoint knows, so accounts leapfrog each other
+        instead of each reading the whole history."""
         start = max(self.checkpoint.resume_point(), self.last_seen)
         unit: list[Any] = []
-        history = self.client.iter_messages(self.source, reverse=True, min_id=start,
-                                            wait_time=0)
-        async for message in history:
-            self.progress.top_id = max(self.progress.top_id, history.total or 0)
-            grouped = getattr(message, "grouped_id", None)
-            if unit and grouped and grouped == getattr(unit[0], "grouped_id", None):
-                unit.append(message)
-                continue
-            if unit:
-                await self.handle(unit)
-            unit = [message]
+        while page := await self.client.get_messages(
+                self.source, reverse=True, min_id=start, limit=HISTORY_PAGE, wait_time=0):
+            self.progress.top_id = max(self.progress.top_id, page.total or 0)
+            self.held = set(self.checkpoint.claim(
+                [m.id for m in page], grouped_ids={m.id: m.grouped_id for m in page
+                                                   if getattr(m, "grouped_id", None)}))
+            for message in page:
+                grouped = getattr(message, "grouped_id", None)
+                if unit and grouped and grouped == getattr(unit[0], "grouped_id", None):
+                    unit.append(message)
+                    continue
+                if unit:
+                    await self.handle(unit)
+                unit = [message]
+            start = page[-1].id
+            if not self.held:                   # other accounts are on it: go past them
+                start = max(start, self.checkpoint.newest_known())
+                self.last_seen = max(self.last_seen, start)
+            if len(page) < HISTORY_PAGE:        # the newest page
+                break
         if unit:
             await self.handle(unit)
 
@@ -1244,8 +1268,12 @@ class Cloner:
     async def handle(self, unit: list[Any]) -> None:
         """Claim a unit (album or message) and clone it, skip it, or queue it to forward."""
         self.last_seen = max(self.last_seen, unit[-1].id)
-        groups = {m.id: m.grouped_id for m in unit if getattr(m, "grouped_id", None)}
-        held = set(self.checkpoint.claim([m.id for m in unit], grouped_ids=groups))
+        ids = [m.id for m in unit]
+        if self.held.issuperset(ids):           # claimed with its page
+            held = set(ids)
+        else:
+            held = set(self.checkpoint.claim(ids, grouped_ids={
+                m.id: m.grouped_id for m in unit if getattr(m, "grouped_id", None)}))
         unit = [m for m in unit if m.id in held]
         if not unit:
             return
@@ -1371,8 +1399,11 @@ class Cloner:
             raise
 
     async def rest_and_retry(self, units: list[list[Any]]) -> None:
-        """After a long FloodWait: sleep it out, then clone whatever of these units nobody
-        else took meanwhile."""
+        """After a long FloodWait: with other accounts (shared), every claim not being sent
+        goes back first, so they go on; sleep it out, then clone whatever of these units
+        nobody else took meanwhile."""
+        if self.config.shared:
+            self.give_back_batch()
         await telegram_session.wait_if_limited(self.account)
         await self.process_ids([m.id for u in units for m in u])
 
@@ -1415,10 +1446,11 @@ class Cloner:
             await self.forward_units(units, topic)
 
     def give_back_batch(self) -> None:
-        """Give back the units queued for forwarding (before a long sleep)."""
-        units = [unit for batch in self.batches.values() for unit in batch]
+        """Before a long sleep: give back every claim whose send has not started (the
+        units queued for forwarding, the rest of the page) so other accounts take them."""
         self.batches = {}
-        self.checkpoint.give_back([m.id for u in units for m in u])
+        self.held = set()
+        self.checkpoint.give_back(self.checkpoint.owned())
 
     async def forward_units(self, units: list[list[Any]], topic: int | None) -> None:
         if self.config.ordered:
