@@ -289,7 +289,7 @@ class SqliteCheckpoint(Checkpoint):
                  claim_timeout: float = DEFAULT_CLAIM_TIMEOUT) -> None:
         super().__init__(session_name, claim_timeout=claim_timeout)
         self.db_path = Path(db_path)
-        self.conn = migrate_db.connect(self.db_path)
+        self.conn = migrate_db.connect(self.db_path, kind="checkpoint")
 
     def close(self) -> None:
         self.conn.close()
