@@ -1600,7 +1600,8 @@ class Cloner:
         size = media.document.size if isinstance(media, types.MessageMediaDocument) else max(
             (getattr(s, "size", 0) for s in getattr(media.photo, "sizes", [])), default=0)
         if size > self.config.max_media_bytes:
-            raise SendRefused(f"media of {size / 2 ** 20:.1f} MB is over MAX_MEDIA_MB")
+            log.info("source message %d: media of %.1f MB", message.id, size / 2 ** 20)
+            raise SendRefused("media over MAX_MEDIA_MB")
         if not reupload:
             return utils.get_input_media(media)
         uploaded = await self.reupload(message)
