@@ -899,6 +899,8 @@ REFUSALS: dict[str, tuple[str, str]] = {
     "CHAT_ADMIN_REQUIRED": ("stop_chat", "as CHAT_WRITE_FORBIDDEN"),
     "CHANNEL_PRIVATE": ("stop_chat", "as CHAT_WRITE_FORBIDDEN (the account left or was "
                         "removed)"),
+    "CHANNEL_INVALID": ("stop_chat", "as CHAT_WRITE_FORBIDDEN"),
+    "PEER_ID_INVALID": ("stop_chat", "as CHAT_WRITE_FORBIDDEN"),
     "RANDOM_ID_DUPLICATE": ("sent", "sent before a restart: the copy is found in the "
                             "target and recorded done"),
 }
@@ -911,7 +913,9 @@ MISSING_RIGHT = {"CHAT_WRITE_FORBIDDEN": "the right to post messages (be a membe
                                          "channel, an admin who may post)",
                  "CHAT_ADMIN_REQUIRED": "the admin right to manage topics (or set "
                                         "AUTO_CREATE_TOPICS=false)",
-                 "CHANNEL_PRIVATE": "membership (the account is not in the chat)"}
+                 "CHANNEL_PRIVATE": "membership (the account is not in the chat)",
+                 "CHANNEL_INVALID": "access to the chat (this account cannot see it)",
+                 "PEER_ID_INVALID": "access to the chat (this account cannot see it)"}
 _ERROR_NAMES = {cls: name for name, cls in rpcerrorlist.rpc_errors_dict.items()}
 _ERROR_NAMES.update({cls: re.sub(r"_?\(\\d\+\)", "_X", pattern).removesuffix("_X")
                      for pattern, cls in rpcerrorlist.rpc_errors_re})
@@ -2085,7 +2089,13 @@ def main(argv: list[str] | None = None, profile: Profile = SINGLE) -> int:
         return EXIT_LIMITED
     except errors.RPCError as exc:
         log.debug("details of the failure", exc_info=True)     # clone.log only
-        print(f"error: account {account.name}: Telegram refused {error_name(exc)}: {exc}",
+        name = error_name(exc)
+        if refusal(exc) == "stop_chat":         # no restart loop: a chat must be fixed
+            print(f"error: account {account.name}: Telegram refused {name}: it needs "
+                  f"{MISSING_RIGHT[name]} in SOURCE_CHAT={config.source_chat} or "
+                  f"TARGET_CHAT={config.target_chat}", file=sys.stderr)
+            return telegram_session.EXIT_USAGE
+        print(f"error: account {account.name}: Telegram refused {name}: {exc}",
               file=sys.stderr)
         return telegram_session.EXIT_FAILURE
     except (OSError, sqlite3.Error) as exc:
