@@ -357,6 +357,9 @@ def test_slow_mode_member_forwards_one_message_per_request(tmp_path: Path) -> No
     assert [m.message for m in content(world, "@slowly_target")] == ["p 0", "p 1", "p 2"]
     rows = checkpoint_rows(folder / "checkpoint.db")
     assert [r[0] for r in rows.values() if r[0] != "skipped"] == ["done"] * 3
+    # the batch of three was refused (SLOWMODE_MULTI_MSGS_DISABLED), then one per request
+    # (each SLOWMODE_WAIT under a minute is slept inside Telethon)
+    assert world.counters("session1")["ForwardMessagesRequest"] >= 4
 
 
 def test_file_reference_expired_after_a_flood_wait_is_fetched_again(tmp_path: Path) -> None:
