@@ -227,10 +227,6 @@ class Checkpoint(ABC):
         """The last source id up to which every known message is finished (0 if none)."""
 
     @abstractmethod
-    def newest_known(self) -> int:
-        """The highest source id the pair has a row for, whatever its state (0 if none)."""
-
-    @abstractmethod
     def open_below(self, msg_id: int) -> list[tuple[int, str, str | None]]:
         """Unfinished rows older than `msg_id`: (msg_id, status, session)."""
 
@@ -480,10 +476,6 @@ class SqliteCheckpoint(Checkpoint):
         if first_open is not None:
             return first_open - 1
         return last or 0
-
-    def newest_known(self) -> int:
-        return self.conn.execute(f"SELECT COALESCE(MAX(msg_id), 0) FROM messages "
-                                 f"WHERE {self._PAIR}", self._params()).fetchone()[0]
 
     def open_below(self, msg_id: int) -> list[tuple[int, str, str | None]]:
         return self.conn.execute(
@@ -998,7 +990,6 @@ class Cloner:
         self.last_seen = 0
         self.new_messages = asyncio.Event()
         self.changed: set[int] = set()     # source ids edited or deleted (SYNC_*)
-        self.held: set[int] = set()        # ids claimed with the page being read
         self.one_at_a_time = False          # slow mode in the target: one message a request
         self.silent = config.silent is not False        # SILENT: default on in backfill
 
@@ -1206,18 +1197,12 @@ class Cloner:
 
     async def read_history(self) -> None:
         """Read the source after the resume point, a page (HISTORY_PAGE messages, one
-        request) at a time in id order, cloning unit by unit. A page's messages are claimed
-        in one transaction; a page other accounts hold entirely is not worked through: the
-        reading jumps to the newest id the checkpoint knows, so accounts leapfrog each other
-        instead of each reading the whole history."""
+        request) at a time in id order, cloning unit by unit (each claimed whole)."""
         start = max(self.checkpoint.resume_point(), self.last_seen)
         unit: list[Any] = []
         while page := await self.client.get_messages(
                 self.source, reverse=True, min_id=start, limit=HISTORY_PAGE, wait_time=0):
             self.progress.top_id = max(self.progress.top_id, page.total or 0)
-            self.held = set(self.checkpoint.claim(
-                [m.id for m in page], grouped_ids={m.id: m.grouped_id for m in page
-                                                   if getattr(m, "grouped_id", None)}))
             for message in page:
                 grouped = getattr(message, "grouped_id", None)
                 if unit and grouped and grouped == getattr(unit[0], "grouped_id", None):
@@ -1227,9 +1212,6 @@ class Cloner:
                     await self.handle(unit)
                 unit = [message]
             start = page[-1].id
-            if not self.held:                   # other accounts are on it: go past them
-                start = max(start, self.checkpoint.newest_known())
-                self.last_seen = max(self.last_seen, start)
             if len(page) < HISTORY_PAGE:        # the newest page
                 break
         if unit:
@@ -1272,12 +1254,8 @@ class Cloner:
     async def handle(self, unit: list[Any]) -> None:
         """Claim a unit (album or message) and clone it, skip it, or queue it to forward."""
         self.last_seen = max(self.last_seen, unit[-1].id)
-        ids = [m.id for m in unit]
-        if self.held.issuperset(ids):           # claimed with its page
-            held = set(ids)
-        else:
-            held = set(self.checkpoint.claim(ids, grouped_ids={
-                m.id: m.grouped_id for m in unit if getattr(m, "grouped_id", None)}))
+        held = set(self.checkpoint.claim([m.id for m in unit], grouped_ids={
+            m.id: m.grouped_id for m in unit if getattr(m, "grouped_id", None)}))
         unit = [m for m in unit if m.id in held]
         if not unit:
             return
@@ -1453,7 +1431,6 @@ class Cloner:
         """Before a long sleep: give back every claim whose send has not started (the
         units queued for forwarding, the rest of the page) so other accounts take them."""
         self.batches = {}
-        self.held = set()
         self.checkpoint.give_back(self.checkpoint.owned())
 
     async def forward_units(self, units: list[list[Any]], topic: int | None) -> None:
@@ -1684,19 +1661,24 @@ class Cloner:
                     break
                 if m.id not in known:
                     candidates.append(m)
-        targets: dict[int, int | None] = {}
-        for message in unit:
-            targets[message.id] = None
-            for candidate in candidates:
-                if candidate.id in targets.values():
-                    continue
-                if forwarded and (candidate.fwd_from is None
-                                  or candidate.fwd_from.date != message.date):
-                    continue
-                if message_signature(candidate) == message_signature(message):
-                    targets[message.id] = candidate.id
-                    break
-        return targets
+        def same(candidate: Any, message: Any) -> bool:
+            if forwarded and (candidate.fwd_from is None
+                              or candidate.fwd_from.date != message.date):
+                return False
+            return message_signature(candidate) == message_signature(message)
+
+        # an album's copy is a whole album of the same length and look, a message's copy
+        # is not an album item (album items often look alike: photos without captions)
+        copies: dict[int | None, list[Any]] = {}
+        for candidate in candidates:
+            key = getattr(candidate, "grouped_id", None) or -candidate.id
+            copies.setdefault(key, []).append(candidate)
+        for members in copies.values():
+            members.sort(key=lambda m: m.id)
+            if len(members) == len(unit) and all(map(same, members, unit)) and (
+                    len(unit) > 1 or not getattr(members[0], "grouped_id", None)):
+                return {m.id: c.id for m, c in zip(unit, members, strict=True)}
+        return dict.fromkeys((m.id for m in unit), None)
 
     # ------------------------------------------------------------------ audit
 
