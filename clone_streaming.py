@@ -21,6 +21,7 @@ import functools
 import hashlib
 import json
 import logging
+import re
 import secrets
 import shutil
 import sqlite3
@@ -28,15 +29,16 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import migrate_db
 import telegram_session
-from migrate_db import transaction, utcnow
+from migrate_db import transaction
 
 # Telethon loads when first used, so --help and usage errors answer at once
 errors = migrate_db.lazy_import("telethon.errors")
@@ -47,9 +49,8 @@ utils = migrate_db.lazy_import("telethon.utils")
 if TYPE_CHECKING:
     from telethon import TelegramClient
 
-UTC = timezone.utc        # datetime.UTC is Python 3.11+
-
 log = logging.getLogger("clone")
+UTC = timezone.utc        # datetime.UTC is Python 3.11+
 
 # ----------------------------------------------------------------------------- settings
 COPY_MODES = ("forward", "copy", "auto")
@@ -62,12 +63,20 @@ DEFAULT_PROGRESS_SECONDS = 10.0        # ... or seconds, whichever comes first
 ORPHAN_FACTOR = 10                     # a claim with a stored random_id: others wait longer
 FORWARD_BATCH = 100                    # Telegram's limit of ids per forwardMessages
 FLOOD_SLEEP_THRESHOLD = 60             # shorter FloodWaits are slept inside Telethon
-FOLLOW_POLL_SECONDS = 30.0             # a follow pass at least this often, events or not
+DEFAULT_RECONCILE_SECONDS = 120.0      # a follow pass at least this often, events or not
+IDLE_LOG_PASSES = 3                    # "following ...: up to date" every this many idle passes
+AUDIT_IDS_SHOWN = 50                   # missing ids listed by --audit
+LEGACY_CHECKPOINT_FILE = "checkpoint.txt"   # an earlier single-account cloner's resume id
+LEGACY_IMPORT_CHUNK = 5000
+LEGACY_NOTE = "cloned by an earlier clone_streaming.py (checkpoint.txt)"
 EVENT_SETTLE_SECONDS = 0.5             # lets an album's items all arrive before a pass
 WAIT_POLL_SECONDS = 0.02               # polling another account's claim (replies, order)
-REPLY_WAIT_SECONDS = 120.0             # longest wait for the message a copy replies to
+LEFTOVER_POLL_SECONDS = 0.5            # --once: polling the claims of other accounts
+HISTORY_PAGE = 100                     # messages per history request (Telegram's most)
 RECENT_TARGET_SCAN = 200               # target messages searched after RANDOM_ID_DUPLICATE
-SEND_ATTEMPTS = 5                      # dropped connections / slow-mode waits per send
+CLOCK_SKEW_SECONDS = 60                # slack around a send in doubt (our clock vs Telegram's)
+SEND_ATTEMPTS = 5                      # dropped connections per send
+REFETCH_ATTEMPTS = 3                   # expired file references per message
 TERMINAL = ("done", "failed", "skipped")
 GENERAL_TOPIC = 1
 TOPIC_MAP_FILE = "topic_map.json"
@@ -84,12 +93,20 @@ ENV_KEYS = {
     "TARGET_TOPIC": "post everything into this topic of the target (topic id)",
     "AUTO_CREATE_TOPICS": "create each source topic once in a forum target (default true)",
     "COPY_MODE": "forward | copy | auto (default auto: forward where allowed, else copy)",
+    "SILENT": "true: cloned messages never notify subscribers; false: always notify "
+              "(default: silent during the backfill, notifying when following)",
     "ALLOW_REUPLOAD": "true: re-upload content from chats that forbid forwarding "
                       "(only content you have the rights to; default false)",
     "MAX_MEDIA_MB": "largest media to copy; larger is marked failed "
                     f"(default {DEFAULT_MAX_MEDIA_MB:g})",
     "CHECKPOINT_DB": f"clone_streaming.py's checkpoint (default {DEFAULT_CHECKPOINT_DB} "
                      "in the folder)",
+    "RECONCILE_SECONDS": "following: read the source's newest messages at least this often, "
+                         "whatever the updates say (default "
+                         f"{DEFAULT_RECONCILE_SECONDS:g})",
+    "SYNC_EDITS / SYNC_DELETES": "true: an edited source message edits its copy, a deleted "
+                                 "one deletes it, also those changed while stopped (default "
+                                 "false)",
     "PROGRESS_EVERY / PROGRESS_SECONDS": "a progress line every N messages or seconds "
                                         f"(default {DEFAULT_PROGRESS_EVERY} / "
                                         f"{DEFAULT_PROGRESS_SECONDS:g})",
@@ -106,275 +123,402 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds")
 
 
+def _parse_utc(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _ids_json(msg_ids: Iterable[int]) -> str:
     return json.dumps([int(i) for i in msg_ids])
 
 
-class SharedCheckpoint:
-    """The cloner's checkpoint: one row per source message in table `messages`.
+class CheckpointRow(NamedTuple):
+    """One message's state in a checkpoint."""
 
-    A session (account) claims rows, stores each send's random_id before sending, and
-    completes them. Every state change is one `BEGIN IMMEDIATE` transaction. A claim is
-    kept alive by `heartbeat()`; once it is older than `claim_timeout` another session may
-    take it over, except that a claim whose random_id is stored (a send may have reached
-    Telegram, and Telegram de-duplicates random_ids per account only) is left to its own
-    session for ORPHAN_FACTOR times longer. Album members are claimed whole or not at all.
+    status: str
+    session: str | None
+    target_msg_id: int | None
+    grouped_id: int | None
+    error: str | None
+
+
+class Checkpoint(ABC):
+    """What the Cloner needs from a checkpoint: one row per source message for one target.
+
+    An instance belongs to one session (account). `bind()` fixes the chat pair; the message
+    and topic methods then work on that pair only. A session claims rows, stores each
+    send's random_id durably before sending (`random_ids`), and completes, fails or gives
+    them back. A claim is kept alive by `heartbeat()`; once it is older than
+    `claim_timeout` another session may take it over, except that a claim whose random_id
+    is stored (its send may have reached Telegram, which de-duplicates random_ids per
+    account only) is left to its own session for ORPHAN_FACTOR times longer, and whoever
+    takes it over then finds it `in_doubt` (search the target before sending again).
+    Album members are claimed whole or not at all. The report methods (`status_tables`,
+    `retry_failed`) need no pair.
     """
+
+    def __init__(self, session_name: str, *, claim_timeout: float = DEFAULT_CLAIM_TIMEOUT
+                 ) -> None:
+        self.session = session_name
+        self.claim_timeout = float(claim_timeout)
+        self.src = self.dst = ""
+
+    def bind(self, source_chat: str, target_chat: str, aliases: Iterable[str] = ()) -> int:
+        """Work on this pair from now on; rows of earlier runs recorded under another name
+        of the source (`aliases`, e.g. "@name") or with no target are filed under the pair.
+        Returns how many rows were filed."""
+        self.src, self.dst = str(source_chat), str(target_chat)
+        return self.adopt_rows(aliases)
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection."""
+
+    @abstractmethod
+    def adopt_rows(self, aliases: Iterable[str]) -> int:
+        """File earlier rows under the bound pair (see `bind`); returns how many moved."""
+
+    # ------------------------------------------------------------------ claims
+    @abstractmethod
+    def claim(self, msg_ids: Iterable[int], *,
+              grouped_ids: Mapping[int, int] | None = None) -> list[int]:
+        """Claim messages (rows created as needed, with their album's id); returns the ids
+        this session now holds. An album is taken only if no member is held elsewhere."""
+
+    @abstractmethod
+    def claim_next(self, limit: int = 1, *, up_to: int | None = None) -> list[int]:
+        """Claim the oldest pending rows (whole albums); returns their ids."""
+
+    @abstractmethod
+    def owned(self) -> list[int]:
+        """Ids this session holds in the pair (e.g. left over from before a crash)."""
+
+    @abstractmethod
+    def random_ids(self, msg_ids: Iterable[int]) -> dict[int, int]:
+        """The random_id of each held message, new ones stored durably first (the commit
+        reaches the disk before this returns); unheld ids are left out."""
+
+    @abstractmethod
+    def in_doubt(self, msg_ids: Iterable[int]) -> dict[int, tuple[datetime, datetime]]:
+        """Held ids whose earlier owner (another account) stored a random_id, each with the
+        time window (UTC) in which its send may have reached Telegram."""
+
+    @abstractmethod
+    def complete(self, targets: Mapping[int, int | None], *,
+                 note: str | None = None) -> set[int]:
+        """Record sent messages as done with their target ids, in one transaction; returns
+        the ids recorded (those this session held)."""
+
+    @abstractmethod
+    def fail(self, msg_ids: Iterable[int], reason: str, *, status: str = "failed"
+             ) -> set[int]:
+        """Record held messages as failed (or skipped) with the reason; returns them."""
+
+    @abstractmethod
+    def give_back(self, msg_ids: Iterable[int], *, unsent: bool = False) -> int:
+        """Make held messages pending for anyone. Without `unsent`, only those whose send
+        never started (no random_id); with it (Telegram refused the request, nothing was
+        sent) their random_ids are dropped too. Returns how many."""
+
+    @abstractmethod
+    def heartbeat(self) -> int:
+        """Refresh this session's claims (every pair); returns how many."""
+
+    @abstractmethod
+    def release_stale(self) -> int:
+        """Make claims whose owner stopped heart-beating pending again; returns how many."""
+
+    # ------------------------------------------------------------------ reading
+    @abstractmethod
+    def resume_point(self) -> int:
+        """The last source id up to which every known message is finished (0 if none)."""
+
+    @abstractmethod
+    def open_below(self, msg_id: int) -> list[tuple[int, str, str | None]]:
+        """Unfinished rows older than `msg_id`: (msg_id, status, session)."""
+
+    @abstractmethod
+    def row(self, msg_id: int) -> CheckpointRow | None:
+        """One message's state, or None."""
+
+    @abstractmethod
+    def with_albums(self, msg_ids: Iterable[int]) -> list[int]:
+        """The ids plus every other known member of their albums, sorted."""
+
+    @abstractmethod
+    def target_ids(self) -> set[int]:
+        """Target message ids already recorded for the bound target (any source)."""
+
+    @abstractmethod
+    def audit_rows(self) -> list[tuple[int, str, int | None, str | None]]:
+        """(msg_id, status, target_msg_id, error) of every row of the pair, by id."""
+
+    # ------------------------------------------------------------------ topics
+    @abstractmethod
+    def claim_topic(self, source_topic: int, title: str) -> tuple[int | None, int | None]:
+        """Who creates a target topic: (target_topic, None) if it exists already,
+        (None, random_id) if this session must create it now (random_id stored durably),
+        (None, None) while another live session is creating it (ask again shortly)."""
+
+    @abstractmethod
+    def set_topic(self, source_topic: int, target_topic: int) -> bool:
+        """Record the created target topic; False if another session recorded one first."""
+
+    @abstractmethod
+    def topic_rows(self) -> list[tuple[int, int, str]]:
+        """(source_topic, target_topic, title) of every created topic of the pair."""
+
+    @abstractmethod
+    def mapped_topic_ids(self) -> set[int]:
+        """Target topics of the bound target already mapped to some source topic."""
+
+    # ------------------------------------------------------------------ reports
+    @abstractmethod
+    def status_tables(self) -> dict[str, list[tuple]]:
+        """The monitoring tables of the whole checkpoint (see status_report)."""
+
+    @abstractmethod
+    def retry_failed(self) -> list[tuple[str, str, int]]:
+        """Make every failed row pending again (earlier systems' too); returns
+        (source_chat, target_chat, count) per pair."""
+
+
+class SqliteCheckpoint(Checkpoint):
+    """The checkpoint in a SQLite file (table `messages`, schema.sql). Every state change
+    is one `BEGIN IMMEDIATE` transaction; commits that store a random_id are made with
+    `synchronous=FULL` (fsynced before the send), the others with the suite's NORMAL."""
 
     def __init__(self, db_path: str | Path, session_name: str, *,
                  claim_timeout: float = DEFAULT_CLAIM_TIMEOUT) -> None:
+        super().__init__(session_name, claim_timeout=claim_timeout)
         self.db_path = Path(db_path)
-        self.session = session_name
-        self.claim_timeout = float(claim_timeout)
         self.conn = migrate_db.connect(self.db_path, kind="checkpoint")
 
     def close(self) -> None:
-        """Close the database connection."""
         self.conn.close()
 
-    def _params(self, source_chat: str) -> dict[str, Any]:
-        now = datetime.now(UTC)
-        return {"src": str(source_chat), "me": self.session, "now": _iso(now),
-                "stale": _iso(now - timedelta(seconds=self.claim_timeout)),
-                "orphan": _iso(now - timedelta(seconds=self.claim_timeout * ORPHAN_FACTOR))}
+    @contextlib.contextmanager
+    def _durable(self) -> Iterator[None]:
+        """A transaction whose COMMIT is on disk when the block is left (WAL fsynced)."""
+        self.conn.execute("PRAGMA synchronous = FULL")
+        try:
+            with transaction(self.conn):
+                yield
+        finally:
+            self.conn.execute("PRAGMA synchronous = NORMAL")
 
-    # A row this session may take: free, its own, or stale (see the class docstring).
+    def _params(self, **extra: Any) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        return {"src": self.src, "dst": self.dst, "me": self.session, "now": _iso(now),
+                "stale": _iso(now - timedelta(seconds=self.claim_timeout)),
+                "orphan": _iso(now - timedelta(seconds=self.claim_timeout * ORPHAN_FACTOR)),
+                **extra}
+
+    _PAIR = "source_chat = :src AND target_chat = :dst"
+    # A row this session may take: free, its own, or stale (see Checkpoint).
     _TAKEABLE = """(status = 'pending' OR (status = 'processing' AND (session = :me
         OR (claimed_at < :stale AND (random_id IS NULL OR claimed_at < :orphan)))))"""
+    # Taking over a claim whose send started leaves the window of that send in doubt.
     _CLAIM_SET = """status = 'processing', session = :me, claimed_at = :now, error = NULL,
+        doubt_seen = CASE WHEN random_id IS NOT NULL AND session IS NOT :me
+                          THEN claimed_at ELSE doubt_seen END,
         random_id = CASE WHEN session = :me THEN random_id END,
         attempts = attempts + (CASE WHEN status = 'processing' AND session = :me
                                     THEN 0 ELSE 1 END)"""
 
-    def claim(self, source_chat: str, msg_ids: Iterable[int], *,
-              grouped_ids: Mapping[int, int] | None = None) -> list[int]:
-        """Claim messages; returns the ids this session now holds (new or already its own).
+    def adopt_rows(self, aliases: Iterable[str]) -> int:
+        names = sorted({str(a) for a in aliases} | {self.src})
+        params = self._params(names=json.dumps(names))
+        with transaction(self.conn):
+            return self.conn.execute(
+                """UPDATE OR IGNORE messages SET source_chat = :src, target_chat = :dst
+                   WHERE source_chat IN (SELECT value FROM json_each(:names))
+                     AND target_chat IN ('', :dst)
+                     AND NOT (source_chat = :src AND target_chat = :dst)""", params).rowcount
 
-        Rows are created as needed (with their album's `grouped_id`). An album is taken
-        only if no member is held by another live session. One BEGIN IMMEDIATE.
-        """
+    def claim(self, msg_ids: Iterable[int], *,
+              grouped_ids: Mapping[int, int] | None = None) -> list[int]:
         ids = [int(i) for i in msg_ids]
         if not ids:
             return []
         groups = grouped_ids or {}
-        params = self._params(source_chat)
-        params["ids"] = _ids_json(ids)
+        params = self._params(ids=_ids_json(ids))
         with transaction(self.conn):
             # status spelled out: an earlier system's table has no default for it
             self.conn.executemany(
-                "INSERT OR IGNORE INTO messages (source_chat, msg_id, grouped_id, status) "
-                "VALUES (?, ?, ?, 'pending')", [(params["src"], i, groups.get(i)) for i in ids])
+                "INSERT OR IGNORE INTO messages (source_chat, target_chat, msg_id, grouped_id, "
+                "status) VALUES (?, ?, ?, ?, 'pending')",
+                [(self.src, self.dst, i, groups.get(i)) for i in ids])
             rows = self.conn.execute(
                 f"""UPDATE messages SET {self._CLAIM_SET}
-                    WHERE source_chat = :src AND msg_id IN (SELECT value FROM json_each(:ids))
+                    WHERE {self._PAIR} AND msg_id IN (SELECT value FROM json_each(:ids))
                       AND {self._TAKEABLE}
                       AND (grouped_id IS NULL OR NOT EXISTS (
                           SELECT 1 FROM messages AS m WHERE m.source_chat = :src
-                            AND m.grouped_id = messages.grouped_id AND m.status = 'processing'
-                            AND m.session IS NOT :me
+                            AND m.target_chat = :dst AND m.grouped_id = messages.grouped_id
+                            AND m.status = 'processing' AND m.session IS NOT :me
                             AND NOT (m.claimed_at < :stale
                                      AND (m.random_id IS NULL OR m.claimed_at < :orphan))))
                     RETURNING msg_id""", params).fetchall()
         return sorted(i for (i,) in rows)
 
-    def claim_next(self, source_chat: str, limit: int = 1, *,
-                   up_to: int | None = None) -> list[int]:
-        """Claim the oldest pending rows of a source (whole albums); returns their ids."""
-        params = self._params(source_chat)
-        params.update(limit=int(limit), up_to=up_to if up_to is not None else 2 ** 62)
+    def claim_next(self, limit: int = 1, *, up_to: int | None = None) -> list[int]:
+        params = self._params(limit=int(limit),
+                              up_to=up_to if up_to is not None else 2 ** 62)
         with transaction(self.conn):
             rows = self.conn.execute(
                 f"""UPDATE messages SET {self._CLAIM_SET}
-                    WHERE source_chat = :src AND msg_id IN (SELECT msg_id FROM messages
-                        WHERE source_chat = :src AND status = 'pending' AND msg_id <= :up_to
+                    WHERE {self._PAIR} AND msg_id IN (SELECT msg_id FROM messages
+                        WHERE {self._PAIR} AND status = 'pending' AND msg_id <= :up_to
                         ORDER BY msg_id LIMIT :limit)
                     RETURNING msg_id, grouped_id""", params).fetchall()
             ids = [msg_id for msg_id, _ in rows]
             for grouped_id in {g for _, g in rows if g is not None}:
-                params["ids"] = _ids_json(self.album_members(source_chat, grouped_id))
                 ids += [i for (i,) in self.conn.execute(
                     f"""UPDATE messages SET {self._CLAIM_SET}
-                        WHERE source_chat = :src AND status = 'pending'
-                          AND msg_id IN (SELECT value FROM json_each(:ids))
-                        RETURNING msg_id""", params)]
+                        WHERE {self._PAIR} AND status = 'pending' AND grouped_id = :group
+                        RETURNING msg_id""", {**params, "group": grouped_id})]
         return sorted(ids)
 
-    def adopt_rows(self, aliases: Iterable[str], source_chat: str) -> int:
-        """File rows recorded under another name of the same source (an earlier system
-        keyed them by the SOURCE_CHAT text, e.g. "@name") under `source_chat`; returns how
-        many moved."""
-        names = [a for a in {str(a) for a in aliases} if a != str(source_chat)]
-        if not names:
-            return 0
-        with transaction(self.conn):
-            return self.conn.execute(
-                "UPDATE OR IGNORE messages SET source_chat = ? "
-                "WHERE source_chat IN (SELECT value FROM json_each(?))",
-                (str(source_chat), json.dumps(names))).rowcount
-
-    def owned(self, source_chat: str) -> list[int]:
-        """Ids this session holds in `source_chat` (e.g. left over from before a crash)."""
+    def owned(self) -> list[int]:
         rows = self.conn.execute(
-            "SELECT msg_id FROM messages WHERE source_chat = ? AND status = 'processing' "
-            "AND session = ? ORDER BY msg_id", (str(source_chat), self.session))
+            f"SELECT msg_id FROM messages WHERE {self._PAIR} AND status = 'processing' "
+            "AND session = :me ORDER BY msg_id", self._params())
         return [i for (i,) in rows]
 
-    def random_ids(self, source_chat: str, msg_ids: Iterable[int]) -> dict[int, int]:
-        """The random_id for each held message, new ones stored first; unheld ids are left out.
-
-        Call before sending: the returned ids are what the send must carry, and a retry
-        after a crash gets the same ones back.
-        """
-        params = self._params(source_chat)
-        params["ids"] = _ids_json(msg_ids)
-        with transaction(self.conn):
+    def random_ids(self, msg_ids: Iterable[int]) -> dict[int, int]:
+        params = self._params(ids=_ids_json(msg_ids))
+        result, new = {}, []
+        with self._durable():
             held = self.conn.execute(
-                """SELECT msg_id, random_id FROM messages WHERE source_chat = :src
-                   AND msg_id IN (SELECT value FROM json_each(:ids))
-                   AND status = 'processing' AND session = :me""", params).fetchall()
-            result = {}
+                f"""SELECT msg_id, random_id FROM messages WHERE {self._PAIR}
+                    AND msg_id IN (SELECT value FROM json_each(:ids))
+                    AND status = 'processing' AND session = :me""", params).fetchall()
             for msg_id, random_id in held:
                 if random_id is None:
                     random_id = secrets.randbits(63)
-                    self.conn.execute(
-                        "UPDATE messages SET random_id = ?, claimed_at = ? "
-                        "WHERE source_chat = ? AND msg_id = ?",
-                        (random_id, params["now"], params["src"], msg_id))
+                    new.append((random_id, params["now"], params["now"], self.src, self.dst,
+                                msg_id))
                 result[msg_id] = random_id
+            self.conn.executemany(
+                "UPDATE messages SET random_id = ?, claimed_at = ?, sent_at = ? "
+                "WHERE source_chat = ? AND target_chat = ? AND msg_id = ?", new)
         return result
 
-    def mark_done(self, source_chat: str, msg_id: int, target_msg_id: int | None, *,
-                  target_chat: str | None = None, note: str | None = None) -> bool:
-        """Record a message as cloned; False (nothing written) if this session no longer
-        holds it."""
-        return bool(self.mark_done_many(source_chat, {msg_id: target_msg_id},
-                                        target_chat=target_chat, note=note))
+    def in_doubt(self, msg_ids: Iterable[int]) -> dict[int, tuple[datetime, datetime]]:
+        rows = self.conn.execute(
+            f"""SELECT msg_id, sent_at, doubt_seen FROM messages WHERE {self._PAIR}
+                AND msg_id IN (SELECT value FROM json_each(:ids)) AND status = 'processing'
+                AND session = :me AND doubt_seen IS NOT NULL""",
+            self._params(ids=_ids_json(msg_ids)))
+        lease = timedelta(seconds=self.claim_timeout)
+        result = {}
+        for msg_id, sent_at, seen in rows:
+            seen = _parse_utc(seen)
+            result[msg_id] = (_parse_utc(sent_at) if sent_at else seen - lease * ORPHAN_FACTOR,
+                              seen + lease)
+        return result
 
-    def mark_done_many(self, source_chat: str, targets: Mapping[int, int | None], *,
-                       target_chat: str | None = None, note: str | None = None) -> set[int]:
-        """Record several messages (an album, a forward batch) as cloned in one transaction;
-        returns the ids recorded (those this session held)."""
-        now, done = utcnow(), set()
+    def complete(self, targets: Mapping[int, int | None], *,
+                 note: str | None = None) -> set[int]:
+        params = self._params(note=note)
+        done = set()
         with transaction(self.conn):
             for msg_id, target_msg_id in targets.items():
                 row = self.conn.execute(
-                    """UPDATE messages SET status = 'done', target_msg_id = ?, target_chat = ?,
-                           processed_at = ?, error = ?
-                       WHERE source_chat = ? AND msg_id = ? AND status = 'processing'
-                         AND session = ? RETURNING msg_id""",
-                    (target_msg_id, target_chat, now, note, str(source_chat), int(msg_id),
-                     self.session)).fetchone()
+                    f"""UPDATE messages SET status = 'done', target_msg_id = :target,
+                            processed_at = :now, error = :note, doubt_seen = NULL
+                        WHERE {self._PAIR} AND msg_id = :id AND status = 'processing'
+                          AND session = :me RETURNING msg_id""",
+                    {**params, "target": target_msg_id, "id": int(msg_id)}).fetchone()
                 if row:
                     done.add(int(msg_id))
         return done
 
-    def mark_failed(self, source_chat: str, msg_id: int, error: str, *,
-                    status: str = "failed") -> bool:
-        """Record that a message cannot be cloned, with the reason; False if not held."""
+    def fail(self, msg_ids: Iterable[int], reason: str, *, status: str = "failed"
+             ) -> set[int]:
+        params = self._params(ids=_ids_json(msg_ids), status=status, reason=reason)
         with transaction(self.conn):
-            row = self.conn.execute(
-                """UPDATE messages SET status = ?, error = ?, processed_at = ?
-                   WHERE source_chat = ? AND msg_id = ? AND status = 'processing'
-                     AND session = ? RETURNING msg_id""",
-                (status, error, utcnow(), str(source_chat), int(msg_id),
-                 self.session)).fetchone()
-        return row is not None
+            rows = self.conn.execute(
+                f"""UPDATE messages SET status = :status, error = :reason, processed_at = :now,
+                        doubt_seen = NULL
+                    WHERE {self._PAIR} AND msg_id IN (SELECT value FROM json_each(:ids))
+                      AND status = 'processing' AND session = :me RETURNING msg_id""",
+                params).fetchall()
+        return {i for (i,) in rows}
 
-    def mark_skipped(self, source_chat: str, msg_id: int, reason: str) -> bool:
-        """Record a message that is deliberately not cloned (service message, other topic)."""
-        return self.mark_failed(source_chat, msg_id, reason, status="skipped")
-
-    def release(self, source_chat: str, msg_ids: Iterable[int]) -> int:
-        """Give held messages back (pending) so any session can take them; returns how many."""
-        params = self._params(source_chat)
-        params["ids"] = _ids_json(msg_ids)
+    def give_back(self, msg_ids: Iterable[int], *, unsent: bool = False) -> int:
+        params = self._params(ids=_ids_json(msg_ids), unsent=int(unsent))
         with transaction(self.conn):
             return self.conn.execute(
-                """UPDATE messages SET status = 'pending', session = NULL, claimed_at = NULL,
-                       random_id = NULL
-                   WHERE source_chat = :src AND msg_id IN (SELECT value FROM json_each(:ids))
-                     AND status = 'processing' AND session = :me AND random_id IS NULL""",
-                params).rowcount
+                f"""UPDATE messages SET status = 'pending', session = NULL, claimed_at = NULL,
+                        random_id = NULL, sent_at = NULL
+                    WHERE {self._PAIR} AND msg_id IN (SELECT value FROM json_each(:ids))
+                      AND status = 'processing' AND session = :me
+                      AND (random_id IS NULL OR :unsent)""", params).rowcount
 
     def heartbeat(self) -> int:
-        """Refresh this session's claims so no one takes them over; returns how many."""
         with transaction(self.conn):
             return self.conn.execute(
-                "UPDATE messages SET claimed_at = ? WHERE status = 'processing' AND session = ?",
-                (utcnow(), self.session)).rowcount
+                "UPDATE messages SET claimed_at = :now WHERE status = 'processing' "
+                "AND session = :me", self._params()).rowcount
 
     def release_stale(self) -> int:
-        """Make claims whose owner stopped heart-beating pending again; returns how many."""
-        params = self._params("")
         with transaction(self.conn):
             return self.conn.execute(
                 """UPDATE messages SET status = 'pending', session = NULL, claimed_at = NULL,
+                       doubt_seen = CASE WHEN random_id IS NOT NULL THEN claimed_at
+                                         ELSE doubt_seen END,
                        random_id = NULL
                    WHERE status = 'processing' AND claimed_at < :stale
-                     AND (random_id IS NULL OR claimed_at < :orphan)""", params).rowcount
+                     AND (random_id IS NULL OR claimed_at < :orphan)""",
+                self._params()).rowcount
 
-    # ------------------------------------------------------------------ reading
-
-    def resume_point(self, source_chat: str) -> int:
-        """The last source id up to which every known message is finished (0 if none):
-        history is read from just after it."""
+    def resume_point(self) -> int:
         first_open, last = self.conn.execute(
-            f"""SELECT (SELECT MIN(msg_id) FROM messages WHERE source_chat = :src
+            f"""SELECT (SELECT MIN(msg_id) FROM messages WHERE {self._PAIR}
                         AND status NOT IN {TERMINAL}),
-                       (SELECT MAX(msg_id) FROM messages WHERE source_chat = :src)""",
-            {"src": str(source_chat)}).fetchone()
+                       (SELECT MAX(msg_id) FROM messages WHERE {self._PAIR})""",
+            self._params()).fetchone()
         if first_open is not None:
             return first_open - 1
         return last or 0
 
-    def open_below(self, source_chat: str, msg_id: int) -> list[tuple[int, str, str | None]]:
-        """Unfinished rows older than `msg_id`: (msg_id, status, session)."""
+    def open_below(self, msg_id: int) -> list[tuple[int, str, str | None]]:
         return self.conn.execute(
-            f"""SELECT msg_id, status, session FROM messages WHERE source_chat = ?
-                AND msg_id < ? AND status NOT IN {TERMINAL} ORDER BY msg_id""",
-            (str(source_chat), int(msg_id))).fetchall()
+            f"""SELECT msg_id, status, session FROM messages WHERE {self._PAIR}
+                AND msg_id < :id AND status NOT IN {TERMINAL} ORDER BY msg_id""",
+            self._params(id=int(msg_id))).fetchall()
 
-    def row(self, source_chat: str, msg_id: int) -> tuple | None:
-        """(status, session, target_msg_id, grouped_id, error) of one message, or None."""
-        return self.conn.execute(
-            "SELECT status, session, target_msg_id, grouped_id, error FROM messages "
-            "WHERE source_chat = ? AND msg_id = ?", (str(source_chat), int(msg_id))).fetchone()
+    def row(self, msg_id: int) -> CheckpointRow | None:
+        found = self.conn.execute(
+            f"SELECT status, session, target_msg_id, grouped_id, error FROM messages "
+            f"WHERE {self._PAIR} AND msg_id = :id", self._params(id=int(msg_id))).fetchone()
+        return CheckpointRow(*found) if found else None
 
-    def album_members(self, source_chat: str, grouped_id: int) -> list[int]:
-        """Every known id of one album."""
+    def with_albums(self, msg_ids: Iterable[int]) -> list[int]:
         rows = self.conn.execute(
-            "SELECT msg_id FROM messages WHERE source_chat = ? AND grouped_id = ? ORDER BY msg_id",
-            (str(source_chat), int(grouped_id)))
-        return [i for (i,) in rows]
-
-    def with_albums(self, source_chat: str, msg_ids: Iterable[int]) -> list[int]:
-        """The ids plus every other known member of their albums, sorted."""
-        ids = _ids_json(msg_ids)
-        rows = self.conn.execute(
-            """SELECT value FROM json_each(:ids) UNION
-               SELECT msg_id FROM messages WHERE source_chat = :src AND grouped_id IN (
-                   SELECT grouped_id FROM messages WHERE source_chat = :src
-                     AND msg_id IN (SELECT value FROM json_each(:ids))
-                     AND grouped_id IS NOT NULL)""", {"src": str(source_chat), "ids": ids})
+            f"""SELECT value FROM json_each(:ids) UNION
+                SELECT msg_id FROM messages WHERE {self._PAIR} AND grouped_id IN (
+                    SELECT grouped_id FROM messages WHERE {self._PAIR}
+                      AND msg_id IN (SELECT value FROM json_each(:ids))
+                      AND grouped_id IS NOT NULL)""", self._params(ids=_ids_json(msg_ids)))
         return sorted(i for (i,) in rows)
 
-    def target_ids(self, target_chat: str) -> set[int]:
-        """Target message ids already recorded for `target_chat`."""
+    def target_ids(self) -> set[int]:
         rows = self.conn.execute(
-            "SELECT target_msg_id FROM messages WHERE target_chat = ? "
-            "AND target_msg_id IS NOT NULL", (str(target_chat),))
+            "SELECT target_msg_id FROM messages WHERE target_chat = :dst "
+            "AND target_msg_id IS NOT NULL", self._params())
         return {i for (i,) in rows}
 
-    # ------------------------------------------------------------------ topics
+    def audit_rows(self) -> list[tuple[int, str, int | None, str | None]]:
+        return self.conn.execute(
+            f"SELECT msg_id, status, target_msg_id, error FROM messages WHERE {self._PAIR} "
+            "ORDER BY msg_id", self._params()).fetchall()
 
-    def claim_topic(self, source_chat: str, source_topic: int, target_chat: str,
-                    title: str) -> tuple[int | None, int | None]:
-        """Who creates a target topic: (target_topic, None) if it exists already,
-        (None, random_id) if this session must create it now, (None, None) while another
-        live session is creating it (ask again shortly)."""
-        params = self._params(source_chat)
-        params.update(topic=int(source_topic), dst=str(target_chat), title=title)
-        with transaction(self.conn):
+    def claim_topic(self, source_topic: int, title: str) -> tuple[int | None, int | None]:
+        params = self._params(topic=int(source_topic), title=title)
+        with self._durable():
             row = self.conn.execute(
                 """SELECT target_topic, session, claimed_at, random_id FROM topic_map
                    WHERE source_chat = :src AND source_topic = :topic AND target_chat = :dst""",
@@ -394,31 +538,65 @@ class SharedCheckpoint:
                 {**params, "rid": random_id})
         return None, random_id
 
-    def set_topic(self, source_chat: str, source_topic: int, target_chat: str,
-                  target_topic: int) -> bool:
-        """Record the created target topic; False if another session recorded one first."""
+    def set_topic(self, source_topic: int, target_topic: int) -> bool:
         with transaction(self.conn):
             row = self.conn.execute(
-                """UPDATE topic_map SET target_topic = ?, created_at = ?
-                   WHERE source_chat = ? AND source_topic = ? AND target_chat = ?
+                """UPDATE topic_map SET target_topic = :target, created_at = :now
+                   WHERE source_chat = :src AND source_topic = :topic AND target_chat = :dst
                      AND target_topic IS NULL RETURNING source_topic""",
-                (int(target_topic), utcnow(), str(source_chat), int(source_topic),
-                 str(target_chat))).fetchone()
+                self._params(target=int(target_topic), topic=int(source_topic))).fetchone()
         return row is not None
 
-    def topic_rows(self, source_chat: str, target_chat: str) -> list[tuple[int, int, str]]:
-        """(source_topic, target_topic, title) of every created topic of a chat pair."""
+    def topic_rows(self) -> list[tuple[int, int, str]]:
         return self.conn.execute(
-            """SELECT source_topic, target_topic, title FROM topic_map WHERE source_chat = ?
-               AND target_chat = ? AND target_topic IS NOT NULL ORDER BY source_topic""",
-            (str(source_chat), str(target_chat))).fetchall()
+            """SELECT source_topic, target_topic, title FROM topic_map WHERE source_chat = :src
+               AND target_chat = :dst AND target_topic IS NOT NULL ORDER BY source_topic""",
+            self._params()).fetchall()
 
-    def mapped_topic_ids(self, target_chat: str) -> set[int]:
-        """Target topics already mapped to some source topic."""
+    def mapped_topic_ids(self) -> set[int]:
         rows = self.conn.execute(
-            "SELECT target_topic FROM topic_map WHERE target_chat = ? "
-            "AND target_topic IS NOT NULL", (str(target_chat),))
+            "SELECT target_topic FROM topic_map WHERE target_chat = :dst "
+            "AND target_topic IS NOT NULL", self._params())
         return {i for (i,) in rows}
+
+    def status_tables(self) -> dict[str, list[tuple]]:
+        query = self.conn.execute
+        return {
+            "pairs": query(
+                """SELECT source_chat, target_chat, COUNT(*), SUM(status = 'done'),
+                          SUM(status = 'processing'), SUM(status = 'pending'),
+                          SUM(status = 'failed'), SUM(status = 'skipped'),
+                          MAX(CASE WHEN status = 'done' THEN msg_id END),
+                          MAX(CASE WHEN status = 'done' THEN processed_at END)
+                   FROM messages GROUP BY source_chat, target_chat
+                   ORDER BY source_chat, target_chat""").fetchall(),
+            "accounts": query(
+                """SELECT session, COUNT(*) FROM messages WHERE status = 'done'
+                   GROUP BY session ORDER BY session""").fetchall(),
+            "claims": query(
+                """SELECT source_chat, target_chat, msg_id, session, claimed_at, attempts,
+                          random_id IS NOT NULL FROM messages WHERE status = 'processing'
+                   ORDER BY claimed_at LIMIT 50""").fetchall(),
+            "recent": query(
+                """SELECT source_chat, target_chat, msg_id, status, session, target_msg_id,
+                          processed_at FROM messages WHERE processed_at IS NOT NULL
+                   ORDER BY processed_at DESC LIMIT 10""").fetchall(),
+            "reasons": query(
+                """SELECT status, COALESCE(error, '(no reason recorded)'), COUNT(*)
+                   FROM messages WHERE status IN ('failed', 'skipped')
+                   GROUP BY status, error ORDER BY status, COUNT(*) DESC""").fetchall(),
+        }
+
+    def retry_failed(self) -> list[tuple[str, str, int]]:
+        with transaction(self.conn):
+            rows = self.conn.execute(
+                """UPDATE messages SET status = 'pending', session = NULL, claimed_at = NULL,
+                       random_id = NULL, error = NULL, processed_at = NULL
+                   WHERE status = 'failed' RETURNING source_chat, target_chat""").fetchall()
+        counts: dict[tuple[str, str], int] = {}
+        for pair in rows:
+            counts[pair] = counts.get(pair, 0) + 1
+        return [(src, dst, n) for (src, dst), n in sorted(counts.items())]
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -459,6 +637,11 @@ class CloneConfig:
     progress_every: int
     progress_seconds: float
     once: bool
+    shared: bool                       # several accounts on one checkpoint
+    silent: bool | None                # None: silent during the backfill only
+    reconcile_seconds: float
+    sync_edits: bool
+    sync_deletes: bool
 
 
 def parse_chat(key: str, value: str) -> int | str:
@@ -507,7 +690,7 @@ def _float_setting(key: str, value: str | None, default: float) -> float:
     return number
 
 
-def _bool_setting(key: str, value: str | bool | None, default: bool) -> bool:
+def _bool_setting(key: str, value: str | bool | None, default: bool | None) -> bool | None:
     if value is None:
         return default
     if isinstance(value, bool):
@@ -569,6 +752,15 @@ def make_config(account: telegram_session.Account, args: argparse.Namespace,
                                         setting("progress_seconds", "PROGRESS_SECONDS"),
                                         DEFAULT_PROGRESS_SECONDS),
         once=bool(getattr(args, "once", False)),
+        shared=profile.shared,
+        silent=_bool_setting("SILENT", setting("silent", "SILENT"), None),
+        reconcile_seconds=_float_setting("RECONCILE_SECONDS",
+                                         setting("reconcile_seconds", "RECONCILE_SECONDS"),
+                                         DEFAULT_RECONCILE_SECONDS),
+        sync_edits=bool(_bool_setting("SYNC_EDITS", setting("sync_edits", "SYNC_EDITS"),
+                                      False)),
+        sync_deletes=bool(_bool_setting("SYNC_DELETES", setting("sync_deletes",
+                                                                "SYNC_DELETES"), False)),
     )
 
 
@@ -655,9 +847,13 @@ class Progress:
                 log.info("%s", self.line())
                 self.since_line, self.last_line = 0, now
 
+    def finished(self) -> int:
+        """Messages cloned, failed or skipped so far."""
+        return sum(self.counts[k] for k in ("cloned", "failed", "skipped"))
+
     def line(self) -> str:
         """e.g. 'progress: cloned 500, failed 0, skipped 3, 41.2 msg/s, ETA 12 s'."""
-        finished = sum(self.counts[k] for k in ("cloned", "failed", "skipped"))
+        finished = self.finished()
         elapsed = max(time.monotonic() - self.started, 1e-6)
         rate = finished / elapsed
         left = max(self.top_id - self.position, 0)
@@ -675,21 +871,100 @@ class Progress:
                 f"created {c['topics_created']}, {time.monotonic() - self.started:.1f} s")
 
 
-class SendRefused(Exception):
-    """Telegram refused a unit for a reason that concerns only that unit (it is failed)."""
-
-
-
-
+# ----------------------------------------------------------------------------- refusals
+# What the cloner does when Telegram refuses a request: the policy, written once (the
+# README's table is this one). The keys are Telegram's error names (digits as X).
+REFUSALS: dict[str, tuple[str, str]] = {
+    "FLOOD_WAIT": ("rest", "over 60 s: the wait is recorded, the claims whose request was "
+                   "refused are given back (random_id cleared: nothing was sent), the "
+                   "account sleeps and claims again; other accounts go on (ORDERED: the "
+                   "next account takes the turn). Shorter waits are slept inside Telethon"),
+    "FLOOD_PREMIUM_WAIT": ("rest", "as FLOOD_WAIT"),
+    "SLOWMODE_WAIT": ("slow", "wait as told and send the same request again; from then on "
+                      "one message per request"),
+    "SLOWMODE_MULTI_MSGS_DISABLED": ("slow", "one message per request from then on"),
+    "PEER_FLOOD": ("stop_account", "the account gives back its claims and stops with exit "
+                   "5 (run.sh does not restart it), saying when to try again; nothing is "
+                   "marked failed, the other accounts go on"),
+    "USER_BANNED_IN_CHANNEL": ("stop_account", "as PEER_FLOOD"),
+    "FILE_REFERENCE_EXPIRED": ("refetch", "fetch the message again and send it with the "
+                               "fresh file reference"),
+    "FILE_REFERENCE_X_EXPIRED": ("refetch", "as FILE_REFERENCE_EXPIRED (an album item)"),
+    "CHAT_FORWARDS_RESTRICTED": ("protected", "the source forbids forwarding: re-upload if "
+                                 "ALLOW_REUPLOAD=true, else the message is failed with the "
+                                 "reason; the clone goes on"),
+    "CHAT_WRITE_FORBIDDEN": ("stop_chat", "one error line naming the chat and the missing "
+                             "right, exit 2 (run.sh does not restart)"),
+    "CHAT_ADMIN_REQUIRED": ("stop_chat", "as CHAT_WRITE_FORBIDDEN"),
+    "CHANNEL_PRIVATE": ("stop_chat", "as CHAT_WRITE_FORBIDDEN (the account left or was "
+                        "removed)"),
+    "CHANNEL_INVALID": ("stop_chat", "as CHAT_WRITE_FORBIDDEN"),
+    "PEER_ID_INVALID": ("stop_chat", "as CHAT_WRITE_FORBIDDEN"),
+    "RANDOM_ID_DUPLICATE": ("sent", "sent before a restart: the copy is found in the "
+                            "target and recorded done"),
+}
+# Every other refusal (CHAT_SEND_MEDIA_FORBIDDEN, CHAT_SEND_STICKERS_FORBIDDEN, ... and
+# whatever Telegram answers about one message) fails that message with the error name
+# and the clone goes on; in a batch, the units are sent again one by one first.
+OTHER_REFUSAL = ("fail", "that message is failed with the error name; the clone goes on")
+EXIT_LIMITED = telegram_session.EXIT_LIMITED
+MISSING_RIGHT = {"CHAT_WRITE_FORBIDDEN": "the right to post messages (be a member; in a "
+                                         "channel, an admin who may post)",
+                 "CHAT_ADMIN_REQUIRED": "the admin right to manage topics (or set "
+                                        "AUTO_CREATE_TOPICS=false)",
+                 "CHANNEL_PRIVATE": "membership (the account is not in the chat)",
+                 "CHANNEL_INVALID": "access to the chat (this account cannot see it)",
+                 "PEER_ID_INVALID": "access to the chat (this account cannot see it)"}
 @functools.cache
-def fatal_errors() -> tuple[type[Exception], ...]:
-    """Errors about the chats themselves: cloning cannot go on, whichever message it is."""
-    return (errors.ChatWriteForbiddenError, errors.UserBannedInChannelError,
-            errors.ChannelPrivateError, errors.ChatAdminRequiredError,
-            errors.ChannelInvalidError, errors.PeerIdInvalidError)
+def _error_names() -> dict[type, str]:
+    """Telethon's error classes and Telegram's names for them (digits as X)."""
+    from telethon.errors import rpcerrorlist
+    names = {cls: name for name, cls in rpcerrorlist.rpc_errors_dict.items()}
+    names.update({cls: re.sub(r"_?\(\\d\+\)", "_X", pattern).removesuffix("_X")
+                  for pattern, cls in rpcerrorlist.rpc_errors_re})
+    return names
 
-PROTECTED_REASON = ("the source forbids forwarding and saving (noforwards); copying it needs "
-                    "ALLOW_REUPLOAD=true, for content you have the rights to")
+
+def error_name(exc: errors.RPCError) -> str:
+    """Telegram's name for a refusal, e.g. CHAT_SEND_MEDIA_FORBIDDEN (digits as X)."""
+    name = _error_names().get(type(exc)) or exc.message or type(exc).__name__
+    return re.sub(r"\d+", "X", name).removesuffix("_X")
+
+
+def refusal(exc: errors.RPCError) -> str:
+    """The policy's action for a refusal (see REFUSALS)."""
+    return REFUSALS.get(error_name(exc), OTHER_REFUSAL)[0]
+
+
+class SendRefused(Exception):
+    """Telegram (or the cloner's limits) refused a unit for a reason that concerns only
+    that unit: it is failed with `reason` (Telegram's error name where it refused)."""
+
+    def __init__(self, reason: str, *, name: str = "") -> None:
+        super().__init__(reason)
+        self.name = name
+
+
+class Resting(Exception):
+    """A FloodWait over the threshold: recorded; the refused claims go back, then sleep."""
+
+
+class StaleReference(Exception):
+    """FILE_REFERENCE_EXPIRED: fetch the messages again and send once more."""
+
+
+class StopRun(Exception):
+    """The run cannot go on (the claims in flight are given back first): one error line
+    and the exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+PROTECTED_REASON = ("CHAT_FORWARDS_RESTRICTED: the source forbids forwarding and saving "
+                    "(noforwards); copying it needs ALLOW_REUPLOAD=true, for content you "
+                    "have the rights to")
 
 
 def source_topic_of(message: Any) -> int:
@@ -704,7 +979,7 @@ class Cloner:
     """Copies one source chat into one target chat through a checkpoint."""
 
     def __init__(self, client: TelegramClient, account: telegram_session.Account,
-                 checkpoint: SharedCheckpoint, config: CloneConfig, source: Any, target: Any,
+                 checkpoint: Checkpoint, config: CloneConfig, source: Any, target: Any,
                  temp_dir: Path) -> None:
         self.client, self.account, self.checkpoint, self.config = \
             client, account, checkpoint, config
@@ -713,6 +988,8 @@ class Cloner:
         self.source_forum = bool(getattr(source, "forum", False))
         self.target_forum = bool(getattr(target, "forum", False))
         self.source_protected = bool(getattr(source, "noforwards", False))
+        self.source_basic = isinstance(source, types.Chat)
+        self.target_basic = isinstance(target, types.Chat)
         username = getattr(source, "username", None)
         self.source_aliases = {str(config.source_chat), str(source.id),
                                *((username, f"@{username}") if username else ())}
@@ -720,52 +997,168 @@ class Cloner:
         self.progress = Progress(config.progress_every, config.progress_seconds)
         self.topic_titles: dict[int, str] = {}
         self.topic_cache: dict[int, int] = {}
-        self.batch: list[list[Any]] = []
-        self.batch_topic: int | None = None
+        # units queued for forwarding, per target topic (a topic's units keep their order)
+        self.batches: dict[int | None, list[list[Any]]] = {}
         self.last_seen = 0
         self.new_messages = asyncio.Event()
+        self.changed: set[int] = set()     # source ids edited or deleted (SYNC_*)
+        self.one_at_a_time = False          # slow mode in the target: one message a request
+        self.silent = config.silent is not False        # SILENT: default on in backfill
 
     # ------------------------------------------------------------------ the run
 
-    async def run(self) -> None:
-        """Backfill (resuming from the checkpoint), then follow until stopped (or --once)."""
+    def prepare(self) -> None:
+        """Check the chats against the settings and bind the checkpoint to the pair (rows
+        of earlier runs filed under it; an earlier single-account checkpoint.txt honoured)."""
         if self.config.source_topic and not self.source_forum:
             raise ConfigError(f"SOURCE_TOPIC={self.config.source_topic} but the source is "
                               "not a forum; remove SOURCE_TOPIC")
         if self.config.target_topic and not self.target_forum:
             raise ConfigError(f"TARGET_TOPIC={self.config.target_topic} but the target is "
                               "not a forum; remove TARGET_TOPIC")
-        moved = self.checkpoint.adopt_rows(self.source_aliases, self.src)
+        for key, is_basic in (("SOURCE_CHAT", self.source_basic),
+                              ("TARGET_CHAT", self.target_basic)):
+            if is_basic and self.config.shared:
+                raise ConfigError(
+                    f"{key}={getattr(self.config, key.lower())} is a basic group: its message "
+                    "ids differ from account to account, so accounts cannot share one "
+                    "checkpoint for it; clone it with one account (clone_streaming.py), or "
+                    "make it a supergroup")
+        moved = self.checkpoint.bind(self.src, self.dst, self.source_aliases)
         if moved:
             log.info("%d checkpoint rows of an earlier run filed under %s", moved, self.src)
+        self.honour_checkpoint_txt()
+
+    def honour_checkpoint_txt(self) -> None:
+        """An earlier clone_streaming.py kept its resume point as one message id in
+        checkpoint.txt: on the pair's first run, everything up to it is recorded done."""
+        path = self.config.folder / LEGACY_CHECKPOINT_FILE
+        if not path.is_file() or self.checkpoint.resume_point() or self.checkpoint.owned():
+            return
+        text = path.read_text(encoding="utf-8").strip()
+        if not text.isdigit():
+            raise ConfigError(f"{path} holds {text[:40]!r}, not a message id; fix or remove it")
+        last = int(text)
+        for start in range(1, last + 1, LEGACY_IMPORT_CHUNK):
+            ids = self.checkpoint.claim(range(start, min(start + LEGACY_IMPORT_CHUNK, last + 1)))
+            self.checkpoint.complete(dict.fromkeys(ids), note=LEGACY_NOTE)
+        log.info("source messages up to %d were cloned by an earlier clone_streaming.py "
+                 "(%s): recorded done, not sent again", last, path.name)
+
+    async def run(self) -> None:
+        """Backfill (resuming from the checkpoint), then follow until stopped (or --once).
+
+        Following reads the source from the checkpoint's resume point on every new-message
+        event and at least every RECONCILE_SECONDS whatever the events (what lost updates
+        missed is caught there), logging an idle line every IDLE_LOG_PASSES idle passes.
+        With SYNC_EDITS/SYNC_DELETES, edits and deletions are followed too: every copy is
+        checked against its source at the start (what changed while stopped), then the
+        ones the events name."""
+        self.prepare()
         heartbeat = asyncio.create_task(self.keep_claims_alive())
         try:
             if self.source_forum and self.target_forum and self.config.auto_create_topics:
                 self.topic_titles = {t: topic.title
                                      for t, topic in (await self.list_topics(self.source)).items()}
                 self.write_topic_map()
-            await self.process_ids(self.checkpoint.owned(self.src))   # left by a crash
+            await self.process_ids(self.checkpoint.owned())   # left by a crash
             await self.backfill()
+            if self.config.sync_edits or self.config.sync_deletes:
+                await self.sync_changes(None)
             if self.config.once:
                 return
             self.client.add_event_handler(self.on_new_message,
                                           events.NewMessage(chats=self.source))
+            if self.config.sync_edits:
+                self.client.add_event_handler(self.on_changed,
+                                              events.MessageEdited(chats=self.source))
+            if self.config.sync_deletes:
+                self.client.add_event_handler(self.on_changed,
+                                              events.MessageDeleted(chats=self.source))
+            self.silent = self.config.silent is True
             log.info("backfill done (%s); following new messages", self.progress.line())
+            idle_passes = 0
             while True:
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.new_messages.wait(), FOLLOW_POLL_SECONDS)
+                    await asyncio.wait_for(self.new_messages.wait(),
+                                           self.config.reconcile_seconds)
                 await asyncio.sleep(EVENT_SETTLE_SECONDS)
                 self.new_messages.clear()
+                finished = self.progress.finished()
                 await self.backfill()
+                if self.changed:
+                    changed, self.changed = self.changed, set()
+                    await self.sync_changes(changed)
+                idle_passes = 0 if self.progress.finished() != finished else idle_passes + 1
+                if idle_passes and idle_passes % IDLE_LOG_PASSES == 0:
+                    log.info("following %s: up to date, newest %d", self.config.source_chat,
+                             max(self.last_seen, self.checkpoint.resume_point()))
         finally:
             heartbeat.cancel()
-            released = self.checkpoint.release(self.src, self.checkpoint.owned(self.src))
+            released = self.checkpoint.give_back(self.checkpoint.owned())
             if released:
                 log.info("gave back %d claimed messages not yet sent", released)
 
     async def on_new_message(self, event: events.NewMessage.Event) -> None:
         """A new source message: wake the follow loop (it reads from the checkpoint)."""
         self.new_messages.set()
+
+    async def on_changed(self, event: Any) -> None:
+        """A source message edited or deleted: its copy is synced by the follow loop."""
+        ids = getattr(event, "deleted_ids", None) or [event.message.id]
+        self.changed.update(ids)
+        self.new_messages.set()
+
+    async def send_holding_nothing(self, request: Any, what: str) -> Any:
+        """send() for a request that holds no claims: a long FloodWait is slept through and
+        the request sent again."""
+        while True:
+            try:
+                return await self.send(request, what)
+            except Resting:
+                await telegram_session.wait_if_limited(self.account)
+
+    async def sync_changes(self, msg_ids: set[int] | None) -> None:
+        """Make the copies of these source messages (None: of every cloned one) match their
+        source: SYNC_EDITS edits a copy whose text or entities differ (forwarded copies
+        cannot be edited), SYNC_DELETES deletes a copy whose source is gone."""
+        done = sorted((msg_id, target) for msg_id, status, target, _ in
+                      self.checkpoint.audit_rows() if status == "done" and target
+                      and (msg_ids is None or msg_id in msg_ids))
+        edited, deleted = 0, []
+        for start in range(0, len(done), FORWARD_BATCH):
+            chunk = done[start:start + FORWARD_BATCH]
+            sources = await telegram_session.call_with_flood_wait(
+                self.account, lambda c=chunk: self.client.get_messages(
+                    self.source, ids=[s for s, _ in c]), request="channels.GetMessages")
+            copies = await telegram_session.call_with_flood_wait(
+                self.account, lambda c=chunk: self.client.get_messages(
+                    self.target, ids=[t for _, t in c]), request="channels.GetMessages")
+            for source, copy, (_, target) in zip(sources, copies, chunk, strict=True):
+                if copy is None or isinstance(copy, types.MessageEmpty):
+                    continue
+                if source is None or isinstance(source, types.MessageEmpty):
+                    if self.config.sync_deletes:
+                        deleted.append(target)
+                elif self.config.sync_edits and copy.fwd_from is None and \
+                        (copy.message, copy.entities) != (source.message, source.entities):
+                    try:
+                        await self.send_holding_nothing(functions.messages.EditMessageRequest(
+                            peer=self.target, id=target, message=source.message or "",
+                            entities=source.entities), "messages.EditMessage")
+                        edited += 1
+                    except SendRefused as exc:
+                        log.warning("the copy %d of source message %d was not edited: %s",
+                                    target, source.id, exc)
+        for start in range(0, len(deleted), FORWARD_BATCH):
+            chunk = deleted[start:start + FORWARD_BATCH]
+            await self.send_holding_nothing(functions.channels.DeleteMessagesRequest(
+                channel=self.target, id=chunk) if not self.target_basic else
+                functions.messages.DeleteMessagesRequest(id=chunk, revoke=True),
+                "channels.DeleteMessages")
+        if edited or deleted:
+            log.info("synced with the source: %d copies edited, %d deleted", edited,
+                     len(deleted))
 
     async def keep_claims_alive(self) -> None:
         """Heartbeat this session's claims and release other sessions' stale ones."""
@@ -794,36 +1187,45 @@ class Cloner:
             except (errors.FloodWaitError, errors.FloodPremiumWaitError) as exc:
                 telegram_session.record_wait(self.account, exc.seconds,
                                              request="messages.GetHistory")
+                if self.config.shared:
+                    self.give_back_batch()          # others go on while this one sleeps
                 await telegram_session.wait_if_limited(self.account)
                 continue
             await self.flush()
             await self.take_leftovers()
+            if self.config.once:        # the backfill is complete when every message is
+                await self.settle([i for i, _, _ in self.checkpoint.open_below(
+                    self.last_seen + 1)], poll=LEFTOVER_POLL_SECONDS)
             return
 
     async def take_leftovers(self) -> None:
         """Clone the messages read so far that nobody holds any more (given back, or left
         by an account that stopped). Claims of live accounts are theirs to finish: waiting
         for them would let one account's FloodWait stop the others."""
-        open_rows = self.checkpoint.open_below(self.src, self.last_seen + 1)
-        held = self.checkpoint.claim(self.src, self.checkpoint.with_albums(
-            self.src, [msg_id for msg_id, _, _ in open_rows]))
+        open_rows = self.checkpoint.open_below(self.last_seen + 1)
+        held = self.checkpoint.claim(self.checkpoint.with_albums(
+            [msg_id for msg_id, _, _ in open_rows]))
         await self.process_ids(held)
 
     async def read_history(self) -> None:
-        """Read the source from the resume point in id order, cloning unit by unit."""
-        start = max(self.checkpoint.resume_point(self.src), self.last_seen)
+        """Read the source after the resume point, a page (HISTORY_PAGE messages, one
+        request) at a time in id order, cloning unit by unit (each claimed whole)."""
+        start = max(self.checkpoint.resume_point(), self.last_seen)
         unit: list[Any] = []
-        history = self.client.iter_messages(self.source, reverse=True, min_id=start,
-                                            wait_time=0)
-        async for message in history:
-            self.progress.top_id = max(self.progress.top_id, history.total or 0)
-            grouped = getattr(message, "grouped_id", None)
-            if unit and grouped and grouped == getattr(unit[0], "grouped_id", None):
-                unit.append(message)
-                continue
-            if unit:
-                await self.handle(unit)
-            unit = [message]
+        while page := await self.client.get_messages(
+                self.source, reverse=True, min_id=start, limit=HISTORY_PAGE, wait_time=0):
+            self.progress.top_id = max(self.progress.top_id, page.total or 0)
+            for message in page:
+                grouped = getattr(message, "grouped_id", None)
+                if unit and grouped and grouped == getattr(unit[0], "grouped_id", None):
+                    unit.append(message)
+                    continue
+                if unit:
+                    await self.handle(unit)
+                unit = [message]
+            start = page[-1].id
+            if len(page) < HISTORY_PAGE:        # the newest page
+                break
         if unit:
             await self.handle(unit)
 
@@ -835,42 +1237,37 @@ class Cloner:
                 self.account, lambda c=chunk: self.client.get_messages(self.source, ids=c),
                 request="channels.GetMessages")
             for msg_id, message in zip(chunk, found, strict=True):
-                if message is None and self.checkpoint.claim(self.src, [msg_id]):
+                if message is None and self.checkpoint.claim([msg_id]):
                     self.fail([msg_id], "the message is no longer in the source")
             for unit in group_units(m for m in found if m is not None):
                 await self.handle(unit)
         await self.flush()
 
-    async def settle(self, msg_ids: list[int], *, timeout: float | None = None) -> bool:
-        """Wait until these (known) messages are finished, cloning the ones nobody holds.
-
-        Returns False if `timeout` seconds passed first.
-        """
-        deadline = time.monotonic() + timeout if timeout is not None else None
+    async def settle(self, msg_ids: list[int], *, poll: float = WAIT_POLL_SECONDS) -> None:
+        """Wait until these (known) messages are finished, cloning the ones nobody holds
+        (given back, or left by an account that stopped: see Checkpoint), looking every
+        `poll` seconds."""
         while True:
             open_ids = []
             for msg_id in msg_ids:
-                row = self.checkpoint.row(self.src, msg_id)
+                row = self.checkpoint.row(msg_id)
                 if row is not None and row[0] not in TERMINAL:
                     open_ids.append(msg_id)
             if not open_ids:
-                return True
-            held = self.checkpoint.claim(self.src, self.checkpoint.with_albums(self.src,
-                                                                             open_ids))
+                return
+            held = self.checkpoint.claim(self.checkpoint.with_albums(open_ids))
             if held:
                 await self.process_ids(held)
                 continue
-            if deadline is not None and time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(WAIT_POLL_SECONDS)
+            await asyncio.sleep(poll)
 
     # ------------------------------------------------------------------ one unit
 
     async def handle(self, unit: list[Any]) -> None:
         """Claim a unit (album or message) and clone it, skip it, or queue it to forward."""
         self.last_seen = max(self.last_seen, unit[-1].id)
-        groups = {m.id: m.grouped_id for m in unit if getattr(m, "grouped_id", None)}
-        held = set(self.checkpoint.claim(self.src, [m.id for m in unit], grouped_ids=groups))
+        held = set(self.checkpoint.claim([m.id for m in unit], grouped_ids={
+            m.id: m.grouped_id for m in unit if getattr(m, "grouped_id", None)}))
         unit = [m for m in unit if m.id in held]
         if not unit:
             return
@@ -879,38 +1276,41 @@ class Cloner:
         if is_service(first):
             if isinstance(first.action, types.MessageActionTopicCreate):
                 self.topic_titles[first.id] = first.action.title
-            for message in unit:
-                self.checkpoint.mark_skipped(self.src, message.id, "service message "
-                                             f"({type(message.action).__name__})")
+            self.checkpoint.fail([m.id for m in unit], "service message "
+                                 f"({type(first.action).__name__})", status="skipped")
             self.progress.add("skipped", len(unit))
             return
         if self.config.source_topic and source_topic_of(first) != self.config.source_topic:
-            for message in unit:
-                self.checkpoint.mark_skipped(self.src, message.id, "outside SOURCE_TOPIC")
+            self.checkpoint.fail([m.id for m in unit], "outside SOURCE_TOPIC",
+                                 status="skipped")
             self.progress.add("skipped", len(unit))
             return
         topic = await self.target_topic_for(first)
         protected = self.source_protected or any(getattr(m, "noforwards", False) for m in unit)
-        mode = self.config.copy_mode
-        if mode == "forward" and protected:
-            self.fail([m.id for m in unit], "the source forbids forwarding (noforwards); "
-                      "use COPY_MODE=copy with ALLOW_REUPLOAD=true for content you have the "
-                      "rights to")
-        elif mode == "forward" or (mode == "auto" and not protected):
-            if self.batch and (topic != self.batch_topic or sum(map(len, self.batch))
-                               + len(unit) > FORWARD_BATCH):
-                await self.flush()
-            self.batch.append(unit)
-            self.batch_topic = topic
-            if self.config.ordered:     # a batch could pass another account's older message
+        if self.forwards(first, protected):
+            batch = self.batches.setdefault(topic, [])
+            if sum(map(len, batch)) + len(unit) > FORWARD_BATCH:
+                await self.flush_topic(topic)
+            self.batches.setdefault(topic, []).append(unit)
+            # ORDERED: a batch could pass another account's older message
+            if self.config.ordered or self.one_at_a_time:
                 await self.flush()
         else:
             await self.flush()
             await self.copy_unit(unit, topic, protected)
 
+    def forwards(self, message: Any, protected: bool) -> bool:
+        """Whether a unit is forwarded (else copied). COPY_MODE=auto copies what forwarding
+        would damage: replies (a forward drops the reply link); protected content is never
+        forwarded (re-uploaded with ALLOW_REUPLOAD=true, else failed with the reason)."""
+        mode = self.config.copy_mode
+        if protected or mode == "copy":
+            return False
+        return mode == "forward" or source_reply_id(message) is None
+
     def fail(self, msg_ids: list[int], reason: str) -> None:
         """Mark messages failed with the reason (they stay visible in --status)."""
-        failed = sum(self.checkpoint.mark_failed(self.src, i, reason) for i in msg_ids)
+        failed = len(self.checkpoint.fail(msg_ids, reason))
         if failed:
             log.warning("source messages %s failed: %s", ", ".join(map(str, msg_ids)), reason)
             self.progress.add("failed", failed)
@@ -918,13 +1318,12 @@ class Cloner:
     def record(self, unit: list[Any], targets: Mapping[int, int | None], how: str) -> None:
         """Mark a sent unit done with the target ids (where known) and count it."""
         found = {i: t for i, t in targets.items() if t is not None}
-        done = self.checkpoint.mark_done_many(self.src, found, target_chat=self.dst)
-        for msg_id in targets.keys() - found.keys():
-            if self.checkpoint.mark_done(
-                    self.src, msg_id, None, target_chat=self.dst,
-                    note="sent before a restart (RANDOM_ID_DUPLICATE); its target id was "
-                         f"not among the last {RECENT_TARGET_SCAN} target messages"):
-                done.add(msg_id)
+        done = self.checkpoint.complete(found)
+        unknown = {i: None for i in targets.keys() - found.keys()}
+        if unknown:
+            done |= self.checkpoint.complete(
+                unknown, note="sent before a restart (RANDOM_ID_DUPLICATE); its target id "
+                              f"was not among the last {RECENT_TARGET_SCAN} target messages")
         if done:
             self.progress.add(how, len(done))
             if len(unit) > 1:
@@ -932,22 +1331,15 @@ class Cloner:
             self.progress.add("cloned", len(done))
 
     async def send(self, request: Any, what: str) -> Any:
-        """One request, sleeping through FloodWait/slow mode and riding out a dropped
-        connection; the same request (same random_ids) is sent again each time.
-
-        A refusal that concerns only this unit becomes SendRefused.
-        """
+        """One request, following the refusal policy (REFUSALS): slow mode is waited out
+        and a dropped connection ridden out, sending the same request (same random_ids)
+        again; everything else becomes the exception its caller acts on: Resting,
+        StaleReference, SendRefused, StopRun, or the error itself (RANDOM_ID_DUPLICATE,
+        CHAT_FORWARDS_RESTRICTED)."""
         for attempt in range(1, SEND_ATTEMPTS + 1):
+            await telegram_session.wait_if_limited(self.account)
             try:
-                return await telegram_session.call_with_flood_wait(
-                    self.account, lambda: self.client(request), request=what)
-            except errors.SlowModeWaitError as exc:
-                telegram_session.record_wait(self.account, exc.seconds, kind="slow_mode",
-                                             request=what)
-            except (errors.ChatForwardsRestrictedError, *fatal_errors()):
-                raise
-            except errors.BadRequestError as exc:
-                raise SendRefused(f"Telegram refused it ({exc.message})") from None
+                return await self.client(request)
             except ConnectionError as exc:
                 if attempt == SEND_ATTEMPTS:
                     raise
@@ -955,47 +1347,137 @@ class Cloner:
                 await asyncio.sleep(attempt)
                 if not self.client.is_connected():
                     await self.client.connect()
-        raise SendRefused(f"slow mode kept refusing {what} {SEND_ATTEMPTS} times")
+                continue
+            except errors.RPCError as exc:
+                action, name = refusal(exc), error_name(exc)
+                if action == "slow":
+                    self.one_at_a_time = True
+                    seconds = getattr(exc, "seconds", 0)
+                    if name == "SLOWMODE_MULTI_MSGS_DISABLED":
+                        raise SendRefused(name, name=name) from None
+                    log.info("slow mode in the target: waiting %s s, then sending one "
+                             "message per request", seconds)
+                    await asyncio.sleep(seconds)
+                    continue
+                if action == "rest":
+                    telegram_session.record_wait(self.account, exc.seconds, request=what)
+                    raise Resting(name) from None
+                if action == "refetch":
+                    raise StaleReference(name) from None
+                if action == "stop_account":
+                    until = telegram_session.record_wait(
+                        self.account, telegram_session.PEER_FLOOD_PAUSE_SECONDS,
+                        kind="peer_flood", request=what)
+                    raise StopRun(
+                        f"Telegram limited account {self.account.name} ({name}); it gives "
+                        "back its messages and stops (the other accounts go on); try again "
+                        f"after {telegram_session.format_time(until)}, and check its limits "
+                        "with @SpamBot", EXIT_LIMITED) from None
+                if action == "stop_chat":
+                    raise StopRun(
+                        f"account {self.account.name} may not do {what} in TARGET_CHAT="
+                        f"{self.config.target_chat} ({name}): it needs "
+                        f"{MISSING_RIGHT[name]}", telegram_session.EXIT_USAGE) from None
+                if action in ("sent", "protected"):
+                    raise
+                raise SendRefused(name, name=name) from None
+        raise AssertionError("unreachable")
+
+    async def sent_or_given_back(self, units: list[list[Any]], sending: Any) -> Any:
+        """Await a send of these units; on Resting or StopRun their claims go back
+        (nothing was sent) before the exception goes on."""
+        try:
+            return await sending
+        except (Resting, StopRun):
+            self.checkpoint.give_back([m.id for u in units for m in u], unsent=True)
+            raise
+
+    async def rest_and_retry(self, units: list[list[Any]]) -> None:
+        """After a long FloodWait: with other accounts (shared), every claim not being sent
+        goes back first, so they go on; sleep it out, then clone whatever of these units
+        nobody else took meanwhile."""
+        if self.config.shared:
+            self.give_back_batch()
+        await telegram_session.wait_if_limited(self.account)
+        await self.process_ids([m.id for u in units for m in u])
+
+    async def already_sent(self, units: list[list[Any]], how: str, *,
+                           forwarded: bool) -> list[list[Any]]:
+        """Units whose send may have reached Telegram from another account (in doubt after
+        a takeover) are looked for in the target and recorded done if found; returns the
+        units still to send."""
+        doubt = self.checkpoint.in_doubt([m.id for u in units for m in u])
+        if not doubt:
+            return units
+        rest = []
+        for unit in units:
+            if not any(m.id in doubt for m in unit):
+                rest.append(unit)
+                continue
+            window = (min(doubt[m.id][0] for m in unit if m.id in doubt),
+                      max(doubt[m.id][1] for m in unit if m.id in doubt))
+            found = await self.find_sent(unit, forwarded=forwarded, window=window)
+            if all(found.values()):
+                log.info("source messages %s were sent by an account that stopped; found "
+                         "in the target, recorded", [m.id for m in unit])
+                self.progress.add("already_sent", len(unit))
+                self.record(unit, found, how)
+            else:
+                rest.append(unit)
+        return rest
 
     # ------------------------------------------------------------------ forwarding
 
     async def flush(self) -> None:
-        """Forward the queued units (up to 100 ids, one topic) in one request."""
-        units, topic = self.batch, self.batch_topic
-        self.batch = []
+        """Forward every topic's queued units."""
+        for topic in list(self.batches):
+            await self.flush_topic(topic)
+
+    async def flush_topic(self, topic: int | None) -> None:
+        """Forward a topic's queued units (up to 100 ids) in one request."""
+        units = self.batches.pop(topic, [])
         if units:
             await self.forward_units(units, topic)
 
+    def give_back_batch(self) -> None:
+        """Before a long sleep: give back every claim whose send has not started (the
+        units queued for forwarding, the rest of the page) so other accounts take them."""
+        self.batches = {}
+        self.checkpoint.give_back(self.checkpoint.owned())
+
     async def forward_units(self, units: list[list[Any]], topic: int | None) -> None:
-        ids = [m.id for unit in units for m in unit]
         if self.config.ordered:
-            await self.wait_turn(ids[0])
-        random_ids = self.checkpoint.random_ids(self.src, ids)
+            await self.wait_turn(units[0][0].id)
+        units = await self.already_sent(units, "forwarded", forwarded=True)
+        random_ids = self.checkpoint.random_ids([m.id for u in units for m in u])
         units = [u for u in units if all(m.id in random_ids for m in u)]
         ids = [m.id for unit in units for m in unit]
         if not ids:
             return
         try:
-            result = await self.send(functions.messages.ForwardMessagesRequest(
-                from_peer=self.source, id=ids, random_id=[random_ids[i] for i in ids],
-                to_peer=self.target, top_msg_id=topic), "messages.ForwardMessages")
-        except errors.ChatForwardsRestrictedError:
-            if self.config.copy_mode == "auto":
-                for unit in units:
-                    await self.copy_unit(unit, topic, protected=True)
-            else:
-                self.fail(ids, "the source forbids forwarding (noforwards)")
+            result = await self.sent_or_given_back(units, self.send(
+                functions.messages.ForwardMessagesRequest(
+                    from_peer=self.source, id=ids, random_id=[random_ids[i] for i in ids],
+                    to_peer=self.target, top_msg_id=topic, silent=self.silent),
+                "messages.ForwardMessages"))
+        except Resting:
+            await self.rest_and_retry(units)
             return
-        except errors.RandomIdDuplicateError:
-            if len(units) > 1:          # which ones were sent before the restart?
+        except errors.ChatForwardsRestrictedError:
+            self.source_protected = True        # turned protected: copy (re-upload) or fail
+            for unit in units:
+                await self.copy_unit(unit, topic, protected=True)
+            return
+        except (errors.RandomIdDuplicateError, SendRefused) as exc:
+            if len(units) > 1:          # which ones: sent before a restart, or refused?
                 for unit in units:
                     await self.forward_units([unit], topic)
                 return
+            if isinstance(exc, SendRefused):
+                self.fail(ids, str(exc))
+                return
             self.progress.add("already_sent", len(ids))
             self.record(units[0], await self.find_sent(units[0], forwarded=True), "forwarded")
-            return
-        except SendRefused as exc:
-            self.fail(ids, str(exc))
             return
         sent = sent_message_ids(result)
         for unit in units:
@@ -1009,44 +1491,78 @@ class Cloner:
 
     async def copy_unit(self, unit: list[Any], topic: int | None, protected: bool) -> None:
         """Re-create a message or album without the forward header (captions, entities,
-        replies kept); media by reference, or downloaded and re-uploaded where protected."""
+        replies kept); media by reference, or downloaded and re-uploaded where protected.
+        An expired file reference is fetched again (REFETCH_ATTEMPTS times)."""
         ids = [m.id for m in unit]
         if protected and not self.config.allow_reupload:
             self.fail(ids, PROTECTED_REASON)
             return
-        try:
-            media = [await self.input_media(m, reupload=protected, album=len(unit) > 1)
-                     for m in unit]
-        except SendRefused as exc:
-            self.fail(ids, str(exc))
-            return
         reply_to = await self.reply_header(unit[0], topic)
         if self.config.ordered:
             await self.wait_turn(ids[0])
-        random_ids = self.checkpoint.random_ids(self.src, ids)
-        if len(random_ids) < len(ids):
-            log.warning("source messages %s were taken over by another account", ids)
+        if not await self.already_sent([unit], "copied", forwarded=False):
             return
-        try:
-            result = await self.send(
-                self.copy_request(unit, media, random_ids, reply_to),
-                "messages.SendMultiMedia" if len(unit) > 1 else "messages.SendMessage")
-        except errors.RandomIdDuplicateError:
-            self.progress.add("already_sent", len(ids))
-            self.record(unit, await self.find_sent(unit, forwarded=False), "copied")
+        for attempt in range(1, REFETCH_ATTEMPTS + 1):
+            try:
+                media = [await self.input_media(m, reupload=protected, album=len(unit) > 1)
+                         for m in unit]
+                random_ids = self.checkpoint.random_ids(ids)
+                if len(random_ids) < len(ids):
+                    log.warning("source messages %s were taken over by another account", ids)
+                    return
+                result = await self.sent_or_given_back([unit], self.send(
+                    self.copy_request(unit, media, random_ids, reply_to),
+                    "messages.SendMultiMedia" if len(unit) > 1 else "messages.SendMessage"))
+            except StaleReference as exc:
+                if attempt == REFETCH_ATTEMPTS:
+                    self.fail(ids, str(exc))
+                    return
+                log.info("file reference of source messages %s expired; fetching them "
+                         "again", ids)
+                unit = await self.refetch(unit)
+                if not unit:
+                    return
+                continue
+            except Resting:
+                await self.rest_and_retry([unit])
+                return
+            except errors.ChatForwardsRestrictedError:
+                if protected:
+                    self.fail(ids, PROTECTED_REASON)
+                    return
+                self.source_protected = True    # turned protected mid-run
+                await self.copy_unit(unit, topic, protected=True)
+                return
+            except errors.RandomIdDuplicateError:
+                self.progress.add("already_sent", len(ids))
+                self.record(unit, await self.find_sent(unit, forwarded=False), "copied")
+                return
+            except SendRefused as exc:
+                self.fail(ids, str(exc))
+                return
+            sent = sent_message_ids(result)
+            self.record(unit, {m.id: sent.get(random_ids[m.id]) for m in unit}, "copied")
             return
-        except SendRefused as exc:
-            self.fail(ids, str(exc))
-            return
-        sent = sent_message_ids(result)
-        self.record(unit, {m.id: sent.get(random_ids[m.id]) for m in unit}, "copied")
+
+    async def refetch(self, unit: list[Any]) -> list[Any]:
+        """The unit's messages read again from the source (fresh file references); the
+        ones gone from the source are failed."""
+        ids = [m.id for m in unit]
+        found = await telegram_session.call_with_flood_wait(
+            self.account, lambda: self.client.get_messages(self.source, ids=ids),
+            request="channels.GetMessages")
+        gone = [i for i, m in zip(ids, found, strict=True) if m is None]
+        if gone:
+            self.fail(ids, "the message is no longer in the source")
+            return []
+        return list(found)
 
     def copy_request(self, unit: list[Any], media: list[Any], random_ids: Mapping[int, int],
                      reply_to: Any) -> Any:
         """The raw send request for a unit, carrying the stored random_ids."""
         if len(unit) > 1:
             return functions.messages.SendMultiMediaRequest(
-                peer=self.target, reply_to=reply_to, multi_media=[
+                peer=self.target, reply_to=reply_to, silent=self.silent, multi_media=[
                     types.InputSingleMedia(media=item, message=m.message or "",
                                            random_id=random_ids[m.id], entities=m.entities)
                     for m, item in zip(unit, media, strict=True)])
@@ -1054,11 +1570,12 @@ class Cloner:
         if item is None:
             return functions.messages.SendMessageRequest(
                 peer=self.target, message=message.message or "", entities=message.entities,
-                random_id=random_ids[message.id], reply_to=reply_to,
+                random_id=random_ids[message.id], reply_to=reply_to, silent=self.silent,
                 no_webpage=not isinstance(message.media, types.MessageMediaWebPage))
         return functions.messages.SendMediaRequest(
             peer=self.target, media=item, message=message.message or "",
-            entities=message.entities, random_id=random_ids[message.id], reply_to=reply_to)
+            entities=message.entities, random_id=random_ids[message.id], reply_to=reply_to,
+            silent=self.silent)
 
     async def input_media(self, message: Any, *, reupload: bool, album: bool) -> Any:
         """The InputMedia to send for a message's media (None for text)."""
@@ -1076,7 +1593,8 @@ class Cloner:
         size = media.document.size if isinstance(media, types.MessageMediaDocument) else max(
             (getattr(s, "size", 0) for s in getattr(media.photo, "sizes", [])), default=0)
         if size > self.config.max_media_bytes:
-            raise SendRefused(f"media of {size / 2 ** 20:.1f} MB is over MAX_MEDIA_MB")
+            log.info("source message %d: media of %.1f MB", message.id, size / 2 ** 20)
+            raise SendRefused("media over MAX_MEDIA_MB")
         if not reupload:
             return utils.get_input_media(media)
         uploaded = await self.reupload(message)
@@ -1119,39 +1637,102 @@ class Cloner:
         return None
 
     async def target_of(self, msg_id: int) -> int | None:
-        """The target id of a cloned source message, waiting while another account sends it."""
-        if not await self.settle([msg_id], timeout=REPLY_WAIT_SECONDS):
-            log.warning("source message %s is still in progress elsewhere; the copy that "
-                        "replies to it is sent without the reply", msg_id)
-        row = self.checkpoint.row(self.src, msg_id)
+        """The target id of a cloned source message, cloning it first if nobody holds it
+        and waiting while another account sends it (an account that rests gives its claims
+        back, so the wait is short): a reply never loses its link to a message that is
+        cloned. None if that message failed or is not in the checkpoint."""
+        await self.settle([msg_id])
+        row = self.checkpoint.row(msg_id)
         return row[2] if row is not None and row[0] == "done" else None
 
     async def wait_turn(self, msg_id: int) -> None:
         """ORDERED: wait until every older source message is finished."""
-        while open_rows := self.checkpoint.open_below(self.src, msg_id):
+        while open_rows := self.checkpoint.open_below(msg_id):
             await self.settle([i for i, _, _ in open_rows])
 
-    async def find_sent(self, unit: list[Any], *, forwarded: bool) -> dict[int, int | None]:
-        """Target ids of a unit Telegram says was sent before (RANDOM_ID_DUPLICATE): this
-        account's most recent unrecorded target messages that look like it."""
-        known = self.checkpoint.target_ids(self.dst)
-        recent = await telegram_session.call_with_flood_wait(
-            self.account, lambda: self.client.get_messages(self.target, limit=RECENT_TARGET_SCAN),
-            request="messages.GetHistory")
-        candidates = [m for m in recent if m.out and m.id not in known]
-        targets: dict[int, int | None] = {}
-        for message in unit:
-            targets[message.id] = None
-            for candidate in candidates:
-                if candidate.id in targets.values():
-                    continue
-                if forwarded and (candidate.fwd_from is None
-                                  or candidate.fwd_from.date != message.date):
-                    continue
-                if message_signature(candidate) == message_signature(message):
-                    targets[message.id] = candidate.id
+    async def find_sent(self, unit: list[Any], *, forwarded: bool,
+                        window: tuple[datetime, datetime] | None = None
+                        ) -> dict[int, int | None]:
+        """Target ids of a unit sent before, among the target messages not recorded for any
+        source message that look like it: this account's last RECENT_TARGET_SCAN
+        (RANDOM_ID_DUPLICATE), or anyone's posted within `window` (UTC; another account's
+        send in doubt after a takeover; CLOCK_SKEW_SECONDS of slack each side)."""
+        known = self.checkpoint.target_ids()
+        if window is None:
+            recent = await telegram_session.call_with_flood_wait(
+                self.account, lambda: self.client.get_messages(self.target,
+                                                               limit=RECENT_TARGET_SCAN),
+                request="messages.GetHistory")
+            candidates = [m for m in recent if m.out and m.id not in known]
+        else:
+            skew = timedelta(seconds=CLOCK_SKEW_SECONDS)
+            candidates = []
+            async for m in self.client.iter_messages(self.target, offset_date=window[1] + skew,
+                                                     wait_time=0):
+                if m.date < window[0] - skew:
                     break
-        return targets
+                if m.id not in known:
+                    candidates.append(m)
+        def same(candidate: Any, message: Any) -> bool:
+            if forwarded and (candidate.fwd_from is None
+                              or candidate.fwd_from.date != message.date):
+                return False
+            return message_signature(candidate) == message_signature(message)
+
+        # an album's copy is a whole album of the same length and look, a message's copy
+        # is not an album item (album items often look alike: photos without captions)
+        copies: dict[int | None, list[Any]] = {}
+        for candidate in candidates:
+            key = getattr(candidate, "grouped_id", None) or -candidate.id
+            copies.setdefault(key, []).append(candidate)
+        for members in copies.values():
+            members.sort(key=lambda m: m.id)
+            if len(members) == len(unit) and all(map(same, members, unit)) and (
+                    len(unit) > 1 or not getattr(members[0], "grouped_id", None)):
+                return {m.id: c.id for m, c in zip(unit, members, strict=True)}
+        return dict.fromkeys((m.id for m in unit), None)
+
+    # ------------------------------------------------------------------ audit
+
+    async def audit(self) -> tuple[str, int]:
+        """Every source message of the pair against the checkpoint and the target: the
+        report and how many are missing (no finished row, or a copy gone from the target)."""
+        source_ids = [m.id async for m in self.client.iter_messages(
+            self.source, reverse=True, wait_time=0)]
+        in_target = {m.id async for m in self.client.iter_messages(self.target, wait_time=0)}
+        rows = {msg_id: (status, target, error)
+                for msg_id, status, target, error in self.checkpoint.audit_rows()}
+        cloned, unknown_copy, missing = 0, 0, []
+        reasons: dict[tuple[str, str], int] = {}
+        for msg_id in source_ids:
+            status, target, error = rows.get(msg_id, (None, None, None))
+            if status == "done" and target is None:
+                unknown_copy += 1
+            elif status == "done" and target in in_target:
+                cloned += 1
+            elif status in ("failed", "skipped"):
+                key = (status, error or "(no reason recorded)")
+                reasons[key] = reasons.get(key, 0) + 1
+            else:
+                missing.append(msg_id)
+        lines = [f"audit of {self.config.source_chat} ({self.src}) -> "
+                 f"{self.config.target_chat} ({self.dst}): {len(source_ids)} source messages",
+                 f"cloned   {cloned + unknown_copy}"
+                 + (f" ({unknown_copy} without a recorded target id: {LEGACY_NOTE}, or "
+                    "sent before a restart)" if unknown_copy else "")]
+        for status in ("failed", "skipped"):
+            total = sum(n for (s, _), n in reasons.items() if s == status)
+            lines.append(f"{status:<8} {total}")
+            lines += [f"  {n:>6}  {why}" for (s, why), n in sorted(
+                reasons.items(), key=lambda item: -item[1]) if s == status]
+        lines.append(f"missing  {len(missing)}")
+        if missing:
+            shown = ", ".join(map(str, missing[:AUDIT_IDS_SHOWN]))
+            more = f" and {len(missing) - AUDIT_IDS_SHOWN} more" \
+                if len(missing) > AUDIT_IDS_SHOWN else ""
+            lines.append(f"  source ids (not cloned, or the copy is gone from the target): "
+                         f"{shown}{more}")
+        return "\n".join(lines), len(missing)
 
     # ------------------------------------------------------------------ topics
 
@@ -1171,14 +1752,14 @@ class Cloner:
                 self.topic_titles.update(
                     {t: f.title for t, f in (await self.list_topics(self.source)).items()})
             title = self.topic_titles.get(topic, f"Topic {topic}")
-            existing, random_id = self.checkpoint.claim_topic(self.src, topic, self.dst, title)
+            existing, random_id = self.checkpoint.claim_topic(topic, title)
             if existing is not None:
                 self.topic_cache[topic] = existing
             elif random_id is None:
                 await asyncio.sleep(WAIT_POLL_SECONDS)     # another account is creating it
             else:
                 created = await self.create_topic(title, random_id)
-                if self.checkpoint.set_topic(self.src, topic, self.dst, created):
+                if self.checkpoint.set_topic(topic, created):
                     self.progress.add("topics_created")
                     log.info("created target topic %d %r for source topic %d", created, title,
                              topic)
@@ -1192,7 +1773,7 @@ class Cloner:
         if adopted is not None:
             return adopted
         try:
-            result = await self.send(functions.messages.CreateForumTopicRequest(
+            result = await self.send_holding_nothing(functions.messages.CreateForumTopicRequest(
                 peer=self.target, title=title, random_id=random_id),
                 "messages.CreateForumTopic")
         except errors.RandomIdDuplicateError:
@@ -1204,14 +1785,15 @@ class Cloner:
         return created if created is not None else new_messages(result)[0].id
 
     async def unmapped_topic(self, title: str) -> int | None:
-        mapped = self.checkpoint.mapped_topic_ids(self.dst)
+        mapped = self.checkpoint.mapped_topic_ids()
         for topic_id, topic in sorted((await self.list_topics(self.target)).items()):
             if topic.title == title and topic_id not in mapped | {GENERAL_TOPIC}:
                 return topic_id
         return None
 
     async def list_topics(self, peer: Any) -> dict[int, Any]:
-        """Every topic of a forum, page by page."""
+        """Every topic of a forum, page by page as Telegram pages them: the next page starts
+        after the last topic's top message (its date and id) and the topic's id."""
         topics: dict[int, Any] = {}
         offset_date, offset_id, offset_topic = None, 0, 0
         while True:
@@ -1225,11 +1807,12 @@ class Cloner:
             last = page.topics[-1]
             offset_topic = last.id
             offset_id = getattr(last, "top_message", 0)
-            offset_date = getattr(last, "date", None)
+            top = next((m for m in page.messages if m.id == offset_id), None)
+            offset_date = top.date if top is not None else getattr(last, "date", None)
 
     def write_topic_map(self) -> None:
         """topic_map.json in the account folder, for people (the database is the truth)."""
-        rows = self.checkpoint.topic_rows(self.src, self.dst)
+        rows = self.checkpoint.topic_rows()
         write_json_atomically(self.config.folder / TOPIC_MAP_FILE, {
             "source_chat": self.src, "target_chat": self.dst,
             "map": {str(s): t for s, t, _ in rows},
@@ -1249,46 +1832,40 @@ def _table(title: str, header: tuple[str, ...], rows: list[tuple]) -> str:
     return "\n".join(lines)
 
 
-def status_report(db_path: Path) -> str:
-    """The spec's monitoring queries as tables: per source and status, the claims in
-    progress, the last messages processed, failure reasons."""
-    if not db_path.is_file():
-        return f"{db_path}: no checkpoint yet (nothing cloned)"
-    conn = migrate_db.connect(db_path, kind="checkpoint")
-    try:
-        per_source = conn.execute(
-            """SELECT source_chat, COUNT(*), SUM(status = 'done'), SUM(status = 'processing'),
-                      SUM(status = 'pending'), SUM(status = 'failed'), SUM(status = 'skipped'),
-                      MAX(CASE WHEN status = 'done' THEN msg_id END)
-               FROM messages GROUP BY source_chat ORDER BY source_chat""").fetchall()
-        processing = conn.execute(
-            """SELECT source_chat, msg_id, session, claimed_at, attempts,
-                      random_id IS NOT NULL FROM messages WHERE status = 'processing'
-               ORDER BY claimed_at LIMIT 50""").fetchall()
-        recent = conn.execute(
-            """SELECT source_chat, msg_id, status, session, target_msg_id, processed_at
-               FROM messages WHERE processed_at IS NOT NULL
-               ORDER BY processed_at DESC LIMIT 10""").fetchall()
-        reasons = conn.execute(
-            """SELECT status, error, COUNT(*) FROM messages
-               WHERE status IN ('failed', 'skipped') GROUP BY status, error
-               ORDER BY COUNT(*) DESC LIMIT 20""").fetchall()
-        accounts = conn.execute(
-            """SELECT session, COUNT(*) FROM messages WHERE status = 'done'
-               GROUP BY session ORDER BY session""").fetchall()
-    finally:
-        conn.close()
+def status_report(checkpoint: Checkpoint) -> str:
+    """The spec's monitoring queries as tables: per chat pair and status, done per account,
+    the claims in progress, the last messages processed, failures counted by reason."""
+    tables = checkpoint.status_tables()
     return "\n\n".join([
-        f"checkpoint {db_path}",
-        _table("messages per source", ("source_chat", "total", "done", "processing",
-                                        "pending", "failed", "skipped", "last done id"),
-               per_source),
-        _table("done per account", ("session", "done"), accounts),
-        _table("in progress (claims)", ("source_chat", "msg_id", "session", "claimed_at",
-                                         "attempts", "send started"), processing),
-        _table("last processed", ("source_chat", "msg_id", "status", "session",
-                                  "target_msg_id", "processed_at"), recent),
-        _table("why not cloned", ("status", "reason", "count"), reasons)])
+        _table("messages per pair", ("source_chat", "target_chat", "total", "done",
+                                      "processing", "pending", "failed", "skipped",
+                                      "last done id", "last done at"), tables["pairs"]),
+        _table("done per account", ("session", "done"), tables["accounts"]),
+        _table("in progress (claims)", ("source_chat", "target_chat", "msg_id", "session",
+                                         "claimed_at", "attempts", "send started"),
+               tables["claims"]),
+        _table("last processed", ("source_chat", "target_chat", "msg_id", "status",
+                                  "session", "target_msg_id", "processed_at"),
+               tables["recent"]),
+        _table("why not cloned (by reason)", ("status", "reason", "count"),
+               tables["reasons"])])
+
+
+def offline_command(args: argparse.Namespace, config: CloneConfig) -> str:
+    """--status or --retry-failed: the checkpoint only, no Telegram; returns the output."""
+    path = config.checkpoint_db
+    if not path.is_file():
+        return f"{path}: no checkpoint yet (nothing cloned)"
+    checkpoint = SqliteCheckpoint(path, config.session_name)
+    try:
+        if args.status:
+            return f"checkpoint {path}\n\n{status_report(checkpoint)}"
+        pairs = checkpoint.retry_failed()
+    finally:
+        checkpoint.close()
+    lines = [f"{n} failed messages of {src} -> {dst or '(no target recorded)'} are pending "
+             "again" for src, dst, n in pairs]
+    return "\n".join(lines or ["no failed messages"])
 
 
 # ----------------------------------------------------------------------------- running
@@ -1334,10 +1911,11 @@ def media_temp_dir(account: telegram_session.Account) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
 
 
-async def clone(account: telegram_session.Account, config: CloneConfig,
-                metrics: migrate_db.MetricsFile | None = None) -> Progress:
-    """Open the account, resolve the chats and run the cloner; returns its counts."""
-    checkpoint = SharedCheckpoint(config.checkpoint_db, config.session_name,
+@contextlib.asynccontextmanager
+async def open_cloner(account: telegram_session.Account,
+                      config: CloneConfig) -> AsyncIterator[Cloner]:
+    """The account's client and checkpoint, the chats resolved: a Cloner for the pair."""
+    checkpoint = SqliteCheckpoint(config.checkpoint_db, config.session_name,
                                   claim_timeout=config.claim_timeout)
     try:
         async with telegram_session.open_client(
@@ -1345,23 +1923,40 @@ async def clone(account: telegram_session.Account, config: CloneConfig,
             source = await resolve_chat(client, account, "SOURCE_CHAT", config.source_chat)
             target = await resolve_chat(client, account, "TARGET_CHAT", config.target_chat)
             temp_dir = media_temp_dir(account)
-            cloner = Cloner(client, account, checkpoint, config, source, target, temp_dir)
-            log.info("account %s: cloning %s into %s (mode %s%s), checkpoint %s",
-                     account.name, cloner.src, cloner.dst, config.copy_mode,
-                     ", ordered" if config.ordered else "", config.checkpoint_db)
-            writer = asyncio.create_task(write_metrics_every(cloner, account, metrics)) \
-                if metrics is not None and metrics.path else None
             try:
-                await cloner.run()
+                yield Cloner(client, account, checkpoint, config, source, target, temp_dir)
             finally:
-                if writer is not None:
-                    writer.cancel()
-                    write_metrics(cloner, account, metrics)
-                log.info("%s", cloner.progress.summary())
                 shutil.rmtree(temp_dir, ignore_errors=True)
-            return cloner.progress
     finally:
         checkpoint.close()
+
+
+async def clone(account: telegram_session.Account, config: CloneConfig,
+                metrics: migrate_db.MetricsFile | None = None) -> Progress:
+    """Open the account, resolve the chats and run the cloner; returns its counts."""
+    async with open_cloner(account, config) as cloner:
+        log.info("account %s: cloning %s into %s (mode %s%s), checkpoint %s",
+                 account.name, cloner.src, cloner.dst, config.copy_mode,
+                 ", ordered" if config.ordered else "", config.checkpoint_db)
+        writer = asyncio.create_task(write_metrics_every(cloner, account, metrics)) \
+            if metrics is not None and metrics.path else None
+        try:
+            await cloner.run()
+        finally:
+            if writer is not None:
+                writer.cancel()
+                write_metrics(cloner, account, metrics)
+            log.info("%s", cloner.progress.summary())
+        return cloner.progress
+
+
+async def audit(account: telegram_session.Account, config: CloneConfig) -> int:
+    """--audit: print the pair's audit; returns 1 if anything is missing, else 0."""
+    async with open_cloner(account, config) as cloner:
+        cloner.prepare()
+        text, missing = await cloner.audit()
+    print(text)
+    return telegram_session.EXIT_FAILURE if missing else telegram_session.EXIT_OK
 
 
 def build_parser(profile: Profile) -> argparse.ArgumentParser:
@@ -1377,7 +1972,7 @@ def build_parser(profile: Profile) -> argparse.ArgumentParser:
     epilog = ".env keys (in the account folder; flags override them):\n" + "\n".join(
         f"  {key:<34} {text}" for key, text in keys.items()) + \
         "\n\nexit codes: 0 done, 1 runtime failure, 2 bad flag or .env value, " \
-        "3 log in again, 4 session file or lock, 130 Ctrl+C"
+        "3 log in again, 4 session file or lock, 5 Telegram limited the account, 130 Ctrl+C"
     parser = argparse.ArgumentParser(prog=profile.prog, description=profile.description,
                                      epilog=epilog, parents=[migrate_db.cli_options()],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1392,6 +1987,7 @@ def build_parser(profile: Profile) -> argparse.ArgumentParser:
     how.add_argument("--copy-mode", choices=COPY_MODES, help="COPY_MODE")
     how.add_argument("--allow-reupload", action=argparse.BooleanOptionalAction,
                      help="ALLOW_REUPLOAD")
+    how.add_argument("--silent", action=argparse.BooleanOptionalAction, help="SILENT")
     how.add_argument("--max-media-mb", metavar="MB", help="MAX_MEDIA_MB")
     state = parser.add_argument_group("checkpoint")
     state.add_argument("--checkpoint-db", metavar="FILE", help=profile.db_key)
@@ -1404,12 +2000,24 @@ def build_parser(profile: Profile) -> argparse.ArgumentParser:
     run.add_argument("--once", action="store_true",
                      help="stop after the backfill instead of following new messages")
     run.add_argument("--status", action="store_true",
-                     help="print the checkpoint's state per source and exit (no Telegram)")
+                     help="print the checkpoint's state per chat pair, failures by reason, "
+                          "and exit (no Telegram)")
+    run.add_argument("--audit", action="store_true",
+                     help="compare the source's ids with the target's for the pair: cloned, "
+                          "failed (why), skipped (why), missing; exit 1 if anything is "
+                          "missing")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="make every failed message pending again (the next run clones it) "
+                          "and exit (no Telegram)")
+    run.add_argument("--reconcile-seconds", metavar="SECONDS", help="RECONCILE_SECONDS")
+    how.add_argument("--sync-edits", action=argparse.BooleanOptionalAction, help="SYNC_EDITS")
+    how.add_argument("--sync-deletes", action=argparse.BooleanOptionalAction,
+                     help="SYNC_DELETES")
     run.add_argument("--progress-every", metavar="N", help="PROGRESS_EVERY")
-    run.add_argument("--progress-seconds", metavar="SECONDS", help="PROGRESS_SECONDS")
     run.add_argument("--metrics-file", metavar="PATH", type=Path,
                      help="METRICS_FILE: Prometheus text rewritten every "
                           f"{migrate_db.METRICS_SECONDS:g} s (node_exporter textfile)")
+    run.add_argument("--progress-seconds", metavar="SECONDS", help="PROGRESS_SECONDS")
     return parser
 
 
@@ -1421,16 +2029,16 @@ def setup_logging(folder: Path, args: argparse.Namespace) -> None:
 
 def write_metrics(cloner: Cloner, account: telegram_session.Account,
                   metrics: migrate_db.MetricsFile) -> None:
-    """--metrics-file: the checkpoint's messages by status and this process's sends."""
-    rows = cloner.checkpoint.conn.execute(
-        "SELECT status, COUNT(*), MAX(processed_at) FROM messages WHERE source_chat = ? "
-        "GROUP BY status", (cloner.src,)).fetchall()
+    """--metrics-file: the pair's messages by status and this process's sends."""
+    pair = next((row for row in cloner.checkpoint.status_tables()["pairs"]
+                 if row[:2] == (cloner.src, cloner.dst)), None)
+    counts = dict(zip(("done", "processing", "pending", "failed", "skipped"),
+                      pair[3:8] if pair else (0,) * 5, strict=True))
     waits, wait_seconds = telegram_session.wait_totals([account])
-    last = max((r[2] for r in rows if r[0] == "done" and r[2]), default=None)
     try:
         metrics.write(migrate_db.suite_metrics(
-            "clone", {r[0]: r[1] for r in rows}, cloner.progress.counts["cloned"], waits,
-            wait_seconds, last))
+            "clone", counts, cloner.progress.counts["cloned"], waits, wait_seconds,
+            pair[9] if pair else None))
     except OSError as exc:
         log.warning("metrics file %s not written (%s); trying again", metrics.path, exc)
 
@@ -1453,15 +2061,17 @@ def main(argv: list[str] | None = None, profile: Profile = SINGLE) -> int:
         config = make_config(account, args, profile)
     except (telegram_session.AccountConfigError, ConfigError) as exc:
         parser.error(str(exc))
-    if args.status:
+    if args.status or args.retry_failed:
         try:
-            print(status_report(config.checkpoint_db))
+            print(offline_command(args, config))
         except (OSError, sqlite3.Error) as exc:
             print(f"error: checkpoint {config.checkpoint_db}: {exc}", file=sys.stderr)
             return telegram_session.EXIT_FAILURE
         return telegram_session.EXIT_OK
     try:
         setup_logging(account.folder, args)
+        if args.audit:
+            return asyncio.run(audit(account, config))
         metrics = migrate_db.MetricsFile(args.metrics_file or account.env.get("METRICS_FILE"))
         asyncio.run(clone(account, config, metrics))
     except ConfigError as exc:
@@ -1470,12 +2080,26 @@ def main(argv: list[str] | None = None, profile: Profile = SINGLE) -> int:
     except telegram_session.AccountError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except StopRun as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     except errors.PeerFloodError:
         print(f"error: Telegram limited account {account.name} (PEER_FLOOD); it rests "
               "24 h (see telegram_session.py status) and the other accounts go on",
               file=sys.stderr)
+        return EXIT_LIMITED
+    except errors.RPCError as exc:
+        log.debug("details of the failure", exc_info=True)     # clone.log only
+        name = error_name(exc)
+        if refusal(exc) == "stop_chat":         # no restart loop: a chat must be fixed
+            print(f"error: account {account.name}: Telegram refused {name}: it needs "
+                  f"{MISSING_RIGHT[name]} in SOURCE_CHAT={config.source_chat} or "
+                  f"TARGET_CHAT={config.target_chat}", file=sys.stderr)
+            return telegram_session.EXIT_USAGE
+        print(f"error: account {account.name}: Telegram refused {name}: {exc}",
+              file=sys.stderr)
         return telegram_session.EXIT_FAILURE
-    except (errors.RPCError, SendRefused, OSError, sqlite3.Error) as exc:
+    except (OSError, sqlite3.Error) as exc:
         log.debug("details of the failure", exc_info=True)     # clone.log only
         print(f"error: account {account.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return telegram_session.EXIT_FAILURE

@@ -337,11 +337,40 @@ def migration_number(migration: Callable[[sqlite3.Connection], str | None]) -> i
     return int(match.group(1))
 
 
+def m004_checkpoint_per_pair(conn: sqlite3.Connection) -> str | None:
+    """Checkpoint rows were keyed by (source_chat, msg_id), so a second target of the same
+    source found everything "done". The table is rebuilt keyed by (source_chat,
+    target_chat, msg_id), keeping every row; rows with no target_chat get '' and are filed
+    under the configured pair by the cloner's first run (Checkpoint.bind)."""
+    key = [row[1] for row in sorted(conn.execute("PRAGMA table_info(messages)"),
+                                    key=lambda row: row[5]) if row[5]]
+    if "target_chat" in key:
+        return None
+    ref = _reference_db(["checkpoint"])
+    try:
+        create = ref.execute("SELECT sql FROM sqlite_master WHERE type = 'table' "
+                             "AND name = 'messages'").fetchone()[0]
+        names = list(_columns(ref, "messages"))
+    finally:
+        ref.close()
+    conn.execute(re.sub(r"\bmessages\b", "messages_m004", create, count=1))
+    have = _columns(conn, "messages")
+    values = ", ".join("COALESCE(target_chat, '')" if name == "target_chat" else
+                       f'"{name}"' if name in have else "NULL" for name in names)
+    quoted = ", ".join(f'"{name}"' for name in names)
+    moved = conn.execute(f"INSERT INTO messages_m004 ({quoted}) SELECT {values} "
+                         "FROM messages").rowcount
+    conn.execute("DROP TABLE messages")
+    conn.execute("ALTER TABLE messages_m004 RENAME TO messages")
+    return f"messages: {moved} rows re-keyed by (source_chat, target_chat, msg_id)"
+
+
 # (kind, migration), in number order
 MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], str | None]]] = [
     ("checkpoint", m001_checkpoint_status),
     ("campaign", m002_campaign_per_run),
     ("dialer", m003_dialer_legacy_session),
+    ("checkpoint", m004_checkpoint_per_pair),
     ("campaign", m010_campaign_profile_ids),
     ("campaign", m011_campaign_attempt_times),
     ("campaign", m012_campaign_times_iso),

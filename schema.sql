@@ -15,10 +15,16 @@
 
 -- ===== cloner (spec 002): the shared checkpoint ========================================
 -- kind: checkpoint  recognised by: messages.source_chat, topic_map
--- One row per source message. status: pending | processing | done | failed | skipped.
+-- One row per source message *for one target* (a pair of chats: the same source cloned
+-- into two targets has two rows per message). status: pending | processing | done |
+-- failed | skipped; `error` holds the reason (Telegram's error name where Telegram refused).
 -- `session` is the account that owns the claim; `claimed_at` is refreshed by its heartbeat.
 -- `random_id` is stored before the send and reused on a retry by the same account
 -- (Telegram de-duplicates per account); a claim taken over by another account clears it.
+-- `sent_at`: when the random_id was stored (the send started). A takeover of such a claim
+-- sets `doubt_seen` (the old owner's last heartbeat): its send may have reached Telegram
+-- between `sent_at` and shortly after that, so the new owner searches the target's
+-- messages of that time before sending again.
 -- Album members share `grouped_id` and are claimed, sent and completed together.
 CREATE TABLE IF NOT EXISTS messages (
     source_chat   TEXT    NOT NULL,
@@ -27,13 +33,15 @@ CREATE TABLE IF NOT EXISTS messages (
     session       TEXT,
     claimed_at    TEXT,
     processed_at  TEXT,
-    target_chat   TEXT,
+    target_chat   TEXT    NOT NULL DEFAULT '',
     target_msg_id INTEGER,
     random_id     INTEGER,
     attempts      INTEGER NOT NULL DEFAULT 0,
     error         TEXT,
     grouped_id    INTEGER,
-    PRIMARY KEY (source_chat, msg_id)
+    sent_at       TEXT,
+    doubt_seen    TEXT,
+    PRIMARY KEY (source_chat, target_chat, msg_id)
 );
 
 -- Source topic -> target topic, one row per pair of chats; the row is inserted (claimed)
@@ -51,12 +59,15 @@ CREATE TABLE IF NOT EXISTS topic_map (
     PRIMARY KEY (source_chat, source_topic, target_chat)
 );
 
--- "next pending message of this source" is a range scan in id order
-CREATE INDEX IF NOT EXISTS idx_messages_source_status ON messages(source_chat, status, msg_id);
+-- "next pending message of this pair" is a range scan in id order
+CREATE INDEX IF NOT EXISTS idx_messages_pair_status
+    ON messages(source_chat, target_chat, status, msg_id);
 CREATE INDEX IF NOT EXISTS idx_messages_processed_at ON messages(processed_at);
+-- an account's claims (heartbeat)
+CREATE INDEX IF NOT EXISTS idx_messages_session ON messages(session) WHERE status = 'processing';
 -- an album's members, claimed and completed together
-CREATE INDEX IF NOT EXISTS idx_messages_album ON messages(source_chat, grouped_id)
-    WHERE grouped_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_messages_pair_album
+    ON messages(source_chat, target_chat, grouped_id) WHERE grouped_id IS NOT NULL;
 
 -- ===== Telegram accounts (spec 003): health and rate-limit registry ======================
 -- kind: accounts  recognised by: rate_limits, accounts.last_check_ok

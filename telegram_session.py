@@ -63,6 +63,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2          # bad flags or .env values
 EXIT_AUTH = 3           # the account must be logged in again: run.sh stops restarting
 EXIT_SESSION = 4        # session file or lock problem
+EXIT_LIMITED = 5        # Telegram limited the account (PEER_FLOOD...): run.sh stops restarting
 EXIT_INTERRUPTED = 130
 
 SUITE_DIR = Path(__file__).resolve().parent
@@ -76,6 +77,7 @@ KEEP_BACKUPS = 5
 DEFAULT_ACCOUNTS_DB = "../shared/accounts.db"
 DEFAULT_FLOOD_SLEEP_THRESHOLD = 60          # seconds; longer waits are recorded
 CONNECT_ATTEMPTS = 5
+REQUEST_RETRIES = 1                         # Telethon's default 5: see _new_client
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
 LOCK_ATTEMPTS = 5                            # rides out a `status` probe of the lock
@@ -721,8 +723,12 @@ def _new_client(account: Account, flood_sleep_threshold: int,
             "make the world with telegram_sim.py, or remove TELEGRAM_SIMULATOR from "
             f"{display_path(account.folder / ENV_FILE)} to use the real Telegram")
     # raise_last_call_error: after Telethon's retries, raise Telegram's own error (e.g.
-    # RANDOM_ID_DUPLICATE, a ServerError) instead of ValueError('Request was unsuccessful')
-    options = {"raise_last_call_error": True, **client_options}
+    # RANDOM_ID_DUPLICATE, a ServerError) instead of ValueError('Request was unsuccessful');
+    # request_retries: Telegram's answers are not asked again five times (one more attempt,
+    # after a short FloodWait Telethon slept through); dropped connections are retried by
+    # the connection itself (connection_retries, auto_reconnect), unchanged
+    options = {"raise_last_call_error": True, "request_retries": REQUEST_RETRIES,
+               **client_options}
     client = telethon.TelegramClient(str(account.session_path), account.api_id, account.api_hash,
                             flood_sleep_threshold=flood_sleep_threshold, **options)
     if account.simulator is not None:

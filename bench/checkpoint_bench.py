@@ -1,73 +1,121 @@
 #!/usr/bin/env python3
-"""Claim + complete throughput of the cloner's SharedCheckpoint against litequeue and huey.
+"""Claim + complete throughput of the cloner's checkpoint against a raw loop, huey and litequeue.
 
 Each design gets the same work: N messages loaded into a fresh SQLite file, then P worker
 processes (real OS processes, started together) each loop "claim the next message, mark it
-complete" until nothing is left. Printed per design and process count: messages per second
-(wall time from the start signal to the last worker's exit) and duplicates (completions
-beyond one per message; must be 0).
+complete" until nothing is left. Printed per durability, design and process count:
+messages per second (wall time from the start signal to the last worker's exit),
+completions, duplicates (beyond one per message; must be 0) and failed workers (a worker
+that stopped on an error, e.g. starved past its busy timeout: counted as a failure).
 
-SharedCheckpoint uses the suite's settings (WAL, synchronous=NORMAL, BEGIN IMMEDIATE,
-UPDATE ... RETURNING), one message per claim; "SharedCheckpoint/10" claims 10 at a time
-(the cloner claims a page's units ahead) and completes each on its own. litequeue: pop()
-+ done() with its own WAL/NORMAL settings. huey: SqliteStorage.dequeue() (claim and delete
-in one transaction) + put_data() as the completion record, with huey's default settings
-(WAL, SQLite's default synchronous).
+Two durability levels, every design at the same one:
+- NORMAL (WAL, synchronous=NORMAL: a commit survives a crash of the process, not of the
+  machine): "raw UPDATE..RETURNING" is the floor, a bare sqlite3 loop on the checkpoint's
+  table (BEGIN IMMEDIATE; UPDATE ... RETURNING the next pending id; a second transaction
+  marks it done); "checkpoint" is SqliteCheckpoint.claim_next(1) + complete(); huey's
+  SqliteStorage dequeue() + put_data() with synchronous=NORMAL; litequeue pop() + done().
+- FULL (fsynced where it matters): "checkpoint, cloner path" is what the cloner really does
+  per message: claim, random_ids() (committed with synchronous=FULL before the send) and
+  complete: one fsync per message; "raw UPDATE..RETURNING" and huey with synchronous=FULL
+  (every commit fsynced).
+Also printed: what fsyncing the random_id commit (synchronous=FULL) costs per send.
+
+Goals (printed with the verdicts): at 8 processes the checkpoint at least 2x huey at both
+levels, no collapse from 4 to 8 processes, and claim + complete within 2x of the raw loop.
 
     pip install -r bench/requirements-bench.txt     # litequeue and huey, benchmark only
-    python bench/checkpoint_bench.py [--messages 20000] [--processes 1,2,4,8]
+    python bench/checkpoint_bench.py [--messages 10000] [--processes 1,2,4,8]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import multiprocessing as mp
 import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 SUITE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(SUITE_DIR))
 
-from clone_streaming import SharedCheckpoint  # noqa: E402
+from clone_streaming import SqliteCheckpoint  # noqa: E402
 from migrate_db import transaction  # noqa: E402
 
-DEFAULT_MESSAGES = 20_000
+DEFAULT_MESSAGES = 10_000
 DEFAULT_PROCESSES = "1,2,4,8"
 SOURCE = "-100777"
+TARGET = "-100778"
 START_TIMEOUT = 60.0
-CLAIM_BATCH = 10
-GOAL_HUEY = 1.5
-GOAL_LITEQUEUE = 10.0
+BUSY_TIMEOUT = 30.0
+GOAL_HUEY = 2.0            # the checkpoint at least this many times huey
+GOAL_RAW = 2.0             # claim + complete within this factor of the raw loop
+GOAL_SCALING = 0.8         # 8 processes at least this share of 4 processes' rate
 
 
 # ----------------------------------------------------------------------------- the designs
 # Each design: load(path, n) in the parent, work(path, worker) in a child -> completed ids.
 
 def checkpoint_load(path: Path, count: int) -> None:
-    checkpoint = SharedCheckpoint(path, "loader")
+    checkpoint = SqliteCheckpoint(path, "loader")
     with transaction(checkpoint.conn):
         checkpoint.conn.executemany(
-            "INSERT INTO messages (source_chat, msg_id) VALUES (?, ?)",
-            ((SOURCE, i) for i in range(1, count + 1)))
+            "INSERT INTO messages (source_chat, target_chat, msg_id) VALUES (?, ?, ?)",
+            ((SOURCE, TARGET, i) for i in range(1, count + 1)))
     checkpoint.close()
 
 
-def checkpoint_work(path: Path, worker: int, per_claim: int = 1) -> list[int]:
-    checkpoint = SharedCheckpoint(path, f"worker{worker}")
+def checkpoint_work(path: Path, worker: int) -> list[int]:
+    """claim_next + complete, the interface's own methods (NORMAL)."""
+    checkpoint = SqliteCheckpoint(path, f"worker{worker}")
+    checkpoint.bind(SOURCE, TARGET)
     completed = []
-    while ids := checkpoint.claim_next(SOURCE, per_claim):
-        completed += [i for i in ids if checkpoint.mark_done(SOURCE, i, i)]
+    while ids := checkpoint.claim_next(1):
+        completed += checkpoint.complete({i: i for i in ids})
     checkpoint.close()
     return completed
 
 
-def checkpoint_work_batched(path: Path, worker: int) -> list[int]:
-    """As the cloner claims a page: 10 messages per claim, each completed on its own."""
-    return checkpoint_work(path, worker, CLAIM_BATCH)
+def cloner_path_work(path: Path, worker: int) -> list[int]:
+    """What the cloner does per message: claim, random_ids (fsynced), complete."""
+    checkpoint = SqliteCheckpoint(path, f"worker{worker}")
+    checkpoint.bind(SOURCE, TARGET)
+    completed = []
+    while ids := checkpoint.claim_next(1):
+        checkpoint.random_ids(ids)
+        completed += checkpoint.complete({i: i for i in ids})
+    checkpoint.close()
+    return completed
+
+
+def raw_work(path: Path, worker: int, synchronous: str) -> list[int]:
+    """The floor: a bare loop of two BEGIN IMMEDIATE transactions per message."""
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT, isolation_level=None)
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    me, completed = f"worker{worker}", []
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        row = conn.execute(
+            """UPDATE messages SET status = 'processing', session = ?
+               WHERE source_chat = ? AND target_chat = ? AND msg_id = (
+                   SELECT msg_id FROM messages WHERE source_chat = ? AND target_chat = ?
+                     AND status = 'pending' ORDER BY msg_id LIMIT 1)
+               RETURNING msg_id""", (me, SOURCE, TARGET, SOURCE, TARGET)).fetchone()
+        conn.execute("COMMIT")
+        if row is None:
+            break
+        conn.execute("BEGIN IMMEDIATE")
+        done = conn.execute(
+            "UPDATE messages SET status = 'done', target_msg_id = msg_id "
+            "WHERE source_chat = ? AND target_chat = ? AND msg_id = ? AND session = ? "
+            "RETURNING msg_id", (SOURCE, TARGET, row[0], me)).fetchone()
+        conn.execute("COMMIT")
+        completed += [done[0]] if done else []
+    conn.close()
+    return completed
 
 
 def litequeue_load(path: Path, count: int) -> None:
@@ -83,7 +131,7 @@ def litequeue_load(path: Path, count: int) -> None:
 def litequeue_work(path: Path, worker: int) -> list[int]:
     from litequeue import LiteQueue
 
-    queue = LiteQueue(str(path), timeout=30)
+    queue = LiteQueue(str(path), timeout=BUSY_TIMEOUT)
     completed = []
     while (message := queue.pop()) is not None:
         queue.done(message.message_id)
@@ -95,16 +143,17 @@ def litequeue_work(path: Path, worker: int) -> list[int]:
 def huey_load(path: Path, count: int) -> None:
     from huey.storage import SqliteStorage
 
-    storage = SqliteStorage(name="bench", filename=str(path), timeout=30)
+    storage = SqliteStorage(name="bench", filename=str(path), timeout=BUSY_TIMEOUT)
     for i in range(1, count + 1):
         storage.enqueue(str(i).encode())
     storage.close()
 
 
-def huey_work(path: Path, worker: int) -> list[int]:
+def huey_work(path: Path, worker: int, synchronous: str) -> list[int]:
     from huey.storage import SqliteStorage
 
-    storage = SqliteStorage(name="bench", filename=str(path), timeout=30)
+    storage = SqliteStorage(name="bench", filename=str(path), timeout=BUSY_TIMEOUT)
+    storage.conn.execute(f"PRAGMA synchronous = {synchronous}")   # huey's fsync: 0 or 2 only
     completed = []
     while (data := storage.dequeue()) is not None:
         storage.put_data(b"done:" + data, b"1")
@@ -113,35 +162,59 @@ def huey_work(path: Path, worker: int) -> list[int]:
     return completed
 
 
-DESIGNS: dict[str, tuple[Callable[[Path, int], None], Callable[[Path, int], list[int]], str]] = {
-    "SharedCheckpoint": (checkpoint_load, checkpoint_work, ""),
-    "SharedCheckpoint/10": (checkpoint_load, checkpoint_work_batched, ""),
-    "litequeue": (litequeue_load, litequeue_work, "litequeue"),
-    "huey": (huey_load, huey_work, "huey"),
+def _raw_normal(path: Path, worker: int) -> list[int]:
+    return raw_work(path, worker, "NORMAL")
+
+
+def _raw_full(path: Path, worker: int) -> list[int]:
+    return raw_work(path, worker, "FULL")
+
+
+def _huey_normal(path: Path, worker: int) -> list[int]:
+    return huey_work(path, worker, "NORMAL")
+
+
+def _huey_full(path: Path, worker: int) -> list[int]:
+    return huey_work(path, worker, "FULL")
+
+
+Design = tuple[Callable[[Path, int], None], Callable[[Path, int], list[int]], str]
+DESIGNS: dict[str, dict[str, Design]] = {
+    "NORMAL": {
+        "raw UPDATE..RETURNING": (checkpoint_load, _raw_normal, ""),
+        "checkpoint": (checkpoint_load, checkpoint_work, ""),
+        "huey": (huey_load, _huey_normal, "huey"),
+        "litequeue": (litequeue_load, litequeue_work, "litequeue"),
+    },
+    "FULL": {
+        "raw UPDATE..RETURNING": (checkpoint_load, _raw_full, ""),
+        "checkpoint, cloner path": (checkpoint_load, cloner_path_work, ""),
+        "huey": (huey_load, _huey_full, "huey"),
+    },
 }
 
 
 # ----------------------------------------------------------------------------- running
 
-def _child(design: str, path: Path, worker: int, ready, results) -> None:
-    work = DESIGNS[design][1]
+def _child(level: str, design: str, path: Path, worker: int, ready, results) -> None:
+    work = DESIGNS[level][design][1]
     ready.wait(START_TIMEOUT)                  # every process imported, then all start
     try:
         results.put((work(path, worker), None))
-    except sqlite3.OperationalError as exc:    # e.g. starved past the busy timeout
-        results.put(([], str(exc)))
+    except sqlite3.Error as exc:               # e.g. starved past the busy timeout
+        results.put(([], f"{type(exc).__name__}: {exc}"))
 
 
-def run_design(design: str, count: int, processes: int,
+def run_design(level: str, design: str, count: int, processes: int,
                folder: Path) -> tuple[float, int, int, list[str]]:
     """(messages per second, completions, duplicates, worker failures) for one design and
     process count."""
-    load = DESIGNS[design][0]
-    path = folder / f"{design}-{processes}.db"
+    load = DESIGNS[level][design][0]
+    path = folder / f"{level}-{design.replace(' ', '_')}-{processes}.db"
     load(path, count)
     context = mp.get_context("spawn")
     ready, results = context.Barrier(processes + 1), context.Queue()
-    workers = [context.Process(target=_child, args=(design, path, w, ready, results))
+    workers = [context.Process(target=_child, args=(level, design, path, w, ready, results))
                for w in range(processes)]
     for worker in workers:
         worker.start()
@@ -151,14 +224,60 @@ def run_design(design: str, count: int, processes: int,
     elapsed = time.perf_counter() - began
     for worker in workers:
         worker.join()
-    every = [i for ids, _ in outcomes for i in ids]
     failures = [error for _, error in outcomes if error]
+    failures += [f"exit code {w.exitcode}" for w in workers if w.exitcode]
+    every = [i for ids, _ in outcomes for i in ids]
     return len(every) / elapsed, len(every), len(every) - len(set(every)), failures
+
+
+class NormalCheckpoint(SqliteCheckpoint):
+    """The checkpoint with its random_id commits at NORMAL, to price synchronous=FULL."""
+
+    @contextlib.contextmanager
+    def _durable(self) -> Iterator[None]:
+        with transaction(self.conn):
+            yield
+
+
+def random_id_commit_ms(folder: Path, count: int = 2000) -> tuple[float, float]:
+    """Milliseconds per random_ids() commit of one message, (FULL as shipped, NORMAL)."""
+    results = []
+    for kind in (SqliteCheckpoint, NormalCheckpoint):
+        checkpoint = kind(folder / f"{kind.__name__}.db", "one")
+        checkpoint.bind(SOURCE, TARGET)
+        checkpoint.claim(range(1, count + 1))
+        began = time.perf_counter()
+        for msg_id in range(1, count + 1):
+            checkpoint.random_ids([msg_id])
+        results.append((time.perf_counter() - began) * 1000 / count)
+        checkpoint.close()
+    return results[0], results[1]
 
 
 def installed(module: str) -> bool:
     """Whether a comparison library can be imported."""
     return not module or importlib.util.find_spec(module) is not None
+
+
+def verdicts(rates: dict[tuple[str, str, int], float], top: int) -> list[tuple[str, bool]]:
+    """The goals, each as (line, met)."""
+    lines = []
+    for level, ours in (("NORMAL", "checkpoint"), ("FULL", "checkpoint, cloner path")):
+        rival = rates.get((level, "huey", top))
+        if rival and (level, ours, top) in rates:
+            ratio = rates[level, ours, top] / rival
+            lines.append((f"{level}, {top} processes: {ours} {ratio:.1f}x huey "
+                          f"(goal >= {GOAL_HUEY:g}x)", ratio >= GOAL_HUEY))
+        if (level, ours, 4) in rates and (level, ours, 8) in rates:
+            share = rates[level, ours, 8] / rates[level, ours, 4]
+            lines.append((f"{level}: {ours} at 8 processes = {share:.2f} of 4 processes "
+                          f"(goal >= {GOAL_SCALING:g}, no collapse)", share >= GOAL_SCALING))
+    raw = rates.get(("NORMAL", "raw UPDATE..RETURNING", top))
+    if raw and ("NORMAL", "checkpoint", top) in rates:
+        factor = raw / rates["NORMAL", "checkpoint", top]
+        lines.append((f"NORMAL, {top} processes: the raw loop is {factor:.2f}x the checkpoint's "
+                      f"claim + complete (goal <= {GOAL_RAW:g}x)", factor <= GOAL_RAW))
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="messages per run (default: %(default)s)")
     parser.add_argument("--processes", default=DEFAULT_PROCESSES,
                         help="comma-separated process counts (default: %(default)s)")
+    parser.add_argument("--levels", default="NORMAL,FULL",
+                        help="durability levels to run (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
         counts = [int(p) for p in args.processes.split(",")]
@@ -175,34 +296,39 @@ def main(argv: list[str] | None = None) -> int:
                      "e.g. 1,2,4,8")
     if args.messages < 1 or min(counts) < 1:
         parser.error("--messages and --processes must be positive")
-    designs = [d for d, (_, _, module) in DESIGNS.items() if installed(module)]
-    for missing in DESIGNS.keys() - set(designs):
+    levels = [level.strip().upper() for level in args.levels.split(",")]
+    if not set(levels) <= set(DESIGNS):
+        parser.error(f"--levels: choose from {', '.join(DESIGNS)}")
+    for missing in {m for level in levels for _, _, m in DESIGNS[level].values()
+                    if not installed(m)}:
         print(f"{missing} not installed (pip install -r bench/requirements-bench.txt); "
               "skipped", file=sys.stderr)
-    rates: dict[tuple[str, int], float] = {}
-    duplicates_total = 0
+    rates: dict[tuple[str, str, int], float] = {}
+    duplicates_total, failed_total = 0, 0
     print(f"{args.messages} messages, claim + complete, processes: {args.processes}")
-    print(f"{'design':<20}{'procs':>6}{'msg/s':>10}{'completed':>11}{'duplicates':>12}")
+    print(f"{'durability':<11}{'design':<25}{'procs':>6}{'msg/s':>10}{'completed':>11}"
+          f"{'duplicates':>12}{'failed':>8}")
     with tempfile.TemporaryDirectory(prefix="checkpoint-bench-") as folder:
-        for processes in counts:
-            for design in designs:
-                rate, done, duplicates, failures = run_design(design, args.messages,
-                                                              processes, Path(folder))
-                rates[design, processes] = rate
-                duplicates_total += duplicates
-                note = f"  {len(failures)} worker(s) failed: {failures[0]}" if failures else ""
-                print(f"{design:<20}{processes:>6}{rate:>10,.0f}{done:>11}{duplicates:>12}"
-                      f"{note}", flush=True)
-    top = max(counts)
-    for ours in ("SharedCheckpoint", "SharedCheckpoint/10"):
-        for rival, goal in (("huey", GOAL_HUEY), ("litequeue", GOAL_LITEQUEUE)):
-            if (ours, top) in rates and (rival, top) in rates:
-                ratio = rates[ours, top] / rates[rival, top]
-                verdict = "meets" if ratio >= goal else "MISSES"
-                print(f"at {top} processes: {ours} {ratio:.1f}x {rival} "
-                      f"({verdict} the goal of {goal:g}x)")
-    print(f"duplicates in all runs: {duplicates_total}")
-    return 0 if duplicates_total == 0 else 1
+        for level in levels:
+            for processes in counts:
+                for design, (_, _, module) in DESIGNS[level].items():
+                    if not installed(module):
+                        continue
+                    rate, done, duplicates, failures = run_design(
+                        level, design, args.messages, processes, Path(folder))
+                    rates[level, design, processes] = rate
+                    duplicates_total += duplicates
+                    failed_total += len(failures)
+                    note = f"  {failures[0]}" if failures else ""
+                    print(f"{level:<11}{design:<25}{processes:>6}{rate:>10,.0f}{done:>11}"
+                          f"{duplicates:>12}{len(failures):>8}{note}", flush=True)
+        full, normal = random_id_commit_ms(Path(folder))
+    print(f"random_id commit (one process): {full:.2f} ms with synchronous=FULL, "
+          f"{normal:.2f} ms at NORMAL: durability costs {full - normal:.2f} ms per send")
+    for line, met in verdicts(rates, max(counts)):
+        print(f"{'meets' if met else 'MISSES'}: {line}")
+    print(f"duplicates in all runs: {duplicates_total}; failed workers: {failed_total}")
+    return 0 if duplicates_total == 0 and failed_total == 0 else 1
 
 
 if __name__ == "__main__":

@@ -469,3 +469,30 @@ def test_revoked_session_exits_3_with_the_login_command(demo) -> None:
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "telegram_session.py auth" in errors[0]
     assert "Traceback" not in result.stderr
+
+
+def test_second_target_and_second_source_on_one_checkpoint_each_clone_completely(
+        tmp_path: Path) -> None:
+    world = World.create(tmp_path / "world.db")
+    world.add_account("session1")
+    first = world.create_channel("S1", username="pair_source1", owner="session1")
+    second = world.create_channel("S2", username="pair_source2", owner="session1")
+    for chat in ("pair_target1", "pair_target3"):
+        world.create_channel(chat, username=chat, owner="session1")
+    for n in range(5):
+        world.post(first, f"one {n}")
+        world.post(second, f"two {n}")
+    folder = world.make_session_folder(tmp_path / "sessions" / "session1", "session1")
+    for source, target in (("@pair_source1", "@pair_target1"),
+                           ("@pair_source1", "@pair_target3"),
+                           ("@pair_source2", "@pair_target1")):
+        result = run(folder, "--once", "--source", source, "--target", target)
+        assert result.returncode == 0, result.stderr
+        assert "cloned 5" in result.stderr
+    assert [m.message for m in content(world, "@pair_target3")] == \
+        [f"one {n}" for n in range(5)]
+    assert [m.message for m in content(world, "@pair_target1")] == \
+        [f"one {n}" for n in range(5)] + [f"two {n}" for n in range(5)]
+    status = run(folder, "--status", "--source", "@pair_source1", "--target", "@pair_target1")
+    pairs = status.stdout.split("\n\n")[1].splitlines()[2:]
+    assert len(pairs) == 3 and all(line.split()[3] == "5" for line in pairs)   # done

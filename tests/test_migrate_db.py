@@ -137,10 +137,11 @@ def test_spec_queries_run_on_fresh_database(db, query):
 def test_next_pending_message_uses_an_index(db):
     plan = db.execute(
         "EXPLAIN QUERY PLAN SELECT msg_id FROM messages "
-        "WHERE source_chat = ? AND status = 'pending' ORDER BY msg_id LIMIT 1", ("x",)
+        "WHERE source_chat = ? AND target_chat = ? AND status = 'pending' "
+        "ORDER BY msg_id LIMIT 1", ("x", "y")
     ).fetchall()
     detail = " ".join(row[-1] for row in plan)
-    assert "INDEX idx_messages_source_status" in detail
+    assert "INDEX idx_messages_pair_status" in detail
     assert "TEMP B-TREE" not in detail
 
 

@@ -18,7 +18,7 @@ name=$(basename "$folder")
 python="$suite/.venv/bin/python"
 log="$folder/run.log"
 
-EXIT_USAGE=2; EXIT_AUTH=3; EXIT_SESSION=4; EXIT_INTERRUPTED=130
+EXIT_USAGE=2; EXIT_AUTH=3; EXIT_SESSION=4; EXIT_LIMITED=5; EXIT_INTERRUPTED=130
 MIN_PAUSE=${RUN_MIN_PAUSE:-5}; MAX_PAUSE=${RUN_MAX_PAUSE:-600}; HEALTHY_RUN=600   # seconds
 
 say() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) run.sh[$name]: $*" >&3; }
@@ -95,6 +95,7 @@ while true; do
       say "account needs logging in; not restarting. Run:"
       say "  cd $suite && .venv/bin/python telegram_session.py auth sessions/$name"
       finish "$code" ;;
+    "$EXIT_LIMITED") say "Telegram limited the account (see above); not restarting until then"; finish "$code" ;;
     "$EXIT_SESSION") say "session file or lock problem (see above); check with: .venv/bin/python telegram_session.py check sessions/$name"; finish "$code" ;;
   esac
   # a run that lasted a while was healthy: start the back-off again from the bottom

@@ -1,0 +1,86 @@
+"""Following a source: the reconciler catches what lost updates missed, an idle line is
+logged; with SYNC_EDITS/SYNC_DELETES edits and deletions reach the copies, also across a
+restart (on the simulated Telegram)."""
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from test_clone_streaming import SINGLE, content, run, start
+
+from telegram_sim import World
+
+WAIT = 60
+
+
+def wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def follow_world(tmp_path: Path, **env: str) -> tuple[World, int, Path]:
+    world = World.create(tmp_path / "world.db")
+    world.add_account("session1")
+    source = world.create_channel("Src", username="live_source", owner="session1")
+    world.create_channel("Dst", username="live_target", owner="session1")
+    world.post(source, "old")
+    folder = world.make_session_folder(tmp_path / "sessions" / "session1", "session1",
+                                       extra_env={"SOURCE_CHAT": "@live_source",
+                                                  "TARGET_CHAT": "@live_target",
+                                                  "COPY_MODE": "copy", **env})
+    return world, source, folder
+
+
+def stop(process) -> str:
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert "Traceback" not in err
+    return err
+
+
+def test_reconciler_clones_what_lost_updates_missed_and_idle_is_logged(
+        tmp_path: Path) -> None:
+    world, source, folder = follow_world(tmp_path, RECONCILE_SECONDS="0.3")
+    world.inject_fault("LOSE_UPDATES", account="session1")      # no new-message events
+    process = start(folder, script=SINGLE)
+    try:
+        wait_for(lambda: len(content(world, "@live_target")) == 1, "the backfill")
+        world.post(source, "new, its update lost")
+        wait_for(lambda: len(content(world, "@live_target")) == 2, "the reconciler")
+        newest = content(world, source)[-1].id
+        wait_for(lambda: f"following live_source: up to date, newest {newest}" in
+                 (folder / "clone.log").read_text(), "the idle line")
+    finally:
+        stop(process)
+    assert [m.message for m in content(world, "@live_target")] == \
+        ["old", "new, its update lost"]
+
+
+def test_edits_and_deletions_reach_the_copies_live_and_across_a_restart(
+        tmp_path: Path) -> None:
+    world, source, folder = follow_world(tmp_path, SYNC_EDITS="true", SYNC_DELETES="true",
+                                         RECONCILE_SECONDS="0.5")
+    ids = [content(world, source)[0].id] + [world.post(source, f"post {n}") for n in range(3)]
+    result = run(folder, "--once", script=SINGLE)
+    assert result.returncode == 0, result.stderr
+    # while stopped: an edit and a deletion, caught at the next start
+    world.edit(source, ids[1], "post 0, **edited** while stopped", parse_mode="md")
+    world.delete(source, [ids[2]])
+    result = run(folder, "--once", script=SINGLE)
+    assert result.returncode == 0, result.stderr
+    assert [(m.message, m.entities) for m in content(world, "@live_target")] == \
+        [(m.message, m.entities) for m in content(world, source)]
+    # live: the events
+    process = start(folder, script=SINGLE)
+    try:
+        wait_for(lambda: "following new messages" in (folder / "clone.log").read_text(),
+                 "the follow loop")
+        world.edit(source, ids[3], "post 2, edited live")
+        world.delete(source, [ids[0]])
+        wait_for(lambda: [m.message for m in content(world, "@live_target")] ==
+                 ["post 0, edited while stopped", "post 2, edited live"], "the live sync")
+    finally:
+        stop(process)
