@@ -119,9 +119,8 @@ def pg_server():
 @pytest.fixture
 def pg_url(pg_server: str):
     """A URL of a new, empty PostgreSQL database, dropped after the test."""
-    import psycopg
-
     import pg_cluster
+    import psycopg
 
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_server, autocommit=True) as conn:
