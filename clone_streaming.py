@@ -29,7 +29,7 @@ import tempfile
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -57,6 +57,11 @@ ORPHAN_FACTOR = 10                     # a claim with a stored random_id: others
 FORWARD_BATCH = 100                    # Telegram's limit of ids per forwardMessages
 FLOOD_SLEEP_THRESHOLD = 60             # shorter FloodWaits are slept inside Telethon
 FOLLOW_POLL_SECONDS = 30.0             # a follow pass at least this often, events or not
+AUDIT_IDS_SHOWN = 50                   # missing ids listed by --audit
+IDLE_LOG_SECONDS = 300.0               # "following ...: up to date" this often when idle
+LEGACY_CHECKPOINT_FILE = "checkpoint.txt"   # an earlier single-account cloner's resume id
+LEGACY_IMPORT_CHUNK = 5000
+LEGACY_NOTE = "cloned by an earlier clone_streaming.py (checkpoint.txt)"
 EVENT_SETTLE_SECONDS = 0.5             # lets an album's items all arrive before a pass
 WAIT_POLL_SECONDS = 0.02               # polling another account's claim (replies, order)
 RECENT_TARGET_SCAN = 200               # target messages searched after RANDOM_ID_DUPLICATE
@@ -943,6 +948,7 @@ class CloneConfig:
     progress_every: int
     progress_seconds: float
     once: bool
+    shared: bool                       # several accounts on one checkpoint
     silent: bool | None                # None: silent during the backfill only
 
 
@@ -1060,6 +1066,7 @@ def make_config(account: telegram_session.Account, args: argparse.Namespace,
                                         setting("progress_seconds", "PROGRESS_SECONDS"),
                                         DEFAULT_PROGRESS_SECONDS),
         once=bool(getattr(args, "once", False)),
+        shared=profile.shared,
         silent=_bool_setting("SILENT", setting("silent", "SILENT"), None),
     )
 
@@ -1147,9 +1154,13 @@ class Progress:
                 log.info("%s", self.line())
                 self.since_line, self.last_line = 0, now
 
+    def finished(self) -> int:
+        """Messages cloned, failed or skipped so far."""
+        return sum(self.counts[k] for k in ("cloned", "failed", "skipped"))
+
     def line(self) -> str:
         """e.g. 'progress: cloned 500, failed 0, skipped 3, 41.2 msg/s, ETA 12 s'."""
-        finished = sum(self.counts[k] for k in ("cloned", "failed", "skipped"))
+        finished = self.finished()
         elapsed = max(time.monotonic() - self.started, 1e-6)
         rate = finished / elapsed
         left = max(self.top_id - self.position, 0)
@@ -1275,6 +1286,8 @@ class Cloner:
         self.source_forum = bool(getattr(source, "forum", False))
         self.target_forum = bool(getattr(target, "forum", False))
         self.source_protected = bool(getattr(source, "noforwards", False))
+        self.source_basic = isinstance(source, types.Chat)
+        self.target_basic = isinstance(target, types.Chat)
         username = getattr(source, "username", None)
         self.source_aliases = {str(config.source_chat), str(source.id),
                                *((username, f"@{username}") if username else ())}
@@ -1291,17 +1304,51 @@ class Cloner:
 
     # ------------------------------------------------------------------ the run
 
-    async def run(self) -> None:
-        """Backfill (resuming from the checkpoint), then follow until stopped (or --once)."""
+    def prepare(self) -> None:
+        """Check the chats against the settings and bind the checkpoint to the pair (rows
+        of earlier runs filed under it; an earlier single-account checkpoint.txt honoured)."""
         if self.config.source_topic and not self.source_forum:
             raise ConfigError(f"SOURCE_TOPIC={self.config.source_topic} but the source is "
                               "not a forum; remove SOURCE_TOPIC")
         if self.config.target_topic and not self.target_forum:
             raise ConfigError(f"TARGET_TOPIC={self.config.target_topic} but the target is "
                               "not a forum; remove TARGET_TOPIC")
+        for key, is_basic in (("SOURCE_CHAT", self.source_basic),
+                              ("TARGET_CHAT", self.target_basic)):
+            if is_basic and self.config.shared:
+                raise ConfigError(
+                    f"{key}={getattr(self.config, key.lower())} is a basic group: its message "
+                    "ids differ from account to account, so accounts cannot share one "
+                    "checkpoint for it; clone it with one account (clone_streaming.py), or "
+                    "make it a supergroup")
         moved = self.checkpoint.bind(self.src, self.dst, self.source_aliases)
         if moved:
             log.info("%d checkpoint rows of an earlier run filed under %s", moved, self.src)
+        self.honour_checkpoint_txt()
+
+    def honour_checkpoint_txt(self) -> None:
+        """An earlier clone_streaming.py kept its resume point as one message id in
+        checkpoint.txt: on the pair's first run, everything up to it is recorded done."""
+        path = self.config.folder / LEGACY_CHECKPOINT_FILE
+        if not path.is_file() or self.checkpoint.resume_point() or self.checkpoint.owned():
+            return
+        text = path.read_text(encoding="utf-8").strip()
+        if not text.isdigit():
+            raise ConfigError(f"{path} holds {text[:40]!r}, not a message id; fix or remove it")
+        last = int(text)
+        for start in range(1, last + 1, LEGACY_IMPORT_CHUNK):
+            ids = self.checkpoint.claim(range(start, min(start + LEGACY_IMPORT_CHUNK, last + 1)))
+            self.checkpoint.complete(dict.fromkeys(ids), note=LEGACY_NOTE)
+        log.info("source messages up to %d were cloned by an earlier clone_streaming.py "
+                 "(%s): recorded done, not sent again", last, path.name)
+
+    async def run(self) -> None:
+        """Backfill (resuming from the checkpoint), then follow until stopped (or --once).
+
+        Following reads the source from the checkpoint's resume point on every new-message
+        event and every FOLLOW_POLL_SECONDS whatever the events (updates lost in a
+        reconnect are caught there), logging an idle line every IDLE_LOG_SECONDS."""
+        self.prepare()
         heartbeat = asyncio.create_task(self.keep_claims_alive())
         try:
             if self.source_forum and self.target_forum and self.config.auto_create_topics:
@@ -1316,12 +1363,20 @@ class Cloner:
                                           events.NewMessage(chats=self.source))
             self.silent = self.config.silent is True
             log.info("backfill done (%s); following new messages", self.progress.line())
+            idle_since = time.monotonic()
             while True:
-                with contextlib.suppress(TimeoutError):
+                with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.new_messages.wait(), FOLLOW_POLL_SECONDS)
                 await asyncio.sleep(EVENT_SETTLE_SECONDS)
                 self.new_messages.clear()
+                finished = self.progress.finished()
                 await self.backfill()
+                if self.progress.finished() != finished:
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since >= IDLE_LOG_SECONDS:
+                    log.info("following %s: up to date, newest %d", self.config.source_chat,
+                             max(self.last_seen, self.checkpoint.resume_point()))
+                    idle_since = time.monotonic()
         finally:
             heartbeat.cancel()
             released = self.checkpoint.give_back(self.checkpoint.owned())
@@ -1827,6 +1882,48 @@ class Cloner:
                     break
         return targets
 
+    # ------------------------------------------------------------------ audit
+
+    async def audit(self) -> tuple[str, int]:
+        """Every source message of the pair against the checkpoint and the target: the
+        report and how many are missing (no finished row, or a copy gone from the target)."""
+        source_ids = [m.id async for m in self.client.iter_messages(
+            self.source, reverse=True, wait_time=0)]
+        in_target = {m.id async for m in self.client.iter_messages(self.target, wait_time=0)}
+        rows = {msg_id: (status, target, error)
+                for msg_id, status, target, error in self.checkpoint.audit_rows()}
+        cloned, unknown_copy, missing = 0, 0, []
+        reasons: dict[tuple[str, str], int] = {}
+        for msg_id in source_ids:
+            status, target, error = rows.get(msg_id, (None, None, None))
+            if status == "done" and target is None:
+                unknown_copy += 1
+            elif status == "done" and target in in_target:
+                cloned += 1
+            elif status in ("failed", "skipped"):
+                key = (status, error or "(no reason recorded)")
+                reasons[key] = reasons.get(key, 0) + 1
+            else:
+                missing.append(msg_id)
+        lines = [f"audit of {self.config.source_chat} ({self.src}) -> "
+                 f"{self.config.target_chat} ({self.dst}): {len(source_ids)} source messages",
+                 f"cloned   {cloned + unknown_copy}"
+                 + (f" ({unknown_copy} without a recorded target id: {LEGACY_NOTE}, or "
+                    "sent before a restart)" if unknown_copy else "")]
+        for status in ("failed", "skipped"):
+            total = sum(n for (s, _), n in reasons.items() if s == status)
+            lines.append(f"{status:<8} {total}")
+            lines += [f"  {n:>6}  {why}" for (s, why), n in sorted(
+                reasons.items(), key=lambda item: -item[1]) if s == status]
+        lines.append(f"missing  {len(missing)}")
+        if missing:
+            shown = ", ".join(map(str, missing[:AUDIT_IDS_SHOWN]))
+            more = f" and {len(missing) - AUDIT_IDS_SHOWN} more" \
+                if len(missing) > AUDIT_IDS_SHOWN else ""
+            lines.append(f"  source ids (not cloned, or the copy is gone from the target): "
+                         f"{shown}{more}")
+        return "\n".join(lines), len(missing)
+
     # ------------------------------------------------------------------ topics
 
     async def target_topic_for(self, message: Any) -> int | None:
@@ -1885,7 +1982,8 @@ class Cloner:
         return None
 
     async def list_topics(self, peer: Any) -> dict[int, Any]:
-        """Every topic of a forum, page by page."""
+        """Every topic of a forum, page by page as Telegram pages them: the next page starts
+        after the last topic's top message (its date and id) and the topic's id."""
         topics: dict[int, Any] = {}
         offset_date, offset_id, offset_topic = None, 0, 0
         while True:
@@ -1899,7 +1997,8 @@ class Cloner:
             last = page.topics[-1]
             offset_topic = last.id
             offset_id = getattr(last, "top_message", 0)
-            offset_date = getattr(last, "date", None)
+            top = next((m for m in page.messages if m.id == offset_id), None)
+            offset_date = top.date if top is not None else getattr(last, "date", None)
 
     def write_topic_map(self) -> None:
         """topic_map.json in the account folder, for people (the database is the truth)."""
@@ -2016,8 +2115,10 @@ def media_temp_dir(account: telegram_session.Account) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
 
 
-async def clone(account: telegram_session.Account, config: CloneConfig) -> Progress:
-    """Open the account, resolve the chats and run the cloner; returns its counts."""
+@contextlib.asynccontextmanager
+async def open_cloner(account: telegram_session.Account,
+                      config: CloneConfig) -> AsyncIterator[Cloner]:
+    """The account's client and checkpoint, the chats resolved: a Cloner for the pair."""
     checkpoint = open_checkpoint(config)
     try:
         async with telegram_session.open_client(
@@ -2025,18 +2126,34 @@ async def clone(account: telegram_session.Account, config: CloneConfig) -> Progr
             source = await resolve_chat(client, account, "SOURCE_CHAT", config.source_chat)
             target = await resolve_chat(client, account, "TARGET_CHAT", config.target_chat)
             temp_dir = media_temp_dir(account)
-            cloner = Cloner(client, account, checkpoint, config, source, target, temp_dir)
-            log.info("account %s: cloning %s into %s (mode %s%s), checkpoint %s",
-                     account.name, cloner.src, cloner.dst, config.copy_mode,
-                     ", ordered" if config.ordered else "", checkpoint_name(config))
             try:
-                await cloner.run()
+                yield Cloner(client, account, checkpoint, config, source, target, temp_dir)
             finally:
-                log.info("%s", cloner.progress.summary())
                 shutil.rmtree(temp_dir, ignore_errors=True)
-            return cloner.progress
     finally:
         checkpoint.close()
+
+
+async def clone(account: telegram_session.Account, config: CloneConfig) -> Progress:
+    """Open the account, resolve the chats and run the cloner; returns its counts."""
+    async with open_cloner(account, config) as cloner:
+        log.info("account %s: cloning %s into %s (mode %s%s), checkpoint %s",
+                 account.name, cloner.src, cloner.dst, config.copy_mode,
+                 ", ordered" if config.ordered else "", checkpoint_name(config))
+        try:
+            await cloner.run()
+        finally:
+            log.info("%s", cloner.progress.summary())
+        return cloner.progress
+
+
+async def audit(account: telegram_session.Account, config: CloneConfig) -> int:
+    """--audit: print the pair's audit; returns 1 if anything is missing, else 0."""
+    async with open_cloner(account, config) as cloner:
+        cloner.prepare()
+        text, missing = await cloner.audit()
+    print(text)
+    return telegram_session.EXIT_FAILURE if missing else telegram_session.EXIT_OK
 
 
 def build_parser(profile: Profile) -> argparse.ArgumentParser:
@@ -2086,6 +2203,10 @@ def build_parser(profile: Profile) -> argparse.ArgumentParser:
     run.add_argument("--status", action="store_true",
                      help="print the checkpoint's state per chat pair, failures by reason, "
                           "and exit (no Telegram)")
+    run.add_argument("--audit", action="store_true",
+                     help="compare the source's ids with the target's for the pair: cloned, "
+                          "failed (why), skipped (why), missing; exit 1 if anything is "
+                          "missing")
     run.add_argument("--retry-failed", action="store_true",
                      help="make every failed message pending again (the next run clones it) "
                           "and exit (no Telegram)")
@@ -2125,6 +2246,8 @@ def main(argv: list[str] | None = None, profile: Profile = SINGLE) -> int:
         return telegram_session.EXIT_OK
     try:
         setup_logging(account.folder)
+        if args.audit:
+            return asyncio.run(audit(account, config))
         asyncio.run(clone(account, config))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
