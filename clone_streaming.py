@@ -2241,7 +2241,7 @@ def main(argv: list[str] | None = None, profile: Profile = SINGLE) -> int:
             print(offline_command(args, config))
         except (OSError, sqlite3.Error, psycopg.Error) as exc:
             print(f"error: checkpoint {checkpoint_name(config)}: "
-                  f"{migrate_db.redact_url(str(exc).strip())}", file=sys.stderr)
+                  f"{migrate_db.error_line(exc)}", file=sys.stderr)
             return telegram_session.EXIT_FAILURE
         return telegram_session.EXIT_OK
     try:
@@ -2271,7 +2271,7 @@ def main(argv: list[str] | None = None, profile: Profile = SINGLE) -> int:
     except (OSError, sqlite3.Error, psycopg.Error) as exc:
         log.debug("details of the failure", exc_info=True)     # clone.log only
         print(f"error: account {account.name}: {type(exc).__name__}: "
-              f"{migrate_db.redact_url(str(exc).strip())}", file=sys.stderr)
+              f"{migrate_db.error_line(exc)}", file=sys.stderr)
         return telegram_session.EXIT_FAILURE
     return telegram_session.EXIT_OK
 

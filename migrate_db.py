@@ -340,6 +340,11 @@ def redact_url(text: str) -> str:
     return re.sub(r"(?i)(password\s*=\s*)('[^']*'|[^&\s]+)", r"\1***", text)
 
 
+def error_line(exc: BaseException) -> str:
+    """An exception as one line of text, passwords redacted (libpq's messages span lines)."""
+    return redact_url(" ".join(str(exc).split()) or type(exc).__name__)
+
+
 def pg_schema_statements() -> list[str]:
     """The statements of schema_pg.sql, in file order, comments stripped."""
     lines = [line for line in PG_SCHEMA_PATH.read_text(encoding="utf-8").splitlines()
@@ -529,8 +534,7 @@ def postgres_command(args: argparse.Namespace) -> int:
         print(f"error: {exc}; nothing was copied", file=sys.stderr)
         return 1
     except (OSError, sqlite3.Error, psycopg.Error) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"error: {redact_url(message)}; nothing was changed", file=sys.stderr)
+        print(f"error: {error_line(exc)}; nothing was changed", file=sys.stderr)
         return 1
     return 0
 

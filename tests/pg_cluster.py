@@ -37,7 +37,7 @@ def bin_dir() -> Path:
     """The folder of initdb/pg_ctl: PG_BINDIR, the PATH, or Debian's newest version."""
     candidates = [os.environ.get("PG_BINDIR", "")]
     on_path = shutil.which("pg_ctl")
-    candidates.append(str(Path(on_path).parent) if on_path else "")
+    candidates.append(str(Path(on_path).resolve().parent) if on_path else "")
     candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"),
                          key=lambda p: int(Path(p).parent.name), reverse=True)
     for folder in filter(None, candidates):
