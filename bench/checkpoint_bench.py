@@ -14,26 +14,39 @@ UPDATE ... RETURNING), one message per claim; "SqliteCheckpoint/10" claims 10 at
 in one transaction) + put_data() as the completion record, with huey's default settings
 (WAL, SQLite's default synchronous).
 
-    pip install -r bench/requirements-bench.txt     # litequeue and huey, benchmark only
+With --db-url postgresql://... (a server where the user may create databases) the same run
+measures the PostgreSQL designs too, each in a new database of that server dropped after
+it: PostgresCheckpoint (FOR UPDATE SKIP LOCKED, server-clock leases), PostgresCheckpoint/10,
+and pgqueuer: Queries.dequeue() (FOR UPDATE SKIP LOCKED, status 'picked') + log_jobs()
+'successful' as the completion, over psycopg's async driver.
+
+    pip install -r bench/requirements-bench.txt     # litequeue, huey, pgqueuer: bench only
     python bench/checkpoint_bench.py [--messages 20000] [--processes 1,2,4,8]
+                                     [--db-url postgresql://user@host:5432/postgres]
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import importlib.util
 import multiprocessing as mp
 import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
+
+import psycopg
 
 SUITE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(SUITE_DIR))
 
-from clone_streaming import SqliteCheckpoint  # noqa: E402
-from migrate_db import transaction  # noqa: E402
+from clone_streaming import PostgresCheckpoint, SqliteCheckpoint  # noqa: E402
+from migrate_db import is_postgres_url, redact_url, transaction  # noqa: E402
 
 DEFAULT_MESSAGES = 20_000
 DEFAULT_PROCESSES = "1,2,4,8"
@@ -115,12 +128,74 @@ def huey_work(path: Path, worker: int) -> list[int]:
     return completed
 
 
+def pg_checkpoint_load(url: str, count: int) -> None:
+    checkpoint = PostgresCheckpoint(url, "loader")
+    with checkpoint.conn.cursor().copy(
+            "COPY messages (source_chat, target_chat, msg_id) FROM STDIN") as copy:
+        for i in range(1, count + 1):
+            copy.write_row((SOURCE, TARGET, i))
+    checkpoint.close()
+
+
+def pg_checkpoint_work(url: str, worker: int, per_claim: int = 1) -> list[int]:
+    checkpoint = PostgresCheckpoint(url, f"worker{worker}")
+    checkpoint.bind(SOURCE, TARGET)
+    completed = []
+    while ids := checkpoint.claim_next(per_claim):
+        completed += [i for i in ids if checkpoint.complete({i: i})]
+    checkpoint.close()
+    return completed
+
+
+def pg_checkpoint_work_batched(url: str, worker: int) -> list[int]:
+    return pg_checkpoint_work(url, worker, CLAIM_BATCH)
+
+
+async def _pgqueuer(url: str):
+    from pgqueuer.queries import Queries
+
+    conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    return conn, Queries.from_psycopg_connection(conn)
+
+
+def pgqueuer_load(url: str, count: int) -> None:
+    async def load() -> None:
+        conn, queries = await _pgqueuer(url)
+        await queries.install()
+        for first in range(1, count + 1, 1000):
+            batch = range(first, min(first + 1000, count + 1))
+            await queries.enqueue(["bench"] * len(batch), [str(i).encode() for i in batch],
+                                  [0] * len(batch))
+        await conn.close()
+    asyncio.run(load())
+
+
+def pgqueuer_work(url: str, worker: int) -> list[int]:
+    from pgqueuer.queries import EntrypointExecutionParameter
+
+    async def work() -> list[int]:
+        conn, queries = await _pgqueuer(url)
+        entrypoints = {"bench": EntrypointExecutionParameter(concurrency_limit=0)}
+        manager, completed = uuid.uuid4(), []
+        while jobs := await queries.dequeue(1, entrypoints, manager, None,
+                                            timedelta(seconds=30)):
+            await queries.log_jobs([(job, "successful", None) for job in jobs])
+            completed += [int(job.payload) for job in jobs]
+        await conn.close()
+        return completed
+    return asyncio.run(work())
+
+
 DESIGNS: dict[str, tuple[Callable[[Path, int], None], Callable[[Path, int], list[int]], str]] = {
     "SqliteCheckpoint": (checkpoint_load, checkpoint_work, ""),
     "SqliteCheckpoint/10": (checkpoint_load, checkpoint_work_batched, ""),
     "litequeue": (litequeue_load, litequeue_work, "litequeue"),
     "huey": (huey_load, huey_work, "huey"),
+    "PostgresCheckpoint": (pg_checkpoint_load, pg_checkpoint_work, ""),
+    "PostgresCheckpoint/10": (pg_checkpoint_load, pg_checkpoint_work_batched, ""),
+    "pgqueuer": (pgqueuer_load, pgqueuer_work, "pgqueuer"),
 }
+ON_POSTGRES = {"PostgresCheckpoint", "PostgresCheckpoint/10", "pgqueuer"}
 
 
 # ----------------------------------------------------------------------------- running
@@ -130,16 +205,37 @@ def _child(design: str, path: Path, worker: int, ready, results) -> None:
     ready.wait(START_TIMEOUT)                  # every process imported, then all start
     try:
         results.put((work(path, worker), None))
-    except sqlite3.OperationalError as exc:    # e.g. starved past the busy timeout
-        results.put(([], str(exc)))
+    except (sqlite3.OperationalError, psycopg.OperationalError) as exc:
+        results.put(([], str(exc)))                # e.g. starved past the busy timeout
 
 
-def run_design(design: str, count: int, processes: int,
-               folder: Path) -> tuple[float, int, int, list[str]]:
+@contextlib.contextmanager
+def new_database(server_url: str, name: str) -> Iterator[str]:
+    """A new database on the server of `server_url` (its URL), dropped afterwards."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield server_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run_design(design: str, count: int, processes: int, folder: Path,
+               db_url: str | None = None) -> tuple[float, int, int, list[str]]:
     """(messages per second, completions, duplicates, worker failures) for one design and
     process count."""
+    if design in ON_POSTGRES:
+        name = "bench_" + "".join(c if c.isalnum() else "_" for c in design.lower())
+        with new_database(db_url, f"{name}_{processes}") as url:
+            return _run(design, url, count, processes)
+    return _run(design, folder / f"{design}-{processes}.db", count, processes)
+
+
+def _run(design: str, path: Path | str, count: int,
+         processes: int) -> tuple[float, int, int, list[str]]:
     load = DESIGNS[design][0]
-    path = folder / f"{design}-{processes}.db"
     load(path, count)
     context = mp.get_context("spawn")
     ready, results = context.Barrier(processes + 1), context.Queue()
@@ -169,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="messages per run (default: %(default)s)")
     parser.add_argument("--processes", default=DEFAULT_PROCESSES,
                         help="comma-separated process counts (default: %(default)s)")
+    parser.add_argument("--db-url", metavar="URL",
+                        help="also measure the PostgreSQL designs on this server "
+                             "(postgresql://user@host:5432/postgres; the user creates and "
+                             "drops one database per run)")
     args = parser.parse_args(argv)
     try:
         counts = [int(p) for p in args.processes.split(",")]
@@ -177,19 +277,26 @@ def main(argv: list[str] | None = None) -> int:
                      "e.g. 1,2,4,8")
     if args.messages < 1 or min(counts) < 1:
         parser.error("--messages and --processes must be positive")
-    designs = [d for d, (_, _, module) in DESIGNS.items() if installed(module)]
-    for missing in DESIGNS.keys() - set(designs):
+    if args.db_url and not is_postgres_url(args.db_url):
+        parser.error(f"--db-url {redact_url(args.db_url)}: give a postgresql:// URL")
+    designs = [d for d, (_, _, module) in DESIGNS.items() if installed(module)
+               and (args.db_url or d not in ON_POSTGRES)]
+    for missing in DESIGNS.keys() - set(designs) - (set() if args.db_url else ON_POSTGRES):
         print(f"{missing} not installed (pip install -r bench/requirements-bench.txt); "
               "skipped", file=sys.stderr)
+    if not args.db_url:
+        print("PostgreSQL designs skipped (give --db-url postgresql://...)", file=sys.stderr)
     rates: dict[tuple[str, int], float] = {}
     duplicates_total = 0
-    print(f"{args.messages} messages, claim + complete, processes: {args.processes}")
+    print(f"{args.messages} messages, claim + complete, processes: {args.processes}"
+          + (f", PostgreSQL {redact_url(args.db_url)}" if args.db_url else ""))
     print(f"{'design':<20}{'procs':>6}{'msg/s':>10}{'completed':>11}{'duplicates':>12}")
     with tempfile.TemporaryDirectory(prefix="checkpoint-bench-") as folder:
         for processes in counts:
             for design in designs:
                 rate, done, duplicates, failures = run_design(design, args.messages,
-                                                              processes, Path(folder))
+                                                              processes, Path(folder),
+                                                              args.db_url)
                 rates[design, processes] = rate
                 duplicates_total += duplicates
                 note = f"  {len(failures)} worker(s) failed: {failures[0]}" if failures else ""
@@ -203,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
                 verdict = "meets" if ratio >= goal else "MISSES"
                 print(f"at {top} processes: {ours} {ratio:.1f}x {rival} "
                       f"({verdict} the goal of {goal:g}x)")
+    for ours in ("PostgresCheckpoint", "PostgresCheckpoint/10"):
+        if (ours, top) in rates and ("pgqueuer", top) in rates:
+            print(f"at {top} processes: {ours} "
+                  f"{rates[ours, top] / rates['pgqueuer', top]:.1f}x pgqueuer")
     print(f"duplicates in all runs: {duplicates_total}")
     return 0 if duplicates_total == 0 else 1
 
