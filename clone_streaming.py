@@ -576,8 +576,11 @@ class PostgresCheckpoint(Checkpoint):
     Every state change is one transaction. Claims lock their rows with `FOR UPDATE SKIP
     LOCKED`: rows another session is claiming at that instant are skipped, never waited
     for, and an album is taken only if every member could be locked. Times come from the
-    server's clock (now()), so the VPSes' clocks do not matter for leases. Commits that
-    store a random_id are made with `synchronous_commit = on` (on disk before the send).
+    server's clock (now()), so the VPSes' clocks do not matter for leases. As SQLite's
+    NORMAL and FULL: commits run with `synchronous_commit = off` (a server crash may undo
+    the last fraction of a second of them, never half of one), except those that store a
+    random_id, made with `synchronous_commit = on` (on disk before the send; flushing them
+    flushes every earlier commit too).
     """
 
     def __init__(self, url: str, session_name: str, *,
@@ -585,6 +588,7 @@ class PostgresCheckpoint(Checkpoint):
         super().__init__(session_name, claim_timeout=claim_timeout)
         self.url = url
         self.conn = migrate_db.pg_connect(url)
+        self.conn.execute("SET synchronous_commit = off")
 
     def close(self) -> None:
         self.conn.close()

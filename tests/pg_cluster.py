@@ -5,10 +5,14 @@ PostgreSQL refuses to run as root, so under root (CI) the cluster belongs to PG_
 (default `nobody`) and the commands run through `runuser`. The superuser `postgres` has a
 password (scram-sha-256 over TCP), so the tests see a URL with a password as operators do.
 
-    python tests/pg_cluster.py      # start one by hand: prints its URL, Ctrl+C stops it
+    python tests/pg_cluster.py [--durable]   # by hand: prints its URL, Ctrl+C stops it
+
+The tests' cluster trades durability for speed (fsync, synchronous_commit and
+full_page_writes off); --durable keeps PostgreSQL's defaults, as for benchmarks.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import glob
 import os
@@ -54,9 +58,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def cluster() -> Iterator[str]:
+def cluster(*, fast: bool = True) -> Iterator[str]:
     """Start a cluster, yield its URL (postgresql://postgres:PASSWORD@127.0.0.1:PORT/postgres),
-    stop it and delete its folder afterwards."""
+    stop it and delete its folder afterwards. `fast`: no fsync (a test cluster)."""
     binaries = bin_dir()
     folder = Path(tempfile.mkdtemp(prefix="pgtest-"))
     command_prefix: list[str] = []
@@ -85,8 +89,9 @@ def cluster() -> Iterator[str]:
         run(str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "-E", "UTF8",
             "--no-sync", "--auth-local=trust", "--auth-host=scram-sha-256",
             f"--pwfile={folder / 'pw'}")
-        options = (f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        if fast:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         run(str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l",
             str(folder / "server.log"), "-w", "-t", str(START_TIMEOUT), "start")
     except (ClusterUnavailable, OSError, subprocess.TimeoutExpired) as exc:
@@ -107,7 +112,10 @@ def database_url(server_url: str, name: str) -> str:
 
 
 if __name__ == "__main__":
-    with cluster() as url:
+    parser = argparse.ArgumentParser(description="Start a throw-away PostgreSQL cluster.")
+    parser.add_argument("--durable", action="store_true",
+                        help="keep fsync and synchronous_commit on (benchmarks)")
+    with cluster(fast=not parser.parse_args().durable) as url:
         print(url, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()

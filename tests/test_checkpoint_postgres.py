@@ -155,6 +155,7 @@ def test_password_from_pgpassword_and_random_ids_committed_durably(
         a.conn.pgconn.trace(handle.fileno())
         a.random_ids([1])
         a.conn.pgconn.untrace()
+    assert a.conn.execute("SHOW synchronous_commit").fetchone() == ("off",)   # the others
     a.close()
     sent = trace.read_text()
     durable = sent.index("SET LOCAL synchronous_commit = on")
