@@ -144,3 +144,38 @@ def test_two_vpses_share_one_postgresql_checkpoint_despite_sigkill(
           f"done per account {dict(sorted(by_account.items()))}, "
           f"{len(targets)} target messages, {len(albums)} albums, {len(replies)} replies, "
           f"{len(target_topics)} topics, {time.monotonic() - began:.0f} s")
+
+
+def test_ordered_mode_and_audit_on_postgresql(tmp_path: Path, pg_url: str) -> None:
+    world = World.create(tmp_path / "world.db")
+    for name in ("session1", "session3"):
+        world.add_account(name)
+    source = world.create_channel("Src", username="ord_source", owner="session1",
+                                  members=["session3"])
+    world.create_channel("Dst", username="ord_target", owner="session1", admins=["session3"])
+    build_history(world, source, 120, album_share=0.1, media_share=0.1, reply_share=0.1,
+                  seed=3)
+    folders = [world.make_session_folder(
+        tmp_path / vps / "sessions" / name, name, extra_env={
+            "SOURCE_CHAT": "@ord_source", "TARGET_CHAT": "@ord_target", "COPY_MODE": "copy",
+            "ORDERED": "true", "SHARED_DB_URL": pg_url})
+        for vps, name in (("vps1", "session1"), ("vps2", "session3"))]
+    # session1 is held up on its first send while session3 goes on: order must still hold
+    world.inject_fault("FLOOD_WAIT", seconds=2, account="session1", times=1,
+                       request="SendMessageRequest")
+    workers = [start(folders[0])]
+    deadline = time.monotonic() + RUN_LIMIT
+    while not world.faults()[0]["fired"] and workers[0].poll() is None:
+        assert time.monotonic() < deadline, "session1 never hit its fault"
+        time.sleep(0.05)
+    workers.append(start(folders[1]))
+    for process in workers:
+        _, err = process.communicate(timeout=RUN_LIMIT)
+        assert process.returncode == 0, err[-2000:]
+    sources = [m for m in world.messages(source) if isinstance(m, types.Message)]
+    targets = [m for m in world.messages("@ord_target") if isinstance(m, types.Message)]
+    assert [m.message for m in targets] == [m.message for m in sources]
+    assert set(done_by_account(pg_url)) == {"session1", "session3"}
+    audit = subprocess.run([sys.executable, str(SHARED), "--audit"], cwd=folders[1],
+                           capture_output=True, text=True, timeout=RUN_LIMIT)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
