@@ -38,7 +38,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,8 @@ import migrate_db
 import telegram_session
 from migrate_db import transaction
 from telegram_session import format_time
+
+UTC = timezone.utc        # datetime.UTC is Python 3.11+
 
 # ----------------------------------------------------------------------------- settings
 
@@ -73,7 +75,6 @@ NETWORK_BACKOFF_START = 2.0                # seconds; doubles up to retry.networ
 WORKER_RESTARTS = 5                        # a crashing worker is restarted this many times
 RESTART_PAUSE_MAX = 60.0
 STOP_WAIT_SECONDS = 30.0
-LEGACY_TIME = "%Y-%m-%d %H:%M:%S"        # attempted_at of the earlier system (UTC)
 ANY_TIME = datetime(1970, 1, 1, tzinfo=UTC)  # next_available_at '': a chat never sent to
 PLAN_LINES = 50                            # chats listed by `plan` before "... N more"
 
@@ -122,7 +123,7 @@ class Clock:
         if wake is None:
             await asyncio.sleep(max(0.0, seconds))
             return
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=max(0.0, seconds))
 
 
@@ -466,27 +467,40 @@ def read_texts(path: Path) -> list[str]:
 
 
 def import_texts(conn: sqlite3.Connection, texts: Sequence[str], *, replace: bool,
-                 now: datetime) -> tuple[int, int]:
-    """Store the texts to send (identical active ones once); returns (added, already there).
-    With `replace` the earlier texts are set inactive first."""
+                 now: datetime, group: str | None = None) -> tuple[int, int]:
+    """Store the texts to send to the chats of `group` (None: of every group), identical
+    active ones once; returns (added, already there). With `replace` the earlier texts of
+    that group (None: every text) are set inactive first."""
     added = 0
     with transaction(conn):
         if replace:
-            conn.execute("UPDATE campaign_texts SET is_active = 0")
+            conn.execute("UPDATE campaign_texts SET is_active = 0 WHERE ? IS NULL OR "
+                         "group_id = ?", (group, group))
         for text in dict.fromkeys(texts):
             exists = conn.execute("SELECT id FROM campaign_texts WHERE text = ? AND "
-                                  "is_active = 1", (text,)).fetchone()
+                                  "group_id IS ? AND is_active = 1", (text, group)).fetchone()
             if not exists:
-                conn.execute("INSERT INTO campaign_texts (text, is_active, created_at) "
-                             "VALUES (?, 1, ?)", (text, to_text(now)))
+                conn.execute("INSERT INTO campaign_texts (text, group_id, is_active, "
+                             "created_at) VALUES (?, ?, 1, ?)", (text, group, to_text(now)))
                 added += 1
     return added, len(texts) - added
 
 
-def active_texts(conn: sqlite3.Connection) -> list[tuple[int, str]]:
-    """(id, text) of the texts to send, in import order."""
-    return conn.execute("SELECT id, text FROM campaign_texts WHERE is_active = 1 "
-                        "ORDER BY id").fetchall()
+def active_texts(conn: sqlite3.Connection, group: str | None = None) -> list[tuple[int, str]]:
+    """(id, text) of the texts to send to a chat of `group` (its own and those for every
+    group; None: every active text), in import order."""
+    return conn.execute("SELECT id, text FROM campaign_texts WHERE is_active = 1 AND "
+                        "(? IS NULL OR group_id IS NULL OR group_id = ?) ORDER BY id",
+                        (group, group)).fetchall()
+
+
+def groups_without_texts(conn: sqlite3.Connection, group: str | None) -> list[str]:
+    """The groups (of `group`, or all) with chats to message but no active text for them."""
+    clause, args = _group_clause(group)
+    groups = [g for (g,) in conn.execute(
+        f"SELECT DISTINCT group_id FROM tasks WHERE is_blocked = 0 {clause} ORDER BY group_id",
+        args)]
+    return [g for g in groups if not active_texts(conn, g)]
 
 
 # ----------------------------------------------------------------------------- profiles
@@ -522,8 +536,9 @@ def add_profile(conn: sqlite3.Connection, folder: Path, now: datetime) -> tuple[
                          (_stored_folder(account.folder), row[0]))
             return Profile(row[0], account.name, account.folder), False
         cursor = conn.execute(
-            "INSERT INTO profiles (profile_name, folder, is_active, created_at) "
-            "VALUES (?, ?, 1, ?)", (account.name, _stored_folder(account.folder), to_text(now)))
+            "INSERT INTO profiles (profile_id, profile_name, folder, is_active, created_at) "
+            "VALUES (?, ?, ?, 1, ?)", (str(uuid.uuid4()), account.name,
+                                       _stored_folder(account.folder), to_text(now)))
     return Profile(cursor.lastrowid, account.name, account.folder), True
 
 
@@ -554,21 +569,15 @@ def _profile_folder(name: str, stored: str | None) -> Path:
 
 def window_sends(conn: sqlite3.Connection, profile_id: int, now: datetime) -> list[datetime]:
     """When this account's successful sends of the last 60 minutes happened, oldest first
-    (every run counts: max_messages_per_hour is global). Rows of the earlier system, stamped
-    'YYYY-MM-DD HH:MM:SS', count too. The two formats sort apart only within one day ('T'
-    sorts after ' '), so each is asked for by its own ranges, legacy ones one day at a time:
-    a window across midnight then never scans a day of the other format."""
-    start = now - WINDOW
-    query = ("SELECT attempted_at FROM task_attempts WHERE profile_id = ? "
-             "AND status = 'success' AND attempted_at > ? AND attempted_at <= ?")
-    rows = conn.execute(query + " AND attempted_at LIKE '%T%'",
-                        (profile_id, to_text(start), to_text(now))).fetchall()
-    day = start.astimezone(UTC).date()
-    while day <= now.astimezone(UTC).date():
-        low = max(start.astimezone(UTC).strftime(LEGACY_TIME), f"{day} ")
-        high = min(now.astimezone(UTC).strftime(LEGACY_TIME), f"{day} 23:59:59")
-        rows += conn.execute(query, (profile_id, low, high)).fetchall()
-        day += timedelta(days=1)
+    (every run counts: max_messages_per_hour is global). Sends stamped later than `now`
+    count too: after the clock is stepped back they are still recent, and forgetting them
+    would allow extra sends. The earlier system's attempts name the account by its external
+    profile_id; they count the same."""
+    rows = conn.execute(
+        "SELECT attempted_at FROM task_attempts WHERE profile_id IN "
+        "(?, (SELECT profile_id FROM profiles WHERE id = ?)) "
+        "AND status = 'success' AND attempted_at > ?",
+        (profile_id, profile_id, to_text(now - WINDOW))).fetchall()
     return sorted(from_text(value) for (value,) in rows)
 
 
@@ -618,26 +627,31 @@ WHERE id = (SELECT id FROM tasks INDEXED BY {index}
             WHERE current_run_id = :run AND status = 'pending' AND open_attempt_id IS NULL
               AND run_sent < {limit} AND next_available_at <= :now
             ORDER BY next_available_at, id LIMIT 1)
-RETURNING id, chat_username, run_sent, run_carry, completed_cycles"""
+RETURNING id, chat_username, run_sent, run_carry, completed_cycles, group_id"""
 CLAIM_CARRY_SQL = _CLAIM_SQL.format(index="idx_tasks_claim_carry", limit="run_carry")
 CLAIM_OWN_SQL = _CLAIM_SQL.format(index="idx_tasks_claim", limit="run_quota")
 
 
 def claim_next(conn: sqlite3.Connection, run_id: str, profile_id: int, now: datetime,
-               texts: Sequence[tuple[int, str]], order: str = "rotation",
-               rng: random.Random | None = None, pid: int | None = None) -> Claim | None:
+               order: str = "rotation", rng: random.Random | None = None,
+               pid: int | None = None) -> Claim | None:
     """Atomically take the next chat this run owes a send (carry-over first) and record the
-    attempt, with its random_id, before anything is sent. None when nothing is due now."""
+    attempt, with its random_id and one of the chat's group's texts, before anything is
+    sent. None when nothing is due now; CampaignError when the group has no text."""
     params = {"profile": profile_id, "pid": pid or os.getpid(), "now": to_text(now),
               "run": run_id}
-    with transaction(conn):
+    with migrate_db.durable_transaction(conn):   # on disk before the send goes out
         row = conn.execute(CLAIM_CARRY_SQL, params).fetchone()
         carry = row is not None
         if row is None:
             row = conn.execute(CLAIM_OWN_SQL, params).fetchone()
         if row is None:
             return None
-        task_id, chat, run_sent, run_carry, completed = row
+        task_id, chat, run_sent, run_carry, completed, group = row
+        texts = active_texts(conn, group)
+        if not texts:
+            raise CampaignError(f"no texts to send to group {group!r}; import them with "
+                                "import-messages FILE --group GROUP")
         text_id, text = choose_text(texts, completed, order, rng or random)
         random_id = new_random_id()
         attempt_id = conn.execute(
@@ -1044,9 +1058,6 @@ class Worker:
 
     async def run(self) -> WorkerResult:
         """Send until the run owes nothing this account can send, a stop, or PeerFlood."""
-        texts = active_texts(self.conn)
-        if not texts:
-            raise CampaignError("no texts to send; import them with import-messages FILE")
         set_worker_state(self.conn, self.run_id, self.profile.id, "running", self.clock.now(),
                          pid=os.getpid())
         release_dead_claims(self.conn, self.clock.now())  # e.g. this account's crashed worker
@@ -1063,7 +1074,7 @@ class Worker:
                 await self.sleep_until(slot, while_work_left=True)
                 continue
             claim = claim_open_attempt(self.conn, self.profile.id, now) or claim_next(
-                self.conn, self.run_id, self.profile.id, now, texts, self.config.text_order,
+                self.conn, self.run_id, self.profile.id, now, self.config.text_order,
                 self.rng)
             if claim is None:
                 if not await self.wait_for_work():
@@ -1198,14 +1209,11 @@ class Worker:
 
 # ----------------------------------------------------------------------------- workers
 
-def configure_logging(folder: Path | None = None, verbose: bool = False) -> None:
+def configure_logging(folder: Path | None = None, verbose: bool = False,
+                      quiet: bool = False) -> None:
     """Console logging, plus campaign.log in the account folder for a worker."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if folder is not None and folder.is_dir():
-        handlers.append(logging.FileHandler(folder / "campaign.log", encoding="utf-8"))
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("telethon").setLevel(logging.WARNING)
+    log_file = folder / "campaign.log" if folder is not None and folder.is_dir() else None
+    migrate_db.setup_logging(verbose, quiet, log_file)
 
 
 async def run_account(conn: sqlite3.Connection, run_id: str, profile: Profile, config: Config,
@@ -1228,7 +1236,7 @@ async def run_accounts_together(db_path: Path, run_id: str, profiles: Sequence[P
     """Every account's worker as an asyncio task of this process (tests, benchmarks,
     rehearsals with a FakeClock); `start` uses one process per account instead."""
     async def one(profile: Profile) -> WorkerResult:
-        conn = migrate_db.connect(db_path)
+        conn = migrate_db.connect(db_path, kind="campaign")
         try:
             return await run_account(conn, run_id, profile, config, clock, stop)
         finally:
@@ -1264,6 +1272,9 @@ class Supervisor:
         self.interrupted = False
         self.signalled: int | None = None
         self.exit_codes: dict[str, int] = {}
+        self.metrics = migrate_db.MetricsFile(
+            getattr(args, "metrics_file", None) or os.environ.get("METRICS_FILE"))
+        self.sent_seen, self.idle_since = -1, time.monotonic()
 
     def spawn(self, profile: Profile) -> None:
         """Start (or restart) the account's worker process."""
@@ -1271,8 +1282,8 @@ class Supervisor:
             worker_command(self.args, self.run_id, profile), stdin=subprocess.DEVNULL)
 
     def on_signal(self, signum: int, _frame: Any) -> None:
-        """Ctrl+C / SIGTERM: noted here, acted on by the watch loop (no database work inside
-        a signal handler)."""
+        """Ctrl+C / SIGTERM / SIGHUP: noted here, acted on by the watch loop (no database work
+        inside a signal handler)."""
         self.signalled = signum
 
     def stop_workers(self) -> None:
@@ -1289,7 +1300,7 @@ class Supervisor:
     def run(self) -> None:
         """Spawn, watch and restart workers until every one has ended."""
         signal.signal(signal.SIGINT, self.on_signal)
-        signal.signal(signal.SIGTERM, self.on_signal)
+        migrate_db.handle_stop_signals(self.on_signal)
         for profile in self.profiles:
             self.spawn(profile)
         by_name = {p.name: p for p in self.profiles}
@@ -1297,6 +1308,8 @@ class Supervisor:
             time.sleep(0.2)
             if self.signalled is not None:
                 self.stop_workers()
+            if time.monotonic() - self.metrics.written_at >= self.metrics.every:
+                self.report()
             for name, child in list(self.children.items()):
                 code = child.poll()
                 if code is None:
@@ -1316,6 +1329,36 @@ class Supervisor:
                 elif time.monotonic() >= when:
                     del self.restart_at[name]
                     self.spawn(by_name[name])
+
+    def report(self) -> None:
+        """Every 15 s: the metrics file (--metrics-file), and a heartbeat line once no send
+        has succeeded for a while (the accounts are waiting for their next slot)."""
+        rows = dict(self.conn.execute(
+            "SELECT status, COUNT(*) FROM task_attempts WHERE run_id = ? GROUP BY status",
+            (self.run_id,)).fetchall())
+        sent = rows.get("success", 0)
+        if sent != self.sent_seen:
+            self.sent_seen, self.idle_since = sent, time.monotonic()
+        elif time.monotonic() - self.idle_since >= migrate_db.HEARTBEAT_SECONDS:
+            log.info("heartbeat: run %s waiting, %d sent so far, workers: %s", self.run_id,
+                     sent, ", ".join(sorted(self.children)) or "none running")
+            self.idle_since = time.monotonic()
+        if self.metrics.path is None:
+            self.metrics.written_at = time.monotonic()
+            return
+        accounts = []
+        for profile in self.profiles:
+            with contextlib.suppress(telegram_session.AccountError):
+                accounts.append(telegram_session.load_account(profile.folder))
+        waits, wait_seconds = telegram_session.wait_totals(accounts)
+        last = self.conn.execute("SELECT MAX(attempted_at) FROM task_attempts WHERE run_id = ? "
+                                 "AND status = 'success'", (self.run_id,)).fetchone()[0]
+        try:
+            self.metrics.write(migrate_db.suite_metrics("campaign", rows, sent, waits,
+                                                        wait_seconds, last))
+        except OSError as exc:
+            log.warning("metrics file %s not written (%s)", self.metrics.path, exc)
+            self.metrics.written_at = time.monotonic()
 
     def should_restart(self, name: str, code: int) -> bool:
         """A crash (signal, exit 1) is restarted; done, usage, auth and lock problems not."""
@@ -1377,11 +1420,13 @@ def plan_lines(conn: sqlite3.Connection, config: Config, group: str | None,
                      f"(around {format_time(now + timedelta(seconds=seconds))})")
     clause, args = _group_clause(group)
     rows = conn.execute(
-        "SELECT chat_username, MAX(run_quota - run_sent, 0), completed_cycles FROM tasks "
-        f"WHERE is_blocked = 0 {clause} ORDER BY id LIMIT ?", (*args, PLAN_LINES)).fetchall()
-    for chat, owed, done in rows:
-        first = choose_text(texts, done, config.text_order, random.Random(0))[1] \
-            if texts else "(no texts imported)"
+        "SELECT chat_username, MAX(run_quota - run_sent, 0), completed_cycles, group_id "
+        f"FROM tasks WHERE is_blocked = 0 {clause} ORDER BY id LIMIT ?",
+        (*args, PLAN_LINES)).fetchall()
+    for chat, owed, done, chat_group in rows:
+        own = active_texts(conn, chat_group)
+        first = choose_text(own, done, config.text_order, random.Random(0))[1] \
+            if own else "(no texts for its group)"
         preview = first if len(first) <= 40 else first[:37] + "..."
         extra = f" + {owed} carried over" if owed else ""
         lines.append(f"  {chat}: {config.max_cycles}{extra}; first text: {preview!r}")
@@ -1504,7 +1549,7 @@ def runs_lines(conn: sqlite3.Connection) -> list[str]:
 def open_db(args: argparse.Namespace) -> sqlite3.Connection:
     """The campaign database (created and migrated as needed)."""
     try:
-        return migrate_db.connect(args.db_path)
+        return migrate_db.connect(args.db_path, kind="campaign")
     except sqlite3.DatabaseError as exc:
         raise CampaignError(f"{args.db_path}: cannot open the database: {exc}") from None
     except OSError as exc:
@@ -1555,10 +1600,12 @@ def cmd_import_messages(args: argparse.Namespace) -> int:
     """Store the texts to send."""
     texts = read_texts(args.file)
     conn = open_db(args)
-    added, existing = import_texts(conn, texts, replace=args.replace, now=Clock().now())
-    total = len(active_texts(conn))
-    print(f"{added} text(s) added, {existing} already there; {total} active, sent in "
-          f"{args.config_obj.text_order}")
+    added, existing = import_texts(conn, texts, replace=args.replace, now=Clock().now(),
+                                   group=args.group)
+    total = len(active_texts(conn, args.group))
+    where = f"group {args.group!r}" if args.group else "every group"
+    print(f"{added} text(s) added for {where}, {existing} already there; {total} active "
+          f"for {where}, sent in {args.config_obj.text_order}")
     return EXIT_OK
 
 
@@ -1596,8 +1643,10 @@ def _start_inputs(conn: sqlite3.Connection, args: argparse.Namespace,
         where = f"group {args.group!r}" if args.group else "any group"
         raise CampaignError(f"no chats to message in {where}; import them with "
                             "import-chats FILE [--group G]")
-    if not active_texts(conn):
-        raise CampaignError("no texts to send; import them with import-messages FILE")
+    missing = groups_without_texts(conn, args.group)
+    if missing:
+        raise CampaignError(f"no texts to send to group(s) {', '.join(map(repr, missing))}; "
+                            "import them with import-messages FILE [--group G]")
     profiles = list_profiles(conn, args.profiles)
     if not profiles:
         raise CampaignError("no profiles; add an account folder with add-profile FOLDER")
@@ -1670,13 +1719,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     conn = open_db(args)
     profiles = list_profiles(conn, [args.profile])
     profile = profiles[0]
-    configure_logging(profile.folder, args.verbose)
+    configure_logging(profile.folder, args.verbose, args.quiet)
     stop = StopSignal()
     clock = Clock()
 
     async def main() -> WorkerResult:
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, *migrate_db.STOP_SIGNALS):
             loop.add_signal_handler(signum, stop.set)
         return await run_account(conn, args.run, profile, args.config_obj, clock, stop)
 
@@ -1758,14 +1807,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Per-run message campaigns from several Telegram accounts, inside every "
                     "limit (max_cycles per chat per run, max_messages_per_hour per account).",
         epilog="Exit codes: 0 done, 1 runtime failure, 2 usage/config error, 3 an account "
-               "must log in again, 4 session/lock problem, 130 Ctrl+C.")
+               "must log in again, 4 session/lock problem, 130 Ctrl+C.",
+        parents=[migrate_db.cli_options()])
     files = parser.add_argument_group("files")
     files.add_argument("--db", type=Path, help="campaign database (default: database.path "
                        f"from the config, else {DEFAULT_DB.relative_to(SUITE_DIR)})")
     files.add_argument("--config", type=Path,
                        help=f"config file (default: {DEFAULT_CONFIG.name} next to this script; "
                             "built-in defaults if it does not exist)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     commands.add_parser("init", help="create the database (and config.yaml from the example)")
@@ -1777,8 +1826,9 @@ def build_parser() -> argparse.ArgumentParser:
     texts = commands.add_parser("import-messages", help="add the texts to send (json or txt; "
                                 "several texts in txt separated by --- lines)")
     texts.add_argument("file", type=Path, metavar="FILE")
+    texts.add_argument("--group", help="only for this group's chats (default: every group)")
     texts.add_argument("--replace", action="store_true",
-                       help="stop sending the texts imported before")
+                       help="stop sending the texts imported before (for that group)")
     profile = commands.add_parser("add-profile", help="register an account folder")
     profile.add_argument("folder", type=Path, metavar="FOLDER",
                          help="an account folder, e.g. sessions/session1")
@@ -1792,6 +1842,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "start":
             sub.add_argument("--dry-run", action="store_true",
                              help="print the plan; send nothing, record no run")
+            sub.add_argument("--metrics-file", metavar="PATH", type=Path,
+                             help="METRICS_FILE: Prometheus text rewritten every "
+                                  f"{migrate_db.METRICS_SECONDS:g} s (node_exporter textfile)")
     commands.add_parser("status", help="accounts, the latest run's progress, blocked chats")
     commands.add_parser("runs", help="every run with its sends")
     stop = commands.add_parser("stop", help="end the running run cleanly")
@@ -1821,7 +1874,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.config_obj = load_config(args.config)
         args.db_path = args.db or args.config_obj.database_path or DEFAULT_DB
         if args.command != "worker":
-            configure_logging(verbose=args.verbose)
+            configure_logging(verbose=args.verbose, quiet=args.quiet)
         return COMMANDS[args.command](args)
     except CampaignError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -1832,7 +1885,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(EXIT_INTERRUPTED)
+    migrate_db.run_main(main)

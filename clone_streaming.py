@@ -31,7 +31,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -44,6 +44,7 @@ import telegram_session
 from migrate_db import transaction
 
 log = logging.getLogger("clone")
+UTC = timezone.utc        # datetime.UTC is Python 3.11+
 
 # ----------------------------------------------------------------------------- settings
 COPY_MODES = ("forward", "copy", "auto")
@@ -56,15 +57,17 @@ DEFAULT_PROGRESS_SECONDS = 10.0        # ... or seconds, whichever comes first
 ORPHAN_FACTOR = 10                     # a claim with a stored random_id: others wait longer
 FORWARD_BATCH = 100                    # Telegram's limit of ids per forwardMessages
 FLOOD_SLEEP_THRESHOLD = 60             # shorter FloodWaits are slept inside Telethon
-FOLLOW_POLL_SECONDS = 30.0             # a follow pass at least this often, events or not
+DEFAULT_RECONCILE_SECONDS = 120.0      # a follow pass at least this often, events or not
+IDLE_LOG_PASSES = 3                    # "following ...: up to date" every this many idle passes
 AUDIT_IDS_SHOWN = 50                   # missing ids listed by --audit
-IDLE_LOG_SECONDS = 300.0               # "following ...: up to date" this often when idle
 LEGACY_CHECKPOINT_FILE = "checkpoint.txt"   # an earlier single-account cloner's resume id
 LEGACY_IMPORT_CHUNK = 5000
 LEGACY_NOTE = "cloned by an earlier clone_streaming.py (checkpoint.txt)"
 EVENT_SETTLE_SECONDS = 0.5             # lets an album's items all arrive before a pass
 WAIT_POLL_SECONDS = 0.02               # polling another account's claim (replies, order)
+LEFTOVER_POLL_SECONDS = 0.5            # --once: polling the claims of other accounts
 RECENT_TARGET_SCAN = 200               # target messages searched after RANDOM_ID_DUPLICATE
+CLOCK_SKEW_SECONDS = 60                # slack around a send in doubt (our clock vs Telegram's)
 SEND_ATTEMPTS = 5                      # dropped connections per send
 REFETCH_ATTEMPTS = 3                   # expired file references per message
 TERMINAL = ("done", "failed", "skipped")
@@ -91,6 +94,12 @@ ENV_KEYS = {
                     f"(default {DEFAULT_MAX_MEDIA_MB:g})",
     "CHECKPOINT_DB": f"clone_streaming.py's checkpoint (default {DEFAULT_CHECKPOINT_DB} "
                      "in the folder)",
+    "RECONCILE_SECONDS": "following: read the source's newest messages at least this often, "
+                         "whatever the updates say (default "
+                         f"{DEFAULT_RECONCILE_SECONDS:g})",
+    "SYNC_EDITS / SYNC_DELETES": "true: an edited source message edits its copy, a deleted "
+                                 "one deletes it, also those changed while stopped (default "
+                                 "false)",
     "PROGRESS_EVERY / PROGRESS_SECONDS": "a progress line every N messages or seconds "
                                         f"(default {DEFAULT_PROGRESS_EVERY} / "
                                         f"{DEFAULT_PROGRESS_SECONDS:g})",
@@ -105,6 +114,11 @@ class ConfigError(ValueError):
 
 def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds")
+
+
+def _parse_utc(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _ids_json(msg_ids: Iterable[int]) -> str:
@@ -178,9 +192,9 @@ class Checkpoint(ABC):
         reaches the disk before this returns); unheld ids are left out."""
 
     @abstractmethod
-    def in_doubt(self, msg_ids: Iterable[int]) -> set[int]:
-        """Held ids whose earlier owner (another account) stored a random_id: its send may
-        have reached Telegram."""
+    def in_doubt(self, msg_ids: Iterable[int]) -> dict[int, tuple[datetime, datetime]]:
+        """Held ids whose earlier owner (another account) stored a random_id, each with the
+        time window (UTC) in which its send may have reached Telegram."""
 
     @abstractmethod
     def complete(self, targets: Mapping[int, int | None], *,
@@ -297,10 +311,10 @@ class SqliteCheckpoint(Checkpoint):
     # A row this session may take: free, its own, or stale (see Checkpoint).
     _TAKEABLE = """(status = 'pending' OR (status = 'processing' AND (session = :me
         OR (claimed_at < :stale AND (random_id IS NULL OR claimed_at < :orphan)))))"""
-    # Taking a claim over from a session that stored a random_id leaves its name in doubt.
+    # Taking over a claim whose send started leaves the window of that send in doubt.
     _CLAIM_SET = """status = 'processing', session = :me, claimed_at = :now, error = NULL,
-        doubt_session = CASE WHEN random_id IS NOT NULL AND session IS NOT :me
-                             THEN session ELSE doubt_session END,
+        doubt_seen = CASE WHEN random_id IS NOT NULL AND session IS NOT :me
+                          THEN claimed_at ELSE doubt_seen END,
         random_id = CASE WHEN session = :me THEN random_id END,
         attempts = attempts + (CASE WHEN status = 'processing' AND session = :me
                                     THEN 0 ELSE 1 END)"""
@@ -376,20 +390,27 @@ class SqliteCheckpoint(Checkpoint):
             for msg_id, random_id in held:
                 if random_id is None:
                     random_id = secrets.randbits(63)
-                    new.append((random_id, params["now"], self.src, self.dst, msg_id))
+                    new.append((random_id, params["now"], params["now"], self.src, self.dst,
+                                msg_id))
                 result[msg_id] = random_id
             self.conn.executemany(
-                "UPDATE messages SET random_id = ?, claimed_at = ? "
+                "UPDATE messages SET random_id = ?, claimed_at = ?, sent_at = ? "
                 "WHERE source_chat = ? AND target_chat = ? AND msg_id = ?", new)
         return result
 
-    def in_doubt(self, msg_ids: Iterable[int]) -> set[int]:
+    def in_doubt(self, msg_ids: Iterable[int]) -> dict[int, tuple[datetime, datetime]]:
         rows = self.conn.execute(
-            f"""SELECT msg_id FROM messages WHERE {self._PAIR}
+            f"""SELECT msg_id, sent_at, doubt_seen FROM messages WHERE {self._PAIR}
                 AND msg_id IN (SELECT value FROM json_each(:ids)) AND status = 'processing'
-                AND session = :me AND doubt_session IS NOT NULL""",
+                AND session = :me AND doubt_seen IS NOT NULL""",
             self._params(ids=_ids_json(msg_ids)))
-        return {i for (i,) in rows}
+        lease = timedelta(seconds=self.claim_timeout)
+        result = {}
+        for msg_id, sent_at, seen in rows:
+            seen = _parse_utc(seen)
+            result[msg_id] = (_parse_utc(sent_at) if sent_at else seen - lease * ORPHAN_FACTOR,
+                              seen + lease)
+        return result
 
     def complete(self, targets: Mapping[int, int | None], *,
                  note: str | None = None) -> set[int]:
@@ -399,7 +420,7 @@ class SqliteCheckpoint(Checkpoint):
             for msg_id, target_msg_id in targets.items():
                 row = self.conn.execute(
                     f"""UPDATE messages SET status = 'done', target_msg_id = :target,
-                            processed_at = :now, error = :note, doubt_session = NULL
+                            processed_at = :now, error = :note, doubt_seen = NULL
                         WHERE {self._PAIR} AND msg_id = :id AND status = 'processing'
                           AND session = :me RETURNING msg_id""",
                     {**params, "target": target_msg_id, "id": int(msg_id)}).fetchone()
@@ -413,7 +434,7 @@ class SqliteCheckpoint(Checkpoint):
         with transaction(self.conn):
             rows = self.conn.execute(
                 f"""UPDATE messages SET status = :status, error = :reason, processed_at = :now,
-                        doubt_session = NULL
+                        doubt_seen = NULL
                     WHERE {self._PAIR} AND msg_id IN (SELECT value FROM json_each(:ids))
                       AND status = 'processing' AND session = :me RETURNING msg_id""",
                 params).fetchall()
@@ -424,7 +445,7 @@ class SqliteCheckpoint(Checkpoint):
         with transaction(self.conn):
             return self.conn.execute(
                 f"""UPDATE messages SET status = 'pending', session = NULL, claimed_at = NULL,
-                        random_id = NULL
+                        random_id = NULL, sent_at = NULL
                     WHERE {self._PAIR} AND msg_id IN (SELECT value FROM json_each(:ids))
                       AND status = 'processing' AND session = :me
                       AND (random_id IS NULL OR :unsent)""", params).rowcount
@@ -439,8 +460,8 @@ class SqliteCheckpoint(Checkpoint):
         with transaction(self.conn):
             return self.conn.execute(
                 """UPDATE messages SET status = 'pending', session = NULL, claimed_at = NULL,
-                       doubt_session = CASE WHEN random_id IS NOT NULL THEN session
-                                            ELSE doubt_session END,
+                       doubt_seen = CASE WHEN random_id IS NOT NULL THEN claimed_at
+                                         ELSE doubt_seen END,
                        random_id = NULL
                    WHERE status = 'processing' AND claimed_at < :stale
                      AND (random_id IS NULL OR claimed_at < :orphan)""",
@@ -538,7 +559,8 @@ class SqliteCheckpoint(Checkpoint):
                 """SELECT source_chat, target_chat, COUNT(*), SUM(status = 'done'),
                           SUM(status = 'processing'), SUM(status = 'pending'),
                           SUM(status = 'failed'), SUM(status = 'skipped'),
-                          MAX(CASE WHEN status = 'done' THEN msg_id END)
+                          MAX(CASE WHEN status = 'done' THEN msg_id END),
+                          MAX(CASE WHEN status = 'done' THEN processed_at END)
                    FROM messages GROUP BY source_chat, target_chat
                    ORDER BY source_chat, target_chat""").fetchall(),
             "accounts": query(
@@ -615,9 +637,10 @@ class PostgresCheckpoint(Checkpoint):
     # A row this session may take: free, its own, or stale (see Checkpoint).
     _TAKEABLE = f"""(status = 'pending' OR (status = 'processing' AND (session = %(me)s
         OR ({_STALE} AND (random_id IS NULL OR {_ORPHAN})))))"""
+    # Taking over a claim whose send started leaves the window of that send in doubt.
     _CLAIM_SET = """status = 'processing', session = %(me)s, claimed_at = now(), error = NULL,
-        doubt_session = CASE WHEN random_id IS NOT NULL AND session IS DISTINCT FROM %(me)s
-                             THEN session ELSE doubt_session END,
+        doubt_seen = CASE WHEN random_id IS NOT NULL AND session IS DISTINCT FROM %(me)s
+                          THEN claimed_at ELSE doubt_seen END,
         random_id = CASE WHEN session = %(me)s THEN random_id END,
         attempts = attempts + (CASE WHEN status = 'processing' AND session = %(me)s
                                     THEN 0 ELSE 1 END)"""
@@ -728,17 +751,20 @@ class PostgresCheckpoint(Checkpoint):
                 result[msg_id] = random_id
             if new:
                 self.conn.execute(
-                    f"""UPDATE messages SET random_id = t.r, claimed_at = now()
+                    f"""UPDATE messages SET random_id = t.r, claimed_at = now(), sent_at = now()
                         FROM unnest(%(new_ids)s::bigint[], %(rids)s::bigint[]) AS t(i, r)
                         WHERE {self._PAIR} AND msg_id = t.i""",
                     self._params(new_ids=list(new), rids=list(new.values())))
         return result
 
-    def in_doubt(self, msg_ids: Iterable[int]) -> set[int]:
-        return {i for (i,) in self._query(
-            f"""SELECT msg_id FROM messages WHERE {self._PAIR} AND msg_id = ANY(%(ids)s)
-                AND status = 'processing' AND session = %(me)s
-                AND doubt_session IS NOT NULL""", self._params(ids=[int(i) for i in msg_ids]))}
+    def in_doubt(self, msg_ids: Iterable[int]) -> dict[int, tuple[datetime, datetime]]:
+        rows = self._query(
+            f"""SELECT msg_id, sent_at, doubt_seen FROM messages WHERE {self._PAIR}
+                AND msg_id = ANY(%(ids)s) AND status = 'processing' AND session = %(me)s
+                AND doubt_seen IS NOT NULL""", self._params(ids=[int(i) for i in msg_ids]))
+        lease = timedelta(seconds=self.claim_timeout)
+        return {msg_id: (sent_at or seen - lease * ORPHAN_FACTOR, seen + lease)
+                for msg_id, sent_at, seen in rows}
 
     def complete(self, targets: Mapping[int, int | None], *,
                  note: str | None = None) -> set[int]:
@@ -746,7 +772,7 @@ class PostgresCheckpoint(Checkpoint):
         with self.conn.transaction():
             rows = self._query(
                 f"""UPDATE messages SET status = 'done', target_msg_id = t.target,
-                        processed_at = now(), error = %(note)s, doubt_session = NULL
+                        processed_at = now(), error = %(note)s, doubt_seen = NULL
                     FROM unnest(%(ids)s::bigint[], %(targets)s::bigint[]) AS t(i, target)
                     WHERE {self._PAIR} AND msg_id = t.i AND status = 'processing'
                       AND session = %(me)s RETURNING msg_id""",
@@ -758,7 +784,7 @@ class PostgresCheckpoint(Checkpoint):
         with self.conn.transaction():
             rows = self._query(
                 f"""UPDATE messages SET status = %(status)s, error = %(reason)s,
-                        processed_at = now(), doubt_session = NULL
+                        processed_at = now(), doubt_seen = NULL
                     WHERE {self._PAIR} AND msg_id = ANY(%(ids)s)
                       AND status = 'processing' AND session = %(me)s RETURNING msg_id""",
                 self._params(ids=[int(i) for i in msg_ids], status=status, reason=reason))
@@ -768,7 +794,7 @@ class PostgresCheckpoint(Checkpoint):
         with self.conn.transaction():
             return self.conn.execute(
                 f"""UPDATE messages SET status = 'pending', session = NULL, claimed_at = NULL,
-                        random_id = NULL
+                        random_id = NULL, sent_at = NULL
                     WHERE {self._PAIR} AND msg_id = ANY(%(ids)s)
                       AND status = 'processing' AND session = %(me)s
                       AND (random_id IS NULL OR %(unsent)s)""",
@@ -784,8 +810,8 @@ class PostgresCheckpoint(Checkpoint):
         with self.conn.transaction():
             return self.conn.execute(
                 f"""UPDATE messages SET status = 'pending', session = NULL, claimed_at = NULL,
-                       doubt_session = CASE WHEN random_id IS NOT NULL THEN session
-                                            ELSE doubt_session END,
+                       doubt_seen = CASE WHEN random_id IS NOT NULL THEN claimed_at
+                                         ELSE doubt_seen END,
                        random_id = NULL
                    WHERE status = 'processing' AND {self._STALE}
                      AND (random_id IS NULL OR {self._ORPHAN})""", self._params()).rowcount
@@ -876,12 +902,17 @@ class PostgresCheckpoint(Checkpoint):
     def status_tables(self) -> dict[str, list[tuple]]:
         def count(status: str) -> str:
             return f"COUNT(*) FILTER (WHERE status = '{status}')"
-        query = self._query
+
+        def query(sql: str, params: Mapping[str, Any]) -> list[tuple]:
+            """Rows with times as the SQLite checkpoint stores them (UTC ISO text)."""
+            return [tuple(_iso(v) if isinstance(v, datetime) else v for v in row)
+                    for row in self._query(sql, params)]
         return {
             "pairs": query(
                 f"""SELECT source_chat, target_chat, COUNT(*), {count('done')},
                           {count('processing')}, {count('pending')}, {count('failed')},
-                          {count('skipped')}, MAX(msg_id) FILTER (WHERE status = 'done')
+                          {count('skipped')}, MAX(msg_id) FILTER (WHERE status = 'done'),
+                          MAX(processed_at) FILTER (WHERE status = 'done')
                    FROM messages GROUP BY source_chat, target_chat
                    ORDER BY source_chat, target_chat""", {}),
             "accounts": query(
@@ -954,6 +985,9 @@ class CloneConfig:
     once: bool
     shared: bool                       # several accounts on one checkpoint
     silent: bool | None                # None: silent during the backfill only
+    reconcile_seconds: float
+    sync_edits: bool
+    sync_deletes: bool
 
 
 def parse_chat(key: str, value: str) -> int | str:
@@ -1072,6 +1106,13 @@ def make_config(account: telegram_session.Account, args: argparse.Namespace,
         once=bool(getattr(args, "once", False)),
         shared=profile.shared,
         silent=_bool_setting("SILENT", setting("silent", "SILENT"), None),
+        reconcile_seconds=_float_setting("RECONCILE_SECONDS",
+                                         setting("reconcile_seconds", "RECONCILE_SECONDS"),
+                                         DEFAULT_RECONCILE_SECONDS),
+        sync_edits=bool(_bool_setting("SYNC_EDITS", setting("sync_edits", "SYNC_EDITS"),
+                                      False)),
+        sync_deletes=bool(_bool_setting("SYNC_DELETES", setting("sync_deletes",
+                                                                "SYNC_DELETES"), False)),
     )
 
 
@@ -1299,10 +1340,11 @@ class Cloner:
         self.progress = Progress(config.progress_every, config.progress_seconds)
         self.topic_titles: dict[int, str] = {}
         self.topic_cache: dict[int, int] = {}
-        self.batch: list[list[Any]] = []
-        self.batch_topic: int | None = None
+        # units queued for forwarding, per target topic (a topic's units keep their order)
+        self.batches: dict[int | None, list[list[Any]]] = {}
         self.last_seen = 0
         self.new_messages = asyncio.Event()
+        self.changed: set[int] = set()     # source ids edited or deleted (SYNC_*)
         self.one_at_a_time = False          # slow mode in the target: one message a request
         self.silent = config.silent is not False        # SILENT: default on in backfill
 
@@ -1350,8 +1392,11 @@ class Cloner:
         """Backfill (resuming from the checkpoint), then follow until stopped (or --once).
 
         Following reads the source from the checkpoint's resume point on every new-message
-        event and every FOLLOW_POLL_SECONDS whatever the events (updates lost in a
-        reconnect are caught there), logging an idle line every IDLE_LOG_SECONDS."""
+        event and at least every RECONCILE_SECONDS whatever the events (what lost updates
+        missed is caught there), logging an idle line every IDLE_LOG_PASSES idle passes.
+        With SYNC_EDITS/SYNC_DELETES, edits and deletions are followed too: every copy is
+        checked against its source at the start (what changed while stopped), then the
+        ones the events name."""
         self.prepare()
         heartbeat = asyncio.create_task(self.keep_claims_alive())
         try:
@@ -1361,26 +1406,36 @@ class Cloner:
                 self.write_topic_map()
             await self.process_ids(self.checkpoint.owned())   # left by a crash
             await self.backfill()
+            if self.config.sync_edits or self.config.sync_deletes:
+                await self.sync_changes(None)
             if self.config.once:
                 return
             self.client.add_event_handler(self.on_new_message,
                                           events.NewMessage(chats=self.source))
+            if self.config.sync_edits:
+                self.client.add_event_handler(self.on_changed,
+                                              events.MessageEdited(chats=self.source))
+            if self.config.sync_deletes:
+                self.client.add_event_handler(self.on_changed,
+                                              events.MessageDeleted(chats=self.source))
             self.silent = self.config.silent is True
             log.info("backfill done (%s); following new messages", self.progress.line())
-            idle_since = time.monotonic()
+            idle_passes = 0
             while True:
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.new_messages.wait(), FOLLOW_POLL_SECONDS)
+                    await asyncio.wait_for(self.new_messages.wait(),
+                                           self.config.reconcile_seconds)
                 await asyncio.sleep(EVENT_SETTLE_SECONDS)
                 self.new_messages.clear()
                 finished = self.progress.finished()
                 await self.backfill()
-                if self.progress.finished() != finished:
-                    idle_since = time.monotonic()
-                elif time.monotonic() - idle_since >= IDLE_LOG_SECONDS:
+                if self.changed:
+                    changed, self.changed = self.changed, set()
+                    await self.sync_changes(changed)
+                idle_passes = 0 if self.progress.finished() != finished else idle_passes + 1
+                if idle_passes and idle_passes % IDLE_LOG_PASSES == 0:
                     log.info("following %s: up to date, newest %d", self.config.source_chat,
                              max(self.last_seen, self.checkpoint.resume_point()))
-                    idle_since = time.monotonic()
         finally:
             heartbeat.cancel()
             released = self.checkpoint.give_back(self.checkpoint.owned())
@@ -1390,6 +1445,63 @@ class Cloner:
     async def on_new_message(self, event: events.NewMessage.Event) -> None:
         """A new source message: wake the follow loop (it reads from the checkpoint)."""
         self.new_messages.set()
+
+    async def on_changed(self, event: Any) -> None:
+        """A source message edited or deleted: its copy is synced by the follow loop."""
+        ids = getattr(event, "deleted_ids", None) or [event.message.id]
+        self.changed.update(ids)
+        self.new_messages.set()
+
+    async def send_holding_nothing(self, request: Any, what: str) -> Any:
+        """send() for a request that holds no claims: a long FloodWait is slept through and
+        the request sent again."""
+        while True:
+            try:
+                return await self.send(request, what)
+            except Resting:
+                await telegram_session.wait_if_limited(self.account)
+
+    async def sync_changes(self, msg_ids: set[int] | None) -> None:
+        """Make the copies of these source messages (None: of every cloned one) match their
+        source: SYNC_EDITS edits a copy whose text or entities differ (forwarded copies
+        cannot be edited), SYNC_DELETES deletes a copy whose source is gone."""
+        done = sorted((msg_id, target) for msg_id, status, target, _ in
+                      self.checkpoint.audit_rows() if status == "done" and target
+                      and (msg_ids is None or msg_id in msg_ids))
+        edited, deleted = 0, []
+        for start in range(0, len(done), FORWARD_BATCH):
+            chunk = done[start:start + FORWARD_BATCH]
+            sources = await telegram_session.call_with_flood_wait(
+                self.account, lambda c=chunk: self.client.get_messages(
+                    self.source, ids=[s for s, _ in c]), request="channels.GetMessages")
+            copies = await telegram_session.call_with_flood_wait(
+                self.account, lambda c=chunk: self.client.get_messages(
+                    self.target, ids=[t for _, t in c]), request="channels.GetMessages")
+            for source, copy, (_, target) in zip(sources, copies, chunk, strict=True):
+                if copy is None or isinstance(copy, types.MessageEmpty):
+                    continue
+                if source is None or isinstance(source, types.MessageEmpty):
+                    if self.config.sync_deletes:
+                        deleted.append(target)
+                elif self.config.sync_edits and copy.fwd_from is None and \
+                        (copy.message, copy.entities) != (source.message, source.entities):
+                    try:
+                        await self.send_holding_nothing(functions.messages.EditMessageRequest(
+                            peer=self.target, id=target, message=source.message or "",
+                            entities=source.entities), "messages.EditMessage")
+                        edited += 1
+                    except SendRefused as exc:
+                        log.warning("the copy %d of source message %d was not edited: %s",
+                                    target, source.id, exc)
+        for start in range(0, len(deleted), FORWARD_BATCH):
+            chunk = deleted[start:start + FORWARD_BATCH]
+            await self.send_holding_nothing(functions.channels.DeleteMessagesRequest(
+                channel=self.target, id=chunk) if not self.target_basic else
+                functions.messages.DeleteMessagesRequest(id=chunk, revoke=True),
+                "channels.DeleteMessages")
+        if edited or deleted:
+            log.info("synced with the source: %d copies edited, %d deleted", edited,
+                     len(deleted))
 
     async def keep_claims_alive(self) -> None:
         """Heartbeat this session's claims and release other sessions' stale ones."""
@@ -1423,6 +1535,9 @@ class Cloner:
                 continue
             await self.flush()
             await self.take_leftovers()
+            if self.config.once:        # the backfill is complete when every message is
+                await self.settle([i for i, _, _ in self.checkpoint.open_below(
+                    self.last_seen + 1)], poll=LEFTOVER_POLL_SECONDS)
             return
 
     async def take_leftovers(self) -> None:
@@ -1466,8 +1581,10 @@ class Cloner:
                 await self.handle(unit)
         await self.flush()
 
-    async def settle(self, msg_ids: list[int]) -> None:
-        """Wait until these (known) messages are finished, cloning the ones nobody holds."""
+    async def settle(self, msg_ids: list[int], *, poll: float = WAIT_POLL_SECONDS) -> None:
+        """Wait until these (known) messages are finished, cloning the ones nobody holds
+        (given back, or left by an account that stopped: see Checkpoint), looking every
+        `poll` seconds."""
         while True:
             open_ids = []
             for msg_id in msg_ids:
@@ -1480,7 +1597,7 @@ class Cloner:
             if held:
                 await self.process_ids(held)
                 continue
-            await asyncio.sleep(WAIT_POLL_SECONDS)
+            await asyncio.sleep(poll)
 
     # ------------------------------------------------------------------ one unit
 
@@ -1509,11 +1626,10 @@ class Cloner:
         topic = await self.target_topic_for(first)
         protected = self.source_protected or any(getattr(m, "noforwards", False) for m in unit)
         if self.forwards(first, protected):
-            if self.batch and (topic != self.batch_topic or sum(map(len, self.batch))
-                               + len(unit) > FORWARD_BATCH):
-                await self.flush()
-            self.batch.append(unit)
-            self.batch_topic = topic
+            batch = self.batches.setdefault(topic, [])
+            if sum(map(len, batch)) + len(unit) > FORWARD_BATCH:
+                await self.flush_topic(topic)
+            self.batches.setdefault(topic, []).append(unit)
             # ORDERED: a batch could pass another account's older message
             if self.config.ordered or self.one_at_a_time:
                 await self.flush()
@@ -1633,7 +1749,9 @@ class Cloner:
             if not any(m.id in doubt for m in unit):
                 rest.append(unit)
                 continue
-            found = await self.find_sent(unit, forwarded=forwarded, any_sender=True)
+            window = (min(doubt[m.id][0] for m in unit if m.id in doubt),
+                      max(doubt[m.id][1] for m in unit if m.id in doubt))
+            found = await self.find_sent(unit, forwarded=forwarded, window=window)
             if all(found.values()):
                 log.info("source messages %s were sent by an account that stopped; found "
                          "in the target, recorded", [m.id for m in unit])
@@ -1646,15 +1764,20 @@ class Cloner:
     # ------------------------------------------------------------------ forwarding
 
     async def flush(self) -> None:
-        """Forward the queued units (up to 100 ids, one topic) in one request."""
-        units, topic = self.batch, self.batch_topic
-        self.batch = []
+        """Forward every topic's queued units."""
+        for topic in list(self.batches):
+            await self.flush_topic(topic)
+
+    async def flush_topic(self, topic: int | None) -> None:
+        """Forward a topic's queued units (up to 100 ids) in one request."""
+        units = self.batches.pop(topic, [])
         if units:
             await self.forward_units(units, topic)
 
     def give_back_batch(self) -> None:
         """Give back the units queued for forwarding (before a long sleep)."""
-        units, self.batch = self.batch, []
+        units = [unit for batch in self.batches.values() for unit in batch]
+        self.batches = {}
         self.checkpoint.give_back([m.id for u in units for m in u])
 
     async def forward_units(self, units: list[list[Any]], topic: int | None) -> None:
@@ -1862,16 +1985,28 @@ class Cloner:
             await self.settle([i for i, _, _ in open_rows])
 
     async def find_sent(self, unit: list[Any], *, forwarded: bool,
-                        any_sender: bool = False) -> dict[int, int | None]:
-        """Target ids of a unit sent before: the most recent RECENT_TARGET_SCAN target
-        messages not recorded for any source message that look like it; this account's
-        own (RANDOM_ID_DUPLICATE), or anyone's (`any_sender`: another account's send in
-        doubt after a takeover)."""
+                        window: tuple[datetime, datetime] | None = None
+                        ) -> dict[int, int | None]:
+        """Target ids of a unit sent before, among the target messages not recorded for any
+        source message that look like it: this account's last RECENT_TARGET_SCAN
+        (RANDOM_ID_DUPLICATE), or anyone's posted within `window` (UTC; another account's
+        send in doubt after a takeover; CLOCK_SKEW_SECONDS of slack each side)."""
         known = self.checkpoint.target_ids()
-        recent = await telegram_session.call_with_flood_wait(
-            self.account, lambda: self.client.get_messages(self.target, limit=RECENT_TARGET_SCAN),
-            request="messages.GetHistory")
-        candidates = [m for m in recent if (m.out or any_sender) and m.id not in known]
+        if window is None:
+            recent = await telegram_session.call_with_flood_wait(
+                self.account, lambda: self.client.get_messages(self.target,
+                                                               limit=RECENT_TARGET_SCAN),
+                request="messages.GetHistory")
+            candidates = [m for m in recent if m.out and m.id not in known]
+        else:
+            skew = timedelta(seconds=CLOCK_SKEW_SECONDS)
+            candidates = []
+            async for m in self.client.iter_messages(self.target, offset_date=window[1] + skew,
+                                                     wait_time=0):
+                if m.date < window[0] - skew:
+                    break
+                if m.id not in known:
+                    candidates.append(m)
         targets: dict[int, int | None] = {}
         for message in unit:
             targets[message.id] = None
@@ -1967,7 +2102,7 @@ class Cloner:
         if adopted is not None:
             return adopted
         try:
-            result = await self.send(functions.messages.CreateForumTopicRequest(
+            result = await self.send_holding_nothing(functions.messages.CreateForumTopicRequest(
                 peer=self.target, title=title, random_id=random_id),
                 "messages.CreateForumTopic")
         except errors.RandomIdDuplicateError:
@@ -2033,7 +2168,7 @@ def status_report(checkpoint: Checkpoint) -> str:
     return "\n\n".join([
         _table("messages per pair", ("source_chat", "target_chat", "total", "done",
                                       "processing", "pending", "failed", "skipped",
-                                      "last done id"), tables["pairs"]),
+                                      "last done id", "last done at"), tables["pairs"]),
         _table("done per account", ("session", "done"), tables["accounts"]),
         _table("in progress (claims)", ("source_chat", "target_chat", "msg_id", "session",
                                          "claimed_at", "attempts", "send started"),
@@ -2138,15 +2273,20 @@ async def open_cloner(account: telegram_session.Account,
         checkpoint.close()
 
 
-async def clone(account: telegram_session.Account, config: CloneConfig) -> Progress:
+async def clone(account: telegram_session.Account, config: CloneConfig,
+                metrics: migrate_db.MetricsFile | None = None) -> Progress:
     """Open the account, resolve the chats and run the cloner; returns its counts."""
     async with open_cloner(account, config) as cloner:
         log.info("account %s: cloning %s into %s (mode %s%s), checkpoint %s",
                  account.name, cloner.src, cloner.dst, config.copy_mode,
                  ", ordered" if config.ordered else "", checkpoint_name(config))
+        writer = asyncio.create_task(write_metrics(cloner, account, metrics)) \
+            if metrics is not None and metrics.path else None
         try:
             await cloner.run()
         finally:
+            if writer is not None:
+                writer.cancel()
             log.info("%s", cloner.progress.summary())
         return cloner.progress
 
@@ -2178,7 +2318,7 @@ def build_parser(profile: Profile) -> argparse.ArgumentParser:
         "\n\nexit codes: 0 done, 1 runtime failure, 2 bad flag or .env value, " \
         "3 log in again, 4 session file or lock, 5 Telegram limited the account, 130 Ctrl+C"
     parser = argparse.ArgumentParser(prog=profile.prog, description=profile.description,
-                                     epilog=epilog,
+                                     epilog=epilog, parents=[migrate_db.cli_options()],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_argument_group("what to clone")
     what.add_argument("--source", metavar="CHAT", help="SOURCE_CHAT")
@@ -2214,20 +2354,40 @@ def build_parser(profile: Profile) -> argparse.ArgumentParser:
     run.add_argument("--retry-failed", action="store_true",
                      help="make every failed message pending again (the next run clones it) "
                           "and exit (no Telegram)")
+    run.add_argument("--reconcile-seconds", metavar="SECONDS", help="RECONCILE_SECONDS")
+    how.add_argument("--sync-edits", action=argparse.BooleanOptionalAction, help="SYNC_EDITS")
+    how.add_argument("--sync-deletes", action=argparse.BooleanOptionalAction,
+                     help="SYNC_DELETES")
     run.add_argument("--progress-every", metavar="N", help="PROGRESS_EVERY")
+    run.add_argument("--metrics-file", metavar="PATH", type=Path,
+                     help="METRICS_FILE: Prometheus text rewritten every "
+                          f"{migrate_db.METRICS_SECONDS:g} s (node_exporter textfile)")
     run.add_argument("--progress-seconds", metavar="SECONDS", help="PROGRESS_SECONDS")
     return parser
 
 
-def setup_logging(folder: Path) -> None:
-    """Log lines to the console and to clone.log in the account folder."""
-    console = logging.StreamHandler()
-    console.setLevel(logging.INFO)
-    logfile = logging.FileHandler(folder / LOG_FILE, encoding="utf-8")
-    logging.basicConfig(level=logging.INFO, handlers=[console, logfile], force=True,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+def setup_logging(folder: Path, args: argparse.Namespace) -> None:
+    """Log lines to the console and to clone.log in the account folder (migrate_db's)."""
+    migrate_db.setup_logging(args.verbose, args.quiet, folder / LOG_FILE)
     log.setLevel(logging.DEBUG)             # a failure's traceback goes to clone.log only
-    logging.getLogger("telethon").setLevel(logging.WARNING)
+
+
+async def write_metrics(cloner: Cloner, account: telegram_session.Account,
+                        metrics: migrate_db.MetricsFile) -> None:
+    """--metrics-file: the pair's messages by status and this process's sends."""
+    while True:
+        pair = next((row for row in cloner.checkpoint.status_tables()["pairs"]
+                     if row[:2] == (cloner.src, cloner.dst)), None)
+        counts = dict(zip(("done", "processing", "pending", "failed", "skipped"),
+                          pair[3:8] if pair else (0,) * 5, strict=True))
+        waits, wait_seconds = telegram_session.wait_totals([account])
+        try:
+            metrics.write(migrate_db.suite_metrics(
+                "clone", counts, cloner.progress.counts["cloned"], waits, wait_seconds,
+                pair[9] if pair else None))
+        except OSError as exc:
+            log.warning("metrics file %s not written (%s); trying again", metrics.path, exc)
+        await asyncio.sleep(metrics.every)
 
 
 def main(argv: list[str] | None = None, profile: Profile = SINGLE) -> int:
@@ -2249,10 +2409,11 @@ def main(argv: list[str] | None = None, profile: Profile = SINGLE) -> int:
             return telegram_session.EXIT_FAILURE
         return telegram_session.EXIT_OK
     try:
-        setup_logging(account.folder)
+        setup_logging(account.folder, args)
         if args.audit:
             return asyncio.run(audit(account, config))
-        asyncio.run(clone(account, config))
+        metrics = migrate_db.MetricsFile(args.metrics_file or account.env.get("METRICS_FILE"))
+        asyncio.run(clone(account, config, metrics))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return telegram_session.EXIT_USAGE
@@ -2281,7 +2442,4 @@ def main(argv: list[str] | None = None, profile: Profile = SINGLE) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(telegram_session.EXIT_INTERRUPTED)
+    migrate_db.run_main(main)

@@ -12,10 +12,8 @@ else is clone_streaming.py's.
 """
 from __future__ import annotations
 
-import sys
-
 import clone_streaming
-import telegram_session
+import migrate_db
 
 DEFAULT_SHARED_DB = "../shared/checkpoint.db"
 
@@ -32,7 +30,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(telegram_session.EXIT_INTERRUPTED)
+    migrate_db.run_main(main)

@@ -42,7 +42,7 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,8 @@ from telethon import TelegramClient, errors, functions, types
 import migrate_db
 import telegram_session
 from migrate_db import transaction, utcnow
+
+UTC = timezone.utc        # datetime.UTC is Python 3.11+
 
 # ----------------------------------------------------------------------------- settings
 
@@ -114,6 +116,8 @@ PLAN_INSTRUCTIONS = (
     "Use only these channels:\n{channels}")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_SESSION = 4                        # a warmup of the account runs elsewhere (its lock)
+LOG_FILE = "heatup.log"                 # `serve`'s log, in the folder it runs from
 
 log = logging.getLogger("heatup")
 
@@ -1063,9 +1067,13 @@ async def serve(service: HeatUp, host: str, port: int) -> None:
                  host, port, len(service.pool),
                  service.settings.openai_model if service.settings.llm_configured
                  else "offline", "token" if service.settings.api_token else "none")
-        await asyncio.Event().wait()
+        await migrate_db.Heartbeat(log).run(
+            lambda: f"serving on {host}:{port}, {len(service.tasks)} warmups running")
     finally:
+        running = len(service.tasks)
         await runner.cleanup()
+        log.info("heat-up API stopped%s", f"; {running} warmups interrupted, each continues "
+                 "where it stopped at its next warmup" if running else "")
 
 
 # ----------------------------------------------------------------------------- command line
@@ -1188,14 +1196,16 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--channels", type=Path, metavar="FILE",
                        help="channel pool (default: HEATUP_CHANNELS_FILE or "
                             "channels_data.json next to this script)")
-    common.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log debug detail (also before COMMAND)")
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument("--json", action="store_true", help="print JSON, as the API answers")
 
     parser = argparse.ArgumentParser(
         description="History-aware join/read/idle sessions for the suite's Telegram accounts.",
         epilog="SESSION_ID is an account folder under sessions/. Planning uses OPENAI_API_KEY, "
-               "OPENAI_BASE_URL, OPENAI_MODEL; without them the built-in planner plans.")
+               "OPENAI_BASE_URL, OPENAI_MODEL; without them the built-in planner plans.",
+        parents=[migrate_db.cli_options()])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve_cmd = commands.add_parser("serve", parents=[common], help="run the HTTP API")
     network = serve_cmd.add_argument_group("network")
@@ -1241,7 +1251,10 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (WarmupBusy, AccountLimited) as exc:
+    except WarmupBusy as exc:           # the README's code for a lock held elsewhere
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_SESSION
+    except AccountLimited as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except telegram_session.AccountError as exc:
@@ -1260,9 +1273,8 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("telethon").setLevel(logging.WARNING)
+    migrate_db.setup_logging(args.verbose, args.quiet,
+                             LOG_FILE if args.command == "serve" else None)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     load_dotenv(SCRIPT_DIR / ".env")
     try:
@@ -1280,7 +1292,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(EXIT_INTERRUPTED)
+    migrate_db.run_main(main)

@@ -1,34 +1,65 @@
 #!/usr/bin/env python3
 """The suite's database lifecycle: open, upgrade and write to its SQLite files.
 
-Every script opens its databases with `connect(path)`: WAL journal, synchronous=NORMAL, a
-busy timeout, foreign keys on, `schema.sql` applied and pending migrations run. Every write
-goes through `with transaction(conn):`, which is `BEGIN IMMEDIATE` ... `COMMIT`, so a
-read-then-write never meets SQLITE_BUSY on a lock upgrade.
+Every script opens its databases with `connect(path, kind=KIND)`: WAL journal,
+synchronous=NORMAL, a busy timeout, foreign keys on, its part of `schema.sql` applied and
+pending migrations run. Every write goes through `with transaction(conn):`, which is
+`BEGIN IMMEDIATE` ... `COMMIT`, so a read-then-write never meets SQLITE_BUSY on a lock
+upgrade.
+
+Kinds of database. schema.sql is split into sections, one per kind (KINDS: checkpoint,
+accounts, campaign, heatup, dialer); each starts with `-- kind: NAME  recognised by: ...`.
+A database gets only the sections of its kinds, so e.g. a campaign database never receives
+the cloner's tables or columns (the earlier campaign system had its own, different
+`messages` table). Its kinds are the one its caller names plus those `recognise_kinds`
+finds from its tables (a listed table, or a listed table having the listed column). A
+database that names no kind and has none recognisable (a new file opened with
+`connect(path)`) gets every section, as before kinds existed.
 
 Upgrading an existing database happens in one `BEGIN IMMEDIATE` transaction, in this order:
-missing tables are created, columns the schema has and an older table lacks are added
-(`add_missing_columns`), the numbered migrations in MIGRATIONS not yet recorded in
-`PRAGMA user_version` run, and finally the schema's indexes are created. Nothing is dropped.
+missing tables of its kinds are created, columns the schema has and an older table lacks are
+added (`add_missing_columns`), the numbered migrations of its kinds not yet applied run, and
+finally its kinds' indexes are created. Nothing is dropped.
+
+Migrations: MIGRATIONS lists (kind, function) in number order; a migration's number is in
+its name (`m010_...` is 10) and numbers are allocated in ranges, so they may have gaps:
+m001-m003 the first ones, m004-m009 cloner checkpoints (issue 12), m010-m019 earlier
+campaign databases (issue 13), m020 onwards issue 15. `PRAGMA user_version` records the
+number of the last migration applied (SCHEMA_VERSION, the highest number, once up to date);
+a migration runs when its number is above it and the database is of its kind.
 
 Run on its own it migrates the databases it is given (default: every *.db under
-sessions/shared/), writing a backup copy next to any database with data before changing it:
+sessions/shared/), each by the kinds recognised in it, writing a backup copy next to any
+database with data before changing it:
 
     python migrate_db.py [DB ...]
+
+It also keeps what every script of the suite shares about running as a process (section
+"process conventions"): the suite's version, the -v/-q/--version options, UTC log lines with
+size-based rotation, SIGTERM/SIGHUP handling, files created 0600, metrics files, heartbeats.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
+import errno
+import logging
+import logging.handlers
 import os
 import re
+import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+UTC = timezone.utc        # datetime.UTC is Python 3.11+
 
 SCHEMA_PATH = Path(__file__).resolve().with_name("schema.sql")
 DEFAULT_DB_DIR = Path(__file__).resolve().parent / "sessions" / "shared"
@@ -44,31 +75,94 @@ def utcnow() -> str:
 
 # ----------------------------------------------------------------------------- schema parsing
 
-def schema_statements(schema_text: str | None = None) -> list[str]:
-    """The statements of schema.sql, in file order, comments stripped."""
+KIND_LINE = re.compile(r"--\s*kind:\s*(\w+)\s+recognised by:\s*(.+)$")
+
+
+@dataclass(frozen=True)
+class Section:
+    """One kind's part of schema.sql: its statements and how a database of it is recognised
+    (table names, or (table, column) pairs)."""
+
+    kind: str
+    recognised_by: tuple[tuple[str, str | None], ...]
+    statements: tuple[str, ...]
+
+
+def schema_sections(schema_text: str | None = None) -> dict[str, Section]:
+    """The sections of schema.sql by kind, in file order; statements with comments stripped."""
     text = SCHEMA_PATH.read_text(encoding="utf-8") if schema_text is None else schema_text
-    lines = [line for line in text.splitlines() if not line.lstrip().startswith("--")]
-    statements, current = [], ""
-    for line in lines:
+    sections: dict[str, Section] = {}
+    kind, marks, statements, current = None, (), [], ""
+
+    def close() -> None:
+        if kind is not None:
+            sections[kind] = Section(kind, marks, tuple(statements))
+
+    for line in text.splitlines():
+        marker = KIND_LINE.match(line.strip())
+        if marker:
+            close()
+            kind, statements = marker.group(1), []
+            marks = tuple((name.partition(".")[0], name.partition(".")[2] or None)
+                          for name in re.split(r"[\s,]+", marker.group(2).strip()) if name)
+            continue
+        if line.lstrip().startswith("--"):
+            continue
         current += line + "\n"
         if sqlite3.complete_statement(current):
+            if kind is None:
+                raise ValueError(f"{SCHEMA_PATH.name}: statement before any '-- kind:' line: "
+                                 f"{current.strip()[:60]}")
             statements.append(current.strip())
             current = ""
     if current.strip():
         raise ValueError(f"{SCHEMA_PATH.name}: unterminated statement: {current.strip()[:60]}")
-    return statements
+    close()
+    return sections
+
+
+SECTIONS = schema_sections()
+KINDS = tuple(SECTIONS)
+
+
+def schema_statements(kinds: Iterable[str] | None = None) -> list[str]:
+    """The statements of schema.sql for these kinds (default: every kind), in file order."""
+    wanted = set(KINDS if kinds is None else kinds)
+    return [statement for kind, section in SECTIONS.items() if kind in wanted
+            for statement in section.statements]
 
 
 def _is_table_statement(statement: str) -> bool:
     return re.match(r"CREATE\s+TABLE\b", statement, re.IGNORECASE) is not None
 
 
-def _reference_db() -> sqlite3.Connection:
-    """An in-memory database built from schema.sql: the shape every database should have."""
+def _reference_db(kinds: Iterable[str]) -> sqlite3.Connection:
+    """An in-memory database built from these kinds' sections: the shape it should have."""
     ref = sqlite3.connect(":memory:")
-    for statement in schema_statements():
+    for statement in schema_statements(kinds):
         ref.execute(statement)
     return ref
+
+
+def recognise_kinds(conn: sqlite3.Connection) -> set[str]:
+    """The kinds whose recognising tables (or table columns) the database has."""
+    tables = _tables(conn)
+    kinds = set()
+    for kind, section in SECTIONS.items():
+        for table, column in section.recognised_by:
+            if table in tables and (column is None or column in _columns(conn, table)):
+                kinds.add(kind)
+                break
+    return kinds
+
+
+def database_kinds(conn: sqlite3.Connection, kind: str | None = None) -> set[str]:
+    """The kinds a database is upgraded as: `kind` and those recognised in it; every kind
+    when neither gives one (a new file opened without a kind)."""
+    if kind is not None and kind not in SECTIONS:
+        raise ValueError(f"unknown database kind {kind!r} (known: {', '.join(SECTIONS)})")
+    kinds = recognise_kinds(conn) | ({kind} if kind else set())
+    return kinds or set(SECTIONS)
 
 
 def _tables(conn: sqlite3.Connection) -> set[str]:
@@ -164,6 +258,83 @@ def m003_dialer_legacy_session(conn: sqlite3.Connection) -> str | None:
     return f"dial_results: {count} rows without a session grouped into session 'legacy'"
 
 
+# Earlier campaign system (schema "v2.0", NOTES.md): times are `YYYY-MM-DD HH:MM:SS` UTC text,
+# profiles carry an external `profile_id` (a UUID), task_attempts keep their time in
+# `timestamp`, and its `messages` table holds message templates. Its attempts keep naming
+# their account by that UUID (its views join on it); campaign.py counts them by either id.
+LEGACY_TIME_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
+# the suite's form of the same instant: what campaign.to_text writes
+LEGACY_TIME_AS_ISO = "replace({column}, ' ', 'T') || '.000000+00:00'"
+CAMPAIGN_TIME_COLUMNS = {
+    "tasks": ("last_attempt_at", "next_available_at", "claimed_at", "created_at", "updated_at"),
+    "task_attempts": ("attempted_at",),
+    "profiles": ("created_at", "updated_at", "last_message_time", "hour_reset_time"),
+    "campaign_texts": ("created_at",),
+}
+
+
+def m010_campaign_profile_ids(conn: sqlite3.Connection) -> str | None:
+    """Every profile has an external id: the earlier system's UUID is kept, profiles the
+    suite added before it kept one get a new UUID4."""
+    missing = [pid for (pid,) in conn.execute("SELECT id FROM profiles WHERE profile_id IS NULL")]
+    for pid in missing:
+        conn.execute("UPDATE profiles SET profile_id = ? WHERE id = ?", (str(uuid.uuid4()), pid))
+    return f"profiles: {len(missing)} given a profile_id" if missing else None
+
+
+def m011_campaign_attempt_times(conn: sqlite3.Connection) -> str | None:
+    """Earlier attempts kept their time in `timestamp`: it becomes attempted_at (the column
+    the hourly window reads). `timestamp` itself is left as the earlier system wrote it."""
+    if "timestamp" not in _columns(conn, "task_attempts"):
+        return None
+    copied = conn.execute(
+        "UPDATE task_attempts SET attempted_at = timestamp "
+        "WHERE attempted_at IS NULL AND timestamp IS NOT NULL").rowcount
+    return f"task_attempts: {copied} earlier attempt times copied to attempted_at" \
+        if copied else None
+
+
+def m012_campaign_times_iso(conn: sqlite3.Connection) -> str | None:
+    """Earlier `YYYY-MM-DD HH:MM:SS` times become the suite's ISO-8601 UTC text, so they
+    compare correctly with new ones (a chat delayed by hours stays delayed)."""
+    changed = 0
+    for table, names in CAMPAIGN_TIME_COLUMNS.items():
+        have = _columns(conn, table)
+        for column in (name for name in names if name in have):
+            changed += conn.execute(
+                f'UPDATE "{table}" SET "{column}" = '
+                f'{LEGACY_TIME_AS_ISO.format(column=column)} '
+                f'WHERE "{column}" GLOB ?', (LEGACY_TIME_GLOB,)).rowcount
+    return f"{changed} earlier times rewritten as ISO-8601 UTC" if changed else None
+
+
+def m013_campaign_templates(conn: sqlite3.Connection) -> str | None:
+    """The earlier system's templates (`messages` with group_id, text) become campaign texts
+    of their group, active or not as they were; the `messages` table is left as it was."""
+    if not {"group_id", "text"} <= set(_columns(conn, "messages")):
+        return None
+    have = _columns(conn, "messages")
+    active = "m.is_active" if "is_active" in have else "1"
+    created = "m.created_at" if "created_at" in have else "NULL"
+    copied = conn.execute(
+        f"INSERT INTO campaign_texts (text, group_id, is_active, created_at) "
+        f"SELECT m.text, m.group_id, COALESCE({active}, 1), "
+        f"CASE WHEN {created} GLOB ? THEN {LEGACY_TIME_AS_ISO.format(column=created)} "
+        f"ELSE {created} END FROM messages m WHERE m.text IS NOT NULL AND NOT EXISTS "
+        f"(SELECT 1 FROM campaign_texts c WHERE c.text = m.text AND c.group_id IS m.group_id) "
+        f"ORDER BY m.id", (LEGACY_TIME_GLOB,)).rowcount
+    return f"campaign_texts: {copied} earlier message templates copied with their group" \
+        if copied else None
+
+
+def migration_number(migration: Callable[[sqlite3.Connection], str | None]) -> int:
+    """A migration's own number, from its name: m010_... is 10."""
+    match = re.match(r"m(\d+)_", migration.__name__)
+    if match is None:
+        raise ValueError(f"migration {migration.__name__} is not named mNNN_...")
+    return int(match.group(1))
+
+
 def m004_checkpoint_per_pair(conn: sqlite3.Connection) -> str | None:
     """Checkpoint rows were keyed by (source_chat, msg_id), so a second target of the same
     source found everything "done". The table is rebuilt keyed by (source_chat,
@@ -173,7 +344,7 @@ def m004_checkpoint_per_pair(conn: sqlite3.Connection) -> str | None:
                                     key=lambda row: row[5]) if row[5]]
     if "target_chat" in key:
         return None
-    ref = _reference_db()
+    ref = _reference_db(["checkpoint"])
     try:
         create = ref.execute("SELECT sql FROM sqlite_master WHERE type = 'table' "
                              "AND name = 'messages'").fetchone()[0]
@@ -192,13 +363,18 @@ def m004_checkpoint_per_pair(conn: sqlite3.Connection) -> str | None:
     return f"messages: {moved} rows re-keyed by (source_chat, target_chat, msg_id)"
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], str | None]] = [
-    m001_checkpoint_status,
-    m002_campaign_per_run,
-    m003_dialer_legacy_session,
-    m004_checkpoint_per_pair,
+# (kind, migration), in number order
+MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], str | None]]] = [
+    ("checkpoint", m001_checkpoint_status),
+    ("campaign", m002_campaign_per_run),
+    ("dialer", m003_dialer_legacy_session),
+    ("checkpoint", m004_checkpoint_per_pair),
+    ("campaign", m010_campaign_profile_ids),
+    ("campaign", m011_campaign_attempt_times),
+    ("campaign", m012_campaign_times_iso),
+    ("campaign", m013_campaign_templates),
 ]
-SCHEMA_VERSION = len(MIGRATIONS)
+SCHEMA_VERSION = max(migration_number(m) for _, m in MIGRATIONS)
 
 
 # ----------------------------------------------------------------------------- connections
@@ -213,16 +389,34 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite may have rolled back already (a full disk, an I/O error): then a ROLLBACK
+        # would only hide the real error behind "no transaction is active"
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
-def upgrade(conn: sqlite3.Connection) -> list[str]:
-    """Bring `conn`'s database to schema.sql and the last migration; returns what changed."""
-    ref = _reference_db()
-    statements = schema_statements()
+@contextmanager
+def durable_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """`transaction` whose COMMIT is on disk when the block ends (synchronous=FULL for it;
+    the connection's NORMAL afterwards). For the commits that must survive a power loss
+    because a side effect outside the database follows, e.g. the random_id of a send."""
+    conn.execute("PRAGMA synchronous = FULL")
+    try:
+        with transaction(conn):
+            yield conn
+    finally:
+        conn.execute("PRAGMA synchronous = NORMAL")
+
+
+def upgrade(conn: sqlite3.Connection, kinds: Iterable[str] | None = None) -> list[str]:
+    """Bring `conn`'s database to its kinds' part of schema.sql and their last migration
+    (kinds: default those `database_kinds` gives); returns what changed."""
+    kinds = set(database_kinds(conn) if kinds is None else kinds)
+    ref = _reference_db(kinds)
+    statements = schema_statements(kinds)
     changes: list[str] = []
     with transaction(conn):
         tables_before, indexes_before = _tables(conn), _indexes(conn)
@@ -232,8 +426,9 @@ def upgrade(conn: sqlite3.Connection) -> list[str]:
         changes += [f"created table {t}" for t in sorted(_tables(conn) - tables_before)]
         changes += add_missing_columns(conn, ref)
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        for number, migration in enumerate(MIGRATIONS, start=1):
-            if number > version:
+        for kind, migration in MIGRATIONS:
+            number = migration_number(migration)
+            if number > version and kind in kinds:
                 report = migration(conn)
                 if report:
                     changes.append(f"m{number:03d}: {report}")
@@ -247,11 +442,11 @@ def upgrade(conn: sqlite3.Connection) -> list[str]:
     return changes
 
 
-def pending_changes(conn: sqlite3.Connection) -> bool:
+def pending_changes(conn: sqlite3.Connection, kinds: Iterable[str] | None = None) -> bool:
     """Whether `upgrade` would change anything, without writing."""
     if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
         return True
-    ref = _reference_db()
+    ref = _reference_db(database_kinds(conn) if kinds is None else kinds)
     try:
         if not _tables(ref) <= _tables(conn) or not _indexes(ref) <= _indexes(conn):
             return True
@@ -280,8 +475,8 @@ def _enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
 def open_database(path: str | Path, timeout: float = BUSY_TIMEOUT_SECONDS) -> sqlite3.Connection:
     """Open with the suite's settings (WAL, NORMAL sync, busy timeout, foreign keys), no upgrade."""
     path = Path(path)
-    if str(path) != ":memory:":
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if str(path) != ":memory:" and not path.exists():
+        create_private(path)                # its -wal and -shm files take the same mode
     conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None,
                            check_same_thread=False)
     try:
@@ -295,12 +490,15 @@ def open_database(path: str | Path, timeout: float = BUSY_TIMEOUT_SECONDS) -> sq
     return conn
 
 
-def connect(path: str | Path, timeout: float = BUSY_TIMEOUT_SECONDS) -> sqlite3.Connection:
-    """Open a suite database: parent folders created, settings applied, schema up to date."""
+def connect(path: str | Path, timeout: float = BUSY_TIMEOUT_SECONDS,
+            kind: str | None = None) -> sqlite3.Connection:
+    """Open a suite database: parent folders created, settings applied, the schema of its
+    kinds (`kind`, and those recognised in it: see the module docstring) up to date."""
     conn = open_database(path, timeout)
     try:
-        if pending_changes(conn):
-            upgrade(conn)
+        kinds = database_kinds(conn, kind)
+        if pending_changes(conn, kinds):
+            upgrade(conn, kinds)
     except BaseException:
         conn.close()
         raise
@@ -471,9 +669,315 @@ def copy_to_postgres(path: Path, url: str, *, live_seconds: float) -> str:
         target.close()
         source.close()
     return f"{path} -> {redact_url(url)}: copied {', '.join(counts)}"
+# ----------------------------------------------------------------------------- process conventions
+# What every script shares about running as a process. Kept here because every script
+# imports this module anyway and it imports nothing heavy.
+
+SUITE_VERSION = "1.1.0"                 # the whole suite's version: `--version` of every script
+EXIT_OK, EXIT_INTERRUPTED = 0, 130      # the README's codes (the rest: telegram_session)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_MAX_BYTES = 10 * 1024 * 1024        # a log file rotates at this size (LOG_MAX_BYTES) ...
+LOG_BACKUPS = 5                         # ... keeping this many old ones (LOG_BACKUPS)
+# Set by run.sh and the systemd unit: the supervisor stores the process's output (run.log,
+# the journal), so the script writes no log file of its own and each line is stored once.
+LOG_CAPTURED_ENV = "SUITE_LOG_CAPTURED"
+HEARTBEAT_SECONDS = 300.0               # an idle long-running loop says so this often
+METRICS_SECONDS = 15.0                  # --metrics-file is rewritten this often
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+PRIVATE_MODE = 0o600                    # databases and logs hold phone numbers and chats
+_TIMESTAMP = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
+
+
+def cli_options() -> argparse.ArgumentParser:
+    """The parent parser every script's top-level parser takes: --version, -v, -q."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--version", action="version",
+                        version=f"%(prog)s {SUITE_VERSION}")
+    loud = parent.add_mutually_exclusive_group()
+    loud.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    loud.add_argument("-q", "--quiet", action="store_true",
+                      help="log only warnings and errors on the console")
+    return parent
+
+
+def create_private(path: str | Path) -> Path:
+    """Create the file if missing, readable by its owner only (0600); an existing file
+    keeps its content and loses any group/other bits. Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_MODE))
+    if path.stat().st_mode & 0o077:
+        path.chmod(PRIVATE_MODE)
+    return path
+
+
+class UTCFormatter(logging.Formatter):
+    """Log times in UTC ISO-8601 with the zone, e.g. 2026-12-03T08:40:01.123Z."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        moment = datetime.fromtimestamp(record.created, UTC)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(record.msecs):03d}Z"
+
+
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A size-rotated log file created 0600 (LOG_MAX_BYTES, LOG_BACKUPS from the environment)."""
+
+    def __init__(self, path: str | Path) -> None:
+        create_private(path)
+        super().__init__(path, maxBytes=_env_int("LOG_MAX_BYTES", LOG_MAX_BYTES),
+                         backupCount=_env_int("LOG_BACKUPS", LOG_BACKUPS), encoding="utf-8")
+
+    def _open(self):  # noqa: ANN202 - the base class's hook: each new file is 0600 too
+        create_private(self.baseFilename)
+        return super()._open()
+
+
+class _ConsoleHandler(logging.StreamHandler):
+    """stderr; once the terminal or pipe is gone (SIGHUP, closed screen), lines only go to
+    the log file instead of a 'Logging error' per line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802
+        if isinstance(sys.exc_info()[1], OSError):
+            self.setLevel(logging.CRITICAL + 1)
+            return
+        super().handleError(record)
+
+
+class _Activity(logging.Filter):
+    """Notes when the last line was logged, for Heartbeat."""
+    last = time.monotonic()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        _Activity.last = time.monotonic()
+        return True
+
+
+def _env_int(key: str, default: int) -> int:
+    value = os.environ.get(key, "").strip()
+    return int(value) if value.isdigit() else default
+
+
+def setup_logging(verbose: bool = False, quiet: bool = False,
+                  log_file: str | Path | None = None) -> Path | None:
+    """Console logging (INFO; DEBUG with -v, WARNING with -q) with UTC times, and the
+    script's log file (0600, rotated by size) unless a supervisor stores the output
+    (SUITE_LOG_CAPTURED). Returns the log file written, if any."""
+    console = _ConsoleHandler(sys.stderr)
+    console.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    handlers: list[logging.Handler] = [console]
+    if log_file is not None and os.environ.get(LOG_CAPTURED_ENV):
+        log_file = None
+    if log_file is not None:
+        handlers.append(PrivateRotatingFileHandler(log_file))
+        handlers[-1].setLevel(logging.DEBUG if verbose else logging.INFO)
+    formatter, activity = UTCFormatter(LOG_FORMAT), _Activity()
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, (_ConsoleHandler,
+                                                           PrivateRotatingFileHandler))]:
+        root.removeHandler(old)             # a second call (tests) replaces ours only
+        old.close()
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler.addFilter(activity)
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("telethon").setLevel(logging.WARNING)
+    return Path(log_file) if log_file is not None else None
+
+
+class Heartbeat:
+    """A long-running loop's 'still alive' line, logged when nothing else was for `every`
+    seconds, so an idle process does not look hung."""
+
+    def __init__(self, logger: logging.Logger, every: float = HEARTBEAT_SECONDS) -> None:
+        self.logger = logger
+        self.every = every
+
+    def beat(self, state: str) -> None:
+        """Log `heartbeat: <state>` if the process has been quiet long enough."""
+        if time.monotonic() - _Activity.last >= self.every:
+            self.logger.info("heartbeat: %s", state)
+            _Activity.last = time.monotonic()
+
+    async def run(self, state: Callable[[], str]) -> None:
+        """Beat until cancelled, asking `state()` for the line's text."""
+        while True:
+            await asyncio.sleep(min(self.every, 30.0))
+            self.beat(state())
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: the script stops the way Ctrl+C stops it, and exits 0."""
+
+
+_stopping: list[int] = []
+
+
+def _leave_hung_up_terminal() -> None:
+    """After SIGHUP the terminal is gone: console output goes nowhere instead of failing."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        if os.isatty(fd):
+            os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def handle_stop_signals(handler: Callable[[int, Any], Any] | None = None) -> None:
+    """SIGTERM and SIGHUP (kill, systemd, `screen -X quit`) stop like Ctrl+C: `handler`
+    (a signal handler) is called, or Stopped is raised in the main thread. Only the first
+    signal counts, so a supervisor forwarding what the process already got changes nothing.
+    """
+    def on_signal(signum: int, frame: Any) -> None:
+        if signum == signal.SIGHUP:
+            _leave_hung_up_terminal()
+        if _stopping and handler is None:
+            return
+        _stopping.append(signum)
+        if handler is not None:
+            handler(signum, frame)
+        else:
+            raise Stopped(signal.Signals(signum).name)
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, on_signal)
+
+
+def run_main(main: Callable[[], int]) -> NoReturn:
+    """The `if __name__ == "__main__"` of every script: exit with main()'s code; Ctrl+C
+    130; SIGTERM/SIGHUP stop like Ctrl+C but exit 0; output into a closed pipe (`| head`)
+    ends quietly."""
+    if os.environ.get(LOG_CAPTURED_ENV) and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # run.sh starts the script in the background, where bash ignores Ctrl+C
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    handle_stop_signals()
+    try:
+        code = main()
+    except SystemExit as exc:       # --help, --version, usage errors
+        code = exc.code
+    except Stopped as exc:
+        logging.getLogger("suite").info("stopped by %s", exc)
+        code = EXIT_OK
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    except OSError as exc:          # into a closed pipe, or a terminal that hung up
+        if exc.errno not in (errno.EPIPE, errno.EIO):
+            raise
+        code = EXIT_OK
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        if exc.errno not in (errno.EPIPE, errno.EIO):
+            raise
+    finally:    # whatever is still buffered would fail again at exit: drop it
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    sys.exit(code)
+
+
+def append_log(path: str | Path, source: Any = None, echo: Any = None) -> int:
+    """run.sh's log writer: each line of standard input goes to the terminal and to `path`
+    (0600, rotated by size), stamped with the UTC time unless it starts with one. Ignores
+    the stop signals and Ctrl+C: it ends when everything writing to it has ended, so the
+    last lines of a stopping script are kept."""
+    for signum in (signal.SIGINT, *STOP_SIGNALS):
+        signal.signal(signum, signal.SIG_IGN)
+    source = source or sys.stdin.buffer
+    echo = echo if echo is not None else sys.stdout.buffer
+    handler = PrivateRotatingFileHandler(path)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for raw in source:
+        line = raw.rstrip(b"\n")
+        if not _TIMESTAMP.match(line):
+            line = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ ").encode() + line
+        text = line.decode("utf-8", "replace")
+        handler.emit(logging.makeLogRecord({"msg": text, "args": None}))
+        if echo is not None:
+            try:
+                echo.write(line + b"\n")
+                echo.flush()
+            except OSError:             # the terminal is gone (screen closed): file only
+                echo = None
+    handler.close()
+    return EXIT_OK
+
+
+def write_metrics(path: str | Path, metrics: Mapping[str, tuple[str, str, Any]]) -> None:
+    """Write Prometheus text atomically (temp + rename) for node_exporter's textfile
+    collector. `metrics`: name -> (type, help, value), value a number or a mapping from a
+    label dict's items (a tuple of (label, value) pairs) to numbers."""
+    lines = []
+    for name, (kind, text, value) in metrics.items():
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+        samples = value.items() if isinstance(value, Mapping) else [((), value)]
+        for labels, number in samples:
+            label_text = ",".join(f'{key}="{_escape_label(str(val))}"' for key, val in labels)
+            lines.append(f"{name}{{{label_text}}} {float(number):g}" if label_text
+                         else f"{name} {float(number):g}")
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(temp, path)
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def suite_metrics(script: str, messages: Mapping[str, int], sends: int, waits: int,
+                  wait_seconds: float, last_success: str | None) -> dict[str, tuple[str, str, Any]]:
+    """The metrics every script with --metrics-file writes, labelled with the script:
+    messages (or chats, numbers) by status, sends made by this process, rate-limit waits
+    recorded, and the time of the last success (a stored UTC timestamp)."""
+    label = (("script", script),)
+    last = datetime.fromisoformat(last_success).timestamp() if last_success else 0
+    return {
+        "suite_messages": ("gauge", "Work items by status.",
+                           {(*label, ("status", status)): count
+                            for status, count in sorted(messages.items())}),
+        "suite_sends_total": ("counter", "Sends made by this process.", {label: sends}),
+        "suite_waits_total": ("counter", "Rate-limit waits recorded (FloodWait, PeerFlood, "
+                              "windows).", {label: waits}),
+        "suite_wait_seconds_total": ("counter", "Seconds of those waits.",
+                                     {label: wait_seconds}),
+        "suite_last_success_timestamp_seconds": ("gauge", "Unix time of the last success "
+                                                 "(0: none yet).", {label: last}),
+        "suite_metrics_written_timestamp_seconds": ("gauge", "Unix time this file was written.",
+                                                    {label: time.time()}),
+    }
+
+
+class MetricsFile:
+    """--metrics-file / METRICS_FILE: `due()` says when the next write is due (every
+    METRICS_SECONDS); `write()` rewrites the file; nothing at all without a path."""
+
+    def __init__(self, path: str | Path | None, every: float = METRICS_SECONDS) -> None:
+        self.path = Path(path) if path else None
+        self.every = every
+        self.written_at = 0.0
+
+    def due(self) -> bool:
+        return self.path is not None and time.monotonic() - self.written_at >= self.every
+
+    def write(self, metrics: Mapping[str, tuple[str, str, Any]]) -> None:
+        if self.path is None:
+            return
+        write_metrics(self.path, metrics)
+        self.written_at = time.monotonic()
 
 
 # ----------------------------------------------------------------------------- command line
+
+def _make_private(path: Path) -> str | None:
+    """Take group/other access away from a database (and its -wal, -shm); what changed."""
+    mode = path.stat().st_mode & 0o777
+    if not mode & 0o077:
+        return None
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if name.exists():
+            name.chmod(PRIVATE_MODE)
+    return f"mode {mode:03o} -> {PRIVATE_MODE:03o} (it holds personal data)"
+
 
 def backup_database(conn: sqlite3.Connection, path: Path) -> Path:
     """A consistent copy of the database next to it, named with the time; returns its path."""
@@ -495,8 +999,43 @@ def is_sqlite_file(path: str | Path) -> bool:
         return handle.read(len(SQLITE_HEADER)) == SQLITE_HEADER
 
 
+class CorruptDatabase(sqlite3.DatabaseError):
+    """SQLite's integrity check failed: the file must be restored, not migrated."""
+
+
+def restore_advice(path: Path) -> str:
+    """What to do with a damaged database: the newest backup, else SQLite's .recover."""
+    backups = sorted(path.parent.glob(f"{path.name}.bak-*"))
+    source = f"copy the newest backup over it ({backups[-1]})" if backups else \
+        f"recover what is readable: sqlite3 {path} .recover | sqlite3 {path}.recovered " \
+        "and use that file"
+    return f"stop every script using it, move it aside, then {source}"
+
+
+def check_integrity(conn: sqlite3.Connection, path: Path) -> None:
+    """SQLite's quick_check; CorruptDatabase naming the first problem and the way back."""
+    try:
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+    except sqlite3.DatabaseError as exc:    # the damage hides even the schema
+        problems = [str(exc)]
+    if problems != ["ok"]:
+        raise CorruptDatabase(f"{path}: damaged ({problems[0]}); {restore_advice(path)}")
+
+
+def suite_databases() -> list[Path]:
+    """The databases migrate_db.py covers with no argument: sessions/shared/*.db, each
+    account folder's own (a single-account cloner's checkpoint.db) and heatup's history
+    (DATABASE_PATH, default sessions.db, relative to the suite's folder)."""
+    suite = DEFAULT_DB_DIR.parent.parent
+    found = sorted(DEFAULT_DB_DIR.glob("*.db")) + sorted(suite.glob("sessions/*/*.db"))
+    history = suite / os.environ.get("DATABASE_PATH", "sessions.db")
+    return list(dict.fromkeys(found + ([history] if history.is_file() else [])))
+
+
 def migrate_file(path: Path, timeout: float = BUSY_TIMEOUT_SECONDS) -> str:
-    """Migrate one existing database file; returns the report line. Raises on failure."""
+    """Migrate one existing database file; returns the report line. Raises on failure
+    (CorruptDatabase when SQLite's integrity check fails). A database with tables of
+    which none is the suite's (e.g. a simulator world.db) is skipped, untouched."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such database file")
     # the mode bits too: root may write anywhere, but a file marked read-only is kept so
@@ -505,13 +1044,23 @@ def migrate_file(path: Path, timeout: float = BUSY_TIMEOUT_SECONDS) -> str:
         raise PermissionError(f"{path}: read-only (the file and its folder must be writable)")
     if path.stat().st_size and not is_sqlite_file(path):
         raise sqlite3.DatabaseError(f"{path}: not a SQLite database")
-    conn = open_database(path, timeout)
     try:
+        conn = open_database(path, timeout)
+    except sqlite3.OperationalError:
+        raise                               # locked: reported as such
+    except sqlite3.DatabaseError as exc:
+        raise CorruptDatabase(f"{path}: damaged ({exc}); {restore_advice(path)}") from None
+    try:
+        check_integrity(conn, path)
+        tables = _tables(conn)
+        if tables and not recognise_kinds(conn):
+            return (f"{path}: skipped, not one of the suite's databases (its tables: "
+                    f"{', '.join(sorted(tables)[:5])}{', ...' if len(tables) > 5 else ''})")
+        tightened = _make_private(path)
         if not pending_changes(conn):
-            return f"{path}: up to date"
-        has_data = bool(_tables(conn))
-        backup = backup_database(conn, path) if has_data else None
-        changes = upgrade(conn)
+            return f"{path}: up to date" + (f"; {tightened}" if tightened else "")
+        backup = backup_database(conn, path) if tables else None
+        changes = upgrade(conn) + ([tightened] if tightened else [])
     finally:
         conn.close()
     lines = [f"{path}: {len(changes)} change(s)"] + [f"  {change}" for change in changes]
@@ -542,8 +1091,14 @@ def postgres_command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Create or upgrade the suite's SQLite databases in place, keeping every row.",
-        epilog="With no DB given, every *.db under sessions/shared/ is migrated. "
-               "A second run reports 'up to date'.")
+        epilog="With no DB given: every *.db under sessions/shared/ and in the account "
+               "folders, and heatup's history database (DATABASE_PATH, default sessions.db). "
+               "Each is checked for damage first; a database that is not the suite's (e.g. a "
+               "simulator world) is skipped. A second run reports 'up to date'.",
+        parents=[cli_options()])
+    parser.add_argument("--append-log", metavar="FILE", type=Path,
+                        help="(run.sh's log writer) copy standard input to the terminal and "
+                             "to FILE, each line stamped with the UTC time, FILE rotated")
     parser.add_argument("databases", nargs="*", metavar="DB", type=Path,
                         help="database files to migrate")
     parser.add_argument("--timeout", type=float, default=BUSY_TIMEOUT_SECONDS,
@@ -564,23 +1119,30 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.timeout <= 0:
         parser.error("--timeout must be a positive number of seconds")
+    if args.append_log:
+        return append_log(args.append_log)
     for url in args.db_url + ([args.copy[1]] if args.copy else []):
         if not is_postgres_url(url):
             parser.error(f"{redact_url(url)} is not a postgresql:// URL")
     if args.copy or args.db_url:
         return postgres_command(args)
-    databases = args.databases or sorted(DEFAULT_DB_DIR.glob("*.db"))
+    databases = args.databases or suite_databases()
     if not databases:
-        print(f"no databases under {DEFAULT_DB_DIR}; nothing to do")
+        print(f"no databases under {DEFAULT_DB_DIR.parent}; nothing to do")
         return 0
     failures = 0
     for path in databases:
         try:
-            print(migrate_file(path, args.timeout))
+            report = migrate_file(path, args.timeout)
+            if not (args.quiet and report.endswith(": up to date")):
+                print(report)
         except sqlite3.OperationalError as exc:
             reason = "locked by another process past the timeout" \
                 if "locked" in str(exc) else str(exc)
             print(f"error: {path}: {reason}; nothing was changed", file=sys.stderr)
+            failures += 1
+        except CorruptDatabase as exc:
+            print(f"error: {exc}", file=sys.stderr)
             failures += 1
         except (OSError, sqlite3.DatabaseError) as exc:
             print(f"error: {exc}; nothing was changed", file=sys.stderr)
@@ -589,7 +1151,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_main(main)

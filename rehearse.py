@@ -31,7 +31,7 @@ from telegram_sim import World, build_demo
 SUITE_DIR = Path(__file__).resolve().parent
 CLONER = SUITE_DIR / "clone_streaming_shared.py"
 ACCOUNTS = ("session1", "session2")
-EXTRA_POSTS = 150         # on top of the demo's messages, so the two accounts share work
+EXTRA_POSTS = 40          # on top of the demo's messages, so the two accounts share work
 DEMO_ENV = {"SOURCE_CHAT": "@demo_source", "TARGET_CHAT": "@demo_target", "COPY_MODE": "copy"}
 SHARED_DATABASES = ("checkpoint.db", "accounts.db")
 RUN_TIMEOUT = 300          # seconds for the two cloners together
@@ -125,11 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         description="Rehearse two accounts cloning one chat at once on the simulated "
                     "Telegram, then print what the target holds.",
         epilog="exit codes: 0 every message exactly once, 1 a duplicate, a lost message or "
-               "a failed cloner, 2 bad usage, 130 Ctrl+C")
+               "a failed cloner, 2 bad usage, 130 Ctrl+C", parents=[migrate_db.cli_options()])
     parser.add_argument("--workdir", type=Path, metavar="DIR",
                         help="an empty or new folder for the world and the account folders, "
                              "kept afterwards (default: a temporary folder, removed)")
     args = parser.parse_args(argv)
+    migrate_db.setup_logging(args.verbose, args.quiet)
     workdir = args.workdir
     if workdir is None:
         workdir = Path(tempfile.mkdtemp(prefix="rehearsal-"))
@@ -164,7 +165,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(EXIT_INTERRUPTED)
+    migrate_db.run_main(main)

@@ -1,21 +1,30 @@
--- Every table and index of the suite. Applied by migrate_db.connect() to every database the
--- suite opens, so any script's database has every table; CREATE ... IF NOT EXISTS throughout.
+-- Every table and index of the suite, in one section per kind of database. A section starts
+-- with a line
+--     -- kind: NAME  recognised by: TABLE[.COLUMN], ...
+-- and runs to the next such line. migrate_db.connect() gives a database only the sections of
+-- its kind(s): the kind its caller names, else those recognised from its tables (a table, or
+-- a table having that column, listed after "recognised by:"). CREATE ... IF NOT EXISTS
+-- throughout; each section's indexes follow its tables.
 --
 -- Conventions: timestamps are UTC ISO-8601 text ("2026-11-21T12:34:56.123456+00:00" or the
 -- shorter forms the spec documents show); durations are seconds.
 -- A column added to an existing table must be nullable or carry a constant DEFAULT: older
 -- databases get it through ALTER TABLE ADD COLUMN (see migrate_db.add_missing_columns).
--- Index statements come after all tables: they run once legacy tables have their columns.
+-- Index statements run after every table of the database has its columns (legacy tables
+-- included), whatever their place in the file.
 
 -- ===== cloner (spec 002): the shared checkpoint ========================================
+-- kind: checkpoint  recognised by: messages.source_chat, topic_map
 -- One row per source message *for one target* (a pair of chats: the same source cloned
 -- into two targets has two rows per message). status: pending | processing | done |
 -- failed | skipped; `error` holds the reason (Telegram's error name where Telegram refused).
 -- `session` is the account that owns the claim; `claimed_at` is refreshed by its heartbeat.
 -- `random_id` is stored before the send and reused on a retry by the same account
 -- (Telegram de-duplicates per account); a claim taken over by another account clears it.
--- `doubt_session`: the account whose stored random_id was cleared by a takeover (its send
--- may have reached Telegram); the new owner searches the target before sending again.
+-- `sent_at`: when the random_id was stored (the send started). A takeover of such a claim
+-- sets `doubt_seen` (the old owner's last heartbeat): its send may have reached Telegram
+-- between `sent_at` and shortly after that, so the new owner searches the target's
+-- messages of that time before sending again.
 -- Album members share `grouped_id` and are claimed, sent and completed together.
 CREATE TABLE IF NOT EXISTS messages (
     source_chat   TEXT    NOT NULL,
@@ -30,7 +39,8 @@ CREATE TABLE IF NOT EXISTS messages (
     attempts      INTEGER NOT NULL DEFAULT 0,
     error         TEXT,
     grouped_id    INTEGER,
-    doubt_session TEXT,
+    sent_at       TEXT,
+    doubt_seen    TEXT,
     PRIMARY KEY (source_chat, target_chat, msg_id)
 );
 
@@ -49,7 +59,18 @@ CREATE TABLE IF NOT EXISTS topic_map (
     PRIMARY KEY (source_chat, source_topic, target_chat)
 );
 
+-- "next pending message of this pair" is a range scan in id order
+CREATE INDEX IF NOT EXISTS idx_messages_pair_status
+    ON messages(source_chat, target_chat, status, msg_id);
+CREATE INDEX IF NOT EXISTS idx_messages_processed_at ON messages(processed_at);
+-- an account's claims (heartbeat)
+CREATE INDEX IF NOT EXISTS idx_messages_session ON messages(session) WHERE status = 'processing';
+-- an album's members, claimed and completed together
+CREATE INDEX IF NOT EXISTS idx_messages_pair_album
+    ON messages(source_chat, target_chat, grouped_id) WHERE grouped_id IS NOT NULL;
+
 -- ===== Telegram accounts (spec 003): health and rate-limit registry ======================
+-- kind: accounts  recognised by: rate_limits, accounts.last_check_ok
 CREATE TABLE IF NOT EXISTS accounts (
     name          TEXT PRIMARY KEY,          -- the session folder's name, e.g. session1
     folder        TEXT,
@@ -75,9 +96,15 @@ CREATE TABLE IF NOT EXISTS rate_limits (
     until      TEXT    NOT NULL
 );
 
+CREATE INDEX IF NOT EXISTS idx_rate_limits_account ON rate_limits(account, until);
+
 -- ===== campaign (spec 000) ==============================================================
+-- kind: campaign  recognised by: tasks.chat_username, task_attempts, campaign_runs, campaign_texts
+-- profile_id: the account's external id (the earlier system's browser-profile UUID, kept;
+-- a UUID4 for accounts added by the suite). Earlier databases declare it UNIQUE NOT NULL.
 CREATE TABLE IF NOT EXISTS profiles (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    profile_id   TEXT,
     profile_name TEXT    NOT NULL UNIQUE,
     folder       TEXT,
     is_active    INTEGER NOT NULL DEFAULT 1,
@@ -153,15 +180,31 @@ CREATE TABLE IF NOT EXISTS campaign_run_profiles (
     PRIMARY KEY (run_id, profile_id)
 );
 
--- The texts a campaign sends (not `messages`: that name is the cloner's checkpoint).
+-- The texts a campaign sends (not `messages`: that name is the cloner's checkpoint; the
+-- earlier campaign system's templates table `messages` is copied here and left as it was).
+-- group_id: the chat group the text is for; NULL: every group.
 CREATE TABLE IF NOT EXISTS campaign_texts (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     text       TEXT    NOT NULL,
+    group_id   TEXT,
     is_active  INTEGER NOT NULL DEFAULT 1,
     created_at TEXT
 );
 
+CREATE INDEX IF NOT EXISTS idx_tasks_status ON tasks(status, next_available_at);
+CREATE UNIQUE INDEX IF NOT EXISTS idx_profiles_profile_id ON profiles(profile_id);
+CREATE INDEX IF NOT EXISTS idx_attempts_run_id ON task_attempts(run_id);
+CREATE INDEX IF NOT EXISTS idx_attempts_task_run ON task_attempts(task_id, run_id);
+CREATE INDEX IF NOT EXISTS idx_attempts_profile_status_time
+    ON task_attempts(profile_id, status, attempted_at);
+-- the next chat a worker may claim: carry-over first, then this run's own cycles
+CREATE INDEX IF NOT EXISTS idx_tasks_claim_carry ON tasks(current_run_id, next_available_at, id)
+    WHERE status = 'pending' AND open_attempt_id IS NULL AND run_sent < run_carry;
+CREATE INDEX IF NOT EXISTS idx_tasks_claim ON tasks(current_run_id, next_available_at, id)
+    WHERE status = 'pending' AND open_attempt_id IS NULL AND run_sent < run_quota;
+
 -- ===== heat-up (spec 001), exactly as the spec, plus an index ============================
+-- kind: heatup  recognised by: session_history, heatup_jobs
 CREATE TABLE IF NOT EXISTS session_history (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     session_id TEXT NOT NULL,
@@ -185,7 +228,12 @@ CREATE TABLE IF NOT EXISTS heatup_jobs (
     error        TEXT
 );
 
+CREATE INDEX IF NOT EXISTS idx_session_history_session_time
+    ON session_history(session_id, timestamp);
+CREATE INDEX IF NOT EXISTS idx_heatup_jobs_status ON heatup_jobs(status, session_id);
+
 -- ===== dialer (spec 004) =================================================================
+-- kind: dialer  recognised by: dial_results
 CREATE TABLE IF NOT EXISTS sessions (
     session_id TEXT PRIMARY KEY,
     start_time TEXT NOT NULL,
@@ -212,30 +260,5 @@ CREATE TABLE IF NOT EXISTS dial_results (
     tone_type TEXT
 );
 
--- ===== indexes ============================================================================
--- "next pending message of this pair" is a range scan in id order
-CREATE INDEX IF NOT EXISTS idx_messages_pair_status
-    ON messages(source_chat, target_chat, status, msg_id);
-CREATE INDEX IF NOT EXISTS idx_messages_processed_at ON messages(processed_at);
--- an account's claims (heartbeat) and a target's recorded ids (search after a takeover)
-CREATE INDEX IF NOT EXISTS idx_messages_session ON messages(session) WHERE status = 'processing';
-CREATE INDEX IF NOT EXISTS idx_messages_target ON messages(target_chat, target_msg_id);
--- an album's members, claimed and completed together
-CREATE INDEX IF NOT EXISTS idx_messages_pair_album ON messages(source_chat, target_chat, grouped_id)
-    WHERE grouped_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS idx_rate_limits_account ON rate_limits(account, until);
-CREATE INDEX IF NOT EXISTS idx_tasks_status ON tasks(status, next_available_at);
-CREATE INDEX IF NOT EXISTS idx_attempts_run_id ON task_attempts(run_id);
-CREATE INDEX IF NOT EXISTS idx_attempts_task_run ON task_attempts(task_id, run_id);
-CREATE INDEX IF NOT EXISTS idx_attempts_profile_status_time
-    ON task_attempts(profile_id, status, attempted_at);
--- the next chat a worker may claim: carry-over first, then this run's own cycles
-CREATE INDEX IF NOT EXISTS idx_tasks_claim_carry ON tasks(current_run_id, next_available_at, id)
-    WHERE status = 'pending' AND open_attempt_id IS NULL AND run_sent < run_carry;
-CREATE INDEX IF NOT EXISTS idx_tasks_claim ON tasks(current_run_id, next_available_at, id)
-    WHERE status = 'pending' AND open_attempt_id IS NULL AND run_sent < run_quota;
-CREATE INDEX IF NOT EXISTS idx_session_history_session_time
-    ON session_history(session_id, timestamp);
-CREATE INDEX IF NOT EXISTS idx_heatup_jobs_status ON heatup_jobs(status, session_id);
 CREATE INDEX IF NOT EXISTS idx_session_id ON dial_results(session_id);
 CREATE INDEX IF NOT EXISTS idx_dial_results_session_phone ON dial_results(session_id, phone_number);

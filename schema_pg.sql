@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS messages (
     attempts      integer     NOT NULL DEFAULT 0,
     error         text,
     grouped_id    bigint,
-    doubt_session text,
+    sent_at       timestamptz,
+    doubt_seen    timestamptz,
     PRIMARY KEY (source_chat, target_chat, msg_id)
 );
 
@@ -49,7 +50,6 @@ CREATE INDEX IF NOT EXISTS idx_messages_pair_status
 CREATE INDEX IF NOT EXISTS idx_messages_processed_at ON messages (processed_at);
 CREATE INDEX IF NOT EXISTS idx_messages_session ON messages (session)
     WHERE status = 'processing';
-CREATE INDEX IF NOT EXISTS idx_messages_target ON messages (target_chat, target_msg_id);
 CREATE INDEX IF NOT EXISTS idx_messages_pair_album
     ON messages (source_chat, target_chat, grouped_id)
     WHERE grouped_id IS NOT NULL;

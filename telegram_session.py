@@ -37,7 +37,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,6 +46,8 @@ from telethon import TelegramClient, errors, functions, types
 
 import migrate_db
 from migrate_db import transaction
+
+UTC = timezone.utc        # datetime.UTC is Python 3.11+
 
 # ----------------------------------------------------------------------------- settings
 
@@ -604,6 +606,17 @@ def record_wait(account: Account, seconds: float, *, kind: str = "flood_wait",
     return until
 
 
+def wait_totals(accounts: list[Account]) -> tuple[int, float]:
+    """How many waits Telegram imposed on these accounts, and their seconds (for metrics)."""
+    count, seconds = 0, 0.0
+    for account in accounts:
+        row = _registry(account).execute(
+            "SELECT COUNT(*), COALESCE(SUM(seconds), 0) FROM rate_limits WHERE account = ?",
+            (account.name,)).fetchone()
+        count, seconds = count + row[0], seconds + row[1]
+    return count, seconds
+
+
 def _stamp(moment: datetime) -> str:
     """How `until` is stored: fixed-width UTC ISO-8601, so text order is time order."""
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
@@ -787,7 +800,7 @@ async def connect_with_backoff(client: TelegramClient, account: Account, *,
         try:
             await client.connect()
             return await verify() if verify is not None else None
-        except OSError as exc:  # ConnectionError and TimeoutError are OSErrors
+        except (OSError, asyncio.TimeoutError) as exc:  # before 3.11 not an OSError
             await client.disconnect()
             if attempt == attempts:
                 raise TelegramConnectionError(
@@ -1257,8 +1270,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Telegram accounts of the suite: one folder (sessions/NAME) per account.",
         epilog="Exit codes: 0 ok, 1 failure, 2 usage or .env error, 3 the account must be "
-               "logged in again (auth), 4 session file or lock problem, 130 interrupted.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+               "logged in again (auth), 4 session file or lock problem, 130 interrupted.",
+        parents=[migrate_db.cli_options()])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     auth = commands.add_parser("auth", help="log the account in (the only interactive login)")
@@ -1362,8 +1375,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run the command, turn account errors into one line + exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    migrate_db.setup_logging(args.verbose, args.quiet)
     try:
         return dispatch(args, parser)
     except AccountError as exc:
@@ -1388,8 +1400,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+    migrate_db.run_main(main)

@@ -1,122 +1,27 @@
 #!/usr/bin/env python3
 """A simulated Telegram that runs below real Telethon clients, shared by OS processes.
 
-`attach(client, world_path)` replaces a `TelegramClient`'s sender (the object that carries
-TL requests to Telegram and brings back results and updates) with `SimulatedSender`.
-Everything above it is Telethon's own code: request resolution, the entity cache in the
-`.session`, `flood_sleep_threshold`, `iter_messages` paging, album grouping, events. Every
-request is serialised to bytes and parsed back as a server would, and every result goes
-through the request's own `read_result`, so what a client sees is what Telethon would
-deserialise from Telegram.
+`attach(client, world_path)` replaces a `TelegramClient`'s sender with `SimulatedSender`:
+requests are served from a world kept in one SQLite file that several processes share, and
+results, refusals (with Telegram's code and message, so Telethon raises its named errors)
+and updates come back as Telegram would send them. `World` is the operator's Python API to
+shape a world; the command line below does the same from a shell.
 
-The world lives in one SQLite file (WAL, busy timeout, every write in `BEGIN IMMEDIATE`),
-so several processes, each with its own client and account, share it: a message one
-account sends reaches the others as `UpdateNewChannelMessage` (`events.NewMessage`,
-`events.Album` fire), polled from the world every POLL_SECONDS.
+Every behaviour is on in a new world: rights (admin, default and per-member banned),
+restricted and limited accounts, slow mode, protected content, file references expiring
+in world time, per-account rate limits, edits and deletions, forum topics by activity.
+docs/SIMULATOR.md has the table of what is modelled (with the source each follows), the
+settings (Python API and CLI), the requests answered and what is not modelled.
 
-Python API (tests, rehearsals):
+    world = World.create("world.db"); world.add_account("session1", phone="+15550000001")
+    world.make_session_folder("sessions/session1", "session1")
+    chat = world.create_channel("Room", username="room", kind="forum", owner="session1")
+    client = TelegramClient("sessions/session1/session1", api_id, api_hash)
+    attach(client, "world.db"); await client.connect()
 
-    world = World.create("world.db", random_id_mode="original")   # or "error"; World.open()
-    uid = world.add_account("session1", phone="+15550000001", username="alice")
-    folder = world.make_session_folder(tmp / "sessions" / "session1", "session1")
-        # folder/.env (TG_API_ID, TG_API_HASH, TG_PHONE, SESSION_NAME, TELEGRAM_SIMULATOR)
-        # and an authorised folder/session1.session (mode 0600)
-    chan = world.create_channel("Source", username="source", kind="channel",  # or
-                                owner="session1", members=["session2"],        # megagroup,
-                                noforwards=False, slowmode_seconds=0)          # forum
-    world.join("session2", chan); world.leave("session2", chan)
-    topic = world.create_topic(chan, "News", by="session1")     # forum only; id = topic id
-    mid = world.post(chan, "**bold** text", by="session1", parse_mode="md",
-                     file=b"..." or path, file_name="a.pdf", force_document=False,
-                     reply_to=None, topic=None)
-    ids = world.post_album(chan, [b"png bytes", path], captions=["a", "b"], by="session1")
-    world.messages(chan, viewer=None) -> list[types.Message | types.MessageService]
-    world.media_bytes(message) -> bytes;  world.topics(chan) -> list[dict]
-    world.accounts(); world.channels(); world.members(chan) -> {name: role}
-    world.read_max_id("session2", chan); world.set_noforwards(chan, True)
-    world.chat_id("@source" | "Title" | id | -100id) -> id; world.peer_id(chan) -> -100id
-        (give clients the -100... id or the @username: Telethon reads a bare positive int
-        as a user id; a numeric id resolves only once the session has seen the chat)
-    world.inject_fault(error="FLOOD_WAIT", seconds=30, account=None, request=None,
-                       after=0, times=None, rate_per_minute=None) -> fault id
-    world.faults(); world.clear_faults(fault_id=None)
-    world.counters(account=None) -> {"SendMessageRequest": 3, ...}; world.reset_counters()
-        (keyed by class name: messages.ReadHistory and channels.ReadHistory count together;
-        faults match by the same name)
-    world.revoke_session("session1"); world.set_login_code("12345")
-
-    client = TelegramClient(str(folder / "session1"), api_id, api_hash)
-    attach(client, world_path); await client.connect()
-
-The World API is the operator's view: it is not subject to access rules, faults or
-counters, and what it posts reaches connected clients as updates like any message.
-
-Chats are channels, megagroups and forums (megagroups with topics). Every channel starts
-with the service message id 1 (MessageActionChannelCreate), as on Telegram, so the first
-post is id 2; in a forum the General topic is id 1 and a topic's id is the id of its
-MessageActionTopicCreate service message. A chat is named in the API by id, "@username" or
-title. Access: anyone may read a public chat (one with a username); a private one answers
-CHANNEL_PRIVATE to non-members; writing needs membership (megagroups) or creator/admin
-(broadcast channels), else CHAT_WRITE_FORBIDDEN; `noforwards` chats refuse forwarding with
-CHAT_FORWARDS_RESTRICTED.
-
-random_id: remembered per (chat, sending account). A reused one sends nothing; in mode
-"original" (observed on Telegram) the original message comes back as if just sent, in mode
-"error" (documented) the request fails with RANDOM_ID_DUPLICATE, a 500 ServerError, which
-Telethon retries `request_retries` times (2 s apart) and then raises as
-ValueError('Request was unsuccessful N time(s)') unless the client was built with
-`raise_last_call_error=True`, which raises RandomIdDuplicateError itself.
-
-Faults (per world, optionally per account and per request type): FLOOD_WAIT and
-SLOWMODE_WAIT (with seconds), PEER_FLOOD, AUTH_KEY_UNREGISTERED, RANDOM_ID_DUPLICATE, any
-other RPC error name (with `code`), and DISCONNECT: the connection drops while the request
-is in flight (with executed=True after it took effect). As with Telethon's own sender, a
-client with auto_reconnect reconnects after its retry_delay and sends the same request again
-(same random_id, so a send is not doubled); after connection_retries drops in a row the call
-fails with ConnectionError and the client is disconnected. LOSE_UPDATES swallows new-message
-updates on their way to the account's clients (as Telegram may), so they must notice the gap
-and call updates.GetChannelDifference. `after=N` lets N matching requests through first,
-`times=K` fires K times (None: always), `rate_per_minute=R` fires once R matching requests
-were let through in the last 60 s (FLOOD_WAIT seconds then default to the time until one
-frees).
-
-Requests answered (anything else fails with 400 SIMULATOR_UNSUPPORTED_<NAME> and a log
-warning): help.GetConfig, help.GetNearestDc, Ping, auth.SendCode, auth.SignIn, auth.LogOut,
-updates.GetState, updates.GetDifference (UpdateChannelTooLong for channels with news:
-private chats are not modelled), updates.GetChannelDifference, users.GetUsers,
-users.GetFullUser, contacts.ResolveUsername, channels.GetChannels, channels.GetFullChannel,
-channels.JoinChannel, channels.LeaveChannel, channels.ReadHistory, channels.GetMessages,
-messages.ReadHistory, messages.GetHistory, messages.GetReplies, messages.GetMessages,
-messages.SendMessage, messages.SendMedia, messages.SendMultiMedia, messages.UploadMedia,
-messages.ForwardMessages, messages.CreateForumTopic, messages.GetForumTopics,
-messages.GetForumTopicsByID, messages.GetDialogs, upload.SaveFilePart,
-upload.SaveBigFilePart, upload.GetFile.
-
-Not modelled (do not rely on the simulator for these): private chats, basic groups, bots,
-secret chats, Saved Messages; editing, deleting and pinning messages (no edit/delete
-updates); search (messages.Search), reactions, views counting, polls, stickers, web
-previews; invite links and join requests (private chats are joined through the World API);
-two-step passwords (SESSION_PASSWORD_NEEDED is never raised), sign-up, QR login; several
-DCs, migrations, CDN, file_reference expiry over time; photo recompression and thumbnails
-(a photo downloads as the exact bytes uploaded; sizes only read from PNG/GIF headers);
-Telegram's undocumented limits (no spontaneous FloodWait, no forward limit of 100 ids:
-inject faults to test those); topic permissions (any member may create topics), closed or
-hidden topics; per-account access hashes (one per chat and per user); the order of topics
-by last activity (GetForumTopics returns newest-created first and says so with
-order_by_create_date); how long random_ids are remembered (forever here).
-
-CLI:
-    python telegram_sim.py init WORLD [--demo] [--sessions-dir DIR] [--random-id-mode M]
-    python telegram_sim.py show WORLD CHAT [--limit N]
-    python telegram_sim.py accounts WORLD | channels WORLD | counters WORLD [--account A]
-    python telegram_sim.py faults WORLD list | add --error E [...] | clear [ID]
-    python telegram_sim.py revoke WORLD ACCOUNT
-
-`init --demo` adds accounts session1 and session2 with authorised folders under
---sessions-dir (default: <WORLD name>-sessions/ next to WORLD; existing account folders are
-never overwritten), a public source forum @demo_source (formatted text, a photo, a
-document, albums, a reply, topics News and Talk with posts, a reply and an album) and an
-empty public target forum @demo_target where both accounts may post.
+CLI (python telegram_sim.py COMMAND --help for each):
+    init WORLD [--demo]; add-account, account, login-code, add-chat, chat, topic, post,
+    edit, delete, settings, clock, show, accounts, channels, counters, faults, revoke
 """
 from __future__ import annotations
 
@@ -125,8 +30,12 @@ import asyncio
 import concurrent.futures
 import contextlib
 import datetime
+import hashlib
+import hmac
+import inspect
 import json
 import logging
+import math
 import mimetypes
 import os
 import re
@@ -146,6 +55,7 @@ from telethon.extensions import BinaryReader, markdown
 from telethon.sessions import SQLiteSession
 from telethon.tl import TLObject, functions, types
 
+import migrate_db
 from migrate_db import is_sqlite_file, open_database, transaction, utcnow
 
 # ----------------------------------------------------------------------------- settings
@@ -163,6 +73,7 @@ DEFAULT_LOGIN_CODE = "12345"
 RANDOM_ID_MODES = ("original", "error")
 CHAT_KINDS = ("channel", "megagroup", "forum")
 DEFAULT_PHOTO_SIZE = (800, 600)
+PHOTO_SIZE_TYPES = (("s", 100), ("m", 320), ("x", 800), ("y", 1280), ("w", 2560))
 SIM_API_ID = 2040               # any api id works on the simulator
 RATE_WINDOW_SECONDS = 60.0
 NAMED_FAULTS = {                # fault name -> (RPC code, error message template)
@@ -174,6 +85,39 @@ NAMED_FAULTS = {                # fault name -> (RPC code, error message templat
 }
 DISCONNECT = "DISCONNECT"
 LOSE_UPDATES = "LOSE_UPDATES"
+CAPTION_MAX = 1024              # help.getConfig caption_length_max
+TEXT_MAX = 4096                 # help.getConfig message_length_max
+
+# World settings (meta table): name -> default. Every behaviour is on in a new world.
+WORLD_SETTINGS = {
+    "random_id_mode": "original",       # or "error" (RANDOM_ID_DUPLICATE)
+    "random_id_memory": 0,              # seconds a random_id is remembered; 0: forever
+    "file_reference_lifetime": 3600,    # seconds of world time; 0: never expires
+    "rate_limits": 1,                   # token buckets per account and method on/off
+    "clock_offset": 0.0,                # world time = real time + this (advance_clock)
+    "clock_frozen": 0.0,                # if set: the real time the world clock stopped at
+}
+# Token buckets: name -> (burst, refill per second). Sources in docs/SIMULATOR.md.
+DEFAULT_RATE_LIMITS = {
+    "send_chat": (20, 1.0),             # messages into one chat
+    "send": (30, 1.0),                  # messages into any chat
+    "history": (30, 1.0),               # history/replies/messages reads
+    "resolve": (30, 0.5),               # contacts.ResolveUsername
+    "topic_create": (10, 0.1),          # messages.CreateForumTopic
+    "join": (20, 1 / 60),               # channels.JoinChannel
+}
+ADMIN_RIGHTS = tuple(inspect.signature(types.ChatAdminRights).parameters)
+BANNED_RIGHTS = tuple(name for name in inspect.signature(types.ChatBannedRights).parameters
+                      if name != "until_date")
+DEFAULT_ADMIN_RIGHTS = ("change_info", "post_messages", "edit_messages", "delete_messages",
+                        "ban_users", "invite_users", "pin_messages", "manage_topics")
+MEDIA_RIGHTS = {                # banned right of a kind of media -> the error it raises
+    "send_photos": "CHAT_SEND_PHOTOS_FORBIDDEN", "send_videos": "CHAT_SEND_VIDEOS_FORBIDDEN",
+    "send_roundvideos": "CHAT_SEND_ROUNDVIDEOS_FORBIDDEN",
+    "send_audios": "CHAT_SEND_AUDIOS_FORBIDDEN", "send_voices": "CHAT_SEND_VOICES_FORBIDDEN",
+    "send_docs": "CHAT_SEND_DOCS_FORBIDDEN", "send_stickers": "CHAT_SEND_STICKERS_FORBIDDEN",
+    "send_gifs": "CHAT_SEND_GIFS_FORBIDDEN", "send_plain": "CHAT_SEND_PLAIN_FORBIDDEN",
+}
 
 _VECTOR = 0x1CB5C415
 _BOOL_TRUE = 0x997275B5
@@ -191,6 +135,9 @@ CREATE TABLE IF NOT EXISTS accounts (
     last_name   TEXT,
     username    TEXT UNIQUE COLLATE NOCASE,
     access_hash INTEGER NOT NULL,
+    restricted  INTEGER NOT NULL DEFAULT 0,
+    limited     INTEGER NOT NULL DEFAULT 0,
+    rate_limits INTEGER NOT NULL DEFAULT 1,
     created_at  TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS auth_keys (
@@ -212,8 +159,10 @@ CREATE TABLE IF NOT EXISTS channels (
     kind             TEXT NOT NULL,
     noforwards       INTEGER NOT NULL DEFAULT 0,
     slowmode_seconds INTEGER NOT NULL DEFAULT 0,
+    default_banned   TEXT NOT NULL DEFAULT '[]',
     creator_id       INTEGER,
     pts              INTEGER NOT NULL DEFAULT 0,
+    top_id           INTEGER NOT NULL DEFAULT 0,
     date             INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS participants (
@@ -221,6 +170,9 @@ CREATE TABLE IF NOT EXISTS participants (
     user_id     INTEGER NOT NULL,
     role        TEXT NOT NULL DEFAULT 'member',
     read_max_id INTEGER NOT NULL DEFAULT 0,
+    admin_rights  TEXT,
+    banned_rights TEXT NOT NULL DEFAULT '[]',
+    last_sent   INTEGER,
     joined_at   TEXT NOT NULL,
     PRIMARY KEY (channel_id, user_id)
 );
@@ -245,6 +197,7 @@ CREATE TABLE IF NOT EXISTS topics (
     icon_color INTEGER NOT NULL,
     creator_id INTEGER,
     date       INTEGER NOT NULL,
+    closed     INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (channel_id, topic_id)
 );
 CREATE TABLE IF NOT EXISTS random_ids (
@@ -252,6 +205,7 @@ CREATE TABLE IF NOT EXISTS random_ids (
     sender_id  INTEGER NOT NULL,
     random_id  INTEGER NOT NULL,
     message_id INTEGER NOT NULL,
+    date       INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (channel_id, sender_id, random_id)
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -259,13 +213,16 @@ CREATE TABLE IF NOT EXISTS events (
     channel_id INTEGER NOT NULL,
     pts        INTEGER NOT NULL,
     message_id INTEGER NOT NULL,
-    origin     TEXT
+    origin     TEXT,
+    kind       TEXT NOT NULL DEFAULT 'new',
+    deleted    TEXT
 );
 CREATE TABLE IF NOT EXISTS media (
     media_id       INTEGER PRIMARY KEY,
     kind           TEXT NOT NULL,
     access_hash    INTEGER NOT NULL,
     file_reference BLOB NOT NULL,
+    channel_id     INTEGER,
     body           BLOB NOT NULL,
     data           BLOB NOT NULL
 );
@@ -298,6 +255,13 @@ CREATE TABLE IF NOT EXISTS counters (
     count   INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (account, request)
 );
+CREATE TABLE IF NOT EXISTS buckets (
+    account TEXT NOT NULL,
+    bucket  TEXT NOT NULL,
+    tokens  REAL NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (account, bucket)
+);
 CREATE INDEX IF NOT EXISTS idx_messages_topic ON messages(channel_id, topic_id, id);
 CREATE INDEX IF NOT EXISTS idx_messages_reply ON messages(channel_id, reply_to_id);
 CREATE INDEX IF NOT EXISTS idx_events_channel_pts ON events(channel_id, pts);
@@ -324,12 +288,8 @@ class ConnectionDropped(Exception):
 
 # ----------------------------------------------------------------------------- TL helpers
 
-def _now() -> int:
-    return int(time.time())
-
-
 def _dt(ts: int) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC)
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
 
 
 def _ts(value: datetime.datetime | None) -> int:
@@ -381,6 +341,76 @@ def _image_size(data: bytes) -> tuple[int, int]:
     return DEFAULT_PHOTO_SIZE
 
 
+def _photo_sizes(data: bytes) -> list[TLObject]:
+    """Telegram's sizes of a photo: a stripped preview ("i"), then s 100, m 320, x 800,
+    y 1280, w 2560 px on the longer side, those smaller than the original plus the
+    original; every size downloads the same bytes (no recompression)."""
+    width, height = _image_size(data)
+    sizes: list[TLObject] = [types.PhotoStrippedSize(type="i", bytes=b"\x01\x28\x28")]
+    for kind, side in PHOTO_SIZE_TYPES:
+        scale = min(1.0, side / max(width, height, 1))
+        sizes.append(types.PhotoSize(type=kind, w=max(1, round(width * scale)),
+                                     h=max(1, round(height * scale)), size=len(data)))
+        if scale == 1.0:
+            break
+    return sizes
+
+
+def _rights_list(rights: Iterable[str], known: tuple[str, ...]) -> list[str]:
+    """Right names checked against `known` (ADMIN_RIGHTS or BANNED_RIGHTS), sorted."""
+    listed = sorted(set(rights))
+    unknown = [r for r in listed if r not in known]
+    if unknown:
+        raise SimulatorError(f"unknown right(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(known)}")
+    return listed
+
+
+def _request_spends(request: TLObject) -> list[tuple[str, str, int]]:
+    """(bucket, bucket key, tokens) a request takes from the account's token buckets."""
+    kind = type(request)
+    bucket = REQUEST_BUCKETS.get(kind)
+    if bucket is None:
+        return []
+    if bucket != "send":
+        return [(bucket, bucket, 1)]
+    if kind is functions.messages.SendMultiMediaRequest:
+        count = len(request.multi_media)
+    elif kind is functions.messages.ForwardMessagesRequest:
+        count = len(request.id)
+    else:
+        count = 1
+    peer = request.to_peer if kind is functions.messages.ForwardMessagesRequest \
+        else request.peer
+    chat = getattr(peer, "channel_id", None) or getattr(peer, "chat_id", None) \
+        or getattr(peer, "user_id", None)
+    return [("send_chat", f"send_chat:{chat}", count), ("send", "send", count)]
+
+
+def _banned_rights(rights: Iterable[str]) -> types.ChatBannedRights:
+    return types.ChatBannedRights(until_date=_dt(0), **{r: True for r in rights})
+
+
+def _media_right(media: TLObject | None) -> str:
+    """The banned right that forbids sending this MessageMedia (None: plain text)."""
+    if media is None:
+        return "send_plain"
+    if isinstance(media, types.MessageMediaPhoto):
+        return "send_photos"
+    attributes = getattr(getattr(media, "document", None), "attributes", None) or []
+    for attribute in attributes:
+        if isinstance(attribute, types.DocumentAttributeSticker):
+            return "send_stickers"
+        if isinstance(attribute, types.DocumentAttributeAnimated):
+            return "send_gifs"
+    for attribute in attributes:
+        if isinstance(attribute, types.DocumentAttributeVideo):
+            return "send_roundvideos" if attribute.round_message else "send_videos"
+        if isinstance(attribute, types.DocumentAttributeAudio):
+            return "send_voices" if attribute.voice else "send_audios"
+    return "send_docs"
+
+
 # ----------------------------------------------------------------------------- the server
 
 class Server:
@@ -397,6 +427,58 @@ class Server:
     def meta(self, key: str, default: str) -> str:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else default
+
+    def setting(self, name: str) -> Any:
+        """A world setting (WORLD_SETTINGS), typed as its default."""
+        default = WORLD_SETTINGS[name]
+        return type(default)(self.meta(name, str(default)))
+
+    def now(self) -> int:
+        """World time: real time plus the world's clock offset (World.advance_clock)."""
+        return int(self.clock())
+
+    def clock(self) -> float:
+        frozen = self.setting("clock_frozen")
+        return (frozen or time.time()) + self.setting("clock_offset")
+
+    # -- rate limits --------------------------------------------------------------------
+
+    def rate_limit(self, bucket: str) -> tuple[int, float]:
+        """(burst, refill per second) of a token bucket in this world."""
+        stored = self.meta(f"rate_limit:{bucket}", "")
+        if not stored:
+            return DEFAULT_RATE_LIMITS[bucket]
+        burst, rate = stored.split("/")
+        return int(burst), float(rate)
+
+    def check_budget(self, user_id: int, request: TLObject) -> None:
+        """PEER_FLOOD for a limited account's sends and joins; FLOOD_WAIT_X once a token
+        bucket of the request (REQUEST_BUCKETS) is empty. A bucket may go into debt
+        (a forward of 50 messages takes 50 tokens); a request needs one token left."""
+        spends = _request_spends(request)
+        if not spends:
+            return
+        account = self.account_row(user_id)
+        if account["limited"] and type(request) in LIMITED_REFUSES:
+            raise RpcFailure(400, "PEER_FLOOD")
+        if not self.setting("rate_limits") or not account["rate_limits"]:
+            return
+        now = self.clock()
+        updates = []
+        for bucket, key, amount in spends:
+            burst, rate = self.rate_limit(bucket)
+            row = self.conn.execute(
+                "SELECT tokens, updated FROM buckets WHERE account = ? AND bucket = ?",
+                (account["name"], key)).fetchone()
+            tokens = float(burst) if row is None else \
+                min(float(burst), row["tokens"] + max(0.0, now - row["updated"]) * rate)
+            if tokens < 1:
+                raise RpcFailure(420, f"FLOOD_WAIT_{math.ceil((1 - tokens) / rate)}")
+            updates.append((key, tokens - amount))
+        for key, tokens in updates:
+            self.conn.execute(
+                "INSERT OR REPLACE INTO buckets (account, bucket, tokens, updated) "
+                "VALUES (?, ?, ?, ?)", (account["name"], key, tokens, now))
 
     def is_world(self) -> bool:
         """Whether the database is a simulated world (and not some other SQLite file)."""
@@ -448,29 +530,80 @@ class Server:
         rows = [self.account_row(uid) for uid in sorted(wanted)]
         return [self.tl_user(row, viewer) for row in rows if row]
 
+    def rights(self, channel: sqlite3.Row,
+               part: sqlite3.Row | None) -> tuple[set[str] | None, set[str]]:
+        """(admin rights, or None for a non-admin; banned rights) of a chat participant.
+        Admins are not subject to banned rights; the creator has every admin right."""
+        if part is not None and part["role"] == "creator":
+            return set(ADMIN_RIGHTS), set()
+        if part is not None and part["role"] == "admin":
+            stored = part["admin_rights"]
+            return set(json.loads(stored) if stored else DEFAULT_ADMIN_RIGHTS), set()
+        banned = set(json.loads(channel["default_banned"]))
+        if part is not None:
+            banned |= set(json.loads(part["banned_rights"]))
+        return None, banned
+
     def tl_channel(self, row: sqlite3.Row, viewer: int | None) -> types.Channel:
         part = self.participant(row["channel_id"], viewer)
-        role = part["role"] if part else None
         count = self.conn.execute(
             "SELECT COUNT(*) FROM participants WHERE channel_id = ?",
             (row["channel_id"],)).fetchone()[0]
-        admin = types.ChatAdminRights(
-            change_info=True, post_messages=True, edit_messages=True, delete_messages=True,
-            ban_users=True, invite_users=True, pin_messages=True, manage_topics=True,
-        ) if role in ("creator", "admin") else None
+        admin_rights, _ = self.rights(row, part)
+        admin = types.ChatAdminRights(**{r: True for r in admin_rights}) \
+            if admin_rights is not None else None
+        own = set(json.loads(part["banned_rights"])) if part is not None else set()
+        default = json.loads(row["default_banned"])
+        megagroup = row["kind"] != "channel"
         return types.Channel(
             id=row["channel_id"], title=row["title"], photo=types.ChatPhotoEmpty(),
-            date=_dt(row["date"]), creator=role == "creator", left=part is None,
+            date=_dt(row["date"]), creator=part is not None and part["role"] == "creator",
+            left=part is None,
             broadcast=row["kind"] == "channel", megagroup=row["kind"] != "channel",
             forum=row["kind"] == "forum", noforwards=bool(row["noforwards"]),
             slowmode_enabled=bool(row["slowmode_seconds"]),
             access_hash=row["access_hash"], username=row["username"],
-            admin_rights=admin, participants_count=count)
+            admin_rights=admin, participants_count=count,
+            banned_rights=_banned_rights(own) if own and admin is None else None,
+            default_banned_rights=_banned_rights(default) if megagroup else None)
 
     def message_for(self, row: sqlite3.Row, viewer: int | None) -> TLObject:
         message = _parse(row["body"])
         message.out = bool(viewer) and row["sender_id"] == viewer
+        self.refresh_reference(getattr(message, "media", None))
         return message
+
+    # -- file references ----------------------------------------------------------------
+
+    def file_reference(self, media_id: int) -> bytes:
+        """The reference served now: issued at the start of the current half-lifetime, so
+        it stays valid between half a lifetime and a lifetime of world time."""
+        lifetime = self.setting("file_reference_lifetime")
+        step = max(lifetime // 2, 1)
+        issued = self.now() // step * step if lifetime else 0
+        return struct.pack(">q", issued) + self._reference_tag(media_id, issued)
+
+    def _reference_tag(self, media_id: int, issued: int) -> bytes:
+        secret = self.meta("secret", "").encode()
+        return hmac.new(secret, f"{media_id}:{issued}".encode(), hashlib.sha256).digest()[:12]
+
+    def check_reference(self, media_id: int, reference: bytes) -> None:
+        """FILE_REFERENCE_EXPIRED once a reference is older than the world's lifetime."""
+        if len(reference) != 20 or not hmac.compare_digest(
+                reference[8:], self._reference_tag(media_id, struct.unpack(">q",
+                                                                           reference[:8])[0])):
+            raise RpcFailure(400, "FILE_REFERENCE_INVALID" if reference
+                             else "FILE_REFERENCE_EMPTY")
+        issued = struct.unpack(">q", reference[:8])[0]
+        lifetime = self.setting("file_reference_lifetime")
+        if lifetime and self.now() >= issued + lifetime:
+            raise RpcFailure(400, "FILE_REFERENCE_EXPIRED")
+
+    def refresh_reference(self, media: TLObject | None) -> None:
+        """Give a message's photo or document the reference served now."""
+        body = getattr(media, "photo", None) or getattr(media, "document", None)
+        if isinstance(body, (types.Photo, types.Document)):
+            body.file_reference = self.file_reference(body.id)
 
     def envelope(self, channel_row: sqlite3.Row, messages: list[sqlite3.Row],
                  viewer: int | None) -> tuple[list[types.Channel], list[types.User]]:
@@ -502,17 +635,50 @@ class Server:
 
     def check_can_write(self, row: sqlite3.Row, part: sqlite3.Row | None,
                         viewer: int | None) -> None:
+        """Refuse a write into the chat: a restricted account, a non-member, a broadcast
+        channel without post_messages, a member without send_messages."""
+        account = self.account_row(viewer) if viewer else None
+        if account is not None and account["restricted"]:
+            raise RpcFailure(400, "USER_BANNED_IN_CHANNEL")
         if part is None:
             raise RpcFailure(403, "CHAT_WRITE_FORBIDDEN")
-        if row["kind"] == "channel" and part["role"] not in ("creator", "admin"):
+        admin, banned = self.rights(row, part)
+        if row["kind"] == "channel":
+            if admin is None or "post_messages" not in admin:
+                raise RpcFailure(403, "CHAT_WRITE_FORBIDDEN")
+        elif "send_messages" in banned:
             raise RpcFailure(403, "CHAT_WRITE_FORBIDDEN")
-        slowmode = row["slowmode_seconds"]
-        if slowmode and part["role"] == "member":
-            last = self.conn.execute(
-                "SELECT MAX(date) FROM messages WHERE channel_id = ? AND sender_id = ?",
-                (row["channel_id"], viewer)).fetchone()[0]
-            if last is not None and _now() - last < slowmode:
-                raise RpcFailure(420, f"SLOWMODE_WAIT_{slowmode - (_now() - last)}")
+
+    def check_send(self, channel: sqlite3.Row, viewer: int, contents: list,
+                   topic: int | None) -> None:
+        """Refuse sending these messages (the MessageMedia or None of each) for a missing
+        media right, a closed topic or slow mode; else record the send for slow mode."""
+        part = self.participant(channel["channel_id"], viewer)
+        admin, banned = self.rights(channel, part)
+        if admin is None:
+            for media in contents:
+                if media is not None and "send_media" in banned:
+                    raise RpcFailure(403, "CHAT_SEND_MEDIA_FORBIDDEN")
+                right = _media_right(media)
+                if right in banned:
+                    raise RpcFailure(403, MEDIA_RIGHTS[right])
+        if topic and topic != GENERAL_TOPIC_ID and (admin is None
+                                                     or "manage_topics" not in admin):
+            closed = self.conn.execute(
+                "SELECT closed FROM topics WHERE channel_id = ? AND topic_id = ?",
+                (channel["channel_id"], topic)).fetchone()
+            if closed is not None and closed[0]:
+                raise RpcFailure(400, "TOPIC_CLOSED")
+        slowmode = channel["slowmode_seconds"]
+        if not slowmode or admin is not None or part is None:
+            return
+        now = self.now()
+        if part["last_sent"] is not None and now - part["last_sent"] < slowmode:
+            raise RpcFailure(420, f"SLOWMODE_WAIT_{slowmode - (now - part['last_sent'])}")
+        if len(contents) > 1:
+            raise RpcFailure(400, "SLOWMODE_MULTI_MSGS_DISABLED")
+        self.conn.execute("UPDATE participants SET last_sent = ? WHERE channel_id = ? "
+                          "AND user_id = ?", (now, channel["channel_id"], viewer))
 
     # -- writing messages ---------------------------------------------------------------
 
@@ -559,11 +725,10 @@ class Server:
                       noforwards: bool = False) -> tuple[TLObject, int]:
         """Insert a new message (inside the caller's transaction); returns (message, pts)."""
         cid = channel["channel_id"]
-        row = self.conn.execute(
-            "SELECT pts, COALESCE((SELECT MAX(id) FROM messages WHERE channel_id = ?), 0) "
-            "FROM channels WHERE channel_id = ?", (cid, cid)).fetchone()
-        pts, msg_id = row[0] + 1, row[1] + 1
-        now = _now()
+        row = self.conn.execute("SELECT pts, top_id FROM channels WHERE channel_id = ?",
+                                (cid,)).fetchone()
+        pts, msg_id = row[0] + 1, row[1] + 1      # ids of deleted messages are not reused
+        now = self.now()
         header, topic = reply if reply else (None, None)
         broadcast = channel["kind"] == "channel"
         common = dict(id=msg_id, peer_id=types.PeerChannel(cid), date=_dt(now),
@@ -585,7 +750,12 @@ class Server:
             (cid, msg_id, now, sender_id, topic, grouped_id,
              header.reply_to_msg_id if header else None, int(action is not None),
              int(bool(getattr(message, "noforwards", False))), pts, bytes(message)))
-        self.conn.execute("UPDATE channels SET pts = ? WHERE channel_id = ?", (pts, cid))
+        self.conn.execute("UPDATE channels SET pts = ?, top_id = ? WHERE channel_id = ?",
+                          (pts, msg_id, cid))
+        body = getattr(media, "photo", None) or getattr(media, "document", None)
+        if body is not None:        # the chat a photo or document was first posted in
+            self.conn.execute("UPDATE media SET channel_id = ? WHERE media_id = ? "
+                              "AND channel_id IS NULL", (cid, body.id))
         self.conn.execute(
             "INSERT INTO events (channel_id, pts, message_id, origin) VALUES (?, ?, ?, ?)",
             (cid, pts, msg_id, origin))
@@ -597,9 +767,10 @@ class Server:
         if not random_id:
             return None
         row = self.conn.execute(
-            "SELECT message_id FROM random_ids WHERE channel_id = ? AND sender_id = ? "
+            "SELECT message_id, date FROM random_ids WHERE channel_id = ? AND sender_id = ? "
             "AND random_id = ?", (channel_id, sender_id, random_id)).fetchone()
-        if row is None:
+        memory = self.setting("random_id_memory")
+        if row is None or memory and self.now() - row["date"] > memory:
             return None
         if self.meta("random_id_mode", "original") == "error":
             raise RpcFailure(500, "RANDOM_ID_DUPLICATE")
@@ -609,8 +780,9 @@ class Server:
                            message_id: int) -> None:
         if random_id:
             self.conn.execute(
-                "INSERT INTO random_ids (channel_id, sender_id, random_id, message_id) "
-                "VALUES (?, ?, ?, ?)", (channel_id, sender_id, random_id, message_id))
+                "INSERT OR REPLACE INTO random_ids (channel_id, sender_id, random_id, "
+                "message_id, date) VALUES (?, ?, ?, ?, ?)",
+                (channel_id, sender_id, random_id, message_id, self.now()))
 
     def sent_updates(self, channel: sqlite3.Row, sent: list[tuple[int | None, int]],
                      viewer: int) -> types.Updates:
@@ -630,7 +802,70 @@ class Server:
                 message=self.message_for(row, viewer), pts=row["pts"], pts_count=1))
         chats, users = self.envelope(channel, rows, viewer)
         return types.Updates(updates=updates, users=users, chats=chats,
-                             date=_dt(_now()), seq=0)
+                             date=_dt(self.now()), seq=0)
+
+    def edit_message(self, channel: sqlite3.Row, row: sqlite3.Row, *, text: str | None,
+                     entities: list | None, media: TLObject | None,
+                     origin: str | None) -> int:
+        """Change a message's text/entities/media (edit_date set); returns the event pts."""
+        message = _parse(row["body"])
+        if media is not None:
+            message.media = media
+        if text is not None:
+            message.message, message.entities = text, entities or None
+        limit, error = (CAPTION_MAX, "MEDIA_CAPTION_TOO_LONG") if message.media \
+            else (TEXT_MAX, "MESSAGE_TOO_LONG")
+        if len(message.message) > limit:
+            raise RpcFailure(400, error)
+        if bytes(message) == bytes(_parse(row["body"])):
+            raise RpcFailure(400, "MESSAGE_NOT_MODIFIED")
+        message.edit_date = _dt(self.now())
+        self.conn.execute("UPDATE messages SET body = ? WHERE channel_id = ? AND id = ?",
+                          (bytes(message), channel["channel_id"], row["id"]))
+        return self.log_event(channel, "edit", row["id"], 1, origin)
+
+    def delete_messages(self, channel: sqlite3.Row, ids: list[int],
+                        origin: str | None) -> tuple[int, int]:
+        """Delete these (existing) messages; returns (pts, pts_count) of the event."""
+        if not ids:
+            return channel["pts"], 0
+        marks = ",".join("?" * len(ids))
+        self.conn.execute(f"DELETE FROM messages WHERE channel_id = ? AND id IN ({marks})",
+                          (channel["channel_id"], *ids))
+        return self.log_event(channel, "delete", 0, len(ids), origin, ids), len(ids)
+
+    def log_event(self, channel: sqlite3.Row, kind: str, message_id: int, pts_count: int,
+                  origin: str | None, deleted: list[int] | None = None) -> int:
+        """Advance the chat's pts by pts_count for an edit or deletion; returns the pts."""
+        pts = self.conn.execute("SELECT pts FROM channels WHERE channel_id = ?",
+                                (channel["channel_id"],)).fetchone()[0] + pts_count
+        self.conn.execute("UPDATE channels SET pts = ? WHERE channel_id = ?",
+                          (pts, channel["channel_id"]))
+        self.conn.execute(
+            "INSERT INTO events (channel_id, pts, message_id, origin, kind, deleted) "
+            "VALUES (?, ?, ?, ?, ?, ?)", (channel["channel_id"], pts, message_id, origin,
+                                          kind, json.dumps(deleted) if deleted else None))
+        return pts
+
+    def event_update(self, event: sqlite3.Row,
+                     viewer: int | None) -> tuple[TLObject, sqlite3.Row | None]:
+        """(the Update an event stands for, the message row it carries). A new or edited
+        message deleted since comes as its deletion, so the pts sequence has no hole."""
+        cid = event["channel_id"]
+        if event["kind"] == "delete":
+            ids = json.loads(event["deleted"])
+            return types.UpdateDeleteChannelMessages(
+                channel_id=cid, messages=ids, pts=event["pts"], pts_count=len(ids)), None
+        message = self.conn.execute("SELECT * FROM messages WHERE channel_id = ? AND id = ?",
+                                    (cid, event["message_id"])).fetchone()
+        if message is None:
+            return types.UpdateDeleteChannelMessages(
+                channel_id=cid, messages=[event["message_id"]], pts=event["pts"],
+                pts_count=1), None
+        kind = types.UpdateEditChannelMessage if event["kind"] == "edit" \
+            else types.UpdateNewChannelMessage
+        return kind(message=self.message_for(message, viewer), pts=event["pts"],
+                    pts_count=1), message
 
     # -- media --------------------------------------------------------------------------
 
@@ -638,14 +873,12 @@ class Server:
                     attributes: list | None = None) -> TLObject:
         """Keep uploaded bytes as a Photo or Document; returns the MessageMedia."""
         media_id, access_hash = _random_long(), _random_long()
-        file_reference = secrets.token_bytes(8)
-        now = _dt(_now())
+        file_reference = self.file_reference(media_id)
+        now = _dt(self.now())
         if kind == "photo":
-            width, height = _image_size(data)
             body: TLObject = types.Photo(
                 id=media_id, access_hash=access_hash, file_reference=file_reference,
-                date=now, dc_id=DC_ID,
-                sizes=[types.PhotoSize(type="y", w=width, h=height, size=len(data))])
+                date=now, dc_id=DC_ID, sizes=_photo_sizes(data))
         else:
             body = types.Document(
                 id=media_id, access_hash=access_hash, file_reference=file_reference,
@@ -663,12 +896,20 @@ class Server:
             return types.MessageMediaPhoto(photo=body)
         return types.MessageMediaDocument(document=body)
 
-    def stored_media(self, media_id: int, access_hash: int) -> TLObject:
+    def stored_media(self, media: TLObject) -> TLObject:
+        """The MessageMedia an InputPhoto/InputDocument sent by reference stands for:
+        refused from a chat with protected content, or with an expired reference."""
         row = self.conn.execute(
-            "SELECT body, access_hash FROM media WHERE media_id = ?", (media_id,)).fetchone()
-        if row is None or row["access_hash"] != access_hash:
+            "SELECT m.body, m.access_hash, c.noforwards FROM media m LEFT JOIN channels c "
+            "ON c.channel_id = m.channel_id WHERE m.media_id = ?", (media.id,)).fetchone()
+        if row is None or row["access_hash"] != media.access_hash:
             raise RpcFailure(400, "MEDIA_INVALID")
-        return self.media_wrapper(_parse(row["body"]))
+        if row["noforwards"]:
+            raise RpcFailure(400, "CHAT_FORWARDS_RESTRICTED")
+        self.check_reference(media.id, media.file_reference)
+        wrapper = self.media_wrapper(_parse(row["body"]))
+        self.refresh_reference(wrapper)
+        return wrapper
 
     def assemble_upload(self, user_id: int, input_file: TLObject) -> bytes:
         rows = self.conn.execute(
@@ -693,10 +934,10 @@ class Server:
                                     mime_type=media.mime_type, attributes=media.attributes)
         if isinstance(media, types.InputMediaPhoto) \
                 and isinstance(media.id, types.InputPhoto):
-            return self.stored_media(media.id.id, media.id.access_hash)
+            return self.stored_media(media.id)
         if isinstance(media, types.InputMediaDocument) \
                 and isinstance(media.id, types.InputDocument):
-            return self.stored_media(media.id.id, media.id.access_hash)
+            return self.stored_media(media.id)
         raise RpcFailure(400, "MEDIA_INVALID")
 
     # -- reading ------------------------------------------------------------------------
@@ -744,13 +985,12 @@ class Server:
 
     def tl_topic(self, channel: sqlite3.Row, row: sqlite3.Row,
                  viewer: int | None) -> types.ForumTopic:
+        """A row of all_topics as a ForumTopic."""
         cid = channel["channel_id"]
-        top = self.conn.execute(
-            "SELECT MAX(id) FROM messages WHERE channel_id = ? AND topic_id = ?",
-            (cid, row["topic_id"])).fetchone()[0] or row["topic_id"]
         return types.ForumTopic(
             id=row["topic_id"], date=_dt(row["date"]), peer=types.PeerChannel(cid),
-            title=row["title"], icon_color=row["icon_color"], top_message=top,
+            title=row["title"], icon_color=row["icon_color"], top_message=row["top_id"],
+            closed=bool(row["closed"]),
             read_inbox_max_id=0, read_outbox_max_id=0, unread_count=0,
             unread_mentions_count=0, unread_reactions_count=0, unread_poll_votes_count=0,
             from_id=types.PeerUser(row["creator_id"] or 0),
@@ -758,15 +998,20 @@ class Server:
             my=bool(viewer) and row["creator_id"] == viewer)
 
     def all_topics(self, channel: sqlite3.Row) -> list[sqlite3.Row]:
-        """The forum's topics, newest first, with General (id 1) last."""
-        general = self.conn.execute(
-            "SELECT channel_id, ? AS topic_id, 'General' AS title, 0 AS icon_color, "
-            "creator_id, date FROM channels WHERE channel_id = ?",
-            (GENERAL_TOPIC_ID, channel["channel_id"])).fetchone()
-        rows = self.conn.execute(
-            "SELECT * FROM topics WHERE channel_id = ? ORDER BY topic_id DESC",
-            (channel["channel_id"],)).fetchall()
-        return [*rows, general]
+        """The forum's topics (General, id 1, included) as Telegram lists them: by last
+        activity, i.e. the date and id of each topic's newest message (top_date, top_id),
+        newest first, then by topic id."""
+        return self.conn.execute(
+            "SELECT t.*, COALESCE(m.id, t.topic_id) AS top_id, "
+            "COALESCE(m.date, t.date) AS top_date FROM ("
+            "  SELECT topic_id, title, icon_color, creator_id, date, closed FROM topics "
+            "  WHERE channel_id = :c UNION ALL "
+            "  SELECT :general, 'General', 0, creator_id, date, 0 FROM channels "
+            "  WHERE channel_id = :c) t "
+            "LEFT JOIN messages m ON m.channel_id = :c AND m.id = (SELECT MAX(id) "
+            "  FROM messages WHERE channel_id = :c AND topic_id = t.topic_id) "
+            "ORDER BY top_date DESC, top_id DESC, t.topic_id DESC",
+            {"c": channel["channel_id"], "general": GENERAL_TOPIC_ID}).fetchall()
 
     # -- updates across processes -------------------------------------------------------
 
@@ -785,7 +1030,7 @@ class Server:
         cursor = self.conn.execute(
             "SELECT COALESCE(MAX(seq), ?) FROM events", (after,)).fetchone()[0]
         rows = self.conn.execute(
-            "SELECT e.seq, e.channel_id, e.message_id, e.origin FROM events e "
+            "SELECT e.* FROM events e "
             "JOIN participants p ON p.channel_id = e.channel_id AND p.user_id = ? "
             "WHERE e.seq > ? AND e.seq <= ? AND p.role != 'banned' ORDER BY e.seq",
             (user_id, after, cursor)).fetchall()
@@ -797,19 +1042,16 @@ class Server:
                 continue        # this sender's own sends came back as its results
             if may_lose and self.lose_update(user_id):
                 continue
-            message = self.conn.execute(
-                "SELECT * FROM messages WHERE channel_id = ? AND id = ?",
-                (row["channel_id"], row["message_id"])).fetchone()
+            update, message = self.event_update(row, user_id)
             channel = self.channel_row(row["channel_id"])
             chats[channel["channel_id"]] = self.tl_channel(channel, user_id)
-            users.add(message["sender_id"])
-            updates.append(types.UpdateNewChannelMessage(
-                message=self.message_for(message, user_id), pts=message["pts"],
-                pts_count=1))
+            if message is not None:
+                users.add(message["sender_id"])
+            updates.append(update)
         if not updates:
             return cursor, None
         result = types.Updates(updates=updates, users=self.tl_users(users, user_id),
-                               chats=list(chats.values()), date=_dt(_now()), seq=0)
+                               chats=list(chats.values()), date=_dt(self.now()), seq=0)
         return cursor, bytes(result)
 
 
@@ -830,7 +1072,7 @@ class Context:
 
 
 def h_get_config(ctx: Context, request: TLObject) -> TLObject:
-    now = _now()
+    now = ctx.server.now()
     return types.Config(
         date=_dt(now), expires=_dt(now + 3600), test_mode=False, this_dc=DC_ID,
         dc_options=[types.DcOption(id=DC_ID, ip_address=SIM_IP, port=SIM_PORT)],
@@ -895,14 +1137,14 @@ def h_log_out(ctx: Context, request: TLObject) -> TLObject:
 
 
 def h_get_state(ctx: Context, request: TLObject) -> TLObject:
-    return types.updates.State(pts=ACCOUNT_PTS, qts=0, date=_dt(_now()), seq=0,
+    return types.updates.State(pts=ACCOUNT_PTS, qts=0, date=_dt(ctx.server.now()), seq=0,
                                unread_count=0)
 
 
 def h_get_difference(ctx: Context, request: TLObject) -> TLObject:
     """No private chats, so no account updates: the user's channels with messages since
     `date` come back as UpdateChannelTooLong, to be fetched with GetChannelDifference."""
-    now = _dt(_now())
+    now = _dt(ctx.server.now())
     channels = ctx.conn.execute(
         "SELECT c.* FROM channels c JOIN participants p ON p.channel_id = c.channel_id "
         "WHERE p.user_id = ? AND p.role != 'banned' AND EXISTS (SELECT 1 FROM messages m "
@@ -922,17 +1164,25 @@ def h_get_channel_difference(ctx: Context, request: TLObject) -> TLObject:
     server, viewer = ctx.server, ctx.user_id
     channel = server.resolve_channel(request.channel, viewer)
     limit = max(1, min(request.limit or HISTORY_PAGE_MAX, 1000))
-    rows = ctx.conn.execute(
-        "SELECT * FROM messages WHERE channel_id = ? AND pts > ? ORDER BY pts LIMIT ?",
+    events = ctx.conn.execute(
+        "SELECT * FROM events WHERE channel_id = ? AND pts > ? ORDER BY pts LIMIT ?",
         (channel["channel_id"], request.pts, limit)).fetchall()
-    if not rows:
+    if not events:
         return types.updates.ChannelDifferenceEmpty(pts=channel["pts"], final=True,
                                                     timeout=30)
+    new_messages, other_updates, rows = [], [], []
+    for event in events:
+        update, message = server.event_update(event, viewer)
+        if message is not None:
+            rows.append(message)
+        if isinstance(update, types.UpdateNewChannelMessage):
+            new_messages.append(update.message)
+        else:
+            other_updates.append(update)
     chats, users = server.envelope(channel, rows, viewer)
     return types.updates.ChannelDifference(
-        pts=rows[-1]["pts"], new_messages=[server.message_for(r, viewer) for r in rows],
-        other_updates=[], chats=chats, users=users, final=rows[-1]["pts"] == channel["pts"],
-        timeout=30)
+        pts=events[-1]["pts"], new_messages=new_messages, other_updates=other_updates,
+        chats=chats, users=users, final=events[-1]["pts"] == channel["pts"], timeout=30)
 
 
 def _input_user_id(ctx: Context, user: TLObject) -> int | None:
@@ -1016,7 +1266,7 @@ def h_join_channel(ctx: Context, request: TLObject) -> TLObject:
                      "VALUES (?, ?, 'member', ?)", (row["channel_id"], ctx.user_id, utcnow()))
     return types.Updates(updates=[types.UpdateChannel(channel_id=row["channel_id"])],
                          users=[], chats=[server.tl_channel(row, ctx.user_id)],
-                         date=_dt(_now()), seq=0)
+                         date=_dt(ctx.server.now()), seq=0)
 
 
 def h_leave_channel(ctx: Context, request: TLObject) -> TLObject:
@@ -1028,7 +1278,7 @@ def h_leave_channel(ctx: Context, request: TLObject) -> TLObject:
                      (row["channel_id"], ctx.user_id))
     return types.Updates(updates=[types.UpdateChannel(channel_id=row["channel_id"])],
                          users=[], chats=[server.tl_channel(row, ctx.user_id)],
-                         date=_dt(_now()), seq=0)
+                         date=_dt(ctx.server.now()), seq=0)
 
 
 def h_channels_read_history(ctx: Context, request: TLObject) -> bool:
@@ -1144,6 +1394,7 @@ def _send_one(ctx: Context, request: TLObject, *, text: str, entities: list | No
         return server.sent_updates(channel, [(request.random_id, original)], viewer)
     reply = server.reply_header(channel, *_reply_target(request))
     media = media_of() if media_of else None
+    server.check_send(channel, viewer, [media], reply[1])
     message, _ = server.store_message(channel, viewer, text=text, entities=entities,
                                       media=media, reply=reply, origin=ctx.origin,
                                       noforwards=bool(request.noforwards))
@@ -1154,14 +1405,14 @@ def _send_one(ctx: Context, request: TLObject, *, text: str, entities: list | No
 def h_send_message(ctx: Context, request: TLObject) -> TLObject:
     if not request.message.strip():
         raise RpcFailure(400, "MESSAGE_EMPTY")
-    if len(request.message) > 4096:
+    if len(request.message) > TEXT_MAX:
         raise RpcFailure(400, "MESSAGE_TOO_LONG")
     return _send_one(ctx, request, text=request.message, entities=request.entities,
                      media_of=None)
 
 
 def h_send_media(ctx: Context, request: TLObject) -> TLObject:
-    if len(request.message) > 1024:
+    if len(request.message) > CAPTION_MAX:
         raise RpcFailure(400, "MEDIA_CAPTION_TOO_LONG")
     return _send_one(ctx, request, text=request.message, entities=request.entities,
                      media_of=lambda: ctx.server.input_media(ctx.user_id, request.media))
@@ -1179,17 +1430,28 @@ def h_send_multi_media(ctx: Context, request: TLObject) -> TLObject:
         raise RpcFailure(400, "MEDIA_EMPTY")
     if len(items) > ALBUM_MAX:
         raise RpcFailure(400, "MULTI_MEDIA_TOO_LONG")
+    if any(len(item.message) > CAPTION_MAX for item in items):
+        raise RpcFailure(400, "MEDIA_CAPTION_TOO_LONG")
     channel = server.resolve_channel(request.peer, viewer, write=True)
     cid = channel["channel_id"]
     reply = server.reply_header(channel, *_reply_target(request))
     grouped_id = _random_long()
-    sent = []
-    for item in items:
+    pending = []                        # (item, id sent before or None, media)
+    for index, item in enumerate(items):
         original = server.check_random_id(cid, viewer, item.random_id)
+        try:
+            media = server.input_media(viewer, item.media) if original is None else None
+        except RpcFailure as failure:       # Telegram names the album item that failed
+            if failure.message == "FILE_REFERENCE_EXPIRED":
+                raise RpcFailure(400, f"FILE_REFERENCE_{index}_EXPIRED") from None
+            raise
+        pending.append((item, original, media))
+    server.check_send(channel, viewer, [m for _, o, m in pending if o is None], reply[1])
+    sent = []
+    for item, original, media in pending:
         if original is not None:
             sent.append((item.random_id, original))
             continue
-        media = server.input_media(viewer, item.media)
         message, _ = server.store_message(
             channel, viewer, text=item.message, entities=item.entities, media=media,
             reply=reply, grouped_id=grouped_id, origin=ctx.origin,
@@ -1203,6 +1465,8 @@ def h_forward_messages(ctx: Context, request: TLObject) -> TLObject:
     server, viewer = ctx.server, ctx.user_id
     if not request.id:
         raise RpcFailure(400, "MESSAGE_IDS_EMPTY")
+    if len(request.id) > FORWARD_MAX:
+        raise RpcFailure(400, "MESSAGE_IDS_TOO_MUCH")
     if request.random_id is None or len(request.random_id) != len(request.id):
         raise RpcFailure(400, "RANDOM_ID_INVALID")
     source = server.resolve_channel(request.from_peer, viewer)
@@ -1218,6 +1482,7 @@ def h_forward_messages(ctx: Context, request: TLObject) -> TLObject:
             rows.append((row, random_id))
     if source["noforwards"] or any(row["noforwards"] for row, _ in rows):
         raise RpcFailure(400, "CHAT_FORWARDS_RESTRICTED")
+    server.check_send(target, viewer, [_parse(row["body"]).media for row, _ in rows], reply[1])
     groups: dict[int, int] = {}
     sent = []
     for row, random_id in rows:
@@ -1246,11 +1511,155 @@ def h_forward_messages(ctx: Context, request: TLObject) -> TLObject:
     return server.sent_updates(target, sent, viewer)
 
 
+EDIT_TIME_LIMIT = 172800       # help.getConfig edit_time_limit: 48 h to edit one's message
+
+
+def _channel_message(ctx: Context, channel: sqlite3.Row, msg_id: int) -> sqlite3.Row:
+    row = ctx.conn.execute("SELECT * FROM messages WHERE channel_id = ? AND id = ?",
+                           (channel["channel_id"], msg_id)).fetchone()
+    if row is None:
+        raise RpcFailure(400, "MESSAGE_ID_INVALID")
+    return row
+
+
+def _check_not_restricted(ctx: Context) -> None:
+    if ctx.server.account_row(ctx.user_id)["restricted"]:
+        raise RpcFailure(400, "USER_BANNED_IN_CHANNEL")
+
+
+def h_edit_message(ctx: Context, request: TLObject) -> TLObject:
+    """Own messages (48 h, unless a broadcast admin with edit_messages); in a broadcast
+    channel, any post with edit_messages. Others: MESSAGE_AUTHOR_REQUIRED."""
+    server, viewer = ctx.server, ctx.user_id
+    channel = server.resolve_channel(request.peer, viewer)
+    _check_not_restricted(ctx)
+    row = _channel_message(ctx, channel, request.id)
+    if row["is_service"]:
+        raise RpcFailure(400, "MESSAGE_ID_INVALID")
+    admin, _ = server.rights(channel, server.participant(channel["channel_id"], viewer))
+    broadcast = channel["kind"] == "channel"
+    editor = broadcast and admin is not None and "edit_messages" in admin
+    own = row["sender_id"] == viewer and (not broadcast or admin is not None
+                                          and "post_messages" in admin)
+    if not (own or editor):
+        raise RpcFailure(403, "MESSAGE_AUTHOR_REQUIRED")
+    if not editor and server.now() - row["date"] > EDIT_TIME_LIMIT:
+        raise RpcFailure(400, "MESSAGE_EDIT_TIME_EXPIRED")
+    media = server.input_media(viewer, request.media) if request.media else None
+    pts = server.edit_message(channel, row, text=request.message, entities=request.entities,
+                              media=media, origin=ctx.origin)
+    edited = _channel_message(ctx, channel, request.id)
+    chats, users = server.envelope(channel, [edited], viewer)
+    return types.Updates(updates=[types.UpdateEditChannelMessage(
+        message=server.message_for(edited, viewer), pts=pts, pts_count=1)],
+        users=users, chats=chats, date=_dt(server.now()), seq=0)
+
+
+def h_channels_delete_messages(ctx: Context, request: TLObject) -> TLObject:
+    """Own messages (in a broadcast channel: with post_messages), anyone's with the
+    delete_messages admin right, else MESSAGE_DELETE_FORBIDDEN; unknown ids are skipped."""
+    server, viewer = ctx.server, ctx.user_id
+    channel = server.resolve_channel(request.channel, viewer)
+    admin, _ = server.rights(channel, server.participant(channel["channel_id"], viewer))
+    moderator = admin is not None and "delete_messages" in admin
+    author_may = channel["kind"] != "channel" or admin is not None \
+        and "post_messages" in admin
+    ids = []
+    for msg_id in dict.fromkeys(request.id):
+        row = ctx.conn.execute("SELECT sender_id FROM messages WHERE channel_id = ? "
+                               "AND id = ?", (channel["channel_id"], msg_id)).fetchone()
+        if row is None:
+            continue
+        if not (moderator or row["sender_id"] == viewer and author_may) \
+                or msg_id == 1 and channel["kind"] != "forum" and not moderator:
+            raise RpcFailure(403, "MESSAGE_DELETE_FORBIDDEN")
+        ids.append(msg_id)
+    pts, count = server.delete_messages(channel, ids, ctx.origin)
+    return types.messages.AffectedMessages(pts=pts, pts_count=count)
+
+
+def h_messages_delete_messages(ctx: Context, request: TLObject) -> TLObject:
+    """Private chats and basic groups are not modelled: nothing to delete."""
+    return types.messages.AffectedMessages(pts=ACCOUNT_PTS, pts_count=0)
+
+
+def _topic_manager(ctx: Context, channel: sqlite3.Row, topic: int) -> sqlite3.Row:
+    """The topic row, if the viewer may manage it (manage_topics, or its creator)."""
+    row = ctx.conn.execute("SELECT * FROM topics WHERE channel_id = ? AND topic_id = ?",
+                           (channel["channel_id"], topic)).fetchone()
+    if row is None:
+        raise RpcFailure(400, "TOPIC_ID_INVALID")
+    admin, _ = ctx.server.rights(channel, ctx.server.participant(channel["channel_id"],
+                                                                 ctx.user_id))
+    if row["creator_id"] != ctx.user_id and (admin is None or "manage_topics" not in admin):
+        raise RpcFailure(400, "CHAT_ADMIN_REQUIRED")
+    return row
+
+
+def h_edit_forum_topic(ctx: Context, request: TLObject) -> TLObject:
+    server, viewer = ctx.server, ctx.user_id
+    channel = server.resolve_channel(request.peer, viewer)
+    _check_not_restricted(ctx)
+    _topic_manager(ctx, channel, request.topic_id)
+    msg_id = _edit_topic(server, channel, request.topic_id, viewer, ctx.origin,
+                         title=request.title, closed=request.closed)
+    return server.sent_updates(channel, [(None, msg_id)], viewer)
+
+
+def _edit_topic(server: Server, channel: sqlite3.Row, topic: int, by: int | None,
+                origin: str | None, *, title: str | None = None,
+                closed: bool | None = None) -> int:
+    """Rename, close or reopen a topic with its MessageActionTopicEdit; returns its id."""
+    if title is not None and not title.strip():
+        raise RpcFailure(400, "TOPIC_TITLE_EMPTY")
+    if title is not None:
+        server.conn.execute("UPDATE topics SET title = ? WHERE channel_id = ? AND "
+                            "topic_id = ?", (title, channel["channel_id"], topic))
+    if closed is not None:
+        server.conn.execute("UPDATE topics SET closed = ? WHERE channel_id = ? AND "
+                            "topic_id = ?", (int(closed), channel["channel_id"], topic))
+    reply = server.reply_header(channel, None, topic)
+    message, _ = server.store_message(
+        channel, by, action=types.MessageActionTopicEdit(title=title, closed=closed),
+        reply=reply, origin=origin)
+    return message.id
+
+
+def h_delete_topic_history(ctx: Context, request: TLObject) -> TLObject:
+    """Delete a topic with all its messages (delete_messages admin right, or the
+    creator of the topic)."""
+    server, viewer = ctx.server, ctx.user_id
+    channel = server.resolve_channel(request.peer, viewer)
+    if request.top_msg_id == GENERAL_TOPIC_ID:
+        raise RpcFailure(400, "TOPIC_ID_INVALID")
+    row = _topic_manager(ctx, channel, request.top_msg_id)
+    admin, _ = server.rights(channel, server.participant(channel["channel_id"], viewer))
+    if row["creator_id"] != viewer and "delete_messages" not in (admin or set()):
+        raise RpcFailure(400, "CHAT_ADMIN_REQUIRED")
+    pts, count = _delete_topic(server, channel, request.top_msg_id, ctx.origin)
+    return types.messages.AffectedHistory(pts=pts, pts_count=count, offset=0)
+
+
+def _delete_topic(server: Server, channel: sqlite3.Row, topic: int,
+                  origin: str | None) -> tuple[int, int]:
+    ids = [r[0] for r in server.conn.execute(
+        "SELECT id FROM messages WHERE channel_id = ? AND topic_id = ? ORDER BY id",
+        (channel["channel_id"], topic))]
+    server.conn.execute("DELETE FROM topics WHERE channel_id = ? AND topic_id = ?",
+                        (channel["channel_id"], topic))
+    return server.delete_messages(channel, ids, origin)
+
+
 def h_create_forum_topic(ctx: Context, request: TLObject) -> TLObject:
     server, viewer = ctx.server, ctx.user_id
     channel = server.resolve_channel(request.peer, viewer, write=True)
     if channel["kind"] != "forum":
         raise RpcFailure(400, "CHANNEL_FORUM_MISSING")
+    admin, banned = server.rights(channel, server.participant(channel["channel_id"], viewer))
+    may_create = "manage_topics" in admin if admin is not None \
+        else "manage_topics" not in banned
+    if not may_create:
+        raise RpcFailure(400, "CHAT_ADMIN_REQUIRED")
     if not request.title.strip():
         raise RpcFailure(400, "TOPIC_TITLE_EMPTY")
     cid = channel["channel_id"]
@@ -1273,7 +1682,7 @@ def _create_topic(server: Server, channel: sqlite3.Row, title: str, icon_color: 
     server.conn.execute(
         "INSERT INTO topics (channel_id, topic_id, title, icon_color, creator_id, date) "
         "VALUES (?, ?, ?, ?, ?, ?)",
-        (channel["channel_id"], message.id, title, color, creator, _now()))
+        (channel["channel_id"], message.id, title, color, creator, server.now()))
     return message.id
 
 
@@ -1288,11 +1697,13 @@ def _forum_topics(ctx: Context, channel: sqlite3.Row, rows: list[sqlite3.Row],
     chats, users = server.envelope(channel, tops, viewer)
     return types.messages.ForumTopics(
         count=count, topics=topics, messages=[server.message_for(r, viewer) for r in tops],
-        chats=chats, users=users, pts=channel["pts"], order_by_create_date=True)
+        chats=chats, users=users, pts=channel["pts"], order_by_create_date=False)
 
 
 def h_get_forum_topics(ctx: Context, request: TLObject) -> TLObject:
-    """Newest topic first (order_by_create_date); `offset_topic` is exclusive."""
+    """By last activity (Server.all_topics); the next page starts after the topic whose
+    (top message date, top message id, topic id) are offset_date, offset_id,
+    offset_topic: those of the last topic of the previous page."""
     channel = ctx.server.resolve_channel(request.peer, ctx.user_id)
     if channel["kind"] != "forum":
         raise RpcFailure(400, "CHANNEL_FORUM_MISSING")
@@ -1300,8 +1711,11 @@ def h_get_forum_topics(ctx: Context, request: TLObject) -> TLObject:
     if request.q:
         rows = [r for r in rows if request.q.lower() in r["title"].lower()]
     count = len(rows)
-    if request.offset_topic:
-        rows = [r for r in rows if r["topic_id"] < request.offset_topic]
+    if request.offset_date or request.offset_id or request.offset_topic:
+        never = 2 ** 62
+        offset = (_ts(request.offset_date) or never, request.offset_id or never,
+                  request.offset_topic or never)
+        rows = [r for r in rows if (r["top_date"], r["top_id"], r["topic_id"]) < offset]
     limit = max(1, min(request.limit or HISTORY_PAGE_MAX, HISTORY_PAGE_MAX))
     return _forum_topics(ctx, channel, rows[:limit], count)
 
@@ -1362,8 +1776,7 @@ def h_get_file(ctx: Context, request: TLObject) -> TLObject:
                            (location.id,)).fetchone()
     if row is None or row["access_hash"] != location.access_hash:
         raise RpcFailure(400, "LOCATION_INVALID")
-    if bytes(row["file_reference"]) != location.file_reference:
-        raise RpcFailure(400, "FILE_REFERENCE_EXPIRED")
+    ctx.server.check_reference(location.id, location.file_reference)
     if request.offset < 0 or request.limit <= 0:
         raise RpcFailure(400, "LIMIT_INVALID")
     chunk = bytes(row["data"][request.offset:request.offset + request.limit])
@@ -1402,10 +1815,33 @@ HANDLERS = {
     functions.messages.GetForumTopicsRequest: h_get_forum_topics,
     functions.messages.GetForumTopicsByIDRequest: h_get_forum_topics_by_id,
     functions.messages.GetDialogsRequest: h_get_dialogs,
+    functions.messages.EditMessageRequest: h_edit_message,
+    functions.messages.DeleteMessagesRequest: h_messages_delete_messages,
+    functions.channels.DeleteMessagesRequest: h_channels_delete_messages,
+    functions.messages.EditForumTopicRequest: h_edit_forum_topic,
+    functions.messages.DeleteTopicHistoryRequest: h_delete_topic_history,
     functions.upload.SaveFilePartRequest: h_save_file_part,
     functions.upload.SaveBigFilePartRequest: h_save_file_part,
     functions.upload.GetFileRequest: h_get_file,
 }
+# Which token bucket a request spends (a "send" also spends "send_chat" of its chat).
+REQUEST_BUCKETS = {
+    functions.messages.SendMessageRequest: "send",
+    functions.messages.SendMediaRequest: "send",
+    functions.messages.SendMultiMediaRequest: "send",
+    functions.messages.ForwardMessagesRequest: "send",
+    functions.messages.GetHistoryRequest: "history",
+    functions.messages.GetRepliesRequest: "history",
+    functions.messages.GetMessagesRequest: "history",
+    functions.channels.GetMessagesRequest: "history",
+    functions.contacts.ResolveUsernameRequest: "resolve",
+    functions.messages.CreateForumTopicRequest: "topic_create",
+    functions.channels.JoinChannelRequest: "join",
+}
+LIMITED_REFUSES = {functions.messages.SendMessageRequest, functions.messages.SendMediaRequest,
+                   functions.messages.SendMultiMediaRequest,
+                   functions.messages.ForwardMessagesRequest,
+                   functions.channels.JoinChannelRequest}
 NO_AUTH = {functions.help.GetConfigRequest, functions.help.GetNearestDcRequest,
            functions.PingRequest, functions.auth.SendCodeRequest,
            functions.auth.SignInRequest}
@@ -1661,6 +2097,8 @@ class SimulatedSender:
         if user_id is None and type(inner) not in NO_AUTH:
             raise RpcFailure(401, "AUTH_KEY_UNREGISTERED")
         with transaction(self._server.conn):
+            if user_id is not None:
+                self._server.check_budget(user_id, inner)
             return handler(Context(self._server, user_id, key_id, self._origin), inner)
 
     def _poll(self) -> bytes | None:
@@ -1749,6 +2187,8 @@ class World:
                               "VALUES ('random_id_mode', 'original')")
             self.conn.execute("INSERT OR IGNORE INTO meta (key, value) "
                               "VALUES ('created_at', ?)", (utcnow(),))
+            self.conn.execute("INSERT OR IGNORE INTO meta (key, value) "
+                              "VALUES ('secret', ?)", (secrets.token_hex(16),))
 
     @classmethod
     def create(cls, path: str | Path, *, random_id_mode: str = "original") -> World:
@@ -1789,6 +2229,71 @@ class World:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- world settings and clock --------------------------------------------------------
+
+    def configure(self, **settings: Any) -> None:
+        """Change world settings (WORLD_SETTINGS names except clock_*), e.g.
+        configure(rate_limits=False, file_reference_lifetime=600, random_id_memory=86400)."""
+        for name, value in settings.items():
+            if name not in WORLD_SETTINGS or name.startswith("clock_"):
+                known = ", ".join(n for n in WORLD_SETTINGS if not n.startswith("clock_"))
+                raise SimulatorError(f"unknown world setting {name!r}; known: {known}")
+            if name == "random_id_mode":
+                if value not in RANDOM_ID_MODES:
+                    raise SimulatorError(f"random_id_mode must be one of "
+                                         f"{', '.join(RANDOM_ID_MODES)}")
+            elif int(value) < 0:
+                raise SimulatorError(f"{name} must be >= 0")
+        with transaction(self.conn):
+            for name, value in settings.items():
+                self._set_meta(name, value if name == "random_id_mode" else int(value))
+
+    def settings(self) -> dict:
+        """The world settings and rate limits in force."""
+        values = {name: self.server.setting(name) for name in WORLD_SETTINGS}
+        values["rate_limit_budgets"] = {name: self.server.rate_limit(name)
+                                        for name in DEFAULT_RATE_LIMITS}
+        return values
+
+    def set_rate_limit(self, bucket: str, burst: int, per_second: float) -> None:
+        """One token bucket's budget: `burst` requests at once, refilled at `per_second`."""
+        if bucket not in DEFAULT_RATE_LIMITS:
+            raise SimulatorError(f"unknown rate limit {bucket!r}; known: "
+                                 f"{', '.join(DEFAULT_RATE_LIMITS)}")
+        if burst < 1 or per_second <= 0:
+            raise SimulatorError("a rate limit needs burst >= 1 and per_second > 0")
+        with transaction(self.conn):
+            self._set_meta(f"rate_limit:{bucket}", f"{burst}/{per_second!r}")
+
+    def now(self) -> int:
+        """World time (Unix seconds)."""
+        return self.server.now()
+
+    def advance_clock(self, seconds: float) -> int:
+        """Move world time forward (file references age, token buckets refill, slow mode
+        passes) without sleeping; returns the new world time."""
+        if seconds < 0:
+            raise SimulatorError("the world clock only moves forward")
+        with transaction(self.conn):
+            self._set_meta("clock_offset", self.server.setting("clock_offset") + seconds)
+        return self.server.now()
+
+    def freeze_clock(self, frozen: bool = True) -> None:
+        """Stop world time (tests that need exact waits), or let it run on from where it
+        stopped."""
+        with transaction(self.conn):
+            stopped_at = self.server.setting("clock_frozen")
+            if frozen and not stopped_at:
+                self._set_meta("clock_frozen", time.time())
+            elif not frozen and stopped_at:
+                self._set_meta("clock_offset", self.server.setting("clock_offset")
+                               + stopped_at - time.time())
+                self._set_meta("clock_frozen", 0.0)
+
+    def _set_meta(self, key: str, value: Any) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                          (key, str(value)))
+
     # -- accounts -------------------------------------------------------------------------
 
     def add_account(self, name: str, *, phone: str | None = None,
@@ -1819,6 +2324,19 @@ class World:
         if taken:
             raise SimulatorError(f"username {username!r} is taken")
 
+    def set_account(self, name: str, *, restricted: bool | None = None,
+                    limited: bool | None = None, rate_limits: bool | None = None) -> None:
+        """Mark an account restricted by Telegram (USER_BANNED_IN_CHANNEL on every write
+        to a group or channel), limited (PEER_FLOOD on sends and joins), or exempt from
+        the world's rate limits (rate_limits=False)."""
+        user_id = self.account_id(name)
+        changes = {"restricted": restricted, "limited": limited, "rate_limits": rate_limits}
+        with transaction(self.conn):
+            for column, value in changes.items():
+                if value is not None:
+                    self.conn.execute(f"UPDATE accounts SET {column} = ? WHERE user_id = ?",
+                                      (int(value), user_id))
+
     def account_id(self, name: str) -> int:
         row = self.conn.execute("SELECT user_id FROM accounts WHERE name = ?",
                                 (name,)).fetchone()
@@ -1830,8 +2348,9 @@ class World:
         rows = self.conn.execute(
             "SELECT a.*, (SELECT COUNT(*) FROM auth_keys k WHERE k.user_id = a.user_id "
             "AND k.revoked_at IS NULL) AS sessions FROM accounts a ORDER BY user_id")
-        return [{k: row[k] for k in ("user_id", "name", "phone", "username", "sessions")}
-                for row in rows]
+        keys = ("user_id", "name", "phone", "username", "sessions", "restricted", "limited",
+                "rate_limits")
+        return [{k: row[k] for k in keys} for row in rows]
 
     def make_session_folder(self, folder: str | Path, account_name: str, *,
                             extra_env: dict | None = None) -> Path:
@@ -1886,10 +2405,13 @@ class World:
     def create_channel(self, title: str, *, username: str | None = None,
                        kind: str = "channel", owner: str | None = None,
                        members: Iterable[str] = (), admins: Iterable[str] = (),
-                       noforwards: bool = False, slowmode_seconds: int = 0) -> int:
-        """A channel, megagroup or forum (with service message id 1); returns its id."""
+                       noforwards: bool = False, slowmode_seconds: int = 0,
+                       default_banned: Iterable[str] = ()) -> int:
+        """A channel, megagroup or forum (with service message id 1); returns its id.
+        `default_banned`: rights members do not have (BANNED_RIGHTS names)."""
         if kind not in CHAT_KINDS:
             raise SimulatorError(f"kind must be one of {', '.join(CHAT_KINDS)}")
+        default_banned = _rights_list(default_banned, BANNED_RIGHTS)
         owner_id = self.account_id(owner) if owner else None
         member_ids = [self.account_id(m) for m in members]
         admin_ids = [self.account_id(a) for a in admins]
@@ -1899,10 +2421,10 @@ class World:
                 "SELECT COUNT(*) FROM channels").fetchone()[0] + 1
             self.conn.execute(
                 "INSERT INTO channels (channel_id, access_hash, title, username, kind, "
-                "noforwards, slowmode_seconds, creator_id, date) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "noforwards, slowmode_seconds, default_banned, creator_id, date) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (channel_id, _random_long(), title, username, kind, int(noforwards),
-                 slowmode_seconds, owner_id, _now()))
+                 slowmode_seconds, json.dumps(default_banned), owner_id, self.server.now()))
             roles = [(owner_id, "creator")] if owner_id else []
             roles += [(a, "admin") for a in admin_ids if a != owner_id]
             roles += [(m, "member") for m in member_ids if m != owner_id
@@ -1978,9 +2500,71 @@ class World:
         return row[0] if row else 0
 
     def set_noforwards(self, chat: int | str, noforwards: bool = True) -> None:
+        """Protected content on or off (takes effect on the next request of any client)."""
+        self.set_chat(chat, noforwards=noforwards)
+
+    def set_chat(self, chat: int | str, *, noforwards: bool | None = None,
+                 slowmode_seconds: int | None = None,
+                 default_banned: Iterable[str] | None = None) -> None:
+        """Change a chat's protected content, slow mode or default banned rights."""
+        channel_id = self.chat_id(chat)
+        changes: dict[str, Any] = {}
+        if noforwards is not None:
+            changes["noforwards"] = int(noforwards)
+        if slowmode_seconds is not None:
+            if slowmode_seconds < 0:
+                raise SimulatorError("slowmode_seconds must be >= 0")
+            changes["slowmode_seconds"] = slowmode_seconds
+        if default_banned is not None:
+            changes["default_banned"] = json.dumps(_rights_list(default_banned,
+                                                                BANNED_RIGHTS))
         with transaction(self.conn):
-            self.conn.execute("UPDATE channels SET noforwards = ? WHERE channel_id = ?",
-                              (int(noforwards), self.chat_id(chat)))
+            for column, value in changes.items():
+                self.conn.execute(f"UPDATE channels SET {column} = ? WHERE channel_id = ?",
+                                  (value, channel_id))
+
+    def chat_settings(self, chat: int | str) -> dict:
+        """A chat's kind, protected content, slow mode and default banned rights."""
+        row = self.server.channel_row(self.chat_id(chat))
+        return {"kind": row["kind"], "noforwards": bool(row["noforwards"]),
+                "slowmode_seconds": row["slowmode_seconds"],
+                "default_banned": json.loads(row["default_banned"])}
+
+    def set_admin(self, account_name: str, chat: int | str,
+                  rights: Iterable[str] | None = None) -> None:
+        """Make the account an admin of the chat with these admin rights (ADMIN_RIGHTS
+        names; None: DEFAULT_ADMIN_RIGHTS), joining it if needed."""
+        listed = _rights_list(DEFAULT_ADMIN_RIGHTS if rights is None else rights,
+                              ADMIN_RIGHTS)
+        self.join(account_name, chat, role="admin")
+        self._set_participant(account_name, chat, admin_rights=json.dumps(listed))
+
+    def restrict(self, account_name: str, chat: int | str, banned: Iterable[str]) -> None:
+        """The member's own banned rights in the chat, on top of the chat's default ones
+        (an empty list lifts them; an admin becomes a member)."""
+        listed = _rights_list(banned, BANNED_RIGHTS)
+        user_id, channel_id = self.account_id(account_name), self.chat_id(chat)
+        if self.server.participant(channel_id, user_id) is None:
+            self.join(account_name, chat)
+        self._set_participant(account_name, chat, banned_rights=json.dumps(listed),
+                              role="member", admin_rights=None)
+
+    def _set_participant(self, account_name: str, chat: int | str, **columns: Any) -> None:
+        user_id, channel_id = self.account_id(account_name), self.chat_id(chat)
+        with transaction(self.conn):
+            for column, value in columns.items():
+                self.conn.execute(f"UPDATE participants SET {column} = ? "
+                                  "WHERE channel_id = ? AND user_id = ?",
+                                  (value, channel_id, user_id))
+
+    def member_rights(self, account_name: str, chat: int | str) -> dict:
+        """{"role", "admin_rights" (None for a non-admin), "banned_rights" (effective)}."""
+        channel = self.server.channel_row(self.chat_id(chat))
+        part = self.server.participant(channel["channel_id"], self.account_id(account_name))
+        admin, banned = self.server.rights(channel, part)
+        return {"role": part["role"] if part else None,
+                "admin_rights": sorted(admin) if admin is not None else None,
+                "banned_rights": sorted(banned)}
 
     def create_topic(self, chat: int | str, title: str, *, by: str | None = None,
                      icon_color: int | None = None) -> int:
@@ -1992,10 +2576,55 @@ class World:
                 raise SimulatorError(f"{chat!r} is not a forum")
             return _create_topic(self.server, channel, title, icon_color, creator, "world")
 
+    def set_topic(self, chat: int | str, topic: int, *, closed: bool) -> None:
+        """Close or reopen a forum topic (members get TOPIC_CLOSED in a closed one)."""
+        with transaction(self.conn):
+            channel = self._topic_chat(chat, topic)
+            _edit_topic(self.server, channel, topic, channel["creator_id"], "world",
+                        closed=closed)
+
+    def delete_topic(self, chat: int | str, topic: int) -> None:
+        """Delete a forum topic and its messages (clients get UpdateDeleteChannelMessages)."""
+        with transaction(self.conn):
+            _delete_topic(self.server, self._topic_chat(chat, topic), topic, "world")
+
+    def _topic_chat(self, chat: int | str, topic: int) -> sqlite3.Row:
+        channel = self.server.channel_row(self.chat_id(chat))
+        if not self.server.topic_exists(channel["channel_id"], topic):
+            raise SimulatorError(f"no topic {topic} in {chat!r}")
+        return channel
+
+    def edit(self, chat: int | str, message_id: int, text: str, *,
+             parse_mode: str | None = None) -> None:
+        """Edit a message's text (or caption) as its author would; clients get
+        UpdateEditChannelMessage."""
+        text, entities = self._parsed(text, parse_mode, None)
+        with transaction(self.conn):
+            channel = self.server.channel_row(self.chat_id(chat))
+            row = self.conn.execute("SELECT * FROM messages WHERE channel_id = ? AND id = ?",
+                                    (channel["channel_id"], message_id)).fetchone()
+            if row is None or row["is_service"]:
+                raise SimulatorError(f"no message {message_id} to edit in {chat!r}")
+            try:
+                self.server.edit_message(channel, row, text=text, entities=entities,
+                                         media=None, origin="world")
+            except RpcFailure as failure:
+                raise SimulatorError(f"cannot edit: {failure.message}") from None
+
+    def delete(self, chat: int | str, message_ids: Iterable[int]) -> int:
+        """Delete messages (missing ids skipped); clients get UpdateDeleteChannelMessages.
+        Returns how many were deleted."""
+        with transaction(self.conn):
+            channel = self.server.channel_row(self.chat_id(chat))
+            ids = [i for i in dict.fromkeys(message_ids) if self.conn.execute(
+                "SELECT 1 FROM messages WHERE channel_id = ? AND id = ?",
+                (channel["channel_id"], i)).fetchone()]
+            return self.server.delete_messages(channel, ids, "world")[1]
+
     def topics(self, chat: int | str) -> list[dict]:
         channel = self.server.channel_row(self.chat_id(chat))
         return [{"topic_id": r["topic_id"], "title": r["title"]}
-                for r in reversed(self.server.all_topics(channel))]
+                for r in sorted(self.server.all_topics(channel), key=lambda r: r["topic_id"])]
 
     # -- posting --------------------------------------------------------------------------
 
@@ -2024,10 +2653,7 @@ class World:
              force_document: bool = False, reply_to: int | None = None,
              topic: int | None = None) -> int:
         """Post a message as `by` (default: the chat's creator); returns its id."""
-        if parse_mode in ("md", "markdown"):
-            text, entities = markdown.parse(text)
-        elif parse_mode is not None:
-            raise SimulatorError("parse_mode must be 'md' or None")
+        text, entities = self._parsed(text, parse_mode, entities)
         with transaction(self.conn):
             channel, sender = self._poster(chat, by)
             reply = self._reply(channel, reply_to, topic)
@@ -2036,6 +2662,15 @@ class World:
                                                    entities=entities, media=media,
                                                    reply=reply, origin="world")
         return message.id
+
+    @staticmethod
+    def _parsed(text: str, parse_mode: str | None,
+                entities: list | None) -> tuple[str, list | None]:
+        if parse_mode in ("md", "markdown"):
+            return markdown.parse(text)
+        if parse_mode is not None:
+            raise SimulatorError("parse_mode must be 'md' or None")
+        return text, entities
 
     def _reply(self, channel: sqlite3.Row, reply_to: int | None,
                topic: int | None) -> tuple:
@@ -2154,12 +2789,14 @@ _DEMO_PNG = bytes.fromhex(
 
 
 def build_demo(world: World, sessions_dir: Path) -> dict:
-    """Two accounts with folders, a source channel with everything, an empty target forum."""
+    """Two accounts with folders, a source forum with everything (where session2, a
+    member, may not send media), an empty target forum (session2 an admin)."""
     for index, name in enumerate(DEMO_ACCOUNTS, start=1):
         world.add_account(name, phone=f"+1555000000{index}", username=f"demo_user{index}")
         world.make_session_folder(sessions_dir / name, name)
     source = world.create_channel("Demo source", username="demo_source", kind="forum",
-                                  owner="session1", members=["session2"])
+                                  owner="session1", members=["session2"],
+                                  default_banned=["send_media"])
     world.post(source, "Welcome to the **demo** source, see [the docs](https://t.me/)",
                parse_mode="md")
     first = world.post(source, "A photo with a caption", file=_DEMO_PNG)
@@ -2257,6 +2894,142 @@ def _print_table(rows: list[dict]) -> None:
         print("  ".join("-" if row[k] is None else str(row[k]) for k in keys))
 
 
+def _switch(value: str | None) -> bool | None:
+    return None if value is None else value == "on"
+
+
+def _names(text: str | None) -> list[str]:
+    """A comma-separated list ("" or "none": empty)."""
+    if text is None or text.strip().lower() in ("", "none"):
+        return []
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _cmd_add_account(args: argparse.Namespace, world: World) -> int:
+    user_id = world.add_account(args.name, phone=args.phone, username=args.username)
+    phone = next(a["phone"] for a in world.accounts() if a["user_id"] == user_id)
+    print(f"account {args.name}: user id {user_id}, phone +{phone}, login code "
+          f"{world.server.meta('login_code', DEFAULT_LOGIN_CODE)}")
+    if args.folder:
+        world.make_session_folder(args.folder, args.name)
+        print(f"authorised folder {args.folder} (.env and {args.folder.name}.session)")
+    return 0
+
+
+def _cmd_account(args: argparse.Namespace, world: World) -> int:
+    world.set_account(args.name, restricted=_switch(args.restricted),
+                      limited=_switch(args.limited), rate_limits=_switch(args.rate_limits))
+    _print_table([a for a in world.accounts() if a["name"] == args.name])
+    return 0
+
+
+def _cmd_login_code(args: argparse.Namespace, world: World) -> int:
+    if args.code:
+        world.set_login_code(args.code)
+    print(f"login code: {world.server.meta('login_code', DEFAULT_LOGIN_CODE)}")
+    return 0
+
+
+def _cmd_add_chat(args: argparse.Namespace, world: World) -> int:
+    chat = world.create_channel(
+        args.title, username=args.username, kind=args.kind, owner=args.owner,
+        members=_names(args.members), admins=_names(args.admins),
+        noforwards=args.noforwards, slowmode_seconds=args.slowmode,
+        default_banned=_names(args.default_banned))
+    print(f"{args.kind} {args.title!r} id {chat} (clients: {world.peer_id(chat)}"
+          f"{', @' + args.username if args.username else ''})")
+    return 0
+
+
+def _cmd_chat(args: argparse.Namespace, world: World) -> int:
+    world.set_chat(args.chat, noforwards=_switch(args.noforwards),
+                   slowmode_seconds=args.slowmode,
+                   default_banned=None if args.default_banned is None
+                   else _names(args.default_banned))
+    for name in args.join or []:
+        world.join(name, args.chat)
+    for spec in args.admin or []:
+        name, _, rights = spec.partition(":")
+        world.set_admin(name, args.chat, _names(rights) if rights else None)
+    for spec in args.restrict or []:
+        name, _, rights = spec.partition(":")
+        world.restrict(name, args.chat, _names(rights))
+    for name in args.leave or []:
+        world.leave(name, args.chat)
+    print(json.dumps(world.chat_settings(args.chat)))
+    _print_table([{"account": name, **world.member_rights(name, args.chat)}
+                  for name in world.members(args.chat)])
+    return 0
+
+
+def _cmd_topic(args: argparse.Namespace, world: World) -> int:
+    if args.create:
+        topic = world.create_topic(args.chat, args.create, by=args.by)
+        print(f"topic {args.create!r} id {topic}")
+    elif args.close or args.reopen:
+        world.set_topic(args.chat, args.close or args.reopen, closed=bool(args.close))
+    elif args.delete:
+        world.delete_topic(args.chat, args.delete)
+    _print_table(world.topics(args.chat))
+    return 0
+
+
+def _topic_id(world: World, chat: str, topic: str | None) -> int | None:
+    """A topic named by id or exact title."""
+    if topic is None or topic.isdigit():
+        return int(topic) if topic else None
+    for row in world.topics(chat):
+        if row["title"] == topic:
+            return row["topic_id"]
+    raise SimulatorError(f"no topic {topic!r} in {chat!r}")
+
+
+def _cmd_post(args: argparse.Namespace, world: World) -> int:
+    topic = _topic_id(world, args.chat, args.topic)
+    files = args.file or []
+    if len(files) > 1:
+        ids = world.post_album(args.chat, files, captions=[args.text or ""], by=args.by,
+                               reply_to=args.reply_to, topic=topic)
+    else:
+        ids = [world.post(args.chat, args.text or "", by=args.by,
+                          parse_mode="md" if args.md else None,
+                          file=files[0] if files else None, reply_to=args.reply_to,
+                          topic=topic)]
+    print("posted " + " ".join(map(str, ids)))
+    return 0
+
+
+def _cmd_settings(args: argparse.Namespace, world: World) -> int:
+    changes = {name: value for name, value in (
+        ("rate_limits", _switch(args.rate_limits)),
+        ("file_reference_lifetime", args.file_reference_lifetime),
+        ("random_id_memory", args.random_id_memory),
+        ("random_id_mode", args.random_id_mode)) if value is not None}
+    if changes:
+        world.configure(**changes)
+    for spec in args.rate_limit or []:
+        match = re.fullmatch(r"(\w+)=(\d+)/([\d.]+)", spec)
+        if match is None:
+            raise SimulatorError(f"--rate-limit {spec!r}: use BUCKET=BURST/PER_SECOND, "
+                                 f"e.g. send_chat=20/1")
+        world.set_rate_limit(match[1], int(match[2]), float(match[3]))
+    print(json.dumps(world.settings(), indent=2))
+    return 0
+
+
+def _cmd_clock(args: argparse.Namespace, world: World) -> int:
+    if args.advance:
+        world.advance_clock(args.advance)
+    print(f"world time {world.now()} ({_dt(world.now()):%Y-%m-%d %H:%M:%S} UTC)")
+    return 0
+
+
+WORLD_COMMANDS = {"add-account": _cmd_add_account, "account": _cmd_account,
+                  "login-code": _cmd_login_code, "add-chat": _cmd_add_chat,
+                  "chat": _cmd_chat, "topic": _cmd_topic, "post": _cmd_post,
+                  "settings": _cmd_settings, "clock": _cmd_clock}
+
+
 def _cmd_faults(args: argparse.Namespace, world: World) -> int:
     if args.action == "add":
         fault_id = world.inject_fault(
@@ -2276,7 +3049,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=Path(__file__).name,
         description="A simulated Telegram under real Telethon clients, in one SQLite file "
                     "shared by processes (rehearsals and tests; no account at risk).",
-        epilog="Accounts use it when their .env sets TELEGRAM_SIMULATOR=WORLD.")
+        epilog="Accounts use it when their .env sets TELEGRAM_SIMULATOR=WORLD.",
+        parents=[migrate_db.cli_options()])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     init = commands.add_parser("init", help="create a world")
     init.add_argument("world", type=Path, metavar="WORLD")
@@ -2325,12 +3099,104 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--times", type=int, help="fire N times (default: always)")
     when.add_argument("--rate", type=int, metavar="R",
                       help="fire once R requests passed in the last minute")
+    _add_world_commands(commands)
     return parser
+
+
+def _add_world_commands(commands: Any) -> None:
+    """The commands that shape a world as an operator would (accounts, chats, posts)."""
+    on_off = dict(choices=("on", "off"))
+    add = commands.add_parser("add-account", help="add an account (phone, login code)")
+    add.add_argument("world", type=Path, metavar="WORLD")
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("--phone", help="e.g. +15550001001 (default: one is made up)")
+    add.add_argument("--username", help="the account's @username")
+    add.add_argument("--folder", type=Path, metavar="DIR",
+                     help="also make an authorised account folder (.env, .session) here; "
+                          "without it, log in with telegram_session.py auth and the code")
+    account = commands.add_parser("account", help="restrict, limit or exempt an account")
+    account.add_argument("world", type=Path, metavar="WORLD")
+    account.add_argument("name", metavar="NAME")
+    account.add_argument("--restricted", **on_off,
+                         help="USER_BANNED_IN_CHANNEL on every write to groups/channels")
+    account.add_argument("--limited", **on_off, help="PEER_FLOOD on sends and joins")
+    account.add_argument("--rate-limits", **on_off, help="the world's budgets apply to it")
+    code = commands.add_parser("login-code", help="show or set the login code")
+    code.add_argument("world", type=Path, metavar="WORLD")
+    code.add_argument("code", nargs="?", metavar="CODE")
+    chat = commands.add_parser("add-chat", help="add a channel, megagroup or forum")
+    chat.add_argument("world", type=Path, metavar="WORLD")
+    chat.add_argument("title", metavar="TITLE")
+    chat.add_argument("--username", help="public @username (else private)")
+    chat.add_argument("--kind", choices=CHAT_KINDS, default="megagroup")
+    chat.add_argument("--owner", metavar="ACCOUNT", help="the creator")
+    chat.add_argument("--members", metavar="A,B", help="member accounts")
+    chat.add_argument("--admins", metavar="A,B", help="admins (default admin rights)")
+    chat.add_argument("--slowmode", type=int, default=0, metavar="SECONDS")
+    chat.add_argument("--noforwards", action="store_true", help="protected content")
+    chat.add_argument("--default-banned", metavar="R,R",
+                      help="rights members lack, e.g. send_media,manage_topics")
+    edit_chat = commands.add_parser("chat", help="change a chat's settings and members")
+    edit_chat.add_argument("world", type=Path, metavar="WORLD")
+    edit_chat.add_argument("chat", metavar="CHAT", help="chat id, @username or title")
+    edit_chat.add_argument("--slowmode", type=int, metavar="SECONDS")
+    edit_chat.add_argument("--noforwards", **on_off, help="protected content")
+    edit_chat.add_argument("--default-banned", metavar="R,R",
+                           help="rights members lack (none: lift them)")
+    edit_chat.add_argument("--join", action="append", metavar="ACCOUNT")
+    edit_chat.add_argument("--leave", action="append", metavar="ACCOUNT")
+    edit_chat.add_argument("--admin", action="append", metavar="ACCOUNT[:R,R]",
+                           help="make an admin (with these admin rights)")
+    edit_chat.add_argument("--restrict", action="append", metavar="ACCOUNT:R,R",
+                           help="a member's own banned rights (ACCOUNT:none lifts them)")
+    topic = commands.add_parser("topic", help="create, close, reopen or delete a topic")
+    topic.add_argument("world", type=Path, metavar="WORLD")
+    topic.add_argument("chat", metavar="CHAT")
+    which = topic.add_mutually_exclusive_group()
+    which.add_argument("--create", metavar="TITLE")
+    which.add_argument("--close", type=int, metavar="ID")
+    which.add_argument("--reopen", type=int, metavar="ID")
+    which.add_argument("--delete", type=int, metavar="ID")
+    topic.add_argument("--by", metavar="ACCOUNT", help="creator (default: the chat's)")
+    post = commands.add_parser("post", help="post a message, a file or an album")
+    post.add_argument("world", type=Path, metavar="WORLD")
+    post.add_argument("chat", metavar="CHAT")
+    post.add_argument("text", nargs="?", metavar="TEXT", help="text or caption")
+    post.add_argument("--file", action="append", type=Path, metavar="PATH",
+                      help="attach a file; twice or more: an album")
+    post.add_argument("--md", action="store_true", help="TEXT is markdown")
+    post.add_argument("--by", metavar="ACCOUNT", help="sender (default: the creator)")
+    post.add_argument("--topic", metavar="ID|TITLE")
+    post.add_argument("--reply-to", type=int, metavar="ID")
+    edit = commands.add_parser("edit", help="edit a message's text")
+    edit.add_argument("world", type=Path, metavar="WORLD")
+    edit.add_argument("chat", metavar="CHAT")
+    edit.add_argument("message_id", type=int, metavar="ID")
+    edit.add_argument("text", metavar="TEXT")
+    edit.add_argument("--md", action="store_true", help="TEXT is markdown")
+    delete = commands.add_parser("delete", help="delete messages")
+    delete.add_argument("world", type=Path, metavar="WORLD")
+    delete.add_argument("chat", metavar="CHAT")
+    delete.add_argument("message_ids", type=int, nargs="+", metavar="ID")
+    settings = commands.add_parser("settings", help="show or change world settings")
+    settings.add_argument("world", type=Path, metavar="WORLD")
+    settings.add_argument("--rate-limits", **on_off, help="token buckets on or off")
+    settings.add_argument("--rate-limit", action="append", metavar="BUCKET=BURST/PER_S",
+                          help=f"one budget; buckets: {', '.join(DEFAULT_RATE_LIMITS)}")
+    settings.add_argument("--file-reference-lifetime", type=int, metavar="SECONDS",
+                          help="0: never expire")
+    settings.add_argument("--random-id-memory", type=int, metavar="SECONDS",
+                          help="0: forever")
+    settings.add_argument("--random-id-mode", choices=RANDOM_ID_MODES)
+    clock = commands.add_parser("clock", help="show or advance world time")
+    clock.add_argument("world", type=Path, metavar="WORLD")
+    clock.add_argument("--advance", type=float, metavar="SECONDS")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    migrate_db.setup_logging(args.verbose, args.quiet)
     if args.command == "init":
         return _cmd_init(args, parser)
     try:
@@ -2352,6 +3218,14 @@ def main(argv: list[str] | None = None) -> int:
                 _print_table([{"request": k, "count": v} for k, v in counts.items()])
             elif args.command == "revoke":
                 print(f"{world.revoke_session(args.account)} session(s) revoked")
+            elif args.command == "edit":
+                world.edit(args.chat, args.message_id, args.text,
+                           parse_mode="md" if args.md else None)
+                print(f"edited {args.message_id}")
+            elif args.command == "delete":
+                print(f"{world.delete(args.chat, args.message_ids)} message(s) deleted")
+            elif args.command in WORLD_COMMANDS:
+                return WORLD_COMMANDS[args.command](args, world)
             else:
                 return _cmd_faults(args, world)
         except SimulatorError as exc:
@@ -2359,11 +3233,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def _cli() -> int:
+    """main() with a database or file failure as one error line."""
     try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
+        return main()
+    except BrokenPipeError:
+        raise
     except (sqlite3.Error, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+        return 1
+
+
+if __name__ == "__main__":
+    migrate_db.run_main(_cli)

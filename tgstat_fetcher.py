@@ -32,6 +32,8 @@ from typing import Any
 import aiohttp
 from dotenv import load_dotenv
 
+import migrate_db
+
 SCRIPT_DIR = Path(__file__).resolve().parent
 DEFAULT_BASE_URL = "https://api.tgstat.ru"
 DEFAULT_OUTPUT = SCRIPT_DIR / "channels_data.json"
@@ -129,7 +131,7 @@ class TGStatClient:
                 except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                     raise TGStatError("bad_reply", f"{method}: TGStat answered HTTP "
                                       f"{reply.status} without JSON") from exc
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             reason = str(exc) or type(exc).__name__
             raise TGStatError("unreachable", f"{method}: cannot reach {self.base_url} "
                               f"({reason})") from exc
@@ -373,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Refresh channels_data.json (heatup.py's channel pool) from the TGStat API.",
         epilog="TGSTAT_API_TOKEN comes from the environment or .env. Channel search needs a "
-               "paid TGStat plan; without one the shipped channels_data.json still works.")
+               "paid TGStat plan; without one the shipped channels_data.json still works.",
+        parents=[migrate_db.cli_options()])
     parser.add_argument("--base-url", default=DEFAULT_BASE_URL,
                         help="TGStat API address (default: %(default)s)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -418,6 +421,7 @@ async def run(args: argparse.Namespace, token: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    migrate_db.setup_logging(args.verbose, args.quiet)
     if args.command == "fetch":
         if not 1 <= args.limit <= MAX_LIMIT:
             parser.error(f"--limit must be between 1 and {MAX_LIMIT}")
@@ -433,7 +437,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(EXIT_INTERRUPTED)
+    migrate_db.run_main(main)

@@ -32,17 +32,18 @@ from the csv or database into a sorted array (8 bytes per number dialed) and ski
 
 The simulation never sleeps unless `--sim-call-seconds` is given (the benchmark relies on it).
 Exit codes: 0 done, 1 runtime failure (modem stopped answering, output not writable),
-2 usage or validation error, 130 interrupted (Ctrl+C or SIGTERM; results flushed first).
+2 usage or validation error, 130 interrupted by Ctrl+C (results flushed first); SIGTERM
+and SIGHUP stop the same way and exit 0.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import logging
+import os
 import random
 import re
 import secrets
-import signal
 import sqlite3
 import sys
 import time
@@ -52,7 +53,7 @@ from bisect import bisect_left, bisect_right
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TextIO
 
@@ -72,6 +73,8 @@ from rich.table import Table
 from rich.text import Text
 
 import migrate_db
+
+UTC = timezone.utc        # datetime.UTC is Python 3.11+
 
 log = logging.getLogger("vibedialer")
 
@@ -863,6 +866,29 @@ def connect_results_db(path: Path) -> sqlite3.Connection:
         raise UsageError(f"{path}: cannot use it as a database ({exc})") from None
 
 
+def repair_partial_row(path: Path) -> int:
+    """Cut a last row left incomplete (a full disk, a crash mid-write) so the next row
+    starts on a line of its own and resume never reads a cut-off number; returns the bytes
+    removed (each complete row ends with a line break)."""
+    size = path.stat().st_size if path.exists() else 0
+    if size == 0:
+        return 0
+    with open(path, "rb+") as handle:
+        start = max(0, size - 65536)
+        handle.seek(start)
+        tail = handle.read()
+        if tail.endswith(b"\n"):
+            return 0
+        cut = tail.rfind(b"\n")
+        keep = start + cut + 1 if cut >= 0 else 0
+        handle.truncate(keep)
+        handle.flush()
+        os.fsync(handle.fileno())
+    log.warning("%s: removed an incomplete last row (%d bytes) left by an interrupted write",
+                path, size - keep)
+    return size - keep
+
+
 class CsvStorage:
     """Appends one row per dial to a csv file, flushed at once."""
 
@@ -875,7 +901,8 @@ class CsvStorage:
 
     def _open(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            migrate_db.create_private(self.path)        # phone numbers: owner only
+            repair_partial_row(self.path)
             self._file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
         except OSError as exc:
             raise UsageError(f"--output {self.path}: cannot write it ({exc})") from None
@@ -1097,6 +1124,7 @@ def read_resume_source(path: Path, plan: NumberPlan) -> ResumeSource:
             conn.close()
         return ResumeSource(path, "sqlite", dialed, session_id, pattern)
     try:
+        repair_partial_row(path)
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             if not reader.fieldnames or "phone_number" not in reader.fieldnames:
@@ -1184,6 +1212,8 @@ class DialStats:
         self.successes = 0
         self.modems = 0
         self.started = time.monotonic()
+        self.waits, self.waited = 0, 0.0       # dialing-window waits, seconds
+        self.last_success: str | None = None
 
     def add(self, outcome: Outcome) -> None:
         """Count one call."""
@@ -1191,6 +1221,13 @@ class DialStats:
         self.dialed += 1
         self.successes += outcome.success
         self.modems += outcome.status == "modem" or outcome.carrier_detected
+        if outcome.success:
+            self.last_success = migrate_db.utcnow()
+
+    def metrics(self) -> dict:
+        """This run for --metrics-file."""
+        return migrate_db.suite_metrics("dialer", self.by_status, self.dialed, self.waits,
+                                        self.waited, self.last_success)
 
     def elapsed(self) -> float:
         """Seconds since the run started."""
@@ -1332,15 +1369,25 @@ class DialOptions:
     retries: int
     window: tuple[int, int] | None
     window_text: str
+    metrics: migrate_db.MetricsFile = field(default_factory=lambda: migrate_db.MetricsFile(None))
 
 
-def wait_for_window(options: DialOptions, view: View) -> None:
+def wait_for_window(options: DialOptions, view: View, stats: DialStats) -> None:
     """Sleep until the dialing window is open (re-checking every minute)."""
+    heartbeat, waited = migrate_db.Heartbeat(log), False
     while (wait := seconds_until_window(datetime.now(), options.window)) > 0:
         opens = (datetime.now() + timedelta(seconds=wait)).strftime("%H:%M")
         view.note(f"outside the dialing window {options.window_text}: waiting "
                   f"{format_duration(wait)} until {opens}")
-        time.sleep(min(wait, 60.0))
+        heartbeat.beat(f"waiting {format_duration(wait)} for the dialing window "
+                       f"{options.window_text}, {stats.dialed} dialed so far")
+        stats.waits += not waited
+        waited = True
+        step = min(wait, 60.0)
+        time.sleep(step)
+        stats.waited += step
+        if options.metrics.due():
+            options.metrics.write(stats.metrics())
 
 
 def run_dials(dial_plan: DialPlan, numbers: Iterable[int], backend: Backend, storage: Storage,
@@ -1356,7 +1403,7 @@ def run_dials(dial_plan: DialPlan, numbers: Iterable[int], backend: Backend, sto
             time.sleep(options.delay)
         first = False
         if options.window:
-            wait_for_window(options, view)
+            wait_for_window(options, view, stats)
         phone = plan.format(number)
         view.dialing(phone)
         try:
@@ -1367,6 +1414,8 @@ def run_dials(dial_plan: DialPlan, numbers: Iterable[int], backend: Backend, sto
                 _record(storage, view, stats, session_id, phone, exc.outcome)
             raise
         _record(storage, view, stats, session_id, phone, outcome)
+        if options.metrics.due():
+            options.metrics.write(stats.metrics())
 
 
 def _record(storage: Storage, view: View, stats: DialStats, session_id: str, phone: str,
@@ -1545,7 +1594,9 @@ def run_dial(args: argparse.Namespace) -> int:
         numbers = dial_plan.iterate(args.random, rng)
         delay = args.delay if args.delay is not None else \
             (DEFAULT_MODEM_DELAY if args.backend == "modem" else 0.0)
-        options = DialOptions(args.limit, delay, args.retries, window, args.window or "")
+        options = DialOptions(args.limit, delay, args.retries, window, args.window or "",
+                              migrate_db.MetricsFile(args.metrics_file
+                                                     or os.environ.get("METRICS_FILE")))
         backend = make_backend(args, rng)
         try:
             backend.open()
@@ -1589,7 +1640,7 @@ def dial_session(dial_plan: DialPlan, numbers: Iterable[int], backend: Backend,
         view = LiveView(title, target, stats, Console())
     else:
         view = LineView()
-    code, failure = EXIT_OK, None
+    code, failure, interrupted = EXIT_OK, None, False
     try:
         storage.begin(session)
         view.begin()
@@ -1597,14 +1648,17 @@ def dial_session(dial_plan: DialPlan, numbers: Iterable[int], backend: Backend,
             run_dials(dial_plan, numbers, backend, storage, view, stats, session, options)
         finally:
             view.end()
-    except KeyboardInterrupt:
-        code = EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:   # Ctrl+C: 130; SIGTERM/SIGHUP (Stopped): the same, 0
+        code = EXIT_OK if isinstance(exc, migrate_db.Stopped) else EXIT_INTERRUPTED
+        interrupted = True
     except ModemError as exc:
         code, failure = EXIT_FAILURE, str(exc)
     finally:
         storage.finish(session)
+        if options.metrics.path is not None:
+            options.metrics.write(stats.metrics())
     for line in summary_lines(stats, dial_plan, session, target, storage,
-                              interrupted=code == EXIT_INTERRUPTED):
+                              interrupted=interrupted):
         print(line)
     if failure:
         print(f"error: {failure}", file=sys.stderr)
@@ -1735,7 +1789,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         description="Dial phone-number ranges for audits of lines you own or are authorised "
                     "to test. Simulation by default; N11 and emergency numbers are never "
                     "dialed.",
-        epilog="Exit codes: 0 done, 1 runtime failure, 2 usage error, 130 interrupted.")
+        epilog="Exit codes: 0 done (or stopped by SIGTERM/SIGHUP), 1 runtime failure, "
+               "2 usage error, 130 interrupted (Ctrl+C).", parents=[migrate_db.cli_options()])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     dial = commands.add_parser(
@@ -1793,6 +1848,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                              f"{DEFAULT_MODEM_DELAY:g} with a modem)")
     pacing.add_argument("--window", metavar="HH:MM-HH:MM",
                         help="dial only within these local hours (may cross midnight)")
+    pacing.add_argument("--metrics-file", metavar="PATH", type=Path,
+                        help="METRICS_FILE: Prometheus text rewritten every "
+                             f"{migrate_db.METRICS_SECONDS:g} s (node_exporter textfile)")
 
     storage = dial.add_argument_group("storage and sessions")
     storage.add_argument("--storage", choices=("csv", "sqlite", "dry-run"),
@@ -1837,27 +1895,23 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     return parser, {"dial": dial, "sessions": listing, "report": report}
 
 
-def _interrupt_on_sigterm(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the command; returns the exit code."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     parser, subparsers = build_parser()
     args = parser.parse_args(argv)
+    migrate_db.setup_logging(args.verbose, args.quiet)
     try:
         return args.handler(args)
     except UsageError as exc:
         subparsers[args.command].error(str(exc))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        print("stopped" if isinstance(exc, migrate_db.Stopped) else "interrupted",
+              file=sys.stderr)
+        return EXIT_OK if isinstance(exc, migrate_db.Stopped) else EXIT_INTERRUPTED
     except (ModemError, OSError, sqlite3.Error) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
-    sys.exit(main())
+    migrate_db.run_main(main)

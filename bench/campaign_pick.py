@@ -36,7 +36,7 @@ GOAL_MS = 2.0
 def build(path: Path, tasks: int, now) -> tuple:
     """A campaign database with `tasks` chats and 10 attempt rows each; returns the
     connection, the run and the worker's profile."""
-    conn = migrate_db.connect(path)
+    conn = migrate_db.connect(path, kind="campaign")
     rng = random.Random(7)
     stamp = campaign.to_text(now)
     with transaction(conn):
@@ -80,14 +80,13 @@ def measure(tasks: int, picks: int) -> tuple[float, float, float, int]:
     with tempfile.TemporaryDirectory() as tmp:
         conn, run, profile = build(Path(tmp) / "campaign.db", tasks, now)
         rows = conn.execute("SELECT COUNT(*) FROM task_attempts").fetchone()[0]
-        texts = campaign.active_texts(conn)
         claims, whole = [], []
         for _ in range(picks):
             began = time.perf_counter()
             campaign.next_free_slot(conn, profile.id, 30, now)
             campaign.claim_open_attempt(conn, profile.id, now)
             started_claim = time.perf_counter()
-            claim = campaign.claim_next(conn, run.run_id, profile.id, now, texts)
+            claim = campaign.claim_next(conn, run.run_id, profile.id, now)
             ended = time.perf_counter()
             assert claim is not None
             claims.append((ended - started_claim) * 1000)

@@ -57,7 +57,7 @@ def build(folder: Path, accounts: int, chats: int) -> tuple[Path, list[campaign.
         world.create_channel(chat, username=chat[1:], kind="megagroup", members=names)
     world.close()
     db_path = folder / "sessions" / "shared" / "campaign.db"
-    conn = migrate_db.connect(db_path)
+    conn = migrate_db.connect(db_path, kind="campaign")
     now = campaign.Clock().now()
     campaign.add_chats(conn, chat_names, "default", now)
     campaign.import_texts(conn, ["Benchmark text A", "Benchmark text B"], replace=False,
@@ -91,7 +91,7 @@ def main() -> int:
                              cycle_delay_minutes=CYCLE_DELAY_MINUTES)
     with tempfile.TemporaryDirectory() as tmp:
         db_path, profiles = build(Path(tmp), args.accounts, args.chats)
-        conn = migrate_db.connect(db_path)
+        conn = migrate_db.connect(db_path, kind="campaign")
         stop = campaign.StopSignal()
         clock = HorizonClock(timedelta(hours=args.hours), stop)
         start = clock.now()

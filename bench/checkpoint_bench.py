@@ -1,27 +1,36 @@
 #!/usr/bin/env python3
-"""Claim + complete throughput of the cloner's SqliteCheckpoint against litequeue and huey.
+"""Claim + complete throughput of the cloner's checkpoint against a raw loop, huey and litequeue.
 
 Each design gets the same work: N messages loaded into a fresh SQLite file, then P worker
 processes (real OS processes, started together) each loop "claim the next message, mark it
-complete" until nothing is left. Printed per design and process count: messages per second
-(wall time from the start signal to the last worker's exit) and duplicates (completions
-beyond one per message; must be 0).
+complete" until nothing is left. Printed per durability, design and process count:
+messages per second (wall time from the start signal to the last worker's exit),
+completions, duplicates (beyond one per message; must be 0) and failed workers (a worker
+that stopped on an error, e.g. starved past its busy timeout: counted as a failure).
 
-SqliteCheckpoint uses the suite's settings (WAL, synchronous=NORMAL, BEGIN IMMEDIATE,
-UPDATE ... RETURNING), one message per claim; "SqliteCheckpoint/10" claims 10 at a time
-(the cloner claims a page's units ahead) and completes each on its own. litequeue: pop()
-+ done() with its own WAL/NORMAL settings. huey: SqliteStorage.dequeue() (claim and delete
-in one transaction) + put_data() as the completion record, with huey's default settings
-(WAL, SQLite's default synchronous).
+Two durability levels, every design at the same one:
+- NORMAL (WAL, synchronous=NORMAL: a commit survives a crash of the process, not of the
+  machine): "raw UPDATE..RETURNING" is the floor, a bare sqlite3 loop on the checkpoint's
+  table (BEGIN IMMEDIATE; UPDATE ... RETURNING the next pending id; a second transaction
+  marks it done); "checkpoint" is SqliteCheckpoint.claim_next(1) + complete(); huey's
+  SqliteStorage dequeue() + put_data() with synchronous=NORMAL; litequeue pop() + done().
+- FULL (fsynced where it matters): "checkpoint, cloner path" is what the cloner really does
+  per message: claim, random_ids() (committed with synchronous=FULL before the send) and
+  complete: one fsync per message; "raw UPDATE..RETURNING" and huey with synchronous=FULL
+  (every commit fsynced).
 
-With --db-url postgresql://... (a server where the user may create databases) the same run
-measures the PostgreSQL designs too, each in a new database of that server dropped after
-it: PostgresCheckpoint (FOR UPDATE SKIP LOCKED, server-clock leases), PostgresCheckpoint/10,
-and pgqueuer: Queries.dequeue() (FOR UPDATE SKIP LOCKED, status 'picked') + log_jobs()
-'successful' as the completion, over psycopg's async driver.
+Goals (printed with the verdicts): at 8 processes the checkpoint at least 2x huey at both
+levels, no collapse from 4 to 8 processes, and claim + complete within 2x of the raw loop.
+
+PostgreSQL (with --db-url postgresql://..., a server where the user may create databases;
+each run gets a new database, dropped after it): "PG checkpoint" is PostgresCheckpoint's
+claim_next(1) + complete() (FOR UPDATE SKIP LOCKED; synchronous_commit off, as SQLite's
+NORMAL) and "PG checkpoint, cloner path" adds random_ids() (synchronous_commit on) as the
+cloner does; "pgqueuer" is Queries.dequeue() (FOR UPDATE SKIP LOCKED) + log_jobs()
+'successful' over psycopg's async driver, with synchronous_commit off (NORMAL) or on (FULL).
 
     pip install -r bench/requirements-bench.txt     # litequeue, huey, pgqueuer: bench only
-    python bench/checkpoint_bench.py [--messages 20000] [--processes 1,2,4,8]
+    python bench/checkpoint_bench.py [--messages 10000] [--processes 1,2,4,8]
                                      [--db-url postgresql://user@host:5432/postgres]
 """
 from __future__ import annotations
@@ -48,14 +57,15 @@ sys.path.insert(0, str(SUITE_DIR))
 from clone_streaming import PostgresCheckpoint, SqliteCheckpoint  # noqa: E402
 from migrate_db import is_postgres_url, redact_url, transaction  # noqa: E402
 
-DEFAULT_MESSAGES = 20_000
+DEFAULT_MESSAGES = 10_000
 DEFAULT_PROCESSES = "1,2,4,8"
 SOURCE = "-100777"
 TARGET = "-100778"
 START_TIMEOUT = 60.0
-CLAIM_BATCH = 10
-GOAL_HUEY = 1.5
-GOAL_LITEQUEUE = 10.0
+BUSY_TIMEOUT = 30.0
+GOAL_HUEY = 2.0            # the checkpoint at least this many times huey
+GOAL_RAW = 2.0             # claim + complete within this factor of the raw loop
+GOAL_SCALING = 0.8         # 8 processes at least this share of 4 processes' rate
 
 
 # ----------------------------------------------------------------------------- the designs
@@ -70,19 +80,54 @@ def checkpoint_load(path: Path, count: int) -> None:
     checkpoint.close()
 
 
-def checkpoint_work(path: Path, worker: int, per_claim: int = 1) -> list[int]:
+def checkpoint_work(path: Path, worker: int) -> list[int]:
+    """claim_next + complete, the interface's own methods (NORMAL)."""
     checkpoint = SqliteCheckpoint(path, f"worker{worker}")
     checkpoint.bind(SOURCE, TARGET)
     completed = []
-    while ids := checkpoint.claim_next(per_claim):
-        completed += [i for i in ids if checkpoint.complete({i: i})]
+    while ids := checkpoint.claim_next(1):
+        completed += checkpoint.complete({i: i for i in ids})
     checkpoint.close()
     return completed
 
 
-def checkpoint_work_batched(path: Path, worker: int) -> list[int]:
-    """As the cloner claims a page: 10 messages per claim, each completed on its own."""
-    return checkpoint_work(path, worker, CLAIM_BATCH)
+def cloner_path_work(path: Path, worker: int) -> list[int]:
+    """What the cloner does per message: claim, random_ids (fsynced), complete."""
+    checkpoint = SqliteCheckpoint(path, f"worker{worker}")
+    checkpoint.bind(SOURCE, TARGET)
+    completed = []
+    while ids := checkpoint.claim_next(1):
+        checkpoint.random_ids(ids)
+        completed += checkpoint.complete({i: i for i in ids})
+    checkpoint.close()
+    return completed
+
+
+def raw_work(path: Path, worker: int, synchronous: str) -> list[int]:
+    """The floor: a bare loop of two BEGIN IMMEDIATE transactions per message."""
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT, isolation_level=None)
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    me, completed = f"worker{worker}", []
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        row = conn.execute(
+            """UPDATE messages SET status = 'processing', session = ?
+               WHERE source_chat = ? AND target_chat = ? AND msg_id = (
+                   SELECT msg_id FROM messages WHERE source_chat = ? AND target_chat = ?
+                     AND status = 'pending' ORDER BY msg_id LIMIT 1)
+               RETURNING msg_id""", (me, SOURCE, TARGET, SOURCE, TARGET)).fetchone()
+        conn.execute("COMMIT")
+        if row is None:
+            break
+        conn.execute("BEGIN IMMEDIATE")
+        done = conn.execute(
+            "UPDATE messages SET status = 'done', target_msg_id = msg_id "
+            "WHERE source_chat = ? AND target_chat = ? AND msg_id = ? AND session = ? "
+            "RETURNING msg_id", (SOURCE, TARGET, row[0], me)).fetchone()
+        conn.execute("COMMIT")
+        completed += [done[0]] if done else []
+    conn.close()
+    return completed
 
 
 def litequeue_load(path: Path, count: int) -> None:
@@ -98,7 +143,7 @@ def litequeue_load(path: Path, count: int) -> None:
 def litequeue_work(path: Path, worker: int) -> list[int]:
     from litequeue import LiteQueue
 
-    queue = LiteQueue(str(path), timeout=30)
+    queue = LiteQueue(str(path), timeout=BUSY_TIMEOUT)
     completed = []
     while (message := queue.pop()) is not None:
         queue.done(message.message_id)
@@ -110,16 +155,17 @@ def litequeue_work(path: Path, worker: int) -> list[int]:
 def huey_load(path: Path, count: int) -> None:
     from huey.storage import SqliteStorage
 
-    storage = SqliteStorage(name="bench", filename=str(path), timeout=30)
+    storage = SqliteStorage(name="bench", filename=str(path), timeout=BUSY_TIMEOUT)
     for i in range(1, count + 1):
         storage.enqueue(str(i).encode())
     storage.close()
 
 
-def huey_work(path: Path, worker: int) -> list[int]:
+def huey_work(path: Path, worker: int, synchronous: str) -> list[int]:
     from huey.storage import SqliteStorage
 
-    storage = SqliteStorage(name="bench", filename=str(path), timeout=30)
+    storage = SqliteStorage(name="bench", filename=str(path), timeout=BUSY_TIMEOUT)
+    storage.conn.execute(f"PRAGMA synchronous = {synchronous}")   # huey's fsync: 0 or 2 only
     completed = []
     while (data := storage.dequeue()) is not None:
         storage.put_data(b"done:" + data, b"1")
@@ -127,6 +173,25 @@ def huey_work(path: Path, worker: int) -> list[int]:
     storage.close()
     return completed
 
+
+def _raw_normal(path: Path, worker: int) -> list[int]:
+    return raw_work(path, worker, "NORMAL")
+
+
+def _raw_full(path: Path, worker: int) -> list[int]:
+    return raw_work(path, worker, "FULL")
+
+
+def _huey_normal(path: Path, worker: int) -> list[int]:
+    return huey_work(path, worker, "NORMAL")
+
+
+def _huey_full(path: Path, worker: int) -> list[int]:
+    return huey_work(path, worker, "FULL")
+
+
+# ----------------------------------------------------------------------------- PostgreSQL
+# The same work on a PostgreSQL server: `path` is then a database URL (see run_design).
 
 def pg_checkpoint_load(url: str, count: int) -> None:
     checkpoint = PostgresCheckpoint(url, "loader")
@@ -137,30 +202,29 @@ def pg_checkpoint_load(url: str, count: int) -> None:
     checkpoint.close()
 
 
-def pg_checkpoint_work(url: str, worker: int, per_claim: int = 1) -> list[int]:
+def pg_checkpoint_work(url: str, worker: int, cloner_path: bool = False) -> list[int]:
+    """claim_next + complete (NORMAL), with random_ids in between on the cloner path."""
     checkpoint = PostgresCheckpoint(url, f"worker{worker}")
     checkpoint.bind(SOURCE, TARGET)
     completed = []
-    while ids := checkpoint.claim_next(per_claim):
-        completed += [i for i in ids if checkpoint.complete({i: i})]
+    while ids := checkpoint.claim_next(1):
+        if cloner_path:
+            checkpoint.random_ids(ids)
+        completed += checkpoint.complete({i: i for i in ids})
     checkpoint.close()
     return completed
 
 
-def pg_checkpoint_work_batched(url: str, worker: int) -> list[int]:
-    return pg_checkpoint_work(url, worker, CLAIM_BATCH)
-
-
-async def _pgqueuer(url: str):
-    from pgqueuer.queries import Queries
-
-    conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
-    return conn, Queries.from_psycopg_connection(conn)
+def _pg_cloner_path(url: str, worker: int) -> list[int]:
+    return pg_checkpoint_work(url, worker, cloner_path=True)
 
 
 def pgqueuer_load(url: str, count: int) -> None:
+    from pgqueuer.queries import Queries
+
     async def load() -> None:
-        conn, queries = await _pgqueuer(url)
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+        queries = Queries.from_psycopg_connection(conn)
         await queries.install()
         for first in range(1, count + 1, 1000):
             batch = range(first, min(first + 1000, count + 1))
@@ -170,11 +234,13 @@ def pgqueuer_load(url: str, count: int) -> None:
     asyncio.run(load())
 
 
-def pgqueuer_work(url: str, worker: int) -> list[int]:
-    from pgqueuer.queries import EntrypointExecutionParameter
+def pgqueuer_work(url: str, worker: int, synchronous_commit: str) -> list[int]:
+    from pgqueuer.queries import EntrypointExecutionParameter, Queries
 
     async def work() -> list[int]:
-        conn, queries = await _pgqueuer(url)
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+        await conn.execute(f"SET synchronous_commit = {synchronous_commit}")
+        queries = Queries.from_psycopg_connection(conn)
         entrypoints = {"bench": EntrypointExecutionParameter(concurrency_limit=0)}
         manager, completed = uuid.uuid4(), []
         while jobs := await queries.dequeue(1, entrypoints, manager, None,
@@ -186,27 +252,12 @@ def pgqueuer_work(url: str, worker: int) -> list[int]:
     return asyncio.run(work())
 
 
-DESIGNS: dict[str, tuple[Callable[[Path, int], None], Callable[[Path, int], list[int]], str]] = {
-    "SqliteCheckpoint": (checkpoint_load, checkpoint_work, ""),
-    "SqliteCheckpoint/10": (checkpoint_load, checkpoint_work_batched, ""),
-    "litequeue": (litequeue_load, litequeue_work, "litequeue"),
-    "huey": (huey_load, huey_work, "huey"),
-    "PostgresCheckpoint": (pg_checkpoint_load, pg_checkpoint_work, ""),
-    "PostgresCheckpoint/10": (pg_checkpoint_load, pg_checkpoint_work_batched, ""),
-    "pgqueuer": (pgqueuer_load, pgqueuer_work, "pgqueuer"),
-}
-ON_POSTGRES = {"PostgresCheckpoint", "PostgresCheckpoint/10", "pgqueuer"}
+def _pgqueuer_normal(url: str, worker: int) -> list[int]:
+    return pgqueuer_work(url, worker, "off")
 
 
-# ----------------------------------------------------------------------------- running
-
-def _child(design: str, path: Path, worker: int, ready, results) -> None:
-    work = DESIGNS[design][1]
-    ready.wait(START_TIMEOUT)                  # every process imported, then all start
-    try:
-        results.put((work(path, worker), None))
-    except (sqlite3.OperationalError, psycopg.OperationalError) as exc:
-        results.put(([], str(exc)))                # e.g. starved past the busy timeout
+def _pgqueuer_full(url: str, worker: int) -> list[int]:
+    return pgqueuer_work(url, worker, "on")
 
 
 @contextlib.contextmanager
@@ -222,24 +273,58 @@ def new_database(server_url: str, name: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def run_design(design: str, count: int, processes: int, folder: Path,
-               db_url: str | None = None) -> tuple[float, int, int, list[str]]:
+ON_POSTGRES = {"PG checkpoint", "PG checkpoint, cloner path", "pgqueuer"}
+
+
+Design = tuple[Callable[[Path, int], None], Callable[[Path, int], list[int]], str]
+DESIGNS: dict[str, dict[str, Design]] = {
+    "NORMAL": {
+        "raw UPDATE..RETURNING": (checkpoint_load, _raw_normal, ""),
+        "checkpoint": (checkpoint_load, checkpoint_work, ""),
+        "huey": (huey_load, _huey_normal, "huey"),
+        "litequeue": (litequeue_load, litequeue_work, "litequeue"),
+        "PG checkpoint": (pg_checkpoint_load, pg_checkpoint_work, ""),
+        "pgqueuer": (pgqueuer_load, _pgqueuer_normal, "pgqueuer"),
+    },
+    "FULL": {
+        "raw UPDATE..RETURNING": (checkpoint_load, _raw_full, ""),
+        "checkpoint, cloner path": (checkpoint_load, cloner_path_work, ""),
+        "huey": (huey_load, _huey_full, "huey"),
+        "PG checkpoint, cloner path": (pg_checkpoint_load, _pg_cloner_path, ""),
+        "pgqueuer": (pgqueuer_load, _pgqueuer_full, "pgqueuer"),
+    },
+}
+
+
+# ----------------------------------------------------------------------------- running
+
+def _child(level: str, design: str, path: Path, worker: int, ready, results) -> None:
+    work = DESIGNS[level][design][1]
+    ready.wait(START_TIMEOUT)                  # every process imported, then all start
+    try:
+        results.put((work(path, worker), None))
+    except (sqlite3.Error, psycopg.Error) as exc:   # e.g. starved past the busy timeout
+        results.put(([], f"{type(exc).__name__}: {exc}"))
+
+
+def run_design(level: str, design: str, count: int, processes: int,
+               folder: Path, db_url: str | None = None) -> tuple[float, int, int, list[str]]:
     """(messages per second, completions, duplicates, worker failures) for one design and
     process count."""
+    name = f"{level}-{design.replace(' ', '_').replace(',', '')}-{processes}"
     if design in ON_POSTGRES:
-        name = "bench_" + "".join(c if c.isalnum() else "_" for c in design.lower())
-        with new_database(db_url, f"{name}_{processes}") as url:
-            return _run(design, url, count, processes)
-    return _run(design, folder / f"{design}-{processes}.db", count, processes)
+        with new_database(db_url, "bench_" + name.lower().replace("-", "_")) as url:
+            return _run(level, design, url, count, processes)
+    return _run(level, design, folder / f"{name}.db", count, processes)
 
 
-def _run(design: str, path: Path | str, count: int,
+def _run(level: str, design: str, path: Path | str, count: int,
          processes: int) -> tuple[float, int, int, list[str]]:
-    load = DESIGNS[design][0]
+    load = DESIGNS[level][design][0]
     load(path, count)
     context = mp.get_context("spawn")
     ready, results = context.Barrier(processes + 1), context.Queue()
-    workers = [context.Process(target=_child, args=(design, path, w, ready, results))
+    workers = [context.Process(target=_child, args=(level, design, path, w, ready, results))
                for w in range(processes)]
     for worker in workers:
         worker.start()
@@ -249,8 +334,9 @@ def _run(design: str, path: Path | str, count: int,
     elapsed = time.perf_counter() - began
     for worker in workers:
         worker.join()
-    every = [i for ids, _ in outcomes for i in ids]
     failures = [error for _, error in outcomes if error]
+    failures += [f"exit code {w.exitcode}" for w in workers if w.exitcode]
+    every = [i for ids, _ in outcomes for i in ids]
     return len(every) / elapsed, len(every), len(every) - len(set(every)), failures
 
 
@@ -259,12 +345,41 @@ def installed(module: str) -> bool:
     return not module or importlib.util.find_spec(module) is not None
 
 
+def verdicts(rates: dict[tuple[str, str, int], float], top: int) -> list[tuple[str, bool]]:
+    """The goals, each as (line, met)."""
+    lines = []
+    for level, ours in (("NORMAL", "checkpoint"), ("FULL", "checkpoint, cloner path")):
+        rival = rates.get((level, "huey", top))
+        if rival and (level, ours, top) in rates:
+            ratio = rates[level, ours, top] / rival
+            lines.append((f"{level}, {top} processes: {ours} {ratio:.1f}x huey "
+                          f"(goal >= {GOAL_HUEY:g}x)", ratio >= GOAL_HUEY))
+        if (level, ours, 4) in rates and (level, ours, 8) in rates:
+            share = rates[level, ours, 8] / rates[level, ours, 4]
+            lines.append((f"{level}: {ours} at 8 processes = {share:.2f} of 4 processes "
+                          f"(goal >= {GOAL_SCALING:g}, no collapse)", share >= GOAL_SCALING))
+    raw = rates.get(("NORMAL", "raw UPDATE..RETURNING", top))
+    if raw and ("NORMAL", "checkpoint", top) in rates:
+        factor = raw / rates["NORMAL", "checkpoint", top]
+        lines.append((f"NORMAL, {top} processes: the raw loop is {factor:.2f}x the checkpoint's "
+                      f"claim + complete (goal <= {GOAL_RAW:g}x)", factor <= GOAL_RAW))
+    for level, ours in (("NORMAL", "PG checkpoint"), ("FULL", "PG checkpoint, cloner path")):
+        rival = rates.get((level, "pgqueuer", top))
+        if rival and (level, ours, top) in rates:
+            ratio = rates[level, ours, top] / rival
+            lines.append((f"{level}, {top} processes: {ours} {ratio:.1f}x pgqueuer "
+                          "(goal >= 1x)", ratio >= 1))
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=DEFAULT_MESSAGES,
                         help="messages per run (default: %(default)s)")
     parser.add_argument("--processes", default=DEFAULT_PROCESSES,
                         help="comma-separated process counts (default: %(default)s)")
+    parser.add_argument("--levels", default="NORMAL,FULL",
+                        help="durability levels to run (default: %(default)s)")
     parser.add_argument("--db-url", metavar="URL",
                         help="also measure the PostgreSQL designs on this server "
                              "(postgresql://user@host:5432/postgres; the user creates and "
@@ -279,43 +394,39 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--messages and --processes must be positive")
     if args.db_url and not is_postgres_url(args.db_url):
         parser.error(f"--db-url {redact_url(args.db_url)}: give a postgresql:// URL")
-    designs = [d for d, (_, _, module) in DESIGNS.items() if installed(module)
-               and (args.db_url or d not in ON_POSTGRES)]
-    for missing in DESIGNS.keys() - set(designs) - (set() if args.db_url else ON_POSTGRES):
+    levels = [level.strip().upper() for level in args.levels.split(",")]
+    if not set(levels) <= set(DESIGNS):
+        parser.error(f"--levels: choose from {', '.join(DESIGNS)}")
+    for missing in {m for level in levels for _, _, m in DESIGNS[level].values()
+                    if not installed(m)}:
         print(f"{missing} not installed (pip install -r bench/requirements-bench.txt); "
               "skipped", file=sys.stderr)
+    rates: dict[tuple[str, str, int], float] = {}
+    duplicates_total, failed_total = 0, 0
     if not args.db_url:
         print("PostgreSQL designs skipped (give --db-url postgresql://...)", file=sys.stderr)
-    rates: dict[tuple[str, int], float] = {}
-    duplicates_total = 0
     print(f"{args.messages} messages, claim + complete, processes: {args.processes}"
           + (f", PostgreSQL {redact_url(args.db_url)}" if args.db_url else ""))
-    print(f"{'design':<20}{'procs':>6}{'msg/s':>10}{'completed':>11}{'duplicates':>12}")
+    print(f"{'durability':<11}{'design':<25}{'procs':>6}{'msg/s':>10}{'completed':>11}"
+          f"{'duplicates':>12}{'failed':>8}")
     with tempfile.TemporaryDirectory(prefix="checkpoint-bench-") as folder:
-        for processes in counts:
-            for design in designs:
-                rate, done, duplicates, failures = run_design(design, args.messages,
-                                                              processes, Path(folder),
-                                                              args.db_url)
-                rates[design, processes] = rate
-                duplicates_total += duplicates
-                note = f"  {len(failures)} worker(s) failed: {failures[0]}" if failures else ""
-                print(f"{design:<20}{processes:>6}{rate:>10,.0f}{done:>11}{duplicates:>12}"
-                      f"{note}", flush=True)
-    top = max(counts)
-    for ours in ("SqliteCheckpoint", "SqliteCheckpoint/10"):
-        for rival, goal in (("huey", GOAL_HUEY), ("litequeue", GOAL_LITEQUEUE)):
-            if (ours, top) in rates and (rival, top) in rates:
-                ratio = rates[ours, top] / rates[rival, top]
-                verdict = "meets" if ratio >= goal else "MISSES"
-                print(f"at {top} processes: {ours} {ratio:.1f}x {rival} "
-                      f"({verdict} the goal of {goal:g}x)")
-    for ours in ("PostgresCheckpoint", "PostgresCheckpoint/10"):
-        if (ours, top) in rates and ("pgqueuer", top) in rates:
-            print(f"at {top} processes: {ours} "
-                  f"{rates[ours, top] / rates['pgqueuer', top]:.1f}x pgqueuer")
-    print(f"duplicates in all runs: {duplicates_total}")
-    return 0 if duplicates_total == 0 else 1
+        for level in levels:
+            for processes in counts:
+                for design, (_, _, module) in DESIGNS[level].items():
+                    if not installed(module) or (design in ON_POSTGRES and not args.db_url):
+                        continue
+                    rate, done, duplicates, failures = run_design(
+                        level, design, args.messages, processes, Path(folder), args.db_url)
+                    rates[level, design, processes] = rate
+                    duplicates_total += duplicates
+                    failed_total += len(failures)
+                    note = f"  {failures[0]}" if failures else ""
+                    print(f"{level:<11}{design:<25}{processes:>6}{rate:>10,.0f}{done:>11}"
+                          f"{duplicates:>12}{len(failures):>8}{note}", flush=True)
+    for line, met in verdicts(rates, max(counts)):
+        print(f"{'meets' if met else 'MISSES'}: {line}")
+    print(f"duplicates in all runs: {duplicates_total}; failed workers: {failed_total}")
+    return 0 if duplicates_total == 0 and failed_total == 0 else 1
 
 
 if __name__ == "__main__":

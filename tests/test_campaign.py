@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+import uuid
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,6 +21,8 @@ import migrate_db
 import telegram_session
 import telegram_sim
 from campaign import Config, FakeClock
+
+UTC = timezone.utc        # datetime.UTC is Python 3.11+
 
 TEXTS = ("First text", "Second text")
 HOUR = timedelta(hours=1)
@@ -64,7 +67,7 @@ def make_campaign(tmp: Path, accounts: tuple[str, ...] = ("s1",), chats: int = 1
         world.create_channel(name, username=name[1:], kind="megagroup",
                              members=accounts if members else ())
     db_path = tmp / "sessions" / "shared" / "campaign.db"
-    conn = migrate_db.connect(db_path)
+    conn = migrate_db.connect(db_path, kind="campaign")
     now = datetime.now(UTC)
     campaign.add_chats(conn, names, "default", now)
     campaign.import_texts(conn, TEXTS, replace=False, now=now)
@@ -85,7 +88,7 @@ async def run_workers(setup: Setup, run_id: str, config: Config, clock: FakeCloc
 
     async def one(profile: campaign.Profile) -> campaign.WorkerResult:
         account = telegram_session.load_account(profile.folder)
-        conn = migrate_db.connect(setup.db_path)
+        conn = migrate_db.connect(setup.db_path, kind="campaign")
         try:
             async with telegram_session.open_client(
                     account, raise_last_call_error=True, request_retries=0) as client:
@@ -160,8 +163,7 @@ async def test_carry_over_is_claimed_before_own_cycles(tmp_path: Path) -> None:
     run = campaign.create_run(setup.conn, config, None, setup.profiles, now)
     with migrate_db.transaction(setup.conn):  # the last chat was owed one from before
         setup.conn.execute("UPDATE tasks SET run_carry = 1, run_quota = 2 WHERE id = 3")
-    claim = campaign.claim_next(setup.conn, run.run_id, setup.profiles[0].id, now,
-                                campaign.active_texts(setup.conn))
+    claim = campaign.claim_next(setup.conn, run.run_id, setup.profiles[0].id, now)
     assert claim is not None and claim.chat == "@chat002" and claim.carry
 
 
@@ -396,16 +398,15 @@ def test_claims_are_exclusive_and_dead_claims_released(tmp_path: Path) -> None:
     config = Config(max_cycles=1)
     now = datetime.now(UTC)
     run = campaign.create_run(setup.conn, config, None, setup.profiles, now)
-    texts = campaign.active_texts(setup.conn)
     s1, s2 = (p.id for p in setup.profiles)
-    first = campaign.claim_next(setup.conn, run.run_id, s1, now, texts, pid=999_999_999)
-    second = campaign.claim_next(setup.conn, run.run_id, s2, now, texts)
+    first = campaign.claim_next(setup.conn, run.run_id, s1, now, pid=999_999_999)
+    second = campaign.claim_next(setup.conn, run.run_id, s2, now)
     assert first and second and first.chat != second.chat
-    assert campaign.claim_next(setup.conn, run.run_id, s2, now, texts) is None
+    assert campaign.claim_next(setup.conn, run.run_id, s2, now) is None
     # the first claimer's process does not exist: its chat is released, but its send's
     # outcome is unknown, so only the same account may take it back (same random_id)
     assert campaign.release_dead_claims(setup.conn, now) == 1
-    assert campaign.claim_next(setup.conn, run.run_id, s2, now, texts) is None
+    assert campaign.claim_next(setup.conn, run.run_id, s2, now) is None
     assert campaign.claim_open_attempt(setup.conn, s2, now) is None
     again = campaign.claim_open_attempt(setup.conn, s1, now)
     assert again and again.random_id == first.random_id and again.resumed
@@ -413,81 +414,121 @@ def test_claims_are_exclusive_and_dead_claims_released(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- legacy
 
-def make_legacy_db(path: Path, profiles: list[str], chats: list[str]) -> None:
-    """A campaign database as the earlier system left it (NOTES.md): no run_id, no claim
-    columns; a chat marked completed, one stuck in_progress, one blocked; old attempts."""
+def legacy_profile_uuid(name: str) -> str:
+    """The external (browser-profile) UUID the earlier system gave the profile `name`."""
+    return str(uuid.uuid5(uuid.NAMESPACE_DNS, name))
+
+
+def make_legacy_db(path: Path, profiles: list[str], chats: list[str],
+                   templates: tuple[str, ...] = ("Hello from the template",),
+                   attempts: tuple[tuple[int, str, str], ...] = ()) -> None:
+    """A campaign database as the earlier system left it, in its real layout (NOTES.md):
+    chats of group 'default' marked completed, stuck in_progress, pending and blocked (in
+    turn), templates in `messages`, and `attempts` (task id, status, 'YYYY-MM-DD HH:MM:SS')
+    made by the first profile."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path)
-    conn.executescript(LEGACY_CAMPAIGN_TABLES + """
-        CREATE TABLE messages_to_send (id INTEGER PRIMARY KEY, text TEXT);
-    """)
-    conn.executemany("INSERT INTO profiles (profile_name) VALUES (?)", [(p,) for p in profiles])
+    conn.executescript(LEGACY_CAMPAIGN_TABLES)
+    conn.executemany("INSERT INTO profiles (profile_id, profile_name) VALUES (?, ?)",
+                     [(legacy_profile_uuid(p), p) for p in profiles])
     states = ["completed", "in_progress", "pending", "blocked"]
     for index, chat in enumerate(chats):
         state = states[index % len(states)]
         conn.execute("INSERT INTO tasks (group_id, chat_username, status, total_cycles, "
                      "completed_cycles, is_blocked, block_reason, assigned_profile_id) "
-                     "VALUES ('default', ?, ?, 2, ?, ?, ?, 1)",
+                     "VALUES ('default', ?, ?, 2, ?, ?, ?, ?)",
                      (chat, state, 2 if state == "completed" else 0, int(state == "blocked"),
-                      "ChatWriteForbidden" if state == "blocked" else None))
-    conn.execute("INSERT INTO task_attempts (task_id, profile_id, cycle_number, status, "
-                 "attempted_at) VALUES (1, 1, 1, 'success', '2025-01-01 10:00:00'), "
-                 "(1, 1, 2, 'success', '2025-01-01 11:00:00'), "
-                 "(4, 1, 1, 'failed', '2025-01-01 11:30:00')")
+                      "ChatWriteForbidden" if state == "blocked" else None,
+                      legacy_profile_uuid(profiles[0]) if state == "in_progress" else None))
+    conn.executemany("INSERT INTO messages (group_id, text) VALUES ('default', ?)",
+                     [(text,) for text in templates])
+    conn.executemany("INSERT INTO task_attempts (task_id, profile_id, cycle_number, status, "
+                     "message_text, timestamp) VALUES (?, ?, 1, ?, ?, ?)",
+                     [(task, legacy_profile_uuid(profiles[0]), status, templates[0], stamp)
+                      for task, status, stamp in attempts])
     conn.commit()
     conn.close()
 
 
-async def test_legacy_database_runs_per_run_cycles(tmp_path: Path) -> None:
+def legacy_time(moment: datetime) -> str:
+    """A time as the earlier system stored it (CURRENT_TIMESTAMP text, UTC)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+async def test_legacy_database_migrated_then_run(tmp_path: Path) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
     world = telegram_sim.World.create(tmp_path / "world.db")
-    world.add_account("s1")
-    folder = world.make_session_folder(tmp_path / "sessions" / "s1", "s1")
-    chats = [f"@chat{i:03d}" for i in range(4)]
+    chats = [f"@chat{i:03d}" for i in range(5)]
+    for name in ("s1", "s2"):
+        world.add_account(name)
+        world.make_session_folder(tmp_path / "sessions" / name, name)
     for chat in chats:
-        world.create_channel(chat, username=chat[1:], kind="megagroup", members=["s1"])
+        world.create_channel(chat, username=chat[1:], kind="megagroup", members=["s1", "s2"])
     db_path = tmp_path / "sessions" / "shared" / "campaign.db"
-    make_legacy_db(db_path, ["s1"], chats)
-    conn = migrate_db.connect(db_path)
-    now = datetime.now(UTC)
-    profile, new = campaign.add_profile(conn, folder, now)  # the legacy row gets its folder
-    assert not new and profile.id == 1
-    campaign.import_texts(conn, ["Hello again"], replace=False, now=now)
-    config = Config(max_messages_per_hour=100, max_cycles=2, cycle_delay_minutes=1)
-    run = campaign.create_run(conn, config, None, [profile], now)
-    assert (run.chats, run.quota_total, run.carry_total) == (3, 6, 0)
-    setup = Setup(tmp_path, world, db_path, conn, [profile], chats)
+    # s1 sent 3 times in the last hour under the earlier system; @chat002 was delayed by it
+    # for 2 hours
+    recent = [now - timedelta(minutes=m) for m in (50, 30, 10)]
+    make_legacy_db(db_path, ["s1"], chats, templates=("Template one", "Template two"),
+                   attempts=tuple((1, "success", legacy_time(t)) for t in recent)
+                   + ((4, "failed", legacy_time(now - HOUR)),))
+    delayed_until = now + 2 * HOUR
+    raw = sqlite3.connect(db_path)
+    raw.execute("UPDATE tasks SET next_available_at = ? WHERE chat_username = '@chat002'",
+                (legacy_time(delayed_until),))
+    raw.commit()
+    raw.close()
+
+    conn = migrate_db.connect(db_path, kind="campaign")
+    s1, new = campaign.add_profile(conn, tmp_path / "sessions" / "s1", now)
+    assert not new and s1.id == 1  # the earlier row, now with its folder
+    s2, new = campaign.add_profile(conn, tmp_path / "sessions" / "s2", now)
+    assert new
+    ids = dict(conn.execute("SELECT profile_name, profile_id FROM profiles"))
+    assert ids["s1"] == legacy_profile_uuid("s1") and len(ids["s2"]) == 36
+    # the earlier sends of the last hour count for s1
+    assert campaign.window_sends(conn, s1.id, now) == recent
+    config = Config(max_messages_per_hour=4, max_cycles=1, cycle_delay_minutes=1)
+    run = campaign.create_run(conn, config, None, [s1, s2], now)
+    assert (run.chats, run.quota_total, run.carry_total) == (4, 4, 0)  # @chat003 blocked
+    setup = Setup(tmp_path, world, db_path, conn, [s1, s2], chats)
     clock = FakeClock(now)
     await run_workers(setup, run.run_id, config, clock)
-    counts = {chat: len(setup.messages(chat)) for chat in chats}
-    # the 'completed' chat gets its cycles again; the blocked one stays blocked
-    assert counts == {"@chat000": 2, "@chat001": 2, "@chat002": 2, "@chat003": 0}
-    legacy = conn.execute("SELECT COUNT(*) FROM task_attempts WHERE run_id IS NULL"
-                          ).fetchone()[0]
-    assert legacy == 3
-    assert conn.execute("SELECT completed_cycles FROM tasks WHERE id = 1").fetchone() == (4,)
+
+    sent = {chat: setup.messages(chat) for chat in chats}
+    assert {chat for chat, texts in sent.items() if texts} == {
+        "@chat000", "@chat001", "@chat002", "@chat004"}
+    # the templates are what was sent, in rotation by each chat's all-time sends
+    assert sent["@chat000"] == ["Template one"]     # completed 2 before: 2 % 2 -> first
+    assert sent["@chat001"] == ["Template one"]
+    attempts = setup.attempts(run.run_id)
+    by_chat = {chat: when for _, chat, when in attempts}
+    assert by_chat["@chat002"] >= delayed_until     # the earlier delay is honoured
+    # s1's window holds across the earlier rows and the new ones
+    s1_times = sorted(recent + [when for name, _, when in attempts if name == "s1"])
+    for first, later in zip(s1_times, s1_times[4:], strict=False):
+        assert later - first >= HOUR
+    assert conn.execute("SELECT COUNT(*) FROM task_attempts WHERE run_id IS NULL"
+                        ).fetchone()[0] == 4
+    assert conn.execute("SELECT completed_cycles FROM tasks WHERE id = 1").fetchone() == (3,)
+    conn.close()
 
 
-def test_legacy_sends_of_the_last_hour_count_against_the_limit(tmp_path: Path) -> None:
+def test_sends_stamped_later_than_now_still_count(tmp_path: Path) -> None:
+    """The clock stepped back an hour: the sends just made look 'in the future', and must
+    still fill the window, not free it."""
     setup = make_campaign(tmp_path, chats=1)
-    now = datetime(2026, 5, 1, 0, 20, tzinfo=UTC)
-    with migrate_db.transaction(setup.conn):  # the earlier system's timestamp format
-        setup.conn.execute("INSERT INTO task_attempts (task_id, profile_id, status, "
-                           "attempted_at) VALUES (1, ?, 'success', '2026-04-30 23:50:00')",
-                           (setup.profiles[0].id,))
-    slot = campaign.next_free_slot(setup.conn, setup.profiles[0].id, 1, now)
-    assert slot == datetime(2026, 5, 1, 0, 50, tzinfo=UTC)
-    # both formats on both sides of midnight, each counted once; older ones not at all
+    profile = setup.profiles[0].id
+    before = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
     with migrate_db.transaction(setup.conn):
         setup.conn.executemany(
             "INSERT INTO task_attempts (task_id, profile_id, status, attempted_at) "
-            "VALUES (1, ?, 'success', ?)", [(setup.profiles[0].id, stamp) for stamp in (
-                "2026-05-01 00:05:00", "2026-04-30 22:00:00",
-                campaign.to_text(datetime(2026, 4, 30, 23, 40, tzinfo=UTC)),
-                campaign.to_text(datetime(2026, 5, 1, 0, 10, tzinfo=UTC)),
-                campaign.to_text(datetime(2026, 4, 30, 23, 0, tzinfo=UTC)))])
-    assert [(t.hour, t.minute) for t in
-            campaign.window_sends(setup.conn, setup.profiles[0].id, now)] == \
-        [(23, 40), (23, 50), (0, 5), (0, 10)]
+            "VALUES (1, ?, 'success', ?)",
+            [(profile, campaign.to_text(before + timedelta(minutes=m))) for m in range(10)])
+    stepped_back = before - HOUR
+    assert len(campaign.window_sends(setup.conn, profile, stepped_back)) == 10
+    slot = campaign.next_free_slot(setup.conn, profile, 10, stepped_back)
+    assert slot == before + HOUR  # not one extra send until the real hour has passed
+    assert campaign.next_free_slot(setup.conn, profile, 11, stepped_back) == stepped_back
 
 
 def test_fake_clock_advances_to_the_earliest_sleeper() -> None:

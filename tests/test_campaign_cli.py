@@ -127,26 +127,28 @@ def test_second_start_while_running_is_refused(tmp_path: Path, capsys) -> None:
 
 
 def test_start_on_a_migrated_earlier_system_database(tmp_path: Path, capsys) -> None:
-    setup = make_campaign(tmp_path, ("s1",), chats=0)
+    setup = make_campaign(tmp_path, ("s1", "s2"), chats=0)
     setup.conn.close()
     setup.db_path.unlink()
     chats = [f"@old{i:03d}" for i in range(4)]
     for chat in chats:
-        setup.world.create_channel(chat, username=chat[1:], kind="megagroup", members=["s1"])
-    make_legacy_db(setup.db_path, ["s1"], chats)
+        setup.world.create_channel(chat, username=chat[1:], kind="megagroup",
+                                   members=["s1", "s2"])
+    make_legacy_db(setup.db_path, ["s1"], chats, templates=("Hello from the template",),
+                   attempts=((1, "success", "2025-01-01 10:00:00"),))
     write_config(setup)
+    # the earlier system's templates are the texts: nothing to import
     assert run_main(setup, capsys, "add-profile", str(tmp_path / "sessions" / "s1"))[0] == 0
-    (tmp_path / "texts.json").write_text('["Hello from the new system"]', encoding="utf-8")
-    assert run_main(setup, capsys, "import-messages", str(tmp_path / "texts.json"))[0] == 0
+    assert run_main(setup, capsys, "add-profile", str(tmp_path / "sessions" / "s2"))[0] == 0
     result = cli(setup, "start")
     assert result.returncode == 0, result.stderr
     assert "3 chats, 6 sends owed (0 carried over" in result.stdout
     texts = {chat: [m.message for m in setup.world.messages(chat)
                     if isinstance(m, telegram_sim.types.Message)] for chat in chats}
-    assert texts["@old000"] == ["Hello from the new system"] * 2  # was 'completed' before
+    assert texts["@old000"] == ["Hello from the template"] * 2  # was 'completed' before
     assert texts["@old003"] == []  # blocked stays blocked
-    conn = migrate_db.connect(setup.db_path)
+    conn = migrate_db.connect(setup.db_path, kind="campaign")
     assert conn.execute("SELECT COUNT(*) FROM task_attempts WHERE run_id IS NULL"
-                        ).fetchone() == (3,)
+                        ).fetchone() == (1,)
     code, out, _ = run_main(setup, capsys, "status")
     assert code == 0 and "@old003 (default): ChatWriteForbidden" in out

@@ -31,7 +31,7 @@ def run(tmp_path: Path, capsys, *args: str, config: str | None = None) -> tuple[
 
 
 def tasks(tmp_path: Path) -> list[tuple[str, str]]:
-    conn = migrate_db.connect(tmp_path / "campaign.db")
+    conn = migrate_db.connect(tmp_path / "campaign.db", kind="campaign")
     try:
         return conn.execute("SELECT group_id, chat_username FROM tasks ORDER BY id").fetchall()
     finally:
@@ -161,12 +161,12 @@ def test_import_messages_json_and_txt(tmp_path: Path, capsys) -> None:
     as_json = tmp_path / "texts.json"
     as_json.write_text('{"messages": ["One", {"text": "Two"}, "One"]}', encoding="utf-8")
     code, out, _ = run(tmp_path, capsys, "import-messages", str(as_json))
-    assert code == 0 and "2 text(s) added, 1 already there; 2 active" in out
+    assert code == 0 and "2 text(s) added for every group, 1 already there; 2 active" in out
     as_txt = tmp_path / "texts.txt"
     as_txt.write_text("Three\nlines\n---\nFour\n", encoding="utf-8")
     code, out, _ = run(tmp_path, capsys, "import-messages", str(as_txt), "--replace")
-    assert code == 0 and "2 text(s) added, 0 already there; 2 active" in out
-    conn = migrate_db.connect(tmp_path / "campaign.db")
+    assert code == 0 and "2 text(s) added for every group, 0 already there; 2 active" in out
+    conn = migrate_db.connect(tmp_path / "campaign.db", kind="campaign")
     assert [t for _, t in campaign.active_texts(conn)] == ["Three\nlines", "Four"]
 
 
@@ -199,7 +199,7 @@ def test_profiles_and_start_preconditions(tmp_path: Path, capsys) -> None:
     code, _, err = run(tmp_path, capsys, "start", "--group", "other")
     assert code == 1 and "no chats to message in group 'other'" in err
     code, _, err = run(tmp_path, capsys, "start")
-    assert code == 1 and "no texts to send; import them with import-messages FILE" in err
+    assert code == 1 and "no texts to send to group(s) 'default'" in err
     texts = tmp_path / "t.txt"
     texts.write_text("Hi\n", encoding="utf-8")
     run(tmp_path, capsys, "import-messages", str(texts))

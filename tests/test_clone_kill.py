@@ -1,4 +1,6 @@
-"""Four accounts clone 2,000 messages into one target while workers are killed with SIGKILL."""
+"""Four accounts clone 2,000 messages into one target while workers are killed with SIGKILL,
+two of them at the end for good right after a send (their claims are taken over, the sends
+found in the target): 0 duplicates, 0 lost."""
 from __future__ import annotations
 
 import random
@@ -25,6 +27,7 @@ MESSAGES = 2000
 TOPICS = 5
 KILL_EVERY = (0.3, 0.9)          # seconds between kills, drawn at random
 MIN_KILLS, MAX_KILLS = 3, 8
+KILLED_FOR_GOOD = 2              # accounts killed right after a send and never restarted
 RUN_LIMIT = 240                  # seconds for the whole run, kills included
 
 
@@ -43,6 +46,17 @@ def held_by(tmp_path: Path, account: str) -> int:
         conn.close()
 
 
+def sending(tmp_path: Path, account: str) -> int:
+    """How many of an account's claims have a stored random_id (the send started)."""
+    conn = sqlite3.connect(tmp_path / "sessions" / "shared" / "checkpoint.db", timeout=30)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM messages WHERE status = 'processing' "
+                            "AND session = ? AND random_id IS NOT NULL",
+                            (account,)).fetchone()[0]
+    finally:
+        conn.close()
+
+
 def done_by_account(tmp_path: Path) -> dict[str, int]:
     conn = sqlite3.connect(tmp_path / "sessions" / "shared" / "checkpoint.db", timeout=30)
     try:
@@ -54,6 +68,7 @@ def done_by_account(tmp_path: Path) -> dict[str, int]:
 
 def test_every_message_exactly_once_despite_sigkill(tmp_path: Path) -> None:
     world = World.create(tmp_path / "world.db")
+    world.configure(rate_limits=False)          # about kills, not budgets
     for name in ACCOUNTS:
         world.add_account(name)
     source = world.create_channel("Source", username="kill_source", kind="forum",
@@ -90,11 +105,27 @@ def test_every_message_exactly_once_despite_sigkill(tmp_path: Path) -> None:
         kills += 1
         mid_claim += held_by(tmp_path, victim) > 0
         workers[victim] = start(folders[victim])
+    # two accounts die for good right after a send (a random_id stored, its answer not
+    # recorded): the others take their claims over and must find those sends in the target
+    gone, after_send = [], 0
+    while len(gone) < KILLED_FOR_GOOD and time.monotonic() - began < RUN_LIMIT:
+        running = [n for n, p in workers.items() if p.poll() is None and n not in gone]
+        if len(running) <= 2:
+            break
+        victim = next((n for n in running if sending(tmp_path, n)), None)
+        if victim is None:
+            time.sleep(0.01)
+            continue
+        workers[victim].kill()
+        workers[victim].wait()
+        after_send += sending(tmp_path, victim) > 0
+        gone.append(victim)
     for name, process in workers.items():
         _, err = process.communicate(timeout=max(RUN_LIMIT - (time.monotonic() - began), 30))
-        assert process.returncode == 0, (name, err[-2000:])
+        assert process.returncode == (-9 if name in gone else 0), (name, err[-2000:])
     assert kills >= MIN_KILLS, f"the run ended after {kills} kills; kill more often"
     assert mid_claim >= 1                         # killed while holding messages
+    assert len(gone) == KILLED_FOR_GOOD and after_send >= 1   # left sends in doubt
 
     sources = [m for m in world.messages(source) if isinstance(m, types.Message)]
     targets = {m.id: m for m in world.messages("@kill_target") if isinstance(m, types.Message)}

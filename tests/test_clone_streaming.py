@@ -145,6 +145,7 @@ def test_second_account_and_restart_find_nothing_to_do(demo) -> None:
 
 def test_forward_mode_batches_and_resumes_after_the_checkpoint(tmp_path: Path) -> None:
     world = World.create(tmp_path / "world.db")
+    world.configure(rate_limits=False)          # 240 sends at once: about batching
     world.add_account("session1")
     source = world.create_channel("Src", username="fwd_source", owner="session1")
     world.create_channel("Dst", username="fwd_target", owner="session1")
@@ -260,6 +261,7 @@ def two_account_world(tmp_path: Path, name: str) -> tuple[World, int]:
     """A world where session1 and session2 both read @NAME_source and may post in
     @NAME_target; returns the world and the source chat."""
     world = World.create(tmp_path / "world.db")
+    world.configure(rate_limits=False)          # the tests inject their own FloodWaits
     for account in ("session1", "session2"):
         world.add_account(account)
     source = world.create_channel("Src", username=f"{name}_source", owner="session1",
@@ -405,6 +407,7 @@ def test_source_topic_and_target_topic_restrict_and_redirect(demo) -> None:
 
 def test_topics_are_listed_past_the_first_page(tmp_path: Path) -> None:
     world = World.create(tmp_path / "world.db")
+    world.configure(rate_limits=False)          # 130 topics at once: about paging
     world.add_account("session1")
     source = world.create_channel("Big forum", username="big_forum", kind="forum",
                                   owner="session1")

@@ -67,6 +67,7 @@ def done_by_account(url: str) -> dict[str, int]:
 def test_two_vpses_share_one_postgresql_checkpoint_despite_sigkill(
         tmp_path: Path, pg_url: str) -> None:
     world = World.create(tmp_path / "world.db")
+    world.configure(rate_limits=False)          # about kills, not budgets
     for name in ACCOUNTS:
         world.add_account(name)
     source = world.create_channel("Source", username="vps_source", kind="forum",
@@ -148,6 +149,7 @@ def test_two_vpses_share_one_postgresql_checkpoint_despite_sigkill(
 
 def test_ordered_mode_and_audit_on_postgresql(tmp_path: Path, pg_url: str) -> None:
     world = World.create(tmp_path / "world.db")
+    world.configure(rate_limits=False)          # the test injects its own FloodWait
     for name in ("session1", "session3"):
         world.add_account(name)
     source = world.create_channel("Src", username="ord_source", owner="session1",

@@ -11,7 +11,7 @@ import logging
 import os
 import sqlite3
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import aiohttp
@@ -20,6 +20,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 import heatup
+
+UTC = timezone.utc        # datetime.UTC is Python 3.11+
 
 SCRIPT = Path(heatup.__file__)
 SHIPPED_POOL = SCRIPT.with_name("channels_data.json")

@@ -38,18 +38,33 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
+PROFILE_UUID = "5b0c8f7e-2d1a-4c3b-9e8f-7a6b5c4d3e2f"
+
+
 def make_legacy_campaign_db(path: Path) -> None:
-    """A campaign database as the earlier system left it: no run_id, no per-run indexes."""
+    """A campaign database as the earlier system left it (its real layout, NOTES.md): no
+    run_id, times as `YYYY-MM-DD HH:MM:SS`, accounts named by a UUID, templates in
+    `messages`."""
     conn = sqlite3.connect(path)
-    conn.executescript(LEGACY_CAMPAIGN_TABLES + """
-        INSERT INTO profiles (profile_name) VALUES ('acc1');
-        INSERT INTO tasks (group_id, chat_username, status, total_cycles, completed_cycles)
-            VALUES ('g', '@chat_a', 'completed', 2, 2), ('g', '@chat_b', 'pending', 2, 0),
-                   ('g', '@chat_c', 'blocked', 2, 1);
+    conn.executescript(LEGACY_CAMPAIGN_TABLES + f"""
+        INSERT INTO profiles (profile_id, profile_name, created_at)
+            VALUES ('{PROFILE_UUID}', 'acc1', '2025-01-01 09:00:00');
+        INSERT INTO tasks (group_id, chat_username, status, total_cycles, completed_cycles,
+                           next_available_at, assigned_profile_id)
+            VALUES ('g', '@chat_a', 'completed', 2, 2, '2025-01-01 12:20:00', NULL),
+                   ('g', '@chat_b', 'pending', 2, 0, NULL, NULL),
+                   ('g', '@chat_c', 'blocked', 2, 1, NULL, NULL);
         UPDATE tasks SET is_blocked = 1, block_reason = 'ChatWriteForbidden'
             WHERE chat_username = '@chat_c';
-        INSERT INTO task_attempts (task_id, profile_id, cycle_number, status)
-            VALUES (1, 1, 1, 'success'), (1, 1, 2, 'success'), (3, 1, 1, 'failed');
+        INSERT INTO task_attempts (task_id, profile_id, cycle_number, status, message_text,
+                                   timestamp)
+            VALUES (1, '{PROFILE_UUID}', 1, 'success', 'Hi', '2025-01-01 11:00:00'),
+                   (1, '{PROFILE_UUID}', 2, 'success', 'Hi', '2025-01-01 12:00:00'),
+                   (3, '{PROFILE_UUID}', 1, 'failed', 'Hi', '2025-01-01 12:10:00');
+        INSERT INTO messages (group_id, text, is_active, usage_count, created_at)
+            VALUES ('g', 'Hi', 1, 3, '2024-12-31 08:00:00'),
+                   ('g', 'Old text', 0, 0, '2024-12-30 08:00:00'),
+                   ('h', 'Hello h', 1, 0, '2024-12-31 08:00:00');
     """)
     conn.commit()
     conn.close()
@@ -192,20 +207,90 @@ def test_second_writer_waits_instead_of_failing(db_path: Path):
 def test_legacy_campaign_database_upgraded_in_place(tmp_path: Path):
     path = tmp_path / "campaign.db"
     make_legacy_campaign_db(path)
-    conn = migrate_db.connect(path)
+    conn = migrate_db.connect(path, kind="campaign")
     assert "run_id" in columns(conn, "task_attempts")
     assert {"idx_attempts_run_id", "idx_attempts_task_run"} <= indexes(conn)
-    rows = conn.execute("SELECT task_id, cycle_number, status, run_id FROM task_attempts "
-                        "ORDER BY id").fetchall()
-    assert rows == [(1, 1, "success", None), (1, 2, "success", None), (3, 1, "failed", None)]
-    tasks = dict(conn.execute("SELECT chat_username, status FROM tasks"))
+    rows = conn.execute("SELECT task_id, profile_id, cycle_number, status, run_id, "
+                        "attempted_at, timestamp FROM task_attempts ORDER BY id").fetchall()
+    # earlier attempts keep their account's UUID and their own time column; attempted_at is
+    # the same instant in the suite's format
+    assert rows == [
+        (1, PROFILE_UUID, 1, "success", None, "2025-01-01T11:00:00.000000+00:00",
+         "2025-01-01 11:00:00"),
+        (1, PROFILE_UUID, 2, "success", None, "2025-01-01T12:00:00.000000+00:00",
+         "2025-01-01 12:00:00"),
+        (3, PROFILE_UUID, 1, "failed", None, "2025-01-01T12:10:00.000000+00:00",
+         "2025-01-01 12:10:00")]
+    tasks = {chat: (status, due) for chat, status, due in conn.execute(
+        "SELECT chat_username, status, next_available_at FROM tasks")}
     # per-run cycles: a used-up task is pending again, a blocked one stays blocked
-    assert tasks == {"@chat_a": "pending", "@chat_b": "pending", "@chat_c": "blocked"}
+    assert tasks == {"@chat_a": ("pending", "2025-01-01T12:20:00.000000+00:00"),
+                     "@chat_b": ("pending", None), "@chat_c": ("blocked", None)}
     assert conn.execute("SELECT completed_cycles FROM tasks WHERE chat_username='@chat_a'"
                         ).fetchone()[0] == 2
-    for query in SPEC_QUERIES:
-        conn.execute(query).fetchall()
+    assert conn.execute("SELECT profile_id, created_at FROM profiles").fetchall() == \
+        [(PROFILE_UUID, "2025-01-01T09:00:00.000000+00:00")]
+    # the templates are the campaign's texts now, with their group; their table is untouched
+    assert conn.execute("SELECT text, group_id, is_active, created_at FROM campaign_texts "
+                        "ORDER BY id").fetchall() == [
+        ("Hi", "g", 1, "2024-12-31T08:00:00.000000+00:00"),
+        ("Old text", "g", 0, "2024-12-30T08:00:00.000000+00:00"),
+        ("Hello h", "h", 1, "2024-12-31T08:00:00.000000+00:00")]
+    assert columns(conn, "messages") == ["id", "group_id", "text", "is_active",
+                                         "usage_count", "created_at"]
+    # no part of the cloner's schema
+    assert not {"topic_map"} & set(migrate_db._tables(conn))
+    assert migrate_db.recognise_kinds(conn) == {"campaign"}
+    # the earlier system's views still read
+    assert conn.execute("SELECT profile_id, successful_sends, failed_sends FROM profile_stats"
+                        ).fetchall() == [(PROFILE_UUID, 2, 1)]
+    assert len(conn.execute("SELECT * FROM task_progress").fetchall()) == 3
+    conn.execute(SPEC_QUERIES[3]).fetchall()  # the campaign's
     conn.close()
+
+
+def test_a_database_gets_only_the_schema_of_its_kind(tmp_path: Path):
+    conn = migrate_db.connect(tmp_path / "campaign.db", kind="campaign")
+    assert migrate_db._tables(conn) == {"profiles", "tasks", "task_attempts", "campaign_runs",
+                                        "campaign_run_profiles", "campaign_texts"}
+    conn.close()
+    # opened later without a kind, it is recognised as what it is and stays so
+    conn = migrate_db.connect(tmp_path / "campaign.db")
+    assert "messages" not in migrate_db._tables(conn)
+    assert not migrate_db.pending_changes(conn)
+    conn.close()
+    checkpoint = migrate_db.connect(tmp_path / "checkpoint.db", kind="checkpoint")
+    assert migrate_db._tables(checkpoint) == {"messages", "topic_map"}
+    checkpoint.close()
+    with pytest.raises(ValueError, match="unknown database kind 'nope'"):
+        migrate_db.connect(tmp_path / "x.db", kind="nope")
+
+
+def test_every_kind_has_a_section_and_every_table_one_kind():
+    sections = migrate_db.schema_sections()
+    assert list(sections) == ["checkpoint", "accounts", "campaign", "heatup", "dialer"]
+    owners: dict[str, str] = {}
+    for kind in sections:
+        ref = migrate_db._reference_db([kind])
+        for table in migrate_db._tables(ref):
+            assert table not in owners, f"{table} in {owners.get(table)} and {kind}"
+            owners[table] = kind
+        ref.close()
+
+
+def test_migrations_are_numbered_by_name_and_recorded(tmp_path: Path):
+    numbers = [migrate_db.migration_number(m) for _, m in migrate_db.MIGRATIONS]
+    assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
+    assert numbers[:3] == [1, 2, 3] and 10 in numbers
+    assert numbers[-1] == migrate_db.SCHEMA_VERSION
+    path = tmp_path / "campaign.db"
+    make_legacy_campaign_db(path)
+    first = migrate_db.open_database(path)
+    changes = migrate_db.upgrade(first)
+    assert any(change.startswith("m013: campaign_texts: 3") for change in changes)
+    assert first.execute("PRAGMA user_version").fetchone()[0] == migrate_db.SCHEMA_VERSION
+    assert migrate_db.upgrade(first) == []  # nothing runs twice
+    first.close()
 
 
 def test_legacy_checkpoint_upgraded(tmp_path: Path):
@@ -229,7 +314,7 @@ def test_legacy_dialer_database_gets_sessions(tmp_path: Path):
     assert conn.execute("SELECT total_calls, successful_calls, modem_detections, start_time "
                         "FROM sessions").fetchall() == [(2, 1, 1, "2025-11-16T14:30:00")]
     assert "idx_session_id" in indexes(conn)
-    for query in SPEC_QUERIES:
+    for query in SPEC_QUERIES[4:]:  # the dialer's
         conn.execute(query).fetchall()
     conn.close()
 

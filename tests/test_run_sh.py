@@ -31,6 +31,8 @@ def suite(tmp_path: Path) -> Path:
     (tmp_path / ".venv" / "bin").mkdir(parents=True)
     (tmp_path / ".venv" / "bin" / "python").symlink_to(sys.executable)
     (tmp_path / "fake.py").write_text(FAKE_SCRIPT)
+    for name in ("migrate_db.py", "schema.sql"):             # run.sh's log writer
+        shutil.copy(ROOT / name, tmp_path)
     folder = tmp_path / "sessions" / "acc"
     folder.mkdir(parents=True)
     shutil.copy(RUN_SH, folder / "run.sh")

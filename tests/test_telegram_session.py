@@ -10,7 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from telethon.sessions import SQLiteSession
 
 import telegram_session as ts
 
+UTC = timezone.utc        # datetime.UTC is Python 3.11+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "telegram_session.py"
 GOOD_ENV = {"TG_API_ID": "12345", "TG_API_HASH": "0123456789abcdef0123456789abcdef",

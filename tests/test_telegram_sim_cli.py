@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from telethon import errors
 
 import telegram_sim
 from telegram_sim import SimulatorError, World
@@ -79,8 +80,54 @@ async def test_demo_folders_work_with_a_client(tmp_path, cli):
         assert len(texts) == 15 and texts[1].startswith("Welcome to the **demo**")
         sent = await client.send_message("@demo_target", "rehearsal")
         assert sent.id == 2
+        photo = tmp_path / "photo.png"
+        photo.write_bytes(telegram_sim._DEMO_PNG)
+        await client.send_message("@demo_source", "a member may write")
+        with pytest.raises(errors.ChatSendMediaForbiddenError):   # but not send media
+            await client.send_file("@demo_source", photo)
     finally:
         await client.disconnect()
+
+
+async def test_operator_commands_shape_a_world(tmp_path, cli):
+    assert cli("init", "w.db")[0] == 0
+    code, out, _ = cli("add-account", "w.db", "alice", "--phone", "+1 555 000 1001",
+                       "--folder", "alice")
+    assert code == 0 and "+15550001001" in out and "login code 12345" in out
+    assert cli("add-account", "w.db", "bob")[0] == 0
+    assert cli("login-code", "w.db", "24680")[1] == "login code: 24680\n"
+    code, out, _ = cli("add-chat", "w.db", "Room", "--username", "room", "--kind", "forum",
+                       "--owner", "alice", "--members", "bob", "--slowmode", "30",
+                       "--default-banned", "send_media,manage_topics")
+    assert code == 0 and "forum 'Room'" in out
+    code, out, _ = cli("chat", "w.db", "@room", "--restrict", "bob:send_plain",
+                       "--noforwards", "on")
+    assert code == 0 and '"noforwards": true' in out and "send_plain" in out
+    code, out, _ = cli("topic", "w.db", "@room", "--create", "News")
+    assert code == 0 and "topic 'News' id 2" in out
+    photo = tmp_path / "a.png"
+    photo.write_bytes(telegram_sim._DEMO_PNG)
+    assert cli("post", "w.db", "@room", "**hi**", "--md", "--topic", "News")[1] == "posted 3\n"
+    assert cli("post", "w.db", "@room", "album", "--file", str(photo), "--file",
+               str(photo))[1] == "posted 4 5\n"
+    assert cli("edit", "w.db", "@room", "3", "changed")[0] == 0
+    assert cli("delete", "w.db", "@room", "4", "5", "99")[1] == "2 message(s) deleted\n"
+    assert cli("topic", "w.db", "@room", "--close", "2")[0] == 0
+    code, out, _ = cli("settings", "w.db", "--rate-limit", "send_chat=5/0.5",
+                       "--file-reference-lifetime", "600")
+    assert code == 0 and '"file_reference_lifetime": 600' in out and "0.5" in out
+    assert cli("account", "w.db", "bob", "--limited", "on")[0] == 0
+    assert cli("clock", "w.db", "--advance", "60")[0] == 0
+    with World.open(tmp_path / "w.db") as world:
+        texts = [getattr(m, "message", None) for m in world.messages("@room")]
+        assert "changed" in texts and "album" not in texts
+        assert world.member_rights("bob", "@room")["banned_rights"] == [
+            "manage_topics", "send_media", "send_plain"]
+        assert world.settings()["rate_limit_budgets"]["send_chat"] == (5, 0.5)
+        assert [a["limited"] for a in world.accounts()] == [0, 1]
+        assert world.topics("@room")[1]["title"] == "News"
+    code, _, err = cli("chat", "w.db", "@room", "--restrict", "bob:fly")
+    assert code == 2 and "unknown right(s) fly" in err
 
 
 def test_faults_counters_accounts_and_revoke_commands(cli):

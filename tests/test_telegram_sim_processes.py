@@ -111,6 +111,7 @@ async def test_two_processes_send_at_once_nothing_lost_or_doubled(sim_world,
     folders = [sim_account_folder(name) for name in ("one", "two", "watcher")]
     chat = sim_world.create_channel("Busy", username="busy", kind="megagroup", owner="one",
                                     members=["two", "watcher"])
+    sim_world.configure(rate_limits=False)          # about concurrency, not budgets
     per_sender = 40
     listener = await _start(LISTENER, str(folders[2]), str(sim_world.path),
                             str(2 * per_sender))
@@ -127,3 +128,129 @@ async def test_two_processes_send_at_once_nothing_lost_or_doubled(sim_world,
     sent_ids = [int(line[1]) for lines in sent for line in lines]
     assert sorted(sent_ids) == [m.id for m in stored]          # each id returned once
     assert sorted(int(line[2]) for line in seen) == [m.id for m in stored]   # each seen once
+
+
+WATCHER = """
+import asyncio, sys
+from pathlib import Path
+from telethon import TelegramClient, events
+import telegram_sim
+
+folder, world, expected = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+
+async def main():
+    client = TelegramClient(str(folder / folder.name), telegram_sim.SIM_API_ID, "0" * 32)
+    telegram_sim.attach(client, world)
+    await client.connect()
+    seen, done = [], asyncio.Event()
+
+    def note(*words):
+        print(*words, flush=True)
+        seen.append(words)
+        if len(seen) >= expected:
+            done.set()
+
+    @client.on(events.MessageEdited)
+    async def on_edit(event):
+        note("EDIT", event.message.id, event.message.text)
+
+    @client.on(events.MessageDeleted)
+    async def on_delete(event):
+        note("DELETE", ",".join(map(str, sorted(event.deleted_ids))))
+
+    await client.get_dialogs()
+    print("READY", flush=True)
+    try:
+        await asyncio.wait_for(done.wait(), 20)
+    finally:
+        await client.disconnect()
+
+asyncio.run(main())
+"""
+
+
+async def test_edits_and_deletions_reach_a_second_process(sim_world, sim_account_folder,
+                                                          sim_client):
+    writer_folder = sim_account_folder("writer")
+    watcher_folder = sim_account_folder("watcher")
+    chat = sim_world.create_channel("Room", username="room", kind="megagroup",
+                                    owner="writer", members=["watcher"])
+    first = sim_world.post(chat, "first")
+    second = sim_world.post(chat, "second")
+    third = sim_world.post(chat, "third")
+    watcher = await _start(WATCHER, str(watcher_folder), str(sim_world.path), "4")
+    await _wait_ready(watcher)
+    writer = await sim_client(writer_folder)
+
+    async def next_line() -> list[str]:
+        line = await asyncio.wait_for(watcher.stdout.readline(), CHILD_TIMEOUT)
+        return line.decode().split()
+
+    await writer.edit_message("@room", first, "first, edited by a client")
+    assert await next_line() == ["EDIT", str(first), "first,", "edited", "by", "a", "client"]
+    await writer.delete_messages("@room", [second])
+    assert await next_line() == ["DELETE", str(second)]
+    sim_world.edit(chat, third, "third, edited by the operator")
+    assert await next_line() == ["EDIT", str(third), "third,", "edited", "by", "the",
+                                 "operator"]
+    sim_world.delete(chat, [first, third])
+    assert await next_line() == ["DELETE", f"{first},{third}"]
+    assert await _finish(watcher) == []
+
+
+async def test_edit_and_delete_caught_up_after_a_gap(sim_world, sim_account_folder,
+                                                     sim_client):
+    from telethon import events
+    from telethon.tl import functions, types
+
+    sim_world.add_account("writer")
+    reader_folder = sim_account_folder("reader")
+    chat = sim_world.create_channel("Room", username="room", kind="megagroup",
+                                    owner="writer", members=["reader"])
+    target = sim_world.post(chat, "to edit")
+    doomed = sim_world.post(chat, "to delete")
+    reader = await sim_client(reader_folder)
+    seen = []
+
+    @reader.on(events.NewMessage)
+    async def on_new(event):
+        seen.append(("new", event.message.text))
+
+    @reader.on(events.MessageEdited)
+    async def on_edit(event):
+        seen.append(("edit", event.message.text))
+
+    @reader.on(events.MessageDeleted)
+    async def on_delete(event):
+        seen.append(("delete", event.deleted_ids))
+
+    sim_world.post(chat, "before")                      # the client learns the pts here
+    for _ in range(50):
+        if seen:
+            break
+        await asyncio.sleep(0.1)
+    sim_world.inject_fault("LOSE_UPDATES", account="reader", times=2)
+    sim_world.edit(chat, target, "edited while lost")
+    sim_world.delete(chat, [doomed])
+    await asyncio.sleep(0.5)
+    assert seen == [("new", "before")]
+    sim_world.post(chat, "after the gap")
+    for _ in range(100):
+        if len(seen) == 4:
+            break
+        await asyncio.sleep(0.1)
+    # Telethon applies a ChannelDifference's pts before its other_updates, so it fires no
+    # events for the edit and deletion it fetched; what it fetched is checked directly.
+    assert seen == [("new", "before"), ("new", "after the gap")]
+    assert sim_world.counters("reader")["GetChannelDifferenceRequest"] >= 1
+    channel = await reader.get_input_entity("@room")
+    before = sim_world.messages(chat)[-1].id - 1                # "before" is the one before
+    diff = await reader(functions.updates.GetChannelDifferenceRequest(
+        channel=channel, filter=types.ChannelMessagesFilterEmpty(), pts=before, limit=100))
+    assert [type(u).__name__ for u in diff.other_updates] == [
+        "UpdateEditChannelMessage", "UpdateDeleteChannelMessages"]
+    assert diff.other_updates[0].message.message == "edited while lost"
+    assert diff.other_updates[1].messages == [doomed]
+    assert [m.message for m in diff.new_messages] == ["after the gap"]
+    assert (await reader.get_messages("@room", ids=target)).text == "edited while lost"
+    assert await reader.get_messages("@room", ids=doomed) is None

@@ -15,6 +15,8 @@ import termios
 import time
 from pathlib import Path
 
+import pytest
+
 import vibedialer
 
 SCRIPT = Path(__file__).resolve().parent.parent / "vibedialer.py"
@@ -65,7 +67,8 @@ def test_ctrl_c_flushes_prints_the_summary_and_exits_130(tmp_path):
     assert len(lines) == len(rows)
 
 
-def test_sigterm_stops_cleanly_with_the_sqlite_session_closed(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_stops_cleanly_with_the_sqlite_session_closed(tmp_path, signum):
     db = tmp_path / "calls.db"
     proc = subprocess.Popen(dialer("dial", "555-234-5", "--storage", "sqlite", "-o", str(db),
                                    "--no-interactive", *SLOW), stdout=subprocess.PIPE,
@@ -74,9 +77,10 @@ def test_sigterm_stops_cleanly_with_the_sqlite_session_closed(tmp_path):
     while "555-234-5" not in (proc.stdout.readline() or "") and time.monotonic() < deadline:
         pass
     time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=20)
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == 0, stderr          # stopped like Ctrl+C, but not an interrupt
+    assert "Interrupted: session" in stdout and "Traceback" not in stderr
     conn = sqlite3.connect(db)
     total, end_time = conn.execute("SELECT total_calls, end_time FROM sessions").fetchone()
     rows = conn.execute("SELECT COUNT(*) FROM dial_results").fetchone()[0]
