@@ -2,18 +2,21 @@
 """Send the operator's messages to the operator's chats from several accounts, per run.
 
 Each `start` is a run with its own UUID4 run_id: every chat gets up to `max_cycles`
-successful sends in the run (first finishing what an interrupted earlier run left undone),
-each account stays under `max_messages_per_hour` over any 60 minutes across all runs, and
-two sends to one chat are at least `cycle_delay_minutes` apart. One worker process per
-account claims chats atomically from the shared SQLite database (spec 000).
+successful sends in the run (first the carry-over: what the last run that sent left undone
+of its own cycles, never compounding; see CARRY_SQL), each account stays under
+`max_messages_per_hour` over any 60 minutes across all runs, and two sends to one chat are
+at least `cycle_delay_minutes` apart. One worker process per account (at most --workers at
+once) claims chats atomically from the shared SQLite database (spec 000).
 
     python campaign.py init
     python campaign.py import-chats chats.txt [--group G]
-    python campaign.py import-messages texts.json
+    python campaign.py import-messages texts.json [--group G]
     python campaign.py add-profile sessions/session1
+    python campaign.py check                   # each account: member, may write, slow mode
     python campaign.py plan                    # what a start would send, and how long it takes
-    python campaign.py start [--group G] [--profiles session1 session2] [--dry-run]
-    python campaign.py status | runs | stop | list-profiles
+    python campaign.py start [--group G] [--profiles session1 session2] [--workers N] [--dry-run]
+    python campaign.py status | runs | stop | list-profiles | report [RUN_ID]
+    python campaign.py unblock CHAT | remove-chat CHAT | clear-wait ACCOUNT [--force]
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import heapq
 import io
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -44,6 +48,7 @@ from typing import Any
 
 import yaml
 from telethon import errors, functions, types
+from telethon import utils as telethon_utils
 
 import migrate_db
 import telegram_session
@@ -75,10 +80,13 @@ NETWORK_BACKOFF_START = 2.0                # seconds; doubles up to retry.networ
 WORKER_RESTARTS = 5                        # a crashing worker is restarted this many times
 RESTART_PAUSE_MAX = 60.0
 STOP_WAIT_SECONDS = 30.0
+PARENT_CHECK_SECONDS = 1.0                 # how often a worker checks its `start` is alive
 ANY_TIME = datetime(1970, 1, 1, tzinfo=UTC)  # next_available_at '': a chat never sent to
 PLAN_LINES = 50                            # chats listed by `plan` before "... N more"
 
 TEXT_ORDERS = ("rotation", "random")
+PARSE_MODES = ("markdown", "html", "none")  # how texts are formatted (Telethon's parsers)
+CHOICES = {"order": TEXT_ORDERS, "parse_mode": PARSE_MODES}
 USERNAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{3,31}")
 LINK = re.compile(r"(?:https?://)?(?:www\.)?(?:t|telegram)\.(?:me|dog)/(?:s/)?([^/?#\s]+)/?",
                   re.IGNORECASE)
@@ -86,12 +94,25 @@ NUMERIC_ID = re.compile(r"-?\d{1,20}")
 
 # Telegram errors that say this chat cannot take our messages: counted, then the chat blocked
 CHAT_ERRORS: tuple[type[Exception], ...] = (
-    errors.ChatWriteForbiddenError, errors.UserBannedInChannelError,
-    errors.ChannelPrivateError, errors.UsernameNotOccupiedError, errors.UsernameInvalidError,
+    errors.ChatWriteForbiddenError, errors.ChannelPrivateError,
+    errors.UsernameNotOccupiedError, errors.UsernameInvalidError,
     errors.ChatAdminRequiredError, errors.ChatRestrictedError, errors.PeerIdInvalidError,
     errors.ChatSendPlainForbiddenError, errors.UserIsBlockedError,
     errors.InputUserDeactivatedError,
 )
+# Telegram errors that say this account may not send anywhere (USER_BANNED_IN_CHANNEL: the
+# account is restricted from writing in groups and channels, not banned from one chat): the
+# account stops for the run and the chat goes back to the others at once.
+# error -> (worker status, reason shown in status and report)
+ACCOUNT_REFUSALS: dict[type[Exception], tuple[str, str]] = {
+    errors.PeerFloodError: (
+        "peer_flood", "PeerFlood: Telegram limited this account (check @SpamBot)"),
+    errors.UserBannedInChannelError: (
+        "restricted", "USER_BANNED_IN_CHANNEL: Telegram restricted this account from writing "
+                      "in groups and channels (check @SpamBot)"),
+    errors.FrozenMethodInvalidError: (
+        "frozen", "FROZEN_METHOD_INVALID: Telegram froze this account (check @SpamBot)"),
+}
 # the request may or may not have reached Telegram: retried with the same random_id
 NETWORK_ERRORS: tuple[type[Exception], ...] = (OSError, asyncio.TimeoutError,
                                                errors.ServerError, errors.TimedOutError)
@@ -215,6 +236,7 @@ class Config:
     retry_delay_minutes: float = 5.0
     network_backoff_max_seconds: float = 300.0
     text_order: str = "rotation"
+    parse_mode: str = "markdown"
     database_path: Path | None = None
     source: str = "built-in defaults"
 
@@ -226,20 +248,22 @@ class Config:
         return json.dumps(values, sort_keys=True)
 
 
-# key -> (Config field, kind, minimum, maximum); kind: int | number | str | order
+# key -> (Config field, kind, minimum, maximum); kind: int | number | str | a CHOICES key.
+# The maxima keep out values that are surely typing mistakes (and would overflow a timer).
 CONFIG_KEYS: dict[str, dict[str, tuple[str, str, float | None, float | None]]] = {
     "limits": {
-        "max_messages_per_hour": ("max_messages_per_hour", "int", 1, None),
-        "max_cycles": ("max_cycles", "int", 1, None),
-        "cycle_delay_minutes": ("cycle_delay_minutes", "number", 0, None),
+        "max_messages_per_hour": ("max_messages_per_hour", "int", 1, 1000),
+        "max_cycles": ("max_cycles", "int", 1, 1000),
+        "cycle_delay_minutes": ("cycle_delay_minutes", "number", 0, 7 * 24 * 60),
         "delay_randomness": ("delay_randomness", "number", 0, 1),
     },
     "retry": {
-        "max_attempts_before_block": ("max_attempts_before_block", "int", 1, None),
-        "retry_delay_minutes": ("retry_delay_minutes", "number", 0, None),
-        "network_backoff_max_seconds": ("network_backoff_max_seconds", "number", 1, None),
+        "max_attempts_before_block": ("max_attempts_before_block", "int", 1, 1000),
+        "retry_delay_minutes": ("retry_delay_minutes", "number", 0, 7 * 24 * 60),
+        "network_backoff_max_seconds": ("network_backoff_max_seconds", "number", 1, 24 * 3600),
     },
-    "messages": {"order": ("text_order", "order", None, None)},
+    "messages": {"order": ("text_order", "order", None, None),
+                 "parse_mode": ("parse_mode", "parse_mode", None, None)},
     "database": {"path": ("database_path", "str", None, None)},
 }
 
@@ -251,14 +275,17 @@ def _check_value(where: str, value: Any, kind: str, low: float | None,
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{where} must be a non-empty text, got {value!r}")
         return value
-    if kind == "order":
-        if value not in TEXT_ORDERS:
-            raise ValueError(f"{where} must be one of {', '.join(TEXT_ORDERS)}, got {value!r}")
+    if kind in CHOICES:
+        if value not in CHOICES[kind]:
+            raise ValueError(f"{where} must be one of {', '.join(CHOICES[kind])}, "
+                             f"got {value!r}")
         return value
     whole = kind == "int"
     if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
         noun = "a whole number" if whole else "a number"
         raise ValueError(f"{where} must be {noun}, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{where} must be a finite number, got {value!r}")
     if low is not None and value < low:
         what = "negative" if value < 0 else "too small"
         raise ValueError(f"{where} must be >= {low:g}, got {value!r} ({what})")
@@ -430,7 +457,93 @@ def add_chats(conn: sqlite3.Connection, chats: Sequence[str], group: str,
             "INSERT OR IGNORE INTO tasks (group_id, chat_username, status, next_available_at, "
             "created_at, updated_at) VALUES (?, ?, 'pending', '', ?, ?)",
             [(group, chat, stamp, stamp) for chat in chats]).rowcount
+        added += conn.executemany(  # a chat removed with remove-chat comes back
+            f"UPDATE tasks SET {UNBLOCK_SET} WHERE group_id = ? AND chat_username = ? AND "
+            "status = 'removed'", [(stamp, group, chat) for chat in chats]).rowcount
     return added, len(chats) - added
+
+
+# what unblock (and importing a removed chat again) sets: a chat to message, no errors counted
+UNBLOCK_SET = ("status = 'pending', is_blocked = 0, block_reason = NULL, fail_streak = 0, "
+               "next_available_at = COALESCE(next_available_at, ''), updated_at = ?")
+
+
+def find_chat(conn: sqlite3.Connection, raw: str, group: str | None) -> list[tuple]:
+    """(id, group, status, block_reason) of the tasks for a chat the operator named;
+    CampaignError (exit 2) when it is malformed or not in the database."""
+    try:
+        chat = normalise_chat(raw)
+    except ValueError as exc:
+        raise CampaignError(f"{raw!r}: {exc}", EXIT_USAGE) from None
+    clause, args = _group_clause(group)
+    rows = conn.execute(f"SELECT id, group_id, status, block_reason FROM tasks WHERE "
+                        f"chat_username = ? {clause} ORDER BY id", (chat, *args)).fetchall()
+    if not rows:
+        where = f" in group {group!r}" if group else ""
+        raise CampaignError(f"no chat {chat}{where} (status lists the chats)", EXIT_USAGE)
+    return rows
+
+
+def unblock_chat(conn: sqlite3.Connection, raw: str, group: str | None,
+                 now: datetime) -> list[str]:
+    """Make a blocked (or removed) chat one to message again; returns what was done."""
+    lines = []
+    for task_id, chat_group, status, reason in find_chat(conn, raw, group):
+        if status not in ("blocked", "removed"):
+            lines.append(f"{normalise_chat(raw)} ({chat_group}) is not blocked ({status})")
+            continue
+        with transaction(conn):
+            conn.execute(f"UPDATE tasks SET {UNBLOCK_SET} WHERE id = ?", (to_text(now), task_id))
+        lines.append(f"{normalise_chat(raw)} ({chat_group}) unblocked (was {status}: {reason})")
+    return lines
+
+
+def remove_chat(conn: sqlite3.Connection, raw: str, group: str | None,
+                now: datetime) -> list[str]:
+    """Take a chat out of every run (its rows and attempts are kept for the hourly window and
+    the reports); refused while a worker is sending to it."""
+    rows = find_chat(conn, raw, group)
+    lines = []
+    for task_id, chat_group, _status, _ in rows:
+        with transaction(conn):
+            removed = conn.execute(
+                "UPDATE tasks SET status = 'removed', is_blocked = 1, block_reason = "
+                "'removed by the operator', updated_at = ? WHERE id = ? AND status != "
+                "'in_progress'", (to_text(now), task_id)).rowcount
+        if not removed:
+            raise CampaignError(f"{normalise_chat(raw)} ({chat_group}): a worker is sending to "
+                                "it right now; try again in a moment")
+        lines.append(f"{normalise_chat(raw)} ({chat_group}) removed: no run sends to it "
+                     "(import it again, or unblock it, to bring it back)")
+    return lines
+
+
+def clear_wait(profile: Profile, now: datetime, force: bool) -> str:
+    """End the account's recorded Telegram wait (FloodWait, PeerFlood) early. Refused while
+    the wait Telegram gave is still running, unless `force`: sending during it only brings
+    the same refusal again."""
+    try:
+        account = telegram_session.load_account(profile.folder)
+    except telegram_session.AccountError as exc:
+        raise CampaignError(str(exc), EXIT_USAGE) from None
+    wait = telegram_session.current_wait(account, now=now)
+    if wait is None:
+        return f"{profile.name}: no wait recorded; nothing to clear"
+    kind, until = wait
+    described = telegram_session.describe_wait(kind, until, now)
+    if not force:
+        raise CampaignError(f"{profile.name}: Telegram's {described} (until "
+                            f"{format_time(until)}); sending before then is refused again. "
+                            "Use --force to clear it anyway")
+    conn = migrate_db.connect(account.registry_db, kind="accounts")
+    try:
+        with transaction(conn):
+            cleared = conn.execute("UPDATE rate_limits SET until = ? WHERE account = ? AND "
+                                   "until > ?", (to_text(now), account.name, to_text(now))
+                                   ).rowcount
+    finally:
+        conn.close()
+    return f"{profile.name}: {cleared} wait(s) cleared ({described} was left)"
 
 
 def read_texts(path: Path) -> list[str]:
@@ -785,7 +898,7 @@ def remaining_sends(conn: sqlite3.Connection, run_id: str) -> int:
     """The sends the run still owes (blocked chats excluded)."""
     return conn.execute(
         "SELECT COALESCE(SUM(MAX(run_quota - run_sent, 0)), 0) FROM tasks "
-        "WHERE current_run_id = ? AND status != 'blocked'", (run_id,)).fetchone()[0]
+        "WHERE current_run_id = ? AND is_blocked = 0", (run_id,)).fetchone()[0]
 
 
 def next_due(conn: sqlite3.Connection, run_id: str) -> datetime | None:
@@ -817,10 +930,21 @@ class RunInfo:
     chats: int
 
 
-# the sends a chat's last run still owes it (a send of that run whose outcome is unknown
-# counts as made): what the next run carries over
-CARRY_SQL = ("MAX(run_quota - run_sent - COALESCE((SELECT 1 FROM task_attempts a WHERE "
-             "a.id = tasks.open_attempt_id AND a.run_id = tasks.current_run_id), 0), 0)")
+# What the next run carries over for a chat, from the chat's last run (spec 000, never
+# compounding): if that run sent nothing at all (it failed at once, or was killed before its
+# first send), the carry-over it had passes through unchanged; otherwise only that run's own
+# cycles left unsent (a send of it whose outcome is unknown counts as made). A carry-over the
+# run did not finish is not carried again: no chat is ever owed more than max_cycles plus
+# one run's carry-over.
+CARRY_SQL = """CASE
+    WHEN tasks.current_run_id IS NULL THEN 0
+    WHEN NOT EXISTS (SELECT 1 FROM task_attempts s WHERE s.run_id = tasks.current_run_id
+                     AND s.status = 'success') THEN tasks.run_carry
+    ELSE MAX(MIN(tasks.run_quota - tasks.run_carry,
+                 tasks.run_quota - tasks.run_sent - COALESCE(
+                     (SELECT 1 FROM task_attempts a WHERE a.id = tasks.open_attempt_id
+                      AND a.run_id = tasks.current_run_id), 0)), 0)
+END"""
 
 
 def _group_clause(group: str | None) -> tuple[str, tuple]:
@@ -847,13 +971,13 @@ def running_run(conn: sqlite3.Connection, now: datetime) -> tuple[str, int] | No
 
 
 def campaign_totals(conn: sqlite3.Connection, group: str | None,
-                    max_cycles: int) -> tuple[int, int, int, int]:
-    """(chats, carry-over sends, total sends, largest per-chat quota) a new run would have."""
+                    max_cycles: int) -> tuple[int, int, int]:
+    """(chats, carry-over sends, total sends) a new run would have."""
     clause, args = _group_clause(group)
-    chats, carry, top = conn.execute(
-        f"SELECT COUNT(*), COALESCE(SUM(c), 0), COALESCE(MAX(c), 0) FROM (SELECT {CARRY_SQL} "
+    chats, carry = conn.execute(
+        f"SELECT COUNT(*), COALESCE(SUM(c), 0) FROM (SELECT {CARRY_SQL} "
         f"AS c FROM tasks WHERE is_blocked = 0 {clause})", args).fetchone()
-    return chats, carry, carry + chats * max_cycles, top + max_cycles
+    return chats, carry, carry + chats * max_cycles
 
 
 def create_run(conn: sqlite3.Connection, config: Config, group: str | None,
@@ -906,7 +1030,9 @@ def set_worker_state(conn: sqlite3.Connection, run_id: str, profile_id: int, sta
         conn.execute(
             "INSERT INTO campaign_run_profiles (run_id, profile_id, status, started_at) "
             "VALUES (?, ?, ?, ?) ON CONFLICT (run_id, profile_id) DO UPDATE SET "
-            "status = excluded.status", (run_id, profile_id, status, to_text(now)))
+            "status = excluded.status, started_at = CASE WHEN excluded.status = 'running' "
+            "THEN excluded.started_at ELSE started_at END",
+            (run_id, profile_id, status, to_text(now)))
         conn.execute(
             "UPDATE campaign_run_profiles SET reason = COALESCE(?, reason), "
             "pid = COALESCE(?, pid), ended_at = ? WHERE run_id = ? AND profile_id = ?",
@@ -953,6 +1079,16 @@ def chat_reference(chat: str) -> str | int:
     return int(chat) if NUMERIC_ID.fullmatch(chat) else chat
 
 
+def format_text(text: str, parse_mode: str) -> tuple[str, list[Any]]:
+    """(plain text, formatting entities) of a text in `parse_mode` (markdown and html as
+    Telethon's client.send_message parses them; none: sent as written)."""
+    if parse_mode == "none":
+        return text, []
+    parser = telethon_utils.sanitize_parse_mode("md" if parse_mode == "markdown" else "html")
+    message, entities = parser.parse(text)
+    return message, entities
+
+
 class StopSignal:
     """Set by SIGTERM/SIGINT in a worker process, or by a test; checked between sends."""
 
@@ -978,11 +1114,12 @@ class TelegramSender:
     during such a wait cancels the send instead of making it."""
 
     def __init__(self, client: Any, account: telegram_session.Account, clock: Clock,
-                 stop: StopSignal | None = None) -> None:
+                 stop: StopSignal | None = None, parse_mode: str = "markdown") -> None:
         self.client = client
         self.account = account
         self.clock = clock
         self.stop = stop or StopSignal()
+        self.parse_mode = parse_mode
 
     async def _sleep(self, seconds: float) -> None:
         await self.clock.sleep(seconds, self.stop.event)
@@ -996,8 +1133,10 @@ class TelegramSender:
             if not self.client.is_connected():  # the connection dropped mid-request
                 await self.client.connect()
             peer = await self.client.get_input_entity(chat_reference(chat))
+            message, entities = format_text(text, self.parse_mode)
             return await self.client(functions.messages.SendMessageRequest(
-                peer=peer, message=text, random_id=random_id, no_webpage=True))
+                peer=peer, message=message, random_id=random_id, no_webpage=True,
+                entities=entities or None))
         try:
             result = await telegram_session.call_with_flood_wait(
                 self.account, call, request="messages.SendMessage", sleep=self._sleep)
@@ -1017,7 +1156,7 @@ class WorkerResult:
     sent: int = 0
     failed: int = 0
     blocked: int = 0
-    status: str = "done"        # done | stopped | peer_flood
+    status: str = "done"        # done | stopped | one of ACCOUNT_REFUSALS' statuses
     reason: str | None = None
 
 
@@ -1057,7 +1196,8 @@ class Worker:
             await self.clock.sleep(step, self.stop.event)
 
     async def run(self) -> WorkerResult:
-        """Send until the run owes nothing this account can send, a stop, or PeerFlood."""
+        """Send until the run owes nothing this account can send, a stop, or Telegram
+        refusing the account (ACCOUNT_REFUSALS)."""
         set_worker_state(self.conn, self.run_id, self.profile.id, "running", self.clock.now(),
                          pid=os.getpid())
         release_dead_claims(self.conn, self.clock.now())  # e.g. this account's crashed worker
@@ -1124,8 +1264,8 @@ class Worker:
                     record_failure(self.conn, claim, "FloodWaitError", str(exc),
                                    self.clock.now())
                 return False
-            except errors.PeerFloodError as exc:
-                return self.peer_flood(claim, exc)
+            except tuple(ACCOUNT_REFUSALS) as exc:
+                return self.account_refused(claim, exc)
             except errors.SlowModeWaitError as exc:
                 now = self.clock.now()
                 record_failure(self.conn, claim, "SlowModeWaitError", str(exc), now,
@@ -1195,14 +1335,16 @@ class Worker:
             log.warning("%s: %s refused the message (%s); trying again later",
                         self.profile.name, claim.chat, error_type)
 
-    def peer_flood(self, claim: Claim, exc: Exception) -> bool:
-        """Telegram limited this account: it stops for the run, its chats go to the others."""
+    def account_refused(self, claim: Claim, exc: Exception) -> bool:
+        """Telegram refuses this account everywhere (PeerFlood, restricted, frozen): it stops
+        for the run; the chat, not at fault, goes back to the other accounts at once."""
         now = self.clock.now()
-        record_failure(self.conn, claim, "PeerFloodError", str(exc), now)
+        record_failure(self.conn, claim, type(exc).__name__, str(exc), now)
         self.result.failed += 1
-        self.result.status = "peer_flood"
-        self.result.reason = ("PeerFlood: Telegram limited this account (check @SpamBot); "
-                              "stopped for this run, its chats go to the other accounts")
+        status, reason = next(value for kind, value in ACCOUNT_REFUSALS.items()
+                              if isinstance(exc, kind))
+        self.result.status = status
+        self.result.reason = f"{reason}; stopped for this run, its chats go to the other accounts"
         log.error("%s: %s", self.profile.name, self.result.reason)
         return False
 
@@ -1225,7 +1367,7 @@ async def run_account(conn: sqlite3.Connection, run_id: str, profile: Profile, c
     # Telethon's five retries
     async with telegram_session.open_client(account, request_retries=0) as client:
         stop = stop or StopSignal()
-        sender = TelegramSender(client, account, clock, stop)
+        sender = TelegramSender(client, account, clock, stop, config.parse_mode)
         worker = Worker(conn, run_id, profile, config, sender.send, clock, stop, rng)
         return await worker.run()
 
@@ -1257,15 +1399,18 @@ def worker_command(args: argparse.Namespace, run_id: str, profile: Profile) -> l
 
 
 class Supervisor:
-    """`start`'s process: one worker process per account, restarted after a crash (with a
-    growing pause) unless it ended for a reason a restart cannot fix."""
+    """`start`'s process: one worker process per account, at most `workers` at once (the
+    next account starts when one ends while sends are still owed), restarted after a crash
+    (with a growing pause) unless it ended for a reason a restart cannot fix."""
 
     def __init__(self, args: argparse.Namespace, conn: sqlite3.Connection, run_id: str,
-                 profiles: Sequence[Profile]) -> None:
+                 profiles: Sequence[Profile], workers: int | None = None) -> None:
         self.args = args
         self.conn = conn
         self.run_id = run_id
         self.profiles = profiles
+        self.workers = workers or len(profiles)
+        self.waiting = list(profiles)       # accounts not started yet
         self.children: dict[str, subprocess.Popen] = {}
         self.restarts: dict[str, int] = dict.fromkeys((p.name for p in profiles), 0)
         self.restart_at: dict[str, float] = {}
@@ -1301,8 +1446,7 @@ class Supervisor:
         """Spawn, watch and restart workers until every one has ended."""
         signal.signal(signal.SIGINT, self.on_signal)
         migrate_db.handle_stop_signals(self.on_signal)
-        for profile in self.profiles:
-            self.spawn(profile)
+        self.start_waiting()
         by_name = {p.name: p for p in self.profiles}
         while self.children or self.restart_at:
             time.sleep(0.2)
@@ -1329,6 +1473,19 @@ class Supervisor:
                 elif time.monotonic() >= when:
                     del self.restart_at[name]
                     self.spawn(by_name[name])
+            self.start_waiting()
+        now = Clock().now()
+        for profile in self.waiting:  # never needed: the run ended first
+            set_worker_state(self.conn, self.run_id, profile.id, "not started", now,
+                             reason=f"--workers {self.workers}: the others were enough",
+                             ended=True)
+
+    def start_waiting(self) -> None:
+        """Start accounts not started yet while fewer than `workers` run and sends are owed."""
+        while self.waiting and len(self.children) + len(self.restart_at) < self.workers \
+                and not stop_requested(self.conn, self.run_id) \
+                and remaining_sends(self.conn, self.run_id):
+            self.spawn(self.waiting.pop(0))
 
     def report(self) -> None:
         """Every 15 s: the metrics file (--metrics-file), and a heartbeat line once no send
@@ -1385,21 +1542,55 @@ def account_summary(conn: sqlite3.Connection, run_id: str) -> list[str]:
             + (f" ({reason})" if reason else "") for name, status, reason, sent, failed in rows]
 
 
-def estimate_seconds(total_sends: int, accounts: int, per_hour: int, top_quota: int,
-                     config: Config) -> float:
-    """How long a run of `total_sends` should take: the hourly limits of the accounts, or
-    the cycle delays of the chat owed the most sends, whichever is longer."""
-    if total_sends <= 0:
-        return 0.0
-    by_rate = total_sends / (max(accounts, 1) * per_hour) * 3600
-    mean_delay = config.cycle_delay_minutes * 60 * (1 + config.delay_randomness / 2)
-    return max(by_rate, max(top_quota - 1, 0) * mean_delay)
+def estimate_end(conn: sqlite3.Connection, config: Config, profiles: Sequence[Profile],
+                 owed: Sequence[tuple[int, datetime]], now: datetime) -> datetime | None:
+    """When the last of the `owed` sends ((sends, chat next due) per chat) should be made by
+    these accounts: the schedule played forward as the workers run it, with each account's
+    recorded Telegram wait, the sends already in its hourly window and its free slots, and
+    the mean cycle delay between two sends to one chat. None without an account to send."""
+    limit = config.max_messages_per_hour
+    delay = timedelta(minutes=config.cycle_delay_minutes * (1 + config.delay_randomness / 2))
+    windows: list[list[datetime]] = []
+    accounts: list[tuple[datetime, int]] = []
+    for profile in profiles:
+        wait = recorded_wait(profile, now)
+        if wait and wait[0] == "peer_flood":
+            continue
+        window = window_sends(conn, profile.id, now)[-limit:]
+        free = now if len(window) < limit else max(now, window[-limit] + WINDOW)
+        if wait:
+            free = max(free, wait[1])
+        windows.append(window)
+        accounts.append((free, len(windows) - 1))
+    chats = [(max(due, now), index, count) for index, (count, due) in enumerate(owed) if count]
+    heapq.heapify(accounts)
+    heapq.heapify(chats)
+    end = None
+    while accounts and chats:
+        due, index, count = heapq.heappop(chats)
+        free, account = heapq.heappop(accounts)
+        end = max(due, free)
+        window = windows[account]
+        window.append(end)
+        del window[:-limit]
+        heapq.heappush(accounts, (end if len(window) < limit else window[0] + WINDOW,
+                                  account))
+        if count > 1:
+            heapq.heappush(chats, (end + delay, index, count - 1))
+    return end if accounts else None
+
+
+def eta_text(end: datetime | None, now: datetime) -> str:
+    """'about 6 h (around 14:00 UTC ...)', from an estimate_end result."""
+    if end is None:
+        return "never: no account can send"
+    return f"about {format_duration((end - now).total_seconds())} (around {format_time(end)})"
 
 
 def plan_lines(conn: sqlite3.Connection, config: Config, group: str | None,
                profiles: Sequence[Profile], now: datetime) -> list[str]:
     """What a start would send to whom, and when it should end."""
-    chats, carry, total, top = campaign_totals(conn, group, config.max_cycles)
+    chats, carry, total = campaign_totals(conn, group, config.max_cycles)
     texts = active_texts(conn)
     usable = [p for p in profiles if account_wait(p, now)[0] != "peer_flood"]
     lines = [f"group: {group or 'all groups'}; {chats} chats not blocked; "
@@ -1413,14 +1604,16 @@ def plan_lines(conn: sqlite3.Connection, config: Config, group: str | None,
              f"limits: {config.max_messages_per_hour}/h per account, at least "
              f"{config.cycle_delay_minutes:g} min between sends to one chat "
              f"(+ up to {config.delay_randomness:.0%}); settings from {config.source}"]
-    if usable and total:
-        seconds = estimate_seconds(total, len(usable), config.max_messages_per_hour, top,
-                                   config)
-        lines.append(f"should end in about {format_duration(seconds)} "
-                     f"(around {format_time(now + timedelta(seconds=seconds))})")
     clause, args = _group_clause(group)
+    if total:
+        owed = [(count, from_text(due) if due else ANY_TIME) for count, due in conn.execute(
+            f"SELECT {CARRY_SQL} + ?, next_available_at FROM tasks WHERE is_blocked = 0 "
+            f"{clause}", (config.max_cycles, *args))]
+        lines.append("should end in " + eta_text(
+            estimate_end(conn, config, usable, owed, now), now)
+            + " (hourly slots, cycle delays and recorded waits included)")
     rows = conn.execute(
-        "SELECT chat_username, MAX(run_quota - run_sent, 0), completed_cycles, group_id "
+        f"SELECT chat_username, {CARRY_SQL}, completed_cycles, group_id "
         f"FROM tasks WHERE is_blocked = 0 {clause} ORDER BY id LIMIT ?",
         (*args, PLAN_LINES)).fetchall()
     for chat, owed, done, chat_group in rows:
@@ -1433,6 +1626,16 @@ def plan_lines(conn: sqlite3.Connection, config: Config, group: str | None,
     if chats > len(rows):
         lines.append(f"  ... and {chats - len(rows)} more chats")
     return lines
+
+
+def recorded_wait(profile: Profile, now: datetime) -> tuple[str, datetime] | None:
+    """(kind, until) of the account's running Telegram wait, if any (none if its folder
+    cannot be read: `status` says why)."""
+    try:
+        account = telegram_session.load_account(profile.folder)
+    except telegram_session.AccountError:
+        return None
+    return telegram_session.current_wait(account, now=now)
 
 
 def account_wait(profile: Profile, now: datetime) -> tuple[str | None, str]:
@@ -1478,11 +1681,15 @@ def status_lines(conn: sqlite3.Connection, config: Config, now: datetime) -> lis
     if not profiles:
         lines.append("  none (add one with add-profile FOLDER)")
     if run:
-        lines += run_lines(conn, config, run, len(profiles), now)
+        lines += run_lines(conn, config, run, profiles, now)
     blocked = conn.execute("SELECT chat_username, group_id, block_reason FROM tasks "
-                           "WHERE is_blocked = 1 ORDER BY id").fetchall()
-    lines.append(f"blocked chats: {len(blocked)}")
+                           "WHERE is_blocked = 1 AND status != 'removed' ORDER BY id").fetchall()
+    lines.append(f"blocked chats: {len(blocked)}" + (" (unblock CHAT to retry one)"
+                                                      if blocked else ""))
     lines += [f"  {chat} ({group}): {reason}" for chat, group, reason in blocked]
+    removed = conn.execute("SELECT COUNT(*) FROM tasks WHERE status = 'removed'").fetchone()[0]
+    if removed:
+        lines.append(f"removed chats: {removed}")
     waiting = conn.execute(
         "SELECT t.chat_username, p.profile_name FROM tasks t JOIN task_attempts a ON "
         "a.id = t.open_attempt_id LEFT JOIN profiles p ON p.id = a.profile_id "
@@ -1494,8 +1701,8 @@ def status_lines(conn: sqlite3.Connection, config: Config, now: datetime) -> lis
     return lines
 
 
-def run_lines(conn: sqlite3.Connection, config: Config, run: tuple, accounts: int,
-              now: datetime) -> list[str]:
+def run_lines(conn: sqlite3.Connection, config: Config, run: tuple,
+              profiles: Sequence[Profile], now: datetime) -> list[str]:
     """The latest run's progress, carry-over and ETA."""
     run_id, status, started, ended, quota, carry, reason, group = run
     sent = conn.execute("SELECT COUNT(*) FROM task_attempts WHERE run_id = ? AND "
@@ -1512,13 +1719,187 @@ def run_lines(conn: sqlite3.Connection, config: Config, run: tuple, accounts: in
              f"{remaining} still owed",
              f"  carried over from the run before: {carry_sent}/{carry} sent"]
     if status == "running" and remaining:
-        seconds = estimate_seconds(remaining, accounts, config.max_messages_per_hour,
-                                   1, config)
-        lines.append(f"  ETA: about {format_duration(seconds)} "
-                     f"(around {format_time(now + timedelta(seconds=seconds))})")
+        sending = {profile_id for (profile_id,) in conn.execute(
+            "SELECT profile_id FROM campaign_run_profiles WHERE run_id = ? AND status IN "
+            "('starting', 'running')", (run_id,))}
+        owed = [(count, from_text(due) if due else ANY_TIME) for count, due in conn.execute(
+            "SELECT run_quota - run_sent, next_available_at FROM tasks WHERE "
+            "current_run_id = ? AND is_blocked = 0 AND run_sent < run_quota", (run_id,))]
+        end = estimate_end(conn, config, [p for p in profiles if p.id in sending], owed, now)
+        lines.append(f"  ETA: {eta_text(end, now)} (hourly slots, cycle delays and "
+                     "recorded waits included)")
     if reason:
         lines.append(f"  ended because: {reason}")
+    rows = conn.execute(
+        "SELECT chat_username, run_quota, run_carry, run_sent, status FROM tasks "
+        "WHERE current_run_id = ? ORDER BY run_sent >= run_quota, id LIMIT ?",
+        (run_id, PLAN_LINES)).fetchall()
+    chats = conn.execute("SELECT COUNT(*) FROM tasks WHERE current_run_id = ?",
+                         (run_id,)).fetchone()[0]
+    lines.append("  per chat (owed = carried over + new this run):")
+    lines += [f"  {chat}: owed {quota} = {carried} carried + {quota - carried} new, "
+              f"{sent} sent" + (f" ({state})" if state in ("blocked", "removed") else "")
+              for chat, quota, carried, sent, state in rows]
+    if chats > len(rows):
+        lines.append(f"  ... and {chats - len(rows)} more chats")
     return lines
+
+
+def find_run(conn: sqlite3.Connection, run_id: str | None) -> tuple:
+    """The run `run_id` names (a unique prefix will do; None: the latest) as (run_id, status,
+    started_at, ended_at, quota_total, carry_total, end_reason, group_id)."""
+    columns = ("SELECT run_id, status, started_at, ended_at, quota_total, carry_total, "
+               "end_reason, group_id FROM campaign_runs ")
+    if run_id is None:
+        rows = conn.execute(columns + "ORDER BY started_at DESC, rowid DESC LIMIT 1").fetchall()
+        if not rows:
+            raise CampaignError("no runs yet (start one with: campaign.py start)")
+        return rows[0]
+    rows = conn.execute(columns + "WHERE substr(run_id, 1, ?) = ? LIMIT 2",
+                        (len(run_id), run_id)).fetchall()
+    if len(rows) != 1:
+        what = "no run" if not rows else "more than one run"
+        raise CampaignError(f"{what} with id {run_id!r} (runs lists them)", EXIT_USAGE)
+    return rows[0]
+
+
+def _by_error(pairs: Sequence[tuple[str | None, int]]) -> str:
+    return ", ".join(f"{name or 'unknown'} x{count}" for name, count in pairs)
+
+
+def report_lines(conn: sqlite3.Connection, run: tuple) -> list[str]:
+    """A run's outcome per account and per chat: sent, failed by Telegram's error name, and
+    for each send owed but not made, why."""
+    run_id, status, started, ended, quota, carry, reason, group = run
+    lines = [f"run {run_id} ({group or 'all groups'}): {status}, started "
+             f"{format_time(from_text(started))}"
+             + (f", ended {format_time(from_text(ended))}" if ended else "")
+             + (f" ({reason})" if reason else "")]
+    totals = dict(conn.execute("SELECT status, COUNT(*) FROM task_attempts WHERE run_id = ? "
+                               "GROUP BY status", (run_id,)).fetchall())
+    lines.append(f"  owed {quota or 0} ({carry or 0} carried over + {(quota or 0) - (carry or 0)}"
+                 f" new), sent {totals.get('success', 0)}, failed attempts "
+                 f"{totals.get('failed', 0)}")
+    failures: dict[tuple[str, int], list[tuple[str | None, int]]] = {}
+    for who, key, error, count in conn.execute(
+            "SELECT 'profile', CAST(profile_id AS INTEGER), error_type, COUNT(*) FROM "
+            "task_attempts "
+            "WHERE run_id = ? AND status = 'failed' GROUP BY profile_id, error_type UNION ALL "
+            "SELECT 'task', task_id, error_type, COUNT(*) FROM task_attempts "
+            "WHERE run_id = ? AND status = 'failed' GROUP BY task_id, error_type "
+            "ORDER BY 4 DESC, 3", (run_id, run_id)):
+        failures.setdefault((who, key), []).append((error, count))
+    lines.append("accounts:")
+    for profile_id, name, state, why, sent in conn.execute(
+            "SELECT rp.profile_id, p.profile_name, rp.status, rp.reason, (SELECT COUNT(*) FROM "
+            "task_attempts a WHERE a.run_id = rp.run_id AND a.profile_id = rp.profile_id AND "
+            "a.status = 'success') FROM campaign_run_profiles rp JOIN profiles p ON "
+            "p.id = rp.profile_id WHERE rp.run_id = ? ORDER BY p.profile_name", (run_id,)):
+        failed = failures.get(("profile", profile_id), [])
+        lines.append(f"  {name}: {sent} sent, {sum(c for _, c in failed)} failed"
+                     + (f" ({_by_error(failed)})" if failed else "") + f"; {state}"
+                     + (f": {why}" if why else ""))
+    lines.append("chats:")
+    rows = conn.execute(
+        "SELECT t.id, t.chat_username, t.current_run_id IS ?, t.run_quota, t.run_sent, "
+        "t.status, t.block_reason, t.open_attempt_id, (SELECT COUNT(*) FROM task_attempts a "
+        "WHERE a.task_id = t.id AND a.run_id = ? AND a.status = 'success') FROM tasks t "
+        "WHERE t.current_run_id = ? OR t.id IN (SELECT task_id FROM task_attempts WHERE "
+        "run_id = ?) ORDER BY t.id", (run_id, run_id, run_id, run_id)).fetchall()
+    for task_id, chat, latest, owed, run_sent, state, block, in_doubt, sent in rows:
+        failed = failures.get(("task", task_id), [])
+        text = f"  {chat}: {sent}" + (f"/{owed}" if latest else "") + " sent"
+        if failed:
+            text += f"; failed: {_by_error(failed)}"
+        if latest and run_sent < owed:
+            if state in ("blocked", "removed"):
+                why = f"{state}: {block}"
+            elif in_doubt:
+                why = "a send in doubt waits for its account to run again"
+            elif status == "running":
+                why = "not due yet"
+            else:
+                why = f"the run ended ({status}) first"
+            text += f"; skipped {owed - run_sent}: {why}"
+        lines.append(text)
+    clause, args = _group_clause(group)
+    before = conn.execute(
+        "SELECT chat_username, status, block_reason FROM tasks WHERE is_blocked = 1 AND "
+        f"current_run_id IS NOT ? {clause} AND id NOT IN (SELECT task_id FROM task_attempts "
+        "WHERE run_id = ?) ORDER BY id", (run_id, *args, run_id)).fetchall()
+    lines += [f"  {chat}: skipped, {state} before the run: {block}"
+              for chat, state, block in before]
+    return lines
+
+
+def _chat_access(entity: Any) -> tuple[bool, bool]:
+    """(member, may write) for a resolved chat, from the rights Telegram reports to us."""
+    member = not getattr(entity, "left", True)
+    if getattr(entity, "creator", False):
+        return member, member
+    admin = getattr(entity, "admin_rights", None)
+    if getattr(entity, "broadcast", False):  # a channel: only admins who may post
+        return member, member and bool(admin and admin.post_messages)
+    banned = [rights for rights in (getattr(entity, "banned_rights", None),
+                                    getattr(entity, "default_banned_rights", None)) if rights]
+    return member, member and (admin is not None or not any(r.send_messages for r in banned))
+
+
+async def check_account(profile: Profile, chats: Sequence[str]) -> list[tuple[str, bool]]:
+    """(line, is a problem) per chat for one account: member, may write, slow mode."""
+    account = telegram_session.load_account(profile.folder)
+    results = []
+    async with telegram_session.open_client(account) as client:
+        for chat in chats:
+            async def resolve(ref: str | int = chat_reference(chat)) -> Any:
+                return await client.get_entity(ref)
+            try:
+                entity = await telegram_session.call_with_flood_wait(
+                    account, resolve, request="contacts.ResolveUsername")
+            except (ValueError, errors.RPCError) as exc:
+                name = type(exc).__name__ if isinstance(exc, errors.RPCError) else "not found"
+                results.append((f"{chat}: cannot see it ({name})", True))
+                continue
+            if not isinstance(entity, (types.Channel, types.Chat)):
+                results.append((f"{chat}: not a group or channel", True))
+                continue
+            member, may_write = _chat_access(entity)
+            if not member:
+                results.append((f"{chat}: not a member (join it before the run)", True))
+                continue
+            if not may_write:
+                results.append((f"{chat}: member, may NOT write (Telegram restricts sending "
+                                "there)", True))
+                continue
+            slow = 0
+            if isinstance(entity, types.Channel) and entity.megagroup:
+                async def full_chat(channel: Any = entity) -> Any:
+                    return await client(functions.channels.GetFullChannelRequest(channel))
+                full = await telegram_session.call_with_flood_wait(
+                    account, full_chat, request="channels.GetFullChannel")
+                slow = full.full_chat.slowmode_seconds or 0
+            results.append((f"{chat}: member, may write, " + (
+                f"slow mode {slow} s (one message per {format_duration(slow)} from this "
+                "account)" if slow else "no slow mode"), False))
+    return results
+
+
+def check_lines(profiles: Sequence[Profile], chats: Sequence[str]) -> tuple[list[str], int]:
+    """What `check` prints, and the number of problems found."""
+    lines, problems = [], 0
+    for profile in profiles:
+        lines.append(f"{profile.name}:")
+        try:
+            results = asyncio.run(check_account(profile, chats))
+        except telegram_session.AccountError as exc:
+            lines.append(f"  cannot check: {exc}")
+            problems += 1
+            continue
+        lines += [f"  {line}" for line, _ in results]
+        problems += sum(bad for _, bad in results)
+    lines.append(f"check: {len(profiles)} account(s) x {len(chats)} chat(s), "
+                 f"{problems} problem(s)")
+    return lines, problems
 
 
 def runs_lines(conn: sqlite3.Connection) -> list[str]:
@@ -1692,7 +2073,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     print(f"{info.chats} chats, {info.quota_total} sends owed ({info.carry_total} carried "
           f"over from the run before), accounts: {', '.join(p.name for p in profiles)}",
           flush=True)
-    supervisor = Supervisor(args, conn, info.run_id, profiles)
+    supervisor = Supervisor(args, conn, info.run_id, profiles, args.workers)
     supervisor.run()
     crashed = [name for name, code in supervisor.exit_codes.items()
                if code not in (EXIT_OK, EXIT_INTERRUPTED)]
@@ -1722,12 +2103,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     configure_logging(profile.folder, args.verbose, args.quiet)
     stop = StopSignal()
     clock = Clock()
+    parent = os.getppid()
 
     async def main() -> WorkerResult:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, *migrate_db.STOP_SIGNALS):
             loop.add_signal_handler(signum, stop.set)
-        return await run_account(conn, args.run, profile, args.config_obj, clock, stop)
+        watchdog = asyncio.ensure_future(watch_parent(parent, stop, profile.name))
+        try:
+            return await run_account(conn, args.run, profile, args.config_obj, clock, stop)
+        finally:
+            watchdog.cancel()
 
     try:
         result = asyncio.run(main())
@@ -1736,10 +2122,26 @@ def cmd_worker(args: argparse.Namespace) -> int:
                          reason=exc.message, ended=True)
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    finally:
+        # the event loop is closed and has put the default action (death) back: a second
+        # stop signal (`stop` and `start` both send one) must not kill a worker that is
+        # already ending, or it would count as crashed
+        for signum in migrate_db.STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
     print(f"{profile.name}: {result.sent} sent, {result.failed} failed "
           f"({result.blocked} chats blocked), {result.status}"
           + (f" ({result.reason})" if result.reason else ""), flush=True)
     return EXIT_OK
+
+
+async def watch_parent(parent: int, stop: StopSignal, name: str) -> None:
+    """Stop the worker when the `start` process that made it is gone (killed, even with
+    SIGKILL): its send in flight is finished, the chat and the account's session lock are
+    released, and the next `start` has the account."""
+    while os.getppid() == parent:
+        await asyncio.sleep(PARENT_CHECK_SECONDS)
+    log.warning("%s: the start process %d is gone; stopping", name, parent)
+    stop.set()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -1749,6 +2151,57 @@ def cmd_status(args: argparse.Namespace) -> int:
     running_run(conn, now)
     for line in status_lines(conn, args.config_obj, now):
         print(line)
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Before a run: is each account a member of each chat, may it write, slow mode."""
+    conn = open_db(args)
+    profiles = list_profiles(conn, args.profiles)
+    if not profiles:
+        raise CampaignError("no profiles; add an account folder with add-profile FOLDER")
+    clause, params = _group_clause(args.group)
+    chats = [chat for (chat,) in conn.execute(
+        f"SELECT chat_username FROM tasks WHERE is_blocked = 0 {clause} "
+        "GROUP BY chat_username ORDER BY MIN(id)", params)]
+    if not chats:
+        raise CampaignError("no chats to check; import them with import-chats FILE")
+    lines, problems = check_lines(profiles, chats)
+    for line in lines:
+        print(line, flush=True)
+    return EXIT_FAILURE if problems else EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """A run's outcome per account and per chat (default: the latest run)."""
+    conn = open_db(args)
+    running_run(conn, Clock().now())
+    for line in report_lines(conn, find_run(conn, args.run_id)):
+        print(line)
+    return EXIT_OK
+
+
+def cmd_unblock(args: argparse.Namespace) -> int:
+    """Message a blocked chat again."""
+    conn = open_db(args)
+    for line in unblock_chat(conn, args.chat, args.group, Clock().now()):
+        print(line)
+    return EXIT_OK
+
+
+def cmd_remove_chat(args: argparse.Namespace) -> int:
+    """Take a chat out of every run."""
+    conn = open_db(args)
+    for line in remove_chat(conn, args.chat, args.group, Clock().now()):
+        print(line)
+    return EXIT_OK
+
+
+def cmd_clear_wait(args: argparse.Namespace) -> int:
+    """End an account's recorded Telegram wait early."""
+    conn = open_db(args)
+    profile = list_profiles(conn, [args.account])[0]
+    print(clear_wait(profile, Clock().now(), args.force))
     return EXIT_OK
 
 
@@ -1834,18 +2287,36 @@ def build_parser() -> argparse.ArgumentParser:
                          help="an account folder, e.g. sessions/session1")
     commands.add_parser("list-profiles", help="the registered accounts")
     for name, text in (("start", "make a run and send until done, stop or Ctrl+C"),
-                       ("plan", "what a start would send to whom, and when it should end")):
+                       ("plan", "what a start would send to whom, and when it should end"),
+                       ("check", "before a run: is each account a member of each chat, may "
+                                 "it write there, slow mode (exit 1 on any problem)")):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--group", help="only this group's chats (default: every group)")
         sub.add_argument("--profiles", nargs="+", metavar="NAME",
                          help="only these accounts (default: every active profile)")
         if name == "start":
+            sub.add_argument("--workers", type=int, metavar="N",
+                             help="at most N accounts send at once; the next one starts when "
+                                  "one stops (default: every account)")
             sub.add_argument("--dry-run", action="store_true",
                              help="print the plan; send nothing, record no run")
             sub.add_argument("--metrics-file", metavar="PATH", type=Path,
                              help="METRICS_FILE: Prometheus text rewritten every "
                                   f"{migrate_db.METRICS_SECONDS:g} s (node_exporter textfile)")
     commands.add_parser("status", help="accounts, the latest run's progress, blocked chats")
+    report = commands.add_parser("report", help="a run per account and per chat: sent, "
+                                 "skipped and why, failed by error name")
+    report.add_argument("run_id", nargs="?", metavar="RUN_ID",
+                        help="the run (a unique prefix will do; default: the latest)")
+    for name, text in (("unblock", "message a blocked chat again"),
+                       ("remove-chat", "take a chat out of every run (its history is kept)")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("chat", metavar="CHAT", help="@username, t.me link or numeric id")
+        sub.add_argument("--group", help="only in this group (default: every group)")
+    wait = commands.add_parser("clear-wait", help="end an account's recorded Telegram wait")
+    wait.add_argument("account", metavar="ACCOUNT", help="the profile name, e.g. session1")
+    wait.add_argument("--force", action="store_true",
+                      help="clear it even though Telegram's wait is still running")
     commands.add_parser("runs", help="every run with its sends")
     stop = commands.add_parser("stop", help="end the running run cleanly")
     stop.add_argument("--wait", type=float, default=STOP_WAIT_SECONDS,
@@ -1861,6 +2332,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "import-messages": cmd_import_messages, "add-profile": cmd_add_profile,
     "list-profiles": cmd_list_profiles, "start": cmd_start, "plan": cmd_plan,
     "status": cmd_status, "runs": cmd_runs, "stop": cmd_stop, "worker": cmd_worker,
+    "report": cmd_report, "unblock": cmd_unblock, "remove-chat": cmd_remove_chat,
+    "clear-wait": cmd_clear_wait, "check": cmd_check,
 }
 
 
@@ -1868,8 +2341,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, load the config, run the command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "stop" and args.wait < 0:
-        parser.error("--wait must not be negative")
+    if args.command == "stop" and not (math.isfinite(args.wait) and args.wait >= 0):
+        parser.error(f"--wait must be a number of seconds >= 0, got {args.wait}")
+    if args.command == "start" and args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
     try:
         args.config_obj = load_config(args.config)
         args.db_path = args.db or args.config_obj.database_path or DEFAULT_DB

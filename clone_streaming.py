@@ -66,6 +66,7 @@ LEGACY_NOTE = "cloned by an earlier clone_streaming.py (checkpoint.txt)"
 EVENT_SETTLE_SECONDS = 0.5             # lets an album's items all arrive before a pass
 WAIT_POLL_SECONDS = 0.02               # polling another account's claim (replies, order)
 LEFTOVER_POLL_SECONDS = 0.5            # --once: polling the claims of other accounts
+HISTORY_PAGE = 100                     # messages per history request (Telegram's most)
 RECENT_TARGET_SCAN = 200               # target messages searched after RANDOM_ID_DUPLICATE
 CLOCK_SKEW_SECONDS = 60                # slack around a send in doubt (our clock vs Telegram's)
 SEND_ATTEMPTS = 5                      # dropped connections per send
@@ -227,6 +228,10 @@ class Checkpoint(ABC):
         """The last source id up to which every known message is finished (0 if none)."""
 
     @abstractmethod
+    def newest_known(self) -> int:
+        """The highest source id the pair has a row for, whatever its state (0 if none)."""
+
+    @abstractmethod
     def open_below(self, msg_id: int) -> list[tuple[int, str, str | None]]:
         """Unfinished rows older than `msg_id`: (msg_id, status, session)."""
 
@@ -285,7 +290,7 @@ class SqliteCheckpoint(Checkpoint):
                  claim_timeout: float = DEFAULT_CLAIM_TIMEOUT) -> None:
         super().__init__(session_name, claim_timeout=claim_timeout)
         self.db_path = Path(db_path)
-        self.conn = migrate_db.connect(self.db_path)
+        self.conn = migrate_db.connect(self.db_path, kind="checkpoint")
 
     def close(self) -> None:
         self.conn.close()
@@ -476,6 +481,10 @@ class SqliteCheckpoint(Checkpoint):
         if first_open is not None:
             return first_open - 1
         return last or 0
+
+    def newest_known(self) -> int:
+        return self.conn.execute(f"SELECT COALESCE(MAX(msg_id), 0) FROM messages "
+                                 f"WHERE {self._PAIR}", self._params()).fetchone()[0]
 
     def open_below(self, msg_id: int) -> list[tuple[int, str, str | None]]:
         return self.conn.execute(
@@ -1250,6 +1259,8 @@ REFUSALS: dict[str, tuple[str, str]] = {
     "CHAT_ADMIN_REQUIRED": ("stop_chat", "as CHAT_WRITE_FORBIDDEN"),
     "CHANNEL_PRIVATE": ("stop_chat", "as CHAT_WRITE_FORBIDDEN (the account left or was "
                         "removed)"),
+    "CHANNEL_INVALID": ("stop_chat", "as CHAT_WRITE_FORBIDDEN"),
+    "PEER_ID_INVALID": ("stop_chat", "as CHAT_WRITE_FORBIDDEN"),
     "RANDOM_ID_DUPLICATE": ("sent", "sent before a restart: the copy is found in the "
                             "target and recorded done"),
 }
@@ -1262,7 +1273,9 @@ MISSING_RIGHT = {"CHAT_WRITE_FORBIDDEN": "the right to post messages (be a membe
                                          "channel, an admin who may post)",
                  "CHAT_ADMIN_REQUIRED": "the admin right to manage topics (or set "
                                         "AUTO_CREATE_TOPICS=false)",
-                 "CHANNEL_PRIVATE": "membership (the account is not in the chat)"}
+                 "CHANNEL_PRIVATE": "membership (the account is not in the chat)",
+                 "CHANNEL_INVALID": "access to the chat (this account cannot see it)",
+                 "PEER_ID_INVALID": "access to the chat (this account cannot see it)"}
 _ERROR_NAMES = {cls: name for name, cls in rpcerrorlist.rpc_errors_dict.items()}
 _ERROR_NAMES.update({cls: re.sub(r"_?\(\\d\+\)", "_X", pattern).removesuffix("_X")
                      for pattern, cls in rpcerrorlist.rpc_errors_re})
@@ -1345,6 +1358,7 @@ class Cloner:
         self.last_seen = 0
         self.new_messages = asyncio.Event()
         self.changed: set[int] = set()     # source ids edited or deleted (SYNC_*)
+        self.held: set[int] = set()        # ids claimed with the page being read
         self.one_at_a_time = False          # slow mode in the target: one message a request
         self.silent = config.silent is not False        # SILENT: default on in backfill
 
@@ -1530,7 +1544,8 @@ class Cloner:
             except (errors.FloodWaitError, errors.FloodPremiumWaitError) as exc:
                 telegram_session.record_wait(self.account, exc.seconds,
                                              request="messages.GetHistory")
-                self.give_back_batch()              # others go on while this one sleeps
+                if self.config.shared:
+                    self.give_back_batch()          # others go on while this one sleeps
                 await telegram_session.wait_if_limited(self.account)
                 continue
             await self.flush()
@@ -1550,20 +1565,33 @@ class Cloner:
         await self.process_ids(held)
 
     async def read_history(self) -> None:
-        """Read the source from the resume point in id order, cloning unit by unit."""
+        """Read the source after the resume point, a page (HISTORY_PAGE messages, one
+        request) at a time in id order, cloning unit by unit. A page's messages are claimed
+        in one transaction; a page other accounts hold entirely is not worked through: the
+        reading jumps to the newest id the checkpoint knows, so accounts leapfrog each other
+        instead of each reading the whole history."""
         start = max(self.checkpoint.resume_point(), self.last_seen)
         unit: list[Any] = []
-        history = self.client.iter_messages(self.source, reverse=True, min_id=start,
-                                            wait_time=0)
-        async for message in history:
-            self.progress.top_id = max(self.progress.top_id, history.total or 0)
-            grouped = getattr(message, "grouped_id", None)
-            if unit and grouped and grouped == getattr(unit[0], "grouped_id", None):
-                unit.append(message)
-                continue
-            if unit:
-                await self.handle(unit)
-            unit = [message]
+        while page := await self.client.get_messages(
+                self.source, reverse=True, min_id=start, limit=HISTORY_PAGE, wait_time=0):
+            self.progress.top_id = max(self.progress.top_id, page.total or 0)
+            self.held = set(self.checkpoint.claim(
+                [m.id for m in page], grouped_ids={m.id: m.grouped_id for m in page
+                                                   if getattr(m, "grouped_id", None)}))
+            for message in page:
+                grouped = getattr(message, "grouped_id", None)
+                if unit and grouped and grouped == getattr(unit[0], "grouped_id", None):
+                    unit.append(message)
+                    continue
+                if unit:
+                    await self.handle(unit)
+                unit = [message]
+            start = page[-1].id
+            if not self.held:                   # other accounts are on it: go past them
+                start = max(start, self.checkpoint.newest_known())
+                self.last_seen = max(self.last_seen, start)
+            if len(page) < HISTORY_PAGE:        # the newest page
+                break
         if unit:
             await self.handle(unit)
 
@@ -1604,8 +1632,12 @@ class Cloner:
     async def handle(self, unit: list[Any]) -> None:
         """Claim a unit (album or message) and clone it, skip it, or queue it to forward."""
         self.last_seen = max(self.last_seen, unit[-1].id)
-        groups = {m.id: m.grouped_id for m in unit if getattr(m, "grouped_id", None)}
-        held = set(self.checkpoint.claim([m.id for m in unit], grouped_ids=groups))
+        ids = [m.id for m in unit]
+        if self.held.issuperset(ids):           # claimed with its page
+            held = set(ids)
+        else:
+            held = set(self.checkpoint.claim(ids, grouped_ids={
+                m.id: m.grouped_id for m in unit if getattr(m, "grouped_id", None)}))
         unit = [m for m in unit if m.id in held]
         if not unit:
             return
@@ -1731,8 +1763,11 @@ class Cloner:
             raise
 
     async def rest_and_retry(self, units: list[list[Any]]) -> None:
-        """After a long FloodWait: sleep it out, then clone whatever of these units nobody
-        else took meanwhile."""
+        """After a long FloodWait: with other accounts (shared), every claim not being sent
+        goes back first, so they go on; sleep it out, then clone whatever of these units
+        nobody else took meanwhile."""
+        if self.config.shared:
+            self.give_back_batch()
         await telegram_session.wait_if_limited(self.account)
         await self.process_ids([m.id for u in units for m in u])
 
@@ -1775,10 +1810,11 @@ class Cloner:
             await self.forward_units(units, topic)
 
     def give_back_batch(self) -> None:
-        """Give back the units queued for forwarding (before a long sleep)."""
-        units = [unit for batch in self.batches.values() for unit in batch]
+        """Before a long sleep: give back every claim whose send has not started (the
+        units queued for forwarding, the rest of the page) so other accounts take them."""
         self.batches = {}
-        self.checkpoint.give_back([m.id for u in units for m in u])
+        self.held = set()
+        self.checkpoint.give_back(self.checkpoint.owned())
 
     async def forward_units(self, units: list[list[Any]], topic: int | None) -> None:
         if self.config.ordered:
@@ -1928,7 +1964,8 @@ class Cloner:
         size = media.document.size if isinstance(media, types.MessageMediaDocument) else max(
             (getattr(s, "size", 0) for s in getattr(media.photo, "sizes", [])), default=0)
         if size > self.config.max_media_bytes:
-            raise SendRefused(f"media of {size / 2 ** 20:.1f} MB is over MAX_MEDIA_MB")
+            log.info("source message %d: media of %.1f MB", message.id, size / 2 ** 20)
+            raise SendRefused("media over MAX_MEDIA_MB")
         if not reupload:
             return utils.get_input_media(media)
         uploaded = await self.reupload(message)
@@ -2430,7 +2467,13 @@ def main(argv: list[str] | None = None, profile: Profile = SINGLE) -> int:
         return EXIT_LIMITED
     except errors.RPCError as exc:
         log.debug("details of the failure", exc_info=True)     # clone.log only
-        print(f"error: account {account.name}: Telegram refused {error_name(exc)}: {exc}",
+        name = error_name(exc)
+        if refusal(exc) == "stop_chat":         # no restart loop: a chat must be fixed
+            print(f"error: account {account.name}: Telegram refused {name}: it needs "
+                  f"{MISSING_RIGHT[name]} in SOURCE_CHAT={config.source_chat} or "
+                  f"TARGET_CHAT={config.target_chat}", file=sys.stderr)
+            return telegram_session.EXIT_USAGE
+        print(f"error: account {account.name}: Telegram refused {name}: {exc}",
               file=sys.stderr)
         return telegram_session.EXIT_FAILURE
     except (OSError, sqlite3.Error, psycopg.Error) as exc:

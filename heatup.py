@@ -8,18 +8,30 @@ an LLM, or when its answer is unusable, a built-in seeded planner makes the plan
 runs over the account's Telethon client (telegram_session.open_client): channels are joined
 (already joined ones skipped), recent messages are read and marked read, idles are bounded.
 Every executed action is saved to `session_history` as it completes, failed ones with their
-reason; a warmup interrupted by a crash or Ctrl+C continues where it stopped.
+reason; a warmup interrupted by a crash or Ctrl+C continues where it stopped. A job ends
+done, partial (some action failed) or failed (no join or read succeeded, or the account was
+stopped), with each error. `pool check` resolves every pool channel through an account and
+marks the dead ones; plans use only the live channels.
+
+The HTTP API answers as the earlier Heat Up service did (GET /, /health, POST /warmup/ID,
+/warmup-sync/ID, GET /sessions/ID/history; `detail` errors, FastAPI's 422 for a bad `days`)
+with the suite's additions beside (job ids, /jobs/JOB, planner, plan, /metrics). Without
+HEATUP_API_TOKEN it serves only loopback Host names; state-changing requests from a foreign
+Origin or with a non-JSON body are refused. Database work runs off the event loop.
 
     python heatup.py serve [--host 127.0.0.1] [--port 8080]     # the HTTP API
     python heatup.py warmup SESSION_ID [--dry-run]
     python heatup.py plan SESSION_ID                            # print a plan, run nothing
-    python heatup.py history SESSION_ID [--days 30]
+    python heatup.py history SESSION_ID [--days 30]             # any session id
+    python heatup.py pool check ACCOUNT                         # mark dead pool channels
     python heatup.py cleanup                                    # drop expired history
 
-SESSION_ID is an account folder under sessions/ (see telegram_session.py). Settings come from
+SESSION_ID is an account folder under sessions/ (see telegram_session.py); history can be
+read for any session id, e.g. the earlier service's, kept with no folder. Settings come from
 the environment or the suite's .env: OPENAI_API_KEY, OPENAI_BASE_URL, OPENAI_MODEL,
-HEATUP_API_TOKEN, SESSION_HISTORY_DAYS (30), DATABASE_PATH (sessions.db; a relative path is
-taken from the suite's folder, wherever the script is started from), HEATUP_SESSIONS_DIR,
+HEATUP_API_TOKEN (32 characters or more), SESSION_HISTORY_DAYS (30), DATABASE_PATH
+(sessions.db; a relative path is taken from the suite's folder, wherever the script is
+started from), HEATUP_SESSIONS_DIR,
 HEATUP_CHANNELS_FILE, HEATUP_LLM_TIMEOUT (30 s), HEATUP_TIME_SCALE (1; multiplies read and
 idle pauses, e.g. 0 in rehearsals; FloodWaits are always slept in full).
 
@@ -30,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hmac
 import ipaddress
 import json
@@ -39,12 +52,15 @@ import random
 import re
 import sqlite3
 import sys
+import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from dotenv import load_dotenv
@@ -71,6 +87,14 @@ LLM_TIMEOUT_SECONDS = 30.0
 LLM_PLACEHOLDER_KEY = "not-needed"        # local OpenAI-compatible servers ignore the key
 BODY_LIMIT_BYTES = 4096
 CLEANUP_INTERVAL_SECONDS = 24 * 3600
+MIN_TOKEN_LENGTH = 32
+MAKE_TOKEN = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+EARLIER_API_VERSION = "1.0.0"                   # GET / answers as the earlier service did
+HEALTH_DB_TIMEOUT = 0.5                         # seconds /health waits for a database lock
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LLM_LATENCY_BUCKETS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)      # seconds
+POOL_CHECK_PAUSE_SECONDS = 1.0                  # between two lookups of `pool check`
 
 MIN_ACTIONS, MAX_ACTIONS = 3, 7
 JOIN, READ, IDLE = "join_channel", "read_messages", "idle"
@@ -79,11 +103,16 @@ ACTION_ALIASES = {"join": JOIN, "read": READ, "wait": IDLE, "sleep": IDLE, "paus
 DURATION_LIMITS = {READ: (3, 30), IDLE: (5, 120)}          # seconds, inclusive
 DEFAULT_DURATIONS = {READ: 10, IDLE: 30}
 READ_LIMIT = 20                                             # recent messages read per action
+REASON_MAX_CHARS = 200                                      # of a planned action's reason
 RECENT_ACTIONS = 5
 DONE, SKIPPED, FAILED = "done", "skipped", "failed"
-JOB_RUNNING, JOB_DONE, JOB_FAILED = "running", "done", "failed"
+JOB_RUNNING, JOB_DONE, JOB_PARTIAL, JOB_FAILED = "running", "done", "partial", "failed"
+POOL_LIVE, POOL_DEAD = "live", "dead"
 PEER_FLOOD_REASON = (f"PEER_FLOOD: Telegram limited the account; it rests for "
                      f"{telegram_session.PEER_FLOOD_PAUSE_SECONDS // 3600} h before acting again")
+CHANNELS_TOO_MUCH_REASON = ("CHANNELS_TOO_MUCH: the account is in too many channels; leave "
+                            "some before joining more")
+JOINS_REFUSED_REASON = "not tried: Telegram refused a join of this job with CHANNELS_TOO_MUCH"
 
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 JOB_ID_RE = re.compile(r"[0-9a-f]{32}")
@@ -109,9 +138,9 @@ RETURNING_USER_PROMPT = (
 PLAN_INSTRUCTIONS = (
     "Plan this session as {min_actions} to {max_actions} actions. Answer with JSON only, no "
     "prose:\n"
-    '{{"actions": [{{"type": "join_channel", "channel": "@username"}}, '
-    '{{"type": "read_messages", "channel": "@username", "duration": SECONDS}}, '
-    '{{"type": "idle", "duration": SECONDS}}]}}\n'
+    '{{"actions": [{{"type": "join_channel", "channel": "@username", "reason": "WHY"}}, '
+    '{{"type": "read_messages", "channel": "@username", "duration": SECONDS, '
+    '"reason": "WHY"}}, {{"type": "idle", "duration": SECONDS, "reason": "WHY"}}]}}\n'
     "read_messages lasts {read_min}-{read_max} seconds, idle {idle_min}-{idle_max} seconds. "
     "Use only these channels:\n{channels}")
 
@@ -120,6 +149,7 @@ EXIT_SESSION = 4                        # a warmup of the account runs elsewhere
 LOG_FILE = "heatup.log"                 # `serve`'s log, in the folder it runs from
 
 log = logging.getLogger("heatup")
+T = TypeVar("T")
 
 
 class UsageError(Exception):
@@ -134,12 +164,24 @@ class UnknownSession(UsageError):
     """A well-formed session id with no account folder."""
 
 
+def check_session_id(session_id: str) -> str:
+    """`session_id` if it is [A-Za-z0-9_-]{1,64}; InvalidSessionId otherwise."""
+    if not SESSION_ID_RE.fullmatch(session_id):
+        raise InvalidSessionId(f"invalid session id {session_id[:80]!r}: use 1-64 letters, "
+                               "digits, '_' or '-'")
+    return session_id
+
+
 class PoolError(Exception):
     """channels_data.json exists but is not a JSON list."""
 
 
 class PlanUnusable(Exception):
     """The LLM could not be asked, or its answer gave no usable plan."""
+
+    def __init__(self, message: str, llm_seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.llm_seconds = llm_seconds      # how long the LLM took, when it was asked
 
 
 class WarmupBusy(Exception):
@@ -297,7 +339,7 @@ class HistoryStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.conn = migrate_db.connect(path)
+        self.conn = migrate_db.connect(path, kind="heatup")
 
     def close(self) -> None:
         self.conn.close()
@@ -312,37 +354,23 @@ class HistoryStore:
                 (session_id, action_type, json.dumps(data, ensure_ascii=False), utcnow()))
         return int(cursor.lastrowid)
 
-    def _rows(self, where: str, params: tuple) -> list[dict[str, Any]]:
+    def _rows(self, where: str, params: tuple, order: str) -> list[dict[str, Any]]:
         rows = self.conn.execute(
-            "SELECT id, session_id, action_type, action_data, "
-            "COALESCE(strftime('%Y-%m-%dT%H:%M:%S', timestamp), timestamp) "
-            f"FROM session_history WHERE {where} ORDER BY julianday(timestamp), id", params)
+            "SELECT id, session_id, action_type, action_data, timestamp "
+            f"FROM session_history WHERE {where} ORDER BY {order}", params)
         return [{"id": row_id, "session_id": sid, "action_type": action,
                  "action_data": _parse_data(data), "timestamp": stamp}
                 for row_id, sid, action, data, stamp in rows]
 
     def history(self, session_id: str, days: int) -> list[dict[str, Any]]:
-        """The account's actions of the last `days` days, oldest first."""
+        """The session's actions of the last `days` days, newest first, timestamps as stored."""
         return self._rows("session_id = ? AND julianday(timestamp) >= julianday('now', ?)",
-                          (session_id, f"-{days} days"))
+                          (session_id, f"-{days} days"),
+                          "julianday(timestamp) DESC, id DESC")
 
-    def summary(self, session_id: str) -> dict[str, Any]:
-        """What the account did, over all kept history (failed actions do not count)."""
-        rows = self._rows("session_id = ?", (session_id,))
-        succeeded = [r for r in rows if _status(r) != FAILED]
-        joined: list[str] = []
-        for row in succeeded:
-            channel = row["action_data"].get("channel_username") \
-                if isinstance(row["action_data"], dict) else None
-            if row["action_type"] == JOIN and channel and channel not in joined:
-                joined.append(channel)
-        return {
-            "is_new": not succeeded,
-            "total_actions": len(succeeded),
-            "joined_channels": joined,
-            "last_activity": rows[-1]["timestamp"] if rows else None,
-            "recent_actions": rows[-RECENT_ACTIONS:],
-        }
+    def summary(self, session_id: str, days: int) -> dict[str, Any]:
+        """Spec 001's summary over the last `days` days."""
+        return summarize(self.history(session_id, days))
 
     def cleanup(self, days: int) -> int:
         """Delete history (and finished jobs) older than `days` days; returns rows deleted."""
@@ -395,10 +423,13 @@ class HistoryStore:
         job = dict(zip(keys, row, strict=True))
         job["plan"] = json.loads(job["plan"])
         job["actions"] = self.job_actions(job_id)
+        job["execution_summary"] = execution_summary(
+            job["plan"], job["actions"], job["error"] if job["status"] == JOB_FAILED else None)
         return job
 
     def job_actions(self, job_id: str) -> list[dict[str, Any]]:
-        return self._rows("json_extract(action_data, '$.job_id') = ?", (job_id,))
+        """The actions a job executed, in the order it ran them."""
+        return self._rows("json_extract(action_data, '$.job_id') = ?", (job_id,), "id")
 
     def unfinished_jobs(self, session_id: str | None = None) -> list[str]:
         """Ids of jobs left running by a process that stopped, oldest first."""
@@ -409,6 +440,24 @@ class HistoryStore:
             params += (session_id,)
         return [job_id for (job_id,) in self.conn.execute(query + " ORDER BY created_at",
                                                           params)]
+
+    # --- pool checks
+    def record_pool_check(self, account: str, results: list[tuple[str, str, str]]) -> None:
+        """Save what `pool check` found: (username, POOL_LIVE or POOL_DEAD, detail) each."""
+        checked_at = utcnow()
+        with transaction(self.conn):
+            self.conn.executemany(
+                "INSERT INTO heatup_pool_checks (username, status, detail, account, checked_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(username) DO UPDATE SET "
+                "status = excluded.status, detail = excluded.detail, "
+                "account = excluded.account, checked_at = excluded.checked_at",
+                [(name.lower(), status, detail, account, checked_at)
+                 for name, status, detail in results])
+
+    def dead_channels(self) -> dict[str, str]:
+        """{lower-case @username: why} of the channels the last pool check found dead."""
+        return dict(self.conn.execute(
+            "SELECT username, detail FROM heatup_pool_checks WHERE status = ?", (POOL_DEAD,)))
 
 
 def _parse_data(text: str | None) -> Any:
@@ -425,6 +474,90 @@ def _status(row: dict[str, Any]) -> str:
     return data.get("status", DONE) if isinstance(data, dict) else DONE
 
 
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Spec 001's summary of history rows given newest first (failed actions do not count)."""
+    succeeded = [r for r in rows if _status(r) != FAILED]
+    joined: list[str] = []
+    for row in reversed(succeeded):                         # in the order they were joined
+        channel = _data(row).get("channel_username")
+        if row["action_type"] == JOIN and channel and channel not in joined:
+            joined.append(channel)
+    return {
+        "is_new": not succeeded,
+        "total_actions": len(succeeded),
+        "joined_channels": joined,
+        "last_activity": rows[0]["timestamp"] if rows else None,
+        "recent_actions": rows[:RECENT_ACTIONS],
+    }
+
+
+def _data(row: dict[str, Any]) -> dict[str, Any]:
+    return row["action_data"] if isinstance(row["action_data"], dict) else {}
+
+
+def result_text(action_type: str, data: dict[str, Any]) -> str:
+    """One line saying what an executed action did (or why it failed)."""
+    channel, status = data.get("channel_username"), data.get("status", DONE)
+    if status == FAILED:
+        return data.get("reason") or "failed"
+    if status == SKIPPED:
+        return f"{channel}: {data.get('reason', 'skipped')}"
+    if action_type == JOIN:
+        return f"joined {channel}"
+    if action_type == READ:
+        return (f"read {data.get('messages_read', 0)} messages in {channel} for "
+                f"{data.get('duration')} s")
+    return f"idled {data.get('duration')} s"
+
+
+def execution_summary(plan: list[dict[str, Any]], actions: list[dict[str, Any]],
+                      stopped: str | None) -> dict[str, Any]:
+    """The earlier API's execution_summary of a job (steps numbered from 1).
+
+    Steps a failed job never reached are listed as failed with `stopped`, its reason.
+    """
+    by_step = {_data(row).get("step"): row for row in actions}
+    results: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+    joined: list[str] = []
+    for step, action in enumerate(plan):
+        row = by_step.get(step)
+        if row is None and stopped is None:
+            continue                                        # not run yet
+        if row is None:
+            success, text = False, f"not run: {stopped}"
+        else:
+            data = _data(row)
+            success, text = data.get("status", DONE) != FAILED, result_text(action["type"], data)
+            if action["type"] == JOIN and success:      # as the history summary counts
+                joined.append(data.get("channel_username"))
+        results.append({"step": step + 1, "action": action["type"], "result": text,
+                        "success": success})
+        if not success:
+            failures.append({"step": step + 1, "action": action["type"], "error": text})
+    successful = sum(1 for r in results if r["success"])
+    return {"total_actions": len(plan), "successful_actions": successful,
+            "failed_actions": len(failures), "results": results, "errors": failures,
+            "joined_channels": joined}
+
+
+def job_outcome(actions: list[dict[str, Any]]) -> tuple[str, str | None]:
+    """(done | partial | failed, the errors) of a job that ran all its steps.
+
+    Failed when no join or read succeeded (idles are pauses and decide nothing), partial
+    when some action failed, done otherwise.
+    """
+    failed = [row for row in actions if _status(row) == FAILED]
+    if not failed:
+        return JOB_DONE, None
+    details = "; ".join(f"step {_data(row).get('step', 0) + 1} {row['action_type']}: "
+                        f"{_data(row).get('reason', 'failed')}" for row in failed)
+    channel_rows = [row for row in actions if row["action_type"] in (JOIN, READ)]
+    if all(_status(row) == FAILED for row in channel_rows):
+        return JOB_FAILED, f"no action succeeded: {details}"
+    return JOB_PARTIAL, f"{len(failed)} of {len(actions)} actions failed: {details}"
+
+
 # ----------------------------------------------------------------------------- planning
 
 @dataclass
@@ -434,6 +567,7 @@ class Plan:
     actions: list[dict[str, Any]]
     planner: str
     note: str | None = None
+    llm_seconds: float | None = None        # how long the LLM took to answer, when asked
 
 
 def describe_ago(timestamp: str | None, now: datetime) -> str:
@@ -546,6 +680,8 @@ def repair_actions(raw_actions: list[Any], pool: list[Channel]
             action["channel"] = channel
         if kind in (READ, IDLE):
             action["duration"] = _duration(raw, kind, label, repairs)
+        if isinstance(raw.get("reason"), str) and raw["reason"].strip():
+            action["reason"] = raw["reason"].strip()[:REASON_MAX_CHARS]
         actions.append(action)
     if len(actions) > MAX_ACTIONS:
         repairs.append(f"{len(actions) - MAX_ACTIONS} actions over {MAX_ACTIONS} dropped")
@@ -563,24 +699,32 @@ async def llm_plan(settings: Settings, summary: dict[str, Any], pool: list[Chann
     client = openai.AsyncOpenAI(api_key=settings.openai_api_key or LLM_PLACEHOLDER_KEY,
                                 base_url=settings.openai_base_url,
                                 timeout=settings.llm_timeout, max_retries=0)
+    started = time.monotonic()
     async with client:
         try:
             reply = await client.chat.completions.create(
                 model=settings.openai_model, messages=plan_messages(summary, pool, now),
                 temperature=0.9)
         except openai.APITimeoutError:
-            raise PlanUnusable(f"no answer within {settings.llm_timeout:g} s") from None
+            raise PlanUnusable(f"no answer within {settings.llm_timeout:g} s",
+                               time.monotonic() - started) from None
         except openai.APIStatusError as exc:
-            raise PlanUnusable(f"the endpoint answered HTTP {exc.status_code}") from None
+            raise PlanUnusable(f"the endpoint answered HTTP {exc.status_code}",
+                               time.monotonic() - started) from None
         except openai.APIError as exc:
-            raise PlanUnusable(f"{type(exc).__name__}: {exc}") from None
+            raise PlanUnusable(f"{type(exc).__name__}: {exc}",
+                               time.monotonic() - started) from None
+    seconds = time.monotonic() - started
     text = reply.choices[0].message.content if reply.choices else None
     if not text:
-        raise PlanUnusable("the answer is empty")
-    actions, repairs = repair_actions(parse_plan_text(text), pool)
+        raise PlanUnusable("the answer is empty", seconds)
+    try:
+        actions, repairs = repair_actions(parse_plan_text(text), pool)
+    except PlanUnusable as exc:
+        raise PlanUnusable(str(exc), seconds) from None
     for repair in repairs:
         log.warning("LLM plan repaired: %s", repair)
-    return Plan(actions, f"llm:{settings.openai_model}", "; ".join(repairs) or None)
+    return Plan(actions, f"llm:{settings.openai_model}", "; ".join(repairs) or None, seconds)
 
 
 def offline_plan(session_id: str, summary: dict[str, Any], pool: list[Channel]) -> list[dict]:
@@ -592,6 +736,7 @@ def offline_plan(session_id: str, summary: dict[str, Any], pool: list[Channel]) 
     """
     rng = random.Random(f"{session_id}|{summary['total_actions']}|{summary['last_activity']}")
     in_pool = {c.username.lower(): c.username for c in pool}
+    categories = {c.username: c.category for c in pool}
     earlier = [in_pool[c.lower()] for c in summary["joined_channels"] if c.lower() in in_pool]
     joined = list(earlier)
     fresh = [c.username for c in pool if c.username not in earlier]
@@ -607,14 +752,18 @@ def offline_plan(session_id: str, summary: dict[str, Any], pool: list[Channel]) 
         if kind == JOIN:
             channel = fresh.pop()
             joined.append(channel)
-            actions.append({"type": JOIN, "channel": channel})
+            actions.append({"type": JOIN, "channel": channel,
+                            "reason": f"explore a new {categories[channel]} channel"})
         elif kind == READ:
             last = actions[-1].get("channel") if actions else None
             channel = rng.choice([c for c in joined if c != last] or joined or fresh)
             actions.append({"type": READ, "channel": channel,
-                            "duration": rng.randint(*DURATION_LIMITS[READ])})
+                            "duration": rng.randint(*DURATION_LIMITS[READ]),
+                            "reason": "catch up on a channel joined before"
+                            if channel in earlier else "read what was just joined"})
         else:
-            actions.append({"type": IDLE, "duration": rng.randint(*DURATION_LIMITS[IDLE])})
+            actions.append({"type": IDLE, "duration": rng.randint(*DURATION_LIMITS[IDLE]),
+                            "reason": "take a break"})
     return actions
 
 
@@ -622,15 +771,16 @@ async def make_plan(settings: Settings, session_id: str, summary: dict[str, Any]
                     pool: list[Channel], now: datetime | None = None) -> Plan:
     """The LLM's plan, or the built-in planner's with the reason it was used."""
     now = now or datetime.now(UTC)
+    llm_seconds = None
     if not settings.llm_configured:
         reason = "no OPENAI_API_KEY or OPENAI_BASE_URL set"
     else:
         try:
             return await llm_plan(settings, summary, pool, now)
         except PlanUnusable as exc:
-            reason = f"LLM plan unusable: {exc}"
+            reason, llm_seconds = f"LLM plan unusable: {exc}", exc.llm_seconds
             log.warning("%s: %s; the built-in planner plans instead", session_id, reason)
-    return Plan(offline_plan(session_id, summary, pool), "offline", reason)
+    return Plan(offline_plan(session_id, summary, pool), "offline", reason, llm_seconds)
 
 
 # ----------------------------------------------------------------------------- execution
@@ -638,26 +788,34 @@ async def make_plan(settings: Settings, session_id: str, summary: dict[str, Any]
 Sleep = Callable[[float], Awaitable[Any]]
 
 
-async def _resolve_channel(client: TelegramClient, account: telegram_session.Account,
-                           username: str) -> types.Channel | str:
-    """The channel entity, or the reason it cannot be used."""
+async def resolve_channel(client: TelegramClient, account: telegram_session.Account,
+                          username: str) -> types.Channel | str:
+    """The channel entity, or the reason it cannot be used (decided by Telegram's error)."""
     try:
-        entity = await telegram_session.call_with_flood_wait(
-            account, lambda: client.get_entity(username), request="contacts.ResolveUsername")
-    except (errors.UsernameNotOccupiedError, errors.UsernameInvalidError, ValueError):
+        found = await telegram_session.call_with_flood_wait(
+            account, lambda: client(functions.contacts.ResolveUsernameRequest(username[1:])),
+            request="contacts.ResolveUsername")
+    except (errors.UsernameNotOccupiedError, errors.UsernameInvalidError):
         return f"{username} does not exist (unknown username)"
     except (errors.ChannelPrivateError, errors.ChannelInvalidError):
         return f"{username} is private or unavailable (CHANNEL_PRIVATE)"
-    if not isinstance(entity, types.Channel):
+    if not isinstance(found.peer, types.PeerChannel):
         return f"{username} is not a channel"
+    entity = next((chat for chat in found.chats if chat.id == found.peer.channel_id), None)
+    if not isinstance(entity, types.Channel):
+        return f"{username} is private or unavailable (CHANNEL_PRIVATE)"
     return entity
 
 
 async def join_channel(client: TelegramClient, account: telegram_session.Account,
                        username: str) -> dict[str, Any]:
-    """Join a channel unless already a member; the result to save."""
+    """Join a channel unless already a member; the result to save.
+
+    Refusals that concern the account rather than the channel (CHANNELS_TOO_MUCH,
+    PEER_FLOOD) are raised for the job to decide on.
+    """
     result: dict[str, Any] = {"channel_username": username}
-    entity = await _resolve_channel(client, account, username)
+    entity = await resolve_channel(client, account, username)
     if isinstance(entity, str):
         return {**result, "status": FAILED, "reason": entity}
     if not entity.left:
@@ -668,9 +826,6 @@ async def join_channel(client: TelegramClient, account: telegram_session.Account
             request="channels.JoinChannel")
     except errors.UserAlreadyParticipantError:
         return {**result, "status": SKIPPED, "reason": "already a member"}
-    except errors.ChannelsTooMuchError:
-        return {**result, "status": FAILED, "reason": "CHANNELS_TOO_MUCH: the account is in "
-                "too many channels; leave some before joining more"}
     except (errors.ChannelPrivateError, errors.ChannelInvalidError):
         return {**result, "status": FAILED,
                 "reason": f"{username} is private or unavailable (CHANNEL_PRIVATE)"}
@@ -683,7 +838,7 @@ async def read_messages(client: TelegramClient, account: telegram_session.Accoun
                         username: str, duration: float, sleep: Sleep) -> dict[str, Any]:
     """Read the channel's recent messages, mark them read, and spend `duration` on it."""
     result: dict[str, Any] = {"channel_username": username, "duration": duration}
-    entity = await _resolve_channel(client, account, username)
+    entity = await resolve_channel(client, account, username)
     if isinstance(entity, str):
         return {**result, "status": FAILED, "reason": entity}
     try:
@@ -719,12 +874,17 @@ async def check_action(client: TelegramClient, account: telegram_session.Account
     """What executing `action` would do, found out without changing anything."""
     if action["type"] == IDLE:
         return f"would idle {action['duration']} s"
-    entity = await _resolve_channel(client, account, action["channel"])
+    entity = await resolve_channel(client, account, action["channel"])
     if isinstance(entity, str):
         return f"would fail: {entity}"
     if action["type"] == JOIN:
         return "already a member; would skip" if not entity.left else "would join"
     return f"would read up to {READ_LIMIT} messages for {action['duration']} s"
+
+
+def _is(refusal: type[errors.RPCError] | None, error: type[errors.RPCError]) -> bool:
+    """Whether Telegram's refusal is of the error class `error`."""
+    return refusal is not None and issubclass(refusal, error)
 
 
 def describe_action(action: dict[str, Any]) -> str:
@@ -736,8 +896,73 @@ def describe_action(action: dict[str, Any]) -> str:
 
 # ----------------------------------------------------------------------------- the service
 
+class Metrics:
+    """What this process did, for GET /metrics (Prometheus text format, written by hand)."""
+
+    def __init__(self) -> None:
+        self.jobs: Counter[str] = Counter()                     # by outcome
+        self.actions: Counter[tuple[str, str]] = Counter()      # by (action, result)
+        self.plans: Counter[str] = Counter()                    # by planner: llm | offline
+        self.llm_buckets = [0] * len(LLM_LATENCY_BUCKETS)       # cumulative, as Prometheus
+        self.llm_count = 0
+        self.llm_sum = 0.0
+
+    def observe_plan(self, plan: Plan) -> None:
+        self.plans["llm" if plan.planner.startswith("llm:") else "offline"] += 1
+        if plan.llm_seconds is not None:
+            self.llm_count += 1
+            self.llm_sum += plan.llm_seconds
+            for index, bound in enumerate(LLM_LATENCY_BUCKETS):
+                if plan.llm_seconds <= bound:
+                    self.llm_buckets[index] += 1
+
+    def render(self, *, waiting: int, warming_up: int, live: int, dead: int) -> str:
+        """The exposition text; the arguments are gauges read at scrape time."""
+        lines: list[str] = []
+
+        def family(name: str, kind: str, text: str, samples: list[tuple[str, float]]) -> None:
+            lines.extend([f"# HELP {name} {text}", f"# TYPE {name} {kind}"])
+            lines.extend(f"{name}{labels} {value:g}" for labels, value in samples)
+
+        family("heatup_jobs_total", "counter", "Warmup jobs finished by this process, by "
+               "outcome.", [(_labels(outcome=o), self.jobs[o])
+                            for o in (JOB_DONE, JOB_PARTIAL, JOB_FAILED)])
+        family("heatup_actions_total", "counter", "Warmup actions executed, by action type "
+               "and result.", [(_labels(action=a, result=r), self.actions[a, r])
+                               for a in ACTION_TYPES for r in (DONE, SKIPPED, FAILED)])
+        family("heatup_plans_total", "counter", "Plans made, by the planner that made them.",
+               [(_labels(planner=p), self.plans[p]) for p in ("llm", "offline")])
+        buckets = [(_labels(le=f"{bound:g}"), count)
+                   for bound, count in zip(LLM_LATENCY_BUCKETS, self.llm_buckets, strict=True)]
+        family("heatup_llm_request_duration_seconds", "histogram", "Time the LLM took to "
+               "answer a plan request.", [])
+        lines.extend(f"heatup_llm_request_duration_seconds_bucket{labels} {count}"
+                     for labels, count in [*buckets, (_labels(le="+Inf"), self.llm_count)])
+        lines.append(f"heatup_llm_request_duration_seconds_sum {self.llm_sum:g}")
+        lines.append(f"heatup_llm_request_duration_seconds_count {self.llm_count}")
+        family("heatup_accounts_waiting", "gauge", "Accounts Telegram told to wait (flood "
+               "wait or peer flood) that have not finished waiting.", [("", waiting)])
+        family("heatup_accounts_warming_up", "gauge", "Accounts with a warmup running in this "
+               "process.", [("", warming_up)])
+        family("heatup_pool_channels", "gauge", "Channels of the pool, by what the last pool "
+               "check found (unchecked ones count as live).",
+               [(_labels(state=POOL_LIVE), live), (_labels(state=POOL_DEAD), dead)])
+        return "\n".join(lines) + "\n"
+
+
+def _labels(**labels: str) -> str:
+    """'{a="x",b="y"}' with Prometheus escaping of the values."""
+    def escape(value: str) -> str:
+        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return "{" + ",".join(f'{key}="{escape(value)}"' for key, value in labels.items()) + "}"
+
+
 class HeatUp:
-    """Pool, history, planner and jobs, shared by the HTTP API and the command line."""
+    """Pool, history, planner and jobs, shared by the HTTP API and the command line.
+
+    Database work runs on one thread of its own (the store's connection lives there), never
+    on the event loop: a database locked by another process delays only what needs it.
+    """
 
     def __init__(self, settings: Settings, store: HistoryStore, pool: list[Channel]) -> None:
         self.settings = settings
@@ -745,33 +970,87 @@ class HeatUp:
         self.pool = pool
         self.busy: set[str] = set()
         self.tasks: set[asyncio.Task] = set()
+        self.metrics = Metrics()
+        self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heatup-db")
+
+    async def db(self, method: Callable[..., T], *args: Any) -> T:
+        """Run a HistoryStore method on the database thread."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._db_thread, functools.partial(method, *args))
+
+    def close(self) -> None:
+        """Stop the database thread (after the calls already queued)."""
+        self._db_thread.shutdown(wait=True)
 
     def account_folder(self, session_id: str) -> Path:
         """The account folder named `session_id`, never a path outside the sessions folder."""
-        if not SESSION_ID_RE.fullmatch(session_id):
-            raise InvalidSessionId(f"invalid session id {session_id[:80]!r}: use 1-64 letters, "
-                                   "digits, '_' or '-'")
+        check_session_id(session_id)
         root = self.settings.sessions_dir.resolve()
         folder = root / session_id
         if session_id in telegram_session.NOT_ACCOUNT_FOLDERS or \
                 not (folder / ".env").is_file() or folder.resolve().parent != root:
-            raise UnknownSession(f"no account folder {session_id!r} under {root}")
+            raise UnknownSession(
+                f"no account folder {session_id!r}: create {folder} with its .env and log "
+                f"the account in (python telegram_session.py auth {folder}) to warm it up")
         return folder
+
+    def account_folders(self) -> list[Path]:
+        """Every account folder under the sessions folder."""
+        root = self.settings.sessions_dir
+        if not root.is_dir():
+            return []
+        return sorted(folder for folder in root.iterdir()
+                      if folder.name not in telegram_session.NOT_ACCOUNT_FOLDERS
+                      and SESSION_ID_RE.fullmatch(folder.name) and (folder / ".env").is_file())
+
+    def waiting_accounts(self) -> int:
+        """How many accounts have a flood wait or peer-flood rest running (blocking: a thread)."""
+        waiting = 0
+        for folder in self.account_folders():
+            try:
+                account = telegram_session.load_account(folder)
+                waiting += telegram_session.current_wait(account) is not None
+            except (telegram_session.AccountError, OSError, sqlite3.Error) as exc:
+                log.debug("%s: not counted in accounts waiting: %s", folder.name, exc)
+        return waiting
 
     async def sleep(self, seconds: float) -> None:
         """Read and idle pauses, scaled by HEATUP_TIME_SCALE."""
         await asyncio.sleep(seconds * self.settings.time_scale)
 
-    async def plan(self, session_id: str) -> tuple[Plan, dict[str, Any]]:
-        """A plan for the account and the history summary it was made from."""
-        summary = self.store.summary(session_id)
-        return await make_plan(self.settings, session_id, summary, self.pool), summary
+    async def live_pool(self) -> list[Channel]:
+        """The pool without the channels the last `pool check` found dead."""
+        dead = await self.db(self.store.dead_channels)
+        live = [channel for channel in self.pool if channel.username.lower() not in dead]
+        if not live:
+            raise PoolError(f"all {len(self.pool)} channels of the pool were found dead by "
+                            "`heatup.py pool check`; refresh the pool (tgstat_fetcher.py "
+                            "fetch) and check it again")
+        return live
 
-    def claim(self, session_id: str) -> telegram_session.Account:
+    async def plan(self, session_id: str) -> tuple[Plan, dict[str, Any]]:
+        """A plan for the account over the live pool, and the history summary it used."""
+        summary = await self.db(self.store.summary, session_id, self.settings.history_days)
+        plan = await make_plan(self.settings, session_id, summary, await self.live_pool())
+        self.metrics.observe_plan(plan)
+        return plan, summary
+
+    async def claim(self, session_id: str) -> telegram_session.Account:
         """Mark the account busy in this process; WarmupBusy/AccountLimited if it may not run."""
-        account = telegram_session.load_account(self.account_folder(session_id))
+        folder = self.account_folder(session_id)
         if session_id in self.busy:
             raise WarmupBusy(f"{session_id} is already warming up")
+        self.busy.add(session_id)
+        try:
+            return await asyncio.to_thread(self._may_run, session_id, folder)
+        except BaseException:
+            self.busy.discard(session_id)
+            raise
+
+    @staticmethod
+    def _may_run(session_id: str, folder: Path) -> telegram_session.Account:
+        """The account, unless another process holds it or Telegram has it waiting."""
+        account = telegram_session.load_account(folder)
         holder = telegram_session.lock_holder(account)
         if holder is not None:
             raise WarmupBusy(f"{session_id} is in use by {holder.describe()}")
@@ -780,15 +1059,14 @@ class HeatUp:
             kind, until = wait
             raise AccountLimited(f"{session_id}: {telegram_session.describe_wait(kind, until)}"
                                  f" (until {telegram_session.format_time(until)})", until)
-        self.busy.add(session_id)
         return account
 
     async def start(self, session_id: str) -> tuple[str, Plan, dict[str, Any]]:
         """Claim the account, plan, and store the job; the caller runs it with run_job."""
-        self.claim(session_id)
+        await self.claim(session_id)
         try:
             plan, summary = await self.plan(session_id)
-            job_id = self.store.create_job(session_id, plan)
+            job_id = await self.db(self.store.create_job, session_id, plan)
         except BaseException:
             self.busy.discard(session_id)
             raise
@@ -797,41 +1075,48 @@ class HeatUp:
     async def run_job(self, job_id: str) -> tuple[dict[str, Any], int]:
         """Execute the job's actions not yet saved, each saved as it completes.
 
-        The account must have been claimed. Telegram account problems end the job as
-        failed with their reason; the account is released in every case. Returns the job
-        and the exit code for the command line (EXIT_OK, or the failure's).
+        The account must have been claimed. The job ends done, partial (some action
+        failed) or failed (no join or read succeeded, or a Telegram account problem, with
+        its reason); the account is released in every case. Returns the job and the exit
+        code for the command line.
         """
-        job = self.store.job(job_id)
+        job = await self.db(self.store.job, job_id)
         session_id = job["session_id"]
         try:
             error, exit_code = await self._execute(job)
-            self.store.finish_job(job_id, JOB_FAILED if error else JOB_DONE, error)
+            if error is None:
+                status, error = job_outcome(await self.db(self.store.job_actions, job_id))
+                exit_code = EXIT_FAILURE if status == JOB_FAILED else EXIT_OK
+            else:
+                status = JOB_FAILED
+            await self.db(self.store.finish_job, job_id, status, error)
         finally:
             self.busy.discard(session_id)
-        log.info("%s: job %s %s", session_id, job_id, "failed: " + error if error else "done")
-        return self.store.job(job_id), exit_code
+        self.metrics.jobs[status] += 1
+        log.info("%s: job %s %s", session_id, job_id, f"{status}: {error}" if error else status)
+        return await self.db(self.store.job, job_id), exit_code
 
     async def _execute(self, job: dict[str, Any]) -> tuple[str | None, int]:
         """Run the remaining steps; (why the job failed or None, exit code)."""
         session_id = job["session_id"]
-        done_steps = {row["action_data"].get("step") for row in job["actions"]
-                      if isinstance(row["action_data"], dict)}
+        done_steps = {_data(row).get("step") for row in job["actions"]}
         try:
-            account = telegram_session.load_account(self.account_folder(session_id))
+            account = await asyncio.to_thread(telegram_session.load_account,
+                                              self.account_folder(session_id))
             async with telegram_session.open_client(account) as client:
-                joins_refused = None
+                joins_refused = False
                 for step, action in enumerate(job["plan"]):
                     if step in done_steps:
                         continue
+                    refusal = None
                     if action["type"] == JOIN and joins_refused:
-                        result = {"channel_username": action["channel"], "status": SKIPPED,
-                                  "reason": joins_refused}
+                        result = {"channel_username": action["channel"], "status": FAILED,
+                                  "reason": JOINS_REFUSED_REASON}
                     else:
-                        result = await self._attempt(client, account, action)
-                    if "CHANNELS_TOO_MUCH" in result.get("reason", ""):
-                        joins_refused = "no joins after CHANNELS_TOO_MUCH"
-                    self._save(job, step, action, result)
-                    if result.get("reason") == PEER_FLOOD_REASON:
+                        result, refusal = await self._attempt(client, account, action)
+                    joins_refused = joins_refused or _is(refusal, errors.ChannelsTooMuchError)
+                    await self._save(job, step, action, result)
+                    if _is(refusal, errors.PeerFloodError):
                         return PEER_FLOOD_REASON, EXIT_FAILURE
         except telegram_session.AUTH_ERRORS as exc:
             failure = telegram_session.auth_error(account, exc)
@@ -847,25 +1132,33 @@ class HeatUp:
         return None, EXIT_OK
 
     async def _attempt(self, client: TelegramClient, account: telegram_session.Account,
-                       action: dict[str, Any]) -> dict[str, Any]:
-        """One action's result; Telegram refusing it is a failed result, not an exception."""
+                       action: dict[str, Any]
+                       ) -> tuple[dict[str, Any], type[errors.RPCError] | None]:
+        """One action's result and, when Telegram refused it, the refusal's error class.
+
+        Telegram refusing an action is a failed result, not an exception; account-wide
+        refusals (auth errors) propagate.
+        """
         failed = {"channel_username": action["channel"]} if "channel" in action else {}
         try:
-            return await execute_action(client, account, action, self.sleep)
-        except errors.PeerFloodError:
-            return {**failed, "status": FAILED, "reason": PEER_FLOOD_REASON}
+            return await execute_action(client, account, action, self.sleep), None
+        except errors.PeerFloodError as exc:
+            return {**failed, "status": FAILED, "reason": PEER_FLOOD_REASON}, type(exc)
+        except errors.ChannelsTooMuchError as exc:
+            return {**failed, "status": FAILED, "reason": CHANNELS_TOO_MUCH_REASON}, type(exc)
         except telegram_session.AUTH_ERRORS:
             raise
         except errors.RPCError as exc:
             return {**failed, "status": FAILED,
-                    "reason": f"Telegram refused it ({type(exc).__name__}: {exc})"}
+                    "reason": f"Telegram refused it ({type(exc).__name__}: {exc})"}, type(exc)
 
-    def _save(self, job: dict[str, Any], step: int, action: dict[str, Any],
-              result: dict[str, Any]) -> None:
+    async def _save(self, job: dict[str, Any], step: int, action: dict[str, Any],
+                    result: dict[str, Any]) -> None:
         """Save one executed action to session_history, tagged with its job and step."""
         session_id = job["session_id"]
-        self.store.record(session_id, action["type"],
-                          {**result, "job_id": job["job_id"], "step": step})
+        await self.db(self.store.record, session_id, action["type"],
+                      {**result, "job_id": job["job_id"], "step": step})
+        self.metrics.actions[action["type"], result["status"]] += 1
         log.info("%s: %s: %s%s", session_id, describe_action(action), result["status"],
                  f" ({result['reason']})" if "reason" in result else "")
 
@@ -875,13 +1168,13 @@ class HeatUp:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def resume_unfinished(self) -> list[str]:
+    async def resume_unfinished(self) -> list[str]:
         """Start again, in the background, the jobs a stopped process left running."""
         resumed = []
-        for job_id in self.store.unfinished_jobs():
-            session_id = self.store.job(job_id)["session_id"]
+        for job_id in await self.db(self.store.unfinished_jobs):
+            session_id = (await self.db(self.store.job, job_id))["session_id"]
             try:
-                self.claim(session_id)
+                await self.claim(session_id)
             except (WarmupBusy, AccountLimited, UsageError,
                     telegram_session.AccountError) as exc:
                 log.warning("job %s of %s not resumed now: %s", job_id, session_id, exc)
@@ -891,11 +1184,32 @@ class HeatUp:
             resumed.append(job_id)
         return resumed
 
-    def cleanup(self) -> int:
-        deleted = self.store.cleanup(self.settings.history_days)
+    async def cleanup(self) -> int:
+        deleted = await self.db(self.store.cleanup, self.settings.history_days)
         log.info("cleanup: %d history rows older than %d days deleted", deleted,
                  self.settings.history_days)
         return deleted
+
+
+def probe_database(path: Path) -> str | None:
+    """None if the history database can be written now, else why not.
+
+    Uses a connection of its own with a short busy timeout, so a lock held by another
+    process is reported in HEALTH_DB_TIMEOUT seconds instead of being waited out.
+    """
+    try:
+        conn = sqlite3.connect(str(path), timeout=HEALTH_DB_TIMEOUT, isolation_level=None)
+    except sqlite3.Error as exc:
+        return f"history database {path} cannot be opened ({exc})"
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        return (f"history database {path} cannot be written ({exc}); requests that save "
+                "history wait until it can")
+    finally:
+        conn.close()
+    return None
 
 
 # ----------------------------------------------------------------------------- HTTP API
@@ -903,13 +1217,25 @@ class HeatUp:
 SERVICE_KEY = web.AppKey("service", HeatUp)
 
 
-def json_error(status: int, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": message, **extra}, status=status)
+def json_error(status: int, message: str, *, headers: dict[str, str] | None = None,
+               **extra: Any) -> web.Response:
+    """An error answer: `detail` as the earlier service (FastAPI) gave it, `error` the same."""
+    return web.json_response({"detail": message, "error": message, **extra}, status=status,
+                             headers=headers)
+
+
+def validation_error(location: list[str], kind: str, message: str, value: Any,
+                     **context: Any) -> web.Response:
+    """FastAPI's 422 answer for one invalid parameter, as the earlier service gave it."""
+    item: dict[str, Any] = {"type": kind, "loc": location, "msg": message, "input": value}
+    if context:
+        item["ctx"] = context
+    return web.json_response({"detail": [item]}, status=422)
 
 
 @web.middleware
 async def errors_as_json(request: web.Request, handler) -> web.StreamResponse:
-    """Every error answer is JSON with one `error` line."""
+    """Every error answer is JSON with one `detail` line."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -924,10 +1250,49 @@ async def errors_as_json(request: web.Request, handler) -> web.StreamResponse:
         return json_error(409, str(exc))
     except AccountLimited as exc:
         retry = max(int((exc.until - datetime.now(UTC)).total_seconds()), 1)
-        return web.json_response({"error": str(exc)}, status=429,
-                                 headers={"Retry-After": str(retry)})
+        return json_error(429, str(exc), headers={"Retry-After": str(retry)})
+    except PoolError as exc:
+        return json_error(503, str(exc))
+    except sqlite3.Error as exc:
+        return json_error(503, f"history database unavailable ({exc})")
     except telegram_session.AccountError as exc:
         return json_error(500, str(exc))
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a Host header names this machine's loopback (any port)."""
+    name = host.strip().lower()
+    if name.startswith("["):                                # [::1]:8080
+        name = name[1:name.find("]")] if "]" in name else name
+    elif name.count(":") == 1:                              # localhost:8080
+        name = name.split(":", 1)[0]
+    return is_loopback(name.rstrip("."))
+
+
+def make_guard_middleware(token: str | None):
+    """Refuse what a web page could make a browser send to the API.
+
+    Without a token only loopback Host names are served (DNS rebinding). Requests that
+    change state are refused from a foreign Origin (cross-site) and with a body that is
+    not JSON (HTML forms); a POST without a body, as the earlier clients send, is fine.
+    """
+    @web.middleware
+    async def guard(request: web.Request, handler) -> web.StreamResponse:
+        if token is None and not is_loopback_host(request.host):
+            return json_error(403, f"Host {request.host[:100]!r} refused: without "
+                              "HEATUP_API_TOKEN only loopback names (localhost, 127.0.0.1, "
+                              "[::1]) are served")
+        if request.method not in SAFE_METHODS:
+            origin = request.headers.get("Origin")
+            if origin is not None and origin != f"{request.scheme}://{request.host}":
+                return json_error(403, f"cross-site request from Origin {origin[:100]!r} "
+                                  "refused")
+            if request.body_exists and request.content_type != "application/json":
+                return json_error(415, "send the body as JSON (Content-Type: "
+                                  "application/json), or no body")
+        return await handler(request)
+
+    return guard
 
 
 def make_auth_middleware(token: str | None):
@@ -939,9 +1304,8 @@ def make_auth_middleware(token: str | None):
         if expected is not None:
             given = request.headers.get("Authorization", "").encode()
             if not hmac.compare_digest(given, expected):
-                return web.json_response(
-                    {"error": "missing or wrong token: send Authorization: Bearer <token>"},
-                    status=401, headers={"WWW-Authenticate": "Bearer"})
+                return json_error(401, "missing or wrong token: send Authorization: Bearer "
+                                  "<token>", headers={"WWW-Authenticate": "Bearer"})
         return await handler(request)
 
     return require_token
@@ -949,7 +1313,7 @@ def make_auth_middleware(token: str | None):
 
 @web.middleware
 async def limit_body(request: web.Request, handler) -> web.StreamResponse:
-    """Bodies are not used; anything over BODY_LIMIT_BYTES is refused with 413."""
+    """Bodies are small JSON; anything over BODY_LIMIT_BYTES is refused with 413."""
     if request.content_length is not None and request.content_length > BODY_LIMIT_BYTES:
         return json_error(413, f"request body over {BODY_LIMIT_BYTES} bytes")
     if request.can_read_body:
@@ -958,83 +1322,169 @@ async def limit_body(request: web.Request, handler) -> web.StreamResponse:
 
 
 def plan_view(plan: Plan, summary: dict[str, Any]) -> dict[str, Any]:
+    """The suite's additions about the plan."""
     return {"planner": plan.planner, "planner_note": plan.note, "is_new": summary["is_new"],
             "plan": plan.actions}
 
 
+def action_plan(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The plan as the earlier service gave it."""
+    return [{"action": a["type"], "channel_username": a.get("channel"),
+             "duration_seconds": a.get("duration", 0), "reason": a.get("reason", "")}
+            for a in actions]
+
+
+async def warmup_body(request: web.Request) -> web.Response | None:
+    """Check the earlier service's optional JSON body; a 422 answer when it is unusable.
+
+    Its fields (telegram_api_base_url, telegram_api_key) are accepted and not used: the
+    account folder says how to reach Telegram.
+    """
+    if not request.body_exists:
+        return None
+    text = await request.text()
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return validation_error(["body", exc.pos], "json_invalid", "JSON decode error",
+                                {}, error=exc.msg)
+    if not isinstance(body, dict):
+        return validation_error(["body"], "model_attributes_type", "Input should be a valid "
+                                "dictionary or object to extract fields from", body)
+    return None
+
+
 async def post_warmup(request: web.Request) -> web.Response:
+    refused = await warmup_body(request)
+    if refused is not None:
+        return refused
     service = request.app[SERVICE_KEY]
     session_id = request.match_info["session_id"]
     job_id, plan, summary = await service.start(session_id)
     service.run_in_background(job_id)
-    return web.json_response({"job_id": job_id, "session_id": session_id,
-                              "status": JOB_RUNNING, "job_url": f"/jobs/{job_id}",
-                              **plan_view(plan, summary)}, status=202)
+    return web.json_response({
+        "session_id": session_id, "status": "started",
+        "message": f"Warmup initiated with {len(plan.actions)} actions",
+        "action_plan": action_plan(plan.actions), "execution_summary": None,
+        "job_id": job_id, "job_status": JOB_RUNNING, "job_url": f"/jobs/{job_id}",
+        **plan_view(plan, summary)})
 
 
 async def post_warmup_sync(request: web.Request) -> web.Response:
+    refused = await warmup_body(request)
+    if refused is not None:
+        return refused
     service = request.app[SERVICE_KEY]
     session_id = request.match_info["session_id"]
     job_id, plan, summary = await service.start(session_id)
     job, _ = await service.run_job(job_id)
-    body = {"job_id": job_id, "session_id": session_id, "status": job["status"],
-            **plan_view(plan, summary), "actions": job["actions"]}
+    done = job["execution_summary"]
+    body = {"action_plan": action_plan(plan.actions), "execution_summary": done,
+            "job_id": job_id, "job_status": job["status"], **plan_view(plan, summary),
+            "actions": job["actions"]}
     if job["status"] == JOB_FAILED:
-        return web.json_response({"error": job["error"], **body}, status=502)
-    return web.json_response(body)
+        return json_error(500, f"Warmup failed: {job['error']}", session_id=session_id, **body)
+    return web.json_response({
+        "session_id": session_id, "status": "completed",
+        "message": f"Warmup completed: {done['successful_actions']}/{done['total_actions']} "
+                   "actions successful", **body})
+
+
+def days_query(text: str | None, default: int) -> int | web.Response:
+    """The `days` query parameter, or FastAPI's 422 answer for it."""
+    if text is None:
+        return default
+    if not re.fullmatch(r"\s*[+-]?\d+\s*", text):
+        return validation_error(["query", "days"], "int_parsing", "Input should be a valid "
+                                "integer, unable to parse string as an integer", text)
+    days = int(text)
+    if days < 0:
+        return validation_error(["query", "days"], "greater_than_equal",
+                                "Input should be greater than or equal to 0", text, ge=0)
+    if days > MAX_HISTORY_DAYS:
+        return validation_error(["query", "days"], "less_than_equal", "Input should be less "
+                                f"than or equal to {MAX_HISTORY_DAYS}", text,
+                                le=MAX_HISTORY_DAYS)
+    return days
 
 
 async def get_history(request: web.Request) -> web.Response:
+    """Spec 001's history: any valid session id, account folder or not."""
     service = request.app[SERVICE_KEY]
-    session_id = request.match_info["session_id"]
-    service.account_folder(session_id)
-    text = request.query.get("days", str(service.settings.history_days))
-    try:
-        days = days_value(text)
-    except argparse.ArgumentTypeError as exc:
-        return json_error(400, f"days {exc}, not {text[:20]!r}")
-    return web.json_response({"session_id": session_id,
-                              "summary": service.store.summary(session_id),
-                              "history": service.store.history(session_id, days)})
+    session_id = check_session_id(request.match_info["session_id"])
+    days = days_query(request.query.get("days"), service.settings.history_days)
+    if isinstance(days, web.Response):
+        return days
+    rows = await service.db(service.store.history, session_id, days)
+    return web.json_response({"session_id": session_id, "summary": summarize(rows),
+                              "history": rows})
 
 
 async def get_job(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
     job_id = request.match_info["job_id"]
-    job = request.app[SERVICE_KEY].store.job(job_id) if JOB_ID_RE.fullmatch(job_id) else None
+    job = await service.db(service.store.job, job_id) if JOB_ID_RE.fullmatch(job_id) else None
     if job is None:
         return json_error(404, f"no job {job_id[:40]!r}")
     return web.json_response(job)
 
 
+async def get_root(request: web.Request) -> web.Response:
+    return web.json_response({"service": "Heat Up", "status": "running",
+                              "version": EARLIER_API_VERSION})
+
+
 async def get_health(request: web.Request) -> web.Response:
+    """The earlier fields, the suite's beside them; 503 naming the reason when unhealthy."""
     service = request.app[SERVICE_KEY]
+
+    def look() -> tuple[str | None, bool]:
+        return probe_database(service.settings.database), bool(service.account_folders())
+
+    problem, accounts = await asyncio.to_thread(look)
     return web.json_response({
-        "status": "ok", "pool_size": len(service.pool),
+        "status": "healthy" if problem is None else "unhealthy",
+        "telegram_client": accounts, "llm_agent": service.settings.llm_configured,
+        "database": problem or "ok", "pool_size": len(service.pool),
         "planner": f"llm:{service.settings.openai_model}" if service.settings.llm_configured
         else "offline",
-        "warming_up": sorted(service.busy)})
+        "warming_up": sorted(service.busy)}, status=200 if problem is None else 503)
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    dead = await service.db(service.store.dead_channels)
+    waiting = await asyncio.to_thread(service.waiting_accounts)
+    live = sum(1 for c in service.pool if c.username.lower() not in dead)
+    text = service.metrics.render(waiting=waiting, warming_up=len(service.busy), live=live,
+                                  dead=len(service.pool) - live)
+    return web.Response(body=text.encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 async def daily_cleanup(service: HeatUp) -> None:
     while True:
         await asyncio.sleep(CLEANUP_INTERVAL_SECONDS)
-        service.cleanup()
+        await service.cleanup()
 
 
 def build_app(service: HeatUp) -> web.Application:
     """The aiohttp application; on start it cleans up, resumes jobs and schedules cleanup."""
+    token = service.settings.api_token
     app = web.Application(client_max_size=BODY_LIMIT_BYTES, middlewares=[
-        errors_as_json, make_auth_middleware(service.settings.api_token), limit_body])
+        errors_as_json, make_guard_middleware(token), make_auth_middleware(token),
+        limit_body])
     app[SERVICE_KEY] = service
+    app.router.add_get("/", get_root)
     app.router.add_post("/warmup/{session_id}", post_warmup)
     app.router.add_post("/warmup-sync/{session_id}", post_warmup_sync)
     app.router.add_get("/sessions/{session_id}/history", get_history)
     app.router.add_get("/jobs/{job_id}", get_job)
     app.router.add_get("/health", get_health)
+    app.router.add_get("/metrics", get_metrics)
 
     async def background(app: web.Application):
-        service.cleanup()
-        service.resume_unfinished()
+        await service.cleanup()
+        await service.resume_unfinished()
         cleaner = asyncio.create_task(daily_cleanup(service))
         yield
         cleaner.cancel()
@@ -1111,10 +1561,10 @@ async def command_plan(service: HeatUp, args: argparse.Namespace) -> int:
 async def command_warmup(service: HeatUp, args: argparse.Namespace) -> int:
     if args.dry_run:
         return await dry_run(service, args.session_id)
-    service.cleanup()
-    unfinished = service.store.unfinished_jobs(args.session_id)
+    await service.cleanup()
+    unfinished = await service.db(service.store.unfinished_jobs, args.session_id)
     if unfinished:
-        service.claim(args.session_id)
+        await service.claim(args.session_id)
         job_id = unfinished[-1]
         print(f"{args.session_id}: continuing job {job_id} where it stopped")
     else:
@@ -1128,6 +1578,8 @@ async def command_warmup(service: HeatUp, args: argparse.Namespace) -> int:
             print(describe_row(row))
     if job["status"] == JOB_FAILED:
         print(f"error: {job['error']}", file=sys.stderr)
+    elif job["status"] == JOB_PARTIAL:
+        print(f"warning: {job['error']}", file=sys.stderr)
     return exit_code
 
 
@@ -1136,7 +1588,7 @@ async def dry_run(service: HeatUp, session_id: str) -> int:
     folder = service.account_folder(session_id)
     plan, summary = await service.plan(session_id)
     print_plan(plan, summary, session_id)
-    account = telegram_session.load_account(folder)
+    account = await asyncio.to_thread(telegram_session.load_account, folder)
     async with telegram_session.open_client(account) as client:
         for number, action in enumerate(plan.actions, start=1):
             print(f"{number}. {describe_action(action)}: "
@@ -1146,9 +1598,9 @@ async def dry_run(service: HeatUp, session_id: str) -> int:
 
 
 async def command_history(service: HeatUp, args: argparse.Namespace) -> int:
-    service.account_folder(args.session_id)
-    summary = service.store.summary(args.session_id)
-    history = service.store.history(args.session_id, args.days)
+    check_session_id(args.session_id)           # any session id, account folder or not
+    history = await service.db(service.store.history, args.session_id, args.days)
+    summary = summarize(history)
     if args.json:
         print(json.dumps({"session_id": args.session_id, "summary": summary,
                           "history": history}, ensure_ascii=False, indent=2))
@@ -1163,7 +1615,7 @@ async def command_history(service: HeatUp, args: argparse.Namespace) -> int:
 
 
 async def command_cleanup(service: HeatUp, args: argparse.Namespace) -> int:
-    deleted = service.cleanup()
+    deleted = await service.cleanup()
     print(f"{deleted} history rows older than {service.settings.history_days} days deleted")
     return EXIT_OK
 
@@ -1173,8 +1625,47 @@ async def command_serve(service: HeatUp, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def check_pool(service: HeatUp, session_id: str) -> list[tuple[str, str, str]]:
+    """Resolve every pool channel through the account; (username, live|dead, detail) each.
+
+    The results are saved: plans use only the channels found live (or never checked).
+    """
+    folder = service.account_folder(session_id)
+    account = await asyncio.to_thread(telegram_session.load_account, folder)
+    results = []
+    async with telegram_session.open_client(account) as client:
+        for number, channel in enumerate(service.pool):
+            if number:
+                await service.sleep(POOL_CHECK_PAUSE_SECONDS)
+            entity = await resolve_channel(client, account, channel.username)
+            if isinstance(entity, str):
+                results.append((channel.username, POOL_DEAD, entity))
+            else:
+                results.append((channel.username, POOL_LIVE, entity.title))
+    await service.db(service.store.record_pool_check, session_id, results)
+    return results
+
+
+async def command_pool(service: HeatUp, args: argparse.Namespace) -> int:
+    results = await check_pool(service, args.session_id)
+    live = sum(1 for _, status, _ in results if status == POOL_LIVE)
+    if args.json:
+        print(json.dumps({"account": args.session_id, "live": live,
+                          "dead": len(results) - live,
+                          "channels": [{"username": name, "status": status, "detail": detail}
+                                       for name, status, detail in results]},
+                         ensure_ascii=False, indent=2))
+        return EXIT_OK
+    width = max(len(name) for name, _, _ in results)
+    for name, status, detail in results:
+        print(f"{name:<{width}}  {status:<4}  {detail}")
+    print(f"{live} live, {len(results) - live} dead (checked through {args.session_id}); "
+          f"plans use only the live channels")
+    return EXIT_OK
+
+
 COMMANDS = {"serve": command_serve, "warmup": command_warmup, "plan": command_plan,
-            "history": command_history, "cleanup": command_cleanup}
+            "history": command_history, "cleanup": command_cleanup, "pool": command_pool}
 
 
 def days_value(text: str) -> int:
@@ -1223,10 +1714,17 @@ def build_parser() -> argparse.ArgumentParser:
                                help="print a plan for an account; run nothing")
     plan.add_argument("session_id", metavar="SESSION_ID")
     history = commands.add_parser("history", parents=[common, output],
-                                  help="an account's saved actions")
+                                  help="a session's saved actions (any session id)")
     history.add_argument("session_id", metavar="SESSION_ID")
     history.add_argument("--days", type=days_value, default=DEFAULT_HISTORY_DAYS,
                          help="how far back (default: %(default)s)")
+    pool = commands.add_parser("pool", help="the channel pool")
+    pool_commands = pool.add_subparsers(dest="pool_command", required=True, metavar="COMMAND")
+    pool_check = pool_commands.add_parser(
+        "check", parents=[common, output],
+        help="resolve every pool channel through an account; plans then skip the dead ones")
+    pool_check.add_argument("session_id", metavar="ACCOUNT",
+                            help="account folder under sessions/ whose client looks them up")
     commands.add_parser("cleanup", parents=[common],
                         help="delete history older than SESSION_HISTORY_DAYS")
     return parser
@@ -1254,7 +1752,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     except WarmupBusy as exc:           # the README's code for a lock held elsewhere
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_SESSION
-    except AccountLimited as exc:
+    except (AccountLimited, PoolError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except telegram_session.AccountError as exc:
@@ -1267,6 +1765,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     finally:
+        service.close()
         store.close()
 
 
@@ -1288,6 +1787,10 @@ def main(argv: list[str] | None = None) -> int:
         if not is_loopback(args.host) and not settings.api_token:
             parser.error(f"refusing to listen on {args.host} without HEATUP_API_TOKEN: set a "
                          "token, or listen on 127.0.0.1")
+        if settings.api_token and len(settings.api_token) < MIN_TOKEN_LENGTH:
+            print(f"error: HEATUP_API_TOKEN is {len(settings.api_token)} characters; use at "
+                  f"least {MIN_TOKEN_LENGTH}, e.g. one made with: {MAKE_TOKEN}", file=sys.stderr)
+            return EXIT_USAGE
     return asyncio.run(run(settings, args))
 
 

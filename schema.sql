@@ -172,7 +172,8 @@ CREATE TABLE IF NOT EXISTS campaign_runs (
 CREATE TABLE IF NOT EXISTS campaign_run_profiles (
     run_id     TEXT    NOT NULL,
     profile_id INTEGER NOT NULL,
-    status     TEXT    NOT NULL DEFAULT 'starting', -- starting|running|done|stopped|peer_flood|failed
+    -- starting | running | done | stopped | failed | peer_flood | restricted | frozen
+    status     TEXT    NOT NULL DEFAULT 'starting',
     reason     TEXT,
     pid        INTEGER,
     started_at TEXT,
@@ -213,9 +214,10 @@ CREATE TABLE IF NOT EXISTS session_history (
     timestamp DATETIME DEFAULT CURRENT_TIMESTAMP
 );
 
--- One warmup: its plan and outcome. status: running | done | failed. The actions it ran
--- are the session_history rows whose action_data has its job_id (with the step number),
--- so a job left running by a stopped process continues from its first unsaved step.
+-- One warmup: its plan and outcome. status: running | done | partial (some action failed)
+-- | failed (no join or read succeeded, or the account was stopped). The actions it ran are
+-- the session_history rows whose action_data has its job_id (with the step number), so a
+-- job left running by a stopped process continues from its first unsaved step.
 CREATE TABLE IF NOT EXISTS heatup_jobs (
     job_id       TEXT PRIMARY KEY,
     session_id   TEXT NOT NULL,
@@ -228,6 +230,15 @@ CREATE TABLE IF NOT EXISTS heatup_jobs (
     error        TEXT
 );
 
+-- What `heatup.py pool check ACCOUNT` found for each pool channel ('@name', lower case):
+-- status live | dead (detail: the channel's title, or why it is dead). Plans skip dead ones.
+CREATE TABLE IF NOT EXISTS heatup_pool_checks (
+    username   TEXT PRIMARY KEY,
+    status     TEXT NOT NULL,
+    detail     TEXT,
+    account    TEXT,
+    checked_at TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS idx_session_history_session_time
     ON session_history(session_id, timestamp);
 CREATE INDEX IF NOT EXISTS idx_heatup_jobs_status ON heatup_jobs(status, session_id);

@@ -569,7 +569,7 @@ def _registry(account: Account) -> sqlite3.Connection:
     """This process's connection to the account's registry database."""
     conn = _registry_connections.get(account.registry_db)
     if conn is None:
-        conn = migrate_db.connect(account.registry_db)
+        conn = migrate_db.connect(account.registry_db, kind="accounts")
         _registry_connections[account.registry_db] = conn
     return conn
 

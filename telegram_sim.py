@@ -68,10 +68,11 @@ HISTORY_PAGE_MAX = 100          # Telegram's page size for history requests
 ALBUM_MAX = 10
 FORWARD_MAX = 100
 GENERAL_TOPIC_ID = 1
-ACCOUNT_PTS = 1                 # account-wide pts (private chats are not modelled)
+CHANNEL_ID_BASE = 1_500_000_000   # channels, megagroups, forums: 1500000001, ...
+GROUP_ID_BASE = 700_000_000       # basic groups: 700000001, ...
 DEFAULT_LOGIN_CODE = "12345"
 RANDOM_ID_MODES = ("original", "error")
-CHAT_KINDS = ("channel", "megagroup", "forum")
+CHAT_KINDS = ("channel", "megagroup", "forum", "group")     # group: a basic group (Chat)
 DEFAULT_PHOTO_SIZE = (800, 600)
 PHOTO_SIZE_TYPES = (("s", 100), ("m", 320), ("x", 800), ("y", 1280), ("w", 2560))
 SIM_API_ID = 2040               # any api id works on the simulator
@@ -138,7 +139,18 @@ CREATE TABLE IF NOT EXISTS accounts (
     restricted  INTEGER NOT NULL DEFAULT 0,
     limited     INTEGER NOT NULL DEFAULT 0,
     rate_limits INTEGER NOT NULL DEFAULT 1,
+    pts         INTEGER NOT NULL DEFAULT 1,
+    box_top     INTEGER NOT NULL DEFAULT 0,
     created_at  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS inbox (
+    user_id    INTEGER NOT NULL,
+    box_id     INTEGER NOT NULL,
+    channel_id INTEGER NOT NULL,
+    message_id INTEGER NOT NULL,
+    pts        INTEGER NOT NULL,
+    PRIMARY KEY (user_id, box_id),
+    UNIQUE (user_id, channel_id, message_id)
 );
 CREATE TABLE IF NOT EXISTS auth_keys (
     key_id     TEXT PRIMARY KEY,
@@ -544,8 +556,11 @@ class Server:
             banned |= set(json.loads(part["banned_rights"]))
         return None, banned
 
-    def tl_channel(self, row: sqlite3.Row, viewer: int | None) -> types.Channel:
+    def tl_channel(self, row: sqlite3.Row, viewer: int | None) -> TLObject:
+        """The chat as the viewer sees it: a Channel, or a Chat for a basic group."""
         part = self.participant(row["channel_id"], viewer)
+        if row["kind"] == "group":
+            return self.tl_chat(row, part)
         count = self.conn.execute(
             "SELECT COUNT(*) FROM participants WHERE channel_id = ?",
             (row["channel_id"],)).fetchone()[0]
@@ -567,11 +582,74 @@ class Server:
             banned_rights=_banned_rights(own) if own and admin is None else None,
             default_banned_rights=_banned_rights(default) if megagroup else None)
 
+    def tl_chat(self, row: sqlite3.Row, part: sqlite3.Row | None) -> types.Chat:
+        count = self.conn.execute("SELECT COUNT(*) FROM participants WHERE channel_id = ?",
+                                  (row["channel_id"],)).fetchone()[0]
+        admin_rights, _ = self.rights(row, part)
+        return types.Chat(
+            id=row["channel_id"], title=row["title"], photo=types.ChatPhotoEmpty(),
+            participants_count=count, date=_dt(row["date"]), version=1,
+            creator=part is not None and part["role"] == "creator", left=part is None,
+            noforwards=bool(row["noforwards"]),
+            admin_rights=types.ChatAdminRights(**{r: True for r in admin_rights})
+            if admin_rights is not None else None,
+            default_banned_rights=_banned_rights(json.loads(row["default_banned"])))
+
     def message_for(self, row: sqlite3.Row, viewer: int | None) -> TLObject:
+        """The stored message as the viewer sees it (in a basic group: with the viewer's
+        own message ids; the World API, viewer None, sees the group's internal ids)."""
         message = _parse(row["body"])
         message.out = bool(viewer) and row["sender_id"] == viewer
         self.refresh_reference(getattr(message, "media", None))
+        if isinstance(message.peer_id, types.PeerChat) and viewer:
+            message.id = self.box_id(viewer, row["channel_id"], row["id"]) or 0
+            reply = getattr(message, "reply_to", None)
+            if reply is not None:
+                reply.reply_to_msg_id = self.box_id(viewer, row["channel_id"],
+                                                    reply.reply_to_msg_id) or 0
         return message
+
+    # -- basic groups: message ids and pts per receiving account ------------------------
+
+    def box_id(self, user_id: int, chat_id: int, message_id: int) -> int | None:
+        """The account's own id of a basic group's message."""
+        row = self.conn.execute(
+            "SELECT box_id FROM inbox WHERE user_id = ? AND channel_id = ? AND message_id = ?",
+            (user_id, chat_id, message_id)).fetchone()
+        return row[0] if row else None
+
+    def group_message_id(self, user_id: int, chat_id: int, box_id: int) -> int | None:
+        """The group's internal id of the account's message `box_id` in that group."""
+        row = self.conn.execute(
+            "SELECT message_id FROM inbox WHERE user_id = ? AND box_id = ? "
+            "AND channel_id = ?", (user_id, box_id, chat_id)).fetchone()
+        return row[0] if row else None
+
+    def deliver_to_boxes(self, chat_id: int, message_id: int) -> None:
+        """Give each member of a basic group the message under its own next id and pts."""
+        members = self.conn.execute(
+            "SELECT user_id FROM participants WHERE channel_id = ? AND role != 'banned'",
+            (chat_id,)).fetchall()
+        for (user_id,) in members:
+            self.conn.execute("UPDATE accounts SET box_top = box_top + 1, pts = pts + 1 "
+                              "WHERE user_id = ?", (user_id,))
+            box, pts = self.conn.execute("SELECT box_top, pts FROM accounts WHERE user_id = ?",
+                                         (user_id,)).fetchone()
+            self.conn.execute(
+                "INSERT INTO inbox (user_id, box_id, channel_id, message_id, pts) "
+                "VALUES (?, ?, ?, ?, ?)", (user_id, box, chat_id, message_id, pts))
+
+    def box_update(self, user_id: int, row: sqlite3.Row) -> TLObject:
+        """UpdateNewMessage of a basic group's message for one member (its pts)."""
+        pts = self.conn.execute(
+            "SELECT pts FROM inbox WHERE user_id = ? AND channel_id = ? AND message_id = ?",
+            (user_id, row["channel_id"], row["id"])).fetchone()[0]
+        return types.UpdateNewMessage(message=self.message_for(row, user_id), pts=pts,
+                                      pts_count=1)
+
+    def account_pts(self, user_id: int) -> int:
+        return self.conn.execute("SELECT pts FROM accounts WHERE user_id = ?",
+                                 (user_id,)).fetchone()[0]
 
     # -- file references ----------------------------------------------------------------
 
@@ -620,6 +698,11 @@ class Server:
             row = self.channel_row(peer.channel_id)
             if row is None or row["access_hash"] != peer.access_hash:
                 raise RpcFailure(400, "CHANNEL_INVALID")
+        elif isinstance(peer, types.InputPeerChat):
+            row = self.channel_row(peer.chat_id)
+            if row is None or row["kind"] != "group" \
+                    or self.participant(peer.chat_id, viewer) is None:
+                raise RpcFailure(400, "CHAT_ID_INVALID")
         elif isinstance(peer, (types.InputPeerEmpty, types.InputChannelEmpty)):
             raise RpcFailure(400, "CHANNEL_INVALID")
         else:
@@ -731,7 +814,8 @@ class Server:
         now = self.now()
         header, topic = reply if reply else (None, None)
         broadcast = channel["kind"] == "channel"
-        common = dict(id=msg_id, peer_id=types.PeerChannel(cid), date=_dt(now),
+        peer = types.PeerChat(cid) if channel["kind"] == "group" else types.PeerChannel(cid)
+        common = dict(id=msg_id, peer_id=peer, date=_dt(now),
                       out=False, post=broadcast,
                       from_id=None if broadcast or sender_id is None
                       else types.PeerUser(sender_id),
@@ -759,6 +843,8 @@ class Server:
         self.conn.execute(
             "INSERT INTO events (channel_id, pts, message_id, origin) VALUES (?, ?, ?, ?)",
             (cid, pts, msg_id, origin))
+        if channel["kind"] == "group":
+            self.deliver_to_boxes(cid, msg_id)
         return message, pts
 
     def check_random_id(self, channel_id: int, sender_id: int,
@@ -790,16 +876,20 @@ class Server:
         cid = channel["channel_id"]
         updates: list[TLObject] = []
         rows = []
+        group = channel["kind"] == "group"
         for random_id, msg_id in sent:
             row = self.conn.execute(
                 "SELECT * FROM messages WHERE channel_id = ? AND id = ?",
                 (cid, msg_id)).fetchone()
             rows.append(row)
             if random_id:
-                updates.append(types.UpdateMessageID(id=msg_id, random_id=random_id))
+                seen_id = self.box_id(viewer, cid, msg_id) if group else msg_id
+                updates.append(types.UpdateMessageID(id=seen_id, random_id=random_id))
         for row in rows:
-            updates.append(types.UpdateNewChannelMessage(
-                message=self.message_for(row, viewer), pts=row["pts"], pts_count=1))
+            updates.append(self.box_update(viewer, row) if group else
+                           types.UpdateNewChannelMessage(
+                               message=self.message_for(row, viewer), pts=row["pts"],
+                               pts_count=1))
         chats, users = self.envelope(channel, rows, viewer)
         return types.Updates(updates=updates, users=users, chats=chats,
                              date=_dt(self.now()), seq=0)
@@ -1042,7 +1132,14 @@ class Server:
                 continue        # this sender's own sends came back as its results
             if may_lose and self.lose_update(user_id):
                 continue
-            update, message = self.event_update(row, user_id)
+            channel = self.channel_row(row["channel_id"])
+            if channel["kind"] == "group":
+                message = self.conn.execute(
+                    "SELECT * FROM messages WHERE channel_id = ? AND id = ?",
+                    (row["channel_id"], row["message_id"])).fetchone()
+                update = self.box_update(user_id, message)
+            else:
+                update, message = self.event_update(row, user_id)
             channel = self.channel_row(row["channel_id"])
             chats[channel["channel_id"]] = self.tl_channel(channel, user_id)
             if message is not None:
@@ -1137,27 +1234,38 @@ def h_log_out(ctx: Context, request: TLObject) -> TLObject:
 
 
 def h_get_state(ctx: Context, request: TLObject) -> TLObject:
-    return types.updates.State(pts=ACCOUNT_PTS, qts=0, date=_dt(ctx.server.now()), seq=0,
-                               unread_count=0)
+    return types.updates.State(pts=ctx.server.account_pts(ctx.user_id), qts=0,
+                               date=_dt(ctx.server.now()), seq=0, unread_count=0)
 
 
 def h_get_difference(ctx: Context, request: TLObject) -> TLObject:
-    """No private chats, so no account updates: the user's channels with messages since
-    `date` come back as UpdateChannelTooLong, to be fetched with GetChannelDifference."""
-    now = _dt(ctx.server.now())
+    """Basic groups' messages after the account's `pts` as new_messages; the user's
+    channels with messages since `date` as UpdateChannelTooLong, to be fetched with
+    GetChannelDifference."""
+    server, viewer = ctx.server, ctx.user_id
+    now = _dt(server.now())
     channels = ctx.conn.execute(
         "SELECT c.* FROM channels c JOIN participants p ON p.channel_id = c.channel_id "
-        "WHERE p.user_id = ? AND p.role != 'banned' AND EXISTS (SELECT 1 FROM messages m "
-        "WHERE m.channel_id = c.channel_id AND m.date >= ?) ORDER BY c.channel_id",
-        (ctx.user_id, _ts(request.date))).fetchall()
-    if not channels:
+        "WHERE p.user_id = ? AND p.role != 'banned' AND c.kind != 'group' AND EXISTS ("
+        "SELECT 1 FROM messages m WHERE m.channel_id = c.channel_id AND m.date >= ?) "
+        "ORDER BY c.channel_id", (viewer, _ts(request.date))).fetchall()
+    boxed = ctx.conn.execute(
+        "SELECT m.* FROM inbox i JOIN messages m ON m.channel_id = i.channel_id "
+        "AND m.id = i.message_id WHERE i.user_id = ? AND i.pts > ? ORDER BY i.pts",
+        (viewer, request.pts)).fetchall()
+    if not channels and not boxed:
         return types.updates.DifferenceEmpty(date=now, seq=0)
+    groups = {m["channel_id"] for m in boxed}
+    chats = [server.tl_channel(c, viewer) for c in channels] + [
+        server.tl_channel(server.channel_row(g), viewer) for g in sorted(groups)]
     return types.updates.Difference(
-        new_messages=[], new_encrypted_messages=[],
+        new_messages=[server.message_for(m, viewer) for m in boxed],
+        new_encrypted_messages=[],
         other_updates=[types.UpdateChannelTooLong(channel_id=c["channel_id"], pts=c["pts"])
                        for c in channels],
-        chats=[ctx.server.tl_channel(c, ctx.user_id) for c in channels], users=[],
-        state=types.updates.State(pts=ACCOUNT_PTS, qts=0, date=now, seq=0, unread_count=0))
+        chats=chats, users=server.tl_users([m["sender_id"] for m in boxed], viewer),
+        state=types.updates.State(pts=server.account_pts(viewer), qts=0, date=now, seq=0,
+                                  unread_count=0))
 
 
 def h_get_channel_difference(ctx: Context, request: TLObject) -> TLObject:
@@ -1241,6 +1349,15 @@ def h_get_channels(ctx: Context, request: TLObject) -> TLObject:
     return types.messages.Chats(chats=chats)
 
 
+def h_get_chats(ctx: Context, request: TLObject) -> TLObject:
+    """Basic groups by id (those the account is in)."""
+    chats = []
+    for chat_id in request.id:
+        row = ctx.server.resolve_channel(types.InputPeerChat(chat_id), ctx.user_id)
+        chats.append(ctx.server.tl_channel(row, ctx.user_id))
+    return types.messages.Chats(chats=chats)
+
+
 def h_get_full_channel(ctx: Context, request: TLObject) -> TLObject:
     server = ctx.server
     row = server.resolve_channel(request.channel, ctx.user_id)
@@ -1299,7 +1416,13 @@ def _max_message_id(ctx: Context, channel_id: int) -> int:
 def h_messages_read_history(ctx: Context, request: TLObject) -> TLObject:
     if isinstance(request.peer, types.InputPeerChannel):
         raise RpcFailure(400, "PEER_ID_INVALID")
-    return types.messages.AffectedMessages(pts=ACCOUNT_PTS, pts_count=0)
+    if isinstance(request.peer, types.InputPeerChat):
+        group = ctx.server.resolve_channel(request.peer, ctx.user_id)
+        ctx.conn.execute("UPDATE participants SET read_max_id = MAX(read_max_id, ?) "
+                         "WHERE channel_id = ? AND user_id = ?",
+                         (request.max_id, group["channel_id"], ctx.user_id))
+    return types.messages.AffectedMessages(pts=ctx.server.account_pts(ctx.user_id),
+                                           pts_count=0)
 
 
 def _history_args(request: TLObject) -> dict:
@@ -1308,9 +1431,40 @@ def _history_args(request: TLObject) -> dict:
                 max_id=request.max_id, min_id=request.min_id)
 
 
+def _group_history(ctx: Context, group: sqlite3.Row, request: TLObject) -> TLObject:
+    """A basic group's history in the viewer's own ids, Telegram's paging (newest first,
+    exclusive offset_id/min_id/max_id, add_offset)."""
+    server, viewer = ctx.server, ctx.user_id
+    boxes = [(r[0], r[1]) for r in ctx.conn.execute(
+        "SELECT i.box_id, m.date FROM inbox i JOIN messages m ON m.channel_id = i.channel_id"
+        " AND m.id = i.message_id WHERE i.user_id = ? AND i.channel_id = ? "
+        "AND (? = 0 OR i.box_id > ?) AND (? = 0 OR i.box_id < ?) ORDER BY i.box_id DESC",
+        (viewer, group["channel_id"], request.min_id, request.min_id, request.max_id,
+         request.max_id))]
+    if request.offset_id:
+        skipped = sum(1 for box, _ in boxes if box >= request.offset_id)
+    elif _ts(request.offset_date):
+        skipped = sum(1 for _, date in boxes if date >= _ts(request.offset_date))
+    else:
+        skipped = 0
+    limit = max(0, min(request.limit or HISTORY_PAGE_MAX, HISTORY_PAGE_MAX))
+    start = max(skipped + request.add_offset, 0)
+    page = boxes[start:max(start, skipped + request.add_offset + limit)]
+    rows = [ctx.conn.execute("SELECT * FROM messages WHERE channel_id = ? AND id = ?",
+                             (group["channel_id"], server.group_message_id(
+                                 viewer, group["channel_id"], box))).fetchone()
+            for box, _ in page]
+    chats, users = server.envelope(group, rows, viewer)
+    return types.messages.MessagesSlice(
+        count=len(boxes), messages=[server.message_for(r, viewer) for r in rows],
+        topics=[], chats=chats, users=users)
+
+
 def h_get_history(ctx: Context, request: TLObject) -> TLObject:
     server = ctx.server
     channel = server.resolve_channel(request.peer, ctx.user_id)
+    if channel["kind"] == "group":
+        return _group_history(ctx, channel, request)
     cid = channel["channel_id"]
     rows = server.history_page(cid, "1", (), **_history_args(request))
     count = ctx.conn.execute("SELECT COUNT(*) FROM messages WHERE channel_id = ?",
@@ -1371,10 +1525,24 @@ def h_channels_get_messages(ctx: Context, request: TLObject) -> TLObject:
 
 
 def h_messages_get_messages(ctx: Context, request: TLObject) -> TLObject:
-    """Private chats and basic groups are not modelled: every id is empty."""
-    ids = _message_ids(request.id)
-    return types.messages.Messages(messages=[types.MessageEmpty(id=i) for i in ids],
-                                   topics=[], chats=[], users=[])
+    """Messages by the account's own ids (basic groups; private chats are not modelled)."""
+    server, viewer = ctx.server, ctx.user_id
+    messages, rows, groups = [], [], {}
+    for box in _message_ids(request.id):
+        found = ctx.conn.execute(
+            "SELECT m.* FROM inbox i JOIN messages m ON m.channel_id = i.channel_id "
+            "AND m.id = i.message_id WHERE i.user_id = ? AND i.box_id = ?",
+            (viewer, box)).fetchone()
+        if found is None:
+            messages.append(types.MessageEmpty(id=box))
+            continue
+        rows.append(found)
+        messages.append(server.message_for(found, viewer))
+        groups[found["channel_id"]] = server.tl_channel(
+            server.channel_row(found["channel_id"]), viewer)
+    return types.messages.Messages(
+        messages=messages, topics=[], chats=list(groups.values()),
+        users=server.tl_users([r["sender_id"] for r in rows], viewer))
 
 
 def _reply_target(request: TLObject) -> tuple[int | None, int | None]:
@@ -1392,7 +1560,10 @@ def _send_one(ctx: Context, request: TLObject, *, text: str, entities: list | No
     original = server.check_random_id(cid, viewer, request.random_id)
     if original is not None:
         return server.sent_updates(channel, [(request.random_id, original)], viewer)
-    reply = server.reply_header(channel, *_reply_target(request))
+    reply_to, top = _reply_target(request)
+    if reply_to and channel["kind"] == "group":
+        reply_to = server.group_message_id(viewer, cid, reply_to) or -1
+    reply = server.reply_header(channel, reply_to, top)
     media = media_of() if media_of else None
     server.check_send(channel, viewer, [media], reply[1])
     message, _ = server.store_message(channel, viewer, text=text, entities=entities,
@@ -1471,6 +1642,8 @@ def h_forward_messages(ctx: Context, request: TLObject) -> TLObject:
         raise RpcFailure(400, "RANDOM_ID_INVALID")
     source = server.resolve_channel(request.from_peer, viewer)
     target = server.resolve_channel(request.to_peer, viewer, write=True)
+    if "group" in (source["kind"], target["kind"]):
+        raise RpcFailure(400, "SIMULATOR_UNSUPPORTED_BASIC_GROUP_FORWARD")
     sid, tid = source["channel_id"], target["channel_id"]
     reply_msg, top = _reply_target(request)
     reply = server.reply_header(target, reply_msg, request.top_msg_id or top)
@@ -1532,6 +1705,8 @@ def h_edit_message(ctx: Context, request: TLObject) -> TLObject:
     channel, any post with edit_messages. Others: MESSAGE_AUTHOR_REQUIRED."""
     server, viewer = ctx.server, ctx.user_id
     channel = server.resolve_channel(request.peer, viewer)
+    if channel["kind"] == "group":
+        raise RpcFailure(400, "SIMULATOR_UNSUPPORTED_BASIC_GROUP_EDIT")
     _check_not_restricted(ctx)
     row = _channel_message(ctx, channel, request.id)
     if row["is_service"]:
@@ -1579,8 +1754,9 @@ def h_channels_delete_messages(ctx: Context, request: TLObject) -> TLObject:
 
 
 def h_messages_delete_messages(ctx: Context, request: TLObject) -> TLObject:
-    """Private chats and basic groups are not modelled: nothing to delete."""
-    return types.messages.AffectedMessages(pts=ACCOUNT_PTS, pts_count=0)
+    """Deleting in basic groups and private chats is not modelled: nothing is deleted."""
+    return types.messages.AffectedMessages(pts=ctx.server.account_pts(ctx.user_id),
+                                           pts_count=0)
 
 
 def _topic_manager(ctx: Context, channel: sqlite3.Row, topic: int) -> sqlite3.Row:
@@ -1738,19 +1914,24 @@ def h_get_dialogs(ctx: Context, request: TLObject) -> TLObject:
     tops = []
     for channel in channels:
         top = ctx.conn.execute(
-            "SELECT * FROM messages WHERE channel_id = ? ORDER BY id DESC LIMIT 1",
-            (channel["channel_id"],)).fetchone()
+            "SELECT m.* FROM messages m WHERE m.channel_id = ? AND (? != 'group' OR EXISTS ("
+            "SELECT 1 FROM inbox i WHERE i.user_id = ? AND i.channel_id = m.channel_id "
+            "AND i.message_id = m.id)) ORDER BY m.id DESC LIMIT 1",
+            (channel["channel_id"], channel["kind"], viewer)).fetchone()
         tops.append((top["date"] if top else channel["date"], channel, top))
     tops.sort(key=lambda item: item[0], reverse=True)
     for _, channel, top in tops:
         part = server.participant(channel["channel_id"], viewer)
-        top_id = top["id"] if top else 0
+        group = channel["kind"] == "group"
+        top_id = (server.message_for(top, viewer).id if group else top["id"]) if top else 0
         dialogs.append(types.Dialog(
-            peer=types.PeerChannel(channel["channel_id"]), top_message=top_id,
+            peer=types.PeerChat(channel["channel_id"]) if group
+            else types.PeerChannel(channel["channel_id"]), top_message=top_id,
             read_inbox_max_id=part["read_max_id"], read_outbox_max_id=top_id,
             unread_count=max(0, top_id - part["read_max_id"]), unread_mentions_count=0,
             unread_reactions_count=0, unread_poll_votes_count=0,
-            notify_settings=types.PeerNotifySettings(), pts=channel["pts"]))
+            notify_settings=types.PeerNotifySettings(),
+            pts=None if group else channel["pts"]))
         chats.append(server.tl_channel(channel, viewer))
         if top is not None:
             messages.append(server.message_for(top, viewer))
@@ -1815,6 +1996,7 @@ HANDLERS = {
     functions.messages.GetForumTopicsRequest: h_get_forum_topics,
     functions.messages.GetForumTopicsByIDRequest: h_get_forum_topics_by_id,
     functions.messages.GetDialogsRequest: h_get_dialogs,
+    functions.messages.GetChatsRequest: h_get_chats,
     functions.messages.EditMessageRequest: h_edit_message,
     functions.messages.DeleteMessagesRequest: h_messages_delete_messages,
     functions.channels.DeleteMessagesRequest: h_channels_delete_messages,
@@ -2417,8 +2599,10 @@ class World:
         admin_ids = [self.account_id(a) for a in admins]
         with transaction(self.conn):
             self._check_username_free(username)
-            channel_id = 1_500_000_000 + self.conn.execute(
-                "SELECT COUNT(*) FROM channels").fetchone()[0] + 1
+            if kind == "group" and username:
+                raise SimulatorError("a basic group has no username")
+            channel_id = (GROUP_ID_BASE if kind == "group" else CHANNEL_ID_BASE) \
+                + self.conn.execute("SELECT COUNT(*) FROM channels").fetchone()[0] + 1
             self.conn.execute(
                 "INSERT INTO channels (channel_id, access_hash, title, username, kind, "
                 "noforwards, slowmode_seconds, default_banned, creator_id, date) "
@@ -2445,6 +2629,8 @@ class World:
             number = int(chat)
             if number < -1_000_000_000_000:
                 number = -number - 1_000_000_000_000     # the -100... form Telethon prints
+            elif number < 0:
+                number = -number                         # a basic group's -id
             row = self.conn.execute("SELECT channel_id FROM channels WHERE channel_id = ?",
                                     (number,)).fetchone()
         else:
@@ -2457,8 +2643,12 @@ class World:
         return row[0]
 
     def peer_id(self, chat: int | str) -> int:
-        """The chat's marked id as Telethon uses it (-100...): what clients should be given."""
-        return -1_000_000_000_000 - self.chat_id(chat)
+        """The chat's marked id as Telethon uses it (-100... for channels, -id for basic
+        groups): what clients should be given."""
+        chat_id = self.chat_id(chat)
+        if self.server.channel_row(chat_id)["kind"] == "group":
+            return -chat_id
+        return -1_000_000_000_000 - chat_id
 
     def channels(self) -> list[dict]:
         rows = self.conn.execute(

@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """Refresh heatup.py's channel pool (channels_data.json) from the TGStat API.
 
-`fetch` asks TGStat for its categories, then searches each chosen category for public
-channels, keeps those with a username, and merges them into channels_data.json (entries
-already in the file are kept unless --replace). `usage` shows how much of the API quota
-is spent. The token comes from TGSTAT_API_TOKEN in the environment or in a .env file
-(the current folder's, then the suite's); it is never written anywhere.
+`fetch` reads TGStat's category codes (database/categories; the known codes when that
+cannot be read), searches each chosen category for public channels of the given country
+and language, keeps those with a username that TGStat has not flagged (red_label: fake
+subscribers, black_label: fraud), and merges them into channels_data.json (entries already
+in the file are kept unless --replace). `usage` shows how much of the API quota is spent.
+The token comes from TGSTAT_API_TOKEN in the environment or in a .env file (the current
+folder's, then the suite's); it is never written or printed anywhere, and redirects are
+not followed (they would carry it to another address).
 
-    python tgstat_fetcher.py fetch [--categories tech,news] [--limit 50] [--min-subscribers 1000]
-    python tgstat_fetcher.py usage
+    python tgstat_fetcher.py fetch [--categories tech,news] [--country ru] [--language russian]
+                                   [--limit 50] [--min-subscribers 1000]
+    python tgstat_fetcher.py categories | usage
 
 Exit codes: 0 done, 1 TGStat or the network failed (the file is left as it was),
 2 usage or configuration error, 130 interrupted.
@@ -24,6 +28,7 @@ import re
 import stat
 import sys
 import tempfile
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,37 +44,57 @@ DEFAULT_BASE_URL = "https://api.tgstat.ru"
 DEFAULT_OUTPUT = SCRIPT_DIR / "channels_data.json"
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 50
+DEFAULT_COUNTRY = "ru"                  # codes from /database/countries
+DEFAULT_LANGUAGE = "russian"            # codes from /database/languages
 REQUEST_TIMEOUT_SECONDS = 30
 FLOOD_RETRIES = 3
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-# TGStat category code -> the pool's category name (the spec's ten categories). Codes
-# TGStat does not offer are skipped; other codes asked for keep TGStat's own name.
+# TGStat category code -> the pool's category name (the spec's ten categories). TGStat's
+# codes for software, humour and fashion are apps, entertainment and beauty. Codes TGStat
+# does not offer are skipped; other codes asked for keep TGStat's own name.
 DEFAULT_CATEGORIES = {
     "news": "News",
     "tech": "Technology",
-    "software": "Programming",
+    "apps": "Programming",
     "crypto": "Crypto",
     "business": "Business",
     "education": "Science",
-    "humor": "Entertainment",
+    "entertainment": "Entertainment",
     "sport": "Sports",
     "music": "Music",
-    "fashion": "Lifestyle",
+    "beauty": "Lifestyle",
 }
 
-# Every error code TGStat documents, as one line an operator can act on.
+# Every error code TGStat documents (api.tgstat.ru/docs/ru/errors.html), as one line an
+# operator can act on.
 ERROR_EXPLANATIONS = {
     "empty_token": "no token was sent; set TGSTAT_API_TOKEN in the environment or .env",
     "token_invalid": "the token is not valid; copy it again from https://tgstat.ru/my/api "
                      "into TGSTAT_API_TOKEN",
     "wrong_method": "TGStat does not know this method; check --base-url",
+    "wrong_method_type": "TGStat refused the request type for this method; check --base-url",
     "flood_control_10": "too many requests; TGStat asks to wait 10 seconds",
     "flood_control_60": "too many requests; TGStat asks to wait 60 seconds",
     "no_active_subscription": "a paid TGStat API plan is needed for channel search; the "
                               "shipped channels_data.json still works without it",
+    "quota_requests_reached": "the plan's monthly request quota is used up; wait for the "
+                              "next period (see: tgstat_fetcher.py usage) or upgrade the plan",
+    "quota_channel_reached": "the plan's monthly quota of distinct channels is used up; wait "
+                             "for the next period (see: tgstat_fetcher.py usage)",
+    "quota_keywords_reached": "the plan's monthly quota of distinct search keywords is used "
+                              "up; search by --categories only, or wait for the next period",
+    "quota_foreign_channel": "this plan only gives data on channels whose owners confirmed "
+                             "them on TGStat; a paid plan is needed for other channels",
+    "quota_callback_objects_reached": "the plan's quota of callback subscriptions is used up",
+    "outdated_statistics": "TGStat is still updating these statistics; try again in 15 "
+                           "minutes",
+    "unknown_error": "TGStat failed with an unknown error; try again later",
 }
 FLOOD_WAIT_SECONDS = {"flood_control_10": 10, "flood_control_60": 60}
+TOKEN_ERRORS = ("empty_token", "token_invalid")
+RESTRICTIONS = {"red_label": "flagged red_label (fake subscribers)",
+                "black_label": "flagged black_label (fraud)"}
 USERNAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{3,31}")
 LINK_PREFIX_RE = re.compile(r"^(?:https?://)?(?:www\.)?(?:t\.me|telegram\.me)/", re.IGNORECASE)
 
@@ -90,7 +115,12 @@ class ChannelFileError(Exception):
 
 def explain(code: str) -> str:
     """The one-line explanation of a TGStat error code."""
-    return ERROR_EXPLANATIONS.get(code, f"TGStat error '{code}'")
+    if code in ERROR_EXPLANATIONS:
+        return ERROR_EXPLANATIONS[code]
+    if code.startswith("quota_"):
+        return (f"a quota of the TGStat plan is used up ({code}); see: tgstat_fetcher.py "
+                "usage")
+    return f"TGStat error '{code}'"
 
 
 class TGStatClient:
@@ -121,11 +151,27 @@ class TGStatClient:
                   f"in {wait} s", file=sys.stderr)
             await self.sleep(wait)
 
+    def redact(self, text: str) -> str:
+        """`text` with the token (as given or URL-encoded) replaced by '***'."""
+        for form in {self.token, urllib.parse.quote(self.token, safe=""),
+                     urllib.parse.quote_plus(self.token)}:
+            text = text.replace(form, "***")
+        return text
+
     async def _get(self, method: str, query: dict[str, Any]) -> tuple[str | None, Any]:
-        """One request: (None, response) on success, (error code, None) on a TGStat error."""
+        """One request: (None, response) on success, (error code, None) on a TGStat error.
+
+        Redirects are not followed: the token is in the query, and would go along.
+        """
         url = f"{self.base_url}{method}"
         try:
-            async with self.session.get(url, params=query) as reply:
+            async with self.session.get(url, params=query, allow_redirects=False) as reply:
+                if 300 <= reply.status < 400:
+                    target = urllib.parse.urlsplit(reply.headers.get("Location", ""))
+                    raise TGStatError("redirect", self.redact(
+                        f"{method}: TGStat answered HTTP {reply.status}, a redirect to "
+                        f"{target.scheme}://{target.netloc}{target.path} that is not "
+                        "followed (it would carry the token); check --base-url"))
                 try:
                     body = await reply.json(content_type=None)
                 except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -133,8 +179,8 @@ class TGStatClient:
                                       f"{reply.status} without JSON") from exc
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             reason = str(exc) or type(exc).__name__
-            raise TGStatError("unreachable", f"{method}: cannot reach {self.base_url} "
-                              f"({reason})") from exc
+            raise TGStatError("unreachable", self.redact(
+                f"{method}: cannot reach {self.base_url} ({reason})")) from None
         if not isinstance(body, dict) or body.get("status") not in ("ok", "error"):
             raise TGStatError("bad_reply", f"{method}: unexpected answer from TGStat")
         if body["status"] == "error":
@@ -192,6 +238,12 @@ def channel_entry(item: dict[str, Any], category: str, min_subscribers: int,
     if item.get("peer_type", "channel") != "channel":
         report.skip("not a channel")
         return None
+    restrictions = item.get("tgstat_restrictions")     # [] when there are none
+    if isinstance(restrictions, dict):
+        for label, reason in RESTRICTIONS.items():
+            if restrictions.get(label):
+                report.skip(reason)
+                return None
     username = normalise_username(item.get("username")) or normalise_username(item.get("link"))
     if username is None:
         report.skip("no public username")
@@ -285,10 +337,22 @@ def choose_categories(offered: list[dict[str, Any]], wanted: list[str] | None
     return chosen, missing
 
 
+async def offered_categories(client: TGStatClient) -> list[dict[str, Any]]:
+    """TGStat's categories, or the known codes when TGStat will not list them."""
+    try:
+        return await client.categories()
+    except TGStatError as exc:
+        if exc.code in TOKEN_ERRORS or exc.code in ("unreachable", "redirect"):
+            raise
+        print(f"note: cannot read TGStat's categories ({exc}); searching the known codes",
+              file=sys.stderr)
+        return [{"code": code, "name": name} for code, name in DEFAULT_CATEGORIES.items()]
+
+
 async def fetch_channels(client: TGStatClient, args: argparse.Namespace
                          ) -> tuple[list[dict[str, Any]], list[CategoryReport]]:
     """Search every chosen category; the de-duplicated entries and a report per category."""
-    chosen, missing = choose_categories(await client.categories(), args.categories)
+    chosen, missing = choose_categories(await offered_categories(client), args.categories)
     if args.categories and missing:
         raise TGStatError("unknown_category", f"TGStat has no categor"
                           f"{'y' if len(missing) == 1 else 'ies'} {', '.join(missing)}; "
@@ -329,6 +393,7 @@ async def command_fetch(client: TGStatClient, args: argparse.Namespace) -> int:
     """`fetch`: search, merge and write channels_data.json; the file is untouched on failure."""
     existing = [] if args.replace else read_channel_file(args.output)
     fetched, reports = await fetch_channels(client, args)
+    print(f"TGStat channel search: country {args.country}, language {args.language}")
     print_summary(reports)
     if not fetched:
         print(f"nothing fetched; {args.output} left as it was")
@@ -385,8 +450,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--categories", type=category_list, metavar="CODE[,CODE...]",
                         help="TGStat category codes (default: "
                              f"{','.join(DEFAULT_CATEGORIES)})")
-    search.add_argument("--country", help="TGStat country code, e.g. ru")
-    search.add_argument("--language", help="channel language, e.g. english")
+    search.add_argument("--country", default=DEFAULT_COUNTRY,
+                        help="TGStat country code (database/countries; default: %(default)s)")
+    search.add_argument("--language", default=DEFAULT_LANGUAGE,
+                        help="TGStat language code (database/languages, e.g. english; "
+                             "default: %(default)s)")
     search.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
                         help=f"channels per category, at most {MAX_LIMIT} "
                              "(default: %(default)s)")
@@ -411,7 +479,7 @@ async def run(args: argparse.Namespace, token: str) -> int:
         try:
             return await COMMANDS[args.command](client, args)
         except TGStatError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {client.redact(str(exc))}", file=sys.stderr)
             return EXIT_USAGE if exc.code == "unknown_category" else EXIT_FAILURE
         except (ChannelFileError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)

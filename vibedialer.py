@@ -861,7 +861,7 @@ class SessionInfo:
 def connect_results_db(path: Path) -> sqlite3.Connection:
     """migrate_db.connect with its failures turned into one usage line."""
     try:
-        return migrate_db.connect(path)
+        return migrate_db.connect(path, kind="dialer")
     except sqlite3.Error as exc:
         raise UsageError(f"{path}: cannot use it as a database ({exc})") from None
 
@@ -1673,7 +1673,7 @@ def open_results(path: Path) -> sqlite3.Connection:
         raise UsageError(f"{path}: no such file")
     if migrate_db.is_sqlite_file(path):
         return connect_results_db(path)
-    conn = migrate_db.connect(":memory:")
+    conn = migrate_db.connect(":memory:", kind="dialer")
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)

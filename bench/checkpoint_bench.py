@@ -18,6 +18,7 @@ Two durability levels, every design at the same one:
   per message: claim, random_ids() (committed with synchronous=FULL before the send) and
   complete: one fsync per message; "raw UPDATE..RETURNING" and huey with synchronous=FULL
   (every commit fsynced).
+Also printed: what fsyncing the random_id commit (synchronous=FULL) costs per send.
 
 Goals (printed with the verdicts): at 8 processes the checkpoint at least 2x huey at both
 levels, no collapse from 4 to 8 processes, and claim + complete within 2x of the raw loop.
@@ -340,6 +341,30 @@ def _run(level: str, design: str, path: Path | str, count: int,
     return len(every) / elapsed, len(every), len(every) - len(set(every)), failures
 
 
+class NormalCheckpoint(SqliteCheckpoint):
+    """The checkpoint with its random_id commits at NORMAL, to price synchronous=FULL."""
+
+    @contextlib.contextmanager
+    def _durable(self) -> Iterator[None]:
+        with transaction(self.conn):
+            yield
+
+
+def random_id_commit_ms(folder: Path, count: int = 2000) -> tuple[float, float]:
+    """Milliseconds per random_ids() commit of one message, (FULL as shipped, NORMAL)."""
+    results = []
+    for kind in (SqliteCheckpoint, NormalCheckpoint):
+        checkpoint = kind(folder / f"{kind.__name__}.db", "one")
+        checkpoint.bind(SOURCE, TARGET)
+        checkpoint.claim(range(1, count + 1))
+        began = time.perf_counter()
+        for msg_id in range(1, count + 1):
+            checkpoint.random_ids([msg_id])
+        results.append((time.perf_counter() - began) * 1000 / count)
+        checkpoint.close()
+    return results[0], results[1]
+
+
 def installed(module: str) -> bool:
     """Whether a comparison library can be imported."""
     return not module or importlib.util.find_spec(module) is not None
@@ -423,6 +448,9 @@ def main(argv: list[str] | None = None) -> int:
                     note = f"  {failures[0]}" if failures else ""
                     print(f"{level:<11}{design:<25}{processes:>6}{rate:>10,.0f}{done:>11}"
                           f"{duplicates:>12}{len(failures):>8}{note}", flush=True)
+        full, normal = random_id_commit_ms(Path(folder))
+    print(f"random_id commit (one process): {full:.2f} ms with synchronous=FULL, "
+          f"{normal:.2f} ms at NORMAL: durability costs {full - normal:.2f} ms per send")
     for line, met in verdicts(rates, max(counts)):
         print(f"{'meets' if met else 'MISSES'}: {line}")
     print(f"duplicates in all runs: {duplicates_total}; failed workers: {failed_total}")

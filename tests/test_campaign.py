@@ -61,6 +61,9 @@ def make_campaign(tmp: Path, accounts: tuple[str, ...] = ("s1",), chats: int = 1
     world = telegram_sim.World.create(tmp / "world.db", random_id_mode=random_id_mode)
     for name in accounts:
         world.add_account(name)
+        # hours of sends run in seconds of real time here: the world's own rate limits (real
+        # time) would answer FloodWait; those waits are tested with injected faults
+        world.set_account(name, rate_limits=False)
         world.make_session_folder(tmp / "sessions" / name, name)
     names = [f"@chat{i:03d}" for i in range(chats)]
     for name in names:
@@ -92,7 +95,8 @@ async def run_workers(setup: Setup, run_id: str, config: Config, clock: FakeCloc
         try:
             async with telegram_session.open_client(
                     account, raise_last_call_error=True, request_retries=0) as client:
-                sender = campaign.TelegramSender(client, account, clock, stop)
+                sender = campaign.TelegramSender(client, account, clock, stop,
+                                                 config.parse_mode)
 
                 async def send(chat: str, text: str, random_id: int) -> int | None:
                     nonlocal sent
@@ -154,6 +158,55 @@ async def test_spec_scenario_carry_over_then_own_cycles(tmp_path: Path) -> None:
     assert (third.quota_total, third.carry_total) == (20, 0)  # a new start: max_cycles again
     completed = setup.conn.execute("SELECT SUM(completed_cycles) FROM tasks").fetchone()[0]
     assert completed == 40  # all-time statistics
+
+
+def per_chat_sends(setup: Setup, run_id: str) -> dict[str, int]:
+    rows = setup.conn.execute(
+        "SELECT t.chat_username, COUNT(a.id) FROM tasks t LEFT JOIN task_attempts a ON "
+        "a.task_id = t.id AND a.run_id = ? AND a.status = 'success' GROUP BY t.id", (run_id,))
+    return dict(rows.fetchall())
+
+
+async def test_spec_100_chat_example_never_compounds(tmp_path: Path) -> None:
+    """Spec 000's example (100 chats, max_cycles 2, 30/h, 20 min), with the runs an operator
+    actually meets: stopped half way, failed at once, stopped again, killed before sending."""
+    setup = make_campaign(tmp_path, chats=100)
+    config = Config(max_messages_per_hour=30, max_cycles=2, cycle_delay_minutes=20)
+    clock = FakeClock()
+
+    def new_run() -> campaign.RunInfo:
+        return campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
+
+    first = new_run()
+    assert (first.quota_total, first.carry_total) == (200, 0)
+    await run_workers(setup, first.run_id, config, clock, stop_after=100)  # Ctrl+C
+    assert campaign.finish_run(setup.conn, first.run_id, clock.now()) == "interrupted"
+    assert len(setup.attempts(first.run_id)) == 100
+
+    second = new_run()          # "100 + 200 = 300 messages"
+    assert (second.quota_total, second.carry_total) == (300, 100)
+    # it fails at once (say every account is locked): nothing sent, the carry passes through
+    assert campaign.finish_run(setup.conn, second.run_id, clock.now()) == "interrupted"
+    third = new_run()
+    assert (third.quota_total, third.carry_total) == (300, 100)
+    owed = dict(setup.conn.execute("SELECT chat_username, run_quota FROM tasks"))
+    assert max(owed.values()) <= 4 and sum(owed.values()) == 300
+    status = "\n".join(campaign.status_lines(setup.conn, config, clock.now()))
+    assert re.search(r"@chat\d{3}: owed \d = \d carried \+ 2 new, 0 sent", status)
+
+    await run_workers(setup, third.run_id, config, clock, stop_after=120)  # stopped again
+    campaign.finish_run(setup.conn, third.run_id, clock.now())
+    sends = per_chat_sends(setup, third.run_id)
+    assert sum(sends.values()) == 120 and max(sends.values()) <= 4
+    # the carry-over went first (100); 20 of the third run's own 200 were sent
+    fourth = new_run()
+    assert (fourth.quota_total, fourth.carry_total) == (380, 180)
+    assert max(dict(setup.conn.execute("SELECT chat_username, run_quota FROM tasks")
+                    ).values()) <= 4
+    # killed before its first send: the next run owes exactly the same
+    campaign.finish_run(setup.conn, fourth.run_id, clock.now())
+    fifth = new_run()
+    assert (fifth.quota_total, fifth.carry_total) == (380, 180)
 
 
 async def test_carry_over_is_claimed_before_own_cycles(tmp_path: Path) -> None:
@@ -224,13 +277,18 @@ async def test_cycle_delay_between_sends_to_one_chat(tmp_path: Path) -> None:
 
 async def test_peer_flood_stops_the_account_and_others_take_its_chats(tmp_path: Path) -> None:
     setup = make_campaign(tmp_path, ("s1", "s2"), chats=8)
-    setup.world.inject_fault("PEER_FLOOD", account="s1", request="SendMessageRequest",
-                             after=2)
     config = Config(max_messages_per_hour=100, max_cycles=2, cycle_delay_minutes=1)
     clock = FakeClock()
     run = campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
+    # s1 sends twice on its own (which account gets which chat is otherwise a race), then
+    # Telegram limits it
+    [alone] = await run_workers(setup, run.run_id, config, clock, [setup.profiles[0]],
+                                stop_after=2)
+    assert alone.sent == 2
+    setup.world.inject_fault("PEER_FLOOD", account="s1", request="SendMessageRequest")
+    clock = FakeClock(clock.now())
     results = {r.profile: r for r in await run_workers(setup, run.run_id, config, clock)}
-    assert results["s1"].status == "peer_flood" and results["s1"].sent == 2
+    assert results["s1"].status == "peer_flood" and results["s1"].sent == 0
     assert results["s2"].sent == 14
     for chat in setup.chats:
         assert len(setup.messages(chat)) == 2
@@ -245,6 +303,74 @@ async def test_peer_flood_stops_the_account_and_others_take_its_chats(tmp_path: 
     assert failed == [("PeerFloodError",)]
     plan = "\n".join(campaign.plan_lines(setup.conn, config, None, setup.profiles, clock.now()))
     assert "left out, limited by PeerFlood: s1" in plan
+
+
+@pytest.mark.parametrize(("error", "code", "status"), [
+    ("USER_BANNED_IN_CHANNEL", 400, "restricted"),
+    ("FROZEN_METHOD_INVALID", 420, "frozen"),
+])
+async def test_account_level_refusals_stop_the_account_not_the_chats(
+        tmp_path: Path, error: str, code: int, status: str) -> None:
+    """Telegram answers every send of s1 with an account-level refusal after its 2nd: s1 stops
+    for the run at once, no chat is counted toward blocking, s2 sends everything else."""
+    setup = make_campaign(tmp_path, ("s1", "s2"), chats=8)
+    setup.world.inject_fault(error, code=code, account="s1", request="SendMessageRequest",
+                             after=2)
+    config = Config(max_messages_per_hour=100, max_cycles=2, cycle_delay_minutes=1,
+                    max_attempts_before_block=1)
+    clock = FakeClock()
+    run = campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
+    results = {r.profile: r for r in await run_workers(setup, run.run_id, config, clock)}
+    assert results["s1"].status == status and results["s1"].sent == 2
+    assert results["s1"].failed == 1 and results["s2"].sent == 14
+    assert all(len(setup.messages(chat)) == 2 for chat in setup.chats)
+    assert setup.conn.execute("SELECT COUNT(*) FROM tasks WHERE is_blocked = 1"
+                              ).fetchone() == (0,)
+    assert campaign.finish_run(setup.conn, run.run_id, clock.now()) == "finished"
+    status_text = "\n".join(campaign.status_lines(setup.conn, config, clock.now()))
+    assert f"this run: {status}: {error}" in status_text
+
+
+@pytest.mark.parametrize(("state", "status", "error"), [
+    ({"restricted": True}, "restricted", "UserBannedInChannelError"),
+    ({"limited": True}, "peer_flood", "PeerFloodError"),
+])
+async def test_account_refused_by_the_simulated_telegram(tmp_path: Path, state: dict,
+                                                         status: str, error: str) -> None:
+    """The simulator's own account states: a restricted account gets USER_BANNED_IN_CHANNEL
+    on every write to a group, a limited one PEER_FLOOD on every send. One refusal stops
+    it for the run; the other account sends everything and no chat is blocked."""
+    setup = make_campaign(tmp_path, ("s1", "s2"), chats=6)
+    setup.world.set_account("s1", **state)
+    config = Config(max_messages_per_hour=100, max_cycles=1, cycle_delay_minutes=0,
+                    max_attempts_before_block=1)
+    clock = FakeClock()
+    run = campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
+    results = {r.profile: r for r in await run_workers(setup, run.run_id, config, clock)}
+    assert (results["s1"].status, results["s1"].sent, results["s1"].failed) == (status, 0, 1)
+    assert results["s2"].sent == 6
+    assert all(len(setup.messages(chat)) == 1 for chat in setup.chats)
+    assert setup.conn.execute("SELECT error_type, COUNT(*) FROM task_attempts WHERE "
+                              "status = 'failed' GROUP BY error_type").fetchall() == [(error, 1)]
+    assert setup.conn.execute("SELECT COUNT(*) FROM tasks WHERE is_blocked = 1"
+                              ).fetchone() == (0,)
+
+
+async def test_chat_level_refusal_stays_with_the_chat(tmp_path: Path) -> None:
+    """A chat s1 may not write to (not a member) is that chat's problem: s1 goes on with the
+    other chats, and the chat is blocked after max_attempts_before_block refusals."""
+    setup = make_campaign(tmp_path, ("s1",), chats=4)
+    setup.world.leave("s1", "@chat001")
+    setup.world.restrict("s1", "@chat003", ["send_messages"])  # muted in that chat only
+    config = Config(max_messages_per_hour=100, max_cycles=1, cycle_delay_minutes=0,
+                    max_attempts_before_block=2, retry_delay_minutes=1)
+    clock = FakeClock()
+    run = campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
+    [result] = await run_workers(setup, run.run_id, config, clock)
+    assert result.status == "done" and result.sent == 2 and result.blocked == 2
+    assert [chat for (chat,) in setup.conn.execute(
+        "SELECT chat_username FROM tasks WHERE is_blocked = 1 ORDER BY id")] == [
+        "@chat001", "@chat003"]
 
 
 async def test_flood_wait_pauses_one_account_and_skips_nothing(tmp_path: Path,

@@ -56,6 +56,23 @@ def tasks(tmp_path: Path) -> list[tuple[str, str]]:
     ("limits: 5\n", "limits must be a mapping of keys, got 5"),
     ("- a\n- b\n", "the file must be a mapping of sections"),
     ("limits:\n  max_cycles: [1\n", "not valid YAML at line"),
+    # not finite, or absurd: refused before a worker could crash on them after a send
+    ("limits:\n  cycle_delay_minutes: .inf\n",
+     "limits.cycle_delay_minutes must be a finite number, got inf"),
+    ("limits:\n  delay_randomness: .nan\n",
+     "limits.delay_randomness must be a finite number, got nan"),
+    ("retry:\n  retry_delay_minutes: -.inf\n",
+     "retry.retry_delay_minutes must be a finite number, got -inf"),
+    ("retry:\n  network_backoff_max_seconds: 1.0e+300\n",
+     "retry.network_backoff_max_seconds must be <= 86400, got 1e+300"),
+    ("limits:\n  max_messages_per_hour: .inf\n",
+     "limits.max_messages_per_hour must be a whole number, got inf"),
+    ("limits:\n  max_cycles: 100000000000000000000\n",
+     "limits.max_cycles must be <= 1000, got 100000000000000000000"),
+    ("limits:\n  cycle_delay_minutes: 100000\n",
+     "limits.cycle_delay_minutes must be <= 10080, got 100000"),
+    ("messages:\n  parse_mode: markdownv2\n",
+     "messages.parse_mode must be one of markdown, html, none, got 'markdownv2'"),
 ])
 def test_config_errors_name_the_key(tmp_path: Path, capsys, text: str, message: str) -> None:
     code, out, err = run(tmp_path, capsys, "plan", config=text)
@@ -73,6 +90,7 @@ def test_config_defaults_and_example(tmp_path: Path, monkeypatch) -> None:
     assert (example.max_messages_per_hour, example.max_cycles,
             example.cycle_delay_minutes, example.delay_randomness) == (30, 2, 20.0, 0.2)
     assert example.max_attempts_before_block == 3 and example.text_order == "rotation"
+    assert example.parse_mode == "markdown" == campaign.Config().parse_mode
     assert example.database_path == campaign.SUITE_DIR / "sessions/shared/campaign.db"
     empty = tmp_path / "empty.yaml"
     empty.write_text("# nothing set\n", encoding="utf-8")
@@ -219,7 +237,9 @@ def test_profiles_and_start_preconditions(tmp_path: Path, capsys) -> None:
 
 
 def test_usage_errors_exit_2_without_traceback(tmp_path: Path, capsys) -> None:
-    for args in (["stop", "--wait", "-1"], ["import-chats"], ["frobnicate"]):
+    for args in (["stop", "--wait", "-1"], ["stop", "--wait", "nan"], ["stop", "--wait", "inf"],
+                 ["start", "--workers", "0"], ["start", "--workers", "two"],
+                 ["import-chats"], ["frobnicate"], ["unblock"], ["clear-wait"]):
         with pytest.raises(SystemExit) as exited:
             campaign.main(["--db", str(tmp_path / "c.db"), *args])
         assert exited.value.code == 2, args

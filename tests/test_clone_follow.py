@@ -7,7 +7,7 @@ import signal
 import time
 from pathlib import Path
 
-from test_clone_streaming import SINGLE, content, start
+from test_clone_streaming import SINGLE, content, run, start
 
 from telegram_sim import World
 
@@ -57,3 +57,30 @@ def test_reconciler_clones_what_lost_updates_missed_and_idle_is_logged(
         stop(process)
     assert [m.message for m in content(world, "@live_target")] == \
         ["old", "new, its update lost"]
+
+
+def test_edits_and_deletions_reach_the_copies_live_and_across_a_restart(
+        tmp_path: Path) -> None:
+    world, source, folder = follow_world(tmp_path, SYNC_EDITS="true", SYNC_DELETES="true",
+                                         RECONCILE_SECONDS="0.5")
+    ids = [content(world, source)[0].id] + [world.post(source, f"post {n}") for n in range(3)]
+    result = run(folder, "--once", script=SINGLE)
+    assert result.returncode == 0, result.stderr
+    # while stopped: an edit and a deletion, caught at the next start
+    world.edit(source, ids[1], "post 0, **edited** while stopped", parse_mode="md")
+    world.delete(source, [ids[2]])
+    result = run(folder, "--once", script=SINGLE)
+    assert result.returncode == 0, result.stderr
+    assert [(m.message, m.entities) for m in content(world, "@live_target")] == \
+        [(m.message, m.entities) for m in content(world, source)]
+    # live: the events
+    process = start(folder, script=SINGLE)
+    try:
+        wait_for(lambda: "following new messages" in (folder / "clone.log").read_text(),
+                 "the follow loop")
+        world.edit(source, ids[3], "post 2, edited live")
+        world.delete(source, [ids[0]])
+        wait_for(lambda: [m.message for m in content(world, "@live_target")] ==
+                 ["post 0, edited while stopped", "post 2, edited live"], "the live sync")
+    finally:
+        stop(process)

@@ -2,6 +2,7 @@
 target checked message by message; --audit, --retry-failed, checkpoint.txt, COPY_MODE=auto."""
 from __future__ import annotations
 
+import re
 import signal
 import sqlite3
 import subprocess
@@ -274,3 +275,110 @@ def test_slow_mode_target_gets_one_message_at_a_time(tmp_path: Path) -> None:
     assert conn.execute("SELECT COUNT(*) FROM messages WHERE status = 'failed'"
                         ).fetchone()[0] == 0
     conn.close()
+
+
+def member_target_world(tmp_path: Path, name: str, *, kind: str = "megagroup",
+                        **chat: object) -> tuple[World, int, Path]:
+    """session1 reads @NAME_source (its own) and is a plain member of @NAME_target (owned
+    by another account): Telegram's rights for members apply."""
+    world = World.create(tmp_path / "world.db")
+    world.add_account("session1")
+    world.add_account("owner")
+    source = world.create_channel("Src", username=f"{name}_source", owner="session1",
+                                  kind="forum" if kind == "forum" else "channel")
+    world.create_channel("Dst", username=f"{name}_target", kind=kind, owner="owner",
+                         members=["session1"], **chat)
+    folder = world.make_session_folder(tmp_path / "sessions" / "session1", "session1",
+                                       extra_env={"SOURCE_CHAT": f"@{name}_source",
+                                                  "TARGET_CHAT": f"@{name}_target"})
+    return world, source, folder
+
+
+def test_missing_media_right_fails_those_messages_by_name_and_the_clone_goes_on(
+        tmp_path: Path) -> None:
+    world, source, folder = member_target_world(tmp_path, "rights",
+                                                default_banned=["send_media"])
+    world.post(source, "text before")
+    world.post(source, "a photo", file=tiny_png(1))
+    world.post_album(source, [tiny_png(2), tiny_png(3)], captions=["album", ""])
+    world.post(source, "text after")
+    for mode in ("forward", "copy"):
+        result = run(folder, "--once", "--copy-mode", mode, script=SINGLE)
+        assert result.returncode == 0, result.stderr
+        if mode == "forward":
+            rows = checkpoint_rows(folder / "checkpoint.db")
+            assert [m.message for m in content(world, "@rights_target")] == \
+                ["text before", "text after"]
+            failed = {i: r[3] for i, r in rows.items() if r[0] == "failed"}
+            assert len(failed) == 3 and set(failed.values()) == {"CHAT_SEND_MEDIA_FORBIDDEN"}
+            status = run(folder, "--status", script=SINGLE)
+            assert re.search(r"failed +CHAT_SEND_MEDIA_FORBIDDEN +3", status.stdout)
+            assert "3 failed messages" in run(folder, "--retry-failed", script=SINGLE).stdout
+    # copy mode after --retry-failed: the same refusal, the same outcome, nothing sent twice
+    assert [m.message for m in content(world, "@rights_target")] == ["text before", "text after"]
+    rows = checkpoint_rows(folder / "checkpoint.db")
+    assert sum(1 for r in rows.values() if r[3] == "CHAT_SEND_MEDIA_FORBIDDEN") == 3
+
+
+def test_topic_creation_without_the_right_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    world, source, folder = member_target_world(tmp_path, "topics", kind="forum",
+                                                default_banned=["manage_topics"])
+    topic = world.create_topic(source, "News", by="session1")
+    world.post(source, "in a topic", topic=topic)
+    result = run(folder, "--once", script=SINGLE)
+    assert result.returncode == 2
+    lines = errors_of(result.stderr)
+    assert len(lines) == 1 and "CHAT_ADMIN_REQUIRED" in lines[0]
+    assert "manage topics" in lines[0] and "topics_target" in lines[0]
+    rows = checkpoint_rows(folder / "checkpoint.db")
+    assert not [r for r in rows.values() if r[0] in ("failed", "processing")]
+    assert content(world, "@topics_target") == []
+
+
+def test_restricted_account_stops_with_exit_5_and_fails_nothing(tmp_path: Path) -> None:
+    world, source, folder = member_target_world(tmp_path, "banned")
+    world.post(source, "hello")
+    world.set_account("session1", restricted=True)
+    result = run(folder, "--once", script=SINGLE)
+    assert result.returncode == 5
+    lines = errors_of(result.stderr)
+    assert len(lines) == 1 and "USER_BANNED_IN_CHANNEL" in lines[0]
+    rows = checkpoint_rows(folder / "checkpoint.db")
+    assert not [r for r in rows.values() if r[0] in ("failed", "processing")]
+
+
+def test_slow_mode_member_forwards_one_message_per_request(tmp_path: Path) -> None:
+    world, source, folder = member_target_world(tmp_path, "slowly", slowmode_seconds=1)
+    for n in range(3):
+        world.post(source, f"p {n}")
+    world.reset_counters()
+    result = run(folder, "--once", "--copy-mode", "forward", script=SINGLE)
+    assert result.returncode == 0, result.stderr
+    assert [m.message for m in content(world, "@slowly_target")] == ["p 0", "p 1", "p 2"]
+    rows = checkpoint_rows(folder / "checkpoint.db")
+    assert [r[0] for r in rows.values() if r[0] != "skipped"] == ["done"] * 3
+    # the batch of three was refused (SLOWMODE_MULTI_MSGS_DISABLED), then one per request
+    # (each SLOWMODE_WAIT under a minute is slept inside Telethon)
+    assert world.counters("session1")["ForwardMessagesRequest"] >= 4
+
+
+def test_file_reference_expired_after_a_flood_wait_is_fetched_again(tmp_path: Path) -> None:
+    world = World.create(tmp_path / "world.db")
+    world.add_account("session1")
+    world.configure(file_reference_lifetime=1)
+    source = world.create_channel("Src", username="old_source", owner="session1")
+    world.create_channel("Dst", username="old_target", owner="session1")
+    world.post(source, "photo", file=tiny_png(9))
+    # Telethon sleeps through the short wait, then sends the same media request again:
+    # its file reference is two seconds old by then
+    world.inject_fault("FLOOD_WAIT", seconds=2, request="SendMediaRequest", times=1)
+    folder = world.make_session_folder(tmp_path / "sessions" / "session1", "session1",
+                                       extra_env={"SOURCE_CHAT": "@old_source",
+                                                  "TARGET_CHAT": "@old_target",
+                                                  "COPY_MODE": "copy"})
+    result = run(folder, "--once", script=SINGLE)
+    assert result.returncode == 0, result.stderr
+    target = content(world, "@old_target")
+    assert [m.message for m in target] == ["photo"]
+    assert world.media_bytes(target[0]) == world.media_bytes(content(world, source)[0])
+    assert "fetching them again" in (folder / "clone.log").read_text()

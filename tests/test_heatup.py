@@ -156,42 +156,58 @@ def test_malformed_pool_file_is_an_error(tmp_path, text):
 
 # ----------------------------------------------------------------------------- history store
 
-def test_history_store_mixes_spec_and_iso_timestamps(tmp_path):
+def earlier_rows(conn, session_id: str, rows: list[tuple[str, dict, timedelta]]) -> None:
+    """Rows as the earlier service wrote them: its own action_data, CURRENT_TIMESTAMP text."""
+    now = datetime.now(UTC)
+    with heatup.transaction(conn):
+        for action_type, data, age in rows:
+            conn.execute("INSERT INTO session_history (session_id, action_type, action_data, "
+                         "timestamp) VALUES (?, ?, ?, ?)",
+                         (session_id, action_type, json.dumps(data),
+                          (now - age).strftime("%Y-%m-%d %H:%M:%S")))
+
+
+def test_history_newest_first_with_the_summary_over_the_days_window(tmp_path):
     store = heatup.HistoryStore(tmp_path / "h.db")
-    old = (datetime.now(UTC) - timedelta(days=40)).strftime("%Y-%m-%d %H:%M:%S")
-    recent = (datetime.now(UTC) - timedelta(days=2)).strftime("%Y-%m-%d %H:%M:%S")
-    with heatup.transaction(store.conn):
-        store.conn.execute("INSERT INTO session_history (session_id, action_type, action_data,"
-                           " timestamp) VALUES ('a', 'join_channel', ?, ?)",
-                           (json.dumps({"channel_username": "@durov"}), old))
-        store.conn.execute("INSERT INTO session_history (session_id, action_type, action_data,"
-                           " timestamp) VALUES ('a', 'join_channel', ?, ?)",
-                           (json.dumps({"channel_username": "@telegram"}), recent))
-        store.conn.execute("INSERT INTO session_history (session_id, action_type, action_data)"
-                           " VALUES ('a', 'idle', '{\"duration\": 5}')")   # DEFAULT timestamp
-    store.record("a", "join_channel", {"channel_username": "@forklog", "status": "failed",
-                                       "reason": "private"})
-    store.record("a", "read_messages", {"channel_username": "@telegram", "status": "done"})
-    store.record("b", "idle", {"duration": 5})
+    earlier_rows(store.conn, "session_abc123", [
+        ("join_channel", {"channel_username": "@durov"}, timedelta(days=40)),
+        ("join_channel", {"channel_username": "@telegram"}, timedelta(days=3)),
+        ("read_messages", {"channel_username": "@telegram", "duration_seconds": 10},
+         timedelta(hours=40)),
+        ("idle", {"duration_seconds": 30}, timedelta(hours=20)),
+    ])
+    store.conn.execute("INSERT INTO session_history (session_id, action_type, action_data) "
+                       "VALUES ('session_abc123', 'idle', '{}')")      # DEFAULT timestamp
+    store.record("session_abc123", "join_channel",
+                 {"channel_username": "@forklog", "status": "failed", "reason": "private"})
+    for n in range(4):
+        store.record("other", "idle", {"duration": n})
 
-    history = store.history("a", 30)
-    assert [r["action_type"] for r in history] == ["join_channel", "idle", "join_channel",
-                                                   "read_messages"]
-    assert history[0]["timestamp"] == recent.replace(" ", "T")
-    assert all(len(r["timestamp"]) == 19 and r["timestamp"][10] == "T" for r in history)
-    assert len(store.history("a", 50)) == 5
+    history = store.history("session_abc123", 30)
+    assert [(r["action_type"], r["action_data"].get("channel_username")) for r in history] == [
+        ("join_channel", "@forklog"), ("idle", None), ("idle", None),
+        ("read_messages", "@telegram"), ("join_channel", "@telegram")]
+    stamps = [r["timestamp"] for r in history]
+    assert stamps[0].endswith("+00:00") and "T" in stamps[0]        # the suite's own rows
+    assert all(len(s) == 19 and s[10] == " " for s in stamps[1:])   # as the earlier service
+    assert history[-1]["action_data"] == {"channel_username": "@telegram"}
 
-    summary = store.summary("a")
+    summary = store.summary("session_abc123", 30)
     assert summary["is_new"] is False
-    assert summary["total_actions"] == 4                      # the failed join not counted
-    assert summary["joined_channels"] == ["@durov", "@telegram"]
-    assert summary["last_activity"] == history[-1]["timestamp"]
-    assert [r["action_type"] for r in summary["recent_actions"]][-1] == "read_messages"
-    assert store.summary("nobody")["is_new"] is True
+    assert summary["total_actions"] == 4                     # the failed join not counted
+    assert summary["joined_channels"] == ["@telegram"]      # @durov is outside 30 days
+    assert summary["last_activity"] == stamps[0]
+    assert summary["recent_actions"] == history[:5]
+
+    assert [r["action_type"] for r in store.history("session_abc123", 2)] == \
+        ["join_channel", "idle", "idle", "read_messages"]
+    window = store.summary("session_abc123", 2)
+    assert window["total_actions"] == 3 and window["joined_channels"] == []
+    assert store.summary("session_abc123", 50)["joined_channels"] == ["@durov", "@telegram"]
+    assert store.summary("nobody", 30)["is_new"] is True
 
     assert store.cleanup(30) == 1
-    assert [r["action_data"].get("channel_username") for r in store.history("a", 3650)
-            if r["action_type"] == "join_channel"] == ["@telegram", "@forklog"]
+    assert len(store.history("session_abc123", 3650)) == 5
     store.close()
 
 
@@ -255,7 +271,7 @@ async def test_returning_user_prompt_built_from_history(tmp_path, llm, service):
                                                   "status": "failed", "reason": "x"})
     llm.content = "not json at all"
     settings = make_settings(tmp_path, openai_base_url=llm.base_url)
-    summary = service.store.summary("acc1")
+    summary = service.store.summary("acc1", 30)
     await heatup.make_plan(settings, "acc1", summary, service.pool)
     assert llm.requests[0]["messages"][0]["content"] == (
         "You are simulating a returning Telegram user who is coming back online.\n\n"
@@ -383,16 +399,22 @@ async def test_history_endpoint(api, service):
     assert body["summary"]["joined_channels"] == ["@durov"]
     assert body["history"][0]["action_data"] == {"channel_username": "@durov",
                                                  "status": "done"}
-    for days in ("0", "-1", "abc", "3651", "1.5", ""):
+    async with api.get("/sessions/acc1/history", params={"days": "0"}) as reply:
+        assert (await reply.json())["history"] == []
+    # FastAPI's 422, as the earlier service answered a bad `days`
+    for days, kind in (("abc", "int_parsing"), ("1.5", "int_parsing"), ("", "int_parsing"),
+                       ("-1", "greater_than_equal"), ("3651", "less_than_equal")):
         async with api.get("/sessions/acc1/history", params={"days": days}) as reply:
-            assert reply.status == 400
-            assert "days must be a whole number" in (await reply.json())["error"]
+            assert reply.status == 422
+            (detail,) = (await reply.json())["detail"]
+        assert detail["type"] == kind and detail["loc"] == ["query", "days"]
+        assert detail["input"] == days and detail["msg"].startswith("Input should be")
 
 
 @pytest.mark.parametrize("method, path, status", [
     ("POST", "/warmup/nobody", 404),
     ("POST", "/warmup-sync/nobody", 404),
-    ("GET", "/sessions/nobody/history", 404),
+    ("GET", "/sessions/nobody/history", 200),       # any valid session id has a history
     ("POST", "/warmup/shared", 404),                  # a folder, but not an account
     ("POST", "/warmup/" + "a" * 65, 400),
     ("POST", "/warmup/bad.name", 400),
@@ -408,11 +430,14 @@ async def test_bad_paths(api, method, path, status):
     async with api.request(method, path) as reply:
         assert reply.status == status
         assert reply.content_type == "application/json"
-        assert (await reply.json())["error"]
+        if status != 200:
+            body = await reply.json()
+            assert body["detail"] and body["error"] == body["detail"]
 
 
 async def test_bodies_over_the_limit_are_refused(api):
-    async with api.post("/warmup/acc1", data=b"x" * 5000) as reply:
+    json_type = {"Content-Type": "application/json"}
+    async with api.post("/warmup/acc1", data=b"x" * 5000, headers=json_type) as reply:
         assert reply.status == 413
         assert "over 4096 bytes" in (await reply.json())["error"]
 
@@ -420,15 +445,16 @@ async def test_bodies_over_the_limit_are_refused(api):
         for _ in range(10):
             yield b"y" * 1000
 
-    async with api.post("/warmup/acc1", data=chunks()) as reply:
+    async with api.post("/warmup/acc1", data=chunks(), headers=json_type) as reply:
         assert reply.status == 413
 
 
 async def test_health(api):
     async with api.get("/health") as reply:
         assert reply.status == 200
-        assert await reply.json() == {"status": "ok", "pool_size": 4, "planner": "offline",
-                                      "warming_up": []}
+        assert await reply.json() == {"status": "healthy", "telegram_client": True,
+                                      "llm_agent": False, "database": "ok", "pool_size": 4,
+                                      "planner": "offline", "warming_up": []}
 
 
 async def test_token_required_when_set(tmp_path):
@@ -574,3 +600,15 @@ def test_a_new_job_supersedes_one_left_running(tmp_path):
     assert store.unfinished_jobs() == [other, second]
     assert store.unfinished_jobs("acc1") == [second]
     store.close()
+
+
+async def test_a_pool_found_all_dead_is_503_and_no_plan(api, service):
+    service.store.record_pool_check("acc2", [(c.username, heatup.POOL_DEAD, "gone")
+                                             for c in service.pool])
+    async with api.post("/warmup-sync/acc1") as reply:
+        assert reply.status == 503
+        assert "all 4 channels of the pool were found dead" in (await reply.json())["detail"]
+    assert service.busy == set()
+    service.store.record_pool_check("acc2", [("@durov", heatup.POOL_LIVE, "Durov")])
+    plan, _ = await service.plan("acc1")
+    assert {a.get("channel") for a in plan.actions} <= {"@durov", None}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -112,8 +113,16 @@ async def test_warmup_sync_joins_reads_and_saves_each_action(api, world, llm):
     async with http.post("/warmup-sync/acc1") as reply:
         assert reply.status == 200, await reply.text()
         body = await reply.json()
-    assert body["status"] == "done" and body["planner"] == "llm:gpt-4o-mini"
-    assert body["is_new"] is True
+    assert body["status"] == "completed" and body["job_status"] == "partial"
+    assert body["message"] == "Warmup completed: 5/6 actions successful"
+    assert body["planner"] == "llm:gpt-4o-mini" and body["is_new"] is True
+    summary = body["execution_summary"]
+    assert (summary["total_actions"], summary["successful_actions"],
+            summary["failed_actions"]) == (6, 5, 1)
+    assert summary["errors"] == [{"step": 4, "action": "join_channel", "error":
+                                  "@ghost_channel does not exist (unknown username)"}]
+    assert summary["joined_channels"] == ["@durov", "@telegram"]     # already a member
+    assert [r["success"] for r in summary["results"]] == [True, True, True, False, True, True]
     results = [(row["action_type"], row["action_data"].get("channel_username"),
                 row["action_data"]["status"]) for row in body["actions"]]
     assert results == [("join_channel", "@durov", "done"),
@@ -135,7 +144,8 @@ async def test_warmup_sync_joins_reads_and_saves_each_action(api, world, llm):
         history = await reply.json()
     assert history["summary"]["joined_channels"] == ["@durov", "@telegram"]
     assert history["summary"]["total_actions"] == 5
-    assert [row["id"] for row in history["history"]] == [row["id"] for row in body["actions"]]
+    assert [row["id"] for row in history["history"]] == \
+        [row["id"] for row in reversed(body["actions"])]            # newest first
 
 
 async def test_background_warmup_409_then_returning_plan_names_earlier_channels(api, world,
@@ -147,9 +157,14 @@ async def test_background_warmup_409_then_returning_plan_names_earlier_channels(
                            {"type": "idle", "duration": 60},
                            {"type": "read_messages", "channel": "@habr_com", "duration": 3})
     async with http.post("/warmup/acc1") as reply:
-        assert reply.status == 202
+        assert reply.status == 200
         started = await reply.json()
-    assert started["status"] == "running" and started["plan"][0]["channel"] == "@habr_com"
+    assert started["status"] == "started" and started["job_status"] == "running"
+    assert started["message"] == "Warmup initiated with 3 actions"
+    assert started["execution_summary"] is None
+    assert started["action_plan"][0] == {"action": "join_channel", "channel_username":
+                                         "@habr_com", "duration_seconds": 0, "reason": ""}
+    assert started["plan"][0]["channel"] == "@habr_com"
     async with http.post("/warmup/acc1") as reply:
         assert reply.status == 409
         assert "already warming up" in (await reply.json())["error"]
@@ -166,7 +181,7 @@ async def test_background_warmup_409_then_returning_plan_names_earlier_channels(
 
     llm.content = "no plan today"            # the offline planner takes over, from history
     async with http.post("/warmup/acc1") as reply:
-        assert reply.status == 202
+        assert reply.status == 200
         second = await reply.json()
     assert second["is_new"] is False and second["planner"] == "offline"
     assert second["planner_note"].startswith("LLM plan unusable")
@@ -194,12 +209,15 @@ async def test_channels_too_much_stops_joins_and_private_is_reported(api, world,
                            {"type": "join_channel", "channel": "@forklog"},
                            {"type": "read_messages", "channel": "@telegram", "duration": 3})
     async with http.post("/warmup-sync/acc1") as reply:
+        assert reply.status == 200
         body = await reply.json()
+    assert body["job_status"] == "partial"
     data = [row["action_data"] for row in body["actions"]]
-    assert [d["status"] for d in data] == ["failed", "failed", "skipped", "done"]
+    assert [d["status"] for d in data] == ["failed", "failed", "failed", "done"]
     assert data[0]["reason"] == "@durov is private or unavailable (CHANNEL_PRIVATE)"
     assert data[1]["reason"].startswith("CHANNELS_TOO_MUCH")
-    assert data[2]["reason"] == "no joins after CHANNELS_TOO_MUCH"
+    assert data[2]["reason"] == heatup.JOINS_REFUSED_REASON
+    assert [e["step"] for e in body["execution_summary"]["errors"]] == [1, 2, 3]
     assert membership(world, "acc1") == {"telegram": last_post_id(world, "telegram")}
 
 
@@ -210,12 +228,16 @@ async def test_peer_flood_stops_the_job_and_the_account_rests(api, world, llm, t
                            {"type": "join_channel", "channel": "@durov"},
                            {"type": "join_channel", "channel": "@forklog"})
     async with http.post("/warmup-sync/acc1") as reply:
-        assert reply.status == 502
+        assert reply.status == 500
         body = await reply.json()
-    assert body["status"] == "failed" and body["error"].startswith("PEER_FLOOD")
+    assert body["job_status"] == "failed"
+    assert body["detail"] == f"Warmup failed: {heatup.PEER_FLOOD_REASON}"
     assert [(row["action_type"], row["action_data"]["status"]) for row in body["actions"]] \
         == [("read_messages", "done"), ("join_channel", "failed")]
-    assert body["actions"][1]["action_data"]["reason"] == body["error"]
+    assert body["actions"][1]["action_data"]["reason"] == heatup.PEER_FLOOD_REASON
+    assert body["execution_summary"]["errors"] == [
+        {"step": 2, "action": "join_channel", "error": heatup.PEER_FLOOD_REASON},
+        {"step": 3, "action": "join_channel", "error": f"not run: {heatup.PEER_FLOOD_REASON}"}]
     async with http.post("/warmup/acc1") as reply:
         assert reply.status == 429
         assert int(reply.headers["Retry-After"]) > 3600
@@ -321,7 +343,11 @@ async def test_other_refusals_fail_the_action_and_revoked_session_fails_the_job(
                            {"type": "read_messages", "channel": "@telegram", "duration": 3},
                            {"type": "idle", "duration": 5})
     async with http.post("/warmup-sync/acc1") as reply:
+        assert reply.status == 500                  # no join or read succeeded
         body = await reply.json()
+    assert body["job_status"] == "failed"
+    assert body["detail"].startswith("Warmup failed: no action succeeded: step 1 "
+                                     "read_messages: @durov is private")
     data = [row["action_data"] for row in body["actions"]]
     assert [d["status"] for d in data] == ["failed", "failed", "done"]
     assert data[0]["reason"] == "@durov is private or unavailable (CHANNEL_PRIVATE)"
@@ -332,9 +358,9 @@ async def test_other_refusals_fail_the_action_and_revoked_session_fails_the_job(
                            {"type": "join_channel", "channel": "@forklog"},
                            {"type": "idle", "duration": 5})
     async with http.post("/warmup-sync/acc1") as reply:
-        assert reply.status == 502
+        assert reply.status == 500
         body = await reply.json()
-    assert "AUTH_KEY_UNREGISTERED" in body["error"] and "log in again" in body["error"]
+    assert "AUTH_KEY_UNREGISTERED" in body["detail"] and "log in again" in body["detail"]
     assert [row["action_type"] for row in body["actions"]] == ["idle"]
 
 
@@ -346,9 +372,9 @@ async def test_session_used_elsewhere_fails_the_job(api, world, llm):
                            {"type": "join_channel", "channel": "@forklog"},
                            {"type": "idle", "duration": 5})
     async with http.post("/warmup-sync/acc1") as reply:
-        assert reply.status == 502
+        assert reply.status == 500
         body = await reply.json()
-    assert "AUTH_KEY_DUPLICATED" in body["error"]
+    assert "AUTH_KEY_DUPLICATED" in body["detail"]
     assert [row["action_type"] for row in body["actions"]] == ["idle"]
 
 async def test_serve_resumes_a_job_left_running_at_start(world, tmp_path):
@@ -373,3 +399,79 @@ async def test_serve_resumes_a_job_left_running_at_start(world, tmp_path):
     # step 0 was saved before the stop and not run again: the world never saw that join
     assert "forklog" not in membership(world, "acc2")
     store.close()
+
+
+def test_pool_check_marks_the_missing_channel_dead_and_plans_skip_it(world, tmp_path,
+                                                                      run_main):
+    code, out, err = run_main("pool", "check", "acc1")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[-1] == ("4 live, 1 dead (checked through acc1); plans use only the live "
+                         "channels")
+    assert lines[:-1] == [
+        "@durov          live  Durov",
+        "@telegram       live  Telegram",
+        "@habr_com       live  Habr_Com",
+        "@forklog        live  Forklog",
+        "@ghost_channel  dead  @ghost_channel does not exist (unknown username)"]
+    store = heatup.HistoryStore(tmp_path / "heatup.db")
+    assert store.dead_channels() == {
+        "@ghost_channel": "@ghost_channel does not exist (unknown username)"}
+    settings = settings_for(tmp_path)
+    service = heatup.HeatUp(settings, store, heatup.load_pool(settings.channels_file))
+
+    async def plans() -> list[heatup.Plan]:
+        return [(await service.plan(f"account{n}"))[0] for n in range(15)]
+
+    planned = {a.get("channel") for plan in asyncio.run(plans()) for a in plan.actions}
+    assert planned - {None} == {f"@{name}" for name in WORLD_CHANNELS}
+    # an LLM naming the dead channel has that action dropped like any unknown channel
+    actions, repairs = heatup.repair_actions(
+        [{"type": "join_channel", "channel": "@ghost_channel"}, {"type": "idle"},
+         {"type": "join_channel", "channel": "@durov"}, {"type": "idle"}],
+        asyncio.run(service.live_pool()))
+    assert repairs[0] == "action 1: dropped (channel '@ghost_channel' is not in the pool)"
+    service.close()
+
+    world.create_channel("Ghost", username="ghost_channel", owner="publisher")  # it appears
+    code, out, _ = run_main("pool", "check", "acc1", "--json")
+    assert json.loads(out)["dead"] == 0 and store.dead_channels() == {}
+    store.close()
+
+
+async def test_metrics_count_jobs_actions_planners_and_waiting_accounts(api, world, llm):
+    http, _ = api
+    llm.content = llm_plan({"type": "join_channel", "channel": "@durov"},
+                           {"type": "join_channel", "channel": "@ghost_channel"},
+                           {"type": "read_messages", "channel": "@durov", "duration": 3})
+    async with http.post("/warmup-sync/acc1") as reply:
+        assert reply.status == 200
+    world.inject_fault("PEER_FLOOD", request="JoinChannel", account="acc2")
+    llm.content = "nothing usable"
+    async with http.post("/warmup-sync/acc2") as reply:
+        assert reply.status == 500
+    async with http.get("/metrics") as reply:
+        assert reply.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+        text = await reply.text()
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            assert re.fullmatch(r"# (HELP|TYPE) heatup_\w+ .+", line)
+            continue
+        name, value = line.rsplit(" ", 1)
+        assert re.fullmatch(r'heatup_\w+(\{(\w+="[^"]*",?)+\})?', name), line
+        samples[name] = float(value)
+    assert samples['heatup_jobs_total{outcome="partial"}'] == 1
+    assert samples['heatup_jobs_total{outcome="failed"}'] == 1
+    assert samples['heatup_jobs_total{outcome="done"}'] == 0
+    assert samples['heatup_actions_total{action="join_channel",result="done"}'] == 1
+    assert samples['heatup_actions_total{action="join_channel",result="failed"}'] >= 2
+    assert samples['heatup_actions_total{action="read_messages",result="done"}'] >= 1
+    assert samples['heatup_plans_total{planner="llm"}'] == 1
+    assert samples['heatup_plans_total{planner="offline"}'] == 1
+    assert samples["heatup_llm_request_duration_seconds_count"] == 2
+    assert samples['heatup_llm_request_duration_seconds_bucket{le="+Inf"}'] == 2
+    assert samples["heatup_llm_request_duration_seconds_sum"] > 0
+    assert samples["heatup_accounts_waiting"] == 1                  # acc2 rests after PEER_FLOOD
+    assert samples["heatup_accounts_warming_up"] == 0
+    assert samples['heatup_pool_channels{state="live"}'] == 5

@@ -199,7 +199,9 @@ def test_world_api_rejects_bad_use(sim_world, tmp_path):
     with pytest.raises(SimulatorError, match="invalid username"):
         sim_world.add_account("b", username="x")
     with pytest.raises(SimulatorError, match="kind must be"):
-        sim_world.create_channel("C", kind="group")
+        sim_world.create_channel("C", kind="supergroup")
+    with pytest.raises(SimulatorError, match="no username"):
+        sim_world.create_channel("G", kind="group", username="group_name")
     folder = sim_world.make_session_folder(tmp_path / "acc" / "a", "a")
     with pytest.raises(SimulatorError, match="refusing to overwrite"):
         sim_world.make_session_folder(folder, "a")

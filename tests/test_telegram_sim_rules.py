@@ -2,10 +2,11 @@
 rights, slow mode, protected content, expiring file references, rate limits."""
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
-from telethon import errors
+from telethon import errors, events
 from telethon.tl import functions, types
 
 import telegram_sim
@@ -348,3 +349,49 @@ async def test_forward_cap_and_random_id_memory(room, sim_world, sim_client):
     sim_world.advance_clock(3601)
     await boss(send)                                           # forgotten: sent again
     assert [m.message for m in sim_world.messages(chat)].count("once") == 2
+
+
+async def test_basic_group_ids_are_per_account(room, png, sim_world, sim_client):
+    folders, _, _ = room
+    family = sim_world.create_channel("Family", kind="group", owner="boss",
+                                      members=["user"])
+    for number in range(3):                                    # only boss and user get these
+        sim_world.post(family, f"family {number}")
+    work = sim_world.create_channel("Work", kind="group", owner="boss",
+                                    members=["mod", "user"], default_banned=["send_media"])
+    assert sim_world.peer_id(work) == -work
+    user = await sim_client(folders["user"])
+    mod = await sim_client(folders["mod"])
+    heard = []
+
+    @mod.on(events.NewMessage(chats=[-work]))
+    async def on_message(event):
+        heard.append((event.message.id, event.message.text))
+
+    await mod.get_dialogs()
+    dialogs = {d.name: d for d in await user.get_dialogs()}
+    entity = dialogs["Work"].entity
+    assert isinstance(entity, types.Chat) and not isinstance(entity, types.Channel)
+    assert entity.default_banned_rights.send_media
+    sent = await user.send_message(entity, "hello work")
+    assert sent.id == 6          # user's 6th: Family's creation and 3 posts, Work's creation
+    for _ in range(100):
+        if heard:
+            break
+        await asyncio.sleep(0.05)
+    assert heard == [(2, "hello work")]                        # mod's 2nd: after creation
+    assert [m.id for m in await mod.get_messages(-work, limit=10)] == [2, 1]
+    assert [m.id async for m in user.iter_messages(-work)] == [6, 5]
+    family_texts = [m.text async for m in user.iter_messages(dialogs["Family"].entity,
+                                                             reverse=True)]
+    assert family_texts[1:] == ["family 0", "family 1", "family 2"]
+    by_id = await user.get_messages(-work, ids=6)
+    assert by_id.text == "hello work" and isinstance(by_id.peer_id, types.PeerChat)
+    reply = await mod.send_message(-work, "welcome", reply_to=2)
+    assert reply.id == 3 and reply.reply_to.reply_to_msg_id == 2
+    mine = (await user.get_messages(-work, limit=1))[0]
+    assert (mine.id, mine.reply_to.reply_to_msg_id) == (7, 6)  # the same reply, user's ids
+    with pytest.raises(errors.ChatSendMediaForbiddenError):
+        await user.send_file(entity, png)
+    boss_view = [m.id for m in sim_world.messages(work, viewer="boss")]
+    assert boss_view == [5, 6, 7]                              # boss's own numbering

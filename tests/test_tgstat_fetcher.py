@@ -15,35 +15,58 @@ from aiohttp.test_utils import TestServer
 import tgstat_fetcher
 
 SCRIPT = Path(tgstat_fetcher.__file__)
-TOKEN = "test-token-123"
+TOKEN = "test-token-123+/="          # URL-encoded in queries
 
+# /database/categories as TGStat answers it (codes as listed on tgstat.ru; names abridged)
 CATEGORIES = [
-    {"code": "tech", "name": "Технологии"},
-    {"code": "news", "name": "Новости и СМИ"},
-    {"code": "crypto", "name": "Криптовалюты"},
-    {"code": "blogs", "name": "Блоги"},
-]
+    {"code": code, "name": name} for code, name in (
+        ("blogs", "Блоги"), ("news", "Новости и СМИ"), ("entertainment", "Юмор и развлечения"),
+        ("tech", "Технологии"), ("economics", "Экономика"), ("business", "Бизнес и стартапы"),
+        ("crypto", "Криптовалюты"), ("travels", "Путешествия"),
+        ("marketing", "Маркетинг, PR, реклама"), ("psychology", "Психология"),
+        ("design", "Дизайн"), ("politics", "Политика"), ("art", "Искусство"),
+        ("law", "Право"), ("education", "Образование"), ("books", "Книги"),
+        ("language", "Лингвистика"), ("career", "Карьера"), ("edutainment", "Познавательное"),
+        ("courses", "Курсы и гайды"), ("sport", "Спорт"), ("beauty", "Мода и красота"),
+        ("medicine", "Медицина"), ("health", "Здоровье и Фитнес"),
+        ("pics", "Картинки и фото"), ("apps", "Софт и приложения"),
+        ("video", "Видео и фильмы"), ("music", "Музыка"), ("games", "Игры"),
+        ("food", "Еда и кулинария"), ("quotes", "Цитаты"), ("handmade", "Рукоделие"),
+        ("babies", "Дети и родители"), ("nature", "Природа"), ("other", "Другое"))]
+
+
+def channel(n: int, username: str, title: str, subscribers: int, *, peer_type: str = "channel",
+            restrictions: dict | list | None = None, link: str | None = None) -> dict:
+    """A Channel object as TGStat documents it (objects/Channel)."""
+    return {"id": n, "tg_id": 1000 + n, "link": link or f"t.me/{username.lstrip('@')}",
+            "peer_type": peer_type, "username": username, "active_usernames": [username],
+            "title": title, "about": f"about {title}",
+            "image100": f"//static.tgstat.ru/channels/_100/{n}.jpg",
+            "image640": f"//static.tgstat.ru/channels/_0/{n}.jpg",
+            "participants_count": subscribers,
+            "tgstat_restrictions": [] if restrictions is None else restrictions}
+
+
 SEARCH = {
     "tech": [
-        {"id": 1, "peer_type": "channel", "username": "@habr_com", "title": "Хабр",
-         "link": "t.me/habr_com", "participants_count": 120000},
-        {"id": 2, "peer_type": "channel", "username": "", "title": "private one",
-         "link": "t.me/joinchat/AAAA", "participants_count": 5000},
-        {"id": 3, "peer_type": "chat", "username": "techchat", "title": "a group",
-         "participants_count": 900},
-        {"id": 4, "peer_type": "channel", "username": "tiny_tech", "title": "Tiny",
-         "participants_count": 12},
+        channel(1, "@habr_com", "Хабр", 120000),
+        channel(2, "", "private one", 5000, link="t.me/joinchat/AAAA"),
+        channel(3, "techchat", "a group", 900, peer_type="chat"),
+        channel(4, "tiny_tech", "Tiny", 12),
+        channel(7, "@boosted", "Boosted", 90000, restrictions={"red_label": True}),
     ],
     "news": [
-        {"id": 5, "peer_type": "channel", "username": "rt_russian", "title": "RT на русском",
-         "participants_count": 1500000},
-        {"id": 1, "peer_type": "channel", "username": "habr_com", "title": "Хабр",
-         "participants_count": 120000},
+        channel(5, "rt_russian", "RT на русском", 1500000),
+        channel(1, "habr_com", "Хабр", 120000),
+        channel(8, "@scamnews", "Scam", 50000, restrictions={"black_label": True}),
     ],
     "crypto": [
-        {"id": 6, "peer_type": "channel", "username": "@@forklog", "title": "ForkLog",
-         "participants_count": 200000, "subscribers_count": 1},
+        {**channel(6, "@@forklog", "ForkLog", 200000), "subscribers_count": 1},
     ],
+    "apps": [channel(9, "@apps_daily", "Apps daily", 30000)],
+    "entertainment": [channel(10, "@fun_stuff", "Fun", 40000,
+                              restrictions={"red_label": False, "black_label": False})],
+    "beauty": [channel(11, "@style_now", "Style", 25000)],
 }
 
 
@@ -54,11 +77,14 @@ class FakeTGStat:
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.errors: list[str] = []        # error codes answered first, one per request
         self.search_error: str | None = None
+        self.categories_error: str | None = None
+        self.categories_list = CATEGORIES
         self.app = web.Application()
         self.app.router.add_get("/database/categories", self.categories)
         self.app.router.add_get("/channels/search", self.search)
         self.app.router.add_get("/usage/stat", self.usage)
         self.app.router.add_get("/broken/database/categories", self.broken)
+        self.app.router.add_get("/looping/database/categories", self.loop)
 
     def gate(self, request: web.Request) -> web.Response | None:
         self.requests.append((request.path, dict(request.query)))
@@ -72,8 +98,12 @@ class FakeTGStat:
         return None
 
     async def categories(self, request: web.Request) -> web.Response:
-        return self.gate(request) or web.json_response({"status": "ok",
-                                                        "response": CATEGORIES})
+        refused = self.gate(request)
+        if refused:
+            return refused
+        if self.categories_error:
+            return web.json_response({"status": "error", "error": self.categories_error})
+        return web.json_response({"status": "ok", "response": self.categories_list})
 
     async def search(self, request: web.Request) -> web.Response:
         refused = self.gate(request)
@@ -88,11 +118,16 @@ class FakeTGStat:
 
     async def usage(self, request: web.Request) -> web.Response:
         return self.gate(request) or web.json_response({"status": "ok", "response": [
-            {"serviceKey": "stat", "title": "Stat API S", "spentRequests": "12",
-             "expiredAt": 1767225600}]})
+            {"serviceKey": "stat", "title": "Stat API S", "spentChannels": "3",
+             "spentRequests": "12", "spentWords": "0", "expiredAt": 1767225600}]})
 
     async def broken(self, request: web.Request) -> web.Response:
         return web.Response(status=502, text="<html>bad gateway</html>")
+
+    async def loop(self, request: web.Request) -> web.Response:
+        """A misconfigured proxy: redirects to itself, token and all."""
+        self.requests.append((request.path, dict(request.query)))
+        raise web.HTTPFound(str(request.url))
 
 
 @pytest.fixture
@@ -146,18 +181,22 @@ async def test_fetch_merges_normalises_and_summarises(tgstat, tmp_path):
     assert by_name["@forklog"]["subscribers"] == 200000          # participants_count read
     assert by_name["@rt_russian"]["category"] == "News"
     lines = out.splitlines()
-    assert lines[0].split() == ["category", "fetched", "kept", "skipped"]
+    assert lines[0] == "TGStat channel search: country ru, language russian"
+    assert lines[1].split() == ["category", "fetched", "kept", "skipped"]
     tech = next(line for line in lines if line.startswith("Technology"))
-    assert "4" in tech.split()[1] and tech.split()[2] == "1"
+    assert tech.split()[1:3] == ["5", "1"]
     assert "1 no public username" in tech and "1 not a channel" in tech
     assert "1 under 100 subscribers" in tech
-    assert "1 duplicate" in next(line for line in lines if line.startswith("News"))
+    assert "1 flagged red_label (fake subscribers)" in tech
+    news = next(line for line in lines if line.startswith("News"))
+    assert "1 duplicate" in news and "1 flagged black_label (fraud)" in news
     assert "4 channels (2 new, 1 updated, 1 kept from the file)" in out
+    assert "@boosted" not in path.read_text() and "@scamnews" not in path.read_text()
     searches = [q for p, q in tgstat.requests if p == "/channels/search"]
     assert [q["category"] for q in searches] == ["tech", "news", "crypto"]
     assert all(q["token"] == TOKEN and q["limit"] == "10" and q["country"] == "ru"
-               for q in searches)
-    assert TOKEN not in path.read_text(encoding="utf-8")
+               and q["language"] == "russian" for q in searches)
+    assert TOKEN not in path.read_text(encoding="utf-8") and TOKEN not in out + err
 
 
 async def test_replace_drops_manual_entries(tgstat, tmp_path):
@@ -168,15 +207,72 @@ async def test_replace_drops_manual_entries(tgstat, tmp_path):
     assert [c["username"] for c in json.loads(path.read_text())] == ["@forklog"]
 
 
-async def test_default_categories_skip_those_tgstat_lacks(tgstat, tmp_path):
+async def test_default_categories_are_tgstats_codes_with_country_and_language(tgstat,
+                                                                              tmp_path):
     path = tmp_path / "pool.json"
     code, out, err = await run_cli(tmp_path, "--base-url", tgstat.url, "fetch",
+                                   "--country", "kz", "--language", "english",
                                    "--output", str(path))
     assert code == 0, err
-    assert "note: TGStat offers no category software, business, education" in err
-    assert [q["category"] for p, q in tgstat.requests if p == "/channels/search"] == [
-        "news", "tech", "crypto"]
-    assert len(json.loads(path.read_text())) == 4
+    assert err == ""
+    searches = [q for p, q in tgstat.requests if p == "/channels/search"]
+    assert [q["category"] for q in searches] == [
+        "news", "tech", "apps", "crypto", "business", "education", "entertainment", "sport",
+        "music", "beauty"]
+    assert all(q["country"] == "kz" and q["language"] == "english" for q in searches)
+    by_category = {c["category"]: c["username"] for c in json.loads(path.read_text())}
+    assert by_category["Programming"] == "@apps_daily"          # apps, not "software"
+    assert by_category["Entertainment"] == "@fun_stuff"         # entertainment, not "humor"
+    assert by_category["Lifestyle"] == "@style_now"             # beauty, not "fashion"
+
+
+async def test_default_categories_skip_those_tgstat_lacks(tgstat, tmp_path):
+    tgstat.categories_list = [c for c in CATEGORIES if c["code"] not in ("music", "sport")]
+    code, out, err = await run_cli(tmp_path, "--base-url", tgstat.url, "fetch",
+                                   "--output", str(tmp_path / "pool.json"))
+    assert code == 0, err
+    assert "note: TGStat offers no category sport, music; skipped" in err
+    assert len([p for p, _ in tgstat.requests if p == "/channels/search"]) == 8
+
+
+async def test_known_codes_when_the_categories_cannot_be_read(tgstat, tmp_path):
+    tgstat.categories_error = "outdated_statistics"
+    code, out, err = await run_cli(tmp_path, "--base-url", tgstat.url, "fetch",
+                                   "--categories", "apps,beauty",
+                                   "--output", str(tmp_path / "pool.json"))
+    assert code == 0, err
+    assert err.startswith("note: cannot read TGStat's categories (/database/categories: "
+                          "TGStat is still updating these statistics")
+    assert [q["category"] for p, q in tgstat.requests if p == "/channels/search"] == \
+        ["apps", "beauty"]
+
+
+@pytest.mark.parametrize("code", [c for c in sorted(tgstat_fetcher.ERROR_EXPLANATIONS)
+                                  if c not in tgstat_fetcher.FLOOD_WAIT_SECONDS]
+                         + ["quota_something_new", "brand_new_error"])
+async def test_each_error_code_is_one_line_without_the_token(tgstat, tmp_path, code):
+    tgstat.search_error = code
+    code_, out, err = await run_cli(tmp_path, "--base-url", tgstat.url, "fetch",
+                                    "--categories", "tech", "--output",
+                                    str(tmp_path / "pool.json"))
+    assert code_ == 1
+    assert err.splitlines() == [f"error: /channels/search: {tgstat_fetcher.explain(code)}"]
+    assert TOKEN not in out + err and "test-token" not in out + err
+    assert not (tmp_path / "pool.json").exists()
+    if code == "quota_something_new":
+        assert "a quota of the TGStat plan is used up (quota_something_new)" in err
+
+
+async def test_a_redirect_loop_is_not_followed_and_the_token_never_shown(tgstat, tmp_path):
+    code, out, err = await run_cli(tmp_path, "--base-url", tgstat.url + "/looping",
+                                   "categories")
+    assert code == 1
+    assert err.splitlines() == [
+        f"error: /database/categories: TGStat answered HTTP 302, a redirect to "
+        f"{tgstat.url}/looping/database/categories that is not followed (it would carry "
+        "the token); check --base-url"]
+    assert "test-token" not in out + err
+    assert len(tgstat.requests) == 1
 
 
 async def test_no_subscription_explained_and_file_untouched(tgstat, tmp_path):
@@ -186,7 +282,7 @@ async def test_no_subscription_explained_and_file_untouched(tgstat, tmp_path):
     code, out, err = await run_cli(tmp_path, "--base-url", tgstat.url, "fetch",
                                    "--output", str(path))
     assert code == 1
-    assert err.strip().splitlines()[1:] == [
+    assert err.splitlines() == [
         "error: /channels/search: a paid TGStat API plan is needed for channel search; "
         "the shipped channels_data.json still works without it"]
     assert path.read_bytes() == before
@@ -225,7 +321,7 @@ async def test_flood_control_backs_off_then_succeeds(tgstat):
     async with aiohttp.ClientSession() as session:
         client = tgstat_fetcher.TGStatClient(session, tgstat.url, TOKEN, sleep=record)
         categories = await client.categories()
-    assert [c["code"] for c in categories] == ["tech", "news", "crypto", "blogs"]
+    assert categories == CATEGORIES
     assert waits == [10, 120]
     assert len(tgstat.requests) == 3
 
