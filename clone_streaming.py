@@ -604,7 +604,8 @@ class SqliteCheckpoint(Checkpoint):
 class PostgresCheckpoint(Checkpoint):
     """The checkpoint in PostgreSQL (schema_pg.sql), shared by accounts on several VPSes.
 
-    Every state change is one transaction. Claims lock their rows with `FOR UPDATE SKIP
+    Every state change is one transaction (a single statement is one by itself: the
+    connection is in autocommit). Claims lock their rows with `FOR UPDATE SKIP
     LOCKED`: rows another session is claiming at that instant are skipped, never waited
     for, and an album is taken only if every member could be locked. Times come from the
     server's clock (now()), so the VPSes' clocks do not matter for leases. As SQLite's
@@ -668,9 +669,21 @@ class PostgresCheckpoint(Checkpoint):
                         ORDER BY msg_id, target_chat DESC)""",
                 self._params(names=names)).rowcount
 
+    def _lock_albums(self, groups: Iterable[int]) -> None:
+        """Inside a transaction: take each album's advisory lock (ascending, so two sessions
+        never wait for each other in a circle). Rows another session inserted but has not
+        committed are invisible here, so without it two sessions reading neighbouring pages
+        could each claim part of an album; with it, the second sees the first's claim."""
+        for group in sorted(set(groups)):
+            self.conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended("
+                "%(src)s || ' ' || %(dst)s || ' ' || %(group)s::text, 0))",
+                self._params(group=group))
+
     def _claim_locked(self, ids: list[int]) -> list[int]:
-        """Inside a transaction: lock the rows of `ids` and of their albums (skipping rows
-        another session has locked), then claim the takeable ones of the albums locked whole."""
+        """Inside a transaction, with their albums' advisory locks held: lock the rows of
+        `ids` and of their albums (skipping rows another session has locked), then claim
+        the takeable ones of the albums locked whole."""
         params = self._params(ids=ids)
         rows = self._query(
             f"""SELECT msg_id, grouped_id FROM messages WHERE {self._PAIR}
@@ -716,6 +729,10 @@ class PostgresCheckpoint(Checkpoint):
                        %(groups)s::bigint[]) AS t(i, g) ORDER BY i
                    ON CONFLICT DO NOTHING""",
                 self._params(ids=ids, groups=[groups.get(i) for i in ids]))
+            self._lock_albums(g for (g,) in self._query(
+                f"""SELECT DISTINCT grouped_id FROM messages WHERE {self._PAIR}
+                    AND msg_id = ANY(%(ids)s) AND grouped_id IS NOT NULL""",
+                self._params(ids=ids)))
             return self._claim_locked(ids)
 
     def claim_next(self, limit: int = 1, *, up_to: int | None = None) -> list[int]:
@@ -723,23 +740,29 @@ class PostgresCheckpoint(Checkpoint):
                               up_to=up_to if up_to is not None else 2 ** 62)
         with self.conn.transaction():
             # an album is reached through its first open member only, so two sessions
-            # never start on different members of one album
-            heads = [i for (i,) in self._query(
-                f"""SELECT msg_id FROM messages AS r WHERE {self._PAIR}
-                    AND status = 'pending' AND msg_id <= %(up_to)s
-                    AND (grouped_id IS NULL OR NOT EXISTS (
-                        SELECT 1 FROM messages AS m WHERE m.source_chat = %(src)s
-                          AND m.target_chat = %(dst)s AND m.grouped_id = r.grouped_id
-                          AND m.msg_id < r.msg_id AND m.status IN ('pending', 'processing')))
-                    ORDER BY msg_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED""", params)]
-            if not heads:
-                return []
-            members = [i for (i,) in self._query(
-                f"""SELECT msg_id FROM messages WHERE {self._PAIR} AND status = 'pending'
-                    AND grouped_id IN (SELECT grouped_id FROM messages WHERE {self._PAIR}
-                        AND msg_id = ANY(%(ids)s) AND grouped_id IS NOT NULL)""",
-                self._params(ids=heads))]
-            return self._claim_locked(sorted(set(heads) | set(members)))
+            # never start on different members of one album; its other members follow
+            rows = self._query(
+                f"""UPDATE messages SET {self._CLAIM_SET}
+                    WHERE {self._PAIR} AND msg_id IN (
+                        SELECT msg_id FROM messages AS r WHERE {self._PAIR}
+                          AND status = 'pending' AND msg_id <= %(up_to)s
+                          AND (grouped_id IS NULL OR NOT EXISTS (
+                              SELECT 1 FROM messages AS m WHERE m.source_chat = %(src)s
+                                AND m.target_chat = %(dst)s AND m.grouped_id = r.grouped_id
+                                AND m.msg_id < r.msg_id
+                                AND m.status IN ('pending', 'processing')))
+                        ORDER BY msg_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+                    RETURNING msg_id, grouped_id""", params)
+            ids = [msg_id for msg_id, _ in rows]
+            groups = sorted({g for _, g in rows if g is not None})
+            if groups:
+                self._lock_albums(groups)
+                ids += [i for (i,) in self._query(
+                    f"""UPDATE messages SET {self._CLAIM_SET}
+                        WHERE {self._PAIR} AND status = 'pending'
+                          AND grouped_id = ANY(%(groups)s) RETURNING msg_id""",
+                    self._params(groups=groups))]
+        return sorted(ids)
 
     def owned(self) -> list[int]:
         return [i for (i,) in self._query(
@@ -747,24 +770,18 @@ class PostgresCheckpoint(Checkpoint):
             "AND session = %(me)s ORDER BY msg_id")]
 
     def random_ids(self, msg_ids: Iterable[int]) -> dict[int, int]:
-        params = self._params(ids=[int(i) for i in msg_ids])
-        result, new = {}, {}
+        ids = [int(i) for i in msg_ids]
         with self._durable():
-            held = self._query(
-                f"""SELECT msg_id, random_id FROM messages WHERE {self._PAIR}
-                    AND msg_id = ANY(%(ids)s) AND status = 'processing'
-                    AND session = %(me)s FOR UPDATE""", params)
-            for msg_id, random_id in held:
-                if random_id is None:
-                    random_id = new[msg_id] = secrets.randbits(63)
-                result[msg_id] = random_id
-            if new:
-                self.conn.execute(
-                    f"""UPDATE messages SET random_id = t.r, claimed_at = now(), sent_at = now()
-                        FROM unnest(%(new_ids)s::bigint[], %(rids)s::bigint[]) AS t(i, r)
-                        WHERE {self._PAIR} AND msg_id = t.i""",
-                    self._params(new_ids=list(new), rids=list(new.values())))
-        return result
+            # a new random_id only where none is stored; the held rows' ids come back
+            rows = self._query(
+                f"""UPDATE messages SET random_id = COALESCE(random_id, t.r),
+                        sent_at = CASE WHEN random_id IS NULL THEN now() ELSE sent_at END,
+                        claimed_at = now()
+                    FROM unnest(%(ids)s::bigint[], %(rids)s::bigint[]) AS t(i, r)
+                    WHERE {self._PAIR} AND msg_id = t.i AND status = 'processing'
+                      AND session = %(me)s RETURNING msg_id, random_id""",
+                self._params(ids=ids, rids=[secrets.randbits(63) for _ in ids]))
+        return dict(rows)
 
     def in_doubt(self, msg_ids: Iterable[int]) -> dict[int, tuple[datetime, datetime]]:
         rows = self._query(
@@ -778,52 +795,47 @@ class PostgresCheckpoint(Checkpoint):
     def complete(self, targets: Mapping[int, int | None], *,
                  note: str | None = None) -> set[int]:
         ids = [int(i) for i in targets]
-        with self.conn.transaction():
-            rows = self._query(
-                f"""UPDATE messages SET status = 'done', target_msg_id = t.target,
-                        processed_at = now(), error = %(note)s, doubt_seen = NULL
-                    FROM unnest(%(ids)s::bigint[], %(targets)s::bigint[]) AS t(i, target)
-                    WHERE {self._PAIR} AND msg_id = t.i AND status = 'processing'
-                      AND session = %(me)s RETURNING msg_id""",
-                self._params(ids=ids, targets=[targets[i] for i in targets], note=note))
+        rows = self._query(
+            f"""UPDATE messages SET status = 'done', target_msg_id = t.target,
+                    processed_at = now(), error = %(note)s, doubt_seen = NULL
+                FROM unnest(%(ids)s::bigint[], %(targets)s::bigint[]) AS t(i, target)
+                WHERE {self._PAIR} AND msg_id = t.i AND status = 'processing'
+                  AND session = %(me)s RETURNING msg_id""",
+            self._params(ids=ids, targets=[targets[i] for i in targets], note=note))
         return {i for (i,) in rows}
 
     def fail(self, msg_ids: Iterable[int], reason: str, *, status: str = "failed"
              ) -> set[int]:
-        with self.conn.transaction():
-            rows = self._query(
-                f"""UPDATE messages SET status = %(status)s, error = %(reason)s,
-                        processed_at = now(), doubt_seen = NULL
-                    WHERE {self._PAIR} AND msg_id = ANY(%(ids)s)
-                      AND status = 'processing' AND session = %(me)s RETURNING msg_id""",
-                self._params(ids=[int(i) for i in msg_ids], status=status, reason=reason))
+        rows = self._query(
+            f"""UPDATE messages SET status = %(status)s, error = %(reason)s,
+                    processed_at = now(), doubt_seen = NULL
+                WHERE {self._PAIR} AND msg_id = ANY(%(ids)s)
+                  AND status = 'processing' AND session = %(me)s RETURNING msg_id""",
+            self._params(ids=[int(i) for i in msg_ids], status=status, reason=reason))
         return {i for (i,) in rows}
 
     def give_back(self, msg_ids: Iterable[int], *, unsent: bool = False) -> int:
-        with self.conn.transaction():
-            return self.conn.execute(
-                f"""UPDATE messages SET status = 'pending', session = NULL, claimed_at = NULL,
-                        random_id = NULL, sent_at = NULL
-                    WHERE {self._PAIR} AND msg_id = ANY(%(ids)s)
-                      AND status = 'processing' AND session = %(me)s
-                      AND (random_id IS NULL OR %(unsent)s)""",
-                self._params(ids=[int(i) for i in msg_ids], unsent=bool(unsent))).rowcount
+        return self.conn.execute(
+            f"""UPDATE messages SET status = 'pending', session = NULL, claimed_at = NULL,
+                    random_id = NULL, sent_at = NULL
+                WHERE {self._PAIR} AND msg_id = ANY(%(ids)s)
+                  AND status = 'processing' AND session = %(me)s
+                  AND (random_id IS NULL OR %(unsent)s)""",
+            self._params(ids=[int(i) for i in msg_ids], unsent=bool(unsent))).rowcount
 
     def heartbeat(self) -> int:
-        with self.conn.transaction():
-            return self.conn.execute(
-                "UPDATE messages SET claimed_at = now() WHERE status = 'processing' "
-                "AND session = %(me)s", self._params()).rowcount
+        return self.conn.execute(
+            "UPDATE messages SET claimed_at = now() WHERE status = 'processing' "
+            "AND session = %(me)s", self._params()).rowcount
 
     def release_stale(self) -> int:
-        with self.conn.transaction():
-            return self.conn.execute(
-                f"""UPDATE messages SET status = 'pending', session = NULL, claimed_at = NULL,
-                       doubt_seen = CASE WHEN random_id IS NOT NULL THEN claimed_at
-                                         ELSE doubt_seen END,
-                       random_id = NULL
-                   WHERE status = 'processing' AND {self._STALE}
-                     AND (random_id IS NULL OR {self._ORPHAN})""", self._params()).rowcount
+        return self.conn.execute(
+            f"""UPDATE messages SET status = 'pending', session = NULL, claimed_at = NULL,
+                   doubt_seen = CASE WHEN random_id IS NOT NULL THEN claimed_at
+                                     ELSE doubt_seen END,
+                   random_id = NULL
+               WHERE status = 'processing' AND {self._STALE}
+                 AND (random_id IS NULL OR {self._ORPHAN})""", self._params()).rowcount
 
     def resume_point(self) -> int:
         first_open, last = self._query(
@@ -895,11 +907,10 @@ class PostgresCheckpoint(Checkpoint):
         return None, random_id
 
     def set_topic(self, source_topic: int, target_topic: int) -> bool:
-        with self.conn.transaction():
-            return bool(self._query(
-                f"""UPDATE topic_map SET target_topic = %(target)s, created_at = now()
-                    WHERE {self._TOPIC} AND target_topic IS NULL RETURNING source_topic""",
-                self._params(target=int(target_topic), topic=int(source_topic))))
+        return bool(self._query(
+            f"""UPDATE topic_map SET target_topic = %(target)s, created_at = now()
+                WHERE {self._TOPIC} AND target_topic IS NULL RETURNING source_topic""",
+            self._params(target=int(target_topic), topic=int(source_topic))))
 
     def topic_rows(self) -> list[tuple[int, int, str]]:
         return self._query(
@@ -946,15 +957,14 @@ class PostgresCheckpoint(Checkpoint):
         }
 
     def retry_failed(self) -> list[tuple[str, str, int]]:
-        with self.conn.transaction():
-            return self._query(
-                """WITH retried AS (
-                       UPDATE messages SET status = 'pending', session = NULL,
-                           claimed_at = NULL, random_id = NULL, error = NULL,
-                           processed_at = NULL
-                       WHERE status = 'failed' RETURNING source_chat, target_chat)
-                   SELECT source_chat, target_chat, COUNT(*)::int FROM retried
-                   GROUP BY source_chat, target_chat ORDER BY source_chat, target_chat""", {})
+        return self._query(
+            """WITH retried AS (
+                   UPDATE messages SET status = 'pending', session = NULL,
+                       claimed_at = NULL, random_id = NULL, error = NULL,
+                       processed_at = NULL
+                   WHERE status = 'failed' RETURNING source_chat, target_chat)
+               SELECT source_chat, target_chat, COUNT(*)::int FROM retried
+               GROUP BY source_chat, target_chat ORDER BY source_chat, target_chat""", {})
 
 
 # ----------------------------------------------------------------------------- configuration
