@@ -1589,9 +1589,14 @@ class Cloner:
         while page := await self.client.get_messages(
                 self.source, reverse=True, min_id=start, limit=HISTORY_PAGE, wait_time=0):
             self.progress.top_id = max(self.progress.top_id, page.total or 0)
+            # an album cut by the page's edge is claimed whole by handle(), never in part
+            # (a part claimed here and the process killed would resume as a part album)
+            edges = {getattr(page[0], "grouped_id", None),
+                     getattr(page[-1], "grouped_id", None)} - {None}
+            inner = [m for m in page if getattr(m, "grouped_id", None) not in edges]
             self.held = set(self.checkpoint.claim(
-                [m.id for m in page], grouped_ids={m.id: m.grouped_id for m in page
-                                                   if getattr(m, "grouped_id", None)}))
+                [m.id for m in inner], grouped_ids={m.id: m.grouped_id for m in inner
+                                                    if getattr(m, "grouped_id", None)}))
             for message in page:
                 grouped = getattr(message, "grouped_id", None)
                 if unit and grouped and grouped == getattr(unit[0], "grouped_id", None):
