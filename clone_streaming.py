@@ -741,9 +741,9 @@ class PostgresCheckpoint(Checkpoint):
         with self.conn.transaction():
             # an album is reached through its first open member only, so two sessions
             # never start on different members of one album; its other members follow
+            # the candidates in a CTE: run (and locked) once, not per row of the UPDATE
             rows = self._query(
-                f"""UPDATE messages SET {self._CLAIM_SET}
-                    WHERE {self._PAIR} AND msg_id IN (
+                f"""WITH picked AS (
                         SELECT msg_id FROM messages AS r WHERE {self._PAIR}
                           AND status = 'pending' AND msg_id <= %(up_to)s
                           AND (grouped_id IS NULL OR NOT EXISTS (
@@ -752,7 +752,9 @@ class PostgresCheckpoint(Checkpoint):
                                 AND m.msg_id < r.msg_id
                                 AND m.status IN ('pending', 'processing')))
                         ORDER BY msg_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
-                    RETURNING msg_id, grouped_id""", params)
+                    UPDATE messages SET {self._CLAIM_SET} FROM picked
+                    WHERE {self._PAIR} AND messages.msg_id = picked.msg_id
+                    RETURNING messages.msg_id, messages.grouped_id""", params)
             ids = [msg_id for msg_id, _ in rows]
             groups = sorted({g for _, g in rows if g is not None})
             if groups:
