@@ -227,7 +227,8 @@ CREATE TABLE IF NOT EXISTS events (
     message_id INTEGER NOT NULL,
     origin     TEXT,
     kind       TEXT NOT NULL DEFAULT 'new',
-    deleted    TEXT
+    deleted    TEXT,
+    date       INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS media (
     media_id       INTEGER PRIMARY KEY,
@@ -841,8 +842,8 @@ class Server:
             self.conn.execute("UPDATE media SET channel_id = ? WHERE media_id = ? "
                               "AND channel_id IS NULL", (cid, body.id))
         self.conn.execute(
-            "INSERT INTO events (channel_id, pts, message_id, origin) VALUES (?, ?, ?, ?)",
-            (cid, pts, msg_id, origin))
+            "INSERT INTO events (channel_id, pts, message_id, origin, date) "
+            "VALUES (?, ?, ?, ?, ?)", (cid, pts, msg_id, origin, now))
         if channel["kind"] == "group":
             self.deliver_to_boxes(cid, msg_id)
         return message, pts
@@ -932,9 +933,10 @@ class Server:
         self.conn.execute("UPDATE channels SET pts = ? WHERE channel_id = ?",
                           (pts, channel["channel_id"]))
         self.conn.execute(
-            "INSERT INTO events (channel_id, pts, message_id, origin, kind, deleted) "
-            "VALUES (?, ?, ?, ?, ?, ?)", (channel["channel_id"], pts, message_id, origin,
-                                          kind, json.dumps(deleted) if deleted else None))
+            "INSERT INTO events (channel_id, pts, message_id, origin, kind, deleted, date) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)", (channel["channel_id"], pts, message_id, origin,
+                                             kind, json.dumps(deleted) if deleted else None,
+                                             self.now()))
         return pts
 
     def event_update(self, event: sqlite3.Row,
@@ -1240,14 +1242,14 @@ def h_get_state(ctx: Context, request: TLObject) -> TLObject:
 
 def h_get_difference(ctx: Context, request: TLObject) -> TLObject:
     """Basic groups' messages after the account's `pts` as new_messages; the user's
-    channels with messages since `date` as UpdateChannelTooLong, to be fetched with
-    GetChannelDifference."""
+    channels with news (messages, edits, deletions) since `date` as UpdateChannelTooLong,
+    to be fetched with GetChannelDifference."""
     server, viewer = ctx.server, ctx.user_id
     now = _dt(server.now())
     channels = ctx.conn.execute(
         "SELECT c.* FROM channels c JOIN participants p ON p.channel_id = c.channel_id "
         "WHERE p.user_id = ? AND p.role != 'banned' AND c.kind != 'group' AND EXISTS ("
-        "SELECT 1 FROM messages m WHERE m.channel_id = c.channel_id AND m.date >= ?) "
+        "SELECT 1 FROM events e WHERE e.channel_id = c.channel_id AND e.date >= ?) "
         "ORDER BY c.channel_id", (viewer, _ts(request.date))).fetchall()
     boxed = ctx.conn.execute(
         "SELECT m.* FROM inbox i JOIN messages m ON m.channel_id = i.channel_id "
@@ -1552,6 +1554,15 @@ def _reply_target(request: TLObject) -> tuple[int | None, int | None]:
     return None, None
 
 
+def _reply(server: Server, channel: sqlite3.Row, viewer: int, request: TLObject) -> tuple:
+    """(reply header, topic) of a send; in a basic group the reply names the sender's own
+    message id."""
+    reply_to, top = _reply_target(request)
+    if reply_to and channel["kind"] == "group":
+        reply_to = server.group_message_id(viewer, channel["channel_id"], reply_to) or -1
+    return server.reply_header(channel, reply_to, top)
+
+
 def _send_one(ctx: Context, request: TLObject, *, text: str, entities: list | None,
               media_of: Any) -> TLObject:
     server, viewer = ctx.server, ctx.user_id
@@ -1560,10 +1571,7 @@ def _send_one(ctx: Context, request: TLObject, *, text: str, entities: list | No
     original = server.check_random_id(cid, viewer, request.random_id)
     if original is not None:
         return server.sent_updates(channel, [(request.random_id, original)], viewer)
-    reply_to, top = _reply_target(request)
-    if reply_to and channel["kind"] == "group":
-        reply_to = server.group_message_id(viewer, cid, reply_to) or -1
-    reply = server.reply_header(channel, reply_to, top)
+    reply = _reply(server, channel, viewer, request)
     media = media_of() if media_of else None
     server.check_send(channel, viewer, [media], reply[1])
     message, _ = server.store_message(channel, viewer, text=text, entities=entities,
@@ -1605,7 +1613,7 @@ def h_send_multi_media(ctx: Context, request: TLObject) -> TLObject:
         raise RpcFailure(400, "MEDIA_CAPTION_TOO_LONG")
     channel = server.resolve_channel(request.peer, viewer, write=True)
     cid = channel["channel_id"]
-    reply = server.reply_header(channel, *_reply_target(request))
+    reply = _reply(server, channel, viewer, request)
     grouped_id = _random_long()
     pending = []                        # (item, id sent before or None, media)
     for index, item in enumerate(items):
@@ -1745,8 +1753,7 @@ def h_channels_delete_messages(ctx: Context, request: TLObject) -> TLObject:
                                "AND id = ?", (channel["channel_id"], msg_id)).fetchone()
         if row is None:
             continue
-        if not (moderator or row["sender_id"] == viewer and author_may) \
-                or msg_id == 1 and channel["kind"] != "forum" and not moderator:
+        if not (moderator or row["sender_id"] == viewer and author_may):
             raise RpcFailure(403, "MESSAGE_DELETE_FORBIDDEN")
         ids.append(msg_id)
     pts, count = server.delete_messages(channel, ids, ctx.origin)
@@ -2361,10 +2368,29 @@ class World:
         self.server = Server(self.conn)
 
     def _apply_schema(self) -> None:
+        """Make the tables, and give a world made by an earlier version the columns added
+        since (every added column has a default)."""
         statements = [s.strip() for s in WORLD_SCHEMA.split(";") if s.strip()]
+        reference = sqlite3.connect(":memory:")
+        try:
+            reference.executescript(WORLD_SCHEMA)
+            wanted = {table: reference.execute(f"PRAGMA table_info({table})").fetchall()
+                      for (table,) in reference.execute(
+                          "SELECT name FROM sqlite_master WHERE type = 'table' "
+                          "AND name NOT LIKE 'sqlite_%'")}
+        finally:
+            reference.close()
         with transaction(self.conn):
             for statement in statements:
                 self.conn.execute(statement)
+            for table, columns in wanted.items():
+                have = {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
+                for _, name, kind, not_null, default, _ in columns:
+                    if name not in have:
+                        self.conn.execute(
+                            f"ALTER TABLE {table} ADD COLUMN {name} {kind}"
+                            f"{' NOT NULL' if not_null else ''}"
+                            f"{f' DEFAULT {default}' if default is not None else ''}")
             self.conn.execute("INSERT OR IGNORE INTO meta (key, value) "
                               "VALUES ('random_id_mode', 'original')")
             self.conn.execute("INSERT OR IGNORE INTO meta (key, value) "

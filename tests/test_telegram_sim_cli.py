@@ -234,3 +234,18 @@ def test_session_folder_is_a_real_authorised_telethon_session(sim_world, tmp_pat
     finally:
         session.close()
     assert not os.access(folder / ".env", os.X_OK)
+
+
+def test_a_world_of_an_earlier_version_gets_the_new_columns(tmp_path, cli):
+    assert cli("init", "w.db", "--demo", "--sessions-dir", "accounts")[0] == 0
+    conn = sqlite3.connect(tmp_path / "w.db")
+    for table, column in (("accounts", "limited"), ("channels", "default_banned"),
+                          ("participants", "banned_rights"), ("events", "kind")):
+        conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    conn.commit()
+    conn.close()
+    code, out, _ = cli("accounts", "w.db")
+    assert code == 0 and "limited" in out
+    with World.open(tmp_path / "w.db") as world:
+        assert world.chat_settings("@demo_source")["default_banned"] == []
+        world.post("@demo_source", "still works")
