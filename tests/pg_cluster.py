@@ -5,7 +5,7 @@ PostgreSQL refuses to run as root, so under root (CI) the cluster belongs to PG_
 (default `nobody`) and the commands run through `runuser`. The superuser `postgres` has a
 password (scram-sha-256 over TCP), so the tests see a URL with a password as operators do.
 
-    python tests/pg_cluster.py [--durable]   # by hand: prints its URL, Ctrl+C stops it
+    python tests/pg_cluster.py [--durable]   # by hand: prints its URL; Ctrl+C/SIGTERM stop it
 
 The tests' cluster trades durability for speed (fsync, synchronous_commit and
 full_page_writes off); --durable keeps PostgreSQL's defaults, as for benchmarks.
@@ -115,7 +115,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Start a throw-away PostgreSQL cluster.")
     parser.add_argument("--durable", action="store_true",
                         help="keep fsync and synchronous_commit on (benchmarks)")
-    with cluster(fast=not parser.parse_args().durable) as url:
+    args = parser.parse_args()
+    # Ctrl+C or SIGTERM stops the cluster (a background job's SIGINT is ignored otherwise)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with cluster(fast=not args.durable) as url:
         print(url, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
