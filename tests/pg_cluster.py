@@ -62,7 +62,6 @@ def cluster(*, fast: bool = True) -> Iterator[str]:
     """Start a cluster, yield its URL (postgresql://postgres:PASSWORD@127.0.0.1:PORT/postgres),
     stop it and delete its folder afterwards. `fast`: no fsync (a test cluster)."""
     binaries = bin_dir()
-    folder = Path(tempfile.mkdtemp(prefix="pgtest-"))
     command_prefix: list[str] = []
     if os.geteuid() == 0:
         user = os.environ.get("PG_TEST_USER", "nobody")
@@ -70,8 +69,10 @@ def cluster(*, fast: bool = True) -> Iterator[str]:
             entry = pwd.getpwnam(user)
         except KeyError:
             raise ClusterUnavailable(f"no user {user!r} to run PostgreSQL as") from None
-        os.chown(folder, entry.pw_uid, entry.pw_gid)
         command_prefix = ["runuser", "-u", user, "--"]
+    folder = Path(tempfile.mkdtemp(prefix="pgtest-"))
+    if command_prefix:
+        os.chown(folder, entry.pw_uid, entry.pw_gid)
     password = secrets.token_hex(8)
     (folder / "pw").write_text(password + "\n", encoding="utf-8")
     if command_prefix:
