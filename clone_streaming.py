@@ -46,6 +46,7 @@ events = migrate_db.lazy_import("telethon.events")
 functions = migrate_db.lazy_import("telethon.functions")
 types = migrate_db.lazy_import("telethon.types")
 utils = migrate_db.lazy_import("telethon.utils")
+psycopg = migrate_db.lazy_import("psycopg")     # only with SHARED_DB_URL=postgresql://...
 if TYPE_CHECKING:
     from telethon import TelegramClient
 
@@ -599,6 +600,374 @@ class SqliteCheckpoint(Checkpoint):
         return [(src, dst, n) for (src, dst), n in sorted(counts.items())]
 
 
+class PostgresCheckpoint(Checkpoint):
+    """The checkpoint in PostgreSQL (schema_pg.sql), shared by accounts on several VPSes.
+
+    Every state change is one transaction (a single statement is one by itself: the
+    connection is in autocommit). Claims lock their rows with `FOR UPDATE SKIP
+    LOCKED`: rows another session is claiming at that instant are skipped, never waited
+    for, and an album is taken only if every member could be locked. Times come from the
+    server's clock (now()), so the VPSes' clocks do not matter for leases. As SQLite's
+    NORMAL and FULL: commits run with `synchronous_commit = off` (a server crash may undo
+    the last fraction of a second of them, never half of one), except those that store a
+    random_id, made with `synchronous_commit = on` (on disk before the send; flushing them
+    flushes every earlier commit too).
+    """
+
+    def __init__(self, url: str, session_name: str, *,
+                 claim_timeout: float = DEFAULT_CLAIM_TIMEOUT) -> None:
+        super().__init__(session_name, claim_timeout=claim_timeout)
+        self.url = url
+        self.conn = migrate_db.pg_connect(url)
+        self.conn.execute("SET synchronous_commit = off")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextlib.contextmanager
+    def _durable(self) -> Iterator[None]:
+        """A transaction whose COMMIT is flushed to the server's disk when the block is left."""
+        with self.conn.transaction():
+            self.conn.execute("SET LOCAL synchronous_commit = on")
+            yield
+
+    def _params(self, **extra: Any) -> dict[str, Any]:
+        return {"src": self.src, "dst": self.dst, "me": self.session,
+                "timeout": self.claim_timeout,
+                "orphan": self.claim_timeout * ORPHAN_FACTOR, **extra}
+
+    def _query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple]:
+        return self.conn.execute(sql, params if params is not None else self._params()
+                                 ).fetchall()
+
+    _PAIR = "source_chat = %(src)s AND target_chat = %(dst)s"
+    _STALE = "claimed_at < now() - make_interval(secs => %(timeout)s)"
+    _ORPHAN = "claimed_at < now() - make_interval(secs => %(orphan)s)"
+    # A row this session may take: free, its own, or stale (see Checkpoint).
+    _TAKEABLE = f"""(status = 'pending' OR (status = 'processing' AND (session = %(me)s
+        OR ({_STALE} AND (random_id IS NULL OR {_ORPHAN})))))"""
+    # Taking over a claim whose send started leaves the window of that send in doubt.
+    _CLAIM_SET = """status = 'processing', session = %(me)s, claimed_at = now(), error = NULL,
+        doubt_seen = CASE WHEN random_id IS NOT NULL AND session IS DISTINCT FROM %(me)s
+                          THEN claimed_at ELSE doubt_seen END,
+        random_id = CASE WHEN session = %(me)s THEN random_id END,
+        attempts = attempts + (CASE WHEN status = 'processing' AND session = %(me)s
+                                    THEN 0 ELSE 1 END)"""
+
+    def adopt_rows(self, aliases: Iterable[str]) -> int:
+        names = sorted({str(a) for a in aliases} | {self.src})
+        with self.conn.transaction():
+            # one row per msg_id moves; a msg_id the pair has already stays where it is
+            return self.conn.execute(
+                f"""UPDATE messages SET source_chat = %(src)s, target_chat = %(dst)s
+                    WHERE ctid IN (SELECT DISTINCT ON (msg_id) ctid FROM messages AS m
+                        WHERE source_chat = ANY(%(names)s) AND target_chat IN ('', %(dst)s)
+                          AND NOT ({self._PAIR})
+                          AND NOT EXISTS (SELECT 1 FROM messages AS p WHERE p.msg_id = m.msg_id
+                              AND p.source_chat = %(src)s AND p.target_chat = %(dst)s)
+                        ORDER BY msg_id, target_chat DESC)""",
+                self._params(names=names)).rowcount
+
+    def _lock_albums(self, groups: Iterable[int]) -> None:
+        """Inside a transaction: take each album's advisory lock (ascending, so two sessions
+        never wait for each other in a circle). Rows another session inserted but has not
+        committed are invisible here, so without it two sessions reading neighbouring pages
+        could each claim part of an album; with it, the second sees the first's claim."""
+        for group in sorted(set(groups)):
+            self.conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended("
+                "%(src)s || ' ' || %(dst)s || ' ' || %(group)s::text, 0))",
+                self._params(group=group))
+
+    def _claim_locked(self, ids: list[int]) -> list[int]:
+        """Inside a transaction, with their albums' advisory locks held: lock the rows of
+        `ids` and of their albums (skipping rows another session has locked), then claim
+        the takeable ones of the albums locked whole."""
+        params = self._params(ids=ids)
+        rows = self._query(
+            f"""SELECT msg_id, grouped_id FROM messages WHERE {self._PAIR}
+                AND (msg_id = ANY(%(ids)s) OR grouped_id IN (
+                    SELECT grouped_id FROM messages WHERE {self._PAIR}
+                      AND msg_id = ANY(%(ids)s) AND grouped_id IS NOT NULL))""", params)
+        locked = {i for (i,) in self._query(
+            f"""SELECT msg_id FROM messages WHERE {self._PAIR}
+                AND msg_id = ANY(%(all)s) ORDER BY msg_id FOR UPDATE SKIP LOCKED""",
+            self._params(all=[i for i, _ in rows]))}
+        albums: dict[int, set[int]] = {}
+        for msg_id, grouped_id in rows:
+            if grouped_id is not None:
+                albums.setdefault(grouped_id, set()).add(msg_id)
+        split = {g for g, members in albums.items() if not members <= locked}
+        wanted = [i for i, g in rows if i in ids and i in locked and g not in split]
+        if not wanted:
+            return []
+        claimed = self._query(
+            f"""UPDATE messages SET {self._CLAIM_SET}
+                WHERE {self._PAIR} AND msg_id = ANY(%(ids)s) AND {self._TAKEABLE}
+                  AND (grouped_id IS NULL OR NOT EXISTS (
+                      SELECT 1 FROM messages AS m WHERE m.source_chat = %(src)s
+                        AND m.target_chat = %(dst)s AND m.grouped_id = messages.grouped_id
+                        AND m.status = 'processing' AND m.session IS DISTINCT FROM %(me)s
+                        AND NOT (m.claimed_at < now() - make_interval(secs => %(timeout)s)
+                                 AND (m.random_id IS NULL OR m.claimed_at
+                                      < now() - make_interval(secs => %(orphan)s)))))
+                RETURNING msg_id""", self._params(ids=wanted))
+        return sorted(i for (i,) in claimed)
+
+    def claim(self, msg_ids: Iterable[int], *,
+              grouped_ids: Mapping[int, int] | None = None) -> list[int]:
+        ids = sorted({int(i) for i in msg_ids})
+        if not ids:
+            return []
+        groups = grouped_ids or {}
+        with self.conn.transaction():
+            # in id order: two sessions inserting the same rows wait, never deadlock
+            self.conn.execute(
+                """INSERT INTO messages (source_chat, target_chat, msg_id, grouped_id, status)
+                   SELECT %(src)s, %(dst)s, i, g, 'pending' FROM unnest(%(ids)s::bigint[],
+                       %(groups)s::bigint[]) AS t(i, g) ORDER BY i
+                   ON CONFLICT DO NOTHING""",
+                self._params(ids=ids, groups=[groups.get(i) for i in ids]))
+            self._lock_albums(g for (g,) in self._query(
+                f"""SELECT DISTINCT grouped_id FROM messages WHERE {self._PAIR}
+                    AND msg_id = ANY(%(ids)s) AND grouped_id IS NOT NULL""",
+                self._params(ids=ids)))
+            return self._claim_locked(ids)
+
+    def claim_next(self, limit: int = 1, *, up_to: int | None = None) -> list[int]:
+        params = self._params(limit=int(limit),
+                              up_to=up_to if up_to is not None else 2 ** 62)
+        with self.conn.transaction():
+            # an album is reached through its first open member only, so two sessions
+            # never start on different members of one album; its other members follow
+            # the candidates in a CTE: run (and locked) once, not per row of the UPDATE
+            rows = self._query(
+                f"""WITH picked AS (
+                        SELECT msg_id FROM messages AS r WHERE {self._PAIR}
+                          AND status = 'pending' AND msg_id <= %(up_to)s
+                          AND (grouped_id IS NULL OR NOT EXISTS (
+                              SELECT 1 FROM messages AS m WHERE m.source_chat = %(src)s
+                                AND m.target_chat = %(dst)s AND m.grouped_id = r.grouped_id
+                                AND m.msg_id < r.msg_id
+                                AND m.status IN ('pending', 'processing')))
+                        ORDER BY msg_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+                    UPDATE messages SET {self._CLAIM_SET} FROM picked
+                    WHERE {self._PAIR} AND messages.msg_id = picked.msg_id
+                    RETURNING messages.msg_id, messages.grouped_id""", params)
+            ids = [msg_id for msg_id, _ in rows]
+            groups = sorted({g for _, g in rows if g is not None})
+            if groups:
+                self._lock_albums(groups)
+                ids += [i for (i,) in self._query(
+                    f"""UPDATE messages SET {self._CLAIM_SET}
+                        WHERE {self._PAIR} AND status = 'pending'
+                          AND grouped_id = ANY(%(groups)s) RETURNING msg_id""",
+                    self._params(groups=groups))]
+        return sorted(ids)
+
+    def owned(self) -> list[int]:
+        return [i for (i,) in self._query(
+            f"SELECT msg_id FROM messages WHERE {self._PAIR} AND status = 'processing' "
+            "AND session = %(me)s ORDER BY msg_id")]
+
+    def random_ids(self, msg_ids: Iterable[int]) -> dict[int, int]:
+        ids = [int(i) for i in msg_ids]
+        with self._durable():
+            # a new random_id only where none is stored; the held rows' ids come back
+            rows = self._query(
+                f"""UPDATE messages SET random_id = COALESCE(random_id, t.r),
+                        sent_at = CASE WHEN random_id IS NULL THEN now() ELSE sent_at END,
+                        claimed_at = now()
+                    FROM unnest(%(ids)s::bigint[], %(rids)s::bigint[]) AS t(i, r)
+                    WHERE {self._PAIR} AND msg_id = t.i AND status = 'processing'
+                      AND session = %(me)s RETURNING msg_id, random_id""",
+                self._params(ids=ids, rids=[secrets.randbits(63) for _ in ids]))
+        return dict(rows)
+
+    def in_doubt(self, msg_ids: Iterable[int]) -> dict[int, tuple[datetime, datetime]]:
+        rows = self._query(
+            f"""SELECT msg_id, sent_at, doubt_seen FROM messages WHERE {self._PAIR}
+                AND msg_id = ANY(%(ids)s) AND status = 'processing' AND session = %(me)s
+                AND doubt_seen IS NOT NULL""", self._params(ids=[int(i) for i in msg_ids]))
+        lease = timedelta(seconds=self.claim_timeout)
+        return {msg_id: (sent_at or seen - lease * ORPHAN_FACTOR, seen + lease)
+                for msg_id, sent_at, seen in rows}
+
+    def complete(self, targets: Mapping[int, int | None], *,
+                 note: str | None = None) -> set[int]:
+        ids = [int(i) for i in targets]
+        rows = self._query(
+            f"""UPDATE messages SET status = 'done', target_msg_id = t.target,
+                    processed_at = now(), error = %(note)s, doubt_seen = NULL
+                FROM unnest(%(ids)s::bigint[], %(targets)s::bigint[]) AS t(i, target)
+                WHERE {self._PAIR} AND msg_id = t.i AND status = 'processing'
+                  AND session = %(me)s RETURNING msg_id""",
+            self._params(ids=ids, targets=[targets[i] for i in targets], note=note))
+        return {i for (i,) in rows}
+
+    def fail(self, msg_ids: Iterable[int], reason: str, *, status: str = "failed"
+             ) -> set[int]:
+        rows = self._query(
+            f"""UPDATE messages SET status = %(status)s, error = %(reason)s,
+                    processed_at = now(), doubt_seen = NULL
+                WHERE {self._PAIR} AND msg_id = ANY(%(ids)s)
+                  AND status = 'processing' AND session = %(me)s RETURNING msg_id""",
+            self._params(ids=[int(i) for i in msg_ids], status=status, reason=reason))
+        return {i for (i,) in rows}
+
+    def give_back(self, msg_ids: Iterable[int], *, unsent: bool = False) -> int:
+        return self.conn.execute(
+            f"""UPDATE messages SET status = 'pending', session = NULL, claimed_at = NULL,
+                    random_id = NULL, sent_at = NULL
+                WHERE {self._PAIR} AND msg_id = ANY(%(ids)s)
+                  AND status = 'processing' AND session = %(me)s
+                  AND (random_id IS NULL OR %(unsent)s)""",
+            self._params(ids=[int(i) for i in msg_ids], unsent=bool(unsent))).rowcount
+
+    def heartbeat(self) -> int:
+        return self.conn.execute(
+            "UPDATE messages SET claimed_at = now() WHERE status = 'processing' "
+            "AND session = %(me)s", self._params()).rowcount
+
+    def release_stale(self) -> int:
+        return self.conn.execute(
+            f"""UPDATE messages SET status = 'pending', session = NULL, claimed_at = NULL,
+                   doubt_seen = CASE WHEN random_id IS NOT NULL THEN claimed_at
+                                     ELSE doubt_seen END,
+                   random_id = NULL
+               WHERE status = 'processing' AND {self._STALE}
+                 AND (random_id IS NULL OR {self._ORPHAN})""", self._params()).rowcount
+
+    def resume_point(self) -> int:
+        first_open, last = self._query(
+            f"""SELECT (SELECT MIN(msg_id) FROM messages WHERE {self._PAIR}
+                        AND status NOT IN {TERMINAL}),
+                       (SELECT MAX(msg_id) FROM messages WHERE {self._PAIR})""")[0]
+        if first_open is not None:
+            return first_open - 1
+        return last or 0
+
+    def newest_known(self) -> int:
+        return self._query(f"SELECT COALESCE(MAX(msg_id), 0) FROM messages "
+                           f"WHERE {self._PAIR}")[0][0]
+
+    def open_below(self, msg_id: int) -> list[tuple[int, str, str | None]]:
+        return self._query(
+            f"""SELECT msg_id, status, session FROM messages WHERE {self._PAIR}
+                AND msg_id < %(id)s AND status NOT IN {TERMINAL} ORDER BY msg_id""",
+            self._params(id=int(msg_id)))
+
+    def row(self, msg_id: int) -> CheckpointRow | None:
+        found = self._query(
+            f"SELECT status, session, target_msg_id, grouped_id, error FROM messages "
+            f"WHERE {self._PAIR} AND msg_id = %(id)s", self._params(id=int(msg_id)))
+        return CheckpointRow(*found[0]) if found else None
+
+    def with_albums(self, msg_ids: Iterable[int]) -> list[int]:
+        ids = [int(i) for i in msg_ids]
+        rows = self._query(
+            f"""SELECT msg_id FROM messages WHERE {self._PAIR} AND grouped_id IN (
+                    SELECT grouped_id FROM messages WHERE {self._PAIR}
+                      AND msg_id = ANY(%(ids)s) AND grouped_id IS NOT NULL)""",
+            self._params(ids=ids))
+        return sorted(set(ids) | {i for (i,) in rows})
+
+    def target_ids(self) -> set[int]:
+        return {i for (i,) in self._query(
+            "SELECT target_msg_id FROM messages WHERE target_chat = %(dst)s "
+            "AND target_msg_id IS NOT NULL")}
+
+    def audit_rows(self) -> list[tuple[int, str, int | None, str | None]]:
+        return self._query(
+            f"SELECT msg_id, status, target_msg_id, error FROM messages WHERE {self._PAIR} "
+            "ORDER BY msg_id")
+
+    _TOPIC = ("source_chat = %(src)s AND source_topic = %(topic)s "
+              "AND target_chat = %(dst)s")
+
+    def claim_topic(self, source_topic: int, title: str) -> tuple[int | None, int | None]:
+        params = self._params(topic=int(source_topic), title=title)
+        with self._durable():
+            self.conn.execute(
+                """INSERT INTO topic_map (source_chat, source_topic, target_chat, title)
+                   VALUES (%(src)s, %(topic)s, %(dst)s, %(title)s) ON CONFLICT DO NOTHING""",
+                params)
+            target_topic, session, live, random_id = self._query(
+                f"""SELECT target_topic, session,
+                           claimed_at >= now() - make_interval(secs => %(timeout)s), random_id
+                    FROM topic_map WHERE {self._TOPIC} FOR UPDATE""", params)[0]
+            if target_topic is not None:
+                return target_topic, None
+            if session is not None and session != self.session and live:
+                return None, None
+            if session != self.session or random_id is None:
+                random_id = secrets.randbits(63)
+            self.conn.execute(
+                f"""UPDATE topic_map SET session = %(me)s, claimed_at = now(), random_id = %(rid)s,
+                        title = %(title)s WHERE {self._TOPIC}""", {**params, "rid": random_id})
+        return None, random_id
+
+    def set_topic(self, source_topic: int, target_topic: int) -> bool:
+        return bool(self._query(
+            f"""UPDATE topic_map SET target_topic = %(target)s, created_at = now()
+                WHERE {self._TOPIC} AND target_topic IS NULL RETURNING source_topic""",
+            self._params(target=int(target_topic), topic=int(source_topic))))
+
+    def topic_rows(self) -> list[tuple[int, int, str]]:
+        return self._query(
+            """SELECT source_topic, target_topic, title FROM topic_map
+               WHERE source_chat = %(src)s AND target_chat = %(dst)s
+                 AND target_topic IS NOT NULL ORDER BY source_topic""")
+
+    def mapped_topic_ids(self) -> set[int]:
+        return {i for (i,) in self._query(
+            "SELECT target_topic FROM topic_map WHERE target_chat = %(dst)s "
+            "AND target_topic IS NOT NULL")}
+
+    def status_tables(self) -> dict[str, list[tuple]]:
+        def count(status: str) -> str:
+            return f"COUNT(*) FILTER (WHERE status = '{status}')"
+
+        def query(sql: str, params: Mapping[str, Any]) -> list[tuple]:
+            """Rows with times as the SQLite checkpoint stores them (UTC ISO text)."""
+            return [tuple(_iso(v) if isinstance(v, datetime) else v for v in row)
+                    for row in self._query(sql, params)]
+        return {
+            "pairs": query(
+                f"""SELECT source_chat, target_chat, COUNT(*), {count('done')},
+                          {count('processing')}, {count('pending')}, {count('failed')},
+                          {count('skipped')}, MAX(msg_id) FILTER (WHERE status = 'done'),
+                          MAX(processed_at) FILTER (WHERE status = 'done')
+                   FROM messages GROUP BY source_chat, target_chat
+                   ORDER BY source_chat, target_chat""", {}),
+            "accounts": query(
+                """SELECT session, COUNT(*) FROM messages WHERE status = 'done'
+                   GROUP BY session ORDER BY session""", {}),
+            "claims": query(
+                """SELECT source_chat, target_chat, msg_id, session, claimed_at, attempts,
+                          (random_id IS NOT NULL)::int FROM messages
+                   WHERE status = 'processing' ORDER BY claimed_at LIMIT 50""", {}),
+            "recent": query(
+                """SELECT source_chat, target_chat, msg_id, status, session, target_msg_id,
+                          processed_at FROM messages WHERE processed_at IS NOT NULL
+                   ORDER BY processed_at DESC LIMIT 10""", {}),
+            "reasons": query(
+                """SELECT status, COALESCE(error, '(no reason recorded)'), COUNT(*)
+                   FROM messages WHERE status IN ('failed', 'skipped')
+                   GROUP BY status, error ORDER BY status, COUNT(*) DESC""", {}),
+        }
+
+    def retry_failed(self) -> list[tuple[str, str, int]]:
+        return self._query(
+            """WITH retried AS (
+                   UPDATE messages SET status = 'pending', session = NULL,
+                       claimed_at = NULL, random_id = NULL, error = NULL,
+                       processed_at = NULL
+                   WHERE status = 'failed' RETURNING source_chat, target_chat)
+               SELECT source_chat, target_chat, COUNT(*)::int FROM retried
+               GROUP BY source_chat, target_chat ORDER BY source_chat, target_chat""", {})
+
+
 # ----------------------------------------------------------------------------- configuration
 
 @dataclass(frozen=True)
@@ -632,6 +1001,7 @@ class CloneConfig:
     allow_reupload: bool
     max_media_bytes: int
     checkpoint_db: Path
+    db_url: str | None                 # SHARED_DB_URL: the checkpoint in PostgreSQL
     claim_timeout: float
     ordered: bool
     progress_every: int
@@ -725,6 +1095,11 @@ def make_config(account: telegram_session.Account, args: argparse.Namespace,
         raise ConfigError(f"COPY_MODE={copy_mode!r} is not one of {', '.join(COPY_MODES)}")
     db_text = setting("checkpoint_db", profile.db_key) or profile.db_default
     db_path = Path(db_text).expanduser()
+    db_url = (setting("db_url", "SHARED_DB_URL") or "").strip() or None \
+        if profile.shared else None
+    if db_url and not migrate_db.is_postgres_url(db_url):
+        raise ConfigError(f"SHARED_DB_URL={migrate_db.redact_url(db_url)!r} is not a "
+                          "postgresql://user@host:5432/db URL")
     claim_timeout = _float_setting("CLAIM_TIMEOUT", setting("claim_timeout", "CLAIM_TIMEOUT"),
                                    DEFAULT_CLAIM_TIMEOUT)
     return CloneConfig(
@@ -743,6 +1118,7 @@ def make_config(account: telegram_session.Account, args: argparse.Namespace,
             "MAX_MEDIA_MB", setting("max_media_mb", "MAX_MEDIA_MB"),
             DEFAULT_MAX_MEDIA_MB) * 1024 * 1024),
         checkpoint_db=db_path if db_path.is_absolute() else (account.folder / db_path).resolve(),
+        db_url=db_url,
         claim_timeout=claim_timeout,
         ordered=_bool_setting("ORDERED", setting("ordered", "ORDERED"), False),
         progress_every=_int_setting("PROGRESS_EVERY", setting("progress_every",
@@ -1851,15 +2227,29 @@ def status_report(checkpoint: Checkpoint) -> str:
                tables["reasons"])])
 
 
+def open_checkpoint(config: CloneConfig) -> Checkpoint:
+    """The run's checkpoint: PostgreSQL when SHARED_DB_URL is set, else the SQLite file."""
+    if config.db_url:
+        return PostgresCheckpoint(config.db_url, config.session_name,
+                                  claim_timeout=config.claim_timeout)
+    return SqliteCheckpoint(config.checkpoint_db, config.session_name,
+                            claim_timeout=config.claim_timeout)
+
+
+def checkpoint_name(config: CloneConfig) -> str:
+    """The checkpoint as logs and messages name it (a URL without its password)."""
+    return migrate_db.redact_url(config.db_url) if config.db_url else str(config.checkpoint_db)
+
+
 def offline_command(args: argparse.Namespace, config: CloneConfig) -> str:
     """--status or --retry-failed: the checkpoint only, no Telegram; returns the output."""
     path = config.checkpoint_db
-    if not path.is_file():
+    if not config.db_url and not path.is_file():
         return f"{path}: no checkpoint yet (nothing cloned)"
-    checkpoint = SqliteCheckpoint(path, config.session_name)
+    checkpoint = open_checkpoint(config)
     try:
         if args.status:
-            return f"checkpoint {path}\n\n{status_report(checkpoint)}"
+            return f"checkpoint {checkpoint_name(config)}\n\n{status_report(checkpoint)}"
         pairs = checkpoint.retry_failed()
     finally:
         checkpoint.close()
@@ -1915,8 +2305,7 @@ def media_temp_dir(account: telegram_session.Account) -> Path:
 async def open_cloner(account: telegram_session.Account,
                       config: CloneConfig) -> AsyncIterator[Cloner]:
     """The account's client and checkpoint, the chats resolved: a Cloner for the pair."""
-    checkpoint = SqliteCheckpoint(config.checkpoint_db, config.session_name,
-                                  claim_timeout=config.claim_timeout)
+    checkpoint = open_checkpoint(config)
     try:
         async with telegram_session.open_client(
                 account, flood_sleep_threshold=FLOOD_SLEEP_THRESHOLD) as client:
@@ -1937,7 +2326,7 @@ async def clone(account: telegram_session.Account, config: CloneConfig,
     async with open_cloner(account, config) as cloner:
         log.info("account %s: cloning %s into %s (mode %s%s), checkpoint %s",
                  account.name, cloner.src, cloner.dst, config.copy_mode,
-                 ", ordered" if config.ordered else "", config.checkpoint_db)
+                 ", ordered" if config.ordered else "", checkpoint_name(config))
         writer = asyncio.create_task(write_metrics_every(cloner, account, metrics)) \
             if metrics is not None and metrics.path else None
         try:
@@ -1966,6 +2355,9 @@ def build_parser(profile: Profile) -> argparse.ArgumentParser:
         del keys["CHECKPOINT_DB"]
         keys["SHARED_DB_PATH"] = f"the shared checkpoint (default {profile.db_default}, " \
                                  "relative to the folder)"
+        keys["SHARED_DB_URL"] = "postgresql://user@host:5432/db: keep the shared checkpoint " \
+                                "in PostgreSQL instead (accounts on several VPSes); the " \
+                                "password may come from PGPASSWORD or ~/.pgpass"
         keys["CLAIM_TIMEOUT"] = "seconds without a heartbeat before another account takes " \
                                 f"a claim over (default {DEFAULT_CLAIM_TIMEOUT:g})"
         keys["ORDERED"] = "true: accounts send in source order (default false)"
@@ -1992,6 +2384,7 @@ def build_parser(profile: Profile) -> argparse.ArgumentParser:
     state = parser.add_argument_group("checkpoint")
     state.add_argument("--checkpoint-db", metavar="FILE", help=profile.db_key)
     if profile.shared:
+        state.add_argument("--db-url", metavar="URL", help="SHARED_DB_URL")
         state.add_argument("--claim-timeout", metavar="SECONDS", help="CLAIM_TIMEOUT")
         state.add_argument("--ordered", action=argparse.BooleanOptionalAction, help="ORDERED")
     run = parser.add_argument_group("running")
@@ -2064,8 +2457,9 @@ def main(argv: list[str] | None = None, profile: Profile = SINGLE) -> int:
     if args.status or args.retry_failed:
         try:
             print(offline_command(args, config))
-        except (OSError, sqlite3.Error) as exc:
-            print(f"error: checkpoint {config.checkpoint_db}: {exc}", file=sys.stderr)
+        except (OSError, sqlite3.Error, psycopg.Error) as exc:
+            print(f"error: checkpoint {checkpoint_name(config)}: "
+                  f"{migrate_db.error_line(exc)}", file=sys.stderr)
             return telegram_session.EXIT_FAILURE
         return telegram_session.EXIT_OK
     try:
@@ -2099,9 +2493,10 @@ def main(argv: list[str] | None = None, profile: Profile = SINGLE) -> int:
         print(f"error: account {account.name}: Telegram refused {name}: {exc}",
               file=sys.stderr)
         return telegram_session.EXIT_FAILURE
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, sqlite3.Error, psycopg.Error) as exc:
         log.debug("details of the failure", exc_info=True)     # clone.log only
-        print(f"error: account {account.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"error: account {account.name}: {type(exc).__name__}: "
+              f"{migrate_db.error_line(exc)}", file=sys.stderr)
         return telegram_session.EXIT_FAILURE
     return telegram_session.EXIT_OK
 

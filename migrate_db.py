@@ -507,6 +507,170 @@ def connect(path: str | Path, timeout: float = BUSY_TIMEOUT_SECONDS,
     return conn
 
 
+# ----------------------------------------------------------------------------- PostgreSQL
+# The shared clone checkpoint may live in PostgreSQL instead (SHARED_DB_URL, issue 17):
+# schema_pg.sql applied, then the numbered PG_MIGRATIONS not yet recorded in its table
+# schema_migrations, in one transaction under an advisory lock (several cloners may start at
+# once). psycopg is imported only here, so the SQLite-only scripts never need it.
+
+PG_SCHEMA_PATH = Path(__file__).resolve().with_name("schema_pg.sql")
+PG_URL_SCHEMES = ("postgresql://", "postgres://")
+PG_CONNECT_TIMEOUT = 15                # seconds to reach the server
+PG_UPGRADE_LOCK = 0x5EED_C10E          # pg_advisory_xact_lock key of pg_upgrade
+PG_COPIED_TABLES = ("messages", "topic_map")
+COPY_LIVE_SECONDS = 300.0              # the cloner's default CLAIM_TIMEOUT
+# Numbered changes to a PostgreSQL checkpoint made by an earlier schema_pg.sql, oldest first:
+# (name, function of the connection returning a report line or None). None so far.
+PG_MIGRATIONS: list[tuple[str, Callable[[Any], str | None]]] = []
+
+
+class CopyRefused(ValueError):
+    """--copy would lose or mix rows (a cloner running, rows already there): the reason."""
+
+
+def is_postgres_url(text: str) -> bool:
+    """Whether a setting names a PostgreSQL database (postgresql://...) rather than a file."""
+    return str(text).strip().lower().startswith(PG_URL_SCHEMES)
+
+
+def redact_url(text: str) -> str:
+    """The text with every password in it (user:PASSWORD@ of a URL, password=... of a
+    connection string) replaced by ***, for messages and logs."""
+    text = re.sub(r"(://[^:/@\s]*:)\S*@", r"\1***@", str(text))
+    return re.sub(r"(?i)(password\s*=\s*)('[^']*'|[^&\s]+)", r"\1***", text)
+
+
+def error_line(exc: BaseException) -> str:
+    """An exception as one line of text, passwords redacted (libpq's messages span lines)."""
+    return redact_url(" ".join(str(exc).split()) or type(exc).__name__)
+
+
+def pg_schema_statements() -> list[str]:
+    """The statements of schema_pg.sql, in file order, comments stripped."""
+    lines = [line for line in PG_SCHEMA_PATH.read_text(encoding="utf-8").splitlines()
+             if not line.lstrip().startswith("--")]
+    return [s.strip() for s in re.split(r";\s*$", "\n".join(lines), flags=re.MULTILINE)
+            if s.strip()]
+
+
+def _pg_schema_names() -> list[str]:
+    return [m.group(1) for s in pg_schema_statements()
+            if (m := re.match(r"CREATE\s+(?:TABLE|INDEX)\s+IF\s+NOT\s+EXISTS\s+(\w+)", s))]
+
+
+def pg_pending_changes(conn: Any, migrations: list | None = None) -> bool:
+    """Whether `pg_upgrade` would change anything (a table, index or migration missing)."""
+    migrations = PG_MIGRATIONS if migrations is None else migrations
+    missing = conn.execute("SELECT COUNT(*) FROM unnest(%s::text[]) AS name "
+                           "WHERE to_regclass(name) IS NULL", (_pg_schema_names(),)).fetchone()
+    if missing[0]:
+        return True
+    applied = conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0]
+    return applied < len(migrations)
+
+
+def pg_upgrade(conn: Any, migrations: list | None = None) -> list[str]:
+    """Bring a PostgreSQL database to schema_pg.sql and the last migration, in one
+    transaction; returns what changed. Concurrent callers wait for each other."""
+    migrations = PG_MIGRATIONS if migrations is None else migrations
+    names = _pg_schema_names()
+    changes: list[str] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (PG_UPGRADE_LOCK,))
+        before = {n for (n,) in conn.execute(
+            "SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(name) IS NOT NULL",
+            (names,))}
+        for statement in pg_schema_statements():
+            conn.execute(statement)
+        changes += [f"created {name}" for name in names if name not in before]
+        applied = {v for (v,) in conn.execute("SELECT version FROM schema_migrations")}
+        for number, (name, migration) in enumerate(migrations, start=1):
+            if number in applied:
+                continue
+            report = migration(conn)
+            conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                         (number, name))
+            changes.append(f"m{number:03d}: {report or name}")
+    return changes
+
+
+def pg_connect(url: str) -> Any:
+    """A psycopg connection (autocommit: every write in its own `with conn.transaction()`)
+    to the database of `url`, schema up to date. The password may come from the URL,
+    PGPASSWORD or ~/.pgpass, as libpq allows."""
+    import psycopg
+
+    conn = psycopg.connect(url, autocommit=True, connect_timeout=PG_CONNECT_TIMEOUT,
+                           application_name=Path(sys.argv[0]).name[:60] or "migrate_db")
+    try:
+        if pg_pending_changes(conn):
+            pg_upgrade(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def migrate_postgres(url: str) -> str:
+    """Migrate one PostgreSQL database; returns the report line (the URL without password)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=PG_CONNECT_TIMEOUT) as conn:
+        if not pg_pending_changes(conn):
+            return f"{redact_url(url)}: up to date"
+        changes = pg_upgrade(conn)
+    return "\n".join([f"{redact_url(url)}: {len(changes)} change(s)"]
+                     + [f"  {change}" for change in changes])
+
+
+def copy_to_postgres(path: Path, url: str, *, live_seconds: float) -> str:
+    """Copy every row of a SQLite checkpoint's `messages` and `topic_map` into an empty
+    PostgreSQL checkpoint, in one transaction on each side; returns the report line.
+
+    Refused (CopyRefused) while a cloner holds claims (a 'processing' row heart-beaten in
+    the last `live_seconds`) or when the PostgreSQL tables already have rows. The SQLite file
+    stays write-locked during the copy, so no cloner changes it half-way.
+    """
+    if not path.is_file() or (path.stat().st_size and not is_sqlite_file(path)):
+        raise CopyRefused(f"{path}: not a SQLite checkpoint file")
+    source = open_database(path)
+    target = pg_connect(url)
+    try:
+        with transaction(source), target.transaction():
+            live = source.execute(
+                "SELECT COUNT(*), COUNT(DISTINCT session) FROM messages "
+                "WHERE status = 'processing' AND claimed_at >= ?",
+                (datetime.fromtimestamp(time.time() - live_seconds, UTC).isoformat(),)
+            ).fetchone()
+            if live[0]:
+                raise CopyRefused(
+                    f"{path}: {live[1]} cloner(s) hold {live[0]} claim(s); stop every "
+                    "clone_streaming_shared.py (or wait for their claims to go stale) and "
+                    "copy again")
+            target.execute("SET LOCAL TIME ZONE 'UTC'")
+            counts = []
+            for table in PG_COPIED_TABLES:
+                have = target.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                if have:
+                    raise CopyRefused(f"{redact_url(url)}: table {table} already has {have} "
+                                      "rows; copy into an empty database")
+                pg_columns = [name for (name,) in target.execute(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_schema = current_schema() AND table_name = %s "
+                    "ORDER BY ordinal_position", (table,))]
+                columns = [c for c in pg_columns if c in _columns(source, table)]
+                quoted = ", ".join(f'"{c}"' for c in columns)
+                rows = source.execute(f"SELECT {quoted} FROM {table}")
+                with target.cursor().copy(
+                        f"COPY {table} ({quoted}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                copied = target.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                counts.append(f"{copied} {table} rows")
+    finally:
+        target.close()
+        source.close()
+    return f"{path} -> {redact_url(url)}: copied {', '.join(counts)}"
 # ----------------------------------------------------------------------------- process conventions
 # What every script shares about running as a process. Kept here because every script
 # imports this module anyway and it imports nothing heavy.
@@ -931,6 +1095,25 @@ def migrate_file(path: Path, timeout: float = BUSY_TIMEOUT_SECONDS) -> str:
     return "\n".join(lines)
 
 
+def postgres_command(args: argparse.Namespace) -> int:
+    """--copy or --db-url: one report line per database, one error line on failure."""
+    import psycopg
+
+    try:
+        if args.copy:
+            print(copy_to_postgres(Path(args.copy[0]), args.copy[1],
+                                   live_seconds=args.claim_timeout))
+        for url in args.db_url:
+            print(migrate_postgres(url))
+    except CopyRefused as exc:
+        print(f"error: {exc}; nothing was copied", file=sys.stderr)
+        return 1
+    except (OSError, sqlite3.Error, psycopg.Error) as exc:
+        print(f"error: {error_line(exc)}; nothing was changed", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Create or upgrade the suite's SQLite databases in place, keeping every row.",
@@ -947,11 +1130,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=BUSY_TIMEOUT_SECONDS,
                         help="seconds to wait for a database locked by another process "
                              "(default: %(default)s)")
+    postgres = parser.add_argument_group(
+        "PostgreSQL (the shared clone checkpoint on several VPSes)")
+    postgres.add_argument("--db-url", metavar="URL", action="append", default=[],
+                          help="also create or upgrade this PostgreSQL checkpoint "
+                               "(postgresql://user@host:5432/db; password from the URL, "
+                               "PGPASSWORD or ~/.pgpass)")
+    postgres.add_argument("--copy", nargs=2, metavar=("CHECKPOINT_DB", "URL"),
+                          help="copy every row of a SQLite checkpoint into an empty "
+                               "PostgreSQL one and exit (refused while a cloner holds claims)")
+    postgres.add_argument("--claim-timeout", type=float, default=COPY_LIVE_SECONDS,
+                          help="with --copy: a claim heart-beaten within this many seconds "
+                               "belongs to a running cloner (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.timeout <= 0:
         parser.error("--timeout must be a positive number of seconds")
     if args.append_log:
         return append_log(args.append_log)
+    for url in args.db_url + ([args.copy[1]] if args.copy else []):
+        if not is_postgres_url(url):
+            parser.error(f"{redact_url(url)} is not a postgresql:// URL")
+    if args.copy or args.db_url:
+        return postgres_command(args)
     databases = args.databases or suite_databases()
     if not databases:
         print(f"no databases under {DEFAULT_DB_DIR.parent}; nothing to do")

@@ -23,12 +23,21 @@ Also printed: what fsyncing the random_id commit (synchronous=FULL) costs per se
 Goals (printed with the verdicts): at 8 processes the checkpoint at least 2x huey at both
 levels, no collapse from 4 to 8 processes, and claim + complete within 2x of the raw loop.
 
-    pip install -r bench/requirements-bench.txt     # litequeue and huey, benchmark only
+PostgreSQL (with --db-url postgresql://..., a server where the user may create databases;
+each run gets a new database, dropped after it): "PG checkpoint" is PostgresCheckpoint's
+claim_next(1) + complete() (FOR UPDATE SKIP LOCKED; synchronous_commit off, as SQLite's
+NORMAL) and "PG checkpoint, cloner path" adds random_ids() (synchronous_commit on) as the
+cloner does; "pgqueuer" is Queries.dequeue() (FOR UPDATE SKIP LOCKED) + log_jobs()
+'successful' over psycopg's async driver, with synchronous_commit off (NORMAL) or on (FULL).
+
+    pip install -r bench/requirements-bench.txt     # litequeue, huey, pgqueuer: bench only
     python bench/checkpoint_bench.py [--messages 10000] [--processes 1,2,4,8]
+                                     [--db-url postgresql://user@host:5432/postgres]
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import importlib.util
 import multiprocessing as mp
@@ -36,14 +45,18 @@ import sqlite3
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
+
+import psycopg
 
 SUITE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(SUITE_DIR))
 
-from clone_streaming import SqliteCheckpoint  # noqa: E402
-from migrate_db import transaction  # noqa: E402
+from clone_streaming import PostgresCheckpoint, SqliteCheckpoint  # noqa: E402
+from migrate_db import is_postgres_url, redact_url, transaction  # noqa: E402
 
 DEFAULT_MESSAGES = 10_000
 DEFAULT_PROCESSES = "1,2,4,8"
@@ -178,6 +191,92 @@ def _huey_full(path: Path, worker: int) -> list[int]:
     return huey_work(path, worker, "FULL")
 
 
+# ----------------------------------------------------------------------------- PostgreSQL
+# The same work on a PostgreSQL server: `path` is then a database URL (see run_design).
+
+def pg_checkpoint_load(url: str, count: int) -> None:
+    checkpoint = PostgresCheckpoint(url, "loader")
+    with checkpoint.conn.cursor().copy(
+            "COPY messages (source_chat, target_chat, msg_id) FROM STDIN") as copy:
+        for i in range(1, count + 1):
+            copy.write_row((SOURCE, TARGET, i))
+    checkpoint.close()
+
+
+def pg_checkpoint_work(url: str, worker: int, cloner_path: bool = False) -> list[int]:
+    """claim_next + complete (NORMAL), with random_ids in between on the cloner path."""
+    checkpoint = PostgresCheckpoint(url, f"worker{worker}")
+    checkpoint.bind(SOURCE, TARGET)
+    completed = []
+    while ids := checkpoint.claim_next(1):
+        if cloner_path:
+            checkpoint.random_ids(ids)
+        completed += checkpoint.complete({i: i for i in ids})
+    checkpoint.close()
+    return completed
+
+
+def _pg_cloner_path(url: str, worker: int) -> list[int]:
+    return pg_checkpoint_work(url, worker, cloner_path=True)
+
+
+def pgqueuer_load(url: str, count: int) -> None:
+    from pgqueuer.queries import Queries
+
+    async def load() -> None:
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+        queries = Queries.from_psycopg_connection(conn)
+        await queries.install()
+        for first in range(1, count + 1, 1000):
+            batch = range(first, min(first + 1000, count + 1))
+            await queries.enqueue(["bench"] * len(batch), [str(i).encode() for i in batch],
+                                  [0] * len(batch))
+        await conn.close()
+    asyncio.run(load())
+
+
+def pgqueuer_work(url: str, worker: int, synchronous_commit: str) -> list[int]:
+    from pgqueuer.queries import EntrypointExecutionParameter, Queries
+
+    async def work() -> list[int]:
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+        await conn.execute(f"SET synchronous_commit = {synchronous_commit}")
+        queries = Queries.from_psycopg_connection(conn)
+        entrypoints = {"bench": EntrypointExecutionParameter(concurrency_limit=0)}
+        manager, completed = uuid.uuid4(), []
+        while jobs := await queries.dequeue(1, entrypoints, manager, None,
+                                            timedelta(seconds=30)):
+            await queries.log_jobs([(job, "successful", None) for job in jobs])
+            completed += [int(job.payload) for job in jobs]
+        await conn.close()
+        return completed
+    return asyncio.run(work())
+
+
+def _pgqueuer_normal(url: str, worker: int) -> list[int]:
+    return pgqueuer_work(url, worker, "off")
+
+
+def _pgqueuer_full(url: str, worker: int) -> list[int]:
+    return pgqueuer_work(url, worker, "on")
+
+
+@contextlib.contextmanager
+def new_database(server_url: str, name: str) -> Iterator[str]:
+    """A new database on the server of `server_url` (its URL), dropped afterwards."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield server_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+ON_POSTGRES = {"PG checkpoint", "PG checkpoint, cloner path", "pgqueuer"}
+
+
 Design = tuple[Callable[[Path, int], None], Callable[[Path, int], list[int]], str]
 DESIGNS: dict[str, dict[str, Design]] = {
     "NORMAL": {
@@ -185,11 +284,15 @@ DESIGNS: dict[str, dict[str, Design]] = {
         "checkpoint": (checkpoint_load, checkpoint_work, ""),
         "huey": (huey_load, _huey_normal, "huey"),
         "litequeue": (litequeue_load, litequeue_work, "litequeue"),
+        "PG checkpoint": (pg_checkpoint_load, pg_checkpoint_work, ""),
+        "pgqueuer": (pgqueuer_load, _pgqueuer_normal, "pgqueuer"),
     },
     "FULL": {
         "raw UPDATE..RETURNING": (checkpoint_load, _raw_full, ""),
         "checkpoint, cloner path": (checkpoint_load, cloner_path_work, ""),
         "huey": (huey_load, _huey_full, "huey"),
+        "PG checkpoint, cloner path": (pg_checkpoint_load, _pg_cloner_path, ""),
+        "pgqueuer": (pgqueuer_load, _pgqueuer_full, "pgqueuer"),
     },
 }
 
@@ -201,16 +304,24 @@ def _child(level: str, design: str, path: Path, worker: int, ready, results) -> 
     ready.wait(START_TIMEOUT)                  # every process imported, then all start
     try:
         results.put((work(path, worker), None))
-    except sqlite3.Error as exc:               # e.g. starved past the busy timeout
+    except (sqlite3.Error, psycopg.Error) as exc:   # e.g. starved past the busy timeout
         results.put(([], f"{type(exc).__name__}: {exc}"))
 
 
 def run_design(level: str, design: str, count: int, processes: int,
-               folder: Path) -> tuple[float, int, int, list[str]]:
+               folder: Path, db_url: str | None = None) -> tuple[float, int, int, list[str]]:
     """(messages per second, completions, duplicates, worker failures) for one design and
     process count."""
+    name = f"{level}-{design.replace(' ', '_').replace(',', '')}-{processes}"
+    if design in ON_POSTGRES:
+        with new_database(db_url, "bench_" + name.lower().replace("-", "_")) as url:
+            return _run(level, design, url, count, processes)
+    return _run(level, design, folder / f"{name}.db", count, processes)
+
+
+def _run(level: str, design: str, path: Path | str, count: int,
+         processes: int) -> tuple[float, int, int, list[str]]:
     load = DESIGNS[level][design][0]
-    path = folder / f"{level}-{design.replace(' ', '_')}-{processes}.db"
     load(path, count)
     context = mp.get_context("spawn")
     ready, results = context.Barrier(processes + 1), context.Queue()
@@ -280,6 +391,17 @@ def verdicts(rates: dict[tuple[str, str, int], float], top: int) -> list[tuple[s
     return lines
 
 
+def postgres_ratios(rates: dict[tuple[str, str, int], float], counts: list[int]) -> list[str]:
+    """The PostgreSQL checkpoint against pgqueuer at each process count (no goal set)."""
+    lines = []
+    for level, ours in (("NORMAL", "PG checkpoint"), ("FULL", "PG checkpoint, cloner path")):
+        for n in counts:
+            if (level, ours, n) in rates and (level, "pgqueuer", n) in rates:
+                ratio = rates[level, ours, n] / rates[level, "pgqueuer", n]
+                lines.append(f"{level}, {n} processes: {ours} {ratio:.1f}x pgqueuer")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=DEFAULT_MESSAGES,
@@ -288,6 +410,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated process counts (default: %(default)s)")
     parser.add_argument("--levels", default="NORMAL,FULL",
                         help="durability levels to run (default: %(default)s)")
+    parser.add_argument("--db-url", metavar="URL",
+                        help="also measure the PostgreSQL designs on this server "
+                             "(postgresql://user@host:5432/postgres; the user creates and "
+                             "drops one database per run)")
     args = parser.parse_args(argv)
     try:
         counts = [int(p) for p in args.processes.split(",")]
@@ -296,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
                      "e.g. 1,2,4,8")
     if args.messages < 1 or min(counts) < 1:
         parser.error("--messages and --processes must be positive")
+    if args.db_url and not is_postgres_url(args.db_url):
+        parser.error(f"--db-url {redact_url(args.db_url)}: give a postgresql:// URL")
     levels = [level.strip().upper() for level in args.levels.split(",")]
     if not set(levels) <= set(DESIGNS):
         parser.error(f"--levels: choose from {', '.join(DESIGNS)}")
@@ -305,17 +433,20 @@ def main(argv: list[str] | None = None) -> int:
               "skipped", file=sys.stderr)
     rates: dict[tuple[str, str, int], float] = {}
     duplicates_total, failed_total = 0, 0
-    print(f"{args.messages} messages, claim + complete, processes: {args.processes}")
+    if not args.db_url:
+        print("PostgreSQL designs skipped (give --db-url postgresql://...)", file=sys.stderr)
+    print(f"{args.messages} messages, claim + complete, processes: {args.processes}"
+          + (f", PostgreSQL {redact_url(args.db_url)}" if args.db_url else ""))
     print(f"{'durability':<11}{'design':<25}{'procs':>6}{'msg/s':>10}{'completed':>11}"
           f"{'duplicates':>12}{'failed':>8}")
     with tempfile.TemporaryDirectory(prefix="checkpoint-bench-") as folder:
         for level in levels:
             for processes in counts:
                 for design, (_, _, module) in DESIGNS[level].items():
-                    if not installed(module):
+                    if not installed(module) or (design in ON_POSTGRES and not args.db_url):
                         continue
                     rate, done, duplicates, failures = run_design(
-                        level, design, args.messages, processes, Path(folder))
+                        level, design, args.messages, processes, Path(folder), args.db_url)
                     rates[level, design, processes] = rate
                     duplicates_total += duplicates
                     failed_total += len(failures)
@@ -327,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{normal:.2f} ms at NORMAL: durability costs {full - normal:.2f} ms per send")
     for line, met in verdicts(rates, max(counts)):
         print(f"{'meets' if met else 'MISSES'}: {line}")
+    for line in postgres_ratios(rates, counts):
+        print(line)
     print(f"duplicates in all runs: {duplicates_total}; failed workers: {failed_total}")
     return 0 if duplicates_total == 0 and failed_total == 0 else 1
 

@@ -1,7 +1,9 @@
 """Shared fixtures: every test works on temporary databases and folders."""
 from __future__ import annotations
 
+import os
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,47 @@ async def sim_client(sim_world):
     for client in clients:
         if client.is_connected():           # a test may have disconnected it already
             await client.disconnect()
+
+
+# ----------------------------------------------------------------------------- PostgreSQL
+# One throw-away PostgreSQL cluster per test session (tests/pg_cluster.py), or the server
+# of PG_TEST_URL; each test gets its own new database. Without a server the PostgreSQL tests
+# skip with one line saying how to run them, except where PG_TESTS_REQUIRED=1 (CI): there
+# they fail.
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """The URL of a PostgreSQL server the tests may create databases on."""
+    import pg_cluster
+
+    def unavailable(reason: str):
+        if os.environ.get("PG_TESTS_REQUIRED") == "1":
+            pytest.fail(f"PostgreSQL tests are required here (PG_TESTS_REQUIRED=1): {reason}")
+        pytest.skip(pg_cluster.HOW_TO_RUN)
+
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        unavailable("psycopg is not installed (pip install -r requirements.txt)")
+    if os.environ.get("PG_TEST_URL"):
+        yield os.environ["PG_TEST_URL"]
+        return
+    try:
+        with pg_cluster.cluster() as url:
+            yield url
+    except pg_cluster.ClusterUnavailable as exc:
+        unavailable(str(exc))
+
+
+@pytest.fixture
+def pg_url(pg_server: str):
+    """A URL of a new, empty PostgreSQL database, dropped after the test."""
+    import pg_cluster
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield pg_cluster.database_url(pg_server, name)
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

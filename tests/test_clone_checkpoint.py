@@ -1,4 +1,5 @@
-"""SqliteCheckpoint: claims, heartbeats, stale claims, albums, topics, several real processes."""
+"""The checkpoint contract on both backends (SqliteCheckpoint and PostgresCheckpoint on a real
+server): claims, heartbeats, stale claims, albums, topics, several real processes."""
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -6,37 +7,53 @@ import sqlite3
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from clone_streaming import SqliteCheckpoint
+import migrate_db
+from clone_streaming import Checkpoint, PostgresCheckpoint, SqliteCheckpoint
 
 SOURCE = "-1001"
 TARGET = "-1002"
 
 
 def opened(path: Path | str, session: str, source: str = SOURCE, target: str = TARGET,
-           **options: float) -> SqliteCheckpoint:
-    """A session's checkpoint bound to a chat pair, as the cloner opens it."""
-    checkpoint = SqliteCheckpoint(path, session, **options)
+           **options: float) -> Checkpoint:
+    """A session's checkpoint bound to a chat pair, as the cloner opens it (a
+    postgresql:// URL opens a PostgresCheckpoint)."""
+    backend = PostgresCheckpoint if migrate_db.is_postgres_url(str(path)) else SqliteCheckpoint
+    checkpoint = backend(str(path) if backend is PostgresCheckpoint else path, session,
+                         **options)
     checkpoint.bind(source, target)
     return checkpoint
 
 
-@pytest.fixture
-def checkpoint_path(tmp_path: Path) -> Path:
+@pytest.fixture(params=["sqlite", "postgres"])
+def checkpoint_path(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Where the checkpoint lives: a SQLite file, or a new PostgreSQL database's URL."""
+    if request.param == "postgres":
+        return request.getfixturevalue("pg_url")
     return tmp_path / "shared" / "checkpoint.db"
 
 
-def rows(path: Path) -> dict[int, tuple]:
+def query(path: Path | str, sql: str) -> list[tuple]:
+    """Rows of a query on the checkpoint, read directly with the backend's driver."""
+    if migrate_db.is_postgres_url(str(path)):
+        with psycopg.connect(str(path)) as conn:
+            return conn.execute(sql).fetchall()
     conn = sqlite3.connect(path)
     try:
-        return {r[0]: r[1:] for r in conn.execute(
-            "SELECT msg_id, status, session, target_msg_id, random_id, error FROM messages")}
+        return conn.execute(sql).fetchall()
     finally:
         conn.close()
 
 
-def test_claim_is_exclusive_and_idempotent_for_its_owner(checkpoint_path: Path) -> None:
+def rows(path: Path | str) -> dict[int, tuple]:
+    return {r[0]: r[1:] for r in query(
+        path, "SELECT msg_id, status, session, target_msg_id, random_id, error FROM messages")}
+
+
+def test_claim_is_exclusive_and_idempotent_for_its_owner(checkpoint_path: Path | str) -> None:
     a = opened(checkpoint_path, "a")
     b = opened(checkpoint_path, "b")
     assert a.claim([1, 2, 3]) == [1, 2, 3]
@@ -53,7 +70,7 @@ def test_claim_is_exclusive_and_idempotent_for_its_owner(checkpoint_path: Path) 
     assert b.claim([1, 2]) == []                   # finished rows are never reclaimed
 
 
-def test_random_id_is_stored_once_and_reused(checkpoint_path: Path) -> None:
+def test_random_id_is_stored_once_and_reused(checkpoint_path: Path | str) -> None:
     a = opened(checkpoint_path, "a")
     a.claim([5, 6])
     first = a.random_ids([5, 6])
@@ -65,7 +82,7 @@ def test_random_id_is_stored_once_and_reused(checkpoint_path: Path) -> None:
 
 
 def test_stale_claim_is_taken_over_and_the_late_owner_is_refused(
-        checkpoint_path: Path) -> None:
+        checkpoint_path: Path | str) -> None:
     a = opened(checkpoint_path, "a", claim_timeout=0.2)
     b = opened(checkpoint_path, "b", claim_timeout=0.2)
     a.claim([1])
@@ -77,7 +94,7 @@ def test_stale_claim_is_taken_over_and_the_late_owner_is_refused(
     assert rows(checkpoint_path)[1][:3] == ("done", "b", 20)
 
 
-def test_heartbeat_keeps_a_long_claim(checkpoint_path: Path) -> None:
+def test_heartbeat_keeps_a_long_claim(checkpoint_path: Path | str) -> None:
     a = opened(checkpoint_path, "a", claim_timeout=0.3)
     b = opened(checkpoint_path, "b", claim_timeout=0.3)
     a.claim([1])
@@ -89,7 +106,7 @@ def test_heartbeat_keeps_a_long_claim(checkpoint_path: Path) -> None:
 
 
 def test_release_stale_spares_claims_whose_send_may_have_happened(
-        checkpoint_path: Path) -> None:
+        checkpoint_path: Path | str) -> None:
     a = opened(checkpoint_path, "a", claim_timeout=0.1)
     a.claim([1, 2])
     a.random_ids([2])                               # 2's send may have reached Telegram
@@ -104,7 +121,7 @@ def test_release_stale_spares_claims_whose_send_may_have_happened(
     assert rows(checkpoint_path)[2][1] == "b"
 
 
-def test_album_is_claimed_whole_or_not_at_all(checkpoint_path: Path) -> None:
+def test_album_is_claimed_whole_or_not_at_all(checkpoint_path: Path | str) -> None:
     a = opened(checkpoint_path, "a")
     b = opened(checkpoint_path, "b")
     album = {10: 77, 11: 77, 12: 77}
@@ -115,7 +132,7 @@ def test_album_is_claimed_whole_or_not_at_all(checkpoint_path: Path) -> None:
     assert b.claim_next(1) == [10, 11, 12]          # claim_next takes whole albums
 
 
-def test_resume_point_is_the_last_contiguous_finished_message(checkpoint_path: Path) -> None:
+def test_resume_point_is_the_last_contiguous_finished_message(checkpoint_path: Path | str) -> None:
     a = opened(checkpoint_path, "a")
     assert a.resume_point() == 0
     a.claim([1, 2, 3, 5])
@@ -127,7 +144,7 @@ def test_resume_point_is_the_last_contiguous_finished_message(checkpoint_path: P
     assert a.resume_point() == 5
 
 
-def test_topic_is_created_by_one_session_only(checkpoint_path: Path) -> None:
+def test_topic_is_created_by_one_session_only(checkpoint_path: Path | str) -> None:
     a = opened(checkpoint_path, "a")
     b = opened(checkpoint_path, "b")
     existing, random_id = a.claim_topic(7, "News")
@@ -157,7 +174,7 @@ def _worker(path: str, name: str, ids: list[int], start, results) -> None:
     results.put((name, done))
 
 
-def test_four_processes_complete_every_message_exactly_once(checkpoint_path: Path) -> None:
+def test_four_processes_complete_every_message_exactly_once(checkpoint_path: Path | str) -> None:
     ids = list(range(1, 2001))
     opened(checkpoint_path, "setup").close()
     context = mp.get_context("spawn")
@@ -183,14 +200,14 @@ def test_four_processes_complete_every_message_exactly_once(checkpoint_path: Pat
     assert all(len(owners) == 1 for owners in albums.values())  # albums never split
 
 
-def test_with_albums_adds_the_other_members(checkpoint_path: Path) -> None:
+def test_with_albums_adds_the_other_members(checkpoint_path: Path | str) -> None:
     a = opened(checkpoint_path, "a")
     a.claim([1, 2, 3, 4], grouped_ids={2: 9, 3: 9, 4: 9})
     assert a.with_albums([3]) == [2, 3, 4]
     assert a.with_albums([1, 5]) == [1, 5]
 
 
-def test_each_chat_pair_is_cloned_on_its_own(checkpoint_path: Path) -> None:
+def test_each_chat_pair_is_cloned_on_its_own(checkpoint_path: Path | str) -> None:
     first = opened(checkpoint_path, "a")                       # S1 -> T1
     assert first.claim([1, 2]) == [1, 2]
     assert first.complete({1: 11, 2: 12}) == {1, 2}
@@ -200,15 +217,13 @@ def test_each_chat_pair_is_cloned_on_its_own(checkpoint_path: Path) -> None:
     second_source = opened(checkpoint_path, "b", source="-1009")   # S2 -> T1
     assert second_source.claim([1, 2]) == [1, 2]
     assert second_source.target_ids() == {11, 12}             # the target's ids, any source
-    conn = sqlite3.connect(checkpoint_path)
-    pairs = conn.execute("SELECT source_chat, target_chat, COUNT(*) FROM messages "
-                         "GROUP BY 1, 2 ORDER BY 1, 2").fetchall()
-    conn.close()
+    pairs = query(checkpoint_path, "SELECT source_chat, target_chat, COUNT(*) FROM messages "
+                                   "GROUP BY 1, 2 ORDER BY 1, 2")
     assert pairs == [(SOURCE, TARGET, 2), (SOURCE, "-1003", 2), ("-1009", TARGET, 2)]
 
 
 def test_takeover_of_a_started_send_is_in_doubt_and_refused_requests_are_given_back(
-        checkpoint_path: Path) -> None:
+        checkpoint_path: Path | str) -> None:
     a = opened(checkpoint_path, "a", claim_timeout=0.05)
     a.claim([1, 2, 3])
     a.random_ids([1, 2])
@@ -225,7 +240,7 @@ def test_takeover_of_a_started_send_is_in_doubt_and_refused_requests_are_given_b
     assert b.complete({1: 5}) == {1} and b.in_doubt([1]) == {}
 
 
-def test_retry_failed_makes_failed_rows_pending(checkpoint_path: Path) -> None:
+def test_retry_failed_makes_failed_rows_pending(checkpoint_path: Path | str) -> None:
     a = opened(checkpoint_path, "a")
     a.claim([1, 2, 3])
     a.fail([1, 2], "CHAT_SEND_MEDIA_FORBIDDEN")
@@ -238,8 +253,8 @@ def test_retry_failed_makes_failed_rows_pending(checkpoint_path: Path) -> None:
     assert a.claim_next(5) == [1, 2]
 
 
-def test_random_ids_are_committed_with_synchronous_full(checkpoint_path: Path) -> None:
-    a = opened(checkpoint_path, "a")
+def test_random_ids_are_committed_with_synchronous_full(tmp_path: Path) -> None:
+    a = opened(tmp_path / "checkpoint.db", "a")
     a.claim([1])
     statements: list[str] = []
     a.conn.set_trace_callback(statements.append)

@@ -1,0 +1,188 @@
+"""Two "VPSes" clone into one target through one PostgreSQL checkpoint while workers are
+killed with SIGKILL: each VPS is its own sessions/ folder with two accounts, all four share
+SHARED_DB_URL and one simulated Telegram world. Nothing lost, nothing twice, albums, replies
+and topics intact.
+
+4,000 messages, the issue's figure (about 30 s here); TWO_VPS_MESSAGES=N runs another count:
+
+    TWO_VPS_MESSAGES=1000 .venv/bin/python -m pytest -q tests/test_clone_two_vps.py
+"""
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+from telethon import types
+
+from clone_streaming import source_reply_id, source_topic_of
+from telegram_sim import World
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from clone_requests import build_history  # noqa: E402
+
+SHARED = ROOT / "clone_streaming_shared.py"
+VPSES = {"vps1": ["session1", "session2"], "vps2": ["session3", "session4"]}
+ACCOUNTS = [name for names in VPSES.values() for name in names]
+MESSAGES = int(os.environ.get("TWO_VPS_MESSAGES", "4000"))
+TOPICS = 5
+KILL_EVERY = (0.3, 0.9)          # seconds between kills, drawn at random
+MIN_KILLS, MAX_KILLS = 3, 8
+RUN_LIMIT = 120 + MESSAGES * 0.1  # seconds for the whole run, kills included
+
+
+def start(folder: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(SHARED), "--once"], cwd=folder,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def query(url: str, sql: str, *params: object) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def held_by(url: str, account: str) -> int:
+    """How many messages an account holds (claimed, not finished) in the checkpoint."""
+    return query(url, "SELECT COUNT(*) FROM messages WHERE status = 'processing' "
+                      "AND session = %s", account)[0][0]
+
+
+def done_by_account(url: str) -> dict[str, int]:
+    """Done messages per account; {} until the first cloner has created the schema (the
+    four create it at once, migrate_db.pg_upgrade serialises them)."""
+    try:
+        return dict(query(url, "SELECT session, COUNT(*) FROM messages "
+                               "WHERE status = 'done' GROUP BY session"))
+    except psycopg.errors.UndefinedTable:
+        return {}
+
+
+def test_two_vpses_share_one_postgresql_checkpoint_despite_sigkill(
+        tmp_path: Path, pg_url: str) -> None:
+    world = World.create(tmp_path / "world.db")
+    world.configure(rate_limits=False)          # about kills, not budgets
+    for name in ACCOUNTS:
+        world.add_account(name)
+    source = world.create_channel("Source", username="vps_source", kind="forum",
+                                  owner="session1", members=ACCOUNTS[1:])
+    world.create_channel("Target", username="vps_target", kind="forum", owner="session1",
+                         admins=ACCOUNTS[1:])
+    topics = [world.create_topic(source, f"Topic {n}", by="session1") for n in range(TOPICS)]
+    build_history(world, source, MESSAGES, topics=topics, album_share=0.1, media_share=0.2,
+                  reply_share=0.1, seed=7)
+    folders = {name: world.make_session_folder(
+        tmp_path / vps / "sessions" / name, name, extra_env={
+            "SOURCE_CHAT": "@vps_source", "TARGET_CHAT": "@vps_target",
+            "COPY_MODE": "copy", "CLAIM_TIMEOUT": "2", "SHARED_DB_URL": pg_url})
+        for vps, names in VPSES.items() for name in names}
+
+    workers = {name: start(folder) for name, folder in folders.items()}
+    rng = random.Random(17)
+    kills, mid_claim, began = 0, 0, time.monotonic()
+    # the kills start once every account has cloned something, so the work is shared
+    while len(done_by_account(pg_url)) < len(ACCOUNTS):
+        assert time.monotonic() - began < RUN_LIMIT, "not every account started cloning"
+        assert all(p.poll() is None for p in workers.values()), \
+            {n: p.stderr.read()[-2000:] for n, p in workers.items() if p.poll() is not None}
+        time.sleep(0.05)
+    while kills < MAX_KILLS and time.monotonic() - began < RUN_LIMIT:
+        time.sleep(rng.uniform(*KILL_EVERY))
+        running = [name for name, process in workers.items() if process.poll() is None]
+        if not running:
+            break
+        holding = [name for name in running if held_by(pg_url, name)]
+        victim = rng.choice(holding or running)
+        workers[victim].kill()                    # SIGKILL: no cleanup of any kind
+        workers[victim].wait()
+        kills += 1
+        mid_claim += held_by(pg_url, victim) > 0
+        workers[victim] = start(folders[victim])
+    for name, process in workers.items():
+        _, err = process.communicate(timeout=max(RUN_LIMIT - (time.monotonic() - began), 30))
+        assert process.returncode == 0, (name, err[-2000:])
+    assert kills >= MIN_KILLS, f"the run ended after {kills} kills; kill more often"
+    assert mid_claim >= 1                         # killed while holding messages
+    for vps in VPSES:                             # each VPS: its own accounts.db only
+        assert not (tmp_path / vps / "sessions" / "shared" / "checkpoint.db").exists()
+
+    sources = [m for m in world.messages(source) if isinstance(m, types.Message)]
+    targets = {m.id: m for m in world.messages("@vps_target") if isinstance(m, types.Message)}
+    assert len(sources) == MESSAGES
+    rows = dict(query(pg_url, "SELECT msg_id, target_msg_id FROM messages "
+                              "WHERE status = 'done'"))
+    by_account = done_by_account(pg_url)
+    clone = {s.id: targets[rows[s.id]] for s in sources}
+    assert len(targets) == MESSAGES                               # nothing twice
+    assert sorted(t.id for t in clone.values()) == sorted(targets)  # nothing lost
+    assert len(by_account) == len(ACCOUNTS)                       # both VPSes worked
+    for s in sources:
+        t = clone[s.id]
+        assert (t.message, t.entities, type(t.media)) == (s.message, s.entities, type(s.media))
+        assert world.media_bytes(t) == world.media_bytes(s)
+    albums: dict[int, set[int]] = {}
+    for s in sources:
+        if s.grouped_id:
+            albums.setdefault(s.grouped_id, set()).add(clone[s.id].grouped_id)
+    split = {g: [(s.id, clone[s.id].id, clone[s.id].grouped_id) for s in sources
+                 if s.grouped_id == g] for g, copies in albums.items()
+             if len(copies) != 1 or None in copies}
+    assert albums and not split, (split, query(
+        pg_url, "SELECT msg_id, session, attempts, grouped_id FROM messages "
+                "WHERE msg_id = ANY(%s) ORDER BY msg_id",
+        [i for members in split.values() for i, _, _ in members]))
+    assert len({next(iter(g)) for g in albums.values()}) == len(albums)
+    replies = [s for s in sources if source_reply_id(s)]
+    assert replies
+    for s in replies:
+        assert source_reply_id(clone[s.id]) == clone[source_reply_id(s)].id
+    titles = {t["topic_id"]: t["title"] for t in world.topics(source)}
+    target_topics = {t["title"]: t["topic_id"] for t in world.topics("@vps_target")}
+    assert len(target_topics) == TOPICS + 1                       # each created once
+    for s in sources:
+        assert source_topic_of(clone[s.id]) == target_topics[titles[source_topic_of(s)]]
+    print(f"\n{MESSAGES} messages, {kills} SIGKILLs ({mid_claim} holding claims), "
+          f"done per account {dict(sorted(by_account.items()))}, "
+          f"{len(targets)} target messages, {len(albums)} albums, {len(replies)} replies, "
+          f"{len(target_topics)} topics, {time.monotonic() - began:.0f} s")
+
+
+def test_ordered_mode_and_audit_on_postgresql(tmp_path: Path, pg_url: str) -> None:
+    world = World.create(tmp_path / "world.db")
+    world.configure(rate_limits=False)          # the test injects its own FloodWait
+    for name in ("session1", "session3"):
+        world.add_account(name)
+    source = world.create_channel("Src", username="ord_source", owner="session1",
+                                  members=["session3"])
+    world.create_channel("Dst", username="ord_target", owner="session1", admins=["session3"])
+    build_history(world, source, 120, album_share=0.1, media_share=0.1, reply_share=0.1,
+                  seed=3)
+    folders = [world.make_session_folder(
+        tmp_path / vps / "sessions" / name, name, extra_env={
+            "SOURCE_CHAT": "@ord_source", "TARGET_CHAT": "@ord_target", "COPY_MODE": "copy",
+            "ORDERED": "true", "SHARED_DB_URL": pg_url})
+        for vps, name in (("vps1", "session1"), ("vps2", "session3"))]
+    # session1 is held up on its first send while session3 goes on: order must still hold
+    world.inject_fault("FLOOD_WAIT", seconds=2, account="session1", times=1,
+                       request="SendMessageRequest")
+    workers = [start(folders[0])]
+    deadline = time.monotonic() + RUN_LIMIT
+    while not world.faults()[0]["fired"] and workers[0].poll() is None:
+        assert time.monotonic() < deadline, "session1 never hit its fault"
+        time.sleep(0.05)
+    workers.append(start(folders[1]))
+    for process in workers:
+        _, err = process.communicate(timeout=RUN_LIMIT)
+        assert process.returncode == 0, err[-2000:]
+    sources = [m for m in world.messages(source) if isinstance(m, types.Message)]
+    targets = [m for m in world.messages("@ord_target") if isinstance(m, types.Message)]
+    assert [m.message for m in targets] == [m.message for m in sources]
+    assert set(done_by_account(pg_url)) == {"session1", "session3"}
+    audit = subprocess.run([sys.executable, str(SHARED), "--audit"], cwd=folders[1],
+                           capture_output=True, text=True, timeout=RUN_LIMIT)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
