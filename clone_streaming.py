@@ -847,10 +847,6 @@ class PostgresCheckpoint(Checkpoint):
             return first_open - 1
         return last or 0
 
-    def newest_known(self) -> int:
-        return self._query(f"SELECT COALESCE(MAX(msg_id), 0) FROM messages "
-                           f"WHERE {self._PAIR}")[0][0]
-
     def open_below(self, msg_id: int) -> list[tuple[int, str, str | None]]:
         return self._query(
             f"""SELECT msg_id, status, session FROM messages WHERE {self._PAIR}
