@@ -30,6 +30,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import datetime
+import functools
 import hashlib
 import hmac
 import inspect
@@ -46,17 +47,25 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
-
-from telethon import TelegramClient
-from telethon.crypto import AuthKey
-from telethon.errors import rpc_message_to_error
-from telethon.extensions import BinaryReader, markdown
-from telethon.sessions import SQLiteSession
-from telethon.tl import TLObject, functions, types
+from typing import TYPE_CHECKING, Any
 
 import migrate_db
 from migrate_db import is_sqlite_file, open_database, transaction, utcnow
+
+if TYPE_CHECKING:
+    from telethon import TelegramClient
+    from telethon.crypto import AuthKey
+    from telethon.tl import TLObject
+
+# Telethon takes ~0.5 s to import: it loads when the simulator first needs it, not for
+# --help or a usage error (issue 15)
+crypto = migrate_db.lazy_import("telethon.crypto")
+errors = migrate_db.lazy_import("telethon.errors")
+extensions = migrate_db.lazy_import("telethon.extensions")
+functions = migrate_db.lazy_import("telethon.tl.functions")
+markdown = migrate_db.lazy_import("telethon.extensions.markdown")
+sessions = migrate_db.lazy_import("telethon.sessions")
+types = migrate_db.lazy_import("telethon.tl.types")
 
 # ----------------------------------------------------------------------------- settings
 
@@ -107,9 +116,6 @@ DEFAULT_RATE_LIMITS = {
     "topic_create": (10, 0.1),          # messages.CreateForumTopic
     "join": (20, 1 / 60),               # channels.JoinChannel
 }
-ADMIN_RIGHTS = tuple(inspect.signature(types.ChatAdminRights).parameters)
-BANNED_RIGHTS = tuple(name for name in inspect.signature(types.ChatBannedRights).parameters
-                      if name != "until_date")
 DEFAULT_ADMIN_RIGHTS = ("change_info", "post_messages", "edit_messages", "delete_messages",
                         "ban_users", "invite_users", "pin_messages", "manage_topics")
 MEDIA_RIGHTS = {                # banned right of a kind of media -> the error it raises
@@ -324,7 +330,7 @@ def _serialize_result(result: Any) -> bytes:
 
 
 def _parse(blob: bytes) -> Any:
-    with BinaryReader(blob) as reader:
+    with extensions.BinaryReader(blob) as reader:
         return reader.tgread_object()
 
 
@@ -369,8 +375,21 @@ def _photo_sizes(data: bytes) -> list[TLObject]:
     return sizes
 
 
+@functools.cache
+def admin_rights() -> tuple[str, ...]:
+    """Telegram's admin right names (ChatAdminRights' fields)."""
+    return tuple(inspect.signature(types.ChatAdminRights).parameters)
+
+
+@functools.cache
+def banned_rights() -> tuple[str, ...]:
+    """Telegram's banned right names (ChatBannedRights' fields but until_date)."""
+    return tuple(name for name in inspect.signature(types.ChatBannedRights).parameters
+                 if name != "until_date")
+
+
 def _rights_list(rights: Iterable[str], known: tuple[str, ...]) -> list[str]:
-    """Right names checked against `known` (ADMIN_RIGHTS or BANNED_RIGHTS), sorted."""
+    """Right names checked against `known` (admin_rights() or banned_rights()), sorted."""
     listed = sorted(set(rights))
     unknown = [r for r in listed if r not in known]
     if unknown:
@@ -382,7 +401,7 @@ def _rights_list(rights: Iterable[str], known: tuple[str, ...]) -> list[str]:
 def _request_spends(request: TLObject) -> list[tuple[str, str, int]]:
     """(bucket, bucket key, tokens) a request takes from the account's token buckets."""
     kind = type(request)
-    bucket = REQUEST_BUCKETS.get(kind)
+    bucket = request_buckets().get(kind)
     if bucket is None:
         return []
     if bucket != "send":
@@ -466,13 +485,13 @@ class Server:
 
     def check_budget(self, user_id: int, request: TLObject) -> None:
         """PEER_FLOOD for a limited account's sends and joins; FLOOD_WAIT_X once a token
-        bucket of the request (REQUEST_BUCKETS) is empty. A bucket may go into debt
+        bucket of the request (request_buckets()) is empty. A bucket may go into debt
         (a forward of 50 messages takes 50 tokens); a request needs one token left."""
         spends = _request_spends(request)
         if not spends:
             return
         account = self.account_row(user_id)
-        if account["limited"] and type(request) in LIMITED_REFUSES:
+        if account["limited"] and type(request) in limited_refuses():
             raise RpcFailure(400, "PEER_FLOOD")
         if not self.setting("rate_limits") or not account["rate_limits"]:
             return
@@ -548,7 +567,7 @@ class Server:
         """(admin rights, or None for a non-admin; banned rights) of a chat participant.
         Admins are not subject to banned rights; the creator has every admin right."""
         if part is not None and part["role"] == "creator":
-            return set(ADMIN_RIGHTS), set()
+            return set(admin_rights()), set()
         if part is not None and part["role"] == "admin":
             stored = part["admin_rights"]
             return set(json.loads(stored) if stored else DEFAULT_ADMIN_RIGHTS), set()
@@ -1157,7 +1176,7 @@ class Server:
 # ----------------------------------------------------------------------------- handlers
 # One function per request type, called inside a BEGIN IMMEDIATE transaction with the
 # Server, the authorised user id (None if the auth key is not logged in) and the request.
-# Each returns the TL result or raises RpcFailure. NO_AUTH lists what works logged out.
+# Each returns the TL result or raises RpcFailure. no_auth() lists what works logged out.
 
 class Context:
     """Who is asking: the server, the user behind the auth key, the sender's origin tag."""
@@ -1971,75 +1990,93 @@ def h_get_file(ctx: Context, request: TLObject) -> TLObject:
     return types.upload.File(type=types.storage.FileUnknown(), mtime=0, bytes=chunk)
 
 
-HANDLERS = {
-    functions.help.GetConfigRequest: h_get_config,
-    functions.help.GetNearestDcRequest: h_nearest_dc,
-    functions.PingRequest: h_ping,
-    functions.auth.SendCodeRequest: h_send_code,
-    functions.auth.SignInRequest: h_sign_in,
-    functions.auth.LogOutRequest: h_log_out,
-    functions.updates.GetStateRequest: h_get_state,
-    functions.updates.GetDifferenceRequest: h_get_difference,
-    functions.updates.GetChannelDifferenceRequest: h_get_channel_difference,
-    functions.users.GetUsersRequest: h_get_users,
-    functions.users.GetFullUserRequest: h_get_full_user,
-    functions.contacts.ResolveUsernameRequest: h_resolve_username,
-    functions.channels.GetChannelsRequest: h_get_channels,
-    functions.channels.GetFullChannelRequest: h_get_full_channel,
-    functions.channels.JoinChannelRequest: h_join_channel,
-    functions.channels.LeaveChannelRequest: h_leave_channel,
-    functions.channels.ReadHistoryRequest: h_channels_read_history,
-    functions.channels.GetMessagesRequest: h_channels_get_messages,
-    functions.messages.ReadHistoryRequest: h_messages_read_history,
-    functions.messages.GetHistoryRequest: h_get_history,
-    functions.messages.GetRepliesRequest: h_get_replies,
-    functions.messages.GetMessagesRequest: h_messages_get_messages,
-    functions.messages.SendMessageRequest: h_send_message,
-    functions.messages.SendMediaRequest: h_send_media,
-    functions.messages.SendMultiMediaRequest: h_send_multi_media,
-    functions.messages.UploadMediaRequest: h_upload_media,
-    functions.messages.ForwardMessagesRequest: h_forward_messages,
-    functions.messages.CreateForumTopicRequest: h_create_forum_topic,
-    functions.messages.GetForumTopicsRequest: h_get_forum_topics,
-    functions.messages.GetForumTopicsByIDRequest: h_get_forum_topics_by_id,
-    functions.messages.GetDialogsRequest: h_get_dialogs,
-    functions.messages.GetChatsRequest: h_get_chats,
-    functions.messages.EditMessageRequest: h_edit_message,
-    functions.messages.DeleteMessagesRequest: h_messages_delete_messages,
-    functions.channels.DeleteMessagesRequest: h_channels_delete_messages,
-    functions.messages.EditForumTopicRequest: h_edit_forum_topic,
-    functions.messages.DeleteTopicHistoryRequest: h_delete_topic_history,
-    functions.upload.SaveFilePartRequest: h_save_file_part,
-    functions.upload.SaveBigFilePartRequest: h_save_file_part,
-    functions.upload.GetFileRequest: h_get_file,
-}
-# Which token bucket a request spends (a "send" also spends "send_chat" of its chat).
-REQUEST_BUCKETS = {
-    functions.messages.SendMessageRequest: "send",
-    functions.messages.SendMediaRequest: "send",
-    functions.messages.SendMultiMediaRequest: "send",
-    functions.messages.ForwardMessagesRequest: "send",
-    functions.messages.GetHistoryRequest: "history",
-    functions.messages.GetRepliesRequest: "history",
-    functions.messages.GetMessagesRequest: "history",
-    functions.channels.GetMessagesRequest: "history",
-    functions.contacts.ResolveUsernameRequest: "resolve",
-    functions.messages.CreateForumTopicRequest: "topic_create",
-    functions.channels.JoinChannelRequest: "join",
-}
-LIMITED_REFUSES = {functions.messages.SendMessageRequest, functions.messages.SendMediaRequest,
-                   functions.messages.SendMultiMediaRequest,
-                   functions.messages.ForwardMessagesRequest,
-                   functions.channels.JoinChannelRequest}
-NO_AUTH = {functions.help.GetConfigRequest, functions.help.GetNearestDcRequest,
-           functions.PingRequest, functions.auth.SendCodeRequest,
-           functions.auth.SignInRequest}
+@functools.cache
+def handlers() -> dict[type, Any]:
+    """Request class -> the handler that answers it."""
+    return {
+        functions.help.GetConfigRequest: h_get_config,
+        functions.help.GetNearestDcRequest: h_nearest_dc,
+        functions.PingRequest: h_ping,
+        functions.auth.SendCodeRequest: h_send_code,
+        functions.auth.SignInRequest: h_sign_in,
+        functions.auth.LogOutRequest: h_log_out,
+        functions.updates.GetStateRequest: h_get_state,
+        functions.updates.GetDifferenceRequest: h_get_difference,
+        functions.updates.GetChannelDifferenceRequest: h_get_channel_difference,
+        functions.users.GetUsersRequest: h_get_users,
+        functions.users.GetFullUserRequest: h_get_full_user,
+        functions.contacts.ResolveUsernameRequest: h_resolve_username,
+        functions.channels.GetChannelsRequest: h_get_channels,
+        functions.channels.GetFullChannelRequest: h_get_full_channel,
+        functions.channels.JoinChannelRequest: h_join_channel,
+        functions.channels.LeaveChannelRequest: h_leave_channel,
+        functions.channels.ReadHistoryRequest: h_channels_read_history,
+        functions.channels.GetMessagesRequest: h_channels_get_messages,
+        functions.messages.ReadHistoryRequest: h_messages_read_history,
+        functions.messages.GetHistoryRequest: h_get_history,
+        functions.messages.GetRepliesRequest: h_get_replies,
+        functions.messages.GetMessagesRequest: h_messages_get_messages,
+        functions.messages.SendMessageRequest: h_send_message,
+        functions.messages.SendMediaRequest: h_send_media,
+        functions.messages.SendMultiMediaRequest: h_send_multi_media,
+        functions.messages.UploadMediaRequest: h_upload_media,
+        functions.messages.ForwardMessagesRequest: h_forward_messages,
+        functions.messages.CreateForumTopicRequest: h_create_forum_topic,
+        functions.messages.GetForumTopicsRequest: h_get_forum_topics,
+        functions.messages.GetForumTopicsByIDRequest: h_get_forum_topics_by_id,
+        functions.messages.GetDialogsRequest: h_get_dialogs,
+        functions.messages.GetChatsRequest: h_get_chats,
+        functions.messages.EditMessageRequest: h_edit_message,
+        functions.messages.DeleteMessagesRequest: h_messages_delete_messages,
+        functions.channels.DeleteMessagesRequest: h_channels_delete_messages,
+        functions.messages.EditForumTopicRequest: h_edit_forum_topic,
+        functions.messages.DeleteTopicHistoryRequest: h_delete_topic_history,
+        functions.upload.SaveFilePartRequest: h_save_file_part,
+        functions.upload.SaveBigFilePartRequest: h_save_file_part,
+        functions.upload.GetFileRequest: h_get_file,
+    }
+
+
+@functools.cache
+def request_buckets() -> dict[type, str]:
+    """Which token bucket a request spends (a "send" also spends "send_chat" of its chat)."""
+    return {
+        functions.messages.SendMessageRequest: "send",
+        functions.messages.SendMediaRequest: "send",
+        functions.messages.SendMultiMediaRequest: "send",
+        functions.messages.ForwardMessagesRequest: "send",
+        functions.messages.GetHistoryRequest: "history",
+        functions.messages.GetRepliesRequest: "history",
+        functions.messages.GetMessagesRequest: "history",
+        functions.channels.GetMessagesRequest: "history",
+        functions.contacts.ResolveUsernameRequest: "resolve",
+        functions.messages.CreateForumTopicRequest: "topic_create",
+        functions.channels.JoinChannelRequest: "join",
+    }
+
+
+@functools.cache
+def limited_refuses() -> frozenset[type]:
+    """What a PeerFlood-limited account is refused."""
+    return frozenset({functions.messages.SendMessageRequest,
+                      functions.messages.SendMediaRequest,
+                      functions.messages.SendMultiMediaRequest,
+                      functions.messages.ForwardMessagesRequest,
+                      functions.channels.JoinChannelRequest})
+
+
+@functools.cache
+def no_auth() -> frozenset[type]:
+    """What works logged out."""
+    return frozenset({functions.help.GetConfigRequest, functions.help.GetNearestDcRequest,
+                      functions.PingRequest, functions.auth.SendCodeRequest,
+                      functions.auth.SignInRequest})
 
 
 def answered_requests() -> list[str]:
     """Every request type the simulator answers, e.g. "channels.GetMessagesRequest"."""
     return sorted(f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}"
-                  .removeprefix("functions.") for cls in HANDLERS)
+                  .removeprefix("functions.") for cls in handlers())
 
 
 # ----------------------------------------------------------------------------- faults
@@ -2100,7 +2137,7 @@ class SimulatedSender:
     """
 
     def __init__(self, client: TelegramClient, world_path: str | Path):
-        self.auth_key = client.session.auth_key or AuthKey(None)
+        self.auth_key = client.session.auth_key or crypto.AuthKey(None)
         self._world_path = Path(world_path).resolve()
         self._updates_queue = client._updates_queue
         self._connection = None
@@ -2210,18 +2247,18 @@ class SimulatedSender:
         while not future.cancelled():
             try:
                 body = await loop.run_in_executor(self._executor, self._handle, wire)
-                with BinaryReader(body) as reader:
+                with extensions.BinaryReader(body) as reader:
                     result = request.read_result(reader)
             except sqlite3.Error as exc:
                 log.warning("simulated Telegram: world storage failed on %s: %s",
                             type(request).__name__, exc)
                 failure = RpcFailure(500, "SIMULATOR_STORAGE_ERROR")
                 if not future.done():
-                    future.set_exception(rpc_message_to_error(
+                    future.set_exception(errors.rpc_message_to_error(
                         types.RpcError(failure.code, failure.message), request))
                 return True
             except RpcFailure as failure:
-                error = rpc_message_to_error(types.RpcError(failure.code, failure.message),
+                error = errors.rpc_message_to_error(types.RpcError(failure.code, failure.message),
                                              request)
                 if not future.done():
                     future.set_exception(error)
@@ -2279,11 +2316,11 @@ class SimulatedSender:
         return _serialize_result(self._execute(inner, user_id, key_id))
 
     def _execute(self, inner: TLObject, user_id: int | None, key_id: str) -> Any:
-        handler = HANDLERS.get(type(inner))
+        handler = handlers().get(type(inner))
         if handler is None:
             log.warning("simulated Telegram does not answer %s", type(inner).__name__)
             raise RpcFailure(400, f"SIMULATOR_UNSUPPORTED_{type(inner).__name__.upper()}")
-        if user_id is None and type(inner) not in NO_AUTH:
+        if user_id is None and type(inner) not in no_auth():
             raise RpcFailure(401, "AUTH_KEY_UNREGISTERED")
         with transaction(self._server.conn):
             if user_id is not None:
@@ -2582,8 +2619,8 @@ class World:
         partial.write_text("".join(f"{k}={v}\n" for k, v in env.items()), encoding="utf-8")
         partial.chmod(0o600)
         partial.replace(env_path)
-        auth_key = AuthKey(os.urandom(256))
-        session = SQLiteSession(str(folder / session_name))
+        auth_key = crypto.AuthKey(os.urandom(256))
+        session = sessions.SQLiteSession(str(folder / session_name))
         session.set_dc(DC_ID, SIM_IP, SIM_PORT)
         session.auth_key = auth_key
         session.save()
@@ -2616,10 +2653,10 @@ class World:
                        noforwards: bool = False, slowmode_seconds: int = 0,
                        default_banned: Iterable[str] = ()) -> int:
         """A channel, megagroup or forum (with service message id 1); returns its id.
-        `default_banned`: rights members do not have (BANNED_RIGHTS names)."""
+        `default_banned`: rights members do not have (banned_rights() names)."""
         if kind not in CHAT_KINDS:
             raise SimulatorError(f"kind must be one of {', '.join(CHAT_KINDS)}")
-        default_banned = _rights_list(default_banned, BANNED_RIGHTS)
+        default_banned = _rights_list(default_banned, banned_rights())
         owner_id = self.account_id(owner) if owner else None
         member_ids = [self.account_id(m) for m in members]
         admin_ids = [self.account_id(a) for a in admins]
@@ -2733,7 +2770,7 @@ class World:
             changes["slowmode_seconds"] = slowmode_seconds
         if default_banned is not None:
             changes["default_banned"] = json.dumps(_rights_list(default_banned,
-                                                                BANNED_RIGHTS))
+                                                                banned_rights()))
         with transaction(self.conn):
             for column, value in changes.items():
                 self.conn.execute(f"UPDATE channels SET {column} = ? WHERE channel_id = ?",
@@ -2748,17 +2785,17 @@ class World:
 
     def set_admin(self, account_name: str, chat: int | str,
                   rights: Iterable[str] | None = None) -> None:
-        """Make the account an admin of the chat with these admin rights (ADMIN_RIGHTS
+        """Make the account an admin of the chat with these admin rights (admin_rights()
         names; None: DEFAULT_ADMIN_RIGHTS), joining it if needed."""
         listed = _rights_list(DEFAULT_ADMIN_RIGHTS if rights is None else rights,
-                              ADMIN_RIGHTS)
+                              admin_rights())
         self.join(account_name, chat, role="admin")
         self._set_participant(account_name, chat, admin_rights=json.dumps(listed))
 
     def restrict(self, account_name: str, chat: int | str, banned: Iterable[str]) -> None:
         """The member's own banned rights in the chat, on top of the chat's default ones
         (an empty list lifts them; an admin becomes a member)."""
-        listed = _rights_list(banned, BANNED_RIGHTS)
+        listed = _rights_list(banned, banned_rights())
         user_id, channel_id = self.account_id(account_name), self.chat_id(chat)
         if self.server.participant(channel_id, user_id) is None:
             self.join(account_name, chat)
@@ -2955,9 +2992,9 @@ class World:
             self.account_id(account)
         if request is not None and not request.endswith("Request"):
             request += "Request"
-        if request is not None and request not in {c.__name__ for c in HANDLERS}:
+        if request is not None and request not in {c.__name__ for c in handlers()}:
             raise SimulatorError(f"unknown request type {request!r}; answered: "
-                                 f"{', '.join(sorted({c.__name__ for c in HANDLERS}))}")
+                                 f"{', '.join(sorted({c.__name__ for c in handlers()}))}")
         default_code = NAMED_FAULTS.get(error, (400, ""))[0]
         with transaction(self.conn):
             return self.conn.execute(
