@@ -249,3 +249,19 @@ def test_a_world_of_an_earlier_version_gets_the_new_columns(tmp_path, cli):
     with World.open(tmp_path / "w.db") as world:
         assert world.chat_settings("@demo_source")["default_banned"] == []
         world.post("@demo_source", "still works")
+
+
+@pytest.mark.parametrize(("argv", "code"), [(["--help"], 0), ([], 2), (["nosuchcommand"], 2)])
+def test_help_and_usage_errors_do_not_load_telethon(argv: list[str], code: int) -> None:
+    """Telethon loads when the simulator first needs it (issue 15's fast --help), and the
+    request tables built from it then work."""
+    probe = ("import sys, telegram_sim\n"
+             "try:\n"
+             f"    telegram_sim.main({argv!r})\n"
+             "except SystemExit as exc:\n"
+             "    print(exc.code, 'telethon' in sys.modules)\n"
+             "print('SendMessageRequest' in {c.__name__ for c in telegram_sim.handlers()})\n")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-2:] == [f"{code} False", "True"]
