@@ -155,3 +155,49 @@ def test_one_account_clones_a_basic_group(tmp_path: Path) -> None:
     again = run(folder, "--once", script=SINGLE)                   # nothing sent twice
     assert again.returncode == 0, again.stderr
     assert len(content(world, "@family_target")) == 5
+
+
+def test_shared_cloner_refuses_a_basic_group_target_in_one_line(tmp_path: Path) -> None:
+    world = World.create(tmp_path / "world.db")
+    world.configure(rate_limits=False)
+    world.add_account("session1")
+    source = world.create_channel("Src", username="into_source", owner="session1")
+    room = world.create_channel("Room", kind="group", owner="session1")
+    world.post(source, "hello")
+    folder = world.make_session_folder(
+        tmp_path / "sessions" / "session1", "session1",
+        extra_env={"SOURCE_CHAT": "@into_source", "TARGET_CHAT": str(world.peer_id(room)),
+                   "COPY_MODE": "copy"})
+    create_shared_databases(tmp_path / "sessions")
+    result = run(folder, "--once")
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"TARGET_CHAT={world.peer_id(room)} is a basic group" in lines[0]
+    assert not [m for m in world.messages(room) if isinstance(m, types.Message)]
+
+
+def test_one_account_clones_into_a_basic_group(tmp_path: Path) -> None:
+    world = World.create(tmp_path / "world.db")
+    world.configure(rate_limits=False)
+    world.add_account("session1")
+    source = world.create_channel("Src", username="into_source", owner="session1")
+    room = world.create_channel("Room", kind="group", owner="session1")
+    first = world.post(source, "hello")
+    world.post_album(source, [tiny_png(9), tiny_png(10)], captions=["p", "q"])
+    world.post(source, "answer", reply_to=first)
+    folder = world.make_session_folder(
+        tmp_path / "sessions" / "session1", "session1",
+        extra_env={"SOURCE_CHAT": "@into_source", "TARGET_CHAT": str(world.peer_id(room)),
+                   "COPY_MODE": "copy"})
+    for _ in range(2):                                             # the second sends nothing
+        result = run(folder, "--once", script=SINGLE)
+        assert result.returncode == 0, result.stderr
+    copies = [m for m in world.messages(room, viewer="session1")
+              if isinstance(m, types.Message)]
+    assert [(m.message, bool(m.silent)) for m in copies] == \
+        [("hello", True), ("p", True), ("q", True), ("answer", True)]
+    assert copies[-1].reply_to.reply_to_msg_id == copies[0].id
+    rows = checkpoint_rows(tmp_path / "sessions" / "session1" / "checkpoint.db")
+    assert sorted(row[2] for row in rows.values() if row[0] == "done") == \
+        [m.id for m in copies]                                     # session1's own ids
