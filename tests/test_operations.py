@@ -449,7 +449,7 @@ def test_systemd_unit_prevents_restarts_on_the_codes_run_sh_stops_on() -> None:
     prevent = re.search(r"^RestartPreventExitStatus=(.+)$", unit, re.M).group(1).split()
     run_sh_text = (ROOT / "sessions" / "session1" / "run.sh").read_text()
     codes = dict(re.findall(r"(EXIT_\w+)=(\d+)", run_sh_text))
-    assert sorted(prevent) == sorted(codes.values()) == ["130", "2", "3", "4"]
+    assert sorted(prevent) == sorted(codes.values()) == ["130", "2", "3", "4", "5"]
     assert re.search(r"^Restart=on-failure$", unit, re.M)
     assert "Environment=SUITE_LOG_CAPTURED=1" in unit      # the journal stores each line
 
