@@ -825,8 +825,9 @@ class Server:
                       media: TLObject | None = None, reply: tuple | None = None,
                       grouped_id: int | None = None, fwd_from: TLObject | None = None,
                       action: TLObject | None = None, origin: str | None = None,
-                      noforwards: bool = False) -> tuple[TLObject, int]:
-        """Insert a new message (inside the caller's transaction); returns (message, pts)."""
+                      noforwards: bool = False, silent: bool = False) -> tuple[TLObject, int]:
+        """Insert a new message (inside the caller's transaction); returns (message, pts).
+        `silent` is the send's flag, kept on the message as Telegram does."""
         cid = channel["channel_id"]
         row = self.conn.execute("SELECT pts, top_id FROM channels WHERE channel_id = ?",
                                 (cid,)).fetchone()
@@ -846,7 +847,8 @@ class Server:
             message = types.Message(
                 message=text, media=media, entities=entities or None, fwd_from=fwd_from,
                 grouped_id=grouped_id, noforwards=noforwards or bool(channel["noforwards"]),
-                views=1 if broadcast else None, forwards=0 if broadcast else None, **common)
+                silent=silent or None, views=1 if broadcast else None,
+                forwards=0 if broadcast else None, **common)
         self.conn.execute(
             "INSERT INTO messages (channel_id, id, date, sender_id, topic_id, grouped_id, "
             "reply_to_id, is_service, noforwards, pts, body) "
@@ -1595,7 +1597,8 @@ def _send_one(ctx: Context, request: TLObject, *, text: str, entities: list | No
     server.check_send(channel, viewer, [media], reply[1])
     message, _ = server.store_message(channel, viewer, text=text, entities=entities,
                                       media=media, reply=reply, origin=ctx.origin,
-                                      noforwards=bool(request.noforwards))
+                                      noforwards=bool(request.noforwards),
+                                      silent=bool(request.silent))
     server.remember_random_id(cid, viewer, request.random_id, message.id)
     return server.sent_updates(channel, [(request.random_id, message.id)], viewer)
 
@@ -1653,7 +1656,7 @@ def h_send_multi_media(ctx: Context, request: TLObject) -> TLObject:
         message, _ = server.store_message(
             channel, viewer, text=item.message, entities=item.entities, media=media,
             reply=reply, grouped_id=grouped_id, origin=ctx.origin,
-            noforwards=bool(request.noforwards))
+            noforwards=bool(request.noforwards), silent=bool(request.silent))
         server.remember_random_id(cid, viewer, item.random_id, message.id)
         sent.append((item.random_id, message.id))
     return server.sent_updates(channel, sent, viewer)
@@ -1705,7 +1708,7 @@ def h_forward_messages(ctx: Context, request: TLObject) -> TLObject:
         message, _ = server.store_message(
             target, viewer, text=text, entities=entities, media=src.media, reply=reply,
             grouped_id=grouped, fwd_from=fwd, origin=ctx.origin,
-            noforwards=bool(request.noforwards))
+            noforwards=bool(request.noforwards), silent=bool(request.silent))
         server.remember_random_id(tid, viewer, random_id, message.id)
         sent.append((random_id, message.id))
     return server.sent_updates(target, sent, viewer)
