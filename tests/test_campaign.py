@@ -81,15 +81,21 @@ def make_campaign(tmp: Path, accounts: tuple[str, ...] = ("s1",), chats: int = 1
 
 async def run_workers(setup: Setup, run_id: str, config: Config, clock: FakeClock,
                       profiles: list[campaign.Profile] | None = None,
-                      stop_after: int | None = None) -> list[campaign.WorkerResult]:
+                      stop_after: int | None = None,
+                      head_start: bool = False) -> list[campaign.WorkerResult]:
     """Every profile's worker over its real client; with `stop_after`, a stop (as Ctrl+C
-    gives) once that many sends succeeded in total."""
+    gives) once that many sends succeeded in total; with `head_start`, the other workers
+    start once the first profile's worker has sent (which client connects first is up to
+    the machine's load otherwise)."""
     profiles = profiles or setup.profiles
     stop = campaign.StopSignal()
     sent = 0
+    first_sent = asyncio.Event()
     clock.participants = len(profiles)
 
     async def one(profile: campaign.Profile) -> campaign.WorkerResult:
+        if head_start and profile is not profiles[0]:
+            await first_sent.wait()
         account = telegram_session.load_account(profile.folder)
         conn = migrate_db.connect(setup.db_path, kind="campaign")
         try:
@@ -102,6 +108,8 @@ async def run_workers(setup: Setup, run_id: str, config: Config, clock: FakeCloc
                     nonlocal sent
                     result = await sender.send(chat, text, random_id)
                     sent += 1
+                    if profile is profiles[0]:
+                        first_sent.set()
                     if stop_after is not None and sent >= stop_after:
                         stop.set()
                     return result
@@ -110,6 +118,7 @@ async def run_workers(setup: Setup, run_id: str, config: Config, clock: FakeCloc
         finally:
             conn.close()
             clock.leave()
+            first_sent.set()            # a first worker that ended unsent holds no one back
     return list(await asyncio.gather(*(one(p) for p in profiles)))
 
 
@@ -403,7 +412,7 @@ async def test_flood_wait_pauses_one_account_and_skips_nothing(tmp_path: Path,
     monkeypatch.setattr(telethon_users, "time",
                         SimpleNamespace(time=lambda: clock.now().timestamp()))
     run = campaign.create_run(setup.conn, config, None, setup.profiles, clock.now())
-    await run_workers(setup, run.run_id, config, clock)
+    await run_workers(setup, run.run_id, config, clock, head_start=True)
     for chat in setup.chats:
         assert setup.messages(chat) == list(TEXTS)
     assert setup.conn.execute("SELECT COUNT(*) FROM task_attempts WHERE status != 'success'"
