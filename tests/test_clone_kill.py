@@ -3,9 +3,7 @@ two of them at the end for good right after a send (their claims are taken over,
 found in the target): 0 duplicates, 0 lost."""
 from __future__ import annotations
 
-import random
 import sqlite3
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,20 +18,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 from clone_requests import build_history  # noqa: E402
+from sigkill_clones import kill_at_random  # noqa: E402
 
-SHARED = ROOT / "clone_streaming_shared.py"
 ACCOUNTS = [f"session{n}" for n in range(1, 5)]
 MESSAGES = 2000
 TOPICS = 5
-KILL_EVERY = (0.3, 0.9)          # seconds between kills, drawn at random
-MIN_KILLS, MAX_KILLS = 3, 8
+MIN_KILLS = 3
 KILLED_FOR_GOOD = 2              # accounts killed right after a send and never restarted
 RUN_LIMIT = 240                  # seconds for the whole run, kills included
-
-
-def start(folder: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(SHARED), "--once"], cwd=folder,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def held_by(tmp_path: Path, account: str) -> int:
@@ -85,30 +77,13 @@ def test_every_message_exactly_once_despite_sigkill(tmp_path: Path) -> None:
 
     for database in ("checkpoint.db", "accounts.db"):   # see create_shared_databases
         migrate_db.connect(tmp_path / "sessions" / "shared" / database).close()
-    workers = {name: start(folder) for name, folder in folders.items()}
-    rng = random.Random(11)
-    kills, mid_claim, began = 0, 0, time.monotonic()
-    # the kills start once every account has cloned something, so the work is shared
-    while len(done_by_account(tmp_path)) < len(ACCOUNTS):
-        assert time.monotonic() - began < RUN_LIMIT, "not every account started cloning"
-        time.sleep(0.05)
-    while kills < MAX_KILLS and time.monotonic() - began < RUN_LIMIT:
-        time.sleep(rng.uniform(*KILL_EVERY))
-        running = [name for name, process in workers.items() if process.poll() is None]
-        if not running:
-            break
-        # a worker holding claims when there is one: the case that must not lose anything
-        holding = [name for name in running if held_by(tmp_path, name)]
-        victim = rng.choice(holding or running)
-        workers[victim].kill()                    # SIGKILL: no cleanup of any kind
-        workers[victim].wait()
-        kills += 1
-        mid_claim += held_by(tmp_path, victim) > 0
-        workers[victim] = start(folders[victim])
+    run = kill_at_random(folders, held=lambda name: held_by(tmp_path, name),
+                         done=lambda: done_by_account(tmp_path), seed=11, run_limit=RUN_LIMIT)
+    workers, kills, mid_claim = run.workers, run.kills, run.mid_claim
     # two accounts die for good right after a send (a random_id stored, its answer not
     # recorded): the others take their claims over and must find those sends in the target
     gone, after_send = [], 0
-    while len(gone) < KILLED_FOR_GOOD and time.monotonic() - began < RUN_LIMIT:
+    while len(gone) < KILLED_FOR_GOOD and run.seconds_left(RUN_LIMIT) > 0:
         running = [n for n, p in workers.items() if p.poll() is None and n not in gone]
         if len(running) <= 2:
             break
@@ -121,7 +96,7 @@ def test_every_message_exactly_once_despite_sigkill(tmp_path: Path) -> None:
         after_send += sending(tmp_path, victim) > 0
         gone.append(victim)
     for name, process in workers.items():
-        _, err = process.communicate(timeout=max(RUN_LIMIT - (time.monotonic() - began), 30))
+        _, err = process.communicate(timeout=max(run.seconds_left(RUN_LIMIT), 30))
         assert process.returncode == (-9 if name in gone else 0), (name, err[-2000:])
     assert kills >= MIN_KILLS, f"the run ended after {kills} kills; kill more often"
     assert mid_claim >= 1                         # killed while holding messages

@@ -10,7 +10,6 @@ and topics intact.
 from __future__ import annotations
 
 import os
-import random
 import subprocess
 import sys
 import time
@@ -26,20 +25,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 from clone_requests import build_history  # noqa: E402
+from sigkill_clones import SHARED, kill_at_random, start_clone  # noqa: E402
 
-SHARED = ROOT / "clone_streaming_shared.py"
 VPSES = {"vps1": ["session1", "session2"], "vps2": ["session3", "session4"]}
 ACCOUNTS = [name for names in VPSES.values() for name in names]
 MESSAGES = int(os.environ.get("TWO_VPS_MESSAGES", "4000"))
 TOPICS = 5
-KILL_EVERY = (0.3, 0.9)          # seconds between kills, drawn at random
-MIN_KILLS, MAX_KILLS = 3, 8
+MIN_KILLS = 3
 RUN_LIMIT = 120 + MESSAGES * 0.1  # seconds for the whole run, kills included
-
-
-def start(folder: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(SHARED), "--once"], cwd=folder,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def query(url: str, sql: str, *params: object) -> list[tuple]:
@@ -82,29 +75,11 @@ def test_two_vpses_share_one_postgresql_checkpoint_despite_sigkill(
             "COPY_MODE": "copy", "CLAIM_TIMEOUT": "2", "SHARED_DB_URL": pg_url})
         for vps, names in VPSES.items() for name in names}
 
-    workers = {name: start(folder) for name, folder in folders.items()}
-    rng = random.Random(17)
-    kills, mid_claim, began = 0, 0, time.monotonic()
-    # the kills start once every account has cloned something, so the work is shared
-    while len(done_by_account(pg_url)) < len(ACCOUNTS):
-        assert time.monotonic() - began < RUN_LIMIT, "not every account started cloning"
-        assert all(p.poll() is None for p in workers.values()), \
-            {n: p.stderr.read()[-2000:] for n, p in workers.items() if p.poll() is not None}
-        time.sleep(0.05)
-    while kills < MAX_KILLS and time.monotonic() - began < RUN_LIMIT:
-        time.sleep(rng.uniform(*KILL_EVERY))
-        running = [name for name, process in workers.items() if process.poll() is None]
-        if not running:
-            break
-        holding = [name for name in running if held_by(pg_url, name)]
-        victim = rng.choice(holding or running)
-        workers[victim].kill()                    # SIGKILL: no cleanup of any kind
-        workers[victim].wait()
-        kills += 1
-        mid_claim += held_by(pg_url, victim) > 0
-        workers[victim] = start(folders[victim])
+    run = kill_at_random(folders, held=lambda name: held_by(pg_url, name),
+                         done=lambda: done_by_account(pg_url), seed=17, run_limit=RUN_LIMIT)
+    workers, kills, mid_claim, began = run.workers, run.kills, run.mid_claim, run.began
     for name, process in workers.items():
-        _, err = process.communicate(timeout=max(RUN_LIMIT - (time.monotonic() - began), 30))
+        _, err = process.communicate(timeout=max(run.seconds_left(RUN_LIMIT), 30))
         assert process.returncode == 0, (name, err[-2000:])
     assert kills >= MIN_KILLS, f"the run ended after {kills} kills; kill more often"
     assert mid_claim >= 1                         # killed while holding messages
@@ -170,12 +145,12 @@ def test_ordered_mode_and_audit_on_postgresql(tmp_path: Path, pg_url: str) -> No
     # session1 is held up on its first send while session3 goes on: order must still hold
     world.inject_fault("FLOOD_WAIT", seconds=2, account="session1", times=1,
                        request="SendMessageRequest")
-    workers = [start(folders[0])]
+    workers = [start_clone(folders[0])]
     deadline = time.monotonic() + RUN_LIMIT
     while not world.faults()[0]["fired"] and workers[0].poll() is None:
         assert time.monotonic() < deadline, "session1 never hit its fault"
         time.sleep(0.05)
-    workers.append(start(folders[1]))
+    workers.append(start_clone(folders[1]))
     for process in workers:
         _, err = process.communicate(timeout=RUN_LIMIT)
         assert process.returncode == 0, err[-2000:]
