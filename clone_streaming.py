@@ -74,6 +74,11 @@ EVENT_SETTLE_SECONDS = 0.5             # lets an album's items all arrive before
 WAIT_POLL_SECONDS = 0.02               # polling another account's claim (replies, order)
 LEFTOVER_POLL_SECONDS = 0.5            # --once: polling the claims of other accounts
 HISTORY_PAGE = 100                     # messages per history request (Telegram's most)
+ALBUM_MAX = 10                         # items of an album at most (Telegram's limit)
+# A range of source ids read in one history request: the range, ALBUM_MAX - 1 ids each side
+# (the whole of every album starting in it, and whether its first album started before it),
+# and one more message (whether newer messages follow).
+RANGE_SIZE = HISTORY_PAGE - 2 * (ALBUM_MAX - 1) - 1
 RECENT_TARGET_SCAN = 200               # target messages searched after RANDOM_ID_DUPLICATE
 CLOCK_SKEW_SECONDS = 60                # slack around a send in doubt (our clock vs Telegram's)
 SEND_ATTEMPTS = 5                      # dropped connections per send
@@ -133,6 +138,11 @@ def _ids_json(msg_ids: Iterable[int]) -> str:
     return json.dumps([int(i) for i in msg_ids])
 
 
+def range_lo(msg_id: int) -> int:
+    """The first source id of the history range holding `msg_id` (see Checkpoint)."""
+    return (max(int(msg_id), 1) - 1) // RANGE_SIZE * RANGE_SIZE + 1
+
+
 class CheckpointRow(NamedTuple):
     """One message's state in a checkpoint."""
 
@@ -156,6 +166,12 @@ class Checkpoint(ABC):
     takes it over then finds it `in_doubt` (search the target before sending again).
     Album members are claimed whole or not at all. The report methods (`status_tables`,
     `retry_failed`) need no pair.
+
+    The history is read in ranges of RANGE_SIZE source ids (lo = k * RANGE_SIZE + 1): a
+    session leases a range (`claim_range`), reads it, and claims the units whose lowest id
+    is in it together with recording the range read (`claim(..., range_read=)`), so each
+    range is read once however many sessions run. A range lease is kept alive by
+    `heartbeat()` and taken over once stale, like a claim.
     """
 
     def __init__(self, session_name: str, *, claim_timeout: float = DEFAULT_CLAIM_TIMEOUT
@@ -181,10 +197,53 @@ class Checkpoint(ABC):
 
     # ------------------------------------------------------------------ claims
     @abstractmethod
-    def claim(self, msg_ids: Iterable[int], *,
-              grouped_ids: Mapping[int, int] | None = None) -> list[int]:
+    def claim(self, msg_ids: Iterable[int], *, grouped_ids: Mapping[int, int] | None = None,
+              range_read: tuple[int, bool] | None = None) -> list[int]:
         """Claim messages (rows created as needed, with their album's id); returns the ids
-        this session now holds. An album is taken only if no member is held elsewhere."""
+        this session now holds. An album is taken only if no member is held elsewhere.
+        `range_read` (lo, more): in the same transaction, the leased range starting at lo
+        is recorded read (`more`: newer messages follow it)."""
+
+    @abstractmethod
+    def claim_range(self, first: int, since: datetime, *, single: bool = False
+                    ) -> int | None:
+        """Lease the lowest range to read from the one holding source id `first` (a range
+        left 'reading' by a stopped session below it first): one nobody has leased, this
+        session's, or a stale lease; ranges read with newer messages after them are
+        final and passed, as are those other live sessions are reading. Returns its lo, or
+        None once the newest range was read at or after `since` (the history's end).
+        `single`: only the range holding `first` (None if it cannot be leased)."""
+
+    @abstractmethod
+    def reading_ranges(self, up_to: int) -> list[tuple[int, bool]]:
+        """(lo, stale) of the ranges other sessions are reading that start at or below
+        `up_to` (their messages are not rows yet)."""
+
+    @abstractmethod
+    def release_ranges(self) -> int:
+        """Give back this session's range leases (not read yet); returns how many."""
+
+    @staticmethod
+    def _pick_range(rows: list[tuple[int, str, bool, bool, bool, bool]], first_lo: int,
+                    single: bool) -> tuple[int, bool] | None:
+        """claim_range's choice from the pair's ranges (lo, status, mine, stale, fresh,
+        more): (lo, whether it has a row), or None."""
+        known = {row[0]: row[1:] for row in rows}
+        left = [lo for lo, (status, mine, stale, _, _) in known.items()
+                if status == "reading" and (mine or stale) and lo < first_lo]
+        if left and not single:
+            return min(left), True
+        lo = first_lo
+        while True:
+            if lo not in known:
+                return lo, False
+            status, mine, stale, fresh, more = known[lo]
+            if status == "reading" and (mine or stale) or status == "read" and not more \
+                    and not fresh:
+                return lo, True
+            if single or status == "read" and not more:
+                return None
+            lo += RANGE_SIZE
 
     @abstractmethod
     def claim_next(self, limit: int = 1, *, up_to: int | None = None) -> list[int]:
@@ -223,7 +282,8 @@ class Checkpoint(ABC):
 
     @abstractmethod
     def heartbeat(self) -> int:
-        """Refresh this session's claims (every pair); returns how many."""
+        """Refresh this session's claims and range leases (every pair); returns how many
+        claims."""
 
     @abstractmethod
     def release_stale(self) -> int:
@@ -337,14 +397,20 @@ class SqliteCheckpoint(Checkpoint):
                      AND target_chat IN ('', :dst)
                      AND NOT (source_chat = :src AND target_chat = :dst)""", params).rowcount
 
-    def claim(self, msg_ids: Iterable[int], *,
-              grouped_ids: Mapping[int, int] | None = None) -> list[int]:
+    def claim(self, msg_ids: Iterable[int], *, grouped_ids: Mapping[int, int] | None = None,
+              range_read: tuple[int, bool] | None = None) -> list[int]:
         ids = [int(i) for i in msg_ids]
-        if not ids:
+        if not ids and range_read is None:
             return []
         groups = grouped_ids or {}
         params = self._params(ids=_ids_json(ids))
         with transaction(self.conn):
+            if range_read is not None:
+                self.conn.execute(
+                    f"""UPDATE history_ranges SET status = 'read', read_at = :now,
+                            more = :more, session = NULL
+                        WHERE {self._PAIR} AND lo = :lo AND session = :me""",
+                    {**params, "lo": range_read[0], "more": int(range_read[1])})
             # status spelled out: an earlier system's table has no default for it
             self.conn.executemany(
                 "INSERT OR IGNORE INTO messages (source_chat, target_chat, msg_id, grouped_id, "
@@ -362,6 +428,42 @@ class SqliteCheckpoint(Checkpoint):
                                      AND (m.random_id IS NULL OR m.claimed_at < :orphan))))
                     RETURNING msg_id""", params).fetchall()
         return sorted(i for (i,) in rows)
+
+    def claim_range(self, first: int, since: datetime, *, single: bool = False
+                    ) -> int | None:
+        first_lo = range_lo(first)
+        params = self._params(first=first_lo, since=_iso(since))
+        with transaction(self.conn):
+            rows = self.conn.execute(
+                f"""SELECT lo, status, session IS :me, claimed_at < :stale,
+                           read_at >= :since, more FROM history_ranges
+                    WHERE {self._PAIR} AND (lo >= :first OR status = 'reading')
+                    ORDER BY lo""", params).fetchall()
+            picked = self._pick_range([(lo, st, bool(m), bool(s), bool(f), bool(mo))
+                                       for lo, st, m, s, f, mo in rows], first_lo, single)
+            if picked is None:
+                return None
+            lo = picked[0]
+            self.conn.execute(
+                """INSERT INTO history_ranges (source_chat, target_chat, lo, hi, status,
+                       session, claimed_at) VALUES (:src, :dst, :lo, :hi, 'reading', :me, :now)
+                   ON CONFLICT (source_chat, target_chat, lo) DO UPDATE SET
+                       status = 'reading', session = :me, claimed_at = :now, read_at = NULL,
+                       more = 0""", {**params, "lo": lo, "hi": lo + RANGE_SIZE - 1})
+        return lo
+
+    def reading_ranges(self, up_to: int) -> list[tuple[int, bool]]:
+        rows = self.conn.execute(
+            f"""SELECT lo, claimed_at < :stale FROM history_ranges WHERE {self._PAIR}
+                AND status = 'reading' AND session IS NOT :me AND lo <= :up_to ORDER BY lo""",
+            self._params(up_to=int(up_to)))
+        return [(lo, bool(stale)) for lo, stale in rows]
+
+    def release_ranges(self) -> int:
+        with transaction(self.conn):
+            return self.conn.execute(
+                "DELETE FROM history_ranges WHERE status = 'reading' AND session = :me",
+                self._params()).rowcount
 
     def claim_next(self, limit: int = 1, *, up_to: int | None = None) -> list[int]:
         params = self._params(limit=int(limit),
@@ -459,10 +561,13 @@ class SqliteCheckpoint(Checkpoint):
                       AND (random_id IS NULL OR :unsent)""", params).rowcount
 
     def heartbeat(self) -> int:
+        params = self._params()
         with transaction(self.conn):
+            self.conn.execute("UPDATE history_ranges SET claimed_at = :now "
+                              "WHERE status = 'reading' AND session = :me", params)
             return self.conn.execute(
                 "UPDATE messages SET claimed_at = :now WHERE status = 'processing' "
-                "AND session = :me", self._params()).rowcount
+                "AND session = :me", params).rowcount
 
     def release_stale(self) -> int:
         with transaction(self.conn):
@@ -714,13 +819,21 @@ class PostgresCheckpoint(Checkpoint):
                 RETURNING msg_id""", self._params(ids=wanted))
         return sorted(i for (i,) in claimed)
 
-    def claim(self, msg_ids: Iterable[int], *,
-              grouped_ids: Mapping[int, int] | None = None) -> list[int]:
+    def claim(self, msg_ids: Iterable[int], *, grouped_ids: Mapping[int, int] | None = None,
+              range_read: tuple[int, bool] | None = None) -> list[int]:
         ids = sorted({int(i) for i in msg_ids})
-        if not ids:
+        if not ids and range_read is None:
             return []
         groups = grouped_ids or {}
         with self.conn.transaction():
+            if range_read is not None:
+                self.conn.execute(
+                    f"""UPDATE history_ranges SET status = 'read', read_at = now(),
+                            more = %(more)s, session = NULL
+                        WHERE {self._PAIR} AND lo = %(lo)s AND session = %(me)s""",
+                    self._params(lo=range_read[0], more=bool(range_read[1])))
+            if not ids:
+                return []
             # in id order: two sessions inserting the same rows wait, never deadlock
             self.conn.execute(
                 """INSERT INTO messages (source_chat, target_chat, msg_id, grouped_id, status)
@@ -733,6 +846,47 @@ class PostgresCheckpoint(Checkpoint):
                     AND msg_id = ANY(%(ids)s) AND grouped_id IS NOT NULL""",
                 self._params(ids=ids)))
             return self._claim_locked(ids)
+
+    def claim_range(self, first: int, since: datetime, *, single: bool = False
+                    ) -> int | None:
+        first_lo = range_lo(first)
+        params = self._params(first=first_lo, since=since)
+        with self.conn.transaction():
+            # one session at a time picks a range of the pair (a lease a minute or so)
+            self.conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended("
+                "%(src)s || ' ' || %(dst)s || ' ranges', 0))", params)
+            rows = self._query(
+                f"""SELECT lo, status, session IS NOT DISTINCT FROM %(me)s,
+                           COALESCE({self._STALE}, false),
+                           COALESCE(read_at >= %(since)s, false), more FROM history_ranges
+                    WHERE {self._PAIR} AND (lo >= %(first)s OR status = 'reading')
+                    ORDER BY lo""", params)
+            picked = self._pick_range(rows, first_lo, single)
+            if picked is None:
+                return None
+            lo = picked[0]
+            self.conn.execute(
+                """INSERT INTO history_ranges (source_chat, target_chat, lo, hi, status,
+                       session, claimed_at)
+                   VALUES (%(src)s, %(dst)s, %(lo)s, %(hi)s, 'reading', %(me)s, now())
+                   ON CONFLICT (source_chat, target_chat, lo) DO UPDATE SET
+                       status = 'reading', session = %(me)s, claimed_at = now(),
+                       read_at = NULL, more = false""",
+                {**params, "lo": lo, "hi": lo + RANGE_SIZE - 1})
+        return lo
+
+    def reading_ranges(self, up_to: int) -> list[tuple[int, bool]]:
+        return [(lo, bool(stale)) for lo, stale in self._query(
+            f"""SELECT lo, COALESCE({self._STALE}, false) FROM history_ranges
+                WHERE {self._PAIR} AND status = 'reading'
+                  AND session IS DISTINCT FROM %(me)s AND lo <= %(up_to)s ORDER BY lo""",
+            self._params(up_to=int(up_to)))]
+
+    def release_ranges(self) -> int:
+        return self.conn.execute(
+            "DELETE FROM history_ranges WHERE status = 'reading' AND session = %(me)s",
+            self._params()).rowcount
 
     def claim_next(self, limit: int = 1, *, up_to: int | None = None) -> list[int]:
         params = self._params(limit=int(limit),
@@ -825,9 +979,12 @@ class PostgresCheckpoint(Checkpoint):
             self._params(ids=[int(i) for i in msg_ids], unsent=bool(unsent))).rowcount
 
     def heartbeat(self) -> int:
-        return self.conn.execute(
-            "UPDATE messages SET claimed_at = now() WHERE status = 'processing' "
-            "AND session = %(me)s", self._params()).rowcount
+        with self.conn.transaction():
+            self.conn.execute("UPDATE history_ranges SET claimed_at = now() "
+                              "WHERE status = 'reading' AND session = %(me)s", self._params())
+            return self.conn.execute(
+                "UPDATE messages SET claimed_at = now() WHERE status = 'processing' "
+                "AND session = %(me)s", self._params()).rowcount
 
     def release_stale(self) -> int:
         return self.conn.execute(
@@ -1372,6 +1529,7 @@ class Cloner:
         # units queued for forwarding, per target topic (a topic's units keep their order)
         self.batches: dict[int | None, list[list[Any]]] = {}
         self.last_seen = 0
+        self.deferred: list[list[Any]] = []     # replies to messages others hold (copying)
         self.new_messages = asyncio.Event()
         self.changed: set[int] = set()     # source ids edited or deleted (SYNC_*)
         self.one_at_a_time = False          # slow mode in the target: one message a request
@@ -1467,6 +1625,7 @@ class Cloner:
                              max(self.last_seen, self.checkpoint.resume_point()))
         finally:
             heartbeat.cancel()
+            self.checkpoint.release_ranges()
             released = self.checkpoint.give_back(self.checkpoint.owned())
             if released:
                 log.info("gave back %d claimed messages not yet sent", released)
@@ -1566,43 +1725,70 @@ class Cloner:
             await self.flush()
             await self.take_leftovers()
             if self.config.once:        # the backfill is complete when every message is
-                await self.settle([i for i, _, _ in self.checkpoint.open_below(
-                    self.last_seen + 1)], poll=LEFTOVER_POLL_SECONDS)
+                await self.wait_for_ranges(2 ** 62)
+                await self.settle([i for i, _, _ in self.checkpoint.open_below(2 ** 62)],
+                                  poll=LEFTOVER_POLL_SECONDS)
             return
 
     async def take_leftovers(self) -> None:
-        """Clone the messages read so far that nobody holds any more (given back, or left
-        by an account that stopped). Claims of live accounts are theirs to finish: waiting
-        for them would let one account's FloodWait stop the others."""
-        open_rows = self.checkpoint.open_below(self.last_seen + 1)
+        """Clone the known messages that nobody holds any more (given back, or left by an
+        account that stopped), and the replies deferred while others held their message.
+        Claims of live accounts are theirs to finish: waiting for them would let one
+        account's FloodWait stop the others."""
+        await self.come_back(wait=True)
+        open_rows = self.checkpoint.open_below(2 ** 62)
         held = self.checkpoint.claim(self.checkpoint.with_albums(
             [msg_id for msg_id, _, _ in open_rows]))
         await self.process_ids(held)
 
     async def read_history(self) -> None:
-        """Read the source after the resume point, a page (HISTORY_PAGE messages, one
-        request) at a time in id order, cloning unit by unit (each claimed whole)."""
-        start = max(self.checkpoint.resume_point(), self.last_seen)
-        unit: list[Any] = []
-        while page := await self.client.get_messages(
-                self.source, reverse=True, min_id=start, limit=HISTORY_PAGE, wait_time=0):
-            self.progress.top_id = max(self.progress.top_id, page.total or 0)
-            for message in page:
-                grouped = getattr(message, "grouped_id", None)
-                if unit and grouped and grouped == getattr(unit[0], "grouped_id", None):
-                    unit.append(message)
-                    continue
-                if unit:
-                    await self.handle(unit)
-                unit = [message]
-            start = page[-1].id
-            if len(page) < HISTORY_PAGE:        # the newest page
-                break
-        if unit:
-            await self.handle(unit)
+        """Read the source after the resume point range by range (RANGE_SIZE ids, one
+        request each, see Checkpoint), each range leased so no other account reads it;
+        ends at the newest range read since this pass started."""
+        since = datetime.now(UTC)
+        while (lo := self.checkpoint.claim_range(self.checkpoint.resume_point() + 1,
+                                                 since)) is not None:
+            await self.read_range(lo)
+
+    async def read_range(self, lo: int) -> None:
+        """Read a leased range with ALBUM_MAX - 1 ids either side and one message more, claim
+        the units whose lowest id is in it (an album belongs to the range holding its
+        first item) and record the range read, in one transaction; then clone them."""
+        hi = lo + RANGE_SIZE - 1
+        page = await self.client.get_messages(
+            self.source, reverse=True, min_id=max(lo - ALBUM_MAX, 0), limit=HISTORY_PAGE,
+            wait_time=0)
+        self.progress.top_id = max(self.progress.top_id, page.total or 0)
+        edge = hi + ALBUM_MAX - 1
+        more = any(m.id > edge for m in page)
+        units = [u for u in group_units(m for m in page if m.id <= edge) if lo <= u[0].id <= hi]
+        held = set(self.checkpoint.claim(
+            [m.id for u in units for m in u], range_read=(lo, more),
+            grouped_ids={m.id: m.grouped_id for u in units for m in u
+                         if getattr(m, "grouped_id", None)}))
+        if units:
+            self.last_seen = max(self.last_seen, units[-1][-1].id)
+        for unit in units:
+            unit = [m for m in unit if m.id in held]
+            if unit:
+                await self.clone_unit(unit)
+        await self.come_back(wait=False)
+
+    async def wait_for_ranges(self, up_to: int) -> None:
+        """Wait until no other account is reading a range starting at or below `up_to`
+        (its messages are not in the checkpoint yet); a range left by an account that
+        stopped is read here."""
+        while ranges := self.checkpoint.reading_ranges(up_to):
+            for lo, stale in ranges:
+                if stale and self.checkpoint.claim_range(lo, datetime.now(UTC),
+                                                         single=True) == lo:
+                    await self.read_range(lo)
+            await asyncio.sleep(WAIT_POLL_SECONDS)
 
     async def process_ids(self, msg_ids: list[int]) -> None:
-        """Fetch messages by id (claimed already, or to be claimed) and clone them."""
+        """Fetch messages by id (claimed already, or to be claimed) and clone them; an
+        album cut by the edge of a fetched chunk waits for the rest of it."""
+        carried: list[Any] = []
         for start in range(0, len(msg_ids), FORWARD_BATCH):
             chunk = msg_ids[start:start + FORWARD_BATCH]
             found = await telegram_session.call_with_flood_wait(
@@ -1611,7 +1797,10 @@ class Cloner:
             for msg_id, message in zip(chunk, found, strict=True):
                 if message is None and self.checkpoint.claim([msg_id]):
                     self.fail([msg_id], "the message is no longer in the source")
-            for unit in group_units(m for m in found if m is not None):
+            units = group_units([*carried, *(m for m in found if m is not None)])
+            carried = units.pop() if units and start + FORWARD_BATCH < len(msg_ids) \
+                and getattr(units[-1][0], "grouped_id", None) else []
+            for unit in units:
                 await self.handle(unit)
         await self.flush()
 
@@ -1636,13 +1825,18 @@ class Cloner:
     # ------------------------------------------------------------------ one unit
 
     async def handle(self, unit: list[Any]) -> None:
-        """Claim a unit (album or message) and clone it, skip it, or queue it to forward."""
+        """Claim a unit (album or message) and clone it."""
         self.last_seen = max(self.last_seen, unit[-1].id)
         held = set(self.checkpoint.claim([m.id for m in unit], grouped_ids={
             m.id: m.grouped_id for m in unit if getattr(m, "grouped_id", None)}))
         unit = [m for m in unit if m.id in held]
-        if not unit:
-            return
+        if unit:
+            await self.clone_unit(unit, deferrable=False)
+
+    async def clone_unit(self, unit: list[Any], *, deferrable: bool = True) -> None:
+        """Clone a claimed unit, skip it, or queue it to forward. A copied reply whose
+        message another account holds is deferred (`deferrable`: read in a range, not
+        ORDERED): this account goes on with its range and comes back to it."""
         self.progress.position = max(self.progress.position, unit[-1].id)
         first = unit[0]
         if is_service(first):
@@ -1667,9 +1861,35 @@ class Cloner:
             # ORDERED: a batch could pass another account's older message
             if self.config.ordered or self.one_at_a_time:
                 await self.flush()
+        elif deferrable and not self.config.ordered and self.held_elsewhere(first):
+            self.deferred.append(unit)
         else:
             await self.flush()
             await self.copy_unit(unit, topic, protected)
+
+    def held_elsewhere(self, message: Any) -> bool:
+        """Whether the message this one replies to is being cloned by another account (its
+        claim, or a range it is reading)."""
+        reply_id = source_reply_id(message)
+        if reply_id is None:
+            return False
+        row = self.checkpoint.row(reply_id)
+        if row is None:
+            return bool(self.checkpoint.reading_ranges(reply_id))
+        return row.status == "processing" and row.session != self.checkpoint.session
+
+    async def come_back(self, *, wait: bool) -> None:
+        """Clone the deferred replies whose message is no longer held elsewhere (`wait`:
+        all of them, waiting where needed)."""
+        deferred, self.deferred = self.deferred, []
+        owned = set(self.checkpoint.owned()) if deferred else set()
+        for unit in sorted(deferred, key=lambda u: u[0].id):    # older first: no circles
+            if not all(m.id in owned for m in unit):
+                continue                # cloned meanwhile (it was the message of a reply)
+            if wait or not self.held_elsewhere(unit[0]):
+                await self.clone_unit(unit, deferrable=False)
+            else:
+                self.deferred.append(unit)
 
     def forwards(self, message: Any, protected: bool) -> bool:
         """Whether a unit is forwarded (else copied). COPY_MODE=auto copies what forwarding
@@ -1813,8 +2033,10 @@ class Cloner:
 
     def give_back_batch(self) -> None:
         """Before a long sleep: give back every claim whose send has not started (the
-        units queued for forwarding, the rest of the page) so other accounts take them."""
-        self.batches = {}
+        units queued for forwarding or deferred, the rest of the range) and the range
+        leases, so other accounts take them."""
+        self.batches, self.deferred = {}, []
+        self.checkpoint.release_ranges()
         self.checkpoint.give_back(self.checkpoint.owned())
 
     async def forward_units(self, units: list[list[Any]], topic: int | None) -> None:
@@ -2010,15 +2232,18 @@ class Cloner:
 
     async def target_of(self, msg_id: int) -> int | None:
         """The target id of a cloned source message, cloning it first if nobody holds it
-        and waiting while another account sends it (an account that rests gives its claims
-        back, so the wait is short): a reply never loses its link to a message that is
-        cloned. None if that message failed or is not in the checkpoint."""
+        and waiting while another account reads or sends it (an account that rests gives
+        its claims back, so the wait is short): a reply never loses its link to a message
+        that is cloned. None if that message failed or is not in the checkpoint."""
+        if self.checkpoint.row(msg_id) is None:
+            await self.wait_for_ranges(msg_id)
         await self.settle([msg_id])
         row = self.checkpoint.row(msg_id)
         return row[2] if row is not None and row[0] == "done" else None
 
     async def wait_turn(self, msg_id: int) -> None:
-        """ORDERED: wait until every older source message is finished."""
+        """ORDERED: wait until every older source message is read and finished."""
+        await self.wait_for_ranges(msg_id)
         while open_rows := self.checkpoint.open_below(msg_id):
             await self.settle([i for i, _, _ in open_rows])
 

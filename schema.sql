@@ -59,6 +59,25 @@ CREATE TABLE IF NOT EXISTS topic_map (
     PRIMARY KEY (source_chat, source_topic, target_chat)
 );
 
+-- Ranges of source ids (lo .. hi) leased for reading the history: one account reads a
+-- range (one history request) and claims the units (album or message) whose lowest id is
+-- in it; status reading | read. A 'reading' lease is kept alive by its session's heartbeat
+-- (`claimed_at`) and taken over once stale. `more` = 1: newer messages existed when it was
+-- read, so the range is final; a range read with more = 0 (the newest one) is read again by
+-- a later pass.
+CREATE TABLE IF NOT EXISTS history_ranges (
+    source_chat TEXT    NOT NULL,
+    target_chat TEXT    NOT NULL,
+    lo          INTEGER NOT NULL,
+    hi          INTEGER NOT NULL,
+    status      TEXT    NOT NULL DEFAULT 'reading',
+    session     TEXT,
+    claimed_at  TEXT,
+    read_at     TEXT,
+    more        INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (source_chat, target_chat, lo)
+);
+
 -- "next pending message of this pair" is a range scan in id order
 CREATE INDEX IF NOT EXISTS idx_messages_pair_status
     ON messages(source_chat, target_chat, status, msg_id);

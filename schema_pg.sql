@@ -45,6 +45,20 @@ CREATE TABLE IF NOT EXISTS topic_map (
     PRIMARY KEY (source_chat, source_topic, target_chat)
 );
 
+-- Ranges of source ids leased for reading the history (schema.sql explains).
+CREATE TABLE IF NOT EXISTS history_ranges (
+    source_chat text        NOT NULL,
+    target_chat text        NOT NULL,
+    lo          bigint      NOT NULL,
+    hi          bigint      NOT NULL,
+    status      text        NOT NULL DEFAULT 'reading',
+    session     text,
+    claimed_at  timestamptz,
+    read_at     timestamptz,
+    more        boolean     NOT NULL DEFAULT false,
+    PRIMARY KEY (source_chat, target_chat, lo)
+);
+
 CREATE INDEX IF NOT EXISTS idx_messages_pair_status
     ON messages (source_chat, target_chat, status, msg_id);
 CREATE INDEX IF NOT EXISTS idx_messages_processed_at ON messages (processed_at);
