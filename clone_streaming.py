@@ -1755,10 +1755,7 @@ class Cloner:
         the units whose lowest id is in it (an album belongs to the range holding its
         first item) and record the range read, in one transaction; then clone them."""
         hi = lo + RANGE_SIZE - 1
-        page = await self.client.get_messages(
-            self.source, reverse=True, min_id=max(lo - ALBUM_MAX, 0), limit=HISTORY_PAGE,
-            wait_time=0)
-        self.progress.top_id = max(self.progress.top_id, page.total or 0)
+        page = await self.read_from(max(lo - ALBUM_MAX + 1, 1))
         edge = hi + ALBUM_MAX - 1
         more = any(m.id > edge for m in page)
         units = [u for u in group_units(m for m in page if m.id <= edge) if lo <= u[0].id <= hi]
@@ -1773,6 +1770,21 @@ class Cloner:
             if unit:
                 await self.clone_unit(unit)
         await self.come_back(wait=False)
+
+    async def read_from(self, first: int) -> list[Any]:
+        """The HISTORY_PAGE source messages from id `first` up, oldest first, in exactly
+        one messages.getHistory (Telethon's iter_messages asks once more after a short
+        page, which would double the requests for the newest range)."""
+        result = await self.client(functions.messages.GetHistoryRequest(
+            peer=self.source, offset_id=first, offset_date=None, add_offset=-HISTORY_PAGE,
+            limit=HISTORY_PAGE, max_id=0, min_id=0, hash=0))
+        self.progress.top_id = max(self.progress.top_id, getattr(result, "count", 0) or 0)
+        entities = {utils.get_peer_id(x): x for x in (*result.users, *result.chats)}
+        page = sorted((m for m in result.messages if not isinstance(m, types.MessageEmpty)
+                       and m.id >= first), key=lambda m: m.id)
+        for message in page:        # what iter_messages does to each message it returns
+            message._finish_init(self.client, entities, self.source)
+        return page
 
     async def wait_for_ranges(self, up_to: int) -> None:
         """Wait until no other account is reading a range starting at or below `up_to`
