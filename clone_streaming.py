@@ -524,19 +524,18 @@ class SqliteCheckpoint(Checkpoint):
 
     def complete(self, targets: Mapping[int, int | None], *,
                  note: str | None = None) -> set[int]:
-        params = self._params(note=note)
-        done = set()
+        params = self._params(ids=_ids_json(targets))
         with transaction(self.conn):
-            for msg_id, target_msg_id in targets.items():
-                row = self.conn.execute(
-                    f"""UPDATE messages SET status = 'done', target_msg_id = :target,
-                            processed_at = :now, error = :note, doubt_seen = NULL
-                        WHERE {self._PAIR} AND msg_id = :id AND status = 'processing'
-                          AND session = :me RETURNING msg_id""",
-                    {**params, "target": target_msg_id, "id": int(msg_id)}).fetchone()
-                if row:
-                    done.add(int(msg_id))
-        return done
+            held = {i for (i,) in self.conn.execute(
+                f"""SELECT msg_id FROM messages WHERE {self._PAIR}
+                    AND msg_id IN (SELECT value FROM json_each(:ids))
+                    AND status = 'processing' AND session = :me""", params)}
+            self.conn.executemany(
+                "UPDATE messages SET status = 'done', target_msg_id = ?, processed_at = ?, "
+                "error = ?, doubt_seen = NULL "
+                "WHERE source_chat = ? AND target_chat = ? AND msg_id = ?",
+                [(targets[i], params["now"], note, self.src, self.dst, i) for i in held])
+        return held
 
     def fail(self, msg_ids: Iterable[int], reason: str, *, status: str = "failed"
              ) -> set[int]:
@@ -583,7 +582,7 @@ class SqliteCheckpoint(Checkpoint):
     def resume_point(self) -> int:
         first_open, last = self.conn.execute(
             f"""SELECT (SELECT MIN(msg_id) FROM messages WHERE {self._PAIR}
-                        AND status NOT IN {TERMINAL}),
+                        AND status IN ('pending', 'processing')),
                        (SELECT MAX(msg_id) FROM messages WHERE {self._PAIR})""",
             self._params()).fetchone()
         if first_open is not None:

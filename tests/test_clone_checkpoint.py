@@ -5,13 +5,20 @@ from __future__ import annotations
 import multiprocessing as mp
 import sqlite3
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
 import pytest
 
 import migrate_db
-from clone_streaming import Checkpoint, PostgresCheckpoint, SqliteCheckpoint
+from clone_streaming import (
+    RANGE_SIZE,
+    Checkpoint,
+    PostgresCheckpoint,
+    SqliteCheckpoint,
+    range_lo,
+)
 
 SOURCE = "-1001"
 TARGET = "-1002"
@@ -92,6 +99,46 @@ def test_stale_claim_is_taken_over_and_the_late_owner_is_refused(
     assert a.complete({1: 10}) == set()             # a's late completion is refused
     assert b.complete({1: 20}) == {1}
     assert rows(checkpoint_path)[1][:3] == ("done", "b", 20)
+
+
+def test_each_history_range_is_leased_to_one_session(checkpoint_path: Path | str) -> None:
+    a = opened(checkpoint_path, "a", claim_timeout=0.3)
+    b = opened(checkpoint_path, "b", claim_timeout=0.3)
+    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    second = 1 + RANGE_SIZE
+    assert range_lo(1) == range_lo(RANGE_SIZE) == 1 and range_lo(second) == second
+    assert a.claim_range(1, since) == 1
+    assert b.claim_range(1, since) == second               # a is reading the first
+    assert a.claim_range(1, since) == 1                    # its own lease, again
+    assert b.reading_ranges(second) == [(1, False)]
+    # the range's units and the range recorded read in one transaction
+    assert a.claim([1, 2, 3], grouped_ids={2: 7, 3: 7}, range_read=(1, True)) == [1, 2, 3]
+    assert b.reading_ranges(second) == []
+    # the second range was the newest (nothing after it): the end of this pass
+    assert b.claim([second], range_read=(second, False)) == [second]
+    assert a.claim_range(1, since) is None
+    assert b.claim_range(second + 1, since) is None
+    # a later pass reads the newest range again; a range with newer messages never
+    assert a.claim_range(1, datetime.now(timezone.utc) + timedelta(seconds=1)) == second
+    assert query(checkpoint_path, "SELECT lo, status, session FROM history_ranges "
+                                  "ORDER BY lo") == [(1, "read", None),
+                                                     (second, "reading", "a")]
+
+
+def test_a_stopped_sessions_range_is_taken_over_and_released(
+        checkpoint_path: Path | str) -> None:
+    a = opened(checkpoint_path, "a", claim_timeout=0.3)
+    b = opened(checkpoint_path, "b", claim_timeout=0.3)
+    since = datetime.now(timezone.utc)
+    assert a.claim_range(1, since) == 1
+    a.heartbeat()
+    assert b.claim_range(1, since, single=True) is None    # a lives
+    time.sleep(0.4)
+    assert b.reading_ranges(1) == [(1, True)]             # stale: a stopped
+    # below the resume point too: a range left reading is read before later ones
+    assert b.claim_range(10 * RANGE_SIZE, since) == 1
+    assert b.release_ranges() == 1
+    assert a.claim_range(1, since, single=True) == 1       # free again
 
 
 def test_heartbeat_keeps_a_long_claim(checkpoint_path: Path | str) -> None:

@@ -260,7 +260,7 @@ def test_a_database_gets_only_the_schema_of_its_kind(tmp_path: Path):
     assert not migrate_db.pending_changes(conn)
     conn.close()
     checkpoint = migrate_db.connect(tmp_path / "checkpoint.db", kind="checkpoint")
-    assert migrate_db._tables(checkpoint) == {"messages", "topic_map"}
+    assert migrate_db._tables(checkpoint) == {"messages", "topic_map", "history_ranges"}
     checkpoint.close()
     with pytest.raises(ValueError, match="unknown database kind 'nope'"):
         migrate_db.connect(tmp_path / "x.db", kind="nope")
