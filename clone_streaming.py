@@ -1495,6 +1495,21 @@ PROTECTED_REASON = ("CHAT_FORWARDS_RESTRICTED: the source forbids forwarding and
                     "have the rights to")
 
 
+def send_method(copy_mode: str, *, protected: bool, reply: bool, allow_reupload: bool
+                ) -> str:
+    """How an album or message is sent: "forward", "copy" or "refuse" (failed with the
+    reason). Protected content (the chat or message forbids forwarding) is never forwarded:
+    re-uploaded as a copy with ALLOW_REUPLOAD, else refused. COPY_MODE=copy copies,
+    forward forwards, and auto copies what forwarding would damage: a reply (a forward
+    loses the reply link), also one inside a forum topic; it forwards the rest, posts of a
+    topic included (ForwardMessages names the target topic, so forwarding places them)."""
+    if protected:
+        return "copy" if allow_reupload else "refuse"
+    if copy_mode == "copy" or copy_mode == "auto" and reply:
+        return "copy"
+    return "forward"
+
+
 def source_topic_of(message: Any) -> int:
     """The forum topic a source message is in (General is 1)."""
     header = getattr(message, "reply_to", None)
@@ -1864,7 +1879,8 @@ class Cloner:
             return
         topic = await self.target_topic_for(first)
         protected = self.source_protected or any(getattr(m, "noforwards", False) for m in unit)
-        if self.forwards(first, protected):
+        method = self.send_method(first, protected)
+        if method == "forward":
             batch = self.batches.setdefault(topic, [])
             if sum(map(len, batch)) + len(unit) > FORWARD_BATCH:
                 await self.flush_topic(topic)
@@ -1872,7 +1888,8 @@ class Cloner:
             # ORDERED: a batch could pass another account's older message
             if self.config.ordered or self.one_at_a_time:
                 await self.flush()
-        elif deferrable and not self.config.ordered and self.held_elsewhere(first):
+        elif method == "copy" and deferrable and not self.config.ordered \
+                and self.held_elsewhere(first):
             self.deferred.append(unit)
         else:
             await self.flush()
@@ -1902,14 +1919,11 @@ class Cloner:
             else:
                 self.deferred.append(unit)
 
-    def forwards(self, message: Any, protected: bool) -> bool:
-        """Whether a unit is forwarded (else copied). COPY_MODE=auto copies what forwarding
-        would damage: replies (a forward drops the reply link); protected content is never
-        forwarded (re-uploaded with ALLOW_REUPLOAD=true, else failed with the reason)."""
-        mode = self.config.copy_mode
-        if protected or mode == "copy":
-            return False
-        return mode == "forward" or source_reply_id(message) is None
+    def send_method(self, message: Any, protected: bool) -> str:
+        """send_method() for a unit starting with this message under this run's settings."""
+        return send_method(self.config.copy_mode, protected=protected,
+                           reply=source_reply_id(message) is not None,
+                           allow_reupload=bool(self.config.allow_reupload))
 
     def fail(self, msg_ids: list[int], reason: str) -> None:
         """Mark messages failed with the reason (they stay visible in --status)."""
@@ -2099,7 +2113,7 @@ class Cloner:
         replies kept); media by reference, or downloaded and re-uploaded where protected.
         An expired file reference is fetched again (REFETCH_ATTEMPTS times)."""
         ids = [m.id for m in unit]
-        if protected and not self.config.allow_reupload:
+        if self.send_method(unit[0], protected) == "refuse":
             self.fail(ids, PROTECTED_REASON)
             return
         reply_to = await self.reply_header(unit[0], topic)

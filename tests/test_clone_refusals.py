@@ -22,7 +22,7 @@ from test_clone_streaming import (
     two_account_world,
 )
 
-from clone_streaming import REFUSALS, source_reply_id
+from clone_streaming import REFUSALS, source_reply_id, source_topic_of
 from telegram_sim import World, build_demo
 
 DB = Path("sessions") / "shared" / "checkpoint.db"
@@ -253,6 +253,36 @@ def test_auto_mode_copies_replies_and_forwards_the_rest(tmp_path: Path) -> None:
             assert source_reply_id(clone) == rows[source_reply_id(s)][2]
         else:
             assert clone.fwd_from is not None
+
+
+def test_auto_mode_places_topic_posts_and_copies_replies_inside_topics(
+        tmp_path: Path) -> None:
+    """Forum to forum in auto mode: posts of a topic are forwarded into the same topic of
+    the target (ForwardMessages' top_msg_id places them), a reply inside a topic is copied
+    into that topic, linked to the copy of its message; General stays General."""
+    world = World.create(tmp_path / "world.db")
+    sessions = tmp_path / "sessions"
+    build_demo(world, sessions)
+    add_env(sessions / "session1", SOURCE_CHAT="@demo_source", TARGET_CHAT="@demo_target",
+            COPY_MODE="auto")
+    result = run(sessions / "session1", "--once")
+    assert result.returncode == 0, result.stderr
+    rows = checkpoint_rows(sessions / "shared" / "checkpoint.db")
+    target = {m.id: m for m in content(world, "@demo_target")}
+    titles = {t["topic_id"]: t["title"] for t in world.topics("@demo_source")}
+    topics = {t["title"]: t["topic_id"] for t in world.topics("@demo_target")}
+    in_topics = replies_in_topics = 0
+    for s in content(world, "@demo_source"):
+        clone = target[rows[s.id][2]]
+        assert source_topic_of(clone) == topics[titles[source_topic_of(s)]]
+        in_topics += titles[source_topic_of(s)] != "General"
+        if source_reply_id(s):
+            assert clone.fwd_from is None
+            assert source_reply_id(clone) == rows[source_reply_id(s)][2]
+            replies_in_topics += titles[source_topic_of(s)] != "General"
+        else:
+            assert clone.fwd_from is not None
+    assert in_topics >= 4 and replies_in_topics == 1
 
 
 def test_slow_mode_target_gets_one_message_at_a_time(tmp_path: Path) -> None:
