@@ -497,9 +497,9 @@ class SqliteCheckpoint(Checkpoint):
                 f"""SELECT msg_id, random_id FROM messages WHERE {self._PAIR}
                     AND msg_id IN (SELECT value FROM json_each(:ids))
                     AND status = 'processing' AND session = :me""", params).fetchall()
-            for msg_id, random_id in held:
-                if random_id is None:
-                    random_id = secrets.randbits(63)
+            for msg_id, stored in held:
+                random_id = secrets.randbits(63) if stored is None else stored
+                if stored is None:
                     new.append((random_id, params["now"], params["now"], self.src, self.dst,
                                 msg_id))
                 result[msg_id] = random_id
@@ -516,8 +516,8 @@ class SqliteCheckpoint(Checkpoint):
             self._params(ids=_ids_json(msg_ids)))
         lease = timedelta(seconds=self.claim_timeout)
         result = {}
-        for msg_id, sent_at, seen in rows:
-            seen = _parse_utc(seen)
+        for msg_id, sent_at, seen_text in rows:
+            seen = _parse_utc(seen_text)
             result[msg_id] = (_parse_utc(sent_at) if sent_at else seen - lease * ORPHAN_FACTOR,
                               seen + lease)
         return result
@@ -1495,6 +1495,8 @@ PROTECTED_REASON = ("CHAT_FORWARDS_RESTRICTED: the source forbids forwarding and
                     "have the rights to")
 
 
+# ----------------------------------------------------------------------------- cloner
+
 def send_method(copy_mode: str, *, protected: bool, reply: bool, allow_reupload: bool
                 ) -> str:
     """How an album or message is sent: "forward", "copy" or "refuse" (failed with the
@@ -1518,6 +1520,108 @@ def source_topic_of(message: Any) -> int:
     return GENERAL_TOPIC
 
 
+class Topics:
+    """The forum topics of a clone: the target topic each message goes to, each source
+    topic created in the target exactly once across accounts (the checkpoint's topic_map
+    says who creates it), and topic_map.json for people. Requests go through the
+    cloner's send() (the refusal policy)."""
+
+    def __init__(self, cloner: Cloner) -> None:
+        self.cloner = cloner
+        self.config, self.checkpoint, self.progress = \
+            cloner.config, cloner.checkpoint, cloner.progress
+        self.source, self.target, self.src, self.dst = \
+            cloner.source, cloner.target, cloner.src, cloner.dst
+        # source topics are created in the target (AUTO_CREATE_TOPICS, forum to forum)
+        self.created = cloner.source_forum and cloner.target_forum and \
+            bool(cloner.config.auto_create_topics)
+        self.titles: dict[int, str] = {}        # source topic -> title
+        self.cache: dict[int, int] = {}         # source topic -> target topic
+
+    async def target_topic_for(self, message: Any) -> int | None:
+        """The target topic a message goes to (None: the chat itself / General)."""
+        if self.config.target_topic:
+            return self.config.target_topic
+        if not self.created:
+            return None
+        topic = source_topic_of(message)
+        return None if topic == GENERAL_TOPIC else await self.topic_in_target(topic)
+
+    async def topic_in_target(self, topic: int) -> int:
+        """The target topic for a source topic, created exactly once across accounts."""
+        while topic not in self.cache:
+            if topic not in self.titles:
+                self.titles.update(
+                    {t: f.title for t, f in (await self.list_topics(self.source)).items()})
+            title = self.titles.get(topic, f"Topic {topic}")
+            existing, random_id = self.checkpoint.claim_topic(topic, title)
+            if existing is not None:
+                self.cache[topic] = existing
+            elif random_id is None:
+                await asyncio.sleep(WAIT_POLL_SECONDS)     # another account is creating it
+            else:
+                created = await self.create_topic(title, random_id)
+                if self.checkpoint.set_topic(topic, created):
+                    self.progress.add("topics_created")
+                    log.info("created target topic %d %r for source topic %d", created, title,
+                             topic)
+                self.write_topic_map()
+        return self.cache[topic]
+
+    async def create_topic(self, title: str, random_id: int) -> int:
+        """Create a target topic, or adopt an unmapped one with the same title (created
+        before a crash, by this account or one that stopped, or by the operator)."""
+        adopted = await self.unmapped_topic(title)
+        if adopted is not None:
+            return adopted
+        try:
+            result = await self.cloner.send_holding_nothing(
+                functions.messages.CreateForumTopicRequest(
+                    peer=self.target, title=title, random_id=random_id),
+                "messages.CreateForumTopic")
+        except errors.RandomIdDuplicateError:
+            adopted = await self.unmapped_topic(title)
+            if adopted is None:
+                raise
+            return adopted
+        created = sent_message_ids(result).get(random_id)
+        return created if created is not None else new_messages(result)[0].id
+
+    async def unmapped_topic(self, title: str) -> int | None:
+        mapped = self.checkpoint.mapped_topic_ids()
+        for topic_id, topic in sorted((await self.list_topics(self.target)).items()):
+            if topic.title == title and topic_id not in mapped | {GENERAL_TOPIC}:
+                return topic_id
+        return None
+
+    async def list_topics(self, peer: Any) -> dict[int, Any]:
+        """Every topic of a forum, page by page as Telegram pages them: the next page starts
+        after the last topic's top message (its date and id) and the topic's id."""
+        topics: dict[int, Any] = {}
+        offset_date, offset_id, offset_topic = None, 0, 0
+        while True:
+            page = await self.cloner.send(functions.messages.GetForumTopicsRequest(
+                peer=peer, offset_date=offset_date, offset_id=offset_id,
+                offset_topic=offset_topic, limit=FORWARD_BATCH), "messages.GetForumTopics")
+            before = len(topics)
+            topics.update({t.id: t for t in page.topics if isinstance(t, types.ForumTopic)})
+            if not page.topics or len(topics) == before or len(topics) >= page.count:
+                return topics
+            last = page.topics[-1]
+            offset_topic = last.id
+            offset_id = getattr(last, "top_message", 0)
+            top = next((m for m in page.messages if m.id == offset_id), None)
+            offset_date = top.date if top is not None else getattr(last, "date", None)
+
+    def write_topic_map(self) -> None:
+        """topic_map.json in the account folder, for people (the database is the truth)."""
+        rows = self.checkpoint.topic_rows()
+        write_json_atomically(self.config.folder / TOPIC_MAP_FILE, {
+            "source_chat": self.src, "target_chat": self.dst,
+            "map": {str(s): t for s, t, _ in rows},
+            "names": {str(s): title for s, _, title in rows}})
+
+
 class Cloner:
     """Copies one source chat into one target chat through a checkpoint."""
 
@@ -1538,8 +1642,6 @@ class Cloner:
                                *((username, f"@{username}") if username else ())}
         self.temp_dir = temp_dir
         self.progress = Progress(config.progress_every, config.progress_seconds)
-        self.topic_titles: dict[int, str] = {}
-        self.topic_cache: dict[int, int] = {}
         # units queued for forwarding, per target topic (a topic's units keep their order)
         self.batches: dict[int | None, list[list[Any]]] = {}
         self.last_seen = 0
@@ -1548,6 +1650,7 @@ class Cloner:
         self.changed: set[int] = set()     # source ids edited or deleted (SYNC_*)
         self.one_at_a_time = False          # slow mode in the target: one message a request
         self.silent = config.silent is not False        # SILENT: default on in backfill
+        self.topics = Topics(self)
 
     # ------------------------------------------------------------------ the run
 
@@ -1601,10 +1704,10 @@ class Cloner:
         self.prepare()
         heartbeat = asyncio.create_task(self.keep_claims_alive())
         try:
-            if self.source_forum and self.target_forum and self.config.auto_create_topics:
-                self.topic_titles = {t: topic.title
-                                     for t, topic in (await self.list_topics(self.source)).items()}
-                self.write_topic_map()
+            if self.topics.created:
+                self.topics.titles = {t: topic.title for t, topic in
+                                      (await self.topics.list_topics(self.source)).items()}
+                self.topics.write_topic_map()
             await self.process_ids(self.checkpoint.owned())   # left by a crash
             await self.backfill()
             if self.config.sync_edits or self.config.sync_deletes:
@@ -1780,9 +1883,8 @@ class Cloner:
         if units:
             self.last_seen = max(self.last_seen, units[-1][-1].id)
         for unit in units:
-            unit = [m for m in unit if m.id in held]
-            if unit:
-                await self.clone_unit(unit)
+            if mine := [m for m in unit if m.id in held]:
+                await self.clone_unit(mine)
         await self.come_back(wait=False)
 
     async def read_from(self, first: int) -> list[Any]:
@@ -1867,7 +1969,7 @@ class Cloner:
         first = unit[0]
         if is_service(first):
             if isinstance(first.action, types.MessageActionTopicCreate):
-                self.topic_titles[first.id] = first.action.title
+                self.topics.titles[first.id] = first.action.title
             self.checkpoint.fail([m.id for m in unit], "service message "
                                  f"({type(first.action).__name__})", status="skipped")
             self.progress.add("skipped", len(unit))
@@ -1877,7 +1979,7 @@ class Cloner:
                                  status="skipped")
             self.progress.add("skipped", len(unit))
             return
-        topic = await self.target_topic_for(first)
+        topic = await self.topics.target_topic_for(first)
         protected = self.source_protected or any(getattr(m, "noforwards", False) for m in unit)
         method = self.send_method(first, protected)
         if method == "forward":
@@ -2355,90 +2457,6 @@ class Cloner:
             lines.append(f"  source ids (not cloned, or the copy is gone from the target): "
                          f"{shown}{more}")
         return "\n".join(lines), len(missing)
-
-    # ------------------------------------------------------------------ topics
-
-    async def target_topic_for(self, message: Any) -> int | None:
-        """The target topic a message goes to (None: the chat itself / General)."""
-        if self.config.target_topic:
-            return self.config.target_topic
-        if not (self.source_forum and self.target_forum and self.config.auto_create_topics):
-            return None
-        topic = source_topic_of(message)
-        return None if topic == GENERAL_TOPIC else await self.topic_in_target(topic)
-
-    async def topic_in_target(self, topic: int) -> int:
-        """The target topic for a source topic, created exactly once across accounts."""
-        while topic not in self.topic_cache:
-            if topic not in self.topic_titles:
-                self.topic_titles.update(
-                    {t: f.title for t, f in (await self.list_topics(self.source)).items()})
-            title = self.topic_titles.get(topic, f"Topic {topic}")
-            existing, random_id = self.checkpoint.claim_topic(topic, title)
-            if existing is not None:
-                self.topic_cache[topic] = existing
-            elif random_id is None:
-                await asyncio.sleep(WAIT_POLL_SECONDS)     # another account is creating it
-            else:
-                created = await self.create_topic(title, random_id)
-                if self.checkpoint.set_topic(topic, created):
-                    self.progress.add("topics_created")
-                    log.info("created target topic %d %r for source topic %d", created, title,
-                             topic)
-                self.write_topic_map()
-        return self.topic_cache[topic]
-
-    async def create_topic(self, title: str, random_id: int) -> int:
-        """Create a target topic, or adopt an unmapped one with the same title (created
-        before a crash, by this account or one that stopped, or by the operator)."""
-        adopted = await self.unmapped_topic(title)
-        if adopted is not None:
-            return adopted
-        try:
-            result = await self.send_holding_nothing(functions.messages.CreateForumTopicRequest(
-                peer=self.target, title=title, random_id=random_id),
-                "messages.CreateForumTopic")
-        except errors.RandomIdDuplicateError:
-            adopted = await self.unmapped_topic(title)
-            if adopted is None:
-                raise
-            return adopted
-        created = sent_message_ids(result).get(random_id)
-        return created if created is not None else new_messages(result)[0].id
-
-    async def unmapped_topic(self, title: str) -> int | None:
-        mapped = self.checkpoint.mapped_topic_ids()
-        for topic_id, topic in sorted((await self.list_topics(self.target)).items()):
-            if topic.title == title and topic_id not in mapped | {GENERAL_TOPIC}:
-                return topic_id
-        return None
-
-    async def list_topics(self, peer: Any) -> dict[int, Any]:
-        """Every topic of a forum, page by page as Telegram pages them: the next page starts
-        after the last topic's top message (its date and id) and the topic's id."""
-        topics: dict[int, Any] = {}
-        offset_date, offset_id, offset_topic = None, 0, 0
-        while True:
-            page = await self.send(functions.messages.GetForumTopicsRequest(
-                peer=peer, offset_date=offset_date, offset_id=offset_id,
-                offset_topic=offset_topic, limit=FORWARD_BATCH), "messages.GetForumTopics")
-            before = len(topics)
-            topics.update({t.id: t for t in page.topics if isinstance(t, types.ForumTopic)})
-            if not page.topics or len(topics) == before or len(topics) >= page.count:
-                return topics
-            last = page.topics[-1]
-            offset_topic = last.id
-            offset_id = getattr(last, "top_message", 0)
-            top = next((m for m in page.messages if m.id == offset_id), None)
-            offset_date = top.date if top is not None else getattr(last, "date", None)
-
-    def write_topic_map(self) -> None:
-        """topic_map.json in the account folder, for people (the database is the truth)."""
-        rows = self.checkpoint.topic_rows()
-        write_json_atomically(self.config.folder / TOPIC_MAP_FILE, {
-            "source_chat": self.src, "target_chat": self.dst,
-            "map": {str(s): t for s, t, _ in rows},
-            "names": {str(s): title for s, _, title in rows}})
 
 
 # ----------------------------------------------------------------------------- status
