@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import migrate_db
-from migrate_db import transaction
+from migrate_db import file_stamp, parse_utc, transaction, utc_text
 
 # Telethon and python-dotenv load when first used, so --help answers at once
 dotenv = migrate_db.lazy_import("dotenv")
@@ -309,7 +309,7 @@ class LockHolder:
         """e.g. 'pid 4242 (clone_streaming.py) since 2026-11-21 22:00:00 UTC'."""
         pid = f"pid {self.pid}" if self.pid is not None else "an unknown process"
         try:
-            since = f" since {format_time(_parse_time(self.since))}"
+            since = f" since {format_time(parse_utc(self.since))}"
         except ValueError:
             since = ""
         return f"{pid} ({self.script}){since}"
@@ -366,7 +366,7 @@ class FolderLock:
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps({"pid": os.getpid(), "script": Path(sys.argv[0]).name,
-                                 "since": migrate_db.utcnow()}))
+                                 "since": utc_text()}))
         handle.flush()
         self._handle = handle
 
@@ -483,8 +483,7 @@ def backup_session(account: Account) -> Path:
             f"{display_path(account.session_path)} cannot be backed up: {problem}",
             f"restore it first: python telegram_session.py restore {display_path(account.folder)}")
     account.backup_dir.mkdir(mode=0o700, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = account.backup_dir / f"{account.name}-{stamp}{SESSION_SUFFIX}"
+    target = account.backup_dir / f"{account.name}-{file_stamp()}{SESSION_SUFFIX}"
     _copy_database(account.session_path, target)
     for old in list_backups(account)[KEEP_BACKUPS:]:
         old.unlink(missing_ok=True)
@@ -495,8 +494,7 @@ def backup_session(account: Account) -> Path:
 def _aside_path(account: Account, path: Path, label: str) -> Path:
     """Where a file set aside goes: backups/FILE.LABEL-STAMP, a name never restored from."""
     account.backup_dir.mkdir(mode=0o700, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return account.backup_dir / f"{path.name}.{label}-{stamp}"
+    return account.backup_dir / f"{path.name}.{label}-{file_stamp()}"
 
 
 def _move_aside(path: Path, account: Account, label: str) -> Path | None:
@@ -581,11 +579,6 @@ def _registry(account: Account) -> sqlite3.Connection:
     return conn
 
 
-def _parse_time(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def describe_wait(kind: str, until: datetime, now: datetime | None = None) -> str:
     """e.g. 'flood wait, 19.2 h left'."""
     left = (until - (now or datetime.now(UTC))).total_seconds()
@@ -607,7 +600,7 @@ def record_wait(account: Account, seconds: float, *, kind: str = "flood_wait",
         conn.execute(
             "INSERT INTO rate_limits (account, kind, request, seconds, started_at, until) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (account.name, kind, request, int(seconds), _stamp(started), _stamp(until)))
+            (account.name, kind, request, int(seconds), utc_text(started), utc_text(until)))
     log.warning("account %s: %s%s recorded, %s s, until %s", account.name, kind.replace("_", " "),
                 f" on {request}" if request else "", int(seconds), format_time(until))
     return until
@@ -624,16 +617,11 @@ def wait_totals(accounts: list[Account]) -> tuple[int, float]:
     return count, seconds
 
 
-def _stamp(moment: datetime) -> str:
-    """How `until` is stored: fixed-width UTC ISO-8601, so text order is time order."""
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
-
-
 def _latest_wait(conn: sqlite3.Connection, name: str,
                  now: datetime) -> tuple[str, datetime] | None:
     row = conn.execute("SELECT kind, until FROM rate_limits WHERE account = ? AND until > ? "
-                       "ORDER BY until DESC LIMIT 1", (name, _stamp(now))).fetchone()
-    return (row[0], _parse_time(row[1])) if row else None
+                       "ORDER BY until DESC LIMIT 1", (name, utc_text(now))).fetchone()
+    return (row[0], parse_utc(row[1])) if row else None
 
 
 def current_wait(account: Account, *, now: datetime | None = None) -> tuple[str, datetime] | None:
@@ -645,8 +633,8 @@ def _connect_wait_until(account: Account) -> datetime | None:
     """When a running wait Telegram imposed on connecting (users.GetUsers) ends, if any."""
     row = _registry(account).execute(
         "SELECT MAX(until) FROM rate_limits WHERE account = ? AND request = ? AND until > ?",
-        (account.name, CONNECT_REQUEST, _stamp(datetime.now(UTC)))).fetchone()
-    return _parse_time(row[0]) if row[0] else None
+        (account.name, CONNECT_REQUEST, utc_text())).fetchone()
+    return parse_utc(row[0]) if row[0] else None
 
 
 async def wait_if_limited(account: Account, *, sleep: Callable[[float], Awaitable[Any]]
@@ -701,7 +689,7 @@ def _request_name(exc: errors.RPCError) -> str:
 
 def record_account_state(account: Account, **values: Any) -> None:
     """Upsert the account's row in the registry's `accounts` table with `values`."""
-    values = {"folder": str(account.folder), "updated_at": migrate_db.utcnow(), **values}
+    values = {"folder": str(account.folder), "updated_at": utc_text(), **values}
     columns = ", ".join(values)
     placeholders = ", ".join("?" for _ in values)
     updates = ", ".join(f"{column} = excluded.{column}" for column in values)
@@ -1197,7 +1185,7 @@ async def check_account(folder: str | Path) -> list[CheckResult]:
     else:
         results += await _online_checks(account)
     first_failure = next((r for r in results if r.outcome == FAIL), None)
-    record_account_state(account, last_check_at=migrate_db.utcnow(),
+    record_account_state(account, last_check_at=utc_text(),
                          last_check_ok=int(first_failure is None),
                          **({"last_error": f"{first_failure.name}: {first_failure.detail}"}
                             if first_failure else {}))
@@ -1256,17 +1244,8 @@ def status_row(folder: Path) -> dict[str, str]:
         row["lock"] = f"pid {holder.pid} ({holder.script})"
     if info.get("last_check_at"):
         outcome = "ok" if info.get("last_check_ok") else "FAILED"
-        row["last check"] = f"{format_time(_parse_time(info['last_check_at']))} {outcome}"
+        row["last check"] = f"{format_time(parse_utc(info['last_check_at']))} {outcome}"
     return row
-
-
-def format_table(rows: list[dict[str, str]]) -> str:
-    """Rows of equal keys as an aligned text table with a header."""
-    headers = list(rows[0])
-    widths = {h: max(len(h), *(len(r[h]) for r in rows)) for h in headers}
-    lines = ["  ".join(h.upper().ljust(widths[h]) for h in headers).rstrip()]
-    lines += ["  ".join(r[h].ljust(widths[h]) for h in headers).rstrip() for r in rows]
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- new folder
@@ -1278,10 +1257,7 @@ def make_account_folder(sessions_dir: Path, name: str) -> Path:
     target.mkdir(parents=True)
     env_text = (template / ".env.example").read_text(encoding="utf-8")
     env_text = re.sub(r"(?m)^SESSION_NAME=.*$", f"SESSION_NAME={name}", env_text)
-    partial = target / ".env.part"
-    partial.write_text(env_text, encoding="utf-8")
-    partial.chmod(PRIVATE_MODE)
-    partial.replace(target / ENV_FILE)
+    migrate_db.write_atomically(target / ENV_FILE, env_text, mode=PRIVATE_MODE)
     shutil.copy2(template / ".env.example", target / ".env.example")
     run_sh = (template / "run.sh").resolve()
     if run_sh.is_file():
@@ -1380,7 +1356,9 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             print(f"no account folders under {display_path(args.sessions_dir.resolve())}; "
                   "make one: python telegram_session.py new NAME")
             return EXIT_OK
-        print(format_table([status_row(folder) for folder in folders]))
+        rows = [status_row(folder) for folder in folders]
+        print(migrate_db.format_table([key.upper() for key in rows[0]],
+                                      [list(row.values()) for row in rows]))
         return EXIT_OK
     if args.command == "new":
         if not re.fullmatch(r"[A-Za-z0-9_-]+", args.name) or args.name in NOT_ACCOUNT_FOLDERS:

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import migrate_db
-from migrate_db import is_sqlite_file, open_database, transaction, utcnow
+from migrate_db import is_sqlite_file, open_database, transaction, utc_text
 
 if TYPE_CHECKING:
     from telethon import TelegramClient
@@ -1225,7 +1225,7 @@ def h_send_code(ctx: Context, request: TLObject) -> TLObject:
     ctx.conn.execute(
         "INSERT INTO login_codes (phone, code_hash, created_at) VALUES (?, ?, ?) "
         "ON CONFLICT(phone) DO UPDATE SET code_hash = excluded.code_hash, "
-        "created_at = excluded.created_at", (phone, code_hash, utcnow()))
+        "created_at = excluded.created_at", (phone, code_hash, utc_text()))
     code = ctx.server.meta("login_code", DEFAULT_LOGIN_CODE)
     return types.auth.SentCode(type=types.auth.SentCodeTypeApp(length=len(code)),
                                phone_code_hash=code_hash)
@@ -1246,13 +1246,13 @@ def h_sign_in(ctx: Context, request: TLObject) -> TLObject:
     ctx.conn.execute(
         "INSERT INTO auth_keys (key_id, user_id, created_at) VALUES (?, ?, ?) "
         "ON CONFLICT(key_id) DO UPDATE SET user_id = excluded.user_id, revoked_at = NULL",
-        (ctx.key_id, account["user_id"], utcnow()))
+        (ctx.key_id, account["user_id"], utc_text()))
     return types.auth.Authorization(user=ctx.server.tl_user(account, account["user_id"]))
 
 
 def h_log_out(ctx: Context, request: TLObject) -> TLObject:
     ctx.conn.execute("UPDATE auth_keys SET revoked_at = ? WHERE key_id = ?",
-                     (utcnow(), ctx.key_id))
+                     (utc_text(), ctx.key_id))
     return types.auth.LoggedOut()
 
 
@@ -1403,7 +1403,7 @@ def h_join_channel(ctx: Context, request: TLObject) -> TLObject:
     if part is not None:
         raise RpcFailure(400, "USER_ALREADY_PARTICIPANT")
     ctx.conn.execute("INSERT INTO participants (channel_id, user_id, role, joined_at) "
-                     "VALUES (?, ?, 'member', ?)", (row["channel_id"], ctx.user_id, utcnow()))
+                     "VALUES (?, ?, 'member', ?)", (row["channel_id"], ctx.user_id, utc_text()))
     return types.Updates(updates=[types.UpdateChannel(channel_id=row["channel_id"])],
                          users=[], chats=[server.tl_channel(row, ctx.user_id)],
                          date=_dt(ctx.server.now()), seq=0)
@@ -2225,7 +2225,7 @@ class SimulatedSender:
                 raise sqlite3.DatabaseError("not a simulated world (no world tables)")
             with transaction(conn):
                 conn.execute("INSERT OR IGNORE INTO auth_keys (key_id, user_id, created_at) "
-                             "VALUES (?, NULL, ?)", (_key_id(self.auth_key), utcnow()))
+                             "VALUES (?, NULL, ?)", (_key_id(self.auth_key), utc_text()))
         except sqlite3.Error:
             conn.close()
             raise
@@ -2434,7 +2434,7 @@ class World:
             self.conn.execute("INSERT OR IGNORE INTO meta (key, value) "
                               "VALUES ('random_id_mode', 'original')")
             self.conn.execute("INSERT OR IGNORE INTO meta (key, value) "
-                              "VALUES ('created_at', ?)", (utcnow(),))
+                              "VALUES ('created_at', ?)", (utc_text(),))
             self.conn.execute("INSERT OR IGNORE INTO meta (key, value) "
                               "VALUES ('secret', ?)", (secrets.token_hex(16),))
 
@@ -2558,7 +2558,7 @@ class World:
                 "INSERT INTO accounts (user_id, name, phone, first_name, username, "
                 "access_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (user_id, name, phone, first_name or name, username, _random_long(),
-                 utcnow()))
+                 utc_text()))
         return user_id
 
     def _check_username_free(self, username: str | None) -> None:
@@ -2618,10 +2618,8 @@ class World:
         env = {"TG_API_ID": str(SIM_API_ID), "TG_API_HASH": secrets.token_hex(16),
                "TG_PHONE": f"+{phone}", "SESSION_NAME": session_name,
                "TELEGRAM_SIMULATOR": str(self.path), **(extra_env or {})}
-        partial = env_path.with_name(".env.part")
-        partial.write_text("".join(f"{k}={v}\n" for k, v in env.items()), encoding="utf-8")
-        partial.chmod(0o600)
-        partial.replace(env_path)
+        migrate_db.write_atomically(env_path, "".join(f"{k}={v}\n" for k, v in env.items()),
+                                    mode=0o600)
         auth_key = crypto.AuthKey(os.urandom(256))
         session = sessions.SQLiteSession(str(folder / session_name))
         session.set_dc(DC_ID, SIM_IP, SIM_PORT)
@@ -2631,7 +2629,7 @@ class World:
         session_path.chmod(0o600)
         with transaction(self.conn):
             self.conn.execute("INSERT INTO auth_keys (key_id, user_id, created_at) "
-                              "VALUES (?, ?, ?)", (_key_id(auth_key), user_id, utcnow()))
+                              "VALUES (?, ?, ?)", (_key_id(auth_key), user_id, utc_text()))
         return folder
 
     def revoke_session(self, account_name: str) -> int:
@@ -2640,7 +2638,7 @@ class World:
         with transaction(self.conn):
             return self.conn.execute(
                 "UPDATE auth_keys SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
-                (utcnow(), user_id)).rowcount
+                (utc_text(), user_id)).rowcount
 
     def set_login_code(self, code: str) -> None:
         """The code auth.SignIn accepts for every phone (default 12345)."""
@@ -2682,7 +2680,7 @@ class World:
             for user_id, role in roles:
                 self.conn.execute("INSERT INTO participants (channel_id, user_id, role, "
                                   "joined_at) VALUES (?, ?, ?, ?)",
-                                  (channel_id, user_id, role, utcnow()))
+                                  (channel_id, user_id, role, utc_text()))
             channel = self.server.channel_row(channel_id)
             self.server.store_message(
                 channel, owner_id, action=types.MessageActionChannelCreate(title=title),
@@ -2733,7 +2731,7 @@ class World:
                 "INSERT INTO participants (channel_id, user_id, role, joined_at) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT(channel_id, user_id) "
                 "DO UPDATE SET role = excluded.role",
-                (channel_id, user_id, role, utcnow()))
+                (channel_id, user_id, role, utc_text()))
 
     def leave(self, account_name: str, chat: int | str) -> None:
         user_id, channel_id = self.account_id(account_name), self.chat_id(chat)
@@ -3004,7 +3002,7 @@ class World:
                 "INSERT INTO faults (error, code, seconds, account, request, after, times, "
                 "rate_per_minute, executed, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (error, code or default_code, seconds, account, request, after, times,
-                 rate_per_minute, int(executed), utcnow())).lastrowid
+                 rate_per_minute, int(executed), utc_text())).lastrowid
 
     def faults(self) -> list[dict]:
         keys = ("fault_id", "error", "code", "seconds", "account", "request", "after",
@@ -3141,13 +3139,8 @@ def _cmd_show(args: argparse.Namespace, world: World) -> int:
 
 
 def _print_table(rows: list[dict]) -> None:
-    if not rows:
-        print("(none)")
-        return
-    keys = list(rows[0])
-    print("  ".join(keys))
-    for row in rows:
-        print("  ".join("-" if row[k] is None else str(row[k]) for k in keys))
+    print(migrate_db.format_table(list(rows[0]), [list(row.values()) for row in rows],
+                                  missing="-") if rows else "(none)")
 
 
 def _switch(value: str | None) -> bool | None:
