@@ -2272,27 +2272,34 @@ def build_parser() -> argparse.ArgumentParser:
                             "built-in defaults if it does not exist)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    commands.add_parser("init", help="create the database (and config.yaml from the example)")
+    commands.add_parser("init", help="create the database (and config.yaml from the "
+                        "example)").set_defaults(handler=cmd_init)
     chats = commands.add_parser("import-chats", help="add chats (txt or csv: @usernames, "
                                 "t.me links, numeric ids)")
     chats.add_argument("file", type=Path, metavar="FILE")
     chats.add_argument("--group", default=DEFAULT_GROUP,
                        help="the group the chats belong to (default: %(default)s)")
+    chats.set_defaults(handler=cmd_import_chats)
     texts = commands.add_parser("import-messages", help="add the texts to send (json or txt; "
                                 "several texts in txt separated by --- lines)")
     texts.add_argument("file", type=Path, metavar="FILE")
     texts.add_argument("--group", help="only for this group's chats (default: every group)")
     texts.add_argument("--replace", action="store_true",
                        help="stop sending the texts imported before (for that group)")
+    texts.set_defaults(handler=cmd_import_messages)
     profile = commands.add_parser("add-profile", help="register an account folder")
     profile.add_argument("folder", type=Path, metavar="FOLDER",
                          help="an account folder, e.g. sessions/session1")
-    commands.add_parser("list-profiles", help="the registered accounts")
-    for name, text in (("start", "make a run and send until done, stop or Ctrl+C"),
-                       ("plan", "what a start would send to whom, and when it should end"),
-                       ("check", "before a run: is each account a member of each chat, may "
-                                 "it write there, slow mode (exit 1 on any problem)")):
+    profile.set_defaults(handler=cmd_add_profile)
+    commands.add_parser("list-profiles", help="the registered accounts").set_defaults(
+        handler=cmd_list_profiles)
+    for name, handler, text in (
+            ("start", cmd_start, "make a run and send until done, stop or Ctrl+C"),
+            ("plan", cmd_plan, "what a start would send to whom, and when it should end"),
+            ("check", cmd_check, "before a run: is each account a member of each chat, may it "
+                                 "write there, slow mode (exit 1 on any problem)")):
         sub = commands.add_parser(name, help=text)
+        sub.set_defaults(handler=handler)
         sub.add_argument("--group", help="only this group's chats (default: every group)")
         sub.add_argument("--profiles", nargs="+", metavar="NAME",
                          help="only these accounts (default: every active profile)")
@@ -2305,38 +2312,36 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--metrics-file", metavar="PATH", type=Path,
                              help="METRICS_FILE: Prometheus text rewritten every "
                                   f"{migrate_db.METRICS_SECONDS:g} s (node_exporter textfile)")
-    commands.add_parser("status", help="accounts, the latest run's progress, blocked chats")
+    commands.add_parser("status", help="accounts, the latest run's progress, blocked "
+                        "chats").set_defaults(handler=cmd_status)
     report = commands.add_parser("report", help="a run per account and per chat: sent, "
                                  "skipped and why, failed by error name")
     report.add_argument("run_id", nargs="?", metavar="RUN_ID",
                         help="the run (a unique prefix will do; default: the latest)")
-    for name, text in (("unblock", "message a blocked chat again"),
-                       ("remove-chat", "take a chat out of every run (its history is kept)")):
+    report.set_defaults(handler=cmd_report)
+    for name, handler, text in (
+            ("unblock", cmd_unblock, "message a blocked chat again"),
+            ("remove-chat", cmd_remove_chat, "take a chat out of every run (its history is "
+                                             "kept)")):
         sub = commands.add_parser(name, help=text)
+        sub.set_defaults(handler=handler)
         sub.add_argument("chat", metavar="CHAT", help="@username, t.me link or numeric id")
         sub.add_argument("--group", help="only in this group (default: every group)")
     wait = commands.add_parser("clear-wait", help="end an account's recorded Telegram wait")
     wait.add_argument("account", metavar="ACCOUNT", help="the profile name, e.g. session1")
     wait.add_argument("--force", action="store_true",
                       help="clear it even though Telegram's wait is still running")
-    commands.add_parser("runs", help="every run with its sends")
+    wait.set_defaults(handler=cmd_clear_wait)
+    commands.add_parser("runs", help="every run with its sends").set_defaults(handler=cmd_runs)
     stop = commands.add_parser("stop", help="end the running run cleanly")
     stop.add_argument("--wait", type=float, default=STOP_WAIT_SECONDS,
                       help="seconds to wait for the workers to finish (default: %(default)s)")
+    stop.set_defaults(handler=cmd_stop)
     worker = commands.add_parser("worker")  # internal, started by `start`: no help, unlisted
     worker.add_argument("--run", required=True)
     worker.add_argument("--profile", required=True)
+    worker.set_defaults(handler=cmd_worker)
     return parser
-
-
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "init": cmd_init, "import-chats": cmd_import_chats,
-    "import-messages": cmd_import_messages, "add-profile": cmd_add_profile,
-    "list-profiles": cmd_list_profiles, "start": cmd_start, "plan": cmd_plan,
-    "status": cmd_status, "runs": cmd_runs, "stop": cmd_stop, "worker": cmd_worker,
-    "report": cmd_report, "unblock": cmd_unblock, "remove-chat": cmd_remove_chat,
-    "clear-wait": cmd_clear_wait, "check": cmd_check,
-}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -2352,7 +2357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.db_path = args.db or args.config_obj.database_path or DEFAULT_DB
         if args.command != "worker":
             configure_logging(verbose=args.verbose, quiet=args.quiet)
-        return COMMANDS[args.command](args)
+        return args.handler(args)
     except CampaignError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

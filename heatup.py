@@ -1667,10 +1667,6 @@ async def command_pool(service: HeatUp, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"serve": command_serve, "warmup": command_warmup, "plan": command_plan,
-            "history": command_history, "cleanup": command_cleanup, "pool": command_pool}
-
-
 def days_value(text: str) -> int:
     """argparse type for --days."""
     if not text.isdigit() or not 1 <= int(text) <= MAX_HISTORY_DAYS:
@@ -1708,19 +1704,23 @@ def build_parser() -> argparse.ArgumentParser:
                               "loopback needs HEATUP_API_TOKEN)")
     network.add_argument("--port", type=int, default=DEFAULT_PORT,
                          help="port (default: %(default)s)")
+    serve_cmd.set_defaults(handler=command_serve)
     warmup = commands.add_parser("warmup", parents=[common, output],
                                  help="plan and run a session for an account")
     warmup.add_argument("session_id", metavar="SESSION_ID")
     warmup.add_argument("--dry-run", action="store_true",
                         help="plan and check each action; join, read and save nothing")
+    warmup.set_defaults(handler=command_warmup)
     plan = commands.add_parser("plan", parents=[common, output],
                                help="print a plan for an account; run nothing")
     plan.add_argument("session_id", metavar="SESSION_ID")
+    plan.set_defaults(handler=command_plan)
     history = commands.add_parser("history", parents=[common, output],
                                   help="a session's saved actions (any session id)")
     history.add_argument("session_id", metavar="SESSION_ID")
     history.add_argument("--days", type=days_value, default=DEFAULT_HISTORY_DAYS,
                          help="how far back (default: %(default)s)")
+    history.set_defaults(handler=command_history)
     pool = commands.add_parser("pool", help="the channel pool")
     pool_commands = pool.add_subparsers(dest="pool_command", required=True, metavar="COMMAND")
     pool_check = pool_commands.add_parser(
@@ -1728,8 +1728,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="resolve every pool channel through an account; plans then skip the dead ones")
     pool_check.add_argument("session_id", metavar="ACCOUNT",
                             help="account folder under sessions/ whose client looks them up")
+    pool_check.set_defaults(handler=command_pool)
     commands.add_parser("cleanup", parents=[common],
-                        help="delete history older than SESSION_HISTORY_DAYS")
+                        help="delete history older than SESSION_HISTORY_DAYS").set_defaults(
+        handler=command_cleanup)
     return parser
 
 
@@ -1748,7 +1750,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     service = HeatUp(settings, store, pool)
     try:
-        return await COMMANDS[args.command](service, args)
+        return await args.handler(service, args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -1267,41 +1267,18 @@ def make_account_folder(sessions_dir: Path, name: str) -> Path:
 
 # ----------------------------------------------------------------------------- command line
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line: auth, check, status, new, backup, restore."""
-    parser = argparse.ArgumentParser(
-        description="Telegram accounts of the suite: one folder (sessions/NAME) per account.",
-        epilog="Exit codes: 0 ok, 1 failure, 2 usage or .env error, 3 the account must be "
-               "logged in again (auth), 4 session file or lock problem, 130 interrupted.",
-        parents=[migrate_db.cli_options()])
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _sessions_dir(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
+    if not args.sessions_dir.is_dir():
+        parser.error(f"--sessions-dir {args.sessions_dir}: no such folder")
+    return args.sessions_dir
 
-    auth = commands.add_parser("auth", help="log the account in (the only interactive login)")
-    auth.add_argument("folder", metavar="FOLDER", type=Path, help="account folder")
 
-    check = commands.add_parser("check", help="diagnose accounts; each failed check with its fix")
-    check.add_argument("folders", metavar="FOLDER", type=Path, nargs="*",
-                       help="account folders (default: every folder under the sessions dir)")
-
-    status = commands.add_parser("status", help="table of every account, without connecting")
-
-    new = commands.add_parser("new", help="make an account folder from sessions/template")
-    new.add_argument("name", metavar="NAME", help="folder and session name, e.g. session3")
-
-    for sub in (check, status, new):
-        group = sub.add_argument_group("where the accounts are")
-        group.add_argument("--sessions-dir", type=Path, default=DEFAULT_SESSIONS_DIR,
-                           metavar="DIR", help="folder holding the account folders "
-                                               "(default: sessions/ next to this script)")
-
-    backup = commands.add_parser("backup", help="copy the .session into FOLDER/backups/")
-    backup.add_argument("folder", metavar="FOLDER", type=Path, help="account folder")
-
-    restore = commands.add_parser("restore", help="put a backup back as the .session")
-    restore.add_argument("folder", metavar="FOLDER", type=Path, help="account folder")
-    restore.add_argument("--from", dest="source", type=Path, metavar="FILE",
-                         help="the backup to restore (default: the newest good one)")
-    return parser
+def cmd_auth(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The `auth` command: the interactive login."""
+    me = asyncio.run(authenticate(args.folder))
+    print(f"authorised as {_describe_user(me)}; {display_path(args.folder.resolve())} is "
+          "ready for the suite's scripts")
+    return EXIT_OK
 
 
 async def run_check(folders: list[Path]) -> int:
@@ -1316,63 +1293,101 @@ async def run_check(folders: list[Path]) -> int:
     return exit_code
 
 
-def run_backup(folder: Path) -> int:
+def cmd_check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The `check` command: the folders given, else every folder under the sessions dir."""
+    folders = args.folders or account_folders(_sessions_dir(args, parser))
+    if not folders:
+        parser.error(f"no account folders under {args.sessions_dir}")
+    return asyncio.run(run_check(folders))
+
+
+def cmd_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The `status` command: one row per account folder, without connecting."""
+    folders = account_folders(_sessions_dir(args, parser))
+    if not folders:
+        print(f"no account folders under {display_path(args.sessions_dir.resolve())}; "
+              "make one: python telegram_session.py new NAME")
+        return EXIT_OK
+    rows = [status_row(folder) for folder in folders]
+    print(migrate_db.format_table([key.upper() for key in rows[0]],
+                                  [list(row.values()) for row in rows]))
+    return EXIT_OK
+
+
+def cmd_new(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The `new` command: an account folder from the template."""
+    sessions_dir = _sessions_dir(args, parser)
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", args.name) or args.name in NOT_ACCOUNT_FOLDERS:
+        parser.error(f"NAME {args.name!r}: use letters, digits, - and _ only "
+                     f"(and not {' or '.join(sorted(NOT_ACCOUNT_FOLDERS))})")
+    if (sessions_dir / args.name).exists():
+        parser.error(f"{sessions_dir / args.name} already exists")
+    folder = make_account_folder(sessions_dir, args.name)
+    print(f"made {display_path(folder.resolve())}: fill in TG_API_ID, TG_API_HASH and "
+          f"TG_PHONE in its .env, then run: {_auth_command(folder.resolve())}")
+    return EXIT_OK
+
+
+def cmd_backup(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The `backup` command."""
-    account = load_account(folder)
+    account = load_account(args.folder)
     with FolderLock(account):
         target = backup_session(account)
     print(f"backed up {display_path(account.session_path)} to {display_path(target)}")
     return EXIT_OK
 
 
-def run_restore(folder: Path, source: Path | None) -> int:
+def cmd_restore(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The `restore` command."""
-    account = load_account(folder)
+    account = load_account(args.folder)
     with FolderLock(account):
-        used = restore_session(account, source.resolve() if source else None)
+        used = restore_session(account, args.source.resolve() if args.source else None)
     print(f"restored {display_path(account.session_path)} from {display_path(used)} "
           f"(the replaced file is kept in {display_path(account.backup_dir)})")
     return EXIT_OK
 
 
-def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Run the chosen command; AccountErrors propagate to main."""
-    if args.command in ("check", "status", "new") and not args.sessions_dir.is_dir() \
-            and not (args.command == "check" and args.folders):
-        parser.error(f"--sessions-dir {args.sessions_dir}: no such folder")
-    if args.command == "auth":
-        me = asyncio.run(authenticate(args.folder))
-        print(f"authorised as {_describe_user(me)}; {display_path(args.folder.resolve())} is "
-              "ready for the suite's scripts")
-        return EXIT_OK
-    if args.command == "check":
-        folders = args.folders or account_folders(args.sessions_dir)
-        if not folders:
-            parser.error(f"no account folders under {args.sessions_dir}")
-        return asyncio.run(run_check(folders))
-    if args.command == "status":
-        folders = account_folders(args.sessions_dir)
-        if not folders:
-            print(f"no account folders under {display_path(args.sessions_dir.resolve())}; "
-                  "make one: python telegram_session.py new NAME")
-            return EXIT_OK
-        rows = [status_row(folder) for folder in folders]
-        print(migrate_db.format_table([key.upper() for key in rows[0]],
-                                      [list(row.values()) for row in rows]))
-        return EXIT_OK
-    if args.command == "new":
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", args.name) or args.name in NOT_ACCOUNT_FOLDERS:
-            parser.error(f"NAME {args.name!r}: use letters, digits, - and _ only "
-                         f"(and not {' or '.join(sorted(NOT_ACCOUNT_FOLDERS))})")
-        if (args.sessions_dir / args.name).exists():
-            parser.error(f"{args.sessions_dir / args.name} already exists")
-        folder = make_account_folder(args.sessions_dir, args.name)
-        print(f"made {display_path(folder.resolve())}: fill in TG_API_ID, TG_API_HASH and "
-              f"TG_PHONE in its .env, then run: {_auth_command(folder.resolve())}")
-        return EXIT_OK
-    if args.command == "backup":
-        return run_backup(args.folder)
-    return run_restore(args.folder, args.source)
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: auth, check, status, new, backup, restore."""
+    parser = argparse.ArgumentParser(
+        description="Telegram accounts of the suite: one folder (sessions/NAME) per account.",
+        epilog="Exit codes: 0 ok, 1 failure, 2 usage or .env error, 3 the account must be "
+               "logged in again (auth), 4 session file or lock problem, 130 interrupted.",
+        parents=[migrate_db.cli_options()])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    auth = commands.add_parser("auth", help="log the account in (the only interactive login)")
+    auth.add_argument("folder", metavar="FOLDER", type=Path, help="account folder")
+    auth.set_defaults(handler=cmd_auth)
+
+    check = commands.add_parser("check", help="diagnose accounts; each failed check with its fix")
+    check.add_argument("folders", metavar="FOLDER", type=Path, nargs="*",
+                       help="account folders (default: every folder under the sessions dir)")
+    check.set_defaults(handler=cmd_check)
+
+    status = commands.add_parser("status", help="table of every account, without connecting")
+    status.set_defaults(handler=cmd_status)
+
+    new = commands.add_parser("new", help="make an account folder from sessions/template")
+    new.add_argument("name", metavar="NAME", help="folder and session name, e.g. session3")
+    new.set_defaults(handler=cmd_new)
+
+    for sub in (check, status, new):
+        group = sub.add_argument_group("where the accounts are")
+        group.add_argument("--sessions-dir", type=Path, default=DEFAULT_SESSIONS_DIR,
+                           metavar="DIR", help="folder holding the account folders "
+                                               "(default: sessions/ next to this script)")
+
+    backup = commands.add_parser("backup", help="copy the .session into FOLDER/backups/")
+    backup.add_argument("folder", metavar="FOLDER", type=Path, help="account folder")
+    backup.set_defaults(handler=cmd_backup)
+
+    restore = commands.add_parser("restore", help="put a backup back as the .session")
+    restore.add_argument("folder", metavar="FOLDER", type=Path, help="account folder")
+    restore.add_argument("--from", dest="source", type=Path, metavar="FILE",
+                         help="the backup to restore (default: the newest good one)")
+    restore.set_defaults(handler=cmd_restore)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1381,7 +1396,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     migrate_db.setup_logging(args.verbose, args.quiet)
     try:
-        return dispatch(args, parser)
+        return args.handler(args, parser)
     except AccountError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -3273,10 +3273,37 @@ def _cmd_clock(args: argparse.Namespace, world: World) -> int:
     return 0
 
 
-WORLD_COMMANDS = {"add-account": _cmd_add_account, "account": _cmd_account,
-                  "login-code": _cmd_login_code, "add-chat": _cmd_add_chat,
-                  "chat": _cmd_chat, "topic": _cmd_topic, "post": _cmd_post,
-                  "settings": _cmd_settings, "clock": _cmd_clock}
+def _cmd_accounts(args: argparse.Namespace, world: World) -> int:
+    _print_table(world.accounts())
+    return 0
+
+
+def _cmd_channels(args: argparse.Namespace, world: World) -> int:
+    _print_table(world.channels())
+    return 0
+
+
+def _cmd_counters(args: argparse.Namespace, world: World) -> int:
+    if args.reset:
+        world.reset_counters()
+    _print_table([{"request": k, "count": v} for k, v in world.counters(args.account).items()])
+    return 0
+
+
+def _cmd_revoke(args: argparse.Namespace, world: World) -> int:
+    print(f"{world.revoke_session(args.account)} session(s) revoked")
+    return 0
+
+
+def _cmd_edit(args: argparse.Namespace, world: World) -> int:
+    world.edit(args.chat, args.message_id, args.text, parse_mode="md" if args.md else None)
+    print(f"edited {args.message_id}")
+    return 0
+
+
+def _cmd_delete(args: argparse.Namespace, world: World) -> int:
+    print(f"{world.delete(args.chat, args.message_ids)} message(s) deleted")
+    return 0
 
 
 def _cmd_faults(args: argparse.Namespace, world: World) -> int:
@@ -3315,17 +3342,24 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("world", type=Path, metavar="WORLD")
     show.add_argument("chat", metavar="CHAT", help="chat id, @username or title")
     show.add_argument("--limit", type=int, default=0, help="only the last N messages")
-    for name, text in (("accounts", "list accounts"), ("channels", "list chats")):
-        commands.add_parser(name, help=text).add_argument("world", type=Path, metavar="WORLD")
+    show.set_defaults(handler=_cmd_show)
+    for name, handler, text in (("accounts", _cmd_accounts, "list accounts"),
+                                ("channels", _cmd_channels, "list chats")):
+        listing = commands.add_parser(name, help=text)
+        listing.add_argument("world", type=Path, metavar="WORLD")
+        listing.set_defaults(handler=handler)
     counters = commands.add_parser("counters", help="requests served, by type")
     counters.add_argument("world", type=Path, metavar="WORLD")
     counters.add_argument("--account", help="only this account's")
     counters.add_argument("--reset", action="store_true", help="set every counter to zero")
+    counters.set_defaults(handler=_cmd_counters)
     revoke = commands.add_parser("revoke", help="revoke an account's sessions")
     revoke.add_argument("world", type=Path, metavar="WORLD")
     revoke.add_argument("account", metavar="ACCOUNT")
+    revoke.set_defaults(handler=_cmd_revoke)
     faults = commands.add_parser("faults", help="list, add or clear injected faults")
     faults.add_argument("world", type=Path, metavar="WORLD")
+    faults.set_defaults(handler=_cmd_faults)
     actions = faults.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("list", help="list faults")
     clear = actions.add_parser("clear", help="remove one fault, or all")
@@ -3363,6 +3397,7 @@ def _add_world_commands(commands: Any) -> None:
     add.add_argument("--folder", type=Path, metavar="DIR",
                      help="also make an authorised account folder (.env, .session) here; "
                           "without it, log in with telegram_session.py auth and the code")
+    add.set_defaults(handler=_cmd_add_account)
     account = commands.add_parser("account", help="restrict, limit or exempt an account")
     account.add_argument("world", type=Path, metavar="WORLD")
     account.add_argument("name", metavar="NAME")
@@ -3370,9 +3405,11 @@ def _add_world_commands(commands: Any) -> None:
                          help="USER_BANNED_IN_CHANNEL on every write to groups/channels")
     account.add_argument("--limited", **on_off, help="PEER_FLOOD on sends and joins")
     account.add_argument("--rate-limits", **on_off, help="the world's budgets apply to it")
+    account.set_defaults(handler=_cmd_account)
     code = commands.add_parser("login-code", help="show or set the login code")
     code.add_argument("world", type=Path, metavar="WORLD")
     code.add_argument("code", nargs="?", metavar="CODE")
+    code.set_defaults(handler=_cmd_login_code)
     chat = commands.add_parser("add-chat", help="add a channel, megagroup or forum")
     chat.add_argument("world", type=Path, metavar="WORLD")
     chat.add_argument("title", metavar="TITLE")
@@ -3385,6 +3422,7 @@ def _add_world_commands(commands: Any) -> None:
     chat.add_argument("--noforwards", action="store_true", help="protected content")
     chat.add_argument("--default-banned", metavar="R,R",
                       help="rights members lack, e.g. send_media,manage_topics")
+    chat.set_defaults(handler=_cmd_add_chat)
     edit_chat = commands.add_parser("chat", help="change a chat's settings and members")
     edit_chat.add_argument("world", type=Path, metavar="WORLD")
     edit_chat.add_argument("chat", metavar="CHAT", help="chat id, @username or title")
@@ -3398,6 +3436,7 @@ def _add_world_commands(commands: Any) -> None:
                            help="make an admin (with these admin rights)")
     edit_chat.add_argument("--restrict", action="append", metavar="ACCOUNT:R,R",
                            help="a member's own banned rights (ACCOUNT:none lifts them)")
+    edit_chat.set_defaults(handler=_cmd_chat)
     topic = commands.add_parser("topic", help="create, close, reopen or delete a topic")
     topic.add_argument("world", type=Path, metavar="WORLD")
     topic.add_argument("chat", metavar="CHAT")
@@ -3407,6 +3446,7 @@ def _add_world_commands(commands: Any) -> None:
     which.add_argument("--reopen", type=int, metavar="ID")
     which.add_argument("--delete", type=int, metavar="ID")
     topic.add_argument("--by", metavar="ACCOUNT", help="creator (default: the chat's)")
+    topic.set_defaults(handler=_cmd_topic)
     post = commands.add_parser("post", help="post a message, a file or an album")
     post.add_argument("world", type=Path, metavar="WORLD")
     post.add_argument("chat", metavar="CHAT")
@@ -3417,16 +3457,19 @@ def _add_world_commands(commands: Any) -> None:
     post.add_argument("--by", metavar="ACCOUNT", help="sender (default: the creator)")
     post.add_argument("--topic", metavar="ID|TITLE")
     post.add_argument("--reply-to", type=int, metavar="ID")
+    post.set_defaults(handler=_cmd_post)
     edit = commands.add_parser("edit", help="edit a message's text")
     edit.add_argument("world", type=Path, metavar="WORLD")
     edit.add_argument("chat", metavar="CHAT")
     edit.add_argument("message_id", type=int, metavar="ID")
     edit.add_argument("text", metavar="TEXT")
     edit.add_argument("--md", action="store_true", help="TEXT is markdown")
+    edit.set_defaults(handler=_cmd_edit)
     delete = commands.add_parser("delete", help="delete messages")
     delete.add_argument("world", type=Path, metavar="WORLD")
     delete.add_argument("chat", metavar="CHAT")
     delete.add_argument("message_ids", type=int, nargs="+", metavar="ID")
+    delete.set_defaults(handler=_cmd_delete)
     settings = commands.add_parser("settings", help="show or change world settings")
     settings.add_argument("world", type=Path, metavar="WORLD")
     settings.add_argument("--rate-limits", **on_off, help="token buckets on or off")
@@ -3437,9 +3480,11 @@ def _add_world_commands(commands: Any) -> None:
     settings.add_argument("--random-id-memory", type=int, metavar="SECONDS",
                           help="0: forever")
     settings.add_argument("--random-id-mode", choices=RANDOM_ID_MODES)
+    settings.set_defaults(handler=_cmd_settings)
     clock = commands.add_parser("clock", help="show or advance world time")
     clock.add_argument("world", type=Path, metavar="WORLD")
     clock.add_argument("--advance", type=float, metavar="SECONDS")
+    clock.set_defaults(handler=_cmd_clock)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -3454,32 +3499,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     with world:
         try:
-            if args.command == "show":
-                return _cmd_show(args, world)
-            if args.command == "accounts":
-                _print_table(world.accounts())
-            elif args.command == "channels":
-                _print_table(world.channels())
-            elif args.command == "counters":
-                if args.reset:
-                    world.reset_counters()
-                counts = world.counters(args.account)
-                _print_table([{"request": k, "count": v} for k, v in counts.items()])
-            elif args.command == "revoke":
-                print(f"{world.revoke_session(args.account)} session(s) revoked")
-            elif args.command == "edit":
-                world.edit(args.chat, args.message_id, args.text,
-                           parse_mode="md" if args.md else None)
-                print(f"edited {args.message_id}")
-            elif args.command == "delete":
-                print(f"{world.delete(args.chat, args.message_ids)} message(s) deleted")
-            elif args.command in WORLD_COMMANDS:
-                return WORLD_COMMANDS[args.command](args, world)
-            else:
-                return _cmd_faults(args, world)
+            return args.handler(args, world)
         except SimulatorError as exc:
             parser.error(str(exc))
-    return 0
 
 
 def _cli() -> int:

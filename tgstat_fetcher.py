@@ -404,9 +404,6 @@ async def command_usage(client: TGStatClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"fetch": command_fetch, "categories": command_categories, "usage": command_usage}
-
-
 def category_list(text: str) -> list[str]:
     """argparse type: 'tech, news' -> ['tech', 'news']."""
     codes = [code.strip() for code in text.split(",") if code.strip()]
@@ -445,8 +442,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "this script)")
     output.add_argument("--replace", action="store_true",
                         help="write only the fetched channels, dropping the file's entries")
-    commands.add_parser("categories", help="list TGStat's category codes")
-    commands.add_parser("usage", help="show the API quota used (/usage/stat)")
+    fetch.set_defaults(handler=command_fetch)
+    commands.add_parser("categories", help="list TGStat's category codes").set_defaults(
+        handler=command_categories)
+    commands.add_parser("usage", help="show the API quota used (/usage/stat)").set_defaults(
+        handler=command_usage)
     return parser
 
 
@@ -456,7 +456,7 @@ async def run(args: argparse.Namespace, token: str) -> int:
     async with aiohttp.ClientSession(timeout=timeout) as session:
         client = TGStatClient(session, args.base_url, token)
         try:
-            return await COMMANDS[args.command](client, args)
+            return await args.handler(client, args)
         except TGStatError as exc:
             print(f"error: {client.redact(str(exc))}", file=sys.stderr)
             return EXIT_USAGE if exc.code == "unknown_category" else EXIT_FAILURE
