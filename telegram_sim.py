@@ -3306,17 +3306,22 @@ def _cmd_delete(args: argparse.Namespace, world: World) -> int:
     return 0
 
 
-def _cmd_faults(args: argparse.Namespace, world: World) -> int:
-    if args.action == "add":
-        fault_id = world.inject_fault(
-            args.error, seconds=args.seconds, account=args.account, request=args.request,
-            after=args.after, times=args.times, rate_per_minute=args.rate,
-            code=args.code, executed=args.executed)
-        print(f"fault {fault_id} added")
-    elif args.action == "clear":
-        print(f"{world.clear_faults(args.fault_id)} fault(s) removed")
-    else:
-        _print_table(world.faults())
+def _cmd_faults_add(args: argparse.Namespace, world: World) -> int:
+    fault_id = world.inject_fault(
+        args.error, seconds=args.seconds, account=args.account, request=args.request,
+        after=args.after, times=args.times, rate_per_minute=args.rate,
+        code=args.code, executed=args.executed)
+    print(f"fault {fault_id} added")
+    return 0
+
+
+def _cmd_faults_clear(args: argparse.Namespace, world: World) -> int:
+    print(f"{world.clear_faults(args.fault_id)} fault(s) removed")
+    return 0
+
+
+def _cmd_faults_list(args: argparse.Namespace, world: World) -> int:
+    _print_table(world.faults())
     return 0
 
 
@@ -3359,12 +3364,13 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.set_defaults(handler=_cmd_revoke)
     faults = commands.add_parser("faults", help="list, add or clear injected faults")
     faults.add_argument("world", type=Path, metavar="WORLD")
-    faults.set_defaults(handler=_cmd_faults)
     actions = faults.add_subparsers(dest="action", required=True, metavar="ACTION")
-    actions.add_parser("list", help="list faults")
+    actions.add_parser("list", help="list faults").set_defaults(handler=_cmd_faults_list)
     clear = actions.add_parser("clear", help="remove one fault, or all")
     clear.add_argument("fault_id", type=int, nargs="?", metavar="ID")
+    clear.set_defaults(handler=_cmd_faults_clear)
     add = actions.add_parser("add", help="add a fault")
+    add.set_defaults(handler=_cmd_faults_add)
     what = add.add_argument_group("what fails")
     what.add_argument("--error", required=True,
                       help="FLOOD_WAIT, SLOWMODE_WAIT, PEER_FLOOD, AUTH_KEY_UNREGISTERED, "

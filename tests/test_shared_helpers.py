@@ -1,5 +1,7 @@
 """The helpers every script shares, owned once by migrate_db.py: stored times, files
 replaced whole, text tables."""
+import argparse
+import importlib
 import os
 import sqlite3
 import stat
@@ -104,3 +106,26 @@ def test_table_columns_align_without_trailing_spaces():
     assert migrate_db.format_table(("a", "b"), []) == "a  b"
     assert migrate_db.format_table(None, [("x", ""), ("yy", "z")]) == "x\nyy  z"
     assert migrate_db.format_table(None, []) == ""
+
+
+def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """(command path, its parser) for every command a parser runs, subcommands included."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, (*path, name))
+            return
+    yield path, parser
+
+
+@pytest.mark.parametrize("script", ["campaign", "heatup", "telegram_session", "telegram_sim",
+                                    "tgstat_fetcher", "vibedialer"])
+def test_every_subcommand_names_its_function_in_its_parser(script):
+    built = importlib.import_module(script).build_parser()
+    parser = built[0] if isinstance(built, tuple) else built
+    commands = dict(_commands(parser))
+    assert len(commands) > 2
+    unnamed = [" ".join(path) for path, sub in commands.items()
+               if not callable(sub.get_default("handler"))]
+    # the simulator's `init` makes the world the other commands open: run before them
+    assert unnamed == (["init"] if script == "telegram_sim" else [])
