@@ -94,8 +94,11 @@ def file_stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def write_atomically(path: str | Path, data: str | bytes, *, mode: int | None = None) -> None:
-    """Replace the file at `path` whole with `data` (text as UTF-8), never leaving half a file.
+def write_atomically(path: str | Path, data: str | bytes | Callable[[Path], None], *,
+                     mode: int | None = None) -> None:
+    """Replace the file at `path` whole with `data`, never leaving half a file: text (as
+    UTF-8), bytes, or a function that fills the temporary file given its path (e.g. with
+    SQLite's backup) and raises to keep the old file.
 
     A temporary file in the same folder is written and fsynced, renamed over `path`, and the
     folder fsynced: after a crash the file is the old one or the new one, and a failed write
@@ -113,8 +116,11 @@ def write_atomically(path: str | Path, data: str | bytes, *, mode: int | None = 
         with os.fdopen(fd, "wb") as handle:
             if mode is not None:
                 os.fchmod(handle.fileno(), mode)
-            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
-            handle.flush()
+            if callable(data):
+                data(temp)
+            else:
+                handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+                handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)
     except BaseException:
@@ -1070,13 +1076,11 @@ def _make_private(path: Path) -> str | None:
 def backup_database(conn: sqlite3.Connection, path: Path) -> Path:
     """A consistent copy of the database next to it, named with the time; returns its path."""
     target = path.with_name(f"{path.name}.bak-{file_stamp()}")
-    partial = target.with_name(target.name + ".part")
-    dest = sqlite3.connect(str(partial))
-    try:
-        conn.backup(dest)
-    finally:
-        dest.close()
-    partial.replace(target)
+
+    def copy(partial: Path) -> None:
+        with contextlib.closing(sqlite3.connect(str(partial))) as dest:
+            conn.backup(dest)
+    write_atomically(target, copy, mode=stat.S_IMODE(path.stat().st_mode))
     return target
 
 

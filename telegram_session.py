@@ -458,20 +458,19 @@ def list_backups(account: Account) -> list[Path]:
 
 
 def _copy_database(source: Path, target: Path) -> None:
-    """A consistent copy of SQLite file `source` at `target` (temp file, checked, renamed)."""
-    partial = target.with_name(f".{target.name}.part")
-    partial.unlink(missing_ok=True)
-    partial.touch(mode=PRIVATE_MODE)    # private from the first byte: it holds the auth key
-    with contextlib.closing(sqlite3.connect(_sqlite_uri(source, "ro"), uri=True,
-                                            timeout=SESSION_BUSY_TIMEOUT)) as src, \
-            contextlib.closing(sqlite3.connect(str(partial))) as dst:
-        src.backup(dst)
-    problem = session_file_problem(partial)
-    if problem:
-        partial.unlink(missing_ok=True)
-        raise TelegramSessionError(f"the copy of {display_path(source)} is not usable ({problem})",
-                                   "check the disk (space, errors) and try again")
-    partial.replace(target)
+    """A consistent copy of SQLite file `source` at `target`, checked before it replaces
+    `target`; private from the first byte (it holds the auth key)."""
+    def copy(partial: Path) -> None:
+        with contextlib.closing(sqlite3.connect(_sqlite_uri(source, "ro"), uri=True,
+                                                timeout=SESSION_BUSY_TIMEOUT)) as src, \
+                contextlib.closing(sqlite3.connect(str(partial))) as dst:
+            src.backup(dst)
+        problem = session_file_problem(partial)
+        if problem:
+            raise TelegramSessionError(
+                f"the copy of {display_path(source)} is not usable ({problem})",
+                "check the disk (space, errors) and try again")
+    migrate_db.write_atomically(target, copy, mode=PRIVATE_MODE)
 
 
 def backup_session(account: Account) -> Path:

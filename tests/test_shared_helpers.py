@@ -96,6 +96,41 @@ def test_a_failed_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["taken", "topic_map.json"]
 
 
+def test_atomic_write_by_a_function_keeps_the_old_file_when_it_refuses(tmp_path):
+    target = tmp_path / "s1.session"
+    target.write_bytes(b"old")
+
+    def refuse(partial):
+        partial.write_bytes(b"half a copy")
+        raise ValueError("the copy is not usable")
+    with pytest.raises(ValueError):
+        migrate_db.write_atomically(target, refuse, mode=0o600)
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["s1.session"]
+
+    def copy(partial):
+        with sqlite3.connect(partial) as conn:
+            conn.execute("CREATE TABLE sessions (dc_id INTEGER)")
+    migrate_db.write_atomically(target, copy, mode=0o600)
+    with sqlite3.connect(target) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM sessions").fetchone() == (0,)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+def test_a_database_backup_is_as_private_as_its_database(tmp_path):
+    path = tmp_path / "campaign.db"
+    conn = migrate_db.connect(path, kind="campaign")
+    with migrate_db.transaction(conn):
+        conn.execute("INSERT INTO profiles (profile_name, folder) VALUES ('s1', 'sessions/s1')")
+    backup = migrate_db.backup_database(conn, path)
+    conn.close()
+    assert backup.name.startswith("campaign.db.bak-")
+    assert stat.S_IMODE(backup.stat().st_mode) == stat.S_IMODE(path.stat().st_mode) == 0o600
+    with sqlite3.connect(backup) as copy:
+        assert copy.execute("SELECT profile_name FROM profiles").fetchall() == [("s1",)]
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
+
+
 def test_table_columns_align_without_trailing_spaces():
     text = migrate_db.format_table(("name", "count", "note"),
                                    [("alpha", 3, None), ("b", 12345, "long note")],
