@@ -1921,15 +1921,21 @@ class Cloner:
         """Wait until these (known) messages are finished, cloning the ones nobody holds
         (given back, or left by an account that stopped: see Checkpoint), looking every
         `poll` seconds."""
-        while True:
-            open_ids = []
-            for msg_id in msg_ids:
-                row = self.checkpoint.row(msg_id)
-                if row is not None and row[0] not in TERMINAL:
-                    open_ids.append(msg_id)
-            if not open_ids:
+        wanted, me = set(msg_ids), self.checkpoint.session
+        while wanted:
+            if len(wanted) == 1:        # one query either way; this one reads one row
+                rows = [(i, row.status, row.session) for i in wanted
+                        if (row := self.checkpoint.row(i)) is not None]
+            else:
+                rows = [r for r in self.checkpoint.open_below(max(wanted) + 1) if r[0] in wanted]
+            open_rows = [r for r in rows if r[1] not in TERMINAL]
+            if not open_rows:
                 return
-            held = self.checkpoint.claim(self.checkpoint.with_albums(open_ids))
+            # free or this account's own (stale claims of others come free through
+            # release_stale, which every account's heartbeat runs)
+            free = [i for i, status, session in open_rows
+                    if status == "pending" or session == me]
+            held = self.checkpoint.claim(self.checkpoint.with_albums(free)) if free else []
             if held:
                 await self.process_ids(held)
                 continue
