@@ -1891,12 +1891,14 @@ class Cloner:
         """Wait until no other account is reading a range starting at or below `up_to`
         (its messages are not in the checkpoint yet); a range left by an account that
         stopped is read here."""
+        delay = WAIT_POLL_SECONDS
         while ranges := self.checkpoint.reading_ranges(up_to):
             for lo, stale in ranges:
                 if stale and self.checkpoint.claim_range(lo, datetime.now(UTC),
                                                          single=True) == lo:
                     await self.read_range(lo)
-            await asyncio.sleep(WAIT_POLL_SECONDS)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, LEFTOVER_POLL_SECONDS)
 
     async def process_ids(self, msg_ids: list[int]) -> None:
         """Fetch messages by id (claimed already, or to be claimed) and clone them; an
@@ -1919,9 +1921,10 @@ class Cloner:
 
     async def settle(self, msg_ids: list[int], *, poll: float = WAIT_POLL_SECONDS) -> None:
         """Wait until these (known) messages are finished, cloning the ones nobody holds
-        (given back, or left by an account that stopped: see Checkpoint), looking every
-        `poll` seconds."""
-        wanted, me = set(msg_ids), self.checkpoint.session
+        (given back, or left by an account that stopped: see Checkpoint), looking after
+        `poll` seconds, twice as long each time nothing changed (up to
+        LEFTOVER_POLL_SECONDS: a long wait for another account costs few queries)."""
+        wanted, me, delay = set(msg_ids), self.checkpoint.session, poll
         while wanted:
             if len(wanted) == 1:        # one query either way; this one reads one row
                 rows = [(i, row.status, row.session) for i in wanted
@@ -1938,8 +1941,10 @@ class Cloner:
             held = self.checkpoint.claim(self.checkpoint.with_albums(free)) if free else []
             if held:
                 await self.process_ids(held)
+                delay = poll
                 continue
-            await asyncio.sleep(poll)
+            await asyncio.sleep(delay)
+            delay = min(max(delay, poll) * 2, max(poll, LEFTOVER_POLL_SECONDS))
 
     # ------------------------------------------------------------------ one unit
 
