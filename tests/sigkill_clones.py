@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import random
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import helpers
+from helpers import python, wait_until
 
 SHARED = Path(__file__).resolve().parent.parent / "clone_streaming_shared.py"
 KILL_EVERY = (0.3, 0.9)          # seconds between kills, drawn at random
@@ -17,8 +19,7 @@ MAX_KILLS = 8
 
 def start_clone(folder: Path) -> subprocess.Popen:
     """One account's shared cloner, backfill then stop (what a restart by run.sh runs)."""
-    return subprocess.Popen([sys.executable, str(SHARED), "--once"], cwd=folder,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return helpers.start(python(SHARED, "--once"), cwd=folder, stdout=subprocess.DEVNULL)
 
 
 @dataclass
@@ -41,11 +42,14 @@ def kill_at_random(folders: dict[str, Path], *, held: Callable[[str], int],
     run = KillRun({name: start_clone(folder) for name, folder in folders.items()},
                   time.monotonic())
     rng = random.Random(seed)
-    while len(done()) < len(folders):
-        assert run.seconds_left(run_limit) > 0, "not every account started cloning"
-        assert all(p.poll() is None for p in run.workers.values()), \
-            {n: p.stderr.read()[-2000:] for n, p in run.workers.items() if p.poll() is not None}
-        time.sleep(0.05)
+
+    def every_account_cloned_something() -> bool:
+        ended = {n: p.stderr.read()[-2000:] for n, p in run.workers.items()
+                 if p.poll() is not None}
+        assert not ended, ended
+        return len(done()) == len(folders)
+    wait_until(every_account_cloned_something, what="every account to clone something",
+               timeout=run_limit)
     while run.kills < MAX_KILLS and run.seconds_left(run_limit) > 0:
         time.sleep(rng.uniform(*KILL_EVERY))
         running = [name for name, process in run.workers.items() if process.poll() is None]

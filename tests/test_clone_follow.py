@@ -4,21 +4,12 @@ restart (on the simulated Telegram)."""
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
+from helpers import wait_until
 from test_clone_streaming import SINGLE, content, run, start
 
 from telegram_sim import World
-
-WAIT = 60
-
-
-def wait_for(condition, what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def follow_world(tmp_path: Path, **env: str) -> tuple[World, int, Path]:
@@ -47,12 +38,12 @@ def test_reconciler_clones_what_lost_updates_missed_and_idle_is_logged(
     world.inject_fault("LOSE_UPDATES", account="session1")      # no new-message events
     process = start(folder, script=SINGLE)
     try:
-        wait_for(lambda: len(content(world, "@live_target")) == 1, "the backfill")
+        wait_until(lambda: len(content(world, "@live_target")) == 1, what="the backfill")
         world.post(source, "new, its update lost")
-        wait_for(lambda: len(content(world, "@live_target")) == 2, "the reconciler")
+        wait_until(lambda: len(content(world, "@live_target")) == 2, what="the reconciler")
         newest = content(world, source)[-1].id
-        wait_for(lambda: f"following live_source: up to date, newest {newest}" in
-                 (folder / "clone.log").read_text(), "the idle line")
+        wait_until(lambda: f"following live_source: up to date, newest {newest}" in
+                   (folder / "clone.log").read_text(), what="the idle line")
     finally:
         stop(process)
     assert [m.message for m in content(world, "@live_target")] == \
@@ -76,11 +67,12 @@ def test_edits_and_deletions_reach_the_copies_live_and_across_a_restart(
     # live: the events
     process = start(folder, script=SINGLE)
     try:
-        wait_for(lambda: "following new messages" in (folder / "clone.log").read_text(),
-                 "the follow loop")
+        wait_until(lambda: "following new messages" in (folder / "clone.log").read_text(),
+                   what="the follow loop")
         world.edit(source, ids[3], "post 2, edited live")
         world.delete(source, [ids[0]])
-        wait_for(lambda: [m.message for m in content(world, "@live_target")] ==
-                 ["post 0, edited while stopped", "post 2, edited live"], "the live sync")
+        wait_until(lambda: [m.message for m in content(world, "@live_target")] ==
+                   ["post 0, edited while stopped", "post 2, edited live"],
+                   what="the live sync")
     finally:
         stop(process)

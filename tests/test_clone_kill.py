@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import sqlite3
 import sys
-import time
 from pathlib import Path
 
+from helpers import wait_until
 from telethon import types
 
-import migrate_db
 from clone_streaming import source_reply_id, source_topic_of
 from telegram_sim import World
 
@@ -75,22 +74,20 @@ def test_every_message_exactly_once_despite_sigkill(tmp_path: Path) -> None:
             "SOURCE_CHAT": "@kill_source", "TARGET_CHAT": "@kill_target",
             "COPY_MODE": "copy", "CLAIM_TIMEOUT": "2"}) for name in ACCOUNTS}
 
-    for database in ("checkpoint.db", "accounts.db"):   # see create_shared_databases
-        migrate_db.connect(tmp_path / "sessions" / "shared" / database).close()
     run = kill_at_random(folders, held=lambda name: held_by(tmp_path, name),
                          done=lambda: done_by_account(tmp_path), seed=11, run_limit=RUN_LIMIT)
     workers, kills, mid_claim = run.workers, run.kills, run.mid_claim
     # two accounts die for good right after a send (a random_id stored, its answer not
     # recorded): the others take their claims over and must find those sends in the target
     gone, after_send = [], 0
-    while len(gone) < KILLED_FOR_GOOD and run.seconds_left(RUN_LIMIT) > 0:
+
+    def account_with_a_send_in_doubt() -> str | None:
         running = [n for n, p in workers.items() if p.poll() is None and n not in gone]
-        if len(running) <= 2:
-            break
-        victim = next((n for n in running if sending(tmp_path, n)), None)
-        if victim is None:
-            time.sleep(0.01)
-            continue
+        assert len(running) > 2, "the accounts finished before two were killed after a send"
+        return next((n for n in running if sending(tmp_path, n)), None)
+    while len(gone) < KILLED_FOR_GOOD:
+        victim = wait_until(account_with_a_send_in_doubt, what="a send in doubt",
+                            timeout=run.seconds_left(RUN_LIMIT), interval=0.01)
         workers[victim].kill()
         workers[victim].wait()
         after_send += sending(tmp_path, victim) > 0

@@ -6,16 +6,15 @@ import re
 import signal
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
+from helpers import wait_until
 from test_clone_streaming import (
     RUN_TIMEOUT,
     SINGLE,
     add_env,
     checkpoint_rows,
     content,
-    create_shared_databases,
     run,
     start,
     tiny_png,
@@ -35,13 +34,6 @@ def folders_for(world: World, tmp_path: Path, name: str, **env: str) -> list[Pat
         for account in ("session1", "session2")]
 
 
-def wait_for(condition, what: str, timeout: float = RUN_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def errors_of(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
@@ -58,11 +50,10 @@ def test_ordered_two_hour_flood_wait_hands_the_turn_to_the_other_account(
     for n in range(40):
         world.post(source, f"p {n}")
     folders = folders_for(world, tmp_path, "wait", COPY_MODE="copy", ORDERED="true")
-    create_shared_databases(tmp_path / "sessions")
     world.inject_fault("FLOOD_WAIT", seconds=7200, account="session1", times=1,
                        request="SendMessageRequest", after=3)
     first = start(folders[0], "--once")
-    wait_for(lambda: world.faults()[0]["fired"], "session1's two-hour wait")
+    wait_until(lambda: world.faults()[0]["fired"], what="session1's two-hour wait")
     second = start(folders[1], "--once")
     _, err = second.communicate(timeout=RUN_TIMEOUT)
     assert second.returncode == 0, err
@@ -83,7 +74,6 @@ def test_peer_flood_stops_the_account_with_exit_5_and_fails_nothing(tmp_path: Pa
     for n in range(20):
         world.post(source, f"p {n}")
     folders = folders_for(world, tmp_path, "peer", COPY_MODE="copy")
-    create_shared_databases(tmp_path / "sessions")
     world.inject_fault("PEER_FLOOD", account="session1", request="SendMessageRequest",
                        after=2)
     first = run(folders[0], "--once")
@@ -132,7 +122,7 @@ def protected_midway(tmp_path: Path, **env: str) -> tuple[World, int, subprocess
                                                   "COPY_MODE": "forward", **env})
     world.inject_fault("FLOOD_WAIT", seconds=2, request="ForwardMessagesRequest", times=1)
     process = start(folder, "--once", script=SINGLE)
-    wait_for(lambda: world.faults()[0]["fired"], "the first forward")
+    wait_until(lambda: world.faults()[0]["fired"], what="the first forward")
     world.set_noforwards(source)
     return world, source, process
 

@@ -10,12 +10,13 @@ and topics intact.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+import helpers
 import psycopg
+from helpers import python, wait_until
 from telethon import types
 
 from clone_streaming import source_reply_id, source_topic_of
@@ -146,10 +147,8 @@ def test_ordered_mode_and_audit_on_postgresql(tmp_path: Path, pg_url: str) -> No
     world.inject_fault("FLOOD_WAIT", seconds=2, account="session1", times=1,
                        request="SendMessageRequest")
     workers = [start_clone(folders[0])]
-    deadline = time.monotonic() + RUN_LIMIT
-    while not world.faults()[0]["fired"] and workers[0].poll() is None:
-        assert time.monotonic() < deadline, "session1 never hit its fault"
-        time.sleep(0.05)
+    wait_until(lambda: world.faults()[0]["fired"] or workers[0].poll() is not None,
+               what="session1's fault", timeout=RUN_LIMIT)
     workers.append(start_clone(folders[1]))
     for process in workers:
         _, err = process.communicate(timeout=RUN_LIMIT)
@@ -158,6 +157,5 @@ def test_ordered_mode_and_audit_on_postgresql(tmp_path: Path, pg_url: str) -> No
     targets = [m for m in world.messages("@ord_target") if isinstance(m, types.Message)]
     assert [m.message for m in targets] == [m.message for m in sources]
     assert set(done_by_account(pg_url)) == {"session1", "session3"}
-    audit = subprocess.run([sys.executable, str(SHARED), "--audit"], cwd=folders[1],
-                           capture_output=True, text=True, timeout=RUN_LIMIT)
+    audit = helpers.run(python(SHARED, "--audit"), cwd=folders[1], timeout=RUN_LIMIT)
     assert audit.returncode == 0, audit.stdout + audit.stderr
