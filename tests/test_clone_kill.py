@@ -49,8 +49,15 @@ def sending(tmp_path: Path, account: str) -> int:
 
 
 def done_by_account(tmp_path: Path) -> dict[str, int]:
-    conn = sqlite3.connect(tmp_path / "sessions" / "shared" / "checkpoint.db", timeout=30)
+    """Done messages per account; {} until the first cloner has created the checkpoint (the
+    four create it at once)."""
+    path = tmp_path / "sessions" / "shared" / "checkpoint.db"
+    if not path.exists():
+        return {}
+    conn = sqlite3.connect(path, timeout=30)
     try:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'messages'").fetchone():
+            return {}
         return dict(conn.execute("SELECT session, COUNT(*) FROM messages "
                                  "WHERE status = 'done' GROUP BY session"))
     finally:
