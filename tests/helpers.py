@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120            # seconds: the ceiling of a run or a wait, far above the happy path
@@ -76,6 +76,15 @@ def finish(process: subprocess.Popen, timeout: float = TIMEOUT) -> subprocess.Co
     """Wait for a started process to end; its exit code and the rest of its output."""
     out, err = process.communicate(timeout=timeout)
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def read_until(stream: IO, text: str | bytes) -> str | bytes:
+    """Read a started process's output line by line up to the first line holding `text`,
+    and return that line; fail if the output ends first."""
+    for line in stream:
+        if text in line:
+            return line
+    raise AssertionError(f"the output ended without {text!r}")
 
 
 def stop_started() -> None:
