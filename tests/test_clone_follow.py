@@ -7,22 +7,7 @@ import signal
 from pathlib import Path
 
 from helpers import wait_until
-from test_clone_streaming import SINGLE, content, run, start
-
-from telegram_sim import World
-
-
-def follow_world(tmp_path: Path, **env: str) -> tuple[World, int, Path]:
-    world = World.create(tmp_path / "world.db")
-    world.add_account("session1")
-    source = world.create_channel("Src", username="live_source", owner="session1")
-    world.create_channel("Dst", username="live_target", owner="session1")
-    world.post(source, "old")
-    folder = world.make_session_folder(tmp_path / "sessions" / "session1", "session1",
-                                       extra_env={"SOURCE_CHAT": "@live_source",
-                                                  "TARGET_CHAT": "@live_target",
-                                                  "COPY_MODE": "copy", **env})
-    return world, source, folder
+from test_clone_streaming import SINGLE, content, live_world, run, start
 
 
 def stop(process) -> str:
@@ -34,7 +19,7 @@ def stop(process) -> str:
 
 def test_reconciler_clones_what_lost_updates_missed_and_idle_is_logged(
         tmp_path: Path) -> None:
-    world, source, folder = follow_world(tmp_path, RECONCILE_SECONDS="0.3")
+    world, source, folder = live_world(tmp_path, COPY_MODE="copy", RECONCILE_SECONDS="0.3")
     world.inject_fault("LOSE_UPDATES", account="session1")      # no new-message events
     process = start(folder, script=SINGLE)
     try:
@@ -52,8 +37,8 @@ def test_reconciler_clones_what_lost_updates_missed_and_idle_is_logged(
 
 def test_edits_and_deletions_reach_the_copies_live_and_across_a_restart(
         tmp_path: Path) -> None:
-    world, source, folder = follow_world(tmp_path, SYNC_EDITS="true", SYNC_DELETES="true",
-                                         RECONCILE_SECONDS="0.5")
+    world, source, folder = live_world(tmp_path, COPY_MODE="copy", SYNC_EDITS="true",
+                                       SYNC_DELETES="true", RECONCILE_SECONDS="0.5")
     ids = [content(world, source)[0].id] + [world.post(source, f"post {n}") for n in range(3)]
     result = run(folder, "--once", script=SINGLE)
     assert result.returncode == 0, result.stderr

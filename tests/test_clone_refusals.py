@@ -168,13 +168,21 @@ def test_expired_file_reference_is_fetched_again(tmp_path: Path) -> None:
         world.counters("session1").get("GetChannelMessagesRequest", 0) >= 1
 
 
-def test_audit_names_cloned_failed_skipped_and_missing(tmp_path: Path) -> None:
+def cloned_demo(tmp_path: Path, **env: str) -> tuple[World, Path]:
+    """The demo world (telegram_sim.build_demo) cloned once by session1 from @demo_source
+    into @demo_target with `env` added to its .env; the world and the sessions folder."""
     world = World.create(tmp_path / "world.db")
     sessions = tmp_path / "sessions"
     build_demo(world, sessions)
     add_env(sessions / "session1", SOURCE_CHAT="@demo_source", TARGET_CHAT="@demo_target",
-            COPY_MODE="copy", MAX_MEDIA_MB="0.00001")
-    assert run(sessions / "session1", "--once").returncode == 0
+            **env)
+    result = run(sessions / "session1", "--once")
+    assert result.returncode == 0, result.stderr
+    return world, sessions
+
+
+def test_audit_names_cloned_failed_skipped_and_missing(tmp_path: Path) -> None:
+    world, sessions = cloned_demo(tmp_path, COPY_MODE="copy", MAX_MEDIA_MB="0.00001")
     audit = run(sessions / "session1", "--audit")
     assert audit.returncode == 0, audit.stderr
     assert "missing  0" in audit.stdout
@@ -188,12 +196,7 @@ def test_audit_names_cloned_failed_skipped_and_missing(tmp_path: Path) -> None:
 
 
 def test_retry_failed_clones_the_failed_messages_on_the_next_run(tmp_path: Path) -> None:
-    world = World.create(tmp_path / "world.db")
-    sessions = tmp_path / "sessions"
-    build_demo(world, sessions)
-    add_env(sessions / "session1", SOURCE_CHAT="@demo_source", TARGET_CHAT="@demo_target",
-            COPY_MODE="copy", MAX_MEDIA_MB="0.00001")
-    assert run(sessions / "session1", "--once").returncode == 0
+    world, sessions = cloned_demo(tmp_path, COPY_MODE="copy", MAX_MEDIA_MB="0.00001")
     status = run(sessions / "session1", "--status")
     assert "why not cloned (by reason)" in status.stdout and "over MAX_MEDIA_MB" in status.stdout
     retry = run(sessions / "session1", "--retry-failed")
@@ -227,13 +230,7 @@ def test_checkpoint_txt_of_the_earlier_single_account_cloner_is_honoured(
 
 
 def test_auto_mode_copies_replies_and_forwards_the_rest(tmp_path: Path) -> None:
-    world = World.create(tmp_path / "world.db")
-    sessions = tmp_path / "sessions"
-    build_demo(world, sessions)
-    add_env(sessions / "session1", SOURCE_CHAT="@demo_source", TARGET_CHAT="@demo_target",
-            COPY_MODE="auto")
-    result = run(sessions / "session1", "--once")
-    assert result.returncode == 0, result.stderr
+    world, sessions = cloned_demo(tmp_path, COPY_MODE="auto")
     rows = checkpoint_rows(sessions / "shared" / "checkpoint.db")
     target = {m.id: m for m in content(world, "@demo_target")}
     for s in content(world, "@demo_source"):

@@ -312,7 +312,9 @@ def test_ordered_mode_keeps_source_order_across_accounts(tmp_path: Path,
     assert {r[1] for r in rows.values() if r[0] == "done"} == {"session1", "session2"}
 
 
-def test_follow_clones_new_messages_until_interrupted(tmp_path: Path) -> None:
+def live_world(tmp_path: Path, **env: str) -> tuple[World, int, Path]:
+    """session1 owns @live_source (one message, "old") and @live_target; its folder clones
+    the one into the other with `env` added. The world, the source and the folder."""
     world = World.create(tmp_path / "world.db")
     world.add_account("session1")
     source = world.create_channel("Src", username="live_source", owner="session1")
@@ -320,7 +322,12 @@ def test_follow_clones_new_messages_until_interrupted(tmp_path: Path) -> None:
     world.post(source, "old")
     folder = world.make_session_folder(tmp_path / "sessions" / "session1", "session1",
                                        extra_env={"SOURCE_CHAT": "@live_source",
-                                                  "TARGET_CHAT": "@live_target"})
+                                                  "TARGET_CHAT": "@live_target", **env})
+    return world, source, folder
+
+
+def test_follow_clones_new_messages_until_interrupted(tmp_path: Path) -> None:
+    world, source, folder = live_world(tmp_path)
     process = start(folder, script=SINGLE)
     try:
         wait_until(lambda: len(content(world, "@live_target")) >= 1, what="the backfill")
