@@ -2483,16 +2483,17 @@ def infer_pattern(source: ResumeSource, plan: NumberPlan) -> tuple[str, str]:
 # ----------------------------------------------------------------------------- time windows
 
 def parse_window(text: str) -> tuple[int, int]:
-    """HH:MM-HH:MM as (start, end) minutes after midnight; raises UsageError."""
+    """HH:MM-HH:MM as (start, end) minutes after midnight; raises UsageError saying what is
+    wrong (the caller names the text and where it came from)."""
     match = re.fullmatch(r"(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})", text.strip())
     if not match:
-        raise UsageError(f"--window {text!r}: write it as HH:MM-HH:MM, e.g. 09:00-17:30")
+        raise UsageError("write it as HH:MM-HH:MM, e.g. 09:00-17:30")
     start_h, start_m, end_h, end_m = (int(g) for g in match.groups())
     if start_h > 23 or end_h > 23 or start_m > 59 or end_m > 59:
-        raise UsageError(f"--window {text!r}: hours are 00-23 and minutes 00-59")
+        raise UsageError("hours are 00-23 and minutes 00-59")
     start, end = start_h * 60 + start_m, end_h * 60 + end_m
     if start == end:
-        raise UsageError(f"--window {text!r}: start and end are the same time")
+        raise UsageError("start and end are the same time")
     return start, end
 
 
@@ -2647,7 +2648,7 @@ def load_scope(path: Path, plan: NumberPlan) -> Scope:
     try:
         hours = parse_window(hours_text) if hours_text else None
     except UsageError as exc:
-        raise UsageError(f"--scope {path}: hours: {str(exc).partition(': ')[2]}") from None
+        raise UsageError(f"--scope {path}: hours: {exc}") from None
     time_zone = data.get("time_zone")
     if time_zone is not None:
         try:
@@ -3099,9 +3100,6 @@ def choose_session(args: argparse.Namespace, storage: Storage,
                    resume: ResumeSource | None) -> tuple[str, bool]:
     """(session_id, continued) following --session-id / --continue-session / --new-session."""
     if args.session_id is not None:
-        if not SESSION_ID_RE.fullmatch(args.session_id):
-            raise UsageError(f"--session-id {args.session_id!r}: use 1-64 letters, digits, "
-                             f". _ : - (starting with a letter or digit)")
         exists = storage.has_session(args.session_id)
         if exists and args.session_mode == "new":
             raise UsageError(f"session {args.session_id} already exists in {storage.path}; "
@@ -3134,34 +3132,13 @@ def make_backend(args: argparse.Namespace, rng: random.Random) -> Backend:
 
 
 def validate_dial_args(args: argparse.Namespace) -> None:
-    """Checks argparse cannot express; raises UsageError."""
-    for name in ("delay", "timeout", "sim_call_seconds", "modem_guard", "max_ring", "listen"):
-        value = getattr(args, name)
-        if value is not None and value < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must not be negative")
-    if args.timeout <= 0:
-        raise UsageError("--timeout must be a positive number of seconds")
-    if args.limit is not None and args.limit < 1:
-        raise UsageError("--limit must be at least 1")
-    if args.retries < 0:
-        raise UsageError("--retries must not be negative")
-    if args.modem_baudrate <= 0:
-        raise UsageError("--modem-baudrate must be a positive number")
-    if args.country_code not in COUNTRY_PLANS:
-        supported = ", ".join(f"{code} ({p.name})" for code, p in COUNTRY_PLANS.items())
-        raise UsageError(f"--country-code {args.country_code}: not supported; use one of "
-                         f"{supported}")
-    if args.dial_prefix is not None and not re.fullmatch(r"[\d,]*", args.dial_prefix):
-        raise UsageError(f"--dial-prefix {args.dial_prefix!r}: digits and commas (pauses) only")
+    """The checks between flags (each flag's own are its argparse type); raises
+    UsageError."""
     if (args.infer_prefix or args.resume_prefix is not None) and args.resume is None:
         raise UsageError("--infer-prefix and --resume-prefix need --resume FILE")
     if args.pattern is not None and (args.infer_prefix or args.resume_prefix is not None) \
             and args.pattern != "-":
         raise UsageError("give either PATTERN or --infer-prefix/--resume-prefix, not both")
-    for name in ("resume", "exclude", "numbers", "scope"):
-        path = getattr(args, name)
-        if path is not None and not path.is_file():
-            raise UsageError(f"--{name} {path}: no such file")
     if args.backend != "modem" and args.modem_port:
         raise UsageError("--modem-port is only used with --backend modem")
     if args.backend == "modem" and not args.modem_port:
@@ -3455,6 +3432,67 @@ def run_classify(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- command line
+# Each flag's own check is its argparse type: a bad value is a usage error (exit 2) naming
+# the flag; validate_dial_args checks what involves several flags.
+
+def _at_least(kind: Callable[[str], float], low: float, complaint: str, *,
+              inclusive: bool = True) -> Callable[[str], float]:
+    """An argparse type: `kind` of the text, not below `low` (above it if not `inclusive`)."""
+    def convert(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid {kind.__name__} value: {text!r}") from None
+        if value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(f"{complaint}, not {text}")
+        return value
+    return convert
+
+
+SECONDS = _at_least(float, 0, "must not be negative")
+POSITIVE_SECONDS = _at_least(float, 0, "must be a positive number of seconds", inclusive=False)
+COUNT = _at_least(int, 0, "must not be negative")
+
+
+def _checked(check: Callable[[str], object]) -> Callable[[str], str]:
+    """An argparse type: the text as given, once `check` accepts it (else its UsageError
+    after the text)."""
+    def convert(text: str) -> str:
+        try:
+            check(text)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+        return text
+    return convert
+
+
+def check_country_code(text: str) -> None:
+    """--country-code: one of COUNTRY_PLANS."""
+    if text not in COUNTRY_PLANS:
+        supported = ", ".join(f"{code} ({p.name})" for code, p in COUNTRY_PLANS.items())
+        raise UsageError(f"not supported; use one of {supported}")
+
+
+def check_dial_prefix(text: str) -> None:
+    """--dial-prefix: digits, and commas for pauses."""
+    if not re.fullmatch(r"[\d,]*", text):
+        raise UsageError("digits and commas (pauses) only")
+
+
+def check_session_id(text: str) -> None:
+    """--session-id: what every storage can keep as an id."""
+    if not SESSION_ID_RE.fullmatch(text):
+        raise UsageError("use 1-64 letters, digits, . _ : - (starting with a letter or digit)")
+
+
+def existing_file(text: str) -> Path:
+    """An argparse type: the path of a file that exists."""
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    return path
+
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The argument parser and its subcommand parsers by name."""
@@ -3480,14 +3518,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                       help="digits with optional separators; '-' with --numbers")
     what = dial.add_argument_group("what to dial")
     what.add_argument("-c", "--country-code", default="1", metavar="CC",
+                      type=_checked(check_country_code),
                       help="country code of the numbers (default: %(default)s; supported: "
                            + ", ".join(COUNTRY_PLANS) + ")")
-    what.add_argument("--numbers", type=Path, metavar="FILE",
+    what.add_argument("--numbers", type=existing_file, metavar="FILE",
                       help="dial the numbers listed in FILE (one a line, # comments)")
-    what.add_argument("--exclude", type=Path, metavar="FILE",
+    what.add_argument("--exclude", type=existing_file, metavar="FILE",
                       help="never dial the numbers and prefixes in FILE (one a line, # comments)")
-    what.add_argument("--limit", type=int, metavar="N", help="stop after N dials")
-    what.add_argument("--dial-prefix", metavar="DIGITS",
+    what.add_argument("--limit", type=_at_least(int, 1, "must be at least 1"), metavar="N",
+                      help="stop after N dials")
+    what.add_argument("--dial-prefix", type=_checked(check_dial_prefix), metavar="DIGITS",
                       help="digits dialed before each national number, e.g. '9,' for an "
                            "outside line (default: the country's trunk prefix)")
     order = what.add_mutually_exclusive_group()
@@ -3503,7 +3543,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     dial.set_defaults(random=None)
     authorisation = dial.add_argument_group("authorisation")
     authorisation.add_argument(
-        "--scope", type=Path, metavar="FILE",
+        "--scope", type=existing_file, metavar="FILE",
         help="YAML: authorised_by, contact, ranges (patterns, masks, FIRST..LAST), valid_from, "
              "valid_until, hours (HH:MM-HH:MM, the callee's local time), time_zone; required "
              "with --backend modem or voip, which dial nothing outside it")
@@ -3511,13 +3551,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     backend = dial.add_argument_group("backend")
     backend.add_argument("-b", "--backend", choices=("simulation", "modem", "voip"),
                          default="simulation", help="default: %(default)s")
-    backend.add_argument("--timeout", type=float, default=DEFAULT_CALL_TIMEOUT,
+    backend.add_argument("--timeout", type=POSITIVE_SECONDS, default=DEFAULT_CALL_TIMEOUT,
                          metavar="SECONDS",
                          help="per-call timeout of the modem or SIP call (default: "
                               "%(default)s)")
-    backend.add_argument("--retries", type=int, default=0, metavar="N",
+    backend.add_argument("--retries", type=COUNT, default=0, metavar="N",
                          help="dial again on BUSY / NO DIALTONE up to N times (default: 0)")
-    backend.add_argument("--sim-call-seconds", type=float, default=0.0, metavar="SECONDS",
+    backend.add_argument("--sim-call-seconds", type=SECONDS, default=0.0, metavar="SECONDS",
                          help="simulated call length (default: 0, no sleeping)")
     backend.add_argument("--sim-audio", metavar="synth|DIR",
                          help="simulated answers play audio through the classifier: "
@@ -3525,9 +3565,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     modem = dial.add_argument_group("modem")
     modem.add_argument("--modem-port", metavar="PORT_OR_URL",
                        help="serial device or pyserial URL (socket://, rfc2217://, loop://)")
-    modem.add_argument("--modem-baudrate", type=int, default=DEFAULT_MODEM_BAUDRATE,
+    modem.add_argument("--modem-baudrate", default=DEFAULT_MODEM_BAUDRATE,
+                       type=_at_least(int, 0, "must be a positive number", inclusive=False),
                        metavar="N", help="default: %(default)s")
-    modem.add_argument("--modem-guard", type=float, default=DEFAULT_GUARD_SECONDS,
+    modem.add_argument("--modem-guard", type=SECONDS, default=DEFAULT_GUARD_SECONDS,
                        metavar="SECONDS", help="guard pause around the +++ escape when hanging "
                                                "up (default: %(default)s)")
     voip = dial.add_argument_group(
@@ -3535,17 +3576,17 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         "SIP_PASSWORD (and SIP_DOMAIN) from the environment or ./.env, never the command line")
     voip.add_argument("--sip-server", metavar="HOST[:PORT]", help="SIP server (port 5060 "
                       "unless given)")
-    voip.add_argument("--max-ring", type=float, default=DEFAULT_MAX_RING, metavar="SECONDS",
+    voip.add_argument("--max-ring", type=SECONDS, default=DEFAULT_MAX_RING, metavar="SECONDS",
                       help="CANCEL a call not answered within this (default: %(default)s)")
-    voip.add_argument("--listen", type=float, default=DEFAULT_LISTEN, metavar="SECONDS",
+    voip.add_argument("--listen", type=SECONDS, default=DEFAULT_LISTEN, metavar="SECONDS",
                       help="record this long after answer, then classify and hang up "
                            "(default: %(default)s)")
 
     pacing = dial.add_argument_group("pacing")
-    pacing.add_argument("--delay", type=float, metavar="SECONDS",
+    pacing.add_argument("--delay", type=SECONDS, metavar="SECONDS",
                         help=f"pause between calls (default: 0 simulated, "
                              f"{DEFAULT_MODEM_DELAY:g} with a modem)")
-    pacing.add_argument("--window", metavar="HH:MM-HH:MM",
+    pacing.add_argument("--window", type=_checked(parse_window), metavar="HH:MM-HH:MM",
                         help="dial only within these local hours (may cross midnight)")
     pacing.add_argument("--metrics-file", metavar="PATH", type=Path,
                         help="METRICS_FILE: Prometheus text rewritten every "
@@ -3557,7 +3598,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     storage.add_argument("-o", "--output", type=Path, metavar="PATH",
                          help="results file (default: dial_results.csv / dial_results.db, or "
                               "the --resume file)")
-    storage.add_argument("--session-id", metavar="ID",
+    storage.add_argument("--session-id", type=_checked(check_session_id), metavar="ID",
                          help="session id (default: a new 8-character id)")
     sessions = storage.add_mutually_exclusive_group()
     sessions.add_argument("--continue-session", dest="session_mode", action="store_const",
@@ -3567,7 +3608,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                           const="new", help="start a new session even when resuming")
 
     resume = dial.add_argument_group("resume")
-    resume.add_argument("--resume", type=Path, metavar="FILE",
+    resume.add_argument("--resume", type=existing_file, metavar="FILE",
                         help="csv or sqlite results: skip the numbers already dialed there")
     resume.add_argument("--infer-prefix", action="store_true",
                         help="take the pattern from the resumed session (or the common prefix "
