@@ -364,8 +364,8 @@ def _chat_cells(path: Path, text: str) -> Iterator[tuple[int, str]]:
             if cell and not cell.startswith("#"):
                 yield number, cell
         return
-    for number, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
         if line and not line.startswith("#"):
             yield number, line
 
@@ -1654,11 +1654,11 @@ def status_lines(conn: sqlite3.Connection, config: Config, now: datetime) -> lis
                        "end_reason, group_id FROM campaign_runs "
                        "ORDER BY started_at DESC, rowid DESC LIMIT 1").fetchone()
     worker_states = {}
-    for profile_id, state, reason, pid in conn.execute(
+    for profile_id, status, reason, pid in conn.execute(
             "SELECT profile_id, status, reason, pid FROM campaign_run_profiles WHERE run_id = ?",
             (run[0] if run else "",)):
-        if state == "running" and not pid_alive(pid):
-            state = "not running (its worker process is gone)"
+        state = "not running (its worker process is gone)" \
+            if status == "running" and not pid_alive(pid) else status
         worker_states[profile_id] = state + (f": {reason}" if reason else "")
     profiles = list_profiles(conn)
     for profile in profiles:

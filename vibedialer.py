@@ -3372,8 +3372,8 @@ def run_sessions(args: argparse.Namespace) -> int:
     header = ("session_id", "start_time", "end_time", "backend", "pattern", "calls",
               "success", "modems", "rate", "dials/hour")
     table = [header]
-    for session_id, start, end, backend, pattern, calls, successes, modems in rows:
-        calls, successes, modems = calls or 0, successes or 0, modems or 0
+    for session_id, start, end, backend, pattern, *counts in rows:
+        calls, successes, modems = (count or 0 for count in counts)
         duration = session_duration(conn, session_id, start, end)
         table.append((session_id, (start or "-")[:19], (end or "unfinished")[:19],
                       backend or "-", pattern or "-", str(calls), str(successes), str(modems),
