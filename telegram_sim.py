@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import migrate_db
-from migrate_db import is_sqlite_file, open_database, transaction, utcnow
+from migrate_db import is_sqlite_file, open_database, transaction, utc_text
 
 if TYPE_CHECKING:
     from telethon import TelegramClient
@@ -1245,7 +1245,7 @@ def h_send_code(ctx: Context, request: TLObject) -> TLObject:
     ctx.conn.execute(
         "INSERT INTO login_codes (phone, code_hash, created_at) VALUES (?, ?, ?) "
         "ON CONFLICT(phone) DO UPDATE SET code_hash = excluded.code_hash, "
-        "created_at = excluded.created_at", (phone, code_hash, utcnow()))
+        "created_at = excluded.created_at", (phone, code_hash, utc_text()))
     code = ctx.server.meta("login_code", DEFAULT_LOGIN_CODE)
     return types.auth.SentCode(type=types.auth.SentCodeTypeApp(length=len(code)),
                                phone_code_hash=code_hash)
@@ -1267,14 +1267,14 @@ def h_sign_in(ctx: Context, request: TLObject) -> TLObject:
     ctx.conn.execute(
         "INSERT INTO auth_keys (key_id, user_id, created_at) VALUES (?, ?, ?) "
         "ON CONFLICT(key_id) DO UPDATE SET user_id = excluded.user_id, revoked_at = NULL",
-        (ctx.key_id, account["user_id"], utcnow()))
+        (ctx.key_id, account["user_id"], utc_text()))
     return types.auth.Authorization(user=ctx.server.tl_user(account, account["user_id"]))
 
 
 @answers("auth.LogOutRequest")
 def h_log_out(ctx: Context, request: TLObject) -> TLObject:
     ctx.conn.execute("UPDATE auth_keys SET revoked_at = ? WHERE key_id = ?",
-                     (utcnow(), ctx.key_id))
+                     (utc_text(), ctx.key_id))
     return types.auth.LoggedOut()
 
 
@@ -1435,7 +1435,7 @@ def h_join_channel(ctx: Context, request: TLObject) -> TLObject:
     if part is not None:
         raise RpcFailure(400, "USER_ALREADY_PARTICIPANT")
     ctx.conn.execute("INSERT INTO participants (channel_id, user_id, role, joined_at) "
-                     "VALUES (?, ?, 'member', ?)", (row["channel_id"], ctx.user_id, utcnow()))
+                     "VALUES (?, ?, 'member', ?)", (row["channel_id"], ctx.user_id, utc_text()))
     return types.Updates(updates=[types.UpdateChannel(channel_id=row["channel_id"])],
                          users=[], chats=[server.tl_channel(row, ctx.user_id)],
                          date=_dt(ctx.server.now()), seq=0)
@@ -2213,7 +2213,7 @@ class SimulatedSender:
                 raise sqlite3.DatabaseError("not a simulated world (no world tables)")
             with transaction(conn):
                 conn.execute("INSERT OR IGNORE INTO auth_keys (key_id, user_id, created_at) "
-                             "VALUES (?, NULL, ?)", (_key_id(self.auth_key), utcnow()))
+                             "VALUES (?, NULL, ?)", (_key_id(self.auth_key), utc_text()))
         except sqlite3.Error:
             conn.close()
             raise
@@ -2425,7 +2425,7 @@ class World:
             self.conn.execute("INSERT OR IGNORE INTO meta (key, value) "
                               "VALUES ('random_id_mode', 'original')")
             self.conn.execute("INSERT OR IGNORE INTO meta (key, value) "
-                              "VALUES ('created_at', ?)", (utcnow(),))
+                              "VALUES ('created_at', ?)", (utc_text(),))
             self.conn.execute("INSERT OR IGNORE INTO meta (key, value) "
                               "VALUES ('secret', ?)", (secrets.token_hex(16),))
 
@@ -2549,7 +2549,7 @@ class World:
                 "INSERT INTO accounts (user_id, name, phone, first_name, username, "
                 "access_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (user_id, name, phone, first_name or name, username, _random_long(),
-                 utcnow()))
+                 utc_text()))
         return user_id
 
     def _check_username_free(self, username: str | None) -> None:
@@ -2609,10 +2609,8 @@ class World:
         env = {"TG_API_ID": str(SIM_API_ID), "TG_API_HASH": secrets.token_hex(16),
                "TG_PHONE": f"+{phone}", "SESSION_NAME": session_name,
                "TELEGRAM_SIMULATOR": str(self.path), **(extra_env or {})}
-        partial = env_path.with_name(".env.part")
-        partial.write_text("".join(f"{k}={v}\n" for k, v in env.items()), encoding="utf-8")
-        partial.chmod(0o600)
-        partial.replace(env_path)
+        migrate_db.write_atomically(env_path, "".join(f"{k}={v}\n" for k, v in env.items()),
+                                    mode=0o600)
         auth_key = crypto.AuthKey(os.urandom(256))
         session = sessions.SQLiteSession(str(folder / session_name))
         session.set_dc(DC_ID, SIM_IP, SIM_PORT)
@@ -2622,7 +2620,7 @@ class World:
         session_path.chmod(0o600)
         with transaction(self.conn):
             self.conn.execute("INSERT INTO auth_keys (key_id, user_id, created_at) "
-                              "VALUES (?, ?, ?)", (_key_id(auth_key), user_id, utcnow()))
+                              "VALUES (?, ?, ?)", (_key_id(auth_key), user_id, utc_text()))
         return folder
 
     def revoke_session(self, account_name: str) -> int:
@@ -2631,7 +2629,7 @@ class World:
         with transaction(self.conn):
             return self.conn.execute(
                 "UPDATE auth_keys SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
-                (utcnow(), user_id)).rowcount
+                (utc_text(), user_id)).rowcount
 
     def set_login_code(self, code: str) -> None:
         """The code auth.SignIn accepts for every phone (default 12345)."""
@@ -2673,7 +2671,7 @@ class World:
             for user_id, role in roles:
                 self.conn.execute("INSERT INTO participants (channel_id, user_id, role, "
                                   "joined_at) VALUES (?, ?, ?, ?)",
-                                  (channel_id, user_id, role, utcnow()))
+                                  (channel_id, user_id, role, utc_text()))
             channel = self.server.channel_row(channel_id)
             self.server.store_message(
                 channel, owner_id, action=types.MessageActionChannelCreate(title=title),
@@ -2724,7 +2722,7 @@ class World:
                 "INSERT INTO participants (channel_id, user_id, role, joined_at) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT(channel_id, user_id) "
                 "DO UPDATE SET role = excluded.role",
-                (channel_id, user_id, role, utcnow()))
+                (channel_id, user_id, role, utc_text()))
 
     def leave(self, account_name: str, chat: int | str) -> None:
         user_id, channel_id = self.account_id(account_name), self.chat_id(chat)
@@ -2996,7 +2994,7 @@ class World:
                 "INSERT INTO faults (error, code, seconds, account, request, after, times, "
                 "rate_per_minute, executed, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (error, code or default_code, seconds, account, request, after, times,
-                 rate_per_minute, int(executed), utcnow())).lastrowid
+                 rate_per_minute, int(executed), utc_text())).lastrowid
 
     def faults(self) -> list[dict]:
         keys = ("fault_id", "error", "code", "seconds", "account", "request", "after",
@@ -3133,13 +3131,8 @@ def _cmd_show(args: argparse.Namespace, world: World) -> int:
 
 
 def _print_table(rows: list[dict]) -> None:
-    if not rows:
-        print("(none)")
-        return
-    keys = list(rows[0])
-    print("  ".join(keys))
-    for row in rows:
-        print("  ".join("-" if row[k] is None else str(row[k]) for k in keys))
+    print(migrate_db.format_table(list(rows[0]), [list(row.values()) for row in rows],
+                                  missing="-") if rows else "(none)")
 
 
 def _switch(value: str | None) -> bool | None:
@@ -3272,23 +3265,55 @@ def _cmd_clock(args: argparse.Namespace, world: World) -> int:
     return 0
 
 
-WORLD_COMMANDS = {"add-account": _cmd_add_account, "account": _cmd_account,
-                  "login-code": _cmd_login_code, "add-chat": _cmd_add_chat,
-                  "chat": _cmd_chat, "topic": _cmd_topic, "post": _cmd_post,
-                  "settings": _cmd_settings, "clock": _cmd_clock}
+def _cmd_accounts(args: argparse.Namespace, world: World) -> int:
+    _print_table(world.accounts())
+    return 0
 
 
-def _cmd_faults(args: argparse.Namespace, world: World) -> int:
-    if args.action == "add":
-        fault_id = world.inject_fault(
-            args.error, seconds=args.seconds, account=args.account, request=args.request,
-            after=args.after, times=args.times, rate_per_minute=args.rate,
-            code=args.code, executed=args.executed)
-        print(f"fault {fault_id} added")
-    elif args.action == "clear":
-        print(f"{world.clear_faults(args.fault_id)} fault(s) removed")
-    else:
-        _print_table(world.faults())
+def _cmd_channels(args: argparse.Namespace, world: World) -> int:
+    _print_table(world.channels())
+    return 0
+
+
+def _cmd_counters(args: argparse.Namespace, world: World) -> int:
+    if args.reset:
+        world.reset_counters()
+    _print_table([{"request": k, "count": v} for k, v in world.counters(args.account).items()])
+    return 0
+
+
+def _cmd_revoke(args: argparse.Namespace, world: World) -> int:
+    print(f"{world.revoke_session(args.account)} session(s) revoked")
+    return 0
+
+
+def _cmd_edit(args: argparse.Namespace, world: World) -> int:
+    world.edit(args.chat, args.message_id, args.text, parse_mode="md" if args.md else None)
+    print(f"edited {args.message_id}")
+    return 0
+
+
+def _cmd_delete(args: argparse.Namespace, world: World) -> int:
+    print(f"{world.delete(args.chat, args.message_ids)} message(s) deleted")
+    return 0
+
+
+def _cmd_faults_add(args: argparse.Namespace, world: World) -> int:
+    fault_id = world.inject_fault(
+        args.error, seconds=args.seconds, account=args.account, request=args.request,
+        after=args.after, times=args.times, rate_per_minute=args.rate,
+        code=args.code, executed=args.executed)
+    print(f"fault {fault_id} added")
+    return 0
+
+
+def _cmd_faults_clear(args: argparse.Namespace, world: World) -> int:
+    print(f"{world.clear_faults(args.fault_id)} fault(s) removed")
+    return 0
+
+
+def _cmd_faults_list(args: argparse.Namespace, world: World) -> int:
+    _print_table(world.faults())
     return 0
 
 
@@ -3314,22 +3339,30 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("world", type=Path, metavar="WORLD")
     show.add_argument("chat", metavar="CHAT", help="chat id, @username or title")
     show.add_argument("--limit", type=int, default=0, help="only the last N messages")
-    for name, text in (("accounts", "list accounts"), ("channels", "list chats")):
-        commands.add_parser(name, help=text).add_argument("world", type=Path, metavar="WORLD")
+    show.set_defaults(handler=_cmd_show)
+    for name, handler, text in (("accounts", _cmd_accounts, "list accounts"),
+                                ("channels", _cmd_channels, "list chats")):
+        listing = commands.add_parser(name, help=text)
+        listing.add_argument("world", type=Path, metavar="WORLD")
+        listing.set_defaults(handler=handler)
     counters = commands.add_parser("counters", help="requests served, by type")
     counters.add_argument("world", type=Path, metavar="WORLD")
     counters.add_argument("--account", help="only this account's")
     counters.add_argument("--reset", action="store_true", help="set every counter to zero")
+    counters.set_defaults(handler=_cmd_counters)
     revoke = commands.add_parser("revoke", help="revoke an account's sessions")
     revoke.add_argument("world", type=Path, metavar="WORLD")
     revoke.add_argument("account", metavar="ACCOUNT")
+    revoke.set_defaults(handler=_cmd_revoke)
     faults = commands.add_parser("faults", help="list, add or clear injected faults")
     faults.add_argument("world", type=Path, metavar="WORLD")
     actions = faults.add_subparsers(dest="action", required=True, metavar="ACTION")
-    actions.add_parser("list", help="list faults")
+    actions.add_parser("list", help="list faults").set_defaults(handler=_cmd_faults_list)
     clear = actions.add_parser("clear", help="remove one fault, or all")
     clear.add_argument("fault_id", type=int, nargs="?", metavar="ID")
+    clear.set_defaults(handler=_cmd_faults_clear)
     add = actions.add_parser("add", help="add a fault")
+    add.set_defaults(handler=_cmd_faults_add)
     what = add.add_argument_group("what fails")
     what.add_argument("--error", required=True,
                       help="FLOOD_WAIT, SLOWMODE_WAIT, PEER_FLOOD, AUTH_KEY_UNREGISTERED, "
@@ -3362,6 +3395,7 @@ def _add_world_commands(commands: Any) -> None:
     add.add_argument("--folder", type=Path, metavar="DIR",
                      help="also make an authorised account folder (.env, .session) here; "
                           "without it, log in with telegram_session.py auth and the code")
+    add.set_defaults(handler=_cmd_add_account)
     account = commands.add_parser("account", help="restrict, limit or exempt an account")
     account.add_argument("world", type=Path, metavar="WORLD")
     account.add_argument("name", metavar="NAME")
@@ -3369,9 +3403,11 @@ def _add_world_commands(commands: Any) -> None:
                          help="USER_BANNED_IN_CHANNEL on every write to groups/channels")
     account.add_argument("--limited", **on_off, help="PEER_FLOOD on sends and joins")
     account.add_argument("--rate-limits", **on_off, help="the world's budgets apply to it")
+    account.set_defaults(handler=_cmd_account)
     code = commands.add_parser("login-code", help="show or set the login code")
     code.add_argument("world", type=Path, metavar="WORLD")
     code.add_argument("code", nargs="?", metavar="CODE")
+    code.set_defaults(handler=_cmd_login_code)
     chat = commands.add_parser("add-chat", help="add a channel, megagroup or forum")
     chat.add_argument("world", type=Path, metavar="WORLD")
     chat.add_argument("title", metavar="TITLE")
@@ -3384,6 +3420,7 @@ def _add_world_commands(commands: Any) -> None:
     chat.add_argument("--noforwards", action="store_true", help="protected content")
     chat.add_argument("--default-banned", metavar="R,R",
                       help="rights members lack, e.g. send_media,manage_topics")
+    chat.set_defaults(handler=_cmd_add_chat)
     edit_chat = commands.add_parser("chat", help="change a chat's settings and members")
     edit_chat.add_argument("world", type=Path, metavar="WORLD")
     edit_chat.add_argument("chat", metavar="CHAT", help="chat id, @username or title")
@@ -3397,6 +3434,7 @@ def _add_world_commands(commands: Any) -> None:
                            help="make an admin (with these admin rights)")
     edit_chat.add_argument("--restrict", action="append", metavar="ACCOUNT:R,R",
                            help="a member's own banned rights (ACCOUNT:none lifts them)")
+    edit_chat.set_defaults(handler=_cmd_chat)
     topic = commands.add_parser("topic", help="create, close, reopen or delete a topic")
     topic.add_argument("world", type=Path, metavar="WORLD")
     topic.add_argument("chat", metavar="CHAT")
@@ -3406,6 +3444,7 @@ def _add_world_commands(commands: Any) -> None:
     which.add_argument("--reopen", type=int, metavar="ID")
     which.add_argument("--delete", type=int, metavar="ID")
     topic.add_argument("--by", metavar="ACCOUNT", help="creator (default: the chat's)")
+    topic.set_defaults(handler=_cmd_topic)
     post = commands.add_parser("post", help="post a message, a file or an album")
     post.add_argument("world", type=Path, metavar="WORLD")
     post.add_argument("chat", metavar="CHAT")
@@ -3416,16 +3455,19 @@ def _add_world_commands(commands: Any) -> None:
     post.add_argument("--by", metavar="ACCOUNT", help="sender (default: the creator)")
     post.add_argument("--topic", metavar="ID|TITLE")
     post.add_argument("--reply-to", type=int, metavar="ID")
+    post.set_defaults(handler=_cmd_post)
     edit = commands.add_parser("edit", help="edit a message's text")
     edit.add_argument("world", type=Path, metavar="WORLD")
     edit.add_argument("chat", metavar="CHAT")
     edit.add_argument("message_id", type=int, metavar="ID")
     edit.add_argument("text", metavar="TEXT")
     edit.add_argument("--md", action="store_true", help="TEXT is markdown")
+    edit.set_defaults(handler=_cmd_edit)
     delete = commands.add_parser("delete", help="delete messages")
     delete.add_argument("world", type=Path, metavar="WORLD")
     delete.add_argument("chat", metavar="CHAT")
     delete.add_argument("message_ids", type=int, nargs="+", metavar="ID")
+    delete.set_defaults(handler=_cmd_delete)
     settings = commands.add_parser("settings", help="show or change world settings")
     settings.add_argument("world", type=Path, metavar="WORLD")
     settings.add_argument("--rate-limits", **on_off, help="token buckets on or off")
@@ -3436,9 +3478,11 @@ def _add_world_commands(commands: Any) -> None:
     settings.add_argument("--random-id-memory", type=int, metavar="SECONDS",
                           help="0: forever")
     settings.add_argument("--random-id-mode", choices=RANDOM_ID_MODES)
+    settings.set_defaults(handler=_cmd_settings)
     clock = commands.add_parser("clock", help="show or advance world time")
     clock.add_argument("world", type=Path, metavar="WORLD")
     clock.add_argument("--advance", type=float, metavar="SECONDS")
+    clock.set_defaults(handler=_cmd_clock)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -3453,32 +3497,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     with world:
         try:
-            if args.command == "show":
-                return _cmd_show(args, world)
-            if args.command == "accounts":
-                _print_table(world.accounts())
-            elif args.command == "channels":
-                _print_table(world.channels())
-            elif args.command == "counters":
-                if args.reset:
-                    world.reset_counters()
-                counts = world.counters(args.account)
-                _print_table([{"request": k, "count": v} for k, v in counts.items()])
-            elif args.command == "revoke":
-                print(f"{world.revoke_session(args.account)} session(s) revoked")
-            elif args.command == "edit":
-                world.edit(args.chat, args.message_id, args.text,
-                           parse_mode="md" if args.md else None)
-                print(f"edited {args.message_id}")
-            elif args.command == "delete":
-                print(f"{world.delete(args.chat, args.message_ids)} message(s) deleted")
-            elif args.command in WORLD_COMMANDS:
-                return WORLD_COMMANDS[args.command](args, world)
-            else:
-                return _cmd_faults(args, world)
+            return args.handler(args, world)
         except SimulatorError as exc:
             parser.error(str(exc))
-    return 0
 
 
 def _cli() -> int:

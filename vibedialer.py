@@ -48,6 +48,7 @@ import argparse
 import asyncio
 import csv
 import hashlib
+import io
 import json
 import logging
 import os
@@ -914,16 +915,13 @@ def read_wav(path: Path) -> np.ndarray:
 def write_wav(path: Path, samples: np.ndarray) -> None:
     """8 kHz float samples as a 16-bit PCM WAV file, written atomically."""
     pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with wave.open(str(temporary), "wb") as handle:
-            handle.setnchannels(1)
-            handle.setsampwidth(2)
-            handle.setframerate(SAMPLE_RATE)
-            handle.writeframes(pcm)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(SAMPLE_RATE)
+        handle.writeframes(pcm)
+    migrate_db.write_atomically(path, buffer.getvalue())
 
 
 # ----------------------------------------------------------------------------- classifier
@@ -2242,7 +2240,7 @@ class SqliteStorage:
                        randomized = COALESCE(sessions.randomized, excluded.randomized),
                        random_seed = COALESCE(sessions.random_seed, excluded.random_seed),
                        scope = COALESCE(excluded.scope, sessions.scope)""",
-                (session.session_id, migrate_db.utcnow(), session.backend,
+                (session.session_id, migrate_db.utc_text(), session.backend,
                  session.phone_pattern, session.country_code, int(session.randomized),
                  None if session.random_seed is None else str(session.random_seed),
                  session.scope))
@@ -2279,7 +2277,7 @@ class SqliteStorage:
         self.flush()
         with migrate_db.transaction(self.conn):
             self.conn.execute("UPDATE sessions SET end_time = ? WHERE session_id = ?",
-                              (migrate_db.utcnow(), session.session_id))
+                              (migrate_db.utc_text(), session.session_id))
 
     def close(self) -> None:
         """Close the database."""
@@ -2349,7 +2347,7 @@ def record_csv_session(path: Path, session: SessionInfo) -> None:
     sessions = read_csv_sessions(path)
     earlier = sessions.get(session.session_id, {})
     sessions[session.session_id] = {
-        "start_time": earlier.get("start_time") or migrate_db.utcnow(),
+        "start_time": earlier.get("start_time") or migrate_db.utc_text(),
         "backend_type": earlier.get("backend_type") or session.backend,
         "phone_pattern": earlier.get("phone_pattern") or session.phone_pattern,
         "country_code": earlier.get("country_code") or session.country_code,
@@ -2358,15 +2356,11 @@ def record_csv_session(path: Path, session: SessionInfo) -> None:
         "scope": session.scope or earlier.get("scope"),
     }
     target = csv_sessions_path(path)
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        temporary.write_text(json.dumps({"sessions": sessions}, indent=1, sort_keys=True),
-                             encoding="utf-8")
-        os.replace(temporary, target)
+        migrate_db.write_atomically(target, json.dumps({"sessions": sessions}, indent=1,
+                                                       sort_keys=True))
     except OSError as exc:
         raise UsageError(f"{target}: cannot write it ({exc})") from None
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def sessions_in_csv(path: Path) -> set[str]:
@@ -2751,7 +2745,7 @@ class DialStats:
         self.successes += outcome.success
         self.modems += outcome.status == "modem" or outcome.carrier_detected
         if outcome.success:
-            self.last_success = migrate_db.utcnow()
+            self.last_success = migrate_db.utc_text()
 
     def metrics(self) -> dict:
         """This run for --metrics-file."""
@@ -3008,7 +3002,7 @@ def run_dials(dial_plan: DialPlan, numbers: Iterable[int], backend: Backend, sto
 def _record(storage: Storage, view: View, stats: DialStats, hits: HitLog, session_id: str,
             phone: str, outcome: Outcome) -> None:
     """Store, count and show one call; a carrier also goes to the hits."""
-    row = (session_id, phone, outcome.status, migrate_db.utcnow(), outcome.success,
+    row = (session_id, phone, outcome.status, migrate_db.utc_text(), outcome.success,
            outcome.message, outcome.carrier_detected, outcome.tone_type, outcome.confidence)
     storage.add(row)
     stats.add(outcome)
@@ -3341,10 +3335,9 @@ def _parse_time(text: str | None) -> datetime | None:
     if not text:
         return None
     try:
-        moment = datetime.fromisoformat(text)
+        return migrate_db.parse_utc(text)
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def session_duration(conn: sqlite3.Connection, session_id: str, start: str | None,
@@ -3371,7 +3364,7 @@ def run_sessions(args: argparse.Namespace) -> int:
         return EXIT_OK
     header = ("session_id", "start_time", "end_time", "backend", "pattern", "calls",
               "success", "modems", "rate", "dials/hour")
-    table = [header]
+    table = []
     for session_id, start, end, backend, pattern, *counts in rows:
         calls, successes, modems = (count or 0 for count in counts)
         duration = session_duration(conn, session_id, start, end)
@@ -3380,10 +3373,7 @@ def run_sessions(args: argparse.Namespace) -> int:
                       f"{100 * successes / calls:.1f}%" if calls else "-",
                       f"{calls * 3600 / duration:,.0f}" if duration else "-"))
     conn.close()
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-              .rstrip())
+    print(migrate_db.format_table(header, table))
     return EXIT_OK
 
 

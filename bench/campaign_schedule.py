@@ -112,7 +112,7 @@ def main() -> int:
               f"cycle delay {CYCLE_DELAY_MINUTES} min; ran in {elapsed:.1f} s real time")
         worst, total = 0, 0
         for profile in profiles:
-            times = sorted(campaign.from_text(t) for (t,) in conn.execute(
+            times = sorted(migrate_db.parse_utc(t) for (t,) in conn.execute(
                 "SELECT attempted_at FROM task_attempts WHERE profile_id = ? AND "
                 "status = 'success' AND run_id = ?", (profile.id, run.run_id)))
             inside = [t for t in times if t < end]
