@@ -44,7 +44,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import migrate_db
 import telegram_session
@@ -1305,7 +1305,7 @@ class Worker:
         delivery.backoff = min(seconds * 2, self.config.network_backoff_max_seconds)
         return None
 
-    async def auth_refused(self, delivery: Delivery, exc: Exception) -> bool:
+    async def auth_refused(self, delivery: Delivery, exc: Exception) -> NoReturn:
         """The account's session is no longer authorised: the chat is given back and the
         worker ends with the account's recovery line (TelegramAuthError)."""
         self.give_back(delivery, type(exc).__name__, exc)
