@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -70,25 +71,18 @@ from pathlib import Path
 from typing import TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import numpy as np
-import serial
-import yaml
-from dotenv import dotenv_values
-from rich.console import Console, Group
-from rich.live import Live
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
-from rich.text import Text
-
 import migrate_db
+
+# numpy, pyserial, PyYAML, python-dotenv and rich load when first used, so --help answers at once
+np = migrate_db.lazy_import("numpy")
+serial = migrate_db.lazy_import("serial")
+yaml = migrate_db.lazy_import("yaml")
+dotenv = migrate_db.lazy_import("dotenv")
+rich_console = migrate_db.lazy_import("rich.console")
+rich_live = migrate_db.lazy_import("rich.live")
+rich_progress = migrate_db.lazy_import("rich.progress")
+rich_table = migrate_db.lazy_import("rich.table")
+rich_text = migrate_db.lazy_import("rich.text")
 
 UTC = timezone.utc        # datetime.UTC is Python 3.11+
 
@@ -136,9 +130,6 @@ ANALYSIS_FREQUENCIES = sorted({f for tones in TONE_SIGNATURES.values() for f in 
 SIGNATURE_COLUMNS = [[ANALYSIS_FREQUENCIES.index(f) for f in tones]
                      for tones in TONE_SIGNATURES.values()]
 ANALYSIS_FFT = 800          # zero-padded to 10 Hz bins
-_BINS = np.fft.rfftfreq(ANALYSIS_FFT, 1 / SAMPLE_RATE)
-V21_LOW = (_BINS >= 1550) & (_BINS < 1750)    # V.21 channel 2: mark 1650 Hz ...
-V21_HIGH = (_BINS >= 1750) & (_BINS <= 1950)  # ... space 1850 Hz
 V21_BAND_SHARE = 0.6
 TONE_SCORE = 0.5             # a frame is a tone when this share of its energy is in the tone
 TONE_MIN_COMPONENT = 0.15    # ... and each of a dual tone's frequencies has at least this
@@ -821,22 +812,23 @@ def _alaw_to_linear(byte: int) -> int:
     return magnitude if a & 0x80 else -magnitude
 
 
-# Decoding tables (byte -> sample in -1..1), so no audioop (gone in Python 3.13) is needed.
-G711_TABLES = {
-    "PCMU": np.array([_ulaw_to_linear(b) for b in range(256)], dtype=np.float64) / 32768.0,
-    "PCMA": np.array([_alaw_to_linear(b) for b in range(256)], dtype=np.float64) / 32768.0,
-}
+@functools.cache
+def g711_table(codec: str) -> np.ndarray:
+    """The decoding table of `codec` (byte -> sample in -1..1), so no audioop (gone in
+    Python 3.13) is needed."""
+    to_linear = {"PCMU": _ulaw_to_linear, "PCMA": _alaw_to_linear}[codec]
+    return np.array([to_linear(b) for b in range(256)], dtype=np.float64) / 32768.0
 RTP_PAYLOAD_CODECS = {0: "PCMU", 8: "PCMA"}
 
 
 def g711_decode(payload: bytes, codec: str) -> np.ndarray:
     """G.711 bytes as float samples in -1..1."""
-    return G711_TABLES[codec][np.frombuffer(payload, dtype=np.uint8)]
+    return g711_table(codec)[np.frombuffer(payload, dtype=np.uint8)]
 
 
 def g711_encode(samples: np.ndarray, codec: str) -> bytes:
     """Float samples in -1..1 as G.711 bytes (each sample to the nearest code)."""
-    table = G711_TABLES[codec]
+    table = g711_table(codec)
     order = np.argsort(table, kind="stable")
     levels = table[order]
     clipped = np.clip(samples, levels[0], levels[-1])
@@ -935,6 +927,15 @@ class Classification:
     detail: str
 
 
+@functools.cache
+def _v21_bands() -> tuple[np.ndarray, np.ndarray]:
+    """The FFT bins of V.21 channel 2's halves: mark 1650 Hz (1550-1750) and space
+    1850 Hz (1750-1950)."""
+    bins = np.fft.rfftfreq(ANALYSIS_FFT, 1 / SAMPLE_RATE)
+    return (bins >= 1550) & (bins < 1750), (bins >= 1750) & (bins <= 1950)
+
+
+@functools.cache
 def _analysis_basis() -> tuple[list[str], np.ndarray, np.ndarray, float]:
     """(signature names, FFT bin of each analysis frequency, Hann window, scale)."""
     window = np.hanning(ANALYSIS_FRAME)
@@ -945,13 +946,10 @@ def _analysis_basis() -> tuple[list[str], np.ndarray, np.ndarray, float]:
     return list(TONE_SIGNATURES), bins, window, scale
 
 
-ANALYSIS = _analysis_basis()
-
-
 def frame_labels(samples: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Per 50 ms frame: the tone signature heard (or 'sound' / 'silent'), its score (the
     share of the frame's energy in the signature's frequencies) and the level in dBFS."""
-    names, bins, window, scale = ANALYSIS
+    names, bins, window, scale = _analysis_basis()
     count = len(samples) // ANALYSIS_FRAME
     if count == 0:
         return [], np.zeros(0), np.zeros(0)
@@ -968,8 +966,9 @@ def frame_labels(samples: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray
     level = 10 * np.log10((frames ** 2).mean(axis=1) + 1e-20)
     # V.21 FSK (300 baud between 1650 and 1850 Hz) spreads over the band: its share, both halves
     total = spectrum_power.sum(axis=1) + 1e-20
-    low = spectrum_power[:, V21_LOW].sum(axis=1) / total
-    high = spectrum_power[:, V21_HIGH].sum(axis=1) / total
+    low_band, high_band = _v21_bands()
+    low = spectrum_power[:, low_band].sum(axis=1) / total
+    high = spectrum_power[:, high_band].sum(axis=1) / total
     fsk = (low + high >= V21_BAND_SHARE) & (np.minimum(low, high) >= 0.1)
     labels = [("silent" if lvl < SILENCE_DBFS else names[b] if s >= TONE_SCORE
                else "v21" if v21 else "sound")
@@ -2018,7 +2017,7 @@ def sip_account(server: str, environment: dict[str, str]) -> SipAccount:
 
 def sip_environment(env_file: Path) -> dict[str, str]:
     """SIP_* settings: the environment, over the .env file in the working directory."""
-    values = {key: value for key, value in dotenv_values(env_file).items()
+    values = {key: value for key, value in dotenv.dotenv_values(env_file).items()
               if value is not None} if env_file.is_file() else {}
     values.update({key: value for key, value in os.environ.items() if key.startswith("SIP_")})
     return values
@@ -2868,7 +2867,7 @@ class LineView:
 class LiveView:
     """The interactive view: progress with ETA, current number, counts, last results."""
 
-    def __init__(self, title: str, total: int, stats: DialStats, console: Console):
+    def __init__(self, title: str, total: int, stats: DialStats, console: rich_console.Console):
         self.title = title
         self.stats = stats
         self.current = ""
@@ -2876,32 +2875,35 @@ class LiveView:
         self.recent: deque = deque(maxlen=RECENT_RESULTS)
         self.hits: deque = deque(maxlen=HITS_SHOWN)
         self.hit_count = 0
-        self.progress = Progress(TextColumn("[bold]dialing"), BarColumn(), MofNCompleteColumn(),
-                                 TaskProgressColumn(), TimeElapsedColumn(),
-                                 TextColumn("ETA"), TimeRemainingColumn(), console=console)
+        bar = rich_progress
+        self.progress = bar.Progress(bar.TextColumn("[bold]dialing"), bar.BarColumn(),
+                                     bar.MofNCompleteColumn(), bar.TaskProgressColumn(),
+                                     bar.TimeElapsedColumn(), bar.TextColumn("ETA"),
+                                     bar.TimeRemainingColumn(), console=console)
         self.task = self.progress.add_task("dialing", total=total)
-        self.live = Live(self, console=console, refresh_per_second=4)
+        self.live = rich_live.Live(self, console=console, refresh_per_second=4)
 
-    def __rich__(self) -> Group:
-        counts = Table(box=None, show_header=True, padding=(0, 2))
+    def __rich__(self) -> rich_console.Group:
+        counts = rich_table.Table(box=None, show_header=True, padding=(0, 2))
         by_status = dict(self.stats.by_status)
         statuses = sorted(by_status, key=lambda s: (STATUS_ORDER.get(s, len(STATUS_ORDER)), s))
         for status in statuses:
             counts.add_column(status, justify="right")
         if statuses:
             counts.add_row(*(str(by_status[status]) for status in statuses))
-        recent = Table(box=None, show_header=False, padding=(0, 2))
+        recent = rich_table.Table(box=None, show_header=False, padding=(0, 2))
         for row in list(self.recent):
             recent.add_row(row[1], row[2], row[5])
         current = self.status_note or f"current: {self.current}"
-        hits = Table(box=None, show_header=False, padding=(0, 2))
+        hits = rich_table.Table(box=None, show_header=False, padding=(0, 2))
         for row in list(self.hits):
             hits.add_row(row[1], row[7] or row[2], "-" if row[8] is None else f"{row[8]:.2f}",
                          row[5], style="bold green")
         shown = f" (last {len(self.hits)} shown)" if self.hit_count > len(self.hits) else ""
-        return Group(Text(self.title, style="bold"), self.progress, Text(current), counts,
-                     Text(f"hits: {self.hit_count}{shown}"), hits, Text("last results:"),
-                     recent)
+        text = rich_text.Text
+        return rich_console.Group(text(self.title, style="bold"), self.progress, text(current),
+                                  counts, text(f"hits: {self.hit_count}{shown}"), hits,
+                                  text("last results:"), recent)
 
     def begin(self) -> None:
         """Start drawing."""
@@ -3266,7 +3268,7 @@ def dial_session(dial_plan: DialPlan, numbers: Iterable[int], backend: Backend,
     if interactive:
         title = (f"VibeDialer  session {session.session_id}  {dial_plan.description}  "
                  f"{backend.name} -> {storage.kind}")
-        view = LiveView(title, target, stats, Console())
+        view = LiveView(title, target, stats, rich_console.Console())
     else:
         view = LineView()
     code, failure, interrupted = EXIT_OK, None, False
