@@ -34,7 +34,6 @@ import os
 import random
 import re
 import secrets
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -45,11 +44,11 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import migrate_db
 import telegram_session
-from migrate_db import transaction
+from migrate_db import parse_utc, transaction, utc_text
 from telegram_session import format_time
 
 # loaded when first used, so --help answers at once
@@ -146,7 +145,8 @@ class CampaignError(Exception):
 # ----------------------------------------------------------------------------- the clock
 
 class Clock:
-    """Wall-clock time for the scheduler; tests and benchmarks inject a FakeClock."""
+    """Wall-clock time for the scheduler; tests and benchmarks inject a simulated clock
+    (tests/clocks.py)."""
 
     poll_seconds: float | None = POLL_SECONDS   # None: sleeps are never cut short to poll
 
@@ -161,68 +161,6 @@ class Clock:
             return
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=max(0.0, seconds))
-
-
-class FakeClock(Clock):
-    """Simulated time that jumps ahead instantly: hours of schedule in seconds.
-
-    With several concurrent workers (`participants`), time advances only when every one of
-    them is asleep, to the earliest wake-up: a discrete-event clock. A worker that finishes
-    calls `leave()` so the others are not held back.
-    """
-
-    poll_seconds = None
-
-    def __init__(self, start: datetime | None = None, participants: int = 1) -> None:
-        self._now = start or datetime.now(UTC)
-        self.participants = participants
-        self._sleepers: list[tuple[datetime, int, asyncio.Future]] = []
-        self._seq = 0
-
-    def now(self) -> datetime:
-        return self._now
-
-    async def sleep(self, seconds: float, wake: asyncio.Event | None = None) -> None:
-        """Jump ahead (`wake` is not needed: stops are seen between steps)."""
-        until = self._now + timedelta(seconds=max(0.0, seconds))
-        if self.participants <= 1:
-            self._now = until
-            await asyncio.sleep(0)
-            return
-        future = asyncio.get_running_loop().create_future()
-        self._seq += 1
-        heapq.heappush(self._sleepers, (until, self._seq, future))
-        self._advance()
-        try:
-            await future
-        except asyncio.CancelledError:
-            self._sleepers = [s for s in self._sleepers if s[2] is not future]
-            heapq.heapify(self._sleepers)
-            raise
-
-    def leave(self) -> None:
-        """A participant is done: it no longer has to be asleep for time to move."""
-        self.participants -= 1
-        self._advance()
-
-    def _advance(self) -> None:
-        while self._sleepers and len(self._sleepers) >= max(self.participants, 1):
-            wake, _, future = heapq.heappop(self._sleepers)
-            self._now = max(self._now, wake)
-            if not future.done():
-                future.set_result(None)
-                return
-
-
-def to_text(moment: datetime) -> str:
-    """A timestamp as the suite stores it (UTC ISO-8601 with microseconds, sortable)."""
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def from_text(text: str) -> datetime:
-    """A stored timestamp back as an aware datetime (legacy rows without zone are UTC)."""
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def format_duration(seconds: float) -> str:
@@ -414,8 +352,8 @@ def _chat_cells(path: Path, text: str) -> Iterator[tuple[int, str]]:
             if cell and not cell.startswith("#"):
                 yield number, cell
         return
-    for number, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
         if line and not line.startswith("#"):
             yield number, line
 
@@ -466,7 +404,7 @@ def read_chat_list(path: Path) -> ChatImport:
 def add_chats(conn: sqlite3.Connection, chats: Sequence[str], group: str,
               now: datetime) -> tuple[int, int]:
     """Add normalised chats to `group` in one transaction; returns (added, already there)."""
-    stamp = to_text(now)
+    stamp = utc_text(now)
     with transaction(conn):
         added = conn.executemany(  # rowcount: the rows inserted, not those ignored
             "INSERT OR IGNORE INTO tasks (group_id, chat_username, status, next_available_at, "
@@ -508,7 +446,7 @@ def unblock_chat(conn: sqlite3.Connection, raw: str, group: str | None,
             lines.append(f"{normalise_chat(raw)} ({chat_group}) is not blocked ({status})")
             continue
         with transaction(conn):
-            conn.execute(f"UPDATE tasks SET {UNBLOCK_SET} WHERE id = ?", (to_text(now), task_id))
+            conn.execute(f"UPDATE tasks SET {UNBLOCK_SET} WHERE id = ?", (utc_text(now), task_id))
         lines.append(f"{normalise_chat(raw)} ({chat_group}) unblocked (was {status}: {reason})")
     return lines
 
@@ -524,7 +462,7 @@ def remove_chat(conn: sqlite3.Connection, raw: str, group: str | None,
             removed = conn.execute(
                 "UPDATE tasks SET status = 'removed', is_blocked = 1, block_reason = "
                 "'removed by the operator', updated_at = ? WHERE id = ? AND status != "
-                "'in_progress'", (to_text(now), task_id)).rowcount
+                "'in_progress'", (utc_text(now), task_id)).rowcount
         if not removed:
             raise CampaignError(f"{normalise_chat(raw)} ({chat_group}): a worker is sending to "
                                 "it right now; try again in a moment")
@@ -554,7 +492,7 @@ def clear_wait(profile: Profile, now: datetime, force: bool) -> str:
     try:
         with transaction(conn):
             cleared = conn.execute("UPDATE rate_limits SET until = ? WHERE account = ? AND "
-                                   "until > ?", (to_text(now), account.name, to_text(now))
+                                   "until > ?", (utc_text(now), account.name, utc_text(now))
                                    ).rowcount
     finally:
         conn.close()
@@ -609,7 +547,7 @@ def import_texts(conn: sqlite3.Connection, texts: Sequence[str], *, replace: boo
                                   "group_id IS ? AND is_active = 1", (text, group)).fetchone()
             if not exists:
                 conn.execute("INSERT INTO campaign_texts (text, group_id, is_active, "
-                             "created_at) VALUES (?, ?, 1, ?)", (text, group, to_text(now)))
+                             "created_at) VALUES (?, ?, 1, ?)", (text, group, utc_text(now)))
                 added += 1
     return added, len(texts) - added
 
@@ -666,7 +604,7 @@ def add_profile(conn: sqlite3.Connection, folder: Path, now: datetime) -> tuple[
         cursor = conn.execute(
             "INSERT INTO profiles (profile_id, profile_name, folder, is_active, created_at) "
             "VALUES (?, ?, ?, 1, ?)", (str(uuid.uuid4()), account.name,
-                                       _stored_folder(account.folder), to_text(now)))
+                                       _stored_folder(account.folder), utc_text(now)))
     return Profile(cursor.lastrowid, account.name, account.folder), True
 
 
@@ -705,8 +643,8 @@ def window_sends(conn: sqlite3.Connection, profile_id: int, now: datetime) -> li
         "SELECT attempted_at FROM task_attempts WHERE profile_id IN "
         "(?, (SELECT profile_id FROM profiles WHERE id = ?)) "
         "AND status = 'success' AND attempted_at > ?",
-        (profile_id, profile_id, to_text(now - WINDOW))).fetchall()
-    return sorted(from_text(value) for (value,) in rows)
+        (profile_id, profile_id, utc_text(now - WINDOW))).fetchall()
+    return sorted(parse_utc(value) for (value,) in rows)
 
 
 def next_free_slot(conn: sqlite3.Connection, profile_id: int, limit: int,
@@ -766,7 +704,7 @@ def claim_next(conn: sqlite3.Connection, run_id: str, profile_id: int, now: date
     """Atomically take the next chat this run owes a send (carry-over first) and record the
     attempt, with its random_id and one of the chat's group's texts, before anything is
     sent. None when nothing is due now; CampaignError when the group has no text."""
-    params = {"profile": profile_id, "pid": pid or os.getpid(), "now": to_text(now),
+    params = {"profile": profile_id, "pid": pid or os.getpid(), "now": utc_text(now),
               "run": run_id}
     with migrate_db.durable_transaction(conn):   # on disk before the send goes out
         row = conn.execute(CLAIM_CARRY_SQL, params).fetchone()
@@ -815,7 +753,7 @@ def claim_open_attempt(conn: sqlite3.Connection, profile_id: int, now: datetime,
             "UPDATE tasks SET status = 'in_progress', assigned_profile_id = ?, "
             "claimed_pid = ?, claimed_at = ?, updated_at = ? WHERE id = ? AND "
             "status = 'pending' AND open_attempt_id = ?",
-            (profile_id, pid or os.getpid(), to_text(now), to_text(now), task_id,
+            (profile_id, pid or os.getpid(), utc_text(now), utc_text(now), task_id,
              attempt_id)).rowcount
     if not taken:
         return None
@@ -827,7 +765,7 @@ def record_success(conn: sqlite3.Connection, claim: Claim, message_id: int | Non
                    now: datetime, next_available: datetime) -> None:
     """The send went through: the attempt counts for its run and the chat rests until
     `next_available` (the cycle delay)."""
-    stamp = to_text(now)
+    stamp = utc_text(now)
     with transaction(conn):
         conn.execute("UPDATE task_attempts SET status = 'success', sent_msg_id = ?, "
                      "error_type = NULL, attempted_at = ? WHERE id = ?",
@@ -838,7 +776,7 @@ def record_success(conn: sqlite3.Connection, claim: Claim, message_id: int | Non
             "completed_cycles = completed_cycles + 1, success_count = success_count + 1, "
             "fail_streak = 0, last_attempt_at = ?, next_available_at = ?, "
             "open_attempt_id = NULL, claimed_pid = NULL, claimed_at = NULL, updated_at = ? "
-            "WHERE id = ?", (claim.run_id, stamp, to_text(next_available), stamp, claim.task_id))
+            "WHERE id = ?", (claim.run_id, stamp, utc_text(next_available), stamp, claim.task_id))
 
 
 def record_failure(conn: sqlite3.Connection, claim: Claim, error_type: str, message: str,
@@ -847,7 +785,7 @@ def record_failure(conn: sqlite3.Connection, claim: Claim, error_type: str, mess
     """The send did not happen: the attempt is failed with its error type and the chat
     released (to rest until `next_available`, if given). With `block_after`, a chat error:
     the chat is blocked once that many have come in a row. Returns whether it was blocked."""
-    stamp = to_text(now)
+    stamp = utc_text(now)
     with transaction(conn):
         conn.execute("UPDATE task_attempts SET status = 'failed', error_type = ?, "
                      "error_message = ?, attempted_at = ? WHERE id = ?",
@@ -863,7 +801,7 @@ def record_failure(conn: sqlite3.Connection, claim: Claim, error_type: str, mess
             "block_reason), next_available_at = MAX(next_available_at, ?), "
             "open_attempt_id = NULL, claimed_pid = NULL, claimed_at = NULL WHERE id = ?",
             ("blocked" if blocked else "pending", int(blocked), reason,
-             to_text(next_available or now), claim.task_id))
+             utc_text(next_available or now), claim.task_id))
     return blocked
 
 
@@ -873,7 +811,7 @@ def release_claim(conn: sqlite3.Connection, claim: Claim, now: datetime) -> None
     with transaction(conn):
         conn.execute("UPDATE tasks SET status = 'pending', claimed_pid = NULL, "
                      "claimed_at = NULL, updated_at = ? WHERE id = ? AND status = 'in_progress'",
-                     (to_text(now), claim.task_id))
+                     (utc_text(now), claim.task_id))
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -905,7 +843,7 @@ def release_dead_claims(conn: sqlite3.Connection, now: datetime) -> int:
         for task_id, pid in dead:
             conn.execute("UPDATE tasks SET status = 'pending', claimed_pid = NULL, "
                          "claimed_at = NULL, updated_at = ? WHERE id = ? AND status = "
-                         "'in_progress' AND claimed_pid IS ?", (to_text(now), task_id, pid))
+                         "'in_progress' AND claimed_pid IS ?", (utc_text(now), task_id, pid))
     return len(dead)
 
 
@@ -924,7 +862,7 @@ def next_due(conn: sqlite3.Connection, run_id: str) -> datetime | None:
         "AND run_sent < run_quota", (run_id,)).fetchone()[0]
     if due is None:
         return None
-    return from_text(due) if due else ANY_TIME
+    return parse_utc(due) if due else ANY_TIME
 
 
 def held_by_workers(conn: sqlite3.Connection, run_id: str) -> int:
@@ -975,7 +913,7 @@ def _mark_dead_runs(conn: sqlite3.Connection, now: datetime) -> None:
                 conn.execute("UPDATE campaign_runs SET status = 'interrupted', ended_at = ?, "
                              "end_reason = COALESCE(end_reason, 'the start process ended "
                              "without closing the run') WHERE run_id = ? AND status = "
-                             "'running'", (to_text(now), run_id))
+                             "'running'", (utc_text(now), run_id))
 
 
 def running_run(conn: sqlite3.Connection, now: datetime) -> tuple[str, int] | None:
@@ -1003,7 +941,7 @@ def create_run(conn: sqlite3.Connection, config: Config, group: str | None,
     release_dead_claims(conn, now)
     run_id = str(uuid.uuid4())
     clause, args = _group_clause(group)
-    stamp = to_text(now)
+    stamp = utc_text(now)
     with transaction(conn):
         conn.execute(f"UPDATE tasks SET run_carry = {CARRY_SQL} WHERE is_blocked = 0 {clause}",
                      args)
@@ -1047,11 +985,11 @@ def set_worker_state(conn: sqlite3.Connection, run_id: str, profile_id: int, sta
             "VALUES (?, ?, ?, ?) ON CONFLICT (run_id, profile_id) DO UPDATE SET "
             "status = excluded.status, started_at = CASE WHEN excluded.status = 'running' "
             "THEN excluded.started_at ELSE started_at END",
-            (run_id, profile_id, status, to_text(now)))
+            (run_id, profile_id, status, utc_text(now)))
         conn.execute(
             "UPDATE campaign_run_profiles SET reason = COALESCE(?, reason), "
             "pid = COALESCE(?, pid), ended_at = ? WHERE run_id = ? AND profile_id = ?",
-            (reason, pid, to_text(now) if ended else None, run_id, profile_id))
+            (reason, pid, utc_text(now) if ended else None, run_id, profile_id))
 
 
 def finish_run(conn: sqlite3.Connection, run_id: str, now: datetime,
@@ -1066,7 +1004,7 @@ def finish_run(conn: sqlite3.Connection, run_id: str, now: datetime,
         status = "interrupted"
     with transaction(conn):
         conn.execute("UPDATE campaign_runs SET status = ?, ended_at = ?, end_reason = ? "
-                     "WHERE run_id = ?", (status, to_text(now), reason, run_id))
+                     "WHERE run_id = ?", (status, utc_text(now), reason, run_id))
     return status
 
 
@@ -1175,6 +1113,15 @@ class WorkerResult:
     reason: str | None = None
 
 
+@dataclass
+class Delivery:
+    """A claimed chat being sent, and what the tries so far tell."""
+
+    claim: Claim
+    maybe_delivered: bool       # a try may have reached Telegram: its random_id is kept
+    backoff: float = NETWORK_BACKOFF_START     # the next pause after a network problem, s
+
+
 class Worker:
     """One account's sending loop for one run: wait for a slot in the hourly window, claim
     the next due chat, send with the attempt's random_id, record the outcome."""
@@ -1266,54 +1213,19 @@ class Worker:
         return False
 
     async def deliver(self, claim: Claim) -> bool:
-        """Send one claimed chat and record the outcome; False when the worker must end."""
-        backoff = NETWORK_BACKOFF_START
-        maybe_delivered = claim.resumed
+        """Send one claimed chat and record the outcome; False when the worker must end. A
+        failed send is acted on as send_failures() says."""
+        delivery = Delivery(claim, maybe_delivered=claim.resumed)
         while True:
             try:
                 message_id = await self.send(claim.chat, claim.text, claim.random_id)
-            except SendCancelled as exc:
-                if maybe_delivered:  # keep the random_id for this account's next try
-                    release_claim(self.conn, claim, self.clock.now())
-                else:
-                    record_failure(self.conn, claim, "FloodWaitError", str(exc),
-                                   self.clock.now())
-                return False
-            except tuple(account_refusals()) as exc:
-                return self.account_refused(claim, exc)
-            except errors.SlowModeWaitError as exc:
-                now = self.clock.now()
-                record_failure(self.conn, claim, "SlowModeWaitError", str(exc), now,
-                               next_available=now + timedelta(seconds=exc.seconds))
-                self.result.failed += 1
-                return True
-            except errors.FloodWaitError as exc:  # only from a sender without the registry
-                await self.clock.sleep(exc.seconds)
-                continue
-            except chat_errors() as exc:
-                self.chat_error(claim, type(exc).__name__, str(exc))
-                return True
-            except ValueError as exc:  # Telethon: no such username, or an id never seen
-                kind = "UsernameNotFound" if claim.chat.startswith("@") else "EntityNotFound"
-                self.chat_error(claim, kind, str(exc))
-                return True
-            except network_errors() as exc:  # before RPCError: ServerError, TimedOutError
-                maybe_delivered = True
-                if not await self.network_pause(claim, exc, backoff):
-                    return False
-                backoff = min(backoff * 2, self.config.network_backoff_max_seconds)
-                continue
-            except telegram_session.AUTH_ERRORS as exc:
-                if maybe_delivered:  # keep the random_id for this account's next try
-                    release_claim(self.conn, claim, self.clock.now())
-                else:  # refused, not sent: the chat goes back to every account
-                    record_failure(self.conn, claim, type(exc).__name__, str(exc),
-                                   self.clock.now())
-                raise telegram_session.auth_error(
-                    telegram_session.load_account(self.profile.folder), exc) from None
-            except errors.RPCError as exc:
-                self.chat_error(claim, type(exc).__name__, str(exc))
-                return True
+            except tuple(kind for kinds in send_failures() for kind in kinds) as exc:
+                act = next(act for kinds, act in send_failures().items()
+                           if isinstance(exc, kinds))
+                go_on = await act(self, delivery, exc)
+                if go_on is None:           # send again, with the same random_id
+                    continue
+                return go_on
             now = self.clock.now()
             delay = timedelta(seconds=cycle_delay_seconds(self.config, self.rng))
             record_success(self.conn, claim, message_id, now, now + delay)
@@ -1323,16 +1235,82 @@ class Worker:
                      ", resumed after a crash" if claim.resumed else "")
             return True
 
-    async def network_pause(self, claim: Claim, exc: BaseException, seconds: float) -> bool:
-        """Wait before sending again with the same random_id; False (chat released, outcome
-        kept unknown for this account) when a stop comes meanwhile."""
+    # -- what a failed send does (send_failures()): True next chat, False end, None again --
+
+    def give_back(self, delivery: Delivery, error_type: str, exc: Exception) -> None:
+        """The chat is not sent by this worker: released with its random_id kept for this
+        account's next try if a try may have reached Telegram, else failed (not sent: the
+        chat goes back to every account)."""
+        if delivery.maybe_delivered:
+            release_claim(self.conn, delivery.claim, self.clock.now())
+        else:
+            record_failure(self.conn, delivery.claim, error_type, str(exc), self.clock.now())
+
+    async def cancelled(self, delivery: Delivery, exc: Exception) -> bool:
+        """A stop came while waiting out a FloodWait: the chat is given back, the worker
+        ends."""
+        self.give_back(delivery, "FloodWaitError", exc)
+        return False
+
+    async def account_refused(self, delivery: Delivery, exc: Exception) -> bool:
+        """Telegram refuses this account everywhere (PeerFlood, restricted, frozen): it stops
+        for the run; the chat, not at fault, goes back to the other accounts at once."""
+        record_failure(self.conn, delivery.claim, type(exc).__name__, str(exc),
+                       self.clock.now())
+        self.result.failed += 1
+        status, reason = next(value for kind, value in account_refusals().items()
+                              if isinstance(exc, kind))
+        self.result.status = status
+        self.result.reason = f"{reason}; stopped for this run, its chats go to the other accounts"
+        log.error("%s: %s", self.profile.name, self.result.reason)
+        return False
+
+    async def slow_mode(self, delivery: Delivery, exc: Exception) -> bool:
+        """Slow mode in the chat: failed, and not due again before the wait is over."""
+        now = self.clock.now()
+        record_failure(self.conn, delivery.claim, "SlowModeWaitError", str(exc), now,
+                       next_available=now + timedelta(seconds=exc.seconds))
+        self.result.failed += 1
+        return True
+
+    async def flood_wait(self, delivery: Delivery, exc: Exception) -> None:
+        """A FloodWait (only from a sender without the account registry): wait it out."""
+        await self.clock.sleep(exc.seconds)
+
+    async def chat_refused(self, delivery: Delivery, exc: Exception) -> bool:
+        """The chat refused the message: see chat_error."""
+        self.chat_error(delivery.claim, type(exc).__name__, str(exc))
+        return True
+
+    async def not_found(self, delivery: Delivery, exc: Exception) -> bool:
+        """Telethon knows no such username, or never saw the id: as a chat refusal."""
+        chat = delivery.claim.chat
+        self.chat_error(delivery.claim,
+                        "UsernameNotFound" if chat.startswith("@") else "EntityNotFound",
+                        str(exc))
+        return True
+
+    async def network_trouble(self, delivery: Delivery, exc: Exception) -> bool | None:
+        """The send may or may not have reached Telegram: wait (twice as long each time),
+        then send again with the same random_id; False (chat released, outcome kept unknown
+        for this account) when a stop comes meanwhile."""
+        delivery.maybe_delivered = True
+        claim, seconds = delivery.claim, delivery.backoff
         log.warning("%s: network problem sending to %s (%s: %s); trying again in %.0f s",
                     self.profile.name, claim.chat, type(exc).__name__, exc, seconds)
         await self.sleep_until(self.clock.now() + timedelta(seconds=seconds))
         if self.stopping():
             release_claim(self.conn, claim, self.clock.now())
             return False
-        return True
+        delivery.backoff = min(seconds * 2, self.config.network_backoff_max_seconds)
+        return None
+
+    async def auth_refused(self, delivery: Delivery, exc: Exception) -> NoReturn:
+        """The account's session is no longer authorised: the chat is given back and the
+        worker ends with the account's recovery line (TelegramAuthError)."""
+        self.give_back(delivery, type(exc).__name__, exc)
+        raise telegram_session.auth_error(
+            telegram_session.load_account(self.profile.folder), exc) from None
 
     def chat_error(self, claim: Claim, error_type: str, message: str) -> None:
         """A chat refused the message: counted toward blocking it, retried later."""
@@ -1350,18 +1328,26 @@ class Worker:
             log.warning("%s: %s refused the message (%s); trying again later",
                         self.profile.name, claim.chat, error_type)
 
-    def account_refused(self, claim: Claim, exc: Exception) -> bool:
-        """Telegram refuses this account everywhere (PeerFlood, restricted, frozen): it stops
-        for the run; the chat, not at fault, goes back to the other accounts at once."""
-        now = self.clock.now()
-        record_failure(self.conn, claim, type(exc).__name__, str(exc), now)
-        self.result.failed += 1
-        status, reason = next(value for kind, value in account_refusals().items()
-                              if isinstance(exc, kind))
-        self.result.status = status
-        self.result.reason = f"{reason}; stopped for this run, its chats go to the other accounts"
-        log.error("%s: %s", self.profile.name, self.result.reason)
-        return False
+
+FailureAction = Callable[[Worker, Delivery, Exception], Awaitable["bool | None"]]
+
+
+@functools.cache
+def send_failures() -> dict[tuple[type[Exception], ...], FailureAction]:
+    """What a worker does when a send fails: error classes -> the Worker method that acts.
+    The first row that matches wins (ServerError and TimedOutError are RPCErrors: network
+    comes before the last row). Built on first use: naming Telethon's classes loads it."""
+    return {
+        (SendCancelled,): Worker.cancelled,                 # a stop during a FloodWait
+        tuple(account_refusals()): Worker.account_refused,  # PeerFlood, restricted, frozen
+        (errors.SlowModeWaitError,): Worker.slow_mode,      # failed until the wait is over
+        (errors.FloodWaitError,): Worker.flood_wait,        # waited out, sent again
+        chat_errors(): Worker.chat_refused,                 # counted toward blocking
+        (ValueError,): Worker.not_found,                    # counted toward blocking
+        network_errors(): Worker.network_trouble,           # sent again, same random_id
+        telegram_session.AUTH_ERRORS: Worker.auth_refused,  # the worker ends: log in again
+        (errors.RPCError,): Worker.chat_refused,            # any other refusal
+    }
 
 
 # ----------------------------------------------------------------------------- workers
@@ -1385,24 +1371,6 @@ async def run_account(conn: sqlite3.Connection, run_id: str, profile: Profile, c
         sender = TelegramSender(client, account, clock, stop, config.parse_mode)
         worker = Worker(conn, run_id, profile, config, sender.send, clock, stop, rng)
         return await worker.run()
-
-
-async def run_accounts_together(db_path: Path, run_id: str, profiles: Sequence[Profile],
-                                config: Config, clock: Clock,
-                                stop: StopSignal | None = None) -> list[WorkerResult]:
-    """Every account's worker as an asyncio task of this process (tests, benchmarks,
-    rehearsals with a FakeClock); `start` uses one process per account instead."""
-    async def one(profile: Profile) -> WorkerResult:
-        conn = migrate_db.connect(db_path, kind="campaign")
-        try:
-            return await run_account(conn, run_id, profile, config, clock, stop)
-        finally:
-            conn.close()
-            if isinstance(clock, FakeClock):
-                clock.leave()
-    if isinstance(clock, FakeClock):
-        clock.participants = len(profiles)
-    return list(await asyncio.gather(*(one(p) for p in profiles)))
 
 
 def worker_command(args: argparse.Namespace, run_id: str, profile: Profile) -> list[str]:
@@ -1622,7 +1590,7 @@ def plan_lines(conn: sqlite3.Connection, config: Config, group: str | None,
              f"(+ up to {config.delay_randomness:.0%}); settings from {config.source}"]
     clause, args = _group_clause(group)
     if total:
-        owed = [(count, from_text(due) if due else ANY_TIME) for count, due in conn.execute(
+        owed = [(count, parse_utc(due) if due else ANY_TIME) for count, due in conn.execute(
             f"SELECT {CARRY_SQL} + ?, next_available_at FROM tasks WHERE is_blocked = 0 "
             f"{clause}", (config.max_cycles, *args))]
         lines.append("should end in " + eta_text(
@@ -1674,11 +1642,11 @@ def status_lines(conn: sqlite3.Connection, config: Config, now: datetime) -> lis
                        "end_reason, group_id FROM campaign_runs "
                        "ORDER BY started_at DESC, rowid DESC LIMIT 1").fetchone()
     worker_states = {}
-    for profile_id, state, reason, pid in conn.execute(
+    for profile_id, status, reason, pid in conn.execute(
             "SELECT profile_id, status, reason, pid FROM campaign_run_profiles WHERE run_id = ?",
             (run[0] if run else "",)):
-        if state == "running" and not pid_alive(pid):
-            state = "not running (its worker process is gone)"
+        state = "not running (its worker process is gone)" \
+            if status == "running" and not pid_alive(pid) else status
         worker_states[profile_id] = state + (f": {reason}" if reason else "")
     profiles = list_profiles(conn)
     for profile in profiles:
@@ -1729,8 +1697,8 @@ def run_lines(conn: sqlite3.Connection, config: Config, run: tuple,
                               "WHERE current_run_id = ?", (run_id,)).fetchone()[0]
     remaining = remaining_sends(conn, run_id)
     lines = [f"run {run_id} ({group or 'all groups'}): {status}, started "
-             f"{format_time(from_text(started))}"
-             + (f", ended {format_time(from_text(ended))}" if ended else ""),
+             f"{format_time(parse_utc(started))}"
+             + (f", ended {format_time(parse_utc(ended))}" if ended else ""),
              f"  progress: {sent}/{quota} sent, {failed} failed attempts, "
              f"{remaining} still owed",
              f"  carried over from the run before: {carry_sent}/{carry} sent"]
@@ -1738,7 +1706,7 @@ def run_lines(conn: sqlite3.Connection, config: Config, run: tuple,
         sending = {profile_id for (profile_id,) in conn.execute(
             "SELECT profile_id FROM campaign_run_profiles WHERE run_id = ? AND status IN "
             "('starting', 'running')", (run_id,))}
-        owed = [(count, from_text(due) if due else ANY_TIME) for count, due in conn.execute(
+        owed = [(count, parse_utc(due) if due else ANY_TIME) for count, due in conn.execute(
             "SELECT run_quota - run_sent, next_available_at FROM tasks WHERE "
             "current_run_id = ? AND is_blocked = 0 AND run_sent < run_quota", (run_id,))]
         end = estimate_end(conn, config, [p for p in profiles if p.id in sending], owed, now)
@@ -1788,8 +1756,8 @@ def report_lines(conn: sqlite3.Connection, run: tuple) -> list[str]:
     for each send owed but not made, why."""
     run_id, status, started, ended, quota, carry, reason, group = run
     lines = [f"run {run_id} ({group or 'all groups'}): {status}, started "
-             f"{format_time(from_text(started))}"
-             + (f", ended {format_time(from_text(ended))}" if ended else "")
+             f"{format_time(parse_utc(started))}"
+             + (f", ended {format_time(parse_utc(ended))}" if ended else "")
              + (f" ({reason})" if reason else "")]
     totals = dict(conn.execute("SELECT status, COUNT(*) FROM task_attempts WHERE run_id = ? "
                                "GROUP BY status", (run_id,)).fetchall())
@@ -1931,11 +1899,11 @@ def runs_lines(conn: sqlite3.Connection) -> list[str]:
         return ["no runs yet (start one with: campaign.py start)"]
     lines = []
     for run_id, started, ended, status, group, quota, carry, settings, sent, failed in rows:
-        end = format_time(from_text(ended)) if ended else "-"
+        end = format_time(parse_utc(ended)) if ended else "-"
         used = json.loads(settings) if settings else {}
         limits = (f"; max_cycles {used['max_cycles']}, {used['max_messages_per_hour']}/h"
                   if "max_cycles" in used else "")
-        lines.append(f"{run_id}  {status:<11} {format_time(from_text(started))} -> {end}  "
+        lines.append(f"{run_id}  {status:<11} {format_time(parse_utc(started))} -> {end}  "
                      f"group {group or 'all'}: {sent}/{quota or 0} sent "
                      f"(carry-over {carry or 0}), {failed} failed{limits}")
     return lines
@@ -1962,10 +1930,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     # config.yaml can be the one missing
     target = DEFAULT_CONFIG
     if args.config is None and not target.exists() and EXAMPLE_CONFIG.exists():
-        partial = target.with_name(target.name + ".part")
         try:
-            shutil.copyfile(EXAMPLE_CONFIG, partial)
-            partial.replace(target)
+            migrate_db.write_atomically(target, EXAMPLE_CONFIG.read_bytes())
         except OSError as exc:
             raise CampaignError(f"{target}: cannot write: {exc.strerror}") from None
         print(f"config written: {target} (edit the limits before starting)")
@@ -2286,27 +2252,34 @@ def build_parser() -> argparse.ArgumentParser:
                             "built-in defaults if it does not exist)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    commands.add_parser("init", help="create the database (and config.yaml from the example)")
+    commands.add_parser("init", help="create the database (and config.yaml from the "
+                        "example)").set_defaults(handler=cmd_init)
     chats = commands.add_parser("import-chats", help="add chats (txt or csv: @usernames, "
                                 "t.me links, numeric ids)")
     chats.add_argument("file", type=Path, metavar="FILE")
     chats.add_argument("--group", default=DEFAULT_GROUP,
                        help="the group the chats belong to (default: %(default)s)")
+    chats.set_defaults(handler=cmd_import_chats)
     texts = commands.add_parser("import-messages", help="add the texts to send (json or txt; "
                                 "several texts in txt separated by --- lines)")
     texts.add_argument("file", type=Path, metavar="FILE")
     texts.add_argument("--group", help="only for this group's chats (default: every group)")
     texts.add_argument("--replace", action="store_true",
                        help="stop sending the texts imported before (for that group)")
+    texts.set_defaults(handler=cmd_import_messages)
     profile = commands.add_parser("add-profile", help="register an account folder")
     profile.add_argument("folder", type=Path, metavar="FOLDER",
                          help="an account folder, e.g. sessions/session1")
-    commands.add_parser("list-profiles", help="the registered accounts")
-    for name, text in (("start", "make a run and send until done, stop or Ctrl+C"),
-                       ("plan", "what a start would send to whom, and when it should end"),
-                       ("check", "before a run: is each account a member of each chat, may "
-                                 "it write there, slow mode (exit 1 on any problem)")):
+    profile.set_defaults(handler=cmd_add_profile)
+    commands.add_parser("list-profiles", help="the registered accounts").set_defaults(
+        handler=cmd_list_profiles)
+    for name, handler, text in (
+            ("start", cmd_start, "make a run and send until done, stop or Ctrl+C"),
+            ("plan", cmd_plan, "what a start would send to whom, and when it should end"),
+            ("check", cmd_check, "before a run: is each account a member of each chat, may it "
+                                 "write there, slow mode (exit 1 on any problem)")):
         sub = commands.add_parser(name, help=text)
+        sub.set_defaults(handler=handler)
         sub.add_argument("--group", help="only this group's chats (default: every group)")
         sub.add_argument("--profiles", nargs="+", metavar="NAME",
                          help="only these accounts (default: every active profile)")
@@ -2319,38 +2292,36 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--metrics-file", metavar="PATH", type=Path,
                              help="METRICS_FILE: Prometheus text rewritten every "
                                   f"{migrate_db.METRICS_SECONDS:g} s (node_exporter textfile)")
-    commands.add_parser("status", help="accounts, the latest run's progress, blocked chats")
+    commands.add_parser("status", help="accounts, the latest run's progress, blocked "
+                        "chats").set_defaults(handler=cmd_status)
     report = commands.add_parser("report", help="a run per account and per chat: sent, "
                                  "skipped and why, failed by error name")
     report.add_argument("run_id", nargs="?", metavar="RUN_ID",
                         help="the run (a unique prefix will do; default: the latest)")
-    for name, text in (("unblock", "message a blocked chat again"),
-                       ("remove-chat", "take a chat out of every run (its history is kept)")):
+    report.set_defaults(handler=cmd_report)
+    for name, handler, text in (
+            ("unblock", cmd_unblock, "message a blocked chat again"),
+            ("remove-chat", cmd_remove_chat, "take a chat out of every run (its history is "
+                                             "kept)")):
         sub = commands.add_parser(name, help=text)
+        sub.set_defaults(handler=handler)
         sub.add_argument("chat", metavar="CHAT", help="@username, t.me link or numeric id")
         sub.add_argument("--group", help="only in this group (default: every group)")
     wait = commands.add_parser("clear-wait", help="end an account's recorded Telegram wait")
     wait.add_argument("account", metavar="ACCOUNT", help="the profile name, e.g. session1")
     wait.add_argument("--force", action="store_true",
                       help="clear it even though Telegram's wait is still running")
-    commands.add_parser("runs", help="every run with its sends")
+    wait.set_defaults(handler=cmd_clear_wait)
+    commands.add_parser("runs", help="every run with its sends").set_defaults(handler=cmd_runs)
     stop = commands.add_parser("stop", help="end the running run cleanly")
     stop.add_argument("--wait", type=float, default=STOP_WAIT_SECONDS,
                       help="seconds to wait for the workers to finish (default: %(default)s)")
+    stop.set_defaults(handler=cmd_stop)
     worker = commands.add_parser("worker")  # internal, started by `start`: no help, unlisted
     worker.add_argument("--run", required=True)
     worker.add_argument("--profile", required=True)
+    worker.set_defaults(handler=cmd_worker)
     return parser
-
-
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "init": cmd_init, "import-chats": cmd_import_chats,
-    "import-messages": cmd_import_messages, "add-profile": cmd_add_profile,
-    "list-profiles": cmd_list_profiles, "start": cmd_start, "plan": cmd_plan,
-    "status": cmd_status, "runs": cmd_runs, "stop": cmd_stop, "worker": cmd_worker,
-    "report": cmd_report, "unblock": cmd_unblock, "remove-chat": cmd_remove_chat,
-    "clear-wait": cmd_clear_wait, "check": cmd_check,
-}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -2366,7 +2337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.db_path = args.db or args.config_obj.database_path or DEFAULT_DB
         if args.command != "worker":
             configure_logging(verbose=args.verbose, quiet=args.quiet)
-        return COMMANDS[args.command](args)
+        return args.handler(args)
     except CampaignError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

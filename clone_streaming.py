@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import migrate_db
 import telegram_session
-from migrate_db import transaction
+from migrate_db import parse_utc, transaction, utc_text
 
 # Telethon loads when first used, so --help and usage errors answer at once
 errors = migrate_db.lazy_import("telethon.errors")
@@ -119,15 +119,6 @@ class ConfigError(ValueError):
 
 
 # ----------------------------------------------------------------------------- checkpoint
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="microseconds")
-
-
-def _parse_utc(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
 
 def _ids_json(msg_ids: Iterable[int]) -> str:
     return json.dumps([int(i) for i in msg_ids])
@@ -310,9 +301,9 @@ class SqliteCheckpoint(Checkpoint):
 
     def _params(self, **extra: Any) -> dict[str, Any]:
         now = datetime.now(UTC)
-        return {"src": self.src, "dst": self.dst, "me": self.session, "now": _iso(now),
-                "stale": _iso(now - timedelta(seconds=self.claim_timeout)),
-                "orphan": _iso(now - timedelta(seconds=self.claim_timeout * ORPHAN_FACTOR)),
+        return {"src": self.src, "dst": self.dst, "me": self.session, "now": utc_text(now),
+                "stale": utc_text(now - timedelta(seconds=self.claim_timeout)),
+                "orphan": utc_text(now - timedelta(seconds=self.claim_timeout * ORPHAN_FACTOR)),
                 **extra}
 
     _PAIR = "source_chat = :src AND target_chat = :dst"
@@ -415,8 +406,8 @@ class SqliteCheckpoint(Checkpoint):
         lease = timedelta(seconds=self.claim_timeout)
         result = {}
         for msg_id, sent_at, seen in rows:
-            seen = _parse_utc(seen)
-            result[msg_id] = (_parse_utc(sent_at) if sent_at else seen - lease * ORPHAN_FACTOR,
+            seen = parse_utc(seen)
+            result[msg_id] = (parse_utc(sent_at) if sent_at else seen - lease * ORPHAN_FACTOR,
                               seen + lease)
         return result
 
@@ -926,7 +917,7 @@ class PostgresCheckpoint(Checkpoint):
 
         def query(sql: str, params: Mapping[str, Any]) -> list[tuple]:
             """Rows with times as the SQLite checkpoint stores them (UTC ISO text)."""
-            return [tuple(_iso(v) if isinstance(v, datetime) else v for v in row)
+            return [tuple(utc_text(v) if isinstance(v, datetime) else v for v in row)
                     for row in self._query(sql, params)]
         return {
             "pairs": query(
@@ -1185,13 +1176,6 @@ def message_signature(message: Any) -> tuple:
     kind = type(media).__name__ if media and not isinstance(
         media, types.MessageMediaWebPage) else ""
     return (getattr(message, "message", "") or "", kind)
-
-
-def write_json_atomically(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file next to `path`, then rename it over `path`."""
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
-    partial.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    partial.replace(path)
 
 
 @dataclass
@@ -2185,23 +2169,18 @@ class Cloner:
     def write_topic_map(self) -> None:
         """topic_map.json in the account folder, for people (the database is the truth)."""
         rows = self.checkpoint.topic_rows()
-        write_json_atomically(self.config.folder / TOPIC_MAP_FILE, {
+        migrate_db.write_atomically(self.config.folder / TOPIC_MAP_FILE, json.dumps({
             "source_chat": self.src, "target_chat": self.dst,
             "map": {str(s): t for s, t, _ in rows},
-            "names": {str(s): title for s, _, title in rows}})
+            "names": {str(s): title for s, _, title in rows}}, indent=2, ensure_ascii=False)
+            + "\n")
 
 
 # ----------------------------------------------------------------------------- status
 
 def _table(title: str, header: tuple[str, ...], rows: list[tuple]) -> str:
-    """A plain fixed-width table."""
-    cells = [tuple("" if v is None else str(v) for v in row) for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(header)]
-    lines = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-    if not cells:
-        lines.append("(none)")
-    return "\n".join(lines)
+    """A titled table; (none) under the header when it has no rows."""
+    return "\n".join([title, migrate_db.format_table(header, rows)] + ([] if rows else ["(none)"]))
 
 
 def status_report(checkpoint: Checkpoint) -> str:

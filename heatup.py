@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import migrate_db
 import telegram_session
-from migrate_db import transaction, utcnow
+from migrate_db import parse_utc, transaction, utc_text
 
 # aiohttp, python-dotenv and Telethon load when first used, so --help answers at once
 web = migrate_db.lazy_import("aiohttp.web")
@@ -338,7 +338,7 @@ def load_pool(path: Path) -> list[Channel]:
 class HistoryStore:
     """session_history and heatup_jobs in the heat-up database (one connection per process).
 
-    Timestamps are written as UTC ISO-8601 (migrate_db.utcnow) and compared through SQLite's
+    Timestamps are written as UTC ISO-8601 (migrate_db.utc_text) and compared through SQLite's
     julianday(), so rows written by the spec's DEFAULT CURRENT_TIMESTAMP work too.
     """
 
@@ -356,7 +356,7 @@ class HistoryStore:
             cursor = self.conn.execute(
                 "INSERT INTO session_history (session_id, action_type, action_data, timestamp)"
                 " VALUES (?, ?, ?, ?)",
-                (session_id, action_type, json.dumps(data, ensure_ascii=False), utcnow()))
+                (session_id, action_type, json.dumps(data, ensure_ascii=False), utc_text()))
         return int(cursor.lastrowid)
 
     def _rows(self, where: str, params: tuple, order: str) -> list[dict[str, Any]]:
@@ -401,20 +401,20 @@ class HistoryStore:
             self.conn.execute(
                 "UPDATE heatup_jobs SET status = ?, error = ?, finished_at = ? "
                 "WHERE session_id = ? AND status = ?",
-                (JOB_FAILED, f"interrupted, then superseded by job {job_id}", utcnow(),
+                (JOB_FAILED, f"interrupted, then superseded by job {job_id}", utc_text(),
                  session_id, JOB_RUNNING))
             self.conn.execute(
                 "INSERT INTO heatup_jobs (job_id, session_id, status, planner, planner_note, "
                 "plan_json, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (job_id, session_id, JOB_RUNNING, plan.planner, plan.note,
-                 json.dumps(plan.actions, ensure_ascii=False), utcnow()))
+                 json.dumps(plan.actions, ensure_ascii=False), utc_text()))
         return job_id
 
     def finish_job(self, job_id: str, status: str, error: str | None = None) -> None:
         with transaction(self.conn):
             self.conn.execute(
                 "UPDATE heatup_jobs SET status = ?, error = ?, finished_at = ? WHERE job_id = ?",
-                (status, error, utcnow(), job_id))
+                (status, error, utc_text(), job_id))
 
     def job(self, job_id: str) -> dict[str, Any] | None:
         """A job with its plan and the actions it executed so far, or None."""
@@ -449,7 +449,7 @@ class HistoryStore:
     # --- pool checks
     def record_pool_check(self, account: str, results: list[tuple[str, str, str]]) -> None:
         """Save what `pool check` found: (username, POOL_LIVE or POOL_DEAD, detail) each."""
-        checked_at = utcnow()
+        checked_at = utc_text()
         with transaction(self.conn):
             self.conn.executemany(
                 "INSERT INTO heatup_pool_checks (username, status, detail, account, checked_at) "
@@ -580,10 +580,9 @@ def describe_ago(timestamp: str | None, now: datetime) -> str:
     if not timestamp:
         return "never"
     try:
-        moment = datetime.fromisoformat(timestamp)
+        moment = parse_utc(timestamp)
     except ValueError:
         return f"at {timestamp}"
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     seconds = max((now - moment).total_seconds(), 0)
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
         if seconds >= size:
@@ -1662,16 +1661,10 @@ async def command_pool(service: HeatUp, args: argparse.Namespace) -> int:
                                        for name, status, detail in results]},
                          ensure_ascii=False, indent=2))
         return EXIT_OK
-    width = max(len(name) for name, _, _ in results)
-    for name, status, detail in results:
-        print(f"{name:<{width}}  {status:<4}  {detail}")
+    print(migrate_db.format_table(None, results))
     print(f"{live} live, {len(results) - live} dead (checked through {args.session_id}); "
           f"plans use only the live channels")
     return EXIT_OK
-
-
-COMMANDS = {"serve": command_serve, "warmup": command_warmup, "plan": command_plan,
-            "history": command_history, "cleanup": command_cleanup, "pool": command_pool}
 
 
 def days_value(text: str) -> int:
@@ -1711,19 +1704,23 @@ def build_parser() -> argparse.ArgumentParser:
                               "loopback needs HEATUP_API_TOKEN)")
     network.add_argument("--port", type=int, default=DEFAULT_PORT,
                          help="port (default: %(default)s)")
+    serve_cmd.set_defaults(handler=command_serve)
     warmup = commands.add_parser("warmup", parents=[common, output],
                                  help="plan and run a session for an account")
     warmup.add_argument("session_id", metavar="SESSION_ID")
     warmup.add_argument("--dry-run", action="store_true",
                         help="plan and check each action; join, read and save nothing")
+    warmup.set_defaults(handler=command_warmup)
     plan = commands.add_parser("plan", parents=[common, output],
                                help="print a plan for an account; run nothing")
     plan.add_argument("session_id", metavar="SESSION_ID")
+    plan.set_defaults(handler=command_plan)
     history = commands.add_parser("history", parents=[common, output],
                                   help="a session's saved actions (any session id)")
     history.add_argument("session_id", metavar="SESSION_ID")
     history.add_argument("--days", type=days_value, default=DEFAULT_HISTORY_DAYS,
                          help="how far back (default: %(default)s)")
+    history.set_defaults(handler=command_history)
     pool = commands.add_parser("pool", help="the channel pool")
     pool_commands = pool.add_subparsers(dest="pool_command", required=True, metavar="COMMAND")
     pool_check = pool_commands.add_parser(
@@ -1731,8 +1728,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="resolve every pool channel through an account; plans then skip the dead ones")
     pool_check.add_argument("session_id", metavar="ACCOUNT",
                             help="account folder under sessions/ whose client looks them up")
+    pool_check.set_defaults(handler=command_pool)
     commands.add_parser("cleanup", parents=[common],
-                        help="delete history older than SESSION_HISTORY_DAYS")
+                        help="delete history older than SESSION_HISTORY_DAYS").set_defaults(
+        handler=command_cleanup)
     return parser
 
 
@@ -1751,7 +1750,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     service = HeatUp(settings, store, pool)
     try:
-        return await COMMANDS[args.command](service, args)
+        return await args.handler(service, args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -50,13 +50,14 @@ import os
 import re
 import signal
 import sqlite3
+import stat
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
@@ -70,9 +71,81 @@ WAL_RETRY_SECONDS = 0.02
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 
-def utcnow() -> str:
-    """The current time as the suite stores it: UTC ISO-8601 text."""
-    return datetime.now(UTC).isoformat()
+# ----------------------------------------------------------------------------- shared helpers
+# One owner for what every script writes the same way: stored times, files replaced whole,
+# text tables.
+
+def utc_text(moment: datetime | None = None) -> str:
+    """A time as the suite stores it (default: now): fixed-width UTC ISO-8601 with
+    microseconds, e.g. 2026-12-03T08:40:01.123456+00:00, so text order is time order."""
+    return (moment or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def parse_utc(text: str) -> datetime:
+    """A stored time back as an aware datetime: the suite's own text and earlier systems'
+    `YYYY-MM-DD HH:MM:SS` (SQLite CURRENT_TIMESTAMP); a time without a zone is UTC.
+    ValueError when it is not a time."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def file_stamp() -> str:
+    """The current UTC time for a file name, e.g. 20261203T084001Z (backups)."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def write_atomically(path: str | Path, data: str | bytes | Callable[[Path], None], *,
+                     mode: int | None = None) -> None:
+    """Replace the file at `path` whole with `data`, never leaving half a file: text (as
+    UTF-8), bytes, or a function that fills the temporary file given its path (e.g. with
+    SQLite's backup) and raises to keep the old file.
+
+    A temporary file in the same folder is written and fsynced, renamed over `path`, and the
+    folder fsynced: after a crash the file is the old one or the new one, and a failed write
+    leaves the old one untouched. The file gets `mode` when given (from its creation, so a
+    private file is never readable by others), else the mode of the file it replaces (a new
+    file: as open() makes it, 0666 less the umask).
+    """
+    path = Path(path)
+    if mode is None:
+        with contextlib.suppress(FileNotFoundError):
+            mode = stat.S_IMODE(path.stat().st_mode)
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if mode is not None:
+                os.fchmod(handle.fileno(), mode)
+            if callable(data):
+                data(temp)
+            else:
+                handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+                handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def format_table(header: Sequence[str] | None, rows: Iterable[Sequence[Any]], *,
+                 right: Container[int] = (), missing: str = "") -> str:
+    """Rows as columns two spaces apart, each as wide as its widest cell (the header's too),
+    the columns numbered in `right` aligned right; None shows as `missing`; no trailing
+    spaces. Without a header: the rows only."""
+    table = [list(header)] if header else []
+    table += [[missing if value is None else str(value) for value in row] for row in rows]
+    if not table:
+        return ""
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(cell.rjust(width) if i in right else cell.ljust(width)
+                               for i, (cell, width) in enumerate(zip(line, widths, strict=True)))
+                     .rstrip() for line in table)
 
 
 # ----------------------------------------------------------------------------- schema parsing
@@ -265,7 +338,7 @@ def m003_dialer_legacy_session(conn: sqlite3.Connection) -> str | None:
 # `timestamp`, and its `messages` table holds message templates. Its attempts keep naming
 # their account by that UUID (its views join on it); campaign.py counts them by either id.
 LEGACY_TIME_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
-# the suite's form of the same instant: what campaign.to_text writes
+# the suite's form of the same instant: what utc_text writes
 LEGACY_TIME_AS_ISO = "replace({column}, ' ', 'T') || '.000000+00:00'"
 CAMPAIGN_TIME_COLUMNS = {
     "tasks": ("last_attempt_at", "next_available_at", "claimed_at", "created_at", "updated_at"),
@@ -640,7 +713,7 @@ def copy_to_postgres(path: Path, url: str, *, live_seconds: float) -> str:
             live = source.execute(
                 "SELECT COUNT(*), COUNT(DISTINCT session) FROM messages "
                 "WHERE status = 'processing' AND claimed_at >= ?",
-                (datetime.fromtimestamp(time.time() - live_seconds, UTC).isoformat(),)
+                (utc_text(datetime.now(UTC) - timedelta(seconds=live_seconds)),)
             ).fetchone()
             if live[0]:
                 raise CopyRefused(
@@ -933,15 +1006,12 @@ def write_metrics(path: str | Path, metrics: Mapping[str, tuple[str, str, Any]])
     for name, (kind, text, value) in metrics.items():
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
         samples = value.items() if isinstance(value, Mapping) else [((), value)]
-        for labels, number in samples:
+        for labels, sample in samples:
             label_text = ",".join(f'{key}="{_escape_label(str(val))}"' for key, val in labels)
-            number = int(number) if float(number).is_integer() else float(number)
+            number = int(sample) if float(sample).is_integer() else float(sample)
             lines.append(f"{name}{{{label_text}}} {number}" if label_text
                          else f"{name} {number}")
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(temp, path)
+    write_atomically(path, "\n".join(lines) + "\n")
 
 
 def _escape_label(value: str) -> str:
@@ -954,7 +1024,7 @@ def suite_metrics(script: str, messages: Mapping[str, int], sends: int, waits: i
     messages (or chats, numbers) by status, sends made by this process, rate-limit waits
     recorded, and the time of the last success (a stored UTC timestamp)."""
     label = (("script", script),)
-    last = datetime.fromisoformat(last_success).timestamp() if last_success else 0
+    last = parse_utc(last_success).timestamp() if last_success else 0
     return {
         "suite_messages": ("gauge", "Work items by status.",
                            {(*label, ("status", status)): count
@@ -1005,15 +1075,12 @@ def _make_private(path: Path) -> str | None:
 
 def backup_database(conn: sqlite3.Connection, path: Path) -> Path:
     """A consistent copy of the database next to it, named with the time; returns its path."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = path.with_name(f"{path.name}.bak-{stamp}")
-    partial = target.with_name(target.name + ".part")
-    dest = sqlite3.connect(str(partial))
-    try:
-        conn.backup(dest)
-    finally:
-        dest.close()
-    partial.replace(target)
+    target = path.with_name(f"{path.name}.bak-{file_stamp()}")
+
+    def copy(partial: Path) -> None:
+        with contextlib.closing(sqlite3.connect(str(partial))) as dest:
+            conn.backup(dest)
+    write_atomically(target, copy, mode=stat.S_IMODE(path.stat().st_mode))
     return target
 
 

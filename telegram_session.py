@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import migrate_db
-from migrate_db import transaction
+from migrate_db import file_stamp, parse_utc, transaction, utc_text
 
 # Telethon and python-dotenv load when first used, so --help answers at once
 dotenv = migrate_db.lazy_import("dotenv")
@@ -309,7 +309,7 @@ class LockHolder:
         """e.g. 'pid 4242 (clone_streaming.py) since 2026-11-21 22:00:00 UTC'."""
         pid = f"pid {self.pid}" if self.pid is not None else "an unknown process"
         try:
-            since = f" since {format_time(_parse_time(self.since))}"
+            since = f" since {format_time(parse_utc(self.since))}"
         except ValueError:
             since = ""
         return f"{pid} ({self.script}){since}"
@@ -366,7 +366,7 @@ class FolderLock:
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps({"pid": os.getpid(), "script": Path(sys.argv[0]).name,
-                                 "since": migrate_db.utcnow()}))
+                                 "since": utc_text()}))
         handle.flush()
         self._handle = handle
 
@@ -458,20 +458,19 @@ def list_backups(account: Account) -> list[Path]:
 
 
 def _copy_database(source: Path, target: Path) -> None:
-    """A consistent copy of SQLite file `source` at `target` (temp file, checked, renamed)."""
-    partial = target.with_name(f".{target.name}.part")
-    partial.unlink(missing_ok=True)
-    partial.touch(mode=PRIVATE_MODE)    # private from the first byte: it holds the auth key
-    with contextlib.closing(sqlite3.connect(_sqlite_uri(source, "ro"), uri=True,
-                                            timeout=SESSION_BUSY_TIMEOUT)) as src, \
-            contextlib.closing(sqlite3.connect(str(partial))) as dst:
-        src.backup(dst)
-    problem = session_file_problem(partial)
-    if problem:
-        partial.unlink(missing_ok=True)
-        raise TelegramSessionError(f"the copy of {display_path(source)} is not usable ({problem})",
-                                   "check the disk (space, errors) and try again")
-    partial.replace(target)
+    """A consistent copy of SQLite file `source` at `target`, checked before it replaces
+    `target`; private from the first byte (it holds the auth key)."""
+    def copy(partial: Path) -> None:
+        with contextlib.closing(sqlite3.connect(_sqlite_uri(source, "ro"), uri=True,
+                                                timeout=SESSION_BUSY_TIMEOUT)) as src, \
+                contextlib.closing(sqlite3.connect(str(partial))) as dst:
+            src.backup(dst)
+        problem = session_file_problem(partial)
+        if problem:
+            raise TelegramSessionError(
+                f"the copy of {display_path(source)} is not usable ({problem})",
+                "check the disk (space, errors) and try again")
+    migrate_db.write_atomically(target, copy, mode=PRIVATE_MODE)
 
 
 def backup_session(account: Account) -> Path:
@@ -483,8 +482,7 @@ def backup_session(account: Account) -> Path:
             f"{display_path(account.session_path)} cannot be backed up: {problem}",
             f"restore it first: python telegram_session.py restore {display_path(account.folder)}")
     account.backup_dir.mkdir(mode=0o700, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = account.backup_dir / f"{account.name}-{stamp}{SESSION_SUFFIX}"
+    target = account.backup_dir / f"{account.name}-{file_stamp()}{SESSION_SUFFIX}"
     _copy_database(account.session_path, target)
     for old in list_backups(account)[KEEP_BACKUPS:]:
         old.unlink(missing_ok=True)
@@ -495,8 +493,7 @@ def backup_session(account: Account) -> Path:
 def _aside_path(account: Account, path: Path, label: str) -> Path:
     """Where a file set aside goes: backups/FILE.LABEL-STAMP, a name never restored from."""
     account.backup_dir.mkdir(mode=0o700, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return account.backup_dir / f"{path.name}.{label}-{stamp}"
+    return account.backup_dir / f"{path.name}.{label}-{file_stamp()}"
 
 
 def _move_aside(path: Path, account: Account, label: str) -> Path | None:
@@ -581,11 +578,6 @@ def _registry(account: Account) -> sqlite3.Connection:
     return conn
 
 
-def _parse_time(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def describe_wait(kind: str, until: datetime, now: datetime | None = None) -> str:
     """e.g. 'flood wait, 19.2 h left'."""
     left = (until - (now or datetime.now(UTC))).total_seconds()
@@ -607,7 +599,7 @@ def record_wait(account: Account, seconds: float, *, kind: str = "flood_wait",
         conn.execute(
             "INSERT INTO rate_limits (account, kind, request, seconds, started_at, until) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (account.name, kind, request, int(seconds), _stamp(started), _stamp(until)))
+            (account.name, kind, request, int(seconds), utc_text(started), utc_text(until)))
     log.warning("account %s: %s%s recorded, %s s, until %s", account.name, kind.replace("_", " "),
                 f" on {request}" if request else "", int(seconds), format_time(until))
     return until
@@ -624,16 +616,11 @@ def wait_totals(accounts: list[Account]) -> tuple[int, float]:
     return count, seconds
 
 
-def _stamp(moment: datetime) -> str:
-    """How `until` is stored: fixed-width UTC ISO-8601, so text order is time order."""
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
-
-
 def _latest_wait(conn: sqlite3.Connection, name: str,
                  now: datetime) -> tuple[str, datetime] | None:
     row = conn.execute("SELECT kind, until FROM rate_limits WHERE account = ? AND until > ? "
-                       "ORDER BY until DESC LIMIT 1", (name, _stamp(now))).fetchone()
-    return (row[0], _parse_time(row[1])) if row else None
+                       "ORDER BY until DESC LIMIT 1", (name, utc_text(now))).fetchone()
+    return (row[0], parse_utc(row[1])) if row else None
 
 
 def current_wait(account: Account, *, now: datetime | None = None) -> tuple[str, datetime] | None:
@@ -645,8 +632,8 @@ def _connect_wait_until(account: Account) -> datetime | None:
     """When a running wait Telegram imposed on connecting (users.GetUsers) ends, if any."""
     row = _registry(account).execute(
         "SELECT MAX(until) FROM rate_limits WHERE account = ? AND request = ? AND until > ?",
-        (account.name, CONNECT_REQUEST, _stamp(datetime.now(UTC)))).fetchone()
-    return _parse_time(row[0]) if row[0] else None
+        (account.name, CONNECT_REQUEST, utc_text())).fetchone()
+    return parse_utc(row[0]) if row[0] else None
 
 
 async def wait_if_limited(account: Account, *, sleep: Callable[[float], Awaitable[Any]]
@@ -701,7 +688,7 @@ def _request_name(exc: errors.RPCError) -> str:
 
 def record_account_state(account: Account, **values: Any) -> None:
     """Upsert the account's row in the registry's `accounts` table with `values`."""
-    values = {"folder": str(account.folder), "updated_at": migrate_db.utcnow(), **values}
+    values = {"folder": str(account.folder), "updated_at": utc_text(), **values}
     columns = ", ".join(values)
     placeholders = ", ".join("?" for _ in values)
     updates = ", ".join(f"{column} = excluded.{column}" for column in values)
@@ -1066,10 +1053,10 @@ def _mode_check(account: Account, env_mode_before: int | None) -> CheckResult:
                            f"check its contents, then run: chmod 600 {display_path(env_path)}",
                            EXIT_USAGE)
     notes = []
-    for path, before in ((env_path, env_mode_before), (account.session_path, None)):
+    for path, known_mode in ((env_path, env_mode_before), (account.session_path, None)):
         if not path.exists():
             continue
-        before = before if before is not None else path.stat().st_mode
+        before = known_mode if known_mode is not None else path.stat().st_mode
         make_private(path)
         changed = stat.S_IMODE(before) & 0o077
         notes.append(f"{path.name} was {_mode_text(before)}, set to 0600" if changed
@@ -1197,7 +1184,7 @@ async def check_account(folder: str | Path) -> list[CheckResult]:
     else:
         results += await _online_checks(account)
     first_failure = next((r for r in results if r.outcome == FAIL), None)
-    record_account_state(account, last_check_at=migrate_db.utcnow(),
+    record_account_state(account, last_check_at=utc_text(),
                          last_check_ok=int(first_failure is None),
                          **({"last_error": f"{first_failure.name}: {first_failure.detail}"}
                             if first_failure else {}))
@@ -1256,17 +1243,8 @@ def status_row(folder: Path) -> dict[str, str]:
         row["lock"] = f"pid {holder.pid} ({holder.script})"
     if info.get("last_check_at"):
         outcome = "ok" if info.get("last_check_ok") else "FAILED"
-        row["last check"] = f"{format_time(_parse_time(info['last_check_at']))} {outcome}"
+        row["last check"] = f"{format_time(parse_utc(info['last_check_at']))} {outcome}"
     return row
-
-
-def format_table(rows: list[dict[str, str]]) -> str:
-    """Rows of equal keys as an aligned text table with a header."""
-    headers = list(rows[0])
-    widths = {h: max(len(h), *(len(r[h]) for r in rows)) for h in headers}
-    lines = ["  ".join(h.upper().ljust(widths[h]) for h in headers).rstrip()]
-    lines += ["  ".join(r[h].ljust(widths[h]) for h in headers).rstrip() for r in rows]
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- new folder
@@ -1278,10 +1256,7 @@ def make_account_folder(sessions_dir: Path, name: str) -> Path:
     target.mkdir(parents=True)
     env_text = (template / ".env.example").read_text(encoding="utf-8")
     env_text = re.sub(r"(?m)^SESSION_NAME=.*$", f"SESSION_NAME={name}", env_text)
-    partial = target / ".env.part"
-    partial.write_text(env_text, encoding="utf-8")
-    partial.chmod(PRIVATE_MODE)
-    partial.replace(target / ENV_FILE)
+    migrate_db.write_atomically(target / ENV_FILE, env_text, mode=PRIVATE_MODE)
     shutil.copy2(template / ".env.example", target / ".env.example")
     run_sh = (template / "run.sh").resolve()
     if run_sh.is_file():
@@ -1291,41 +1266,18 @@ def make_account_folder(sessions_dir: Path, name: str) -> Path:
 
 # ----------------------------------------------------------------------------- command line
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line: auth, check, status, new, backup, restore."""
-    parser = argparse.ArgumentParser(
-        description="Telegram accounts of the suite: one folder (sessions/NAME) per account.",
-        epilog="Exit codes: 0 ok, 1 failure, 2 usage or .env error, 3 the account must be "
-               "logged in again (auth), 4 session file or lock problem, 130 interrupted.",
-        parents=[migrate_db.cli_options()])
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _sessions_dir(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
+    if not args.sessions_dir.is_dir():
+        parser.error(f"--sessions-dir {args.sessions_dir}: no such folder")
+    return args.sessions_dir
 
-    auth = commands.add_parser("auth", help="log the account in (the only interactive login)")
-    auth.add_argument("folder", metavar="FOLDER", type=Path, help="account folder")
 
-    check = commands.add_parser("check", help="diagnose accounts; each failed check with its fix")
-    check.add_argument("folders", metavar="FOLDER", type=Path, nargs="*",
-                       help="account folders (default: every folder under the sessions dir)")
-
-    status = commands.add_parser("status", help="table of every account, without connecting")
-
-    new = commands.add_parser("new", help="make an account folder from sessions/template")
-    new.add_argument("name", metavar="NAME", help="folder and session name, e.g. session3")
-
-    for sub in (check, status, new):
-        group = sub.add_argument_group("where the accounts are")
-        group.add_argument("--sessions-dir", type=Path, default=DEFAULT_SESSIONS_DIR,
-                           metavar="DIR", help="folder holding the account folders "
-                                               "(default: sessions/ next to this script)")
-
-    backup = commands.add_parser("backup", help="copy the .session into FOLDER/backups/")
-    backup.add_argument("folder", metavar="FOLDER", type=Path, help="account folder")
-
-    restore = commands.add_parser("restore", help="put a backup back as the .session")
-    restore.add_argument("folder", metavar="FOLDER", type=Path, help="account folder")
-    restore.add_argument("--from", dest="source", type=Path, metavar="FILE",
-                         help="the backup to restore (default: the newest good one)")
-    return parser
+def cmd_auth(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The `auth` command: the interactive login."""
+    me = asyncio.run(authenticate(args.folder))
+    print(f"authorised as {_describe_user(me)}; {display_path(args.folder.resolve())} is "
+          "ready for the suite's scripts")
+    return EXIT_OK
 
 
 async def run_check(folders: list[Path]) -> int:
@@ -1340,61 +1292,101 @@ async def run_check(folders: list[Path]) -> int:
     return exit_code
 
 
-def run_backup(folder: Path) -> int:
+def cmd_check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The `check` command: the folders given, else every folder under the sessions dir."""
+    folders = args.folders or account_folders(_sessions_dir(args, parser))
+    if not folders:
+        parser.error(f"no account folders under {args.sessions_dir}")
+    return asyncio.run(run_check(folders))
+
+
+def cmd_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The `status` command: one row per account folder, without connecting."""
+    folders = account_folders(_sessions_dir(args, parser))
+    if not folders:
+        print(f"no account folders under {display_path(args.sessions_dir.resolve())}; "
+              "make one: python telegram_session.py new NAME")
+        return EXIT_OK
+    rows = [status_row(folder) for folder in folders]
+    print(migrate_db.format_table([key.upper() for key in rows[0]],
+                                  [list(row.values()) for row in rows]))
+    return EXIT_OK
+
+
+def cmd_new(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The `new` command: an account folder from the template."""
+    sessions_dir = _sessions_dir(args, parser)
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", args.name) or args.name in NOT_ACCOUNT_FOLDERS:
+        parser.error(f"NAME {args.name!r}: use letters, digits, - and _ only "
+                     f"(and not {' or '.join(sorted(NOT_ACCOUNT_FOLDERS))})")
+    if (sessions_dir / args.name).exists():
+        parser.error(f"{sessions_dir / args.name} already exists")
+    folder = make_account_folder(sessions_dir, args.name)
+    print(f"made {display_path(folder.resolve())}: fill in TG_API_ID, TG_API_HASH and "
+          f"TG_PHONE in its .env, then run: {_auth_command(folder.resolve())}")
+    return EXIT_OK
+
+
+def cmd_backup(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The `backup` command."""
-    account = load_account(folder)
+    account = load_account(args.folder)
     with FolderLock(account):
         target = backup_session(account)
     print(f"backed up {display_path(account.session_path)} to {display_path(target)}")
     return EXIT_OK
 
 
-def run_restore(folder: Path, source: Path | None) -> int:
+def cmd_restore(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The `restore` command."""
-    account = load_account(folder)
+    account = load_account(args.folder)
     with FolderLock(account):
-        used = restore_session(account, source.resolve() if source else None)
+        used = restore_session(account, args.source.resolve() if args.source else None)
     print(f"restored {display_path(account.session_path)} from {display_path(used)} "
           f"(the replaced file is kept in {display_path(account.backup_dir)})")
     return EXIT_OK
 
 
-def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Run the chosen command; AccountErrors propagate to main."""
-    if args.command in ("check", "status", "new") and not args.sessions_dir.is_dir() \
-            and not (args.command == "check" and args.folders):
-        parser.error(f"--sessions-dir {args.sessions_dir}: no such folder")
-    if args.command == "auth":
-        me = asyncio.run(authenticate(args.folder))
-        print(f"authorised as {_describe_user(me)}; {display_path(args.folder.resolve())} is "
-              "ready for the suite's scripts")
-        return EXIT_OK
-    if args.command == "check":
-        folders = args.folders or account_folders(args.sessions_dir)
-        if not folders:
-            parser.error(f"no account folders under {args.sessions_dir}")
-        return asyncio.run(run_check(folders))
-    if args.command == "status":
-        folders = account_folders(args.sessions_dir)
-        if not folders:
-            print(f"no account folders under {display_path(args.sessions_dir.resolve())}; "
-                  "make one: python telegram_session.py new NAME")
-            return EXIT_OK
-        print(format_table([status_row(folder) for folder in folders]))
-        return EXIT_OK
-    if args.command == "new":
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", args.name) or args.name in NOT_ACCOUNT_FOLDERS:
-            parser.error(f"NAME {args.name!r}: use letters, digits, - and _ only "
-                         f"(and not {' or '.join(sorted(NOT_ACCOUNT_FOLDERS))})")
-        if (args.sessions_dir / args.name).exists():
-            parser.error(f"{args.sessions_dir / args.name} already exists")
-        folder = make_account_folder(args.sessions_dir, args.name)
-        print(f"made {display_path(folder.resolve())}: fill in TG_API_ID, TG_API_HASH and "
-              f"TG_PHONE in its .env, then run: {_auth_command(folder.resolve())}")
-        return EXIT_OK
-    if args.command == "backup":
-        return run_backup(args.folder)
-    return run_restore(args.folder, args.source)
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: auth, check, status, new, backup, restore."""
+    parser = argparse.ArgumentParser(
+        description="Telegram accounts of the suite: one folder (sessions/NAME) per account.",
+        epilog="Exit codes: 0 ok, 1 failure, 2 usage or .env error, 3 the account must be "
+               "logged in again (auth), 4 session file or lock problem, 130 interrupted.",
+        parents=[migrate_db.cli_options()])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    auth = commands.add_parser("auth", help="log the account in (the only interactive login)")
+    auth.add_argument("folder", metavar="FOLDER", type=Path, help="account folder")
+    auth.set_defaults(handler=cmd_auth)
+
+    check = commands.add_parser("check", help="diagnose accounts; each failed check with its fix")
+    check.add_argument("folders", metavar="FOLDER", type=Path, nargs="*",
+                       help="account folders (default: every folder under the sessions dir)")
+    check.set_defaults(handler=cmd_check)
+
+    status = commands.add_parser("status", help="table of every account, without connecting")
+    status.set_defaults(handler=cmd_status)
+
+    new = commands.add_parser("new", help="make an account folder from sessions/template")
+    new.add_argument("name", metavar="NAME", help="folder and session name, e.g. session3")
+    new.set_defaults(handler=cmd_new)
+
+    for sub in (check, status, new):
+        group = sub.add_argument_group("where the accounts are")
+        group.add_argument("--sessions-dir", type=Path, default=DEFAULT_SESSIONS_DIR,
+                           metavar="DIR", help="folder holding the account folders "
+                                               "(default: sessions/ next to this script)")
+
+    backup = commands.add_parser("backup", help="copy the .session into FOLDER/backups/")
+    backup.add_argument("folder", metavar="FOLDER", type=Path, help="account folder")
+    backup.set_defaults(handler=cmd_backup)
+
+    restore = commands.add_parser("restore", help="put a backup back as the .session")
+    restore.add_argument("folder", metavar="FOLDER", type=Path, help="account folder")
+    restore.add_argument("--from", dest="source", type=Path, metavar="FILE",
+                         help="the backup to restore (default: the newest good one)")
+    restore.set_defaults(handler=cmd_restore)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1403,7 +1395,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     migrate_db.setup_logging(args.verbose, args.quiet)
     try:
-        return dispatch(args, parser)
+        return args.handler(args, parser)
     except AccountError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -5,23 +5,12 @@
 requests are served from a world kept in one SQLite file that several processes share, and
 results, refusals (with Telegram's code and message, so Telethon raises its named errors)
 and updates come back as Telegram would send them. `World` is the operator's Python API to
-shape a world; the command line below does the same from a shell.
+shape a world; the command line (`python telegram_sim.py COMMAND --help`) does the same from
+a shell.
 
-Every behaviour is on in a new world: rights (admin, default and per-member banned),
-restricted and limited accounts, slow mode, protected content, file references expiring
-in world time, per-account rate limits, edits and deletions, forum topics by activity.
-docs/SIMULATOR.md has the table of what is modelled (with the source each follows), the
-settings (Python API and CLI), the requests answered and what is not modelled.
-
-    world = World.create("world.db"); world.add_account("session1", phone="+15550000001")
-    world.make_session_folder("sessions/session1", "session1")
-    chat = world.create_channel("Room", username="room", kind="forum", owner="session1")
-    client = TelegramClient("sessions/session1/session1", api_id, api_hash)
-    attach(client, "world.db"); await client.connect()
-
-CLI (python telegram_sim.py COMMAND --help for each):
-    init WORLD [--demo]; add-account, account, login-code, add-chat, chat, topic, post,
-    edit, delete, settings, clock, show, accounts, channels, counters, faults, revoke
+docs/SIMULATOR.md is the manual: a first world in Python, what is modelled (every behaviour
+is on in a new world) with the source each follows, the settings (Python API and CLI), the
+requests answered and what is not modelled.
 """
 from __future__ import annotations
 
@@ -45,12 +34,13 @@ import sqlite3
 import struct
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import migrate_db
-from migrate_db import is_sqlite_file, open_database, transaction, utcnow
+from migrate_db import is_sqlite_file, open_database, transaction, utc_text
 
 if TYPE_CHECKING:
     from telethon import TelegramClient
@@ -401,7 +391,8 @@ def _rights_list(rights: Iterable[str], known: tuple[str, ...]) -> list[str]:
 def _request_spends(request: TLObject) -> list[tuple[str, str, int]]:
     """(bucket, bucket key, tokens) a request takes from the account's token buckets."""
     kind = type(request)
-    bucket = request_buckets().get(kind)
+    answer = handlers().get(kind)
+    bucket = answer.bucket if answer is not None else None
     if bucket is None:
         return []
     if bucket != "send":
@@ -485,13 +476,13 @@ class Server:
 
     def check_budget(self, user_id: int, request: TLObject) -> None:
         """PEER_FLOOD for a limited account's sends and joins; FLOOD_WAIT_X once a token
-        bucket of the request (request_buckets()) is empty. A bucket may go into debt
+        bucket of the request (its Answer's) is empty. A bucket may go into debt
         (a forward of 50 messages takes 50 tokens); a request needs one token left."""
         spends = _request_spends(request)
         if not spends:
             return
         account = self.account_row(user_id)
-        if account["limited"] and type(request) in limited_refuses():
+        if account["limited"] and handlers()[type(request)].limited:
             raise RpcFailure(400, "PEER_FLOOD")
         if not self.setting("rate_limits") or not account["rate_limits"]:
             return
@@ -1178,7 +1169,8 @@ class Server:
 # ----------------------------------------------------------------------------- handlers
 # One function per request type, called inside a BEGIN IMMEDIATE transaction with the
 # Server, the authorised user id (None if the auth key is not logged in) and the request.
-# Each returns the TL result or raises RpcFailure. no_auth() lists what works logged out.
+# Each returns the TL result or raises RpcFailure. `@answers(...)` above each handler names
+# the requests it answers, the token bucket they spend and whether they work logged out.
 
 class Context:
     """Who is asking: the server, the user behind the auth key, the sender's origin tag."""
@@ -1191,6 +1183,31 @@ class Context:
         self.origin = origin
 
 
+@dataclass(frozen=True)
+class Answer:
+    """How the simulator answers one request type."""
+
+    handler: Callable[[Context, TLObject], Any]
+    bucket: str | None          # the token bucket it spends ("send" also spends "send_chat")
+    limited: bool               # refused (PEER_FLOOD) to a PeerFlood-limited account
+    logged_out: bool            # answered to an auth key that is not logged in
+
+
+ANSWERS: dict[str, Answer] = {}     # "messages.SendMessageRequest" -> its Answer
+
+
+def answers(*requests: str, bucket: str | None = None, limited: bool = False,
+            logged_out: bool = False) -> Callable:
+    """Register the decorated handler as the answer to `requests`, named as under
+    telethon.tl.functions (Telethon loads only when a request is first served)."""
+    def register(handler: Callable[[Context, TLObject], Any]) -> Callable:
+        for name in requests:
+            ANSWERS[name] = Answer(handler, bucket, limited, logged_out)
+        return handler
+    return register
+
+
+@answers("help.GetConfigRequest", logged_out=True)
 def h_get_config(ctx: Context, request: TLObject) -> TLObject:
     now = ctx.server.now()
     return types.Config(
@@ -1209,14 +1226,17 @@ def h_get_config(ctx: Context, request: TLObject) -> TLObject:
         caption_length_max=1024, message_length_max=4096, webfile_dc_id=DC_ID)
 
 
+@answers("help.GetNearestDcRequest", logged_out=True)
 def h_nearest_dc(ctx: Context, request: TLObject) -> TLObject:
     return types.NearestDc(country="ZZ", this_dc=DC_ID, nearest_dc=DC_ID)
 
 
+@answers("PingRequest", logged_out=True)
 def h_ping(ctx: Context, request: TLObject) -> TLObject:
     return types.Pong(msg_id=0, ping_id=request.ping_id)
 
 
+@answers("auth.SendCodeRequest", logged_out=True)
 def h_send_code(ctx: Context, request: TLObject) -> TLObject:
     phone = _normalise_phone(request.phone_number)
     if not phone:
@@ -1225,12 +1245,13 @@ def h_send_code(ctx: Context, request: TLObject) -> TLObject:
     ctx.conn.execute(
         "INSERT INTO login_codes (phone, code_hash, created_at) VALUES (?, ?, ?) "
         "ON CONFLICT(phone) DO UPDATE SET code_hash = excluded.code_hash, "
-        "created_at = excluded.created_at", (phone, code_hash, utcnow()))
+        "created_at = excluded.created_at", (phone, code_hash, utc_text()))
     code = ctx.server.meta("login_code", DEFAULT_LOGIN_CODE)
     return types.auth.SentCode(type=types.auth.SentCodeTypeApp(length=len(code)),
                                phone_code_hash=code_hash)
 
 
+@answers("auth.SignInRequest", logged_out=True)
 def h_sign_in(ctx: Context, request: TLObject) -> TLObject:
     phone = _normalise_phone(request.phone_number)
     row = ctx.conn.execute("SELECT code_hash FROM login_codes WHERE phone = ?",
@@ -1246,21 +1267,24 @@ def h_sign_in(ctx: Context, request: TLObject) -> TLObject:
     ctx.conn.execute(
         "INSERT INTO auth_keys (key_id, user_id, created_at) VALUES (?, ?, ?) "
         "ON CONFLICT(key_id) DO UPDATE SET user_id = excluded.user_id, revoked_at = NULL",
-        (ctx.key_id, account["user_id"], utcnow()))
+        (ctx.key_id, account["user_id"], utc_text()))
     return types.auth.Authorization(user=ctx.server.tl_user(account, account["user_id"]))
 
 
+@answers("auth.LogOutRequest")
 def h_log_out(ctx: Context, request: TLObject) -> TLObject:
     ctx.conn.execute("UPDATE auth_keys SET revoked_at = ? WHERE key_id = ?",
-                     (utcnow(), ctx.key_id))
+                     (utc_text(), ctx.key_id))
     return types.auth.LoggedOut()
 
 
+@answers("updates.GetStateRequest")
 def h_get_state(ctx: Context, request: TLObject) -> TLObject:
     return types.updates.State(pts=ctx.server.account_pts(ctx.user_id), qts=0,
                                date=_dt(ctx.server.now()), seq=0, unread_count=0)
 
 
+@answers("updates.GetDifferenceRequest")
 def h_get_difference(ctx: Context, request: TLObject) -> TLObject:
     """Basic groups' messages after the account's `pts` as new_messages; the user's
     channels with news (messages, edits, deletions) since `date` as UpdateChannelTooLong,
@@ -1291,6 +1315,7 @@ def h_get_difference(ctx: Context, request: TLObject) -> TLObject:
                                   unread_count=0))
 
 
+@answers("updates.GetChannelDifferenceRequest")
 def h_get_channel_difference(ctx: Context, request: TLObject) -> TLObject:
     server, viewer = ctx.server, ctx.user_id
     channel = server.resolve_channel(request.channel, viewer)
@@ -1326,6 +1351,7 @@ def _input_user_id(ctx: Context, user: TLObject) -> int | None:
     return None
 
 
+@answers("users.GetUsersRequest")
 def h_get_users(ctx: Context, request: TLObject) -> list:
     found = []
     for user in request.id:
@@ -1336,6 +1362,7 @@ def h_get_users(ctx: Context, request: TLObject) -> list:
     return found
 
 
+@answers("users.GetFullUserRequest")
 def h_get_full_user(ctx: Context, request: TLObject) -> TLObject:
     user_id = _input_user_id(ctx, request.id)
     if user_id is None:
@@ -1346,6 +1373,7 @@ def h_get_full_user(ctx: Context, request: TLObject) -> TLObject:
     return types.users.UserFull(full_user=full, chats=[], users=[user])
 
 
+@answers("contacts.ResolveUsernameRequest", bucket="resolve")
 def h_resolve_username(ctx: Context, request: TLObject) -> TLObject:
     name = request.username.lstrip("@")
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{3,31}", name):
@@ -1364,6 +1392,7 @@ def h_resolve_username(ctx: Context, request: TLObject) -> TLObject:
         chats=[server.tl_channel(chan, ctx.user_id)], users=[])
 
 
+@answers("channels.GetChannelsRequest")
 def h_get_channels(ctx: Context, request: TLObject) -> TLObject:
     chats = []
     for channel in request.id:
@@ -1372,6 +1401,7 @@ def h_get_channels(ctx: Context, request: TLObject) -> TLObject:
     return types.messages.Chats(chats=chats)
 
 
+@answers("messages.GetChatsRequest")
 def h_get_chats(ctx: Context, request: TLObject) -> TLObject:
     """Basic groups by id (those the account is in)."""
     chats = []
@@ -1381,6 +1411,7 @@ def h_get_chats(ctx: Context, request: TLObject) -> TLObject:
     return types.messages.Chats(chats=chats)
 
 
+@answers("channels.GetFullChannelRequest")
 def h_get_full_channel(ctx: Context, request: TLObject) -> TLObject:
     server = ctx.server
     row = server.resolve_channel(request.channel, ctx.user_id)
@@ -1396,6 +1427,7 @@ def h_get_full_channel(ctx: Context, request: TLObject) -> TLObject:
                                    users=[])
 
 
+@answers("channels.JoinChannelRequest", bucket="join", limited=True)
 def h_join_channel(ctx: Context, request: TLObject) -> TLObject:
     server = ctx.server
     row = server.resolve_channel(request.channel, ctx.user_id)
@@ -1403,12 +1435,13 @@ def h_join_channel(ctx: Context, request: TLObject) -> TLObject:
     if part is not None:
         raise RpcFailure(400, "USER_ALREADY_PARTICIPANT")
     ctx.conn.execute("INSERT INTO participants (channel_id, user_id, role, joined_at) "
-                     "VALUES (?, ?, 'member', ?)", (row["channel_id"], ctx.user_id, utcnow()))
+                     "VALUES (?, ?, 'member', ?)", (row["channel_id"], ctx.user_id, utc_text()))
     return types.Updates(updates=[types.UpdateChannel(channel_id=row["channel_id"])],
                          users=[], chats=[server.tl_channel(row, ctx.user_id)],
                          date=_dt(ctx.server.now()), seq=0)
 
 
+@answers("channels.LeaveChannelRequest")
 def h_leave_channel(ctx: Context, request: TLObject) -> TLObject:
     server = ctx.server
     row = server.resolve_channel(request.channel, ctx.user_id)
@@ -1421,6 +1454,7 @@ def h_leave_channel(ctx: Context, request: TLObject) -> TLObject:
                          date=_dt(ctx.server.now()), seq=0)
 
 
+@answers("channels.ReadHistoryRequest")
 def h_channels_read_history(ctx: Context, request: TLObject) -> bool:
     row = ctx.server.resolve_channel(request.channel, ctx.user_id)
     ctx.conn.execute(
@@ -1436,6 +1470,7 @@ def _max_message_id(ctx: Context, channel_id: int) -> int:
                             (channel_id,)).fetchone()[0]
 
 
+@answers("messages.ReadHistoryRequest")
 def h_messages_read_history(ctx: Context, request: TLObject) -> TLObject:
     if isinstance(request.peer, types.InputPeerChannel):
         raise RpcFailure(400, "PEER_ID_INVALID")
@@ -1483,6 +1518,7 @@ def _group_history(ctx: Context, group: sqlite3.Row, request: TLObject) -> TLObj
         topics=[], chats=chats, users=users)
 
 
+@answers("messages.GetHistoryRequest", bucket="history")
 def h_get_history(ctx: Context, request: TLObject) -> TLObject:
     server = ctx.server
     channel = server.resolve_channel(request.peer, ctx.user_id)
@@ -1495,6 +1531,7 @@ def h_get_history(ctx: Context, request: TLObject) -> TLObject:
     return server.channel_messages(channel, rows, count, ctx.user_id)
 
 
+@answers("messages.GetRepliesRequest", bucket="history")
 def h_get_replies(ctx: Context, request: TLObject) -> TLObject:
     server = ctx.server
     channel = server.resolve_channel(request.peer, ctx.user_id)
@@ -1525,6 +1562,7 @@ def _message_ids(ids: list) -> list[int]:
     return result
 
 
+@answers("channels.GetMessagesRequest", bucket="history")
 def h_channels_get_messages(ctx: Context, request: TLObject) -> TLObject:
     server = ctx.server
     channel = server.resolve_channel(request.channel, ctx.user_id)
@@ -1547,6 +1585,7 @@ def h_channels_get_messages(ctx: Context, request: TLObject) -> TLObject:
                                           users=users)
 
 
+@answers("messages.GetMessagesRequest", bucket="history")
 def h_messages_get_messages(ctx: Context, request: TLObject) -> TLObject:
     """Messages by the account's own ids (basic groups; private chats are not modelled)."""
     server, viewer = ctx.server, ctx.user_id
@@ -1603,6 +1642,7 @@ def _send_one(ctx: Context, request: TLObject, *, text: str, entities: list | No
     return server.sent_updates(channel, [(request.random_id, message.id)], viewer)
 
 
+@answers("messages.SendMessageRequest", bucket="send", limited=True)
 def h_send_message(ctx: Context, request: TLObject) -> TLObject:
     if not request.message.strip():
         raise RpcFailure(400, "MESSAGE_EMPTY")
@@ -1612,6 +1652,7 @@ def h_send_message(ctx: Context, request: TLObject) -> TLObject:
                      media_of=None)
 
 
+@answers("messages.SendMediaRequest", bucket="send", limited=True)
 def h_send_media(ctx: Context, request: TLObject) -> TLObject:
     if len(request.message) > CAPTION_MAX:
         raise RpcFailure(400, "MEDIA_CAPTION_TOO_LONG")
@@ -1619,11 +1660,13 @@ def h_send_media(ctx: Context, request: TLObject) -> TLObject:
                      media_of=lambda: ctx.server.input_media(ctx.user_id, request.media))
 
 
+@answers("messages.UploadMediaRequest")
 def h_upload_media(ctx: Context, request: TLObject) -> TLObject:
     ctx.server.resolve_channel(request.peer, ctx.user_id, write=True)
     return ctx.server.input_media(ctx.user_id, request.media)
 
 
+@answers("messages.SendMultiMediaRequest", bucket="send", limited=True)
 def h_send_multi_media(ctx: Context, request: TLObject) -> TLObject:
     server, viewer = ctx.server, ctx.user_id
     items = request.multi_media
@@ -1662,6 +1705,7 @@ def h_send_multi_media(ctx: Context, request: TLObject) -> TLObject:
     return server.sent_updates(channel, sent, viewer)
 
 
+@answers("messages.ForwardMessagesRequest", bucket="send", limited=True)
 def h_forward_messages(ctx: Context, request: TLObject) -> TLObject:
     server, viewer = ctx.server, ctx.user_id
     if not request.id:
@@ -1730,6 +1774,7 @@ def _check_not_restricted(ctx: Context) -> None:
         raise RpcFailure(400, "USER_BANNED_IN_CHANNEL")
 
 
+@answers("messages.EditMessageRequest")
 def h_edit_message(ctx: Context, request: TLObject) -> TLObject:
     """Own messages (48 h, unless a broadcast admin with edit_messages); in a broadcast
     channel, any post with edit_messages. Others: MESSAGE_AUTHOR_REQUIRED."""
@@ -1760,6 +1805,7 @@ def h_edit_message(ctx: Context, request: TLObject) -> TLObject:
         users=users, chats=chats, date=_dt(server.now()), seq=0)
 
 
+@answers("channels.DeleteMessagesRequest")
 def h_channels_delete_messages(ctx: Context, request: TLObject) -> TLObject:
     """Own messages (in a broadcast channel: with post_messages), anyone's with the
     delete_messages admin right, else MESSAGE_DELETE_FORBIDDEN; unknown ids are skipped."""
@@ -1782,6 +1828,7 @@ def h_channels_delete_messages(ctx: Context, request: TLObject) -> TLObject:
     return types.messages.AffectedMessages(pts=pts, pts_count=count)
 
 
+@answers("messages.DeleteMessagesRequest")
 def h_messages_delete_messages(ctx: Context, request: TLObject) -> TLObject:
     """Deleting in basic groups and private chats is not modelled: nothing is deleted."""
     return types.messages.AffectedMessages(pts=ctx.server.account_pts(ctx.user_id),
@@ -1801,6 +1848,7 @@ def _topic_manager(ctx: Context, channel: sqlite3.Row, topic: int) -> sqlite3.Ro
     return row
 
 
+@answers("messages.EditForumTopicRequest")
 def h_edit_forum_topic(ctx: Context, request: TLObject) -> TLObject:
     server, viewer = ctx.server, ctx.user_id
     channel = server.resolve_channel(request.peer, viewer)
@@ -1830,6 +1878,7 @@ def _edit_topic(server: Server, channel: sqlite3.Row, topic: int, by: int | None
     return message.id
 
 
+@answers("messages.DeleteTopicHistoryRequest")
 def h_delete_topic_history(ctx: Context, request: TLObject) -> TLObject:
     """Delete a topic with all its messages (delete_messages admin right, or the
     creator of the topic)."""
@@ -1855,6 +1904,7 @@ def _delete_topic(server: Server, channel: sqlite3.Row, topic: int,
     return server.delete_messages(channel, ids, origin)
 
 
+@answers("messages.CreateForumTopicRequest", bucket="topic_create")
 def h_create_forum_topic(ctx: Context, request: TLObject) -> TLObject:
     server, viewer = ctx.server, ctx.user_id
     channel = server.resolve_channel(request.peer, viewer, write=True)
@@ -1905,6 +1955,7 @@ def _forum_topics(ctx: Context, channel: sqlite3.Row, rows: list[sqlite3.Row],
         chats=chats, users=users, pts=channel["pts"], order_by_create_date=False)
 
 
+@answers("messages.GetForumTopicsRequest")
 def h_get_forum_topics(ctx: Context, request: TLObject) -> TLObject:
     """By last activity (Server.all_topics); the next page starts after the topic whose
     (top message date, top message id, topic id) are offset_date, offset_id,
@@ -1925,6 +1976,7 @@ def h_get_forum_topics(ctx: Context, request: TLObject) -> TLObject:
     return _forum_topics(ctx, channel, rows[:limit], count)
 
 
+@answers("messages.GetForumTopicsByIDRequest")
 def h_get_forum_topics_by_id(ctx: Context, request: TLObject) -> TLObject:
     channel = ctx.server.resolve_channel(request.peer, ctx.user_id)
     if channel["kind"] != "forum":
@@ -1934,6 +1986,7 @@ def h_get_forum_topics_by_id(ctx: Context, request: TLObject) -> TLObject:
     return _forum_topics(ctx, channel, rows, len(rows))
 
 
+@answers("messages.GetDialogsRequest")
 def h_get_dialogs(ctx: Context, request: TLObject) -> TLObject:
     server, viewer = ctx.server, ctx.user_id
     channels = ctx.conn.execute(
@@ -1969,6 +2022,7 @@ def h_get_dialogs(ctx: Context, request: TLObject) -> TLObject:
                                   users=server.tl_users(users, viewer))
 
 
+@answers("upload.SaveFilePartRequest", "upload.SaveBigFilePartRequest")
 def h_save_file_part(ctx: Context, request: TLObject) -> bool:
     ctx.conn.execute(
         "INSERT OR REPLACE INTO upload_parts (user_id, file_id, part, data) "
@@ -1977,6 +2031,7 @@ def h_save_file_part(ctx: Context, request: TLObject) -> bool:
     return True
 
 
+@answers("upload.GetFileRequest")
 def h_get_file(ctx: Context, request: TLObject) -> TLObject:
     location = request.location
     if not isinstance(location, (types.InputPhotoFileLocation,
@@ -1994,92 +2049,16 @@ def h_get_file(ctx: Context, request: TLObject) -> TLObject:
 
 
 @functools.cache
-def handlers() -> dict[type, Any]:
-    """Request class -> the handler that answers it."""
-    return {
-        functions.help.GetConfigRequest: h_get_config,
-        functions.help.GetNearestDcRequest: h_nearest_dc,
-        functions.PingRequest: h_ping,
-        functions.auth.SendCodeRequest: h_send_code,
-        functions.auth.SignInRequest: h_sign_in,
-        functions.auth.LogOutRequest: h_log_out,
-        functions.updates.GetStateRequest: h_get_state,
-        functions.updates.GetDifferenceRequest: h_get_difference,
-        functions.updates.GetChannelDifferenceRequest: h_get_channel_difference,
-        functions.users.GetUsersRequest: h_get_users,
-        functions.users.GetFullUserRequest: h_get_full_user,
-        functions.contacts.ResolveUsernameRequest: h_resolve_username,
-        functions.channels.GetChannelsRequest: h_get_channels,
-        functions.channels.GetFullChannelRequest: h_get_full_channel,
-        functions.channels.JoinChannelRequest: h_join_channel,
-        functions.channels.LeaveChannelRequest: h_leave_channel,
-        functions.channels.ReadHistoryRequest: h_channels_read_history,
-        functions.channels.GetMessagesRequest: h_channels_get_messages,
-        functions.messages.ReadHistoryRequest: h_messages_read_history,
-        functions.messages.GetHistoryRequest: h_get_history,
-        functions.messages.GetRepliesRequest: h_get_replies,
-        functions.messages.GetMessagesRequest: h_messages_get_messages,
-        functions.messages.SendMessageRequest: h_send_message,
-        functions.messages.SendMediaRequest: h_send_media,
-        functions.messages.SendMultiMediaRequest: h_send_multi_media,
-        functions.messages.UploadMediaRequest: h_upload_media,
-        functions.messages.ForwardMessagesRequest: h_forward_messages,
-        functions.messages.CreateForumTopicRequest: h_create_forum_topic,
-        functions.messages.GetForumTopicsRequest: h_get_forum_topics,
-        functions.messages.GetForumTopicsByIDRequest: h_get_forum_topics_by_id,
-        functions.messages.GetDialogsRequest: h_get_dialogs,
-        functions.messages.GetChatsRequest: h_get_chats,
-        functions.messages.EditMessageRequest: h_edit_message,
-        functions.messages.DeleteMessagesRequest: h_messages_delete_messages,
-        functions.channels.DeleteMessagesRequest: h_channels_delete_messages,
-        functions.messages.EditForumTopicRequest: h_edit_forum_topic,
-        functions.messages.DeleteTopicHistoryRequest: h_delete_topic_history,
-        functions.upload.SaveFilePartRequest: h_save_file_part,
-        functions.upload.SaveBigFilePartRequest: h_save_file_part,
-        functions.upload.GetFileRequest: h_get_file,
-    }
-
-
-@functools.cache
-def request_buckets() -> dict[type, str]:
-    """Which token bucket a request spends (a "send" also spends "send_chat" of its chat)."""
-    return {
-        functions.messages.SendMessageRequest: "send",
-        functions.messages.SendMediaRequest: "send",
-        functions.messages.SendMultiMediaRequest: "send",
-        functions.messages.ForwardMessagesRequest: "send",
-        functions.messages.GetHistoryRequest: "history",
-        functions.messages.GetRepliesRequest: "history",
-        functions.messages.GetMessagesRequest: "history",
-        functions.channels.GetMessagesRequest: "history",
-        functions.contacts.ResolveUsernameRequest: "resolve",
-        functions.messages.CreateForumTopicRequest: "topic_create",
-        functions.channels.JoinChannelRequest: "join",
-    }
-
-
-@functools.cache
-def limited_refuses() -> frozenset[type]:
-    """What a PeerFlood-limited account is refused."""
-    return frozenset({functions.messages.SendMessageRequest,
-                      functions.messages.SendMediaRequest,
-                      functions.messages.SendMultiMediaRequest,
-                      functions.messages.ForwardMessagesRequest,
-                      functions.channels.JoinChannelRequest})
-
-
-@functools.cache
-def no_auth() -> frozenset[type]:
-    """What works logged out."""
-    return frozenset({functions.help.GetConfigRequest, functions.help.GetNearestDcRequest,
-                      functions.PingRequest, functions.auth.SendCodeRequest,
-                      functions.auth.SignInRequest})
+def handlers() -> dict[type, Answer]:
+    """Request class -> how the simulator answers it (Telethon's classes, looked up on first
+    use from the names the handlers are registered under)."""
+    return {functools.reduce(getattr, name.split("."), functions): answer
+            for name, answer in ANSWERS.items()}
 
 
 def answered_requests() -> list[str]:
     """Every request type the simulator answers, e.g. "channels.GetMessagesRequest"."""
-    return sorted(f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}"
-                  .removeprefix("functions.") for cls in handlers())
+    return sorted(ANSWERS)
 
 
 # ----------------------------------------------------------------------------- faults
@@ -2149,7 +2128,8 @@ class SimulatedSender:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._server: Server | None = None
         self._queue: asyncio.Queue | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: set[asyncio.Task] = set()     # the connection's: cancelled on disconnect
+        self._closing: asyncio.Task | None = None   # closing a connection given up
         self._origin = secrets.token_hex(8)
         self._cursor: int | None = None
         self._auto_reconnect = client._auto_reconnect
@@ -2181,7 +2161,8 @@ class SimulatedSender:
         self._queue = asyncio.Queue()
         self._disconnected_future = loop.create_future()
         self._user_connected = True
-        self._tasks = [loop.create_task(self._work_loop()), loop.create_task(self._poll_loop())]
+        self._start(self._work_loop())
+        self._start(self._poll_loop())
         return True
 
     def is_connected(self) -> bool:
@@ -2216,6 +2197,13 @@ class SimulatedSender:
 
     # -- internals ------------------------------------------------------------------------
 
+    def _start(self, coroutine: Any) -> None:
+        """Run `coroutine` as a task of this connection: referenced until it ends, cancelled
+        and awaited when the connection closes."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _open_server(self) -> Server:
         conn = open_database(self._world_path)
         conn.row_factory = sqlite3.Row
@@ -2225,7 +2213,7 @@ class SimulatedSender:
                 raise sqlite3.DatabaseError("not a simulated world (no world tables)")
             with transaction(conn):
                 conn.execute("INSERT OR IGNORE INTO auth_keys (key_id, user_id, created_at) "
-                             "VALUES (?, NULL, ?)", (_key_id(self.auth_key), utcnow()))
+                             "VALUES (?, NULL, ?)", (_key_id(self.auth_key), utc_text()))
         except sqlite3.Error:
             conn.close()
             raise
@@ -2271,13 +2259,13 @@ class SimulatedSender:
                 if self._auto_reconnect and drops <= self._retries:
                     log.info("%s; reconnecting (attempt %d)", dropped, drops)
                     await asyncio.sleep(self._retry_delay)
-                    loop.create_task(self._auto_reconnect_callback())
+                    self._start(self._auto_reconnect_callback())
                     continue
                 error = ConnectionError(f"{dropped}; gave up after {drops} drop(s)")
                 self._user_connected = False        # at once, as the caller sees the error
                 if not future.done():
                     future.set_exception(error)
-                loop.create_task(self._cleanup(self._detach(), error))
+                self._closing = loop.create_task(self._cleanup(self._detach(), error))
                 return False
             except Exception as exc:    # a simulator bug must reach the caller, not hang it
                 log.exception("simulated Telegram failed on %s", type(request).__name__)
@@ -2319,16 +2307,16 @@ class SimulatedSender:
         return _serialize_result(self._execute(inner, user_id, key_id))
 
     def _execute(self, inner: TLObject, user_id: int | None, key_id: str) -> Any:
-        handler = handlers().get(type(inner))
-        if handler is None:
+        answer = handlers().get(type(inner))
+        if answer is None:
             log.warning("simulated Telegram does not answer %s", type(inner).__name__)
             raise RpcFailure(400, f"SIMULATOR_UNSUPPORTED_{type(inner).__name__.upper()}")
-        if user_id is None and type(inner) not in no_auth():
+        if user_id is None and not answer.logged_out:
             raise RpcFailure(401, "AUTH_KEY_UNREGISTERED")
         with transaction(self._server.conn):
             if user_id is not None:
                 self._server.check_budget(user_id, inner)
-            return handler(Context(self._server, user_id, key_id, self._origin), inner)
+            return answer.handler(Context(self._server, user_id, key_id, self._origin), inner)
 
     def _poll(self) -> bytes | None:
         server = self._server
@@ -2353,13 +2341,16 @@ class SimulatedSender:
 
     async def _shutdown(self, error: Exception | None) -> None:
         await self._cleanup(self._detach(), error)
+        closing, self._closing = self._closing, None
+        if closing is not None:         # a connection given up may still be closing
+            await closing
 
     def _detach(self) -> tuple:
         """Mark disconnected and take the connection's state, so a new connect() is clean."""
         self._user_connected = False
-        state = (self._tasks, self._queue, self._executor, self._server,
+        state = (list(self._tasks), self._queue, self._executor, self._server,
                  self._disconnected_future)
-        self._tasks, self._queue, self._executor, self._server = [], None, None, None
+        self._tasks, self._queue, self._executor, self._server = set(), None, None, None
         return state
 
     @staticmethod
@@ -2434,7 +2425,7 @@ class World:
             self.conn.execute("INSERT OR IGNORE INTO meta (key, value) "
                               "VALUES ('random_id_mode', 'original')")
             self.conn.execute("INSERT OR IGNORE INTO meta (key, value) "
-                              "VALUES ('created_at', ?)", (utcnow(),))
+                              "VALUES ('created_at', ?)", (utc_text(),))
             self.conn.execute("INSERT OR IGNORE INTO meta (key, value) "
                               "VALUES ('secret', ?)", (secrets.token_hex(16),))
 
@@ -2558,7 +2549,7 @@ class World:
                 "INSERT INTO accounts (user_id, name, phone, first_name, username, "
                 "access_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (user_id, name, phone, first_name or name, username, _random_long(),
-                 utcnow()))
+                 utc_text()))
         return user_id
 
     def _check_username_free(self, username: str | None) -> None:
@@ -2618,10 +2609,8 @@ class World:
         env = {"TG_API_ID": str(SIM_API_ID), "TG_API_HASH": secrets.token_hex(16),
                "TG_PHONE": f"+{phone}", "SESSION_NAME": session_name,
                "TELEGRAM_SIMULATOR": str(self.path), **(extra_env or {})}
-        partial = env_path.with_name(".env.part")
-        partial.write_text("".join(f"{k}={v}\n" for k, v in env.items()), encoding="utf-8")
-        partial.chmod(0o600)
-        partial.replace(env_path)
+        migrate_db.write_atomically(env_path, "".join(f"{k}={v}\n" for k, v in env.items()),
+                                    mode=0o600)
         auth_key = crypto.AuthKey(os.urandom(256))
         session = sessions.SQLiteSession(str(folder / session_name))
         session.set_dc(DC_ID, SIM_IP, SIM_PORT)
@@ -2631,7 +2620,7 @@ class World:
         session_path.chmod(0o600)
         with transaction(self.conn):
             self.conn.execute("INSERT INTO auth_keys (key_id, user_id, created_at) "
-                              "VALUES (?, ?, ?)", (_key_id(auth_key), user_id, utcnow()))
+                              "VALUES (?, ?, ?)", (_key_id(auth_key), user_id, utc_text()))
         return folder
 
     def revoke_session(self, account_name: str) -> int:
@@ -2640,7 +2629,7 @@ class World:
         with transaction(self.conn):
             return self.conn.execute(
                 "UPDATE auth_keys SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
-                (utcnow(), user_id)).rowcount
+                (utc_text(), user_id)).rowcount
 
     def set_login_code(self, code: str) -> None:
         """The code auth.SignIn accepts for every phone (default 12345)."""
@@ -2682,7 +2671,7 @@ class World:
             for user_id, role in roles:
                 self.conn.execute("INSERT INTO participants (channel_id, user_id, role, "
                                   "joined_at) VALUES (?, ?, ?, ?)",
-                                  (channel_id, user_id, role, utcnow()))
+                                  (channel_id, user_id, role, utc_text()))
             channel = self.server.channel_row(channel_id)
             self.server.store_message(
                 channel, owner_id, action=types.MessageActionChannelCreate(title=title),
@@ -2733,7 +2722,7 @@ class World:
                 "INSERT INTO participants (channel_id, user_id, role, joined_at) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT(channel_id, user_id) "
                 "DO UPDATE SET role = excluded.role",
-                (channel_id, user_id, role, utcnow()))
+                (channel_id, user_id, role, utc_text()))
 
     def leave(self, account_name: str, chat: int | str) -> None:
         user_id, channel_id = self.account_id(account_name), self.chat_id(chat)
@@ -2995,16 +2984,17 @@ class World:
             self.account_id(account)
         if request is not None and not request.endswith("Request"):
             request += "Request"
-        if request is not None and request not in {c.__name__ for c in handlers()}:
+        known = sorted({name.rsplit(".", 1)[-1] for name in ANSWERS})
+        if request is not None and request not in known:
             raise SimulatorError(f"unknown request type {request!r}; answered: "
-                                 f"{', '.join(sorted({c.__name__ for c in handlers()}))}")
+                                 f"{', '.join(known)}")
         default_code = NAMED_FAULTS.get(error, (400, ""))[0]
         with transaction(self.conn):
             return self.conn.execute(
                 "INSERT INTO faults (error, code, seconds, account, request, after, times, "
                 "rate_per_minute, executed, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (error, code or default_code, seconds, account, request, after, times,
-                 rate_per_minute, int(executed), utcnow())).lastrowid
+                 rate_per_minute, int(executed), utc_text())).lastrowid
 
     def faults(self) -> list[dict]:
         keys = ("fault_id", "error", "code", "seconds", "account", "request", "after",
@@ -3141,13 +3131,8 @@ def _cmd_show(args: argparse.Namespace, world: World) -> int:
 
 
 def _print_table(rows: list[dict]) -> None:
-    if not rows:
-        print("(none)")
-        return
-    keys = list(rows[0])
-    print("  ".join(keys))
-    for row in rows:
-        print("  ".join("-" if row[k] is None else str(row[k]) for k in keys))
+    print(migrate_db.format_table(list(rows[0]), [list(row.values()) for row in rows],
+                                  missing="-") if rows else "(none)")
 
 
 def _switch(value: str | None) -> bool | None:
@@ -3280,23 +3265,55 @@ def _cmd_clock(args: argparse.Namespace, world: World) -> int:
     return 0
 
 
-WORLD_COMMANDS = {"add-account": _cmd_add_account, "account": _cmd_account,
-                  "login-code": _cmd_login_code, "add-chat": _cmd_add_chat,
-                  "chat": _cmd_chat, "topic": _cmd_topic, "post": _cmd_post,
-                  "settings": _cmd_settings, "clock": _cmd_clock}
+def _cmd_accounts(args: argparse.Namespace, world: World) -> int:
+    _print_table(world.accounts())
+    return 0
 
 
-def _cmd_faults(args: argparse.Namespace, world: World) -> int:
-    if args.action == "add":
-        fault_id = world.inject_fault(
-            args.error, seconds=args.seconds, account=args.account, request=args.request,
-            after=args.after, times=args.times, rate_per_minute=args.rate,
-            code=args.code, executed=args.executed)
-        print(f"fault {fault_id} added")
-    elif args.action == "clear":
-        print(f"{world.clear_faults(args.fault_id)} fault(s) removed")
-    else:
-        _print_table(world.faults())
+def _cmd_channels(args: argparse.Namespace, world: World) -> int:
+    _print_table(world.channels())
+    return 0
+
+
+def _cmd_counters(args: argparse.Namespace, world: World) -> int:
+    if args.reset:
+        world.reset_counters()
+    _print_table([{"request": k, "count": v} for k, v in world.counters(args.account).items()])
+    return 0
+
+
+def _cmd_revoke(args: argparse.Namespace, world: World) -> int:
+    print(f"{world.revoke_session(args.account)} session(s) revoked")
+    return 0
+
+
+def _cmd_edit(args: argparse.Namespace, world: World) -> int:
+    world.edit(args.chat, args.message_id, args.text, parse_mode="md" if args.md else None)
+    print(f"edited {args.message_id}")
+    return 0
+
+
+def _cmd_delete(args: argparse.Namespace, world: World) -> int:
+    print(f"{world.delete(args.chat, args.message_ids)} message(s) deleted")
+    return 0
+
+
+def _cmd_faults_add(args: argparse.Namespace, world: World) -> int:
+    fault_id = world.inject_fault(
+        args.error, seconds=args.seconds, account=args.account, request=args.request,
+        after=args.after, times=args.times, rate_per_minute=args.rate,
+        code=args.code, executed=args.executed)
+    print(f"fault {fault_id} added")
+    return 0
+
+
+def _cmd_faults_clear(args: argparse.Namespace, world: World) -> int:
+    print(f"{world.clear_faults(args.fault_id)} fault(s) removed")
+    return 0
+
+
+def _cmd_faults_list(args: argparse.Namespace, world: World) -> int:
+    _print_table(world.faults())
     return 0
 
 
@@ -3322,22 +3339,30 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("world", type=Path, metavar="WORLD")
     show.add_argument("chat", metavar="CHAT", help="chat id, @username or title")
     show.add_argument("--limit", type=int, default=0, help="only the last N messages")
-    for name, text in (("accounts", "list accounts"), ("channels", "list chats")):
-        commands.add_parser(name, help=text).add_argument("world", type=Path, metavar="WORLD")
+    show.set_defaults(handler=_cmd_show)
+    for name, handler, text in (("accounts", _cmd_accounts, "list accounts"),
+                                ("channels", _cmd_channels, "list chats")):
+        listing = commands.add_parser(name, help=text)
+        listing.add_argument("world", type=Path, metavar="WORLD")
+        listing.set_defaults(handler=handler)
     counters = commands.add_parser("counters", help="requests served, by type")
     counters.add_argument("world", type=Path, metavar="WORLD")
     counters.add_argument("--account", help="only this account's")
     counters.add_argument("--reset", action="store_true", help="set every counter to zero")
+    counters.set_defaults(handler=_cmd_counters)
     revoke = commands.add_parser("revoke", help="revoke an account's sessions")
     revoke.add_argument("world", type=Path, metavar="WORLD")
     revoke.add_argument("account", metavar="ACCOUNT")
+    revoke.set_defaults(handler=_cmd_revoke)
     faults = commands.add_parser("faults", help="list, add or clear injected faults")
     faults.add_argument("world", type=Path, metavar="WORLD")
     actions = faults.add_subparsers(dest="action", required=True, metavar="ACTION")
-    actions.add_parser("list", help="list faults")
+    actions.add_parser("list", help="list faults").set_defaults(handler=_cmd_faults_list)
     clear = actions.add_parser("clear", help="remove one fault, or all")
     clear.add_argument("fault_id", type=int, nargs="?", metavar="ID")
+    clear.set_defaults(handler=_cmd_faults_clear)
     add = actions.add_parser("add", help="add a fault")
+    add.set_defaults(handler=_cmd_faults_add)
     what = add.add_argument_group("what fails")
     what.add_argument("--error", required=True,
                       help="FLOOD_WAIT, SLOWMODE_WAIT, PEER_FLOOD, AUTH_KEY_UNREGISTERED, "
@@ -3370,6 +3395,7 @@ def _add_world_commands(commands: Any) -> None:
     add.add_argument("--folder", type=Path, metavar="DIR",
                      help="also make an authorised account folder (.env, .session) here; "
                           "without it, log in with telegram_session.py auth and the code")
+    add.set_defaults(handler=_cmd_add_account)
     account = commands.add_parser("account", help="restrict, limit or exempt an account")
     account.add_argument("world", type=Path, metavar="WORLD")
     account.add_argument("name", metavar="NAME")
@@ -3377,9 +3403,11 @@ def _add_world_commands(commands: Any) -> None:
                          help="USER_BANNED_IN_CHANNEL on every write to groups/channels")
     account.add_argument("--limited", **on_off, help="PEER_FLOOD on sends and joins")
     account.add_argument("--rate-limits", **on_off, help="the world's budgets apply to it")
+    account.set_defaults(handler=_cmd_account)
     code = commands.add_parser("login-code", help="show or set the login code")
     code.add_argument("world", type=Path, metavar="WORLD")
     code.add_argument("code", nargs="?", metavar="CODE")
+    code.set_defaults(handler=_cmd_login_code)
     chat = commands.add_parser("add-chat", help="add a channel, megagroup or forum")
     chat.add_argument("world", type=Path, metavar="WORLD")
     chat.add_argument("title", metavar="TITLE")
@@ -3392,6 +3420,7 @@ def _add_world_commands(commands: Any) -> None:
     chat.add_argument("--noforwards", action="store_true", help="protected content")
     chat.add_argument("--default-banned", metavar="R,R",
                       help="rights members lack, e.g. send_media,manage_topics")
+    chat.set_defaults(handler=_cmd_add_chat)
     edit_chat = commands.add_parser("chat", help="change a chat's settings and members")
     edit_chat.add_argument("world", type=Path, metavar="WORLD")
     edit_chat.add_argument("chat", metavar="CHAT", help="chat id, @username or title")
@@ -3405,6 +3434,7 @@ def _add_world_commands(commands: Any) -> None:
                            help="make an admin (with these admin rights)")
     edit_chat.add_argument("--restrict", action="append", metavar="ACCOUNT:R,R",
                            help="a member's own banned rights (ACCOUNT:none lifts them)")
+    edit_chat.set_defaults(handler=_cmd_chat)
     topic = commands.add_parser("topic", help="create, close, reopen or delete a topic")
     topic.add_argument("world", type=Path, metavar="WORLD")
     topic.add_argument("chat", metavar="CHAT")
@@ -3414,6 +3444,7 @@ def _add_world_commands(commands: Any) -> None:
     which.add_argument("--reopen", type=int, metavar="ID")
     which.add_argument("--delete", type=int, metavar="ID")
     topic.add_argument("--by", metavar="ACCOUNT", help="creator (default: the chat's)")
+    topic.set_defaults(handler=_cmd_topic)
     post = commands.add_parser("post", help="post a message, a file or an album")
     post.add_argument("world", type=Path, metavar="WORLD")
     post.add_argument("chat", metavar="CHAT")
@@ -3424,16 +3455,19 @@ def _add_world_commands(commands: Any) -> None:
     post.add_argument("--by", metavar="ACCOUNT", help="sender (default: the creator)")
     post.add_argument("--topic", metavar="ID|TITLE")
     post.add_argument("--reply-to", type=int, metavar="ID")
+    post.set_defaults(handler=_cmd_post)
     edit = commands.add_parser("edit", help="edit a message's text")
     edit.add_argument("world", type=Path, metavar="WORLD")
     edit.add_argument("chat", metavar="CHAT")
     edit.add_argument("message_id", type=int, metavar="ID")
     edit.add_argument("text", metavar="TEXT")
     edit.add_argument("--md", action="store_true", help="TEXT is markdown")
+    edit.set_defaults(handler=_cmd_edit)
     delete = commands.add_parser("delete", help="delete messages")
     delete.add_argument("world", type=Path, metavar="WORLD")
     delete.add_argument("chat", metavar="CHAT")
     delete.add_argument("message_ids", type=int, nargs="+", metavar="ID")
+    delete.set_defaults(handler=_cmd_delete)
     settings = commands.add_parser("settings", help="show or change world settings")
     settings.add_argument("world", type=Path, metavar="WORLD")
     settings.add_argument("--rate-limits", **on_off, help="token buckets on or off")
@@ -3444,9 +3478,11 @@ def _add_world_commands(commands: Any) -> None:
     settings.add_argument("--random-id-memory", type=int, metavar="SECONDS",
                           help="0: forever")
     settings.add_argument("--random-id-mode", choices=RANDOM_ID_MODES)
+    settings.set_defaults(handler=_cmd_settings)
     clock = commands.add_parser("clock", help="show or advance world time")
     clock.add_argument("world", type=Path, metavar="WORLD")
     clock.add_argument("--advance", type=float, metavar="SECONDS")
+    clock.set_defaults(handler=_cmd_clock)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -3461,32 +3497,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     with world:
         try:
-            if args.command == "show":
-                return _cmd_show(args, world)
-            if args.command == "accounts":
-                _print_table(world.accounts())
-            elif args.command == "channels":
-                _print_table(world.channels())
-            elif args.command == "counters":
-                if args.reset:
-                    world.reset_counters()
-                counts = world.counters(args.account)
-                _print_table([{"request": k, "count": v} for k, v in counts.items()])
-            elif args.command == "revoke":
-                print(f"{world.revoke_session(args.account)} session(s) revoked")
-            elif args.command == "edit":
-                world.edit(args.chat, args.message_id, args.text,
-                           parse_mode="md" if args.md else None)
-                print(f"edited {args.message_id}")
-            elif args.command == "delete":
-                print(f"{world.delete(args.chat, args.message_ids)} message(s) deleted")
-            elif args.command in WORLD_COMMANDS:
-                return WORLD_COMMANDS[args.command](args, world)
-            else:
-                return _cmd_faults(args, world)
+            return args.handler(args, world)
         except SimulatorError as exc:
             parser.error(str(exc))
-    return 0
 
 
 def _cli() -> int:

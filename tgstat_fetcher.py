@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import re
-import stat
 import sys
-import tempfile
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -304,27 +301,6 @@ def merge_channels(existing: list[dict[str, Any]], fetched: list[dict[str, Any]]
     return merged, counts
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file beside `path`, then rename it over `path`.
-
-    The file keeps its mode (mkstemp makes the temporary file 0600).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(temp, stat.S_IMODE(path.stat().st_mode))
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, ensure_ascii=False, indent=2)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 # ----------------------------------------------------------------------------- commands
 
 def choose_categories(offered: list[dict[str, Any]], wanted: list[str] | None
@@ -383,11 +359,11 @@ async def fetch_channels(client: TGStatClient, args: argparse.Namespace
 
 def print_summary(reports: list[CategoryReport]) -> None:
     """One line per category: fetched, kept, and why the rest was skipped."""
-    width = max([len(r.name) for r in reports] + [8])
-    print(f"{'category':<{width}}  fetched  kept  skipped")
-    for r in reports:
-        why = ", ".join(f"{n} {reason}" for reason, n in sorted(r.skipped.items()))
-        print(f"{r.name:<{width}}  {r.fetched:>7}  {r.kept:>4}  {why or '-'}")
+    rows = [(r.name, r.fetched, r.kept,
+             ", ".join(f"{n} {reason}" for reason, n in sorted(r.skipped.items())) or "-")
+            for r in reports]
+    print(migrate_db.format_table(("category", "fetched", "kept", "skipped"), rows,
+                                  right=(1, 2)))
 
 
 async def command_fetch(client: TGStatClient, args: argparse.Namespace) -> int:
@@ -400,7 +376,9 @@ async def command_fetch(client: TGStatClient, args: argparse.Namespace) -> int:
         print(f"nothing fetched; {args.output} left as it was")
         return EXIT_OK
     merged, counts = merge_channels(existing, fetched)
-    write_json_atomic(args.output, merged)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    migrate_db.write_atomically(args.output, json.dumps(merged, ensure_ascii=False, indent=2)
+                                + "\n")
     print(f"{args.output}: {len(merged)} channels ({counts['new']} new, "
           f"{counts['updated']} updated, {counts['kept']} kept from the file)")
     return EXIT_OK
@@ -424,9 +402,6 @@ async def command_usage(client: TGStatClient, args: argparse.Namespace) -> int:
             print(plan)
         print()
     return EXIT_OK
-
-
-COMMANDS = {"fetch": command_fetch, "categories": command_categories, "usage": command_usage}
 
 
 def category_list(text: str) -> list[str]:
@@ -467,8 +442,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "this script)")
     output.add_argument("--replace", action="store_true",
                         help="write only the fetched channels, dropping the file's entries")
-    commands.add_parser("categories", help="list TGStat's category codes")
-    commands.add_parser("usage", help="show the API quota used (/usage/stat)")
+    fetch.set_defaults(handler=command_fetch)
+    commands.add_parser("categories", help="list TGStat's category codes").set_defaults(
+        handler=command_categories)
+    commands.add_parser("usage", help="show the API quota used (/usage/stat)").set_defaults(
+        handler=command_usage)
     return parser
 
 
@@ -478,7 +456,7 @@ async def run(args: argparse.Namespace, token: str) -> int:
     async with aiohttp.ClientSession(timeout=timeout) as session:
         client = TGStatClient(session, args.base_url, token)
         try:
-            return await COMMANDS[args.command](client, args)
+            return await args.handler(client, args)
         except TGStatError as exc:
             print(f"error: {client.redact(str(exc))}", file=sys.stderr)
             return EXIT_USAGE if exc.code == "unknown_category" else EXIT_FAILURE

@@ -38,7 +38,7 @@ def build(path: Path, tasks: int, now) -> tuple:
     connection, the run and the worker's profile."""
     conn = migrate_db.connect(path, kind="campaign")
     rng = random.Random(7)
-    stamp = campaign.to_text(now)
+    stamp = migrate_db.utc_text(now)
     with transaction(conn):
         conn.executemany("INSERT INTO profiles (profile_name, folder, created_at) VALUES "
                          "(?, ?, ?)", [(f"acc{i}", f"/nowhere/acc{i}", stamp)
@@ -56,14 +56,14 @@ def build(path: Path, tasks: int, now) -> tuple:
                     age = timedelta(minutes=rng.uniform(61, 60 * 24 * 30))
                     yield (task_id, rng.randint(1, ACCOUNTS), runs[k % len(runs)], k + 1,
                            "success" if rng.random() < 0.9 else "failed", rng.getrandbits(62),
-                           campaign.to_text(now - age))
+                           migrate_db.utc_text(now - age))
         conn.executemany(
             "INSERT INTO task_attempts (task_id, profile_id, run_id, cycle_number, status, "
             "random_id, attempted_at) VALUES (?, ?, ?, ?, ?, ?, ?)", attempts())
         for minutes in range(1, 30):  # the last hour: 29 sends, one slot left
             conn.execute("INSERT INTO task_attempts (task_id, profile_id, run_id, status, "
                          "attempted_at) VALUES (1, 1, 'old-run-4', 'success', ?)",
-                         (campaign.to_text(now - timedelta(minutes=minutes)),))
+                         (migrate_db.utc_text(now - timedelta(minutes=minutes)),))
     conn.execute("ANALYZE")
     config = campaign.Config(max_cycles=1)
     profiles = campaign.list_profiles(conn)

@@ -32,7 +32,7 @@ def build(path: Path) -> tuple:
     """A campaign database with CHATS chats owed one send each in one run."""
     conn = migrate_db.connect(path, kind="campaign")
     now = datetime.now(timezone.utc)
-    stamp = campaign.to_text(now)
+    stamp = migrate_db.utc_text(now)
     with migrate_db.transaction(conn):
         conn.execute("INSERT INTO profiles (profile_name, folder, created_at) "
                      "VALUES ('bench', 'sessions/bench', ?)", (stamp,))

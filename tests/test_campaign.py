@@ -13,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from clocks import FakeClock
 from legacy_schemas import LEGACY_CAMPAIGN_TABLES
 from telethon.client import users as telethon_users
 
@@ -20,7 +21,7 @@ import campaign
 import migrate_db
 import telegram_session
 import telegram_sim
-from campaign import Config, FakeClock
+from campaign import Config
 
 UTC = timezone.utc        # datetime.UTC is Python 3.11+
 
@@ -51,7 +52,7 @@ class Setup:
             "JOIN tasks t ON t.id = a.task_id JOIN profiles p ON p.id = a.profile_id "
             "WHERE a.status = ? AND (? IS NULL OR a.run_id = ?) ORDER BY a.attempted_at",
             (status, run_id, run_id)).fetchall()
-        return [(name, chat, campaign.from_text(when)) for name, chat, when in rows]
+        return [(name, chat, migrate_db.parse_utc(when)) for name, chat, when in rows]
 
 
 def make_campaign(tmp: Path, accounts: tuple[str, ...] = ("s1",), chats: int = 10, *,
@@ -258,10 +259,10 @@ def test_next_free_slot_is_the_oldest_send_plus_an_hour(tmp_path: Path) -> None:
             setup.conn.execute(
                 "INSERT INTO task_attempts (task_id, profile_id, run_id, status, attempted_at) "
                 "VALUES (1, ?, 'r', 'success', ?)",
-                (setup.profiles[0].id, campaign.to_text(now - timedelta(minutes=minutes))))
+                (setup.profiles[0].id, migrate_db.utc_text(now - timedelta(minutes=minutes))))
         setup.conn.execute(  # failures never use up the hour
             "INSERT INTO task_attempts (task_id, profile_id, run_id, status, attempted_at) "
-            "VALUES (1, ?, 'r', 'failed', ?)", (setup.profiles[0].id, campaign.to_text(now)))
+            "VALUES (1, ?, 'r', 'failed', ?)", (setup.profiles[0].id, migrate_db.utc_text(now)))
     pid = setup.profiles[0].id
     assert campaign.next_free_slot(setup.conn, pid, 4, now) == now
     assert campaign.next_free_slot(setup.conn, pid, 3, now) == now + timedelta(minutes=10)
@@ -676,7 +677,7 @@ def test_sends_stamped_later_than_now_still_count(tmp_path: Path) -> None:
         setup.conn.executemany(
             "INSERT INTO task_attempts (task_id, profile_id, status, attempted_at) "
             "VALUES (1, ?, 'success', ?)",
-            [(profile, campaign.to_text(before + timedelta(minutes=m))) for m in range(10)])
+            [(profile, migrate_db.utc_text(before + timedelta(minutes=m))) for m in range(10)])
     stepped_back = before - HOUR
     assert len(campaign.window_sends(setup.conn, profile, stepped_back)) == 10
     slot = campaign.next_free_slot(setup.conn, profile, 10, stepped_back)

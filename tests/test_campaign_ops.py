@@ -8,6 +8,7 @@ import re
 import signal
 from datetime import datetime, timedelta
 
+from clocks import FakeClock
 from helpers import wait_until
 from test_campaign import HOUR, UTC, make_campaign, run_workers
 from test_campaign_cli import cli, run_main, start_in_background, successes, write_config
@@ -16,7 +17,7 @@ import campaign
 import migrate_db
 import telegram_session
 import telegram_sim
-from campaign import Config, FakeClock
+from campaign import Config
 
 
 def run_states(setup, run_id: str) -> dict[str, tuple]:

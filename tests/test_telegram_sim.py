@@ -320,6 +320,25 @@ async def test_connection_lost_for_good_disconnects(two_accounts, sim_client, si
     assert [m.message for m in sim_world.messages(target)[1:]] == ["after reconnecting"]
 
 
+async def test_disconnect_ends_every_task_of_the_sender(two_accounts, sim_client, sim_world):
+    """The sender's tasks (work and poll loops, Telethon's reconnect callback after a drop,
+    the closing of a connection given up) are kept and have ended once disconnect() returns."""
+    folder_a, _, _, target = two_accounts
+    client = await sim_client(folder_a, retry_delay=0, connection_retries=1)
+    sim_world.inject_fault("DISCONNECT", request="SendMessage", times=1)
+    await client.send_message("@target", "resent once")
+    fault = sim_world.inject_fault("DISCONNECT", account="a")
+    with pytest.raises(ConnectionError):
+        await client.send_message("@target", "never sent")
+    sim_world.clear_faults(fault)
+    await client.disconnect()
+    names = ("SimulatedSender.", "_handle_auto_reconnect")
+    left = [task for task in asyncio.all_tasks() if not task.done()
+            and any(name in task.get_coro().__qualname__ for name in names)]
+    assert left == []
+    assert [m.message for m in sim_world.messages(target)[1:]] == ["resent once"]
+
+
 async def test_lost_updates_are_caught_up_by_channel_difference(two_accounts, sim_client,
                                                                 sim_world):
     folder_a, folder_b, _, target = two_accounts
