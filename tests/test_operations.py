@@ -62,6 +62,28 @@ def test_help_into_a_closed_pipe_ends_quietly(script: str) -> None:
     assert result.stderr == ""
 
 
+HEAVY_MODULES = ("telethon", "numpy", "aiohttp", "rich", "yaml", "openai", "psycopg",
+                 "serial", "dotenv")
+HELP_PROBE = """
+import runpy, sys
+sys.argv = [{script!r}, "--help"]
+try:
+    runpy.run_path({path!r}, run_name="__main__")
+except SystemExit:
+    pass
+print(sorted(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_loads_no_heavy_library(script: str) -> None:
+    """--help answers at once: Telethon, numpy, aiohttp, rich, ... load when first used."""
+    probe = HELP_PROBE.format(script=script, path=str(ROOT / script), heavy=HEAVY_MODULES)
+    result = helpers.run([sys.executable, "-c", probe], cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "[]"
+
+
 def test_a_long_listing_cut_by_head_ends_quietly(tmp_path: Path) -> None:
     dialer = helpers.start(python("vibedialer.py", "dial", "555-234", "--storage",
                                   "dry-run", "--no-interactive", "--yes"),
