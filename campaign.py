@@ -44,7 +44,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import migrate_db
 import telegram_session
@@ -145,7 +145,8 @@ class CampaignError(Exception):
 # ----------------------------------------------------------------------------- the clock
 
 class Clock:
-    """Wall-clock time for the scheduler; tests and benchmarks inject a FakeClock."""
+    """Wall-clock time for the scheduler; tests and benchmarks inject a simulated clock
+    (tests/clocks.py)."""
 
     poll_seconds: float | None = POLL_SECONDS   # None: sleeps are never cut short to poll
 
@@ -160,57 +161,6 @@ class Clock:
             return
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=max(0.0, seconds))
-
-
-class FakeClock(Clock):
-    """Simulated time that jumps ahead instantly: hours of schedule in seconds.
-
-    With several concurrent workers (`participants`), time advances only when every one of
-    them is asleep, to the earliest wake-up: a discrete-event clock. A worker that finishes
-    calls `leave()` so the others are not held back.
-    """
-
-    poll_seconds = None
-
-    def __init__(self, start: datetime | None = None, participants: int = 1) -> None:
-        self._now = start or datetime.now(UTC)
-        self.participants = participants
-        self._sleepers: list[tuple[datetime, int, asyncio.Future]] = []
-        self._seq = 0
-
-    def now(self) -> datetime:
-        return self._now
-
-    async def sleep(self, seconds: float, wake: asyncio.Event | None = None) -> None:
-        """Jump ahead (`wake` is not needed: stops are seen between steps)."""
-        until = self._now + timedelta(seconds=max(0.0, seconds))
-        if self.participants <= 1:
-            self._now = until
-            await asyncio.sleep(0)
-            return
-        future = asyncio.get_running_loop().create_future()
-        self._seq += 1
-        heapq.heappush(self._sleepers, (until, self._seq, future))
-        self._advance()
-        try:
-            await future
-        except asyncio.CancelledError:
-            self._sleepers = [s for s in self._sleepers if s[2] is not future]
-            heapq.heapify(self._sleepers)
-            raise
-
-    def leave(self) -> None:
-        """A participant is done: it no longer has to be asleep for time to move."""
-        self.participants -= 1
-        self._advance()
-
-    def _advance(self) -> None:
-        while self._sleepers and len(self._sleepers) >= max(self.participants, 1):
-            wake, _, future = heapq.heappop(self._sleepers)
-            self._now = max(self._now, wake)
-            if not future.done():
-                future.set_result(None)
-                return
 
 
 def format_duration(seconds: float) -> str:
@@ -402,8 +352,8 @@ def _chat_cells(path: Path, text: str) -> Iterator[tuple[int, str]]:
             if cell and not cell.startswith("#"):
                 yield number, cell
         return
-    for number, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
         if line and not line.startswith("#"):
             yield number, line
 
@@ -1163,6 +1113,15 @@ class WorkerResult:
     reason: str | None = None
 
 
+@dataclass
+class Delivery:
+    """A claimed chat being sent, and what the tries so far tell."""
+
+    claim: Claim
+    maybe_delivered: bool       # a try may have reached Telegram: its random_id is kept
+    backoff: float = NETWORK_BACKOFF_START     # the next pause after a network problem, s
+
+
 class Worker:
     """One account's sending loop for one run: wait for a slot in the hourly window, claim
     the next due chat, send with the attempt's random_id, record the outcome."""
@@ -1254,54 +1213,19 @@ class Worker:
         return False
 
     async def deliver(self, claim: Claim) -> bool:
-        """Send one claimed chat and record the outcome; False when the worker must end."""
-        backoff = NETWORK_BACKOFF_START
-        maybe_delivered = claim.resumed
+        """Send one claimed chat and record the outcome; False when the worker must end. A
+        failed send is acted on as send_failures() says."""
+        delivery = Delivery(claim, maybe_delivered=claim.resumed)
         while True:
             try:
                 message_id = await self.send(claim.chat, claim.text, claim.random_id)
-            except SendCancelled as exc:
-                if maybe_delivered:  # keep the random_id for this account's next try
-                    release_claim(self.conn, claim, self.clock.now())
-                else:
-                    record_failure(self.conn, claim, "FloodWaitError", str(exc),
-                                   self.clock.now())
-                return False
-            except tuple(account_refusals()) as exc:
-                return self.account_refused(claim, exc)
-            except errors.SlowModeWaitError as exc:
-                now = self.clock.now()
-                record_failure(self.conn, claim, "SlowModeWaitError", str(exc), now,
-                               next_available=now + timedelta(seconds=exc.seconds))
-                self.result.failed += 1
-                return True
-            except errors.FloodWaitError as exc:  # only from a sender without the registry
-                await self.clock.sleep(exc.seconds)
-                continue
-            except chat_errors() as exc:
-                self.chat_error(claim, type(exc).__name__, str(exc))
-                return True
-            except ValueError as exc:  # Telethon: no such username, or an id never seen
-                kind = "UsernameNotFound" if claim.chat.startswith("@") else "EntityNotFound"
-                self.chat_error(claim, kind, str(exc))
-                return True
-            except network_errors() as exc:  # before RPCError: ServerError, TimedOutError
-                maybe_delivered = True
-                if not await self.network_pause(claim, exc, backoff):
-                    return False
-                backoff = min(backoff * 2, self.config.network_backoff_max_seconds)
-                continue
-            except telegram_session.AUTH_ERRORS as exc:
-                if maybe_delivered:  # keep the random_id for this account's next try
-                    release_claim(self.conn, claim, self.clock.now())
-                else:  # refused, not sent: the chat goes back to every account
-                    record_failure(self.conn, claim, type(exc).__name__, str(exc),
-                                   self.clock.now())
-                raise telegram_session.auth_error(
-                    telegram_session.load_account(self.profile.folder), exc) from None
-            except errors.RPCError as exc:
-                self.chat_error(claim, type(exc).__name__, str(exc))
-                return True
+            except tuple(kind for kinds in send_failures() for kind in kinds) as exc:
+                act = next(act for kinds, act in send_failures().items()
+                           if isinstance(exc, kinds))
+                go_on = await act(self, delivery, exc)
+                if go_on is None:           # send again, with the same random_id
+                    continue
+                return go_on
             now = self.clock.now()
             delay = timedelta(seconds=cycle_delay_seconds(self.config, self.rng))
             record_success(self.conn, claim, message_id, now, now + delay)
@@ -1311,16 +1235,82 @@ class Worker:
                      ", resumed after a crash" if claim.resumed else "")
             return True
 
-    async def network_pause(self, claim: Claim, exc: BaseException, seconds: float) -> bool:
-        """Wait before sending again with the same random_id; False (chat released, outcome
-        kept unknown for this account) when a stop comes meanwhile."""
+    # -- what a failed send does (send_failures()): True next chat, False end, None again --
+
+    def give_back(self, delivery: Delivery, error_type: str, exc: Exception) -> None:
+        """The chat is not sent by this worker: released with its random_id kept for this
+        account's next try if a try may have reached Telegram, else failed (not sent: the
+        chat goes back to every account)."""
+        if delivery.maybe_delivered:
+            release_claim(self.conn, delivery.claim, self.clock.now())
+        else:
+            record_failure(self.conn, delivery.claim, error_type, str(exc), self.clock.now())
+
+    async def cancelled(self, delivery: Delivery, exc: Exception) -> bool:
+        """A stop came while waiting out a FloodWait: the chat is given back, the worker
+        ends."""
+        self.give_back(delivery, "FloodWaitError", exc)
+        return False
+
+    async def account_refused(self, delivery: Delivery, exc: Exception) -> bool:
+        """Telegram refuses this account everywhere (PeerFlood, restricted, frozen): it stops
+        for the run; the chat, not at fault, goes back to the other accounts at once."""
+        record_failure(self.conn, delivery.claim, type(exc).__name__, str(exc),
+                       self.clock.now())
+        self.result.failed += 1
+        status, reason = next(value for kind, value in account_refusals().items()
+                              if isinstance(exc, kind))
+        self.result.status = status
+        self.result.reason = f"{reason}; stopped for this run, its chats go to the other accounts"
+        log.error("%s: %s", self.profile.name, self.result.reason)
+        return False
+
+    async def slow_mode(self, delivery: Delivery, exc: Exception) -> bool:
+        """Slow mode in the chat: failed, and not due again before the wait is over."""
+        now = self.clock.now()
+        record_failure(self.conn, delivery.claim, "SlowModeWaitError", str(exc), now,
+                       next_available=now + timedelta(seconds=exc.seconds))
+        self.result.failed += 1
+        return True
+
+    async def flood_wait(self, delivery: Delivery, exc: Exception) -> None:
+        """A FloodWait (only from a sender without the account registry): wait it out."""
+        await self.clock.sleep(exc.seconds)
+
+    async def chat_refused(self, delivery: Delivery, exc: Exception) -> bool:
+        """The chat refused the message: see chat_error."""
+        self.chat_error(delivery.claim, type(exc).__name__, str(exc))
+        return True
+
+    async def not_found(self, delivery: Delivery, exc: Exception) -> bool:
+        """Telethon knows no such username, or never saw the id: as a chat refusal."""
+        chat = delivery.claim.chat
+        self.chat_error(delivery.claim,
+                        "UsernameNotFound" if chat.startswith("@") else "EntityNotFound",
+                        str(exc))
+        return True
+
+    async def network_trouble(self, delivery: Delivery, exc: Exception) -> bool | None:
+        """The send may or may not have reached Telegram: wait (twice as long each time),
+        then send again with the same random_id; False (chat released, outcome kept unknown
+        for this account) when a stop comes meanwhile."""
+        delivery.maybe_delivered = True
+        claim, seconds = delivery.claim, delivery.backoff
         log.warning("%s: network problem sending to %s (%s: %s); trying again in %.0f s",
                     self.profile.name, claim.chat, type(exc).__name__, exc, seconds)
         await self.sleep_until(self.clock.now() + timedelta(seconds=seconds))
         if self.stopping():
             release_claim(self.conn, claim, self.clock.now())
             return False
-        return True
+        delivery.backoff = min(seconds * 2, self.config.network_backoff_max_seconds)
+        return None
+
+    async def auth_refused(self, delivery: Delivery, exc: Exception) -> NoReturn:
+        """The account's session is no longer authorised: the chat is given back and the
+        worker ends with the account's recovery line (TelegramAuthError)."""
+        self.give_back(delivery, type(exc).__name__, exc)
+        raise telegram_session.auth_error(
+            telegram_session.load_account(self.profile.folder), exc) from None
 
     def chat_error(self, claim: Claim, error_type: str, message: str) -> None:
         """A chat refused the message: counted toward blocking it, retried later."""
@@ -1338,18 +1328,26 @@ class Worker:
             log.warning("%s: %s refused the message (%s); trying again later",
                         self.profile.name, claim.chat, error_type)
 
-    def account_refused(self, claim: Claim, exc: Exception) -> bool:
-        """Telegram refuses this account everywhere (PeerFlood, restricted, frozen): it stops
-        for the run; the chat, not at fault, goes back to the other accounts at once."""
-        now = self.clock.now()
-        record_failure(self.conn, claim, type(exc).__name__, str(exc), now)
-        self.result.failed += 1
-        status, reason = next(value for kind, value in account_refusals().items()
-                              if isinstance(exc, kind))
-        self.result.status = status
-        self.result.reason = f"{reason}; stopped for this run, its chats go to the other accounts"
-        log.error("%s: %s", self.profile.name, self.result.reason)
-        return False
+
+FailureAction = Callable[[Worker, Delivery, Exception], Awaitable["bool | None"]]
+
+
+@functools.cache
+def send_failures() -> dict[tuple[type[Exception], ...], FailureAction]:
+    """What a worker does when a send fails: error classes -> the Worker method that acts.
+    The first row that matches wins (ServerError and TimedOutError are RPCErrors: network
+    comes before the last row). Built on first use: naming Telethon's classes loads it."""
+    return {
+        (SendCancelled,): Worker.cancelled,                 # a stop during a FloodWait
+        tuple(account_refusals()): Worker.account_refused,  # PeerFlood, restricted, frozen
+        (errors.SlowModeWaitError,): Worker.slow_mode,      # failed until the wait is over
+        (errors.FloodWaitError,): Worker.flood_wait,        # waited out, sent again
+        chat_errors(): Worker.chat_refused,                 # counted toward blocking
+        (ValueError,): Worker.not_found,                    # counted toward blocking
+        network_errors(): Worker.network_trouble,           # sent again, same random_id
+        telegram_session.AUTH_ERRORS: Worker.auth_refused,  # the worker ends: log in again
+        (errors.RPCError,): Worker.chat_refused,            # any other refusal
+    }
 
 
 # ----------------------------------------------------------------------------- workers
@@ -1373,24 +1371,6 @@ async def run_account(conn: sqlite3.Connection, run_id: str, profile: Profile, c
         sender = TelegramSender(client, account, clock, stop, config.parse_mode)
         worker = Worker(conn, run_id, profile, config, sender.send, clock, stop, rng)
         return await worker.run()
-
-
-async def run_accounts_together(db_path: Path, run_id: str, profiles: Sequence[Profile],
-                                config: Config, clock: Clock,
-                                stop: StopSignal | None = None) -> list[WorkerResult]:
-    """Every account's worker as an asyncio task of this process (tests, benchmarks,
-    rehearsals with a FakeClock); `start` uses one process per account instead."""
-    async def one(profile: Profile) -> WorkerResult:
-        conn = migrate_db.connect(db_path, kind="campaign")
-        try:
-            return await run_account(conn, run_id, profile, config, clock, stop)
-        finally:
-            conn.close()
-            if isinstance(clock, FakeClock):
-                clock.leave()
-    if isinstance(clock, FakeClock):
-        clock.participants = len(profiles)
-    return list(await asyncio.gather(*(one(p) for p in profiles)))
 
 
 def worker_command(args: argparse.Namespace, run_id: str, profile: Profile) -> list[str]:
@@ -1662,11 +1642,11 @@ def status_lines(conn: sqlite3.Connection, config: Config, now: datetime) -> lis
                        "end_reason, group_id FROM campaign_runs "
                        "ORDER BY started_at DESC, rowid DESC LIMIT 1").fetchone()
     worker_states = {}
-    for profile_id, state, reason, pid in conn.execute(
+    for profile_id, status, reason, pid in conn.execute(
             "SELECT profile_id, status, reason, pid FROM campaign_run_profiles WHERE run_id = ?",
             (run[0] if run else "",)):
-        if state == "running" and not pid_alive(pid):
-            state = "not running (its worker process is gone)"
+        state = "not running (its worker process is gone)" \
+            if status == "running" and not pid_alive(pid) else status
         worker_states[profile_id] = state + (f": {reason}" if reason else "")
     profiles = list_profiles(conn)
     for profile in profiles:

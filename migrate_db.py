@@ -1006,9 +1006,9 @@ def write_metrics(path: str | Path, metrics: Mapping[str, tuple[str, str, Any]])
     for name, (kind, text, value) in metrics.items():
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
         samples = value.items() if isinstance(value, Mapping) else [((), value)]
-        for labels, number in samples:
+        for labels, sample in samples:
             label_text = ",".join(f'{key}="{_escape_label(str(val))}"' for key, val in labels)
-            number = int(number) if float(number).is_integer() else float(number)
+            number = int(sample) if float(sample).is_integer() else float(sample)
             lines.append(f"{name}{{{label_text}}} {number}" if label_text
                          else f"{name} {number}")
     write_atomically(path, "\n".join(lines) + "\n")

@@ -1053,10 +1053,10 @@ def _mode_check(account: Account, env_mode_before: int | None) -> CheckResult:
                            f"check its contents, then run: chmod 600 {display_path(env_path)}",
                            EXIT_USAGE)
     notes = []
-    for path, before in ((env_path, env_mode_before), (account.session_path, None)):
+    for path, known_mode in ((env_path, env_mode_before), (account.session_path, None)):
         if not path.exists():
             continue
-        before = before if before is not None else path.stat().st_mode
+        before = known_mode if known_mode is not None else path.stat().st_mode
         make_private(path)
         changed = stat.S_IMODE(before) & 0o077
         notes.append(f"{path.name} was {_mode_text(before)}, set to 0600" if changed

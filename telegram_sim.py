@@ -5,23 +5,12 @@
 requests are served from a world kept in one SQLite file that several processes share, and
 results, refusals (with Telegram's code and message, so Telethon raises its named errors)
 and updates come back as Telegram would send them. `World` is the operator's Python API to
-shape a world; the command line below does the same from a shell.
+shape a world; the command line (`python telegram_sim.py COMMAND --help`) does the same from
+a shell.
 
-Every behaviour is on in a new world: rights (admin, default and per-member banned),
-restricted and limited accounts, slow mode, protected content, file references expiring
-in world time, per-account rate limits, edits and deletions, forum topics by activity.
-docs/SIMULATOR.md has the table of what is modelled (with the source each follows), the
-settings (Python API and CLI), the requests answered and what is not modelled.
-
-    world = World.create("world.db"); world.add_account("session1", phone="+15550000001")
-    world.make_session_folder("sessions/session1", "session1")
-    chat = world.create_channel("Room", username="room", kind="forum", owner="session1")
-    client = TelegramClient("sessions/session1/session1", api_id, api_hash)
-    attach(client, "world.db"); await client.connect()
-
-CLI (python telegram_sim.py COMMAND --help for each):
-    init WORLD [--demo]; add-account, account, login-code, add-chat, chat, topic, post,
-    edit, delete, settings, clock, show, accounts, channels, counters, faults, revoke
+docs/SIMULATOR.md is the manual: a first world in Python, what is modelled (every behaviour
+is on in a new world) with the source each follows, the settings (Python API and CLI), the
+requests answered and what is not modelled.
 """
 from __future__ import annotations
 
@@ -45,7 +34,8 @@ import sqlite3
 import struct
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -401,7 +391,8 @@ def _rights_list(rights: Iterable[str], known: tuple[str, ...]) -> list[str]:
 def _request_spends(request: TLObject) -> list[tuple[str, str, int]]:
     """(bucket, bucket key, tokens) a request takes from the account's token buckets."""
     kind = type(request)
-    bucket = request_buckets().get(kind)
+    answer = handlers().get(kind)
+    bucket = answer.bucket if answer is not None else None
     if bucket is None:
         return []
     if bucket != "send":
@@ -485,13 +476,13 @@ class Server:
 
     def check_budget(self, user_id: int, request: TLObject) -> None:
         """PEER_FLOOD for a limited account's sends and joins; FLOOD_WAIT_X once a token
-        bucket of the request (request_buckets()) is empty. A bucket may go into debt
+        bucket of the request (its Answer's) is empty. A bucket may go into debt
         (a forward of 50 messages takes 50 tokens); a request needs one token left."""
         spends = _request_spends(request)
         if not spends:
             return
         account = self.account_row(user_id)
-        if account["limited"] and type(request) in limited_refuses():
+        if account["limited"] and handlers()[type(request)].limited:
             raise RpcFailure(400, "PEER_FLOOD")
         if not self.setting("rate_limits") or not account["rate_limits"]:
             return
@@ -1178,7 +1169,8 @@ class Server:
 # ----------------------------------------------------------------------------- handlers
 # One function per request type, called inside a BEGIN IMMEDIATE transaction with the
 # Server, the authorised user id (None if the auth key is not logged in) and the request.
-# Each returns the TL result or raises RpcFailure. no_auth() lists what works logged out.
+# Each returns the TL result or raises RpcFailure. `@answers(...)` above each handler names
+# the requests it answers, the token bucket they spend and whether they work logged out.
 
 class Context:
     """Who is asking: the server, the user behind the auth key, the sender's origin tag."""
@@ -1191,6 +1183,31 @@ class Context:
         self.origin = origin
 
 
+@dataclass(frozen=True)
+class Answer:
+    """How the simulator answers one request type."""
+
+    handler: Callable[[Context, TLObject], Any]
+    bucket: str | None          # the token bucket it spends ("send" also spends "send_chat")
+    limited: bool               # refused (PEER_FLOOD) to a PeerFlood-limited account
+    logged_out: bool            # answered to an auth key that is not logged in
+
+
+ANSWERS: dict[str, Answer] = {}     # "messages.SendMessageRequest" -> its Answer
+
+
+def answers(*requests: str, bucket: str | None = None, limited: bool = False,
+            logged_out: bool = False) -> Callable:
+    """Register the decorated handler as the answer to `requests`, named as under
+    telethon.tl.functions (Telethon loads only when a request is first served)."""
+    def register(handler: Callable[[Context, TLObject], Any]) -> Callable:
+        for name in requests:
+            ANSWERS[name] = Answer(handler, bucket, limited, logged_out)
+        return handler
+    return register
+
+
+@answers("help.GetConfigRequest", logged_out=True)
 def h_get_config(ctx: Context, request: TLObject) -> TLObject:
     now = ctx.server.now()
     return types.Config(
@@ -1209,14 +1226,17 @@ def h_get_config(ctx: Context, request: TLObject) -> TLObject:
         caption_length_max=1024, message_length_max=4096, webfile_dc_id=DC_ID)
 
 
+@answers("help.GetNearestDcRequest", logged_out=True)
 def h_nearest_dc(ctx: Context, request: TLObject) -> TLObject:
     return types.NearestDc(country="ZZ", this_dc=DC_ID, nearest_dc=DC_ID)
 
 
+@answers("PingRequest", logged_out=True)
 def h_ping(ctx: Context, request: TLObject) -> TLObject:
     return types.Pong(msg_id=0, ping_id=request.ping_id)
 
 
+@answers("auth.SendCodeRequest", logged_out=True)
 def h_send_code(ctx: Context, request: TLObject) -> TLObject:
     phone = _normalise_phone(request.phone_number)
     if not phone:
@@ -1231,6 +1251,7 @@ def h_send_code(ctx: Context, request: TLObject) -> TLObject:
                                phone_code_hash=code_hash)
 
 
+@answers("auth.SignInRequest", logged_out=True)
 def h_sign_in(ctx: Context, request: TLObject) -> TLObject:
     phone = _normalise_phone(request.phone_number)
     row = ctx.conn.execute("SELECT code_hash FROM login_codes WHERE phone = ?",
@@ -1250,17 +1271,20 @@ def h_sign_in(ctx: Context, request: TLObject) -> TLObject:
     return types.auth.Authorization(user=ctx.server.tl_user(account, account["user_id"]))
 
 
+@answers("auth.LogOutRequest")
 def h_log_out(ctx: Context, request: TLObject) -> TLObject:
     ctx.conn.execute("UPDATE auth_keys SET revoked_at = ? WHERE key_id = ?",
                      (utc_text(), ctx.key_id))
     return types.auth.LoggedOut()
 
 
+@answers("updates.GetStateRequest")
 def h_get_state(ctx: Context, request: TLObject) -> TLObject:
     return types.updates.State(pts=ctx.server.account_pts(ctx.user_id), qts=0,
                                date=_dt(ctx.server.now()), seq=0, unread_count=0)
 
 
+@answers("updates.GetDifferenceRequest")
 def h_get_difference(ctx: Context, request: TLObject) -> TLObject:
     """Basic groups' messages after the account's `pts` as new_messages; the user's
     channels with news (messages, edits, deletions) since `date` as UpdateChannelTooLong,
@@ -1291,6 +1315,7 @@ def h_get_difference(ctx: Context, request: TLObject) -> TLObject:
                                   unread_count=0))
 
 
+@answers("updates.GetChannelDifferenceRequest")
 def h_get_channel_difference(ctx: Context, request: TLObject) -> TLObject:
     server, viewer = ctx.server, ctx.user_id
     channel = server.resolve_channel(request.channel, viewer)
@@ -1326,6 +1351,7 @@ def _input_user_id(ctx: Context, user: TLObject) -> int | None:
     return None
 
 
+@answers("users.GetUsersRequest")
 def h_get_users(ctx: Context, request: TLObject) -> list:
     found = []
     for user in request.id:
@@ -1336,6 +1362,7 @@ def h_get_users(ctx: Context, request: TLObject) -> list:
     return found
 
 
+@answers("users.GetFullUserRequest")
 def h_get_full_user(ctx: Context, request: TLObject) -> TLObject:
     user_id = _input_user_id(ctx, request.id)
     if user_id is None:
@@ -1346,6 +1373,7 @@ def h_get_full_user(ctx: Context, request: TLObject) -> TLObject:
     return types.users.UserFull(full_user=full, chats=[], users=[user])
 
 
+@answers("contacts.ResolveUsernameRequest", bucket="resolve")
 def h_resolve_username(ctx: Context, request: TLObject) -> TLObject:
     name = request.username.lstrip("@")
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{3,31}", name):
@@ -1364,6 +1392,7 @@ def h_resolve_username(ctx: Context, request: TLObject) -> TLObject:
         chats=[server.tl_channel(chan, ctx.user_id)], users=[])
 
 
+@answers("channels.GetChannelsRequest")
 def h_get_channels(ctx: Context, request: TLObject) -> TLObject:
     chats = []
     for channel in request.id:
@@ -1372,6 +1401,7 @@ def h_get_channels(ctx: Context, request: TLObject) -> TLObject:
     return types.messages.Chats(chats=chats)
 
 
+@answers("messages.GetChatsRequest")
 def h_get_chats(ctx: Context, request: TLObject) -> TLObject:
     """Basic groups by id (those the account is in)."""
     chats = []
@@ -1381,6 +1411,7 @@ def h_get_chats(ctx: Context, request: TLObject) -> TLObject:
     return types.messages.Chats(chats=chats)
 
 
+@answers("channels.GetFullChannelRequest")
 def h_get_full_channel(ctx: Context, request: TLObject) -> TLObject:
     server = ctx.server
     row = server.resolve_channel(request.channel, ctx.user_id)
@@ -1396,6 +1427,7 @@ def h_get_full_channel(ctx: Context, request: TLObject) -> TLObject:
                                    users=[])
 
 
+@answers("channels.JoinChannelRequest", bucket="join", limited=True)
 def h_join_channel(ctx: Context, request: TLObject) -> TLObject:
     server = ctx.server
     row = server.resolve_channel(request.channel, ctx.user_id)
@@ -1409,6 +1441,7 @@ def h_join_channel(ctx: Context, request: TLObject) -> TLObject:
                          date=_dt(ctx.server.now()), seq=0)
 
 
+@answers("channels.LeaveChannelRequest")
 def h_leave_channel(ctx: Context, request: TLObject) -> TLObject:
     server = ctx.server
     row = server.resolve_channel(request.channel, ctx.user_id)
@@ -1421,6 +1454,7 @@ def h_leave_channel(ctx: Context, request: TLObject) -> TLObject:
                          date=_dt(ctx.server.now()), seq=0)
 
 
+@answers("channels.ReadHistoryRequest")
 def h_channels_read_history(ctx: Context, request: TLObject) -> bool:
     row = ctx.server.resolve_channel(request.channel, ctx.user_id)
     ctx.conn.execute(
@@ -1436,6 +1470,7 @@ def _max_message_id(ctx: Context, channel_id: int) -> int:
                             (channel_id,)).fetchone()[0]
 
 
+@answers("messages.ReadHistoryRequest")
 def h_messages_read_history(ctx: Context, request: TLObject) -> TLObject:
     if isinstance(request.peer, types.InputPeerChannel):
         raise RpcFailure(400, "PEER_ID_INVALID")
@@ -1483,6 +1518,7 @@ def _group_history(ctx: Context, group: sqlite3.Row, request: TLObject) -> TLObj
         topics=[], chats=chats, users=users)
 
 
+@answers("messages.GetHistoryRequest", bucket="history")
 def h_get_history(ctx: Context, request: TLObject) -> TLObject:
     server = ctx.server
     channel = server.resolve_channel(request.peer, ctx.user_id)
@@ -1495,6 +1531,7 @@ def h_get_history(ctx: Context, request: TLObject) -> TLObject:
     return server.channel_messages(channel, rows, count, ctx.user_id)
 
 
+@answers("messages.GetRepliesRequest", bucket="history")
 def h_get_replies(ctx: Context, request: TLObject) -> TLObject:
     server = ctx.server
     channel = server.resolve_channel(request.peer, ctx.user_id)
@@ -1525,6 +1562,7 @@ def _message_ids(ids: list) -> list[int]:
     return result
 
 
+@answers("channels.GetMessagesRequest", bucket="history")
 def h_channels_get_messages(ctx: Context, request: TLObject) -> TLObject:
     server = ctx.server
     channel = server.resolve_channel(request.channel, ctx.user_id)
@@ -1547,6 +1585,7 @@ def h_channels_get_messages(ctx: Context, request: TLObject) -> TLObject:
                                           users=users)
 
 
+@answers("messages.GetMessagesRequest", bucket="history")
 def h_messages_get_messages(ctx: Context, request: TLObject) -> TLObject:
     """Messages by the account's own ids (basic groups; private chats are not modelled)."""
     server, viewer = ctx.server, ctx.user_id
@@ -1603,6 +1642,7 @@ def _send_one(ctx: Context, request: TLObject, *, text: str, entities: list | No
     return server.sent_updates(channel, [(request.random_id, message.id)], viewer)
 
 
+@answers("messages.SendMessageRequest", bucket="send", limited=True)
 def h_send_message(ctx: Context, request: TLObject) -> TLObject:
     if not request.message.strip():
         raise RpcFailure(400, "MESSAGE_EMPTY")
@@ -1612,6 +1652,7 @@ def h_send_message(ctx: Context, request: TLObject) -> TLObject:
                      media_of=None)
 
 
+@answers("messages.SendMediaRequest", bucket="send", limited=True)
 def h_send_media(ctx: Context, request: TLObject) -> TLObject:
     if len(request.message) > CAPTION_MAX:
         raise RpcFailure(400, "MEDIA_CAPTION_TOO_LONG")
@@ -1619,11 +1660,13 @@ def h_send_media(ctx: Context, request: TLObject) -> TLObject:
                      media_of=lambda: ctx.server.input_media(ctx.user_id, request.media))
 
 
+@answers("messages.UploadMediaRequest")
 def h_upload_media(ctx: Context, request: TLObject) -> TLObject:
     ctx.server.resolve_channel(request.peer, ctx.user_id, write=True)
     return ctx.server.input_media(ctx.user_id, request.media)
 
 
+@answers("messages.SendMultiMediaRequest", bucket="send", limited=True)
 def h_send_multi_media(ctx: Context, request: TLObject) -> TLObject:
     server, viewer = ctx.server, ctx.user_id
     items = request.multi_media
@@ -1662,6 +1705,7 @@ def h_send_multi_media(ctx: Context, request: TLObject) -> TLObject:
     return server.sent_updates(channel, sent, viewer)
 
 
+@answers("messages.ForwardMessagesRequest", bucket="send", limited=True)
 def h_forward_messages(ctx: Context, request: TLObject) -> TLObject:
     server, viewer = ctx.server, ctx.user_id
     if not request.id:
@@ -1730,6 +1774,7 @@ def _check_not_restricted(ctx: Context) -> None:
         raise RpcFailure(400, "USER_BANNED_IN_CHANNEL")
 
 
+@answers("messages.EditMessageRequest")
 def h_edit_message(ctx: Context, request: TLObject) -> TLObject:
     """Own messages (48 h, unless a broadcast admin with edit_messages); in a broadcast
     channel, any post with edit_messages. Others: MESSAGE_AUTHOR_REQUIRED."""
@@ -1760,6 +1805,7 @@ def h_edit_message(ctx: Context, request: TLObject) -> TLObject:
         users=users, chats=chats, date=_dt(server.now()), seq=0)
 
 
+@answers("channels.DeleteMessagesRequest")
 def h_channels_delete_messages(ctx: Context, request: TLObject) -> TLObject:
     """Own messages (in a broadcast channel: with post_messages), anyone's with the
     delete_messages admin right, else MESSAGE_DELETE_FORBIDDEN; unknown ids are skipped."""
@@ -1782,6 +1828,7 @@ def h_channels_delete_messages(ctx: Context, request: TLObject) -> TLObject:
     return types.messages.AffectedMessages(pts=pts, pts_count=count)
 
 
+@answers("messages.DeleteMessagesRequest")
 def h_messages_delete_messages(ctx: Context, request: TLObject) -> TLObject:
     """Deleting in basic groups and private chats is not modelled: nothing is deleted."""
     return types.messages.AffectedMessages(pts=ctx.server.account_pts(ctx.user_id),
@@ -1801,6 +1848,7 @@ def _topic_manager(ctx: Context, channel: sqlite3.Row, topic: int) -> sqlite3.Ro
     return row
 
 
+@answers("messages.EditForumTopicRequest")
 def h_edit_forum_topic(ctx: Context, request: TLObject) -> TLObject:
     server, viewer = ctx.server, ctx.user_id
     channel = server.resolve_channel(request.peer, viewer)
@@ -1830,6 +1878,7 @@ def _edit_topic(server: Server, channel: sqlite3.Row, topic: int, by: int | None
     return message.id
 
 
+@answers("messages.DeleteTopicHistoryRequest")
 def h_delete_topic_history(ctx: Context, request: TLObject) -> TLObject:
     """Delete a topic with all its messages (delete_messages admin right, or the
     creator of the topic)."""
@@ -1855,6 +1904,7 @@ def _delete_topic(server: Server, channel: sqlite3.Row, topic: int,
     return server.delete_messages(channel, ids, origin)
 
 
+@answers("messages.CreateForumTopicRequest", bucket="topic_create")
 def h_create_forum_topic(ctx: Context, request: TLObject) -> TLObject:
     server, viewer = ctx.server, ctx.user_id
     channel = server.resolve_channel(request.peer, viewer, write=True)
@@ -1905,6 +1955,7 @@ def _forum_topics(ctx: Context, channel: sqlite3.Row, rows: list[sqlite3.Row],
         chats=chats, users=users, pts=channel["pts"], order_by_create_date=False)
 
 
+@answers("messages.GetForumTopicsRequest")
 def h_get_forum_topics(ctx: Context, request: TLObject) -> TLObject:
     """By last activity (Server.all_topics); the next page starts after the topic whose
     (top message date, top message id, topic id) are offset_date, offset_id,
@@ -1925,6 +1976,7 @@ def h_get_forum_topics(ctx: Context, request: TLObject) -> TLObject:
     return _forum_topics(ctx, channel, rows[:limit], count)
 
 
+@answers("messages.GetForumTopicsByIDRequest")
 def h_get_forum_topics_by_id(ctx: Context, request: TLObject) -> TLObject:
     channel = ctx.server.resolve_channel(request.peer, ctx.user_id)
     if channel["kind"] != "forum":
@@ -1934,6 +1986,7 @@ def h_get_forum_topics_by_id(ctx: Context, request: TLObject) -> TLObject:
     return _forum_topics(ctx, channel, rows, len(rows))
 
 
+@answers("messages.GetDialogsRequest")
 def h_get_dialogs(ctx: Context, request: TLObject) -> TLObject:
     server, viewer = ctx.server, ctx.user_id
     channels = ctx.conn.execute(
@@ -1969,6 +2022,7 @@ def h_get_dialogs(ctx: Context, request: TLObject) -> TLObject:
                                   users=server.tl_users(users, viewer))
 
 
+@answers("upload.SaveFilePartRequest", "upload.SaveBigFilePartRequest")
 def h_save_file_part(ctx: Context, request: TLObject) -> bool:
     ctx.conn.execute(
         "INSERT OR REPLACE INTO upload_parts (user_id, file_id, part, data) "
@@ -1977,6 +2031,7 @@ def h_save_file_part(ctx: Context, request: TLObject) -> bool:
     return True
 
 
+@answers("upload.GetFileRequest")
 def h_get_file(ctx: Context, request: TLObject) -> TLObject:
     location = request.location
     if not isinstance(location, (types.InputPhotoFileLocation,
@@ -1994,92 +2049,16 @@ def h_get_file(ctx: Context, request: TLObject) -> TLObject:
 
 
 @functools.cache
-def handlers() -> dict[type, Any]:
-    """Request class -> the handler that answers it."""
-    return {
-        functions.help.GetConfigRequest: h_get_config,
-        functions.help.GetNearestDcRequest: h_nearest_dc,
-        functions.PingRequest: h_ping,
-        functions.auth.SendCodeRequest: h_send_code,
-        functions.auth.SignInRequest: h_sign_in,
-        functions.auth.LogOutRequest: h_log_out,
-        functions.updates.GetStateRequest: h_get_state,
-        functions.updates.GetDifferenceRequest: h_get_difference,
-        functions.updates.GetChannelDifferenceRequest: h_get_channel_difference,
-        functions.users.GetUsersRequest: h_get_users,
-        functions.users.GetFullUserRequest: h_get_full_user,
-        functions.contacts.ResolveUsernameRequest: h_resolve_username,
-        functions.channels.GetChannelsRequest: h_get_channels,
-        functions.channels.GetFullChannelRequest: h_get_full_channel,
-        functions.channels.JoinChannelRequest: h_join_channel,
-        functions.channels.LeaveChannelRequest: h_leave_channel,
-        functions.channels.ReadHistoryRequest: h_channels_read_history,
-        functions.channels.GetMessagesRequest: h_channels_get_messages,
-        functions.messages.ReadHistoryRequest: h_messages_read_history,
-        functions.messages.GetHistoryRequest: h_get_history,
-        functions.messages.GetRepliesRequest: h_get_replies,
-        functions.messages.GetMessagesRequest: h_messages_get_messages,
-        functions.messages.SendMessageRequest: h_send_message,
-        functions.messages.SendMediaRequest: h_send_media,
-        functions.messages.SendMultiMediaRequest: h_send_multi_media,
-        functions.messages.UploadMediaRequest: h_upload_media,
-        functions.messages.ForwardMessagesRequest: h_forward_messages,
-        functions.messages.CreateForumTopicRequest: h_create_forum_topic,
-        functions.messages.GetForumTopicsRequest: h_get_forum_topics,
-        functions.messages.GetForumTopicsByIDRequest: h_get_forum_topics_by_id,
-        functions.messages.GetDialogsRequest: h_get_dialogs,
-        functions.messages.GetChatsRequest: h_get_chats,
-        functions.messages.EditMessageRequest: h_edit_message,
-        functions.messages.DeleteMessagesRequest: h_messages_delete_messages,
-        functions.channels.DeleteMessagesRequest: h_channels_delete_messages,
-        functions.messages.EditForumTopicRequest: h_edit_forum_topic,
-        functions.messages.DeleteTopicHistoryRequest: h_delete_topic_history,
-        functions.upload.SaveFilePartRequest: h_save_file_part,
-        functions.upload.SaveBigFilePartRequest: h_save_file_part,
-        functions.upload.GetFileRequest: h_get_file,
-    }
-
-
-@functools.cache
-def request_buckets() -> dict[type, str]:
-    """Which token bucket a request spends (a "send" also spends "send_chat" of its chat)."""
-    return {
-        functions.messages.SendMessageRequest: "send",
-        functions.messages.SendMediaRequest: "send",
-        functions.messages.SendMultiMediaRequest: "send",
-        functions.messages.ForwardMessagesRequest: "send",
-        functions.messages.GetHistoryRequest: "history",
-        functions.messages.GetRepliesRequest: "history",
-        functions.messages.GetMessagesRequest: "history",
-        functions.channels.GetMessagesRequest: "history",
-        functions.contacts.ResolveUsernameRequest: "resolve",
-        functions.messages.CreateForumTopicRequest: "topic_create",
-        functions.channels.JoinChannelRequest: "join",
-    }
-
-
-@functools.cache
-def limited_refuses() -> frozenset[type]:
-    """What a PeerFlood-limited account is refused."""
-    return frozenset({functions.messages.SendMessageRequest,
-                      functions.messages.SendMediaRequest,
-                      functions.messages.SendMultiMediaRequest,
-                      functions.messages.ForwardMessagesRequest,
-                      functions.channels.JoinChannelRequest})
-
-
-@functools.cache
-def no_auth() -> frozenset[type]:
-    """What works logged out."""
-    return frozenset({functions.help.GetConfigRequest, functions.help.GetNearestDcRequest,
-                      functions.PingRequest, functions.auth.SendCodeRequest,
-                      functions.auth.SignInRequest})
+def handlers() -> dict[type, Answer]:
+    """Request class -> how the simulator answers it (Telethon's classes, looked up on first
+    use from the names the handlers are registered under)."""
+    return {functools.reduce(getattr, name.split("."), functions): answer
+            for name, answer in ANSWERS.items()}
 
 
 def answered_requests() -> list[str]:
     """Every request type the simulator answers, e.g. "channels.GetMessagesRequest"."""
-    return sorted(f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}"
-                  .removeprefix("functions.") for cls in handlers())
+    return sorted(ANSWERS)
 
 
 # ----------------------------------------------------------------------------- faults
@@ -2149,7 +2128,8 @@ class SimulatedSender:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._server: Server | None = None
         self._queue: asyncio.Queue | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: set[asyncio.Task] = set()     # the connection's: cancelled on disconnect
+        self._closing: asyncio.Task | None = None   # closing a connection given up
         self._origin = secrets.token_hex(8)
         self._cursor: int | None = None
         self._auto_reconnect = client._auto_reconnect
@@ -2181,7 +2161,8 @@ class SimulatedSender:
         self._queue = asyncio.Queue()
         self._disconnected_future = loop.create_future()
         self._user_connected = True
-        self._tasks = [loop.create_task(self._work_loop()), loop.create_task(self._poll_loop())]
+        self._start(self._work_loop())
+        self._start(self._poll_loop())
         return True
 
     def is_connected(self) -> bool:
@@ -2215,6 +2196,13 @@ class SimulatedSender:
         return future
 
     # -- internals ------------------------------------------------------------------------
+
+    def _start(self, coroutine: Any) -> None:
+        """Run `coroutine` as a task of this connection: referenced until it ends, cancelled
+        and awaited when the connection closes."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _open_server(self) -> Server:
         conn = open_database(self._world_path)
@@ -2271,13 +2259,13 @@ class SimulatedSender:
                 if self._auto_reconnect and drops <= self._retries:
                     log.info("%s; reconnecting (attempt %d)", dropped, drops)
                     await asyncio.sleep(self._retry_delay)
-                    loop.create_task(self._auto_reconnect_callback())
+                    self._start(self._auto_reconnect_callback())
                     continue
                 error = ConnectionError(f"{dropped}; gave up after {drops} drop(s)")
                 self._user_connected = False        # at once, as the caller sees the error
                 if not future.done():
                     future.set_exception(error)
-                loop.create_task(self._cleanup(self._detach(), error))
+                self._closing = loop.create_task(self._cleanup(self._detach(), error))
                 return False
             except Exception as exc:    # a simulator bug must reach the caller, not hang it
                 log.exception("simulated Telegram failed on %s", type(request).__name__)
@@ -2319,16 +2307,16 @@ class SimulatedSender:
         return _serialize_result(self._execute(inner, user_id, key_id))
 
     def _execute(self, inner: TLObject, user_id: int | None, key_id: str) -> Any:
-        handler = handlers().get(type(inner))
-        if handler is None:
+        answer = handlers().get(type(inner))
+        if answer is None:
             log.warning("simulated Telegram does not answer %s", type(inner).__name__)
             raise RpcFailure(400, f"SIMULATOR_UNSUPPORTED_{type(inner).__name__.upper()}")
-        if user_id is None and type(inner) not in no_auth():
+        if user_id is None and not answer.logged_out:
             raise RpcFailure(401, "AUTH_KEY_UNREGISTERED")
         with transaction(self._server.conn):
             if user_id is not None:
                 self._server.check_budget(user_id, inner)
-            return handler(Context(self._server, user_id, key_id, self._origin), inner)
+            return answer.handler(Context(self._server, user_id, key_id, self._origin), inner)
 
     def _poll(self) -> bytes | None:
         server = self._server
@@ -2353,13 +2341,16 @@ class SimulatedSender:
 
     async def _shutdown(self, error: Exception | None) -> None:
         await self._cleanup(self._detach(), error)
+        closing, self._closing = self._closing, None
+        if closing is not None:         # a connection given up may still be closing
+            await closing
 
     def _detach(self) -> tuple:
         """Mark disconnected and take the connection's state, so a new connect() is clean."""
         self._user_connected = False
-        state = (self._tasks, self._queue, self._executor, self._server,
+        state = (list(self._tasks), self._queue, self._executor, self._server,
                  self._disconnected_future)
-        self._tasks, self._queue, self._executor, self._server = [], None, None, None
+        self._tasks, self._queue, self._executor, self._server = set(), None, None, None
         return state
 
     @staticmethod
@@ -2993,9 +2984,10 @@ class World:
             self.account_id(account)
         if request is not None and not request.endswith("Request"):
             request += "Request"
-        if request is not None and request not in {c.__name__ for c in handlers()}:
+        known = sorted({name.rsplit(".", 1)[-1] for name in ANSWERS})
+        if request is not None and request not in known:
             raise SimulatorError(f"unknown request type {request!r}; answered: "
-                                 f"{', '.join(sorted({c.__name__ for c in handlers()}))}")
+                                 f"{', '.join(known)}")
         default_code = NAMED_FAULTS.get(error, (400, ""))[0]
         with transaction(self.conn):
             return self.conn.execute(

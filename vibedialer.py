@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -70,25 +71,18 @@ from pathlib import Path
 from typing import TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import numpy as np
-import serial
-import yaml
-from dotenv import dotenv_values
-from rich.console import Console, Group
-from rich.live import Live
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
-from rich.text import Text
-
 import migrate_db
+
+# numpy, pyserial, PyYAML, python-dotenv and rich load when first used, so --help answers at once
+np = migrate_db.lazy_import("numpy")
+serial = migrate_db.lazy_import("serial")
+yaml = migrate_db.lazy_import("yaml")
+dotenv = migrate_db.lazy_import("dotenv")
+rich_console = migrate_db.lazy_import("rich.console")
+rich_live = migrate_db.lazy_import("rich.live")
+rich_progress = migrate_db.lazy_import("rich.progress")
+rich_table = migrate_db.lazy_import("rich.table")
+rich_text = migrate_db.lazy_import("rich.text")
 
 UTC = timezone.utc        # datetime.UTC is Python 3.11+
 
@@ -136,9 +130,6 @@ ANALYSIS_FREQUENCIES = sorted({f for tones in TONE_SIGNATURES.values() for f in 
 SIGNATURE_COLUMNS = [[ANALYSIS_FREQUENCIES.index(f) for f in tones]
                      for tones in TONE_SIGNATURES.values()]
 ANALYSIS_FFT = 800          # zero-padded to 10 Hz bins
-_BINS = np.fft.rfftfreq(ANALYSIS_FFT, 1 / SAMPLE_RATE)
-V21_LOW = (_BINS >= 1550) & (_BINS < 1750)    # V.21 channel 2: mark 1650 Hz ...
-V21_HIGH = (_BINS >= 1750) & (_BINS <= 1950)  # ... space 1850 Hz
 V21_BAND_SHARE = 0.6
 TONE_SCORE = 0.5             # a frame is a tone when this share of its energy is in the tone
 TONE_MIN_COMPONENT = 0.15    # ... and each of a dual tone's frequencies has at least this
@@ -821,22 +812,23 @@ def _alaw_to_linear(byte: int) -> int:
     return magnitude if a & 0x80 else -magnitude
 
 
-# Decoding tables (byte -> sample in -1..1), so no audioop (gone in Python 3.13) is needed.
-G711_TABLES = {
-    "PCMU": np.array([_ulaw_to_linear(b) for b in range(256)], dtype=np.float64) / 32768.0,
-    "PCMA": np.array([_alaw_to_linear(b) for b in range(256)], dtype=np.float64) / 32768.0,
-}
+@functools.cache
+def g711_table(codec: str) -> np.ndarray:
+    """The decoding table of `codec` (byte -> sample in -1..1), so no audioop (gone in
+    Python 3.13) is needed."""
+    to_linear = {"PCMU": _ulaw_to_linear, "PCMA": _alaw_to_linear}[codec]
+    return np.array([to_linear(b) for b in range(256)], dtype=np.float64) / 32768.0
 RTP_PAYLOAD_CODECS = {0: "PCMU", 8: "PCMA"}
 
 
 def g711_decode(payload: bytes, codec: str) -> np.ndarray:
     """G.711 bytes as float samples in -1..1."""
-    return G711_TABLES[codec][np.frombuffer(payload, dtype=np.uint8)]
+    return g711_table(codec)[np.frombuffer(payload, dtype=np.uint8)]
 
 
 def g711_encode(samples: np.ndarray, codec: str) -> bytes:
     """Float samples in -1..1 as G.711 bytes (each sample to the nearest code)."""
-    table = G711_TABLES[codec]
+    table = g711_table(codec)
     order = np.argsort(table, kind="stable")
     levels = table[order]
     clipped = np.clip(samples, levels[0], levels[-1])
@@ -935,6 +927,15 @@ class Classification:
     detail: str
 
 
+@functools.cache
+def _v21_bands() -> tuple[np.ndarray, np.ndarray]:
+    """The FFT bins of V.21 channel 2's halves: mark 1650 Hz (1550-1750) and space
+    1850 Hz (1750-1950)."""
+    bins = np.fft.rfftfreq(ANALYSIS_FFT, 1 / SAMPLE_RATE)
+    return (bins >= 1550) & (bins < 1750), (bins >= 1750) & (bins <= 1950)
+
+
+@functools.cache
 def _analysis_basis() -> tuple[list[str], np.ndarray, np.ndarray, float]:
     """(signature names, FFT bin of each analysis frequency, Hann window, scale)."""
     window = np.hanning(ANALYSIS_FRAME)
@@ -945,13 +946,10 @@ def _analysis_basis() -> tuple[list[str], np.ndarray, np.ndarray, float]:
     return list(TONE_SIGNATURES), bins, window, scale
 
 
-ANALYSIS = _analysis_basis()
-
-
 def frame_labels(samples: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Per 50 ms frame: the tone signature heard (or 'sound' / 'silent'), its score (the
     share of the frame's energy in the signature's frequencies) and the level in dBFS."""
-    names, bins, window, scale = ANALYSIS
+    names, bins, window, scale = _analysis_basis()
     count = len(samples) // ANALYSIS_FRAME
     if count == 0:
         return [], np.zeros(0), np.zeros(0)
@@ -968,8 +966,9 @@ def frame_labels(samples: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray
     level = 10 * np.log10((frames ** 2).mean(axis=1) + 1e-20)
     # V.21 FSK (300 baud between 1650 and 1850 Hz) spreads over the band: its share, both halves
     total = spectrum_power.sum(axis=1) + 1e-20
-    low = spectrum_power[:, V21_LOW].sum(axis=1) / total
-    high = spectrum_power[:, V21_HIGH].sum(axis=1) / total
+    low_band, high_band = _v21_bands()
+    low = spectrum_power[:, low_band].sum(axis=1) / total
+    high = spectrum_power[:, high_band].sum(axis=1) / total
     fsk = (low + high >= V21_BAND_SHARE) & (np.minimum(low, high) >= 0.1)
     labels = [("silent" if lvl < SILENCE_DBFS else names[b] if s >= TONE_SCORE
                else "v21" if v21 else "sound")
@@ -2018,7 +2017,7 @@ def sip_account(server: str, environment: dict[str, str]) -> SipAccount:
 
 def sip_environment(env_file: Path) -> dict[str, str]:
     """SIP_* settings: the environment, over the .env file in the working directory."""
-    values = {key: value for key, value in dotenv_values(env_file).items()
+    values = {key: value for key, value in dotenv.dotenv_values(env_file).items()
               if value is not None} if env_file.is_file() else {}
     values.update({key: value for key, value in os.environ.items() if key.startswith("SIP_")})
     return values
@@ -2477,16 +2476,17 @@ def infer_pattern(source: ResumeSource, plan: NumberPlan) -> tuple[str, str]:
 # ----------------------------------------------------------------------------- time windows
 
 def parse_window(text: str) -> tuple[int, int]:
-    """HH:MM-HH:MM as (start, end) minutes after midnight; raises UsageError."""
+    """HH:MM-HH:MM as (start, end) minutes after midnight; raises UsageError saying what is
+    wrong (the caller names the text and where it came from)."""
     match = re.fullmatch(r"(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})", text.strip())
     if not match:
-        raise UsageError(f"--window {text!r}: write it as HH:MM-HH:MM, e.g. 09:00-17:30")
+        raise UsageError("write it as HH:MM-HH:MM, e.g. 09:00-17:30")
     start_h, start_m, end_h, end_m = (int(g) for g in match.groups())
     if start_h > 23 or end_h > 23 or start_m > 59 or end_m > 59:
-        raise UsageError(f"--window {text!r}: hours are 00-23 and minutes 00-59")
+        raise UsageError("hours are 00-23 and minutes 00-59")
     start, end = start_h * 60 + start_m, end_h * 60 + end_m
     if start == end:
-        raise UsageError(f"--window {text!r}: start and end are the same time")
+        raise UsageError("start and end are the same time")
     return start, end
 
 
@@ -2641,7 +2641,7 @@ def load_scope(path: Path, plan: NumberPlan) -> Scope:
     try:
         hours = parse_window(hours_text) if hours_text else None
     except UsageError as exc:
-        raise UsageError(f"--scope {path}: hours: {str(exc).partition(': ')[2]}") from None
+        raise UsageError(f"--scope {path}: hours: {exc}") from None
     time_zone = data.get("time_zone")
     if time_zone is not None:
         try:
@@ -2867,7 +2867,7 @@ class LineView:
 class LiveView:
     """The interactive view: progress with ETA, current number, counts, last results."""
 
-    def __init__(self, title: str, total: int, stats: DialStats, console: Console):
+    def __init__(self, title: str, total: int, stats: DialStats, console: rich_console.Console):
         self.title = title
         self.stats = stats
         self.current = ""
@@ -2875,32 +2875,35 @@ class LiveView:
         self.recent: deque = deque(maxlen=RECENT_RESULTS)
         self.hits: deque = deque(maxlen=HITS_SHOWN)
         self.hit_count = 0
-        self.progress = Progress(TextColumn("[bold]dialing"), BarColumn(), MofNCompleteColumn(),
-                                 TaskProgressColumn(), TimeElapsedColumn(),
-                                 TextColumn("ETA"), TimeRemainingColumn(), console=console)
+        bar = rich_progress
+        self.progress = bar.Progress(bar.TextColumn("[bold]dialing"), bar.BarColumn(),
+                                     bar.MofNCompleteColumn(), bar.TaskProgressColumn(),
+                                     bar.TimeElapsedColumn(), bar.TextColumn("ETA"),
+                                     bar.TimeRemainingColumn(), console=console)
         self.task = self.progress.add_task("dialing", total=total)
-        self.live = Live(self, console=console, refresh_per_second=4)
+        self.live = rich_live.Live(self, console=console, refresh_per_second=4)
 
-    def __rich__(self) -> Group:
-        counts = Table(box=None, show_header=True, padding=(0, 2))
+    def __rich__(self) -> rich_console.Group:
+        counts = rich_table.Table(box=None, show_header=True, padding=(0, 2))
         by_status = dict(self.stats.by_status)
         statuses = sorted(by_status, key=lambda s: (STATUS_ORDER.get(s, len(STATUS_ORDER)), s))
         for status in statuses:
             counts.add_column(status, justify="right")
         if statuses:
             counts.add_row(*(str(by_status[status]) for status in statuses))
-        recent = Table(box=None, show_header=False, padding=(0, 2))
+        recent = rich_table.Table(box=None, show_header=False, padding=(0, 2))
         for row in list(self.recent):
             recent.add_row(row[1], row[2], row[5])
         current = self.status_note or f"current: {self.current}"
-        hits = Table(box=None, show_header=False, padding=(0, 2))
+        hits = rich_table.Table(box=None, show_header=False, padding=(0, 2))
         for row in list(self.hits):
             hits.add_row(row[1], row[7] or row[2], "-" if row[8] is None else f"{row[8]:.2f}",
                          row[5], style="bold green")
         shown = f" (last {len(self.hits)} shown)" if self.hit_count > len(self.hits) else ""
-        return Group(Text(self.title, style="bold"), self.progress, Text(current), counts,
-                     Text(f"hits: {self.hit_count}{shown}"), hits, Text("last results:"),
-                     recent)
+        text = rich_text.Text
+        return rich_console.Group(text(self.title, style="bold"), self.progress, text(current),
+                                  counts, text(f"hits: {self.hit_count}{shown}"), hits,
+                                  text("last results:"), recent)
 
     def begin(self) -> None:
         """Start drawing."""
@@ -3093,9 +3096,6 @@ def choose_session(args: argparse.Namespace, storage: Storage,
                    resume: ResumeSource | None) -> tuple[str, bool]:
     """(session_id, continued) following --session-id / --continue-session / --new-session."""
     if args.session_id is not None:
-        if not SESSION_ID_RE.fullmatch(args.session_id):
-            raise UsageError(f"--session-id {args.session_id!r}: use 1-64 letters, digits, "
-                             f". _ : - (starting with a letter or digit)")
         exists = storage.has_session(args.session_id)
         if exists and args.session_mode == "new":
             raise UsageError(f"session {args.session_id} already exists in {storage.path}; "
@@ -3128,34 +3128,13 @@ def make_backend(args: argparse.Namespace, rng: random.Random) -> Backend:
 
 
 def validate_dial_args(args: argparse.Namespace) -> None:
-    """Checks argparse cannot express; raises UsageError."""
-    for name in ("delay", "timeout", "sim_call_seconds", "modem_guard", "max_ring", "listen"):
-        value = getattr(args, name)
-        if value is not None and value < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must not be negative")
-    if args.timeout <= 0:
-        raise UsageError("--timeout must be a positive number of seconds")
-    if args.limit is not None and args.limit < 1:
-        raise UsageError("--limit must be at least 1")
-    if args.retries < 0:
-        raise UsageError("--retries must not be negative")
-    if args.modem_baudrate <= 0:
-        raise UsageError("--modem-baudrate must be a positive number")
-    if args.country_code not in COUNTRY_PLANS:
-        supported = ", ".join(f"{code} ({p.name})" for code, p in COUNTRY_PLANS.items())
-        raise UsageError(f"--country-code {args.country_code}: not supported; use one of "
-                         f"{supported}")
-    if args.dial_prefix is not None and not re.fullmatch(r"[\d,]*", args.dial_prefix):
-        raise UsageError(f"--dial-prefix {args.dial_prefix!r}: digits and commas (pauses) only")
+    """The checks between flags (each flag's own are its argparse type); raises
+    UsageError."""
     if (args.infer_prefix or args.resume_prefix is not None) and args.resume is None:
         raise UsageError("--infer-prefix and --resume-prefix need --resume FILE")
     if args.pattern is not None and (args.infer_prefix or args.resume_prefix is not None) \
             and args.pattern != "-":
         raise UsageError("give either PATTERN or --infer-prefix/--resume-prefix, not both")
-    for name in ("resume", "exclude", "numbers", "scope"):
-        path = getattr(args, name)
-        if path is not None and not path.is_file():
-            raise UsageError(f"--{name} {path}: no such file")
     if args.backend != "modem" and args.modem_port:
         raise UsageError("--modem-port is only used with --backend modem")
     if args.backend == "modem" and not args.modem_port:
@@ -3289,7 +3268,7 @@ def dial_session(dial_plan: DialPlan, numbers: Iterable[int], backend: Backend,
     if interactive:
         title = (f"VibeDialer  session {session.session_id}  {dial_plan.description}  "
                  f"{backend.name} -> {storage.kind}")
-        view = LiveView(title, target, stats, Console())
+        view = LiveView(title, target, stats, rich_console.Console())
     else:
         view = LineView()
     code, failure, interrupted = EXIT_OK, None, False
@@ -3388,8 +3367,8 @@ def run_sessions(args: argparse.Namespace) -> int:
     header = ("session_id", "start_time", "end_time", "backend", "pattern", "calls",
               "success", "modems", "rate", "dials/hour")
     table = []
-    for session_id, start, end, backend, pattern, calls, successes, modems in rows:
-        calls, successes, modems = calls or 0, successes or 0, modems or 0
+    for session_id, start, end, backend, pattern, *counts in rows:
+        calls, successes, modems = (count or 0 for count in counts)
         duration = session_duration(conn, session_id, start, end)
         table.append((session_id, (start or "-")[:19], (end or "unfinished")[:19],
                       backend or "-", pattern or "-", str(calls), str(successes), str(modems),
@@ -3445,6 +3424,67 @@ def run_classify(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- command line
+# Each flag's own check is its argparse type: a bad value is a usage error (exit 2) naming
+# the flag; validate_dial_args checks what involves several flags.
+
+def _at_least(kind: Callable[[str], float], low: float, complaint: str, *,
+              inclusive: bool = True) -> Callable[[str], float]:
+    """An argparse type: `kind` of the text, not below `low` (above it if not `inclusive`)."""
+    def convert(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid {kind.__name__} value: {text!r}") from None
+        if value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(f"{complaint}, not {text}")
+        return value
+    return convert
+
+
+SECONDS = _at_least(float, 0, "must not be negative")
+POSITIVE_SECONDS = _at_least(float, 0, "must be a positive number of seconds", inclusive=False)
+COUNT = _at_least(int, 0, "must not be negative")
+
+
+def _checked(check: Callable[[str], object]) -> Callable[[str], str]:
+    """An argparse type: the text as given, once `check` accepts it (else its UsageError
+    after the text)."""
+    def convert(text: str) -> str:
+        try:
+            check(text)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+        return text
+    return convert
+
+
+def check_country_code(text: str) -> None:
+    """--country-code: one of COUNTRY_PLANS."""
+    if text not in COUNTRY_PLANS:
+        supported = ", ".join(f"{code} ({p.name})" for code, p in COUNTRY_PLANS.items())
+        raise UsageError(f"not supported; use one of {supported}")
+
+
+def check_dial_prefix(text: str) -> None:
+    """--dial-prefix: digits, and commas for pauses."""
+    if not re.fullmatch(r"[\d,]*", text):
+        raise UsageError("digits and commas (pauses) only")
+
+
+def check_session_id(text: str) -> None:
+    """--session-id: what every storage can keep as an id."""
+    if not SESSION_ID_RE.fullmatch(text):
+        raise UsageError("use 1-64 letters, digits, . _ : - (starting with a letter or digit)")
+
+
+def existing_file(text: str) -> Path:
+    """An argparse type: the path of a file that exists."""
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    return path
+
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The argument parser and its subcommand parsers by name."""
@@ -3470,14 +3510,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                       help="digits with optional separators; '-' with --numbers")
     what = dial.add_argument_group("what to dial")
     what.add_argument("-c", "--country-code", default="1", metavar="CC",
+                      type=_checked(check_country_code),
                       help="country code of the numbers (default: %(default)s; supported: "
                            + ", ".join(COUNTRY_PLANS) + ")")
-    what.add_argument("--numbers", type=Path, metavar="FILE",
+    what.add_argument("--numbers", type=existing_file, metavar="FILE",
                       help="dial the numbers listed in FILE (one a line, # comments)")
-    what.add_argument("--exclude", type=Path, metavar="FILE",
+    what.add_argument("--exclude", type=existing_file, metavar="FILE",
                       help="never dial the numbers and prefixes in FILE (one a line, # comments)")
-    what.add_argument("--limit", type=int, metavar="N", help="stop after N dials")
-    what.add_argument("--dial-prefix", metavar="DIGITS",
+    what.add_argument("--limit", type=_at_least(int, 1, "must be at least 1"), metavar="N",
+                      help="stop after N dials")
+    what.add_argument("--dial-prefix", type=_checked(check_dial_prefix), metavar="DIGITS",
                       help="digits dialed before each national number, e.g. '9,' for an "
                            "outside line (default: the country's trunk prefix)")
     order = what.add_mutually_exclusive_group()
@@ -3493,7 +3535,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     dial.set_defaults(random=None)
     authorisation = dial.add_argument_group("authorisation")
     authorisation.add_argument(
-        "--scope", type=Path, metavar="FILE",
+        "--scope", type=existing_file, metavar="FILE",
         help="YAML: authorised_by, contact, ranges (patterns, masks, FIRST..LAST), valid_from, "
              "valid_until, hours (HH:MM-HH:MM, the callee's local time), time_zone; required "
              "with --backend modem or voip, which dial nothing outside it")
@@ -3501,13 +3543,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     backend = dial.add_argument_group("backend")
     backend.add_argument("-b", "--backend", choices=("simulation", "modem", "voip"),
                          default="simulation", help="default: %(default)s")
-    backend.add_argument("--timeout", type=float, default=DEFAULT_CALL_TIMEOUT,
+    backend.add_argument("--timeout", type=POSITIVE_SECONDS, default=DEFAULT_CALL_TIMEOUT,
                          metavar="SECONDS",
                          help="per-call timeout of the modem or SIP call (default: "
                               "%(default)s)")
-    backend.add_argument("--retries", type=int, default=0, metavar="N",
+    backend.add_argument("--retries", type=COUNT, default=0, metavar="N",
                          help="dial again on BUSY / NO DIALTONE up to N times (default: 0)")
-    backend.add_argument("--sim-call-seconds", type=float, default=0.0, metavar="SECONDS",
+    backend.add_argument("--sim-call-seconds", type=SECONDS, default=0.0, metavar="SECONDS",
                          help="simulated call length (default: 0, no sleeping)")
     backend.add_argument("--sim-audio", metavar="synth|DIR",
                          help="simulated answers play audio through the classifier: "
@@ -3515,9 +3557,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     modem = dial.add_argument_group("modem")
     modem.add_argument("--modem-port", metavar="PORT_OR_URL",
                        help="serial device or pyserial URL (socket://, rfc2217://, loop://)")
-    modem.add_argument("--modem-baudrate", type=int, default=DEFAULT_MODEM_BAUDRATE,
+    modem.add_argument("--modem-baudrate", default=DEFAULT_MODEM_BAUDRATE,
+                       type=_at_least(int, 0, "must be a positive number", inclusive=False),
                        metavar="N", help="default: %(default)s")
-    modem.add_argument("--modem-guard", type=float, default=DEFAULT_GUARD_SECONDS,
+    modem.add_argument("--modem-guard", type=SECONDS, default=DEFAULT_GUARD_SECONDS,
                        metavar="SECONDS", help="guard pause around the +++ escape when hanging "
                                                "up (default: %(default)s)")
     voip = dial.add_argument_group(
@@ -3525,17 +3568,17 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         "SIP_PASSWORD (and SIP_DOMAIN) from the environment or ./.env, never the command line")
     voip.add_argument("--sip-server", metavar="HOST[:PORT]", help="SIP server (port 5060 "
                       "unless given)")
-    voip.add_argument("--max-ring", type=float, default=DEFAULT_MAX_RING, metavar="SECONDS",
+    voip.add_argument("--max-ring", type=SECONDS, default=DEFAULT_MAX_RING, metavar="SECONDS",
                       help="CANCEL a call not answered within this (default: %(default)s)")
-    voip.add_argument("--listen", type=float, default=DEFAULT_LISTEN, metavar="SECONDS",
+    voip.add_argument("--listen", type=SECONDS, default=DEFAULT_LISTEN, metavar="SECONDS",
                       help="record this long after answer, then classify and hang up "
                            "(default: %(default)s)")
 
     pacing = dial.add_argument_group("pacing")
-    pacing.add_argument("--delay", type=float, metavar="SECONDS",
+    pacing.add_argument("--delay", type=SECONDS, metavar="SECONDS",
                         help=f"pause between calls (default: 0 simulated, "
                              f"{DEFAULT_MODEM_DELAY:g} with a modem)")
-    pacing.add_argument("--window", metavar="HH:MM-HH:MM",
+    pacing.add_argument("--window", type=_checked(parse_window), metavar="HH:MM-HH:MM",
                         help="dial only within these local hours (may cross midnight)")
     pacing.add_argument("--metrics-file", metavar="PATH", type=Path,
                         help="METRICS_FILE: Prometheus text rewritten every "
@@ -3547,7 +3590,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     storage.add_argument("-o", "--output", type=Path, metavar="PATH",
                          help="results file (default: dial_results.csv / dial_results.db, or "
                               "the --resume file)")
-    storage.add_argument("--session-id", metavar="ID",
+    storage.add_argument("--session-id", type=_checked(check_session_id), metavar="ID",
                          help="session id (default: a new 8-character id)")
     sessions = storage.add_mutually_exclusive_group()
     sessions.add_argument("--continue-session", dest="session_mode", action="store_const",
@@ -3557,7 +3600,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                           const="new", help="start a new session even when resuming")
 
     resume = dial.add_argument_group("resume")
-    resume.add_argument("--resume", type=Path, metavar="FILE",
+    resume.add_argument("--resume", type=existing_file, metavar="FILE",
                         help="csv or sqlite results: skip the numbers already dialed there")
     resume.add_argument("--infer-prefix", action="store_true",
                         help="take the pattern from the resumed session (or the common prefix "

@@ -19,7 +19,11 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+SUITE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(SUITE_DIR))
+sys.path.insert(0, str(SUITE_DIR / "tests"))
+
+from clocks import FakeClock, run_accounts_together  # noqa: E402
 
 import campaign  # noqa: E402
 import migrate_db  # noqa: E402
@@ -31,7 +35,7 @@ CYCLE_DELAY_MINUTES = 20
 GOAL_RATIO = 0.98
 
 
-class HorizonClock(campaign.FakeClock):
+class HorizonClock(FakeClock):
     """A FakeClock that asks the workers to stop once simulated time reaches `horizon`."""
 
     def __init__(self, horizon: timedelta, stop: campaign.StopSignal) -> None:
@@ -100,8 +104,7 @@ def main() -> int:
         start = clock.now()
         run = campaign.create_run(conn, config, None, profiles, start)
         began = time.perf_counter()
-        asyncio.run(campaign.run_accounts_together(db_path, run.run_id, profiles, config,
-                                                   clock, stop))
+        asyncio.run(run_accounts_together(db_path, run.run_id, profiles, config, clock, stop))
         elapsed = time.perf_counter() - began
         end = start + timedelta(hours=args.hours)
         print(f"{args.hours:g} simulated hours, {args.accounts} accounts at {PER_HOUR}/h, "

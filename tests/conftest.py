@@ -12,7 +12,16 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from helpers import stop_started  # noqa: E402
+
 import migrate_db  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _stop_started_processes():
+    """Whatever a test started with helpers.start and left running is killed after it."""
+    yield
+    stop_started()
 
 
 @pytest.fixture

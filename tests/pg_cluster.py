@@ -27,6 +27,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import helpers
+
 HOW_TO_RUN = ("PostgreSQL tests skipped: no PostgreSQL server could be started; install "
               "Debian's postgresql package (apt-get install postgresql) or set "
               "PG_TEST_URL=postgresql://user:password@host:port/db")
@@ -81,8 +83,7 @@ def cluster(*, fast: bool = True) -> Iterator[str]:
     data = folder / "data"
 
     def run(*args: str) -> None:
-        done = subprocess.run([*command_prefix, *args], capture_output=True, text=True,
-                              cwd=folder, timeout=START_TIMEOUT + 30, check=False)
+        done = helpers.run([*command_prefix, *args], cwd=folder, timeout=START_TIMEOUT + 30)
         if done.returncode:
             raise ClusterUnavailable(f"{Path(args[0]).name} failed: "
                                      f"{(done.stderr or done.stdout).strip()[-500:]}")
@@ -101,9 +102,8 @@ def cluster(*, fast: bool = True) -> Iterator[str]:
     try:
         yield f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([*command_prefix, str(binaries / "pg_ctl"), "-D", str(data), "-m",
-                        "immediate", "-w", "stop"], capture_output=True, cwd=folder,
-                       check=False)
+        helpers.run([*command_prefix, binaries / "pg_ctl", "-D", data, "-m", "immediate",
+                     "-w", "stop"], cwd=folder)
         shutil.rmtree(folder, ignore_errors=True)
 
 

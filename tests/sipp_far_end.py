@@ -14,12 +14,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import helpers
 import numpy as np
 import pytest
+from helpers import wait_until
 
 import vibedialer
 
@@ -69,8 +70,8 @@ def speech_samples() -> np.ndarray:
         return vibedialer.synthesize_call_audio("voice", 3.0, random.Random(5), snr_db=None)
     with tempfile.TemporaryDirectory() as directory:
         wav = Path(directory) / "speech.wav"
-        subprocess.run([ESPEAK, "-s", "190", "-w", str(wav), SPEECH], check=True,
-                       capture_output=True, timeout=30)
+        spoken = helpers.run([ESPEAK, "-s", "190", "-w", wav, SPEECH])
+        assert spoken.returncode == 0, spoken.stderr
         samples = vibedialer.read_wav(wav)
     return 0.5 * samples / np.abs(samples).max()
 
@@ -128,15 +129,14 @@ def start_far_end(directory: Path, scenario: Path = SCENARIO) -> FarEnd:
     for _ in range(5):
         port, media = free_udp_port(), free_udp_port(pairs=True)
         messages = directory / "messages.log"
-        process = subprocess.Popen(
-            [SIPP, "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(port), "-mi", "127.0.0.1",
+        process = helpers.start(
+            [SIPP, "-sf", scenario, "-i", "127.0.0.1", "-p", str(port), "-mi", "127.0.0.1",
              "-mp", str(media), "-nostdin", "-timeout", "300", "-trace_msg", "-message_file",
-             str(messages), "-trace_err", "-error_file", str(directory / "errors.log")],
+             messages, "-trace_err", "-error_file", directory / "errors.log"],
             cwd=directory, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and process.poll() is None and not _udp_bound(port):
-            time.sleep(0.02)
-        if process.poll() is None and _udp_bound(port):
+        wait_until(lambda p=process, n=port: p.poll() is not None or _udp_bound(n),
+                   what="SIPp to listen or end")
+        if process.poll() is None:
             return FarEnd(port, process, messages, directory)
         stop_far_end(FarEnd(port, process, messages, directory))
     raise RuntimeError("SIPp did not start (see errors.log in the test's folder)")

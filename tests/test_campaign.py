@@ -13,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from clocks import FakeClock
 from legacy_schemas import LEGACY_CAMPAIGN_TABLES
 from telethon.client import users as telethon_users
 
@@ -20,7 +21,7 @@ import campaign
 import migrate_db
 import telegram_session
 import telegram_sim
-from campaign import Config, FakeClock
+from campaign import Config
 
 UTC = timezone.utc        # datetime.UTC is Python 3.11+
 

@@ -7,10 +7,10 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
+import helpers
+from helpers import python, wait_until
 from test_campaign import Setup, make_campaign, make_legacy_db
 
 import campaign
@@ -28,11 +28,12 @@ def write_config(setup: Setup, **limits: float) -> Path:
     return path
 
 
-def cli(setup: Setup, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), "--db", str(setup.db_path), "--config",
-         str(setup.tmp / "config.yaml"), *args],
-        capture_output=True, text=True, timeout=timeout, cwd=setup.tmp)
+def command(setup: Setup, *args: str) -> list[str]:
+    return python(SCRIPT, "--db", setup.db_path, "--config", setup.tmp / "config.yaml", *args)
+
+
+def cli(setup: Setup, *args: str) -> subprocess.CompletedProcess:
+    return helpers.run(command(setup, *args), cwd=setup.tmp)
 
 
 def run_main(setup: Setup, capsys, *args: str) -> tuple[int, str, str]:
@@ -45,18 +46,9 @@ def run_main(setup: Setup, capsys, *args: str) -> tuple[int, str, str]:
 
 
 def start_in_background(setup: Setup, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--db", str(setup.db_path), "--config",
-         str(setup.tmp / "config.yaml"), "start", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=setup.tmp,
-        start_new_session=True)
-
-
-def wait_for(condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
+    """`start` in a process group of its own (as from a terminal), workers included."""
+    return helpers.start(command(setup, "start", *args), cwd=setup.tmp,
+                         start_new_session=True)
 
 
 def successes(setup: Setup) -> int:
@@ -117,7 +109,7 @@ def test_second_start_while_running_is_refused(tmp_path: Path, capsys) -> None:
     setup = make_campaign(tmp_path, ("s1",), chats=3)
     write_config(setup, max_messages_per_hour=1, max_cycles=1)
     start = start_in_background(setup)
-    wait_for(lambda: successes(setup) == 1)
+    wait_until(lambda: successes(setup) == 1, what="the first send")
     code, _, err = run_main(setup, capsys, "start")
     assert code == 1
     assert err.startswith("error: run ") and "is still running" in err

@@ -4,11 +4,11 @@ nothing to do), and nothing half imported."""
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 from pathlib import Path
 
+import helpers
 import pytest
+from helpers import python
 
 import campaign
 import migrate_db
@@ -244,11 +244,9 @@ def test_usage_errors_exit_2_without_traceback(tmp_path: Path, capsys) -> None:
             campaign.main(["--db", str(tmp_path / "c.db"), *args])
         assert exited.value.code == 2, args
         assert "error:" in capsys.readouterr().err
-    result = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True,
-                            timeout=60)
+    result = helpers.run(python(SCRIPT))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "error:" in result.stderr
-    helped = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True,
-                            text=True, timeout=60)
+    helped = helpers.run(python(SCRIPT, "--help"))
     assert helped.returncode == 0 and "import-chats" in helped.stdout
     assert "worker" not in helped.stdout.split("options:")[0].split("COMMAND")[-1]

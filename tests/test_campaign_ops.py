@@ -8,14 +8,16 @@ import re
 import signal
 from datetime import datetime, timedelta
 
+from clocks import FakeClock
+from helpers import wait_until
 from test_campaign import HOUR, UTC, make_campaign, run_workers
-from test_campaign_cli import cli, run_main, start_in_background, successes, wait_for, write_config
+from test_campaign_cli import cli, run_main, start_in_background, successes, write_config
 
 import campaign
 import migrate_db
 import telegram_session
 import telegram_sim
-from campaign import Config, FakeClock
+from campaign import Config
 
 
 def run_states(setup, run_id: str) -> dict[str, tuple]:
@@ -33,15 +35,17 @@ def test_start_killed_with_sigkill_leaves_no_worker_and_no_lock(tmp_path, capsys
     write_config(setup, max_messages_per_hour=1, max_cycles=1)
     start = start_in_background(setup)
     # each account sends once, then waits (up to an hour) for its next slot
-    wait_for(lambda: successes(setup) == 2)
+    wait_until(lambda: successes(setup) == 2, what="a send by each account")
     run_id = setup.conn.execute("SELECT run_id FROM campaign_runs").fetchone()[0]
-    wait_for(lambda: all(pid for _, _, _, pid in run_states(setup, run_id).values()))
+    wait_until(lambda: all(pid for _, _, _, pid in run_states(setup, run_id).values()),
+               what="both workers' pids")
     workers = [pid for _, _, _, pid in run_states(setup, run_id).values()]
     assert len(workers) == 2 and all(campaign.pid_alive(pid) for pid in workers)
 
     os.kill(start.pid, signal.SIGKILL)        # the supervisor only, not its process group
     start.communicate(timeout=60)
-    wait_for(lambda: not any(campaign.pid_alive(pid) for pid in workers), timeout=60)
+    wait_until(lambda: not any(campaign.pid_alive(pid) for pid in workers),
+               what="the workers to end with their supervisor")
     states = run_states(setup, run_id)
     assert {name: state[0] for name, state in states.items()} == {"s1": "stopped",
                                                                   "s2": "stopped"}

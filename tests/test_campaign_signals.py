@@ -7,8 +7,9 @@ import re
 import signal
 from pathlib import Path
 
+from helpers import wait_until
 from test_campaign import make_campaign
-from test_campaign_cli import run_main, start_in_background, successes, wait_for, write_config
+from test_campaign_cli import run_main, start_in_background, successes, write_config
 
 import telegram_sim
 
@@ -23,8 +24,9 @@ def start_until_a_send_is_in_doubt(tmp_path: Path):
                              after=3, times=1, executed=True)
     world = telegram_sim.World.open(setup.world.path)
     start = start_in_background(setup)
-    wait_for(lambda: world.faults()[0]["fired"] == 1 and setup.conn.execute(
-        "SELECT 1 FROM task_attempts WHERE status = 'sending'").fetchone() is not None)
+    wait_until(lambda: world.faults()[0]["fired"] == 1 and setup.conn.execute(
+        "SELECT 1 FROM task_attempts WHERE status = 'sending'").fetchone() is not None,
+        what="a send in doubt")
     return setup, start
 
 
@@ -51,7 +53,7 @@ def test_stop_ends_the_run_cleanly_and_what_is_left_carries_over(tmp_path: Path,
     setup = make_campaign(tmp_path, ("s1",), chats=5)
     write_config(setup, max_messages_per_hour=2, max_cycles=1)
     start = start_in_background(setup)
-    wait_for(lambda: successes(setup) == 2)
+    wait_until(lambda: successes(setup) == 2, what="two sends")
     code, out, err = run_main(setup, capsys, "stop", "--wait", "30")
     assert code == 0, err
     assert re.search(r"run \S+ stopped", out)
@@ -68,7 +70,7 @@ def test_ctrl_c_exits_130_with_a_summary(tmp_path: Path) -> None:
     setup = make_campaign(tmp_path, ("s1", "s2"), chats=4)
     write_config(setup, max_messages_per_hour=1, max_cycles=1)
     start = start_in_background(setup)
-    wait_for(lambda: successes(setup) == 2)
+    wait_until(lambda: successes(setup) == 2, what="two sends")
     os.killpg(start.pid, signal.SIGINT)  # the terminal sends it to the whole group
     out, err = start.communicate(timeout=30)
     assert start.returncode == 130, err

@@ -3,14 +3,13 @@ SQLite checkpoint, the spec's monitoring queries in psql, the durable random_id 
 SHARED_DB_URL in the cloner's command line (the password never printed)."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+import helpers
 import pg_cluster
 import psycopg
 import pytest
+from helpers import clean_env, python
 
 import clone_streaming_shared
 import migrate_db
@@ -115,9 +114,10 @@ def test_copy_moves_every_row_and_the_spec_queries_run_in_psql(
     b.close()
 
     psql = pg_cluster.bin_dir() / "psql"
-    results = [subprocess.run([str(psql), pg_url, "-X", "-A", "-t", "-c", query],
-                              capture_output=True, text=True, timeout=60, check=True).stdout
-               for query in SPEC_QUERIES]
+    done = [helpers.run([psql, pg_url, "-X", "-A", "-t", "-c", query])
+            for query in SPEC_QUERIES]
+    assert [d.returncode for d in done] == [0] * len(SPEC_QUERIES), [d.stderr for d in done]
+    results = [d.stdout for d in done]
     assert sorted(results[0].split()) == sorted(
         ["done|3", "failed|1", "processing|2", "skipped|1"])
     assert sorted(line.split("|")[1] for line in results[1].splitlines()) == ["4", "7"]
@@ -192,13 +192,10 @@ def test_status_and_retry_failed_read_the_postgresql_checkpoint(
 def test_bad_or_unreachable_url_is_one_line_without_the_password(tmp_path: Path) -> None:
     folder = make_folder(tmp_path, {
         "SHARED_DB_URL": f"postgresql://u:hunter2@127.0.0.1:{pg_cluster.free_port()}/db"})
-    env = {**os.environ, "PGCONNECT_TIMEOUT": "5"}
-    done = subprocess.run([sys.executable, str(ROOT / "clone_streaming_shared.py"),
-                           "--status"], cwd=folder, capture_output=True, text=True,
-                          timeout=60, env=env)
+    env = clean_env(PGCONNECT_TIMEOUT="5")
+    done = helpers.run(python("clone_streaming_shared.py", "--status"), cwd=folder, env=env)
     assert done.returncode == 1 and done.stderr.startswith("error: checkpoint ")
     assert len(done.stderr.strip().splitlines()) == 1 and "hunter2" not in done.stderr
-    done = subprocess.run([sys.executable, str(ROOT / "clone_streaming_shared.py"),
-                           "--status", "--db-url", "mysql://u:hunter2@h/db"], cwd=folder,
-                          capture_output=True, text=True, timeout=60, env=env)
+    done = helpers.run(python("clone_streaming_shared.py", "--status", "--db-url",
+                              "mysql://u:hunter2@h/db"), cwd=folder, env=env)
     assert done.returncode == 2 and "hunter2" not in done.stderr

@@ -4,34 +4,10 @@ restart (on the simulated Telegram)."""
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
-from test_clone_streaming import SINGLE, content, run, start
-
-from telegram_sim import World
-
-WAIT = 60
-
-
-def wait_for(condition, what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
-def follow_world(tmp_path: Path, **env: str) -> tuple[World, int, Path]:
-    world = World.create(tmp_path / "world.db")
-    world.add_account("session1")
-    source = world.create_channel("Src", username="live_source", owner="session1")
-    world.create_channel("Dst", username="live_target", owner="session1")
-    world.post(source, "old")
-    folder = world.make_session_folder(tmp_path / "sessions" / "session1", "session1",
-                                       extra_env={"SOURCE_CHAT": "@live_source",
-                                                  "TARGET_CHAT": "@live_target",
-                                                  "COPY_MODE": "copy", **env})
-    return world, source, folder
+from helpers import wait_until
+from test_clone_streaming import SINGLE, content, live_world, run, start
 
 
 def stop(process) -> str:
@@ -43,16 +19,16 @@ def stop(process) -> str:
 
 def test_reconciler_clones_what_lost_updates_missed_and_idle_is_logged(
         tmp_path: Path) -> None:
-    world, source, folder = follow_world(tmp_path, RECONCILE_SECONDS="0.3")
+    world, source, folder = live_world(tmp_path, COPY_MODE="copy", RECONCILE_SECONDS="0.3")
     world.inject_fault("LOSE_UPDATES", account="session1")      # no new-message events
     process = start(folder, script=SINGLE)
     try:
-        wait_for(lambda: len(content(world, "@live_target")) == 1, "the backfill")
+        wait_until(lambda: len(content(world, "@live_target")) == 1, what="the backfill")
         world.post(source, "new, its update lost")
-        wait_for(lambda: len(content(world, "@live_target")) == 2, "the reconciler")
+        wait_until(lambda: len(content(world, "@live_target")) == 2, what="the reconciler")
         newest = content(world, source)[-1].id
-        wait_for(lambda: f"following live_source: up to date, newest {newest}" in
-                 (folder / "clone.log").read_text(), "the idle line")
+        wait_until(lambda: f"following live_source: up to date, newest {newest}" in
+                   (folder / "clone.log").read_text(), what="the idle line")
     finally:
         stop(process)
     assert [m.message for m in content(world, "@live_target")] == \
@@ -61,8 +37,8 @@ def test_reconciler_clones_what_lost_updates_missed_and_idle_is_logged(
 
 def test_edits_and_deletions_reach_the_copies_live_and_across_a_restart(
         tmp_path: Path) -> None:
-    world, source, folder = follow_world(tmp_path, SYNC_EDITS="true", SYNC_DELETES="true",
-                                         RECONCILE_SECONDS="0.5")
+    world, source, folder = live_world(tmp_path, COPY_MODE="copy", SYNC_EDITS="true",
+                                       SYNC_DELETES="true", RECONCILE_SECONDS="0.5")
     ids = [content(world, source)[0].id] + [world.post(source, f"post {n}") for n in range(3)]
     result = run(folder, "--once", script=SINGLE)
     assert result.returncode == 0, result.stderr
@@ -76,11 +52,12 @@ def test_edits_and_deletions_reach_the_copies_live_and_across_a_restart(
     # live: the events
     process = start(folder, script=SINGLE)
     try:
-        wait_for(lambda: "following new messages" in (folder / "clone.log").read_text(),
-                 "the follow loop")
+        wait_until(lambda: "following new messages" in (folder / "clone.log").read_text(),
+                   what="the follow loop")
         world.edit(source, ids[3], "post 2, edited live")
         world.delete(source, [ids[0]])
-        wait_for(lambda: [m.message for m in content(world, "@live_target")] ==
-                 ["post 0, edited while stopped", "post 2, edited live"], "the live sync")
+        wait_until(lambda: [m.message for m in content(world, "@live_target")] ==
+                   ["post 0, edited while stopped", "post 2, edited live"],
+                   what="the live sync")
     finally:
         stop(process)

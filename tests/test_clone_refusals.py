@@ -6,16 +6,15 @@ import re
 import signal
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
+from helpers import wait_until
 from test_clone_streaming import (
     RUN_TIMEOUT,
     SINGLE,
     add_env,
     checkpoint_rows,
     content,
-    create_shared_databases,
     run,
     start,
     tiny_png,
@@ -35,13 +34,6 @@ def folders_for(world: World, tmp_path: Path, name: str, **env: str) -> list[Pat
         for account in ("session1", "session2")]
 
 
-def wait_for(condition, what: str, timeout: float = RUN_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def errors_of(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
@@ -58,11 +50,10 @@ def test_ordered_two_hour_flood_wait_hands_the_turn_to_the_other_account(
     for n in range(40):
         world.post(source, f"p {n}")
     folders = folders_for(world, tmp_path, "wait", COPY_MODE="copy", ORDERED="true")
-    create_shared_databases(tmp_path / "sessions")
     world.inject_fault("FLOOD_WAIT", seconds=7200, account="session1", times=1,
                        request="SendMessageRequest", after=3)
     first = start(folders[0], "--once")
-    wait_for(lambda: world.faults()[0]["fired"], "session1's two-hour wait")
+    wait_until(lambda: world.faults()[0]["fired"], what="session1's two-hour wait")
     second = start(folders[1], "--once")
     _, err = second.communicate(timeout=RUN_TIMEOUT)
     assert second.returncode == 0, err
@@ -83,7 +74,6 @@ def test_peer_flood_stops_the_account_with_exit_5_and_fails_nothing(tmp_path: Pa
     for n in range(20):
         world.post(source, f"p {n}")
     folders = folders_for(world, tmp_path, "peer", COPY_MODE="copy")
-    create_shared_databases(tmp_path / "sessions")
     world.inject_fault("PEER_FLOOD", account="session1", request="SendMessageRequest",
                        after=2)
     first = run(folders[0], "--once")
@@ -132,7 +122,7 @@ def protected_midway(tmp_path: Path, **env: str) -> tuple[World, int, subprocess
                                                   "COPY_MODE": "forward", **env})
     world.inject_fault("FLOOD_WAIT", seconds=2, request="ForwardMessagesRequest", times=1)
     process = start(folder, "--once", script=SINGLE)
-    wait_for(lambda: world.faults()[0]["fired"], "the first forward")
+    wait_until(lambda: world.faults()[0]["fired"], what="the first forward")
     world.set_noforwards(source)
     return world, source, process
 
@@ -178,13 +168,21 @@ def test_expired_file_reference_is_fetched_again(tmp_path: Path) -> None:
         world.counters("session1").get("GetChannelMessagesRequest", 0) >= 1
 
 
-def test_audit_names_cloned_failed_skipped_and_missing(tmp_path: Path) -> None:
+def cloned_demo(tmp_path: Path, **env: str) -> tuple[World, Path]:
+    """The demo world (telegram_sim.build_demo) cloned once by session1 from @demo_source
+    into @demo_target with `env` added to its .env; the world and the sessions folder."""
     world = World.create(tmp_path / "world.db")
     sessions = tmp_path / "sessions"
     build_demo(world, sessions)
     add_env(sessions / "session1", SOURCE_CHAT="@demo_source", TARGET_CHAT="@demo_target",
-            COPY_MODE="copy", MAX_MEDIA_MB="0.00001")
-    assert run(sessions / "session1", "--once").returncode == 0
+            **env)
+    result = run(sessions / "session1", "--once")
+    assert result.returncode == 0, result.stderr
+    return world, sessions
+
+
+def test_audit_names_cloned_failed_skipped_and_missing(tmp_path: Path) -> None:
+    world, sessions = cloned_demo(tmp_path, COPY_MODE="copy", MAX_MEDIA_MB="0.00001")
     audit = run(sessions / "session1", "--audit")
     assert audit.returncode == 0, audit.stderr
     assert "missing  0" in audit.stdout
@@ -198,12 +196,7 @@ def test_audit_names_cloned_failed_skipped_and_missing(tmp_path: Path) -> None:
 
 
 def test_retry_failed_clones_the_failed_messages_on_the_next_run(tmp_path: Path) -> None:
-    world = World.create(tmp_path / "world.db")
-    sessions = tmp_path / "sessions"
-    build_demo(world, sessions)
-    add_env(sessions / "session1", SOURCE_CHAT="@demo_source", TARGET_CHAT="@demo_target",
-            COPY_MODE="copy", MAX_MEDIA_MB="0.00001")
-    assert run(sessions / "session1", "--once").returncode == 0
+    world, sessions = cloned_demo(tmp_path, COPY_MODE="copy", MAX_MEDIA_MB="0.00001")
     status = run(sessions / "session1", "--status")
     assert "why not cloned (by reason)" in status.stdout and "over MAX_MEDIA_MB" in status.stdout
     retry = run(sessions / "session1", "--retry-failed")
@@ -237,13 +230,7 @@ def test_checkpoint_txt_of_the_earlier_single_account_cloner_is_honoured(
 
 
 def test_auto_mode_copies_replies_and_forwards_the_rest(tmp_path: Path) -> None:
-    world = World.create(tmp_path / "world.db")
-    sessions = tmp_path / "sessions"
-    build_demo(world, sessions)
-    add_env(sessions / "session1", SOURCE_CHAT="@demo_source", TARGET_CHAT="@demo_target",
-            COPY_MODE="auto")
-    result = run(sessions / "session1", "--once")
-    assert result.returncode == 0, result.stderr
+    world, sessions = cloned_demo(tmp_path, COPY_MODE="auto")
     rows = checkpoint_rows(sessions / "shared" / "checkpoint.db")
     target = {m.id: m for m in content(world, "@demo_target")}
     for s in content(world, "@demo_source"):

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
+
+import helpers
+from helpers import python
 
 from rehearse import EXTRA_POSTS
 
@@ -11,8 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def rehearse(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "rehearse.py"), *args],
-                          capture_output=True, text=True, timeout=300)
+    return helpers.run(python("rehearse.py", *args), timeout=300)
 
 
 def test_rehearsal_clones_everything_once_with_both_accounts(tmp_path: Path) -> None:

@@ -5,16 +5,15 @@ account in its own ids."""
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
+from helpers import wait_until
 from telethon.tl import types
 from test_clone_streaming import (
     RUN_TIMEOUT,
     SINGLE,
     checkpoint_rows,
     content,
-    create_shared_databases,
     run,
     start,
     tiny_png,
@@ -26,13 +25,6 @@ from telegram_sim import World
 def sent_silently(world: World, chat: str) -> list[tuple[str, bool]]:
     """(text, silent) of every message in the chat, in order."""
     return [(m.message, bool(m.silent)) for m in content(world, chat)]
-
-
-def wait_for(condition, what: str) -> None:
-    deadline = time.monotonic() + RUN_TIMEOUT
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_backfilled_copies_are_silent_by_default_and_notify_with_silent_false(
@@ -82,10 +74,10 @@ def test_without_silent_the_backfill_is_silent_and_following_notifies(
     process = start(folder, script=SINGLE)
     try:
         log = folder / "clone.log"
-        wait_for(lambda: log.is_file() and "following new messages" in log.read_text(),
-                 "the end of the backfill")
+        wait_until(lambda: log.is_file() and "following new messages" in log.read_text(),
+                   what="the end of the backfill")
         world.post(source, "live")
-        wait_for(lambda: len(content(world, "@plain_target")) == 4, "the live copy")
+        wait_until(lambda: len(content(world, "@plain_target")) == 4, what="the live copy")
     finally:
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=RUN_TIMEOUT)
@@ -122,7 +114,6 @@ def test_shared_cloner_refuses_a_basic_group_source_in_one_line(tmp_path: Path) 
         tmp_path / "sessions" / "session1", "session1",
         extra_env={"SOURCE_CHAT": str(world.peer_id(group)),
                    "TARGET_CHAT": "@family_target", "COPY_MODE": "copy"})
-    create_shared_databases(tmp_path / "sessions")
     result = run(folder, "--once")
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -168,7 +159,6 @@ def test_shared_cloner_refuses_a_basic_group_target_in_one_line(tmp_path: Path) 
         tmp_path / "sessions" / "session1", "session1",
         extra_env={"SOURCE_CHAT": "@into_source", "TARGET_CHAT": str(world.peer_id(room)),
                    "COPY_MODE": "copy"})
-    create_shared_databases(tmp_path / "sessions")
     result = run(folder, "--once")
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]

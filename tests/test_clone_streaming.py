@@ -3,18 +3,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import helpers
 import pytest
+from helpers import clean_env, python, wait_until
 from telethon import types
 
-import migrate_db
 from clone_streaming import source_topic_of
 from telegram_sim import World, build_demo
 
@@ -28,14 +27,16 @@ SHARED = ROOT / "clone_streaming_shared.py"
 RUN_TIMEOUT = 90
 
 
+def cloner_env(tmp: Path | None) -> dict[str, str]:
+    """The environment of a cloner run by a test: no chat settings inherited, its
+    temporary files under `tmp` when given."""
+    return clean_env("SOURCE_CHAT", "TARGET_CHAT", "TELEGRAM_SIMULATOR",
+                     **({"TMPDIR": str(tmp)} if tmp is not None else {}))
+
+
 def start(folder: Path, *args: str, script: Path = SHARED, tmp: Path | None = None
           ) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("SOURCE_CHAT", "TARGET_CHAT", "TELEGRAM_SIMULATOR")}
-    if tmp is not None:
-        env["TMPDIR"] = str(tmp)
-    return subprocess.Popen([sys.executable, str(script), *args], cwd=folder, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return helpers.start(python(script, *args), cwd=folder, env=cloner_env(tmp))
 
 
 def start_second_when_first_waits(world: World, folders: list[Path], *args: str
@@ -43,26 +44,15 @@ def start_second_when_first_waits(world: World, folders: list[Path], *args: str
     """Start folders[0]'s cloner, and folders[1]'s once the first has hit the world's first
     fault (so it holds a claim), making both accounts take part whatever the timing."""
     first = start(folders[0], *args)
-    deadline = time.monotonic() + RUN_TIMEOUT
-    while not world.faults()[0]["fired"] and first.poll() is None:
-        assert time.monotonic() < deadline, "the first account never hit its fault"
-        time.sleep(0.05)
+    wait_until(lambda: world.faults()[0]["fired"] or first.poll() is not None,
+               what="the first account's fault", timeout=RUN_TIMEOUT)
     return [first, start(folders[1], *args)]
 
 
 def run(folder: Path, *args: str, script: Path = SHARED, tmp: Path | None = None
         ) -> subprocess.CompletedProcess:
-    process = start(folder, *args, script=script, tmp=tmp)
-    out, err = process.communicate(timeout=RUN_TIMEOUT)
-    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
-
-
-def create_shared_databases(sessions: Path) -> None:
-    """The shared databases, made before processes start together: two processes creating
-    one SQLite file at the same instant can meet "database is locked" when setting WAL
-    (migrate_db.open_database; reported)."""
-    for name in ("checkpoint.db", "accounts.db"):
-        migrate_db.connect(sessions / "shared" / name).close()
+    return helpers.run(python(script, *args), cwd=folder, env=cloner_env(tmp),
+                       timeout=RUN_TIMEOUT)
 
 
 def add_env(folder: Path, **values: str) -> None:
@@ -281,7 +271,6 @@ def test_flood_wait_storm_on_one_account_loses_nothing(tmp_path: Path) -> None:
         tmp_path / "sessions" / name, name, extra_env={
             "SOURCE_CHAT": "@storm_source", "TARGET_CHAT": "@storm_target",
             "COPY_MODE": "copy"}) for name in ("session1", "session2")]
-    create_shared_databases(tmp_path / "sessions")
     processes = start_second_when_first_waits(world, folders, "--once")
     for process in processes:
         _, err = process.communicate(timeout=RUN_TIMEOUT)
@@ -309,7 +298,6 @@ def test_ordered_mode_keeps_source_order_across_accounts(tmp_path: Path,
         tmp_path / "sessions" / name, name, extra_env={
             "SOURCE_CHAT": "@order_source", "TARGET_CHAT": "@order_target",
             "COPY_MODE": copy_mode, "ORDERED": "true"}) for name in ("session1", "session2")]
-    create_shared_databases(tmp_path / "sessions")
     # session1 is held up on its first send while session2 goes on: order must still hold
     world.inject_fault("FLOOD_WAIT", seconds=3, account="session1", times=1,
                        request="ForwardMessagesRequest" if copy_mode == "forward"
@@ -324,7 +312,9 @@ def test_ordered_mode_keeps_source_order_across_accounts(tmp_path: Path,
     assert {r[1] for r in rows.values() if r[0] == "done"} == {"session1", "session2"}
 
 
-def test_follow_clones_new_messages_until_interrupted(tmp_path: Path) -> None:
+def live_world(tmp_path: Path, **env: str) -> tuple[World, int, Path]:
+    """session1 owns @live_source (one message, "old") and @live_target; its folder clones
+    the one into the other with `env` added. The world, the source and the folder."""
     world = World.create(tmp_path / "world.db")
     world.add_account("session1")
     source = world.create_channel("Src", username="live_source", owner="session1")
@@ -332,16 +322,18 @@ def test_follow_clones_new_messages_until_interrupted(tmp_path: Path) -> None:
     world.post(source, "old")
     folder = world.make_session_folder(tmp_path / "sessions" / "session1", "session1",
                                        extra_env={"SOURCE_CHAT": "@live_source",
-                                                  "TARGET_CHAT": "@live_target"})
+                                                  "TARGET_CHAT": "@live_target", **env})
+    return world, source, folder
+
+
+def test_follow_clones_new_messages_until_interrupted(tmp_path: Path) -> None:
+    world, source, folder = live_world(tmp_path)
     process = start(folder, script=SINGLE)
     try:
-        deadline = time.monotonic() + 30
-        while len(content(world, "@live_target")) < 1 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: len(content(world, "@live_target")) >= 1, what="the backfill")
         world.post(source, "new")
         world.post_album(source, [tiny_png(3), tiny_png(4)], captions=["live", "album"])
-        while len(content(world, "@live_target")) < 4 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: len(content(world, "@live_target")) >= 4, what="the live copies")
     finally:
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=30)
@@ -380,8 +372,7 @@ def test_bad_env_values_give_one_line_and_exit_2(tmp_path: Path, env: dict,
 def test_help_lists_every_env_key() -> None:
     for script, keys in ((SINGLE, ["CHECKPOINT_DB"]),
                          (SHARED, ["SHARED_DB_PATH", "CLAIM_TIMEOUT", "ORDERED"])):
-        result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True,
-                                text=True, timeout=30)
+        result = helpers.run(python(script, "--help"))
         assert result.returncode == 0
         for key in ["SOURCE_CHAT", "TARGET_CHAT", "SOURCE_TOPIC", "TARGET_TOPIC",
                     "AUTO_CREATE_TOPICS", "COPY_MODE", "ALLOW_REUPLOAD", "MAX_MEDIA_MB",

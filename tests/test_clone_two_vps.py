@@ -10,27 +10,32 @@ and topics intact.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+import helpers
 import psycopg
+from helpers import python, wait_until
 from telethon import types
 
-from clone_streaming import source_reply_id, source_topic_of
 from telegram_sim import World
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 from clone_requests import build_history  # noqa: E402
-from sigkill_clones import SHARED, kill_at_random, start_clone  # noqa: E402
+from sigkill_clones import (  # noqa: E402
+    SHARED,
+    check_cloned_once,
+    forum_world,
+    kill_at_random,
+    start_clone,
+)
 
 VPSES = {"vps1": ["session1", "session2"], "vps2": ["session3", "session4"]}
 ACCOUNTS = [name for names in VPSES.values() for name in names]
 MESSAGES = int(os.environ.get("TWO_VPS_MESSAGES", "4000"))
-TOPICS = 5
 MIN_KILLS = 3
 RUN_LIMIT = 120 + MESSAGES * 0.1  # seconds for the whole run, kills included
 
@@ -58,17 +63,7 @@ def done_by_account(url: str) -> dict[str, int]:
 
 def test_two_vpses_share_one_postgresql_checkpoint_despite_sigkill(
         tmp_path: Path, pg_url: str) -> None:
-    world = World.create(tmp_path / "world.db")
-    world.configure(rate_limits=False)          # about kills, not budgets
-    for name in ACCOUNTS:
-        world.add_account(name)
-    source = world.create_channel("Source", username="vps_source", kind="forum",
-                                  owner="session1", members=ACCOUNTS[1:])
-    world.create_channel("Target", username="vps_target", kind="forum", owner="session1",
-                         admins=ACCOUNTS[1:])
-    topics = [world.create_topic(source, f"Topic {n}", by="session1") for n in range(TOPICS)]
-    build_history(world, source, MESSAGES, topics=topics, album_share=0.1, media_share=0.2,
-                  reply_share=0.1, seed=7)
+    world, source = forum_world(tmp_path / "world.db", ACCOUNTS, "vps", MESSAGES)
     folders = {name: world.make_session_folder(
         tmp_path / vps / "sessions" / name, name, extra_env={
             "SOURCE_CHAT": "@vps_source", "TARGET_CHAT": "@vps_target",
@@ -86,45 +81,16 @@ def test_two_vpses_share_one_postgresql_checkpoint_despite_sigkill(
     for vps in VPSES:                             # each VPS: its own accounts.db only
         assert not (tmp_path / vps / "sessions" / "shared" / "checkpoint.db").exists()
 
-    sources = [m for m in world.messages(source) if isinstance(m, types.Message)]
-    targets = {m.id: m for m in world.messages("@vps_target") if isinstance(m, types.Message)}
-    assert len(sources) == MESSAGES
+    assert len([m for m in world.messages(source) if isinstance(m, types.Message)]) == MESSAGES
     rows = dict(query(pg_url, "SELECT msg_id, target_msg_id FROM messages "
                               "WHERE status = 'done'"))
     by_account = done_by_account(pg_url)
-    clone = {s.id: targets[rows[s.id]] for s in sources}
-    assert len(targets) == MESSAGES                               # nothing twice
-    assert sorted(t.id for t in clone.values()) == sorted(targets)  # nothing lost
     assert len(by_account) == len(ACCOUNTS)                       # both VPSes worked
-    for s in sources:
-        t = clone[s.id]
-        assert (t.message, t.entities, type(t.media)) == (s.message, s.entities, type(s.media))
-        assert world.media_bytes(t) == world.media_bytes(s)
-    albums: dict[int, set[int]] = {}
-    for s in sources:
-        if s.grouped_id:
-            albums.setdefault(s.grouped_id, set()).add(clone[s.id].grouped_id)
-    split = {g: [(s.id, clone[s.id].id, clone[s.id].grouped_id) for s in sources
-                 if s.grouped_id == g] for g, copies in albums.items()
-             if len(copies) != 1 or None in copies}
-    assert albums and not split, (split, query(
-        pg_url, "SELECT msg_id, session, attempts, grouped_id FROM messages "
-                "WHERE msg_id = ANY(%s) ORDER BY msg_id",
-        [i for members in split.values() for i, _, _ in members]))
-    assert len({next(iter(g)) for g in albums.values()}) == len(albums)
-    replies = [s for s in sources if source_reply_id(s)]
-    assert replies
-    for s in replies:
-        assert source_reply_id(clone[s.id]) == clone[source_reply_id(s)].id
-    titles = {t["topic_id"]: t["title"] for t in world.topics(source)}
-    target_topics = {t["title"]: t["topic_id"] for t in world.topics("@vps_target")}
-    assert len(target_topics) == TOPICS + 1                       # each created once
-    for s in sources:
-        assert source_topic_of(clone[s.id]) == target_topics[titles[source_topic_of(s)]]
+    counts = check_cloned_once(world, source, "@vps_target", rows)
     print(f"\n{MESSAGES} messages, {kills} SIGKILLs ({mid_claim} holding claims), "
           f"done per account {dict(sorted(by_account.items()))}, "
-          f"{len(targets)} target messages, {len(albums)} albums, {len(replies)} replies, "
-          f"{len(target_topics)} topics, {time.monotonic() - began:.0f} s")
+          + ", ".join(f"{n} {what}" for what, n in counts.items())
+          + f", {time.monotonic() - began:.0f} s")
 
 
 def test_ordered_mode_and_audit_on_postgresql(tmp_path: Path, pg_url: str) -> None:
@@ -146,10 +112,8 @@ def test_ordered_mode_and_audit_on_postgresql(tmp_path: Path, pg_url: str) -> No
     world.inject_fault("FLOOD_WAIT", seconds=2, account="session1", times=1,
                        request="SendMessageRequest")
     workers = [start_clone(folders[0])]
-    deadline = time.monotonic() + RUN_LIMIT
-    while not world.faults()[0]["fired"] and workers[0].poll() is None:
-        assert time.monotonic() < deadline, "session1 never hit its fault"
-        time.sleep(0.05)
+    wait_until(lambda: world.faults()[0]["fired"] or workers[0].poll() is not None,
+               what="session1's fault", timeout=RUN_LIMIT)
     workers.append(start_clone(folders[1]))
     for process in workers:
         _, err = process.communicate(timeout=RUN_LIMIT)
@@ -158,6 +122,5 @@ def test_ordered_mode_and_audit_on_postgresql(tmp_path: Path, pg_url: str) -> No
     targets = [m for m in world.messages("@ord_target") if isinstance(m, types.Message)]
     assert [m.message for m in targets] == [m.message for m in sources]
     assert set(done_by_account(pg_url)) == {"session1", "session3"}
-    audit = subprocess.run([sys.executable, str(SHARED), "--audit"], cwd=folders[1],
-                           capture_output=True, text=True, timeout=RUN_LIMIT)
+    audit = helpers.run(python(SHARED, "--audit"), cwd=folders[1], timeout=RUN_LIMIT)
     assert audit.returncode == 0, audit.stdout + audit.stderr

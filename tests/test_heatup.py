@@ -10,14 +10,15 @@ import json
 import logging
 import os
 import sqlite3
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import aiohttp
+import helpers
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from helpers import clean_env, python
 
 import heatup
 
@@ -482,21 +483,14 @@ async def test_token_required_when_set(tmp_path):
 # ----------------------------------------------------------------------------- command line
 
 def cli_env(settings: heatup.Settings, env: dict | None = None) -> dict[str, str]:
-    full_env = {k: v for k, v in os.environ.items()
-                if not k.startswith(("OPENAI_", "HEATUP_", "SESSION_HISTORY", "DATABASE_"))}
-    full_env.update({"HEATUP_SESSIONS_DIR": str(settings.sessions_dir),
-                     "DATABASE_PATH": str(settings.database),
-                     "HEATUP_CHANNELS_FILE": str(settings.channels_file), **(env or {})})
-    return full_env
+    return clean_env("OPENAI_", "HEATUP_", "SESSION_HISTORY", "DATABASE_", **{
+        "HEATUP_SESSIONS_DIR": str(settings.sessions_dir), "DATABASE_PATH": str(settings.database),
+        "HEATUP_CHANNELS_FILE": str(settings.channels_file), **(env or {})})
 
 
 def run_cli(tmp_path: Path, settings: heatup.Settings, *args: str, env: dict | None = None):
     """The script as a real process."""
-    import subprocess
-
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=tmp_path,
-                          env=cli_env(settings, env), capture_output=True, text=True,
-                          timeout=60)
+    return helpers.run(python(SCRIPT, *args), cwd=tmp_path, env=cli_env(settings, env))
 
 
 def call_main(monkeypatch, capsys, env: dict[str, str], args) -> tuple[int, str, str]:

@@ -13,15 +13,21 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
 import aiohttp
+import helpers
 import pytest
 from aiohttp.test_utils import TestServer
+from helpers import python, wait_until_async
 from test_heatup import make_settings
-from test_heatup_telegram import WORLD_CHANNELS, cli_env, world  # noqa: F401  (fixture)
+from test_heatup_telegram import (  # noqa: F401  (the world fixture)
+    WORLD_CHANNELS,
+    cli_env,
+    wait_for_job,
+    world,
+)
 
 import heatup
 
@@ -124,35 +130,21 @@ async def served(world, tmp_path):  # noqa: F811  (the world fixture, imported)
         {"username": f"@{name}", "description": name, "category": "News", "subscribers": 1}
         for name in WORLD_CHANNELS]))
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), "serve", "--port", str(port)],
-                            cwd=tmp_path, env=cli_env(tmp_path), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = helpers.start(python(SCRIPT, "serve", "--port", str(port)), cwd=tmp_path,
+                         env=cli_env(tmp_path), stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
     async with aiohttp.ClientSession(url) as http:
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode()
+        async def answering() -> bool:
+            assert proc.poll() is None, proc.stderr.read()
             try:
                 async with http.get("/"):
-                    break
+                    return True
             except aiohttp.ClientConnectionError:
-                assert time.monotonic() < deadline, "heatup.py serve did not start"
-                await asyncio.sleep(0.1)
+                return False
+        await wait_until_async(answering, what="heatup.py serve to answer")
     yield url
     proc.terminate()
     proc.wait(timeout=30)
-    proc.stderr.close()
-
-
-async def wait_for_job(http: aiohttp.ClientSession, job_id: str) -> dict:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        async with http.get(f"/jobs/{job_id}") as reply:
-            job = await reply.json()
-        if job["status"] != "running":
-            return job
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"job {job_id} still running")
 
 
 async def test_a_client_of_the_earlier_service_works_against_serve(served, tmp_path):
@@ -285,8 +277,8 @@ async def test_with_a_token_any_host_but_every_request_authorised(api_for):
 
 async def test_health_answers_while_another_process_locks_the_database(api_for, tmp_path):
     url, service = await api_for()
-    locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(service.settings.database)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    locker = helpers.start([sys.executable, "-c", LOCKER, service.settings.database],
+                           stdin=subprocess.PIPE, text=False)
     try:
         assert locker.stdout.readline() == b"locked\n"
         async with aiohttp.ClientSession(url) as http:
@@ -318,8 +310,7 @@ def test_a_short_token_is_refused_at_start_with_how_to_make_one(tmp_path):
     env = cli_env(tmp_path)
     env.update(HEATUP_SESSIONS_DIR=str(settings.sessions_dir),
                HEATUP_CHANNELS_FILE=str(settings.channels_file), HEATUP_API_TOKEN="x" * 31)
-    result = subprocess.run([sys.executable, str(SCRIPT), "serve"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = helpers.run(python(SCRIPT, "serve"), cwd=tmp_path, env=env)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "error: HEATUP_API_TOKEN is 31 characters; use at least 32, e.g. one made with: "

@@ -12,15 +12,14 @@ import os
 import re
 import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import aiohttp
+import helpers
 import pytest
 import test_heatup
 from aiohttp.test_utils import TestServer
+from helpers import clean_env, python, wait_until, wait_until_async
 from test_heatup import call_main
 
 import heatup
@@ -89,15 +88,13 @@ def llm_plan(*actions: dict) -> str:
     return json.dumps({"actions": list(actions)})
 
 
-async def wait_for_job(http, job_id: str, timeout: float = 20) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+async def wait_for_job(http: aiohttp.ClientSession, job_id: str) -> dict:
+    """The job, asked of the API until it is no longer running."""
+    async def finished() -> dict | None:
         async with http.get(f"/jobs/{job_id}") as reply:
             job = await reply.json()
-        if job["status"] != "running":
-            return job
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"job {job_id} still running")
+        return job if job["status"] != "running" else None
+    return await wait_until_async(finished, what=f"job {job_id} to finish")
 
 
 async def test_warmup_sync_joins_reads_and_saves_each_action(api, world, llm):
@@ -257,7 +254,7 @@ async def test_flood_wait_is_obeyed_through_the_registry(api, world, llm):
 
 
 def cli_env(tmp_path: Path, scale: str = "0") -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "HEATUP_"))}
+    env = clean_env("OPENAI_", "HEATUP_")
     env.update(HEATUP_SESSIONS_DIR=str(tmp_path / "sessions"), HEATUP_TIME_SCALE=scale,
                DATABASE_PATH=str(tmp_path / "heatup.db"),
                HEATUP_CHANNELS_FILE=str(tmp_path / "pool.json"))
@@ -291,12 +288,9 @@ def test_killed_warmup_continues_where_it_stopped(world, tmp_path, run_main):
                         {"type": "read_messages", "channel": "@durov", "duration": 3},
                         {"type": "join_channel", "channel": "@forklog"}], "offline")
     job_id = store.create_job("acc1", plan)
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), "warmup", "acc1"], cwd=tmp_path,
-                            env=cli_env(tmp_path, scale="1"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while not store.job_actions(job_id) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    proc = helpers.start(python(SCRIPT, "warmup", "acc1"), cwd=tmp_path,
+                         env=cli_env(tmp_path, scale="1"))
+    wait_until(lambda: store.job_actions(job_id), what="the first step saved")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert [r["action_data"]["step"] for r in store.job_actions(job_id)] == [0]
@@ -326,8 +320,7 @@ def test_cli_warmup_then_history(world, tmp_path, run_main):
 
 def test_cli_unauthorised_account_exits_3(world, tmp_path):
     world.revoke_session("acc1")
-    result = subprocess.run([sys.executable, str(SCRIPT), "warmup", "acc1"], cwd=tmp_path,
-                            env=cli_env(tmp_path), capture_output=True, text=True, timeout=60)
+    result = helpers.run(python(SCRIPT, "warmup", "acc1"), cwd=tmp_path, env=cli_env(tmp_path))
     code, err = result.returncode, result.stderr
     assert code == 3
     assert "error: account acc1" in err and "log in again" in err

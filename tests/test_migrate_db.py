@@ -1,13 +1,15 @@
 """migrate_db: connect(), transaction(), upgrades of earlier-system databases, the CLI."""
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import helpers
 import pytest
+from helpers import python
 from legacy_schemas import LEGACY_CAMPAIGN_TABLES
 
 import migrate_db
@@ -34,8 +36,7 @@ SPEC_QUERIES = [
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args],
-                          capture_output=True, text=True, timeout=60)
+    return helpers.run(python(SCRIPT, *args))
 
 
 PROFILE_UUID = "5b0c8f7e-2d1a-4c3b-9e8f-7a6b5c4d3e2f"
@@ -147,11 +148,10 @@ def test_next_pending_message_uses_an_index(db):
 
 def test_sqlite3_shell_can_read_a_suite_database(db, db_path):
     db.execute("INSERT INTO messages (source_chat, msg_id) VALUES ('s', 1)")
-    shell = subprocess.run(["sqlite3", str(db_path),
-                            "SELECT status, COUNT(*) FROM messages GROUP BY status;"],
-                           capture_output=True, text=True)
-    if shell.returncode == 127:
+    if shutil.which("sqlite3") is None:
         pytest.skip("sqlite3 shell not installed")
+    shell = helpers.run(["sqlite3", db_path,
+                         "SELECT status, COUNT(*) FROM messages GROUP BY status;"])
     assert shell.stdout.strip() == "pending|1"
 
 
@@ -172,30 +172,43 @@ import sys, time
 sys.path.insert(0, {root!r})
 import migrate_db
 conn = migrate_db.connect({db!r})
+print("begin", time.monotonic(), flush=True)
 with migrate_db.transaction(conn):
+    print("locked", time.monotonic(), flush=True)
     n = conn.execute("SELECT COUNT(*) FROM campaign_texts").fetchone()[0]
-    print("locked", flush=True)
-    time.sleep({hold})
+    {hold}
     conn.execute("INSERT INTO campaign_texts (text) VALUES (?)", (f"{{n}}",))
-print("done", flush=True)
+    print("commit", time.monotonic(), flush=True)
 """
+
+
+def writer(db_path: Path, hold: str) -> subprocess.Popen:
+    """A process writing one row under BEGIN IMMEDIATE; `hold` runs while it holds the lock."""
+    code = WRITER.format(root=str(helpers.ROOT), db=str(db_path), hold=hold)
+    return helpers.start([sys.executable, "-c", code], stdin=subprocess.PIPE)
+
+
+def stamps(output: str) -> dict[str, float]:
+    """{event: CLOCK_MONOTONIC time} of a writer's "event time" lines."""
+    return {event: float(at) for event, at in (line.split() for line in output.splitlines())}
 
 
 def test_second_writer_waits_instead_of_failing(db_path: Path):
     migrate_db.connect(db_path).close()
-    root = str(Path(migrate_db.__file__).parent)
-    first = subprocess.Popen(
-        [sys.executable, "-c", WRITER.format(root=root, db=str(db_path), hold=1.0)],
-        stdout=subprocess.PIPE, text=True)
-    assert first.stdout.readline().strip() == "locked"
-    started = time.monotonic()
-    second = subprocess.run(
-        [sys.executable, "-c", WRITER.format(root=root, db=str(db_path), hold=0)],
-        capture_output=True, text=True, timeout=60)
-    first.wait(timeout=60)
-    assert second.returncode == 0, second.stderr
-    assert "database is locked" not in second.stderr
-    assert time.monotonic() - started > 0.3  # it really waited for the first writer
+    first = writer(db_path, hold="sys.stdin.readline()")     # holds until told to go on
+    assert [first.stdout.readline().split()[0] for _ in range(2)] == ["begin", "locked"]
+    second = writer(db_path, hold="pass")
+    began = float(second.stdout.readline().split()[1])
+    first.stdin.write("go\n")                   # the second is asking for the lock by now
+    first.stdin.flush()
+    first_done, second_done = helpers.finish(first), helpers.finish(second)
+    assert first_done.returncode == 0, first_done.stderr
+    assert second_done.returncode == 0, second_done.stderr
+    assert "database is locked" not in second_done.stderr
+    # it really waited for the first writer: asked before the first committed, got the
+    # lock after (CLOCK_MONOTONIC is one clock for every process)
+    first_at, second_at = stamps(first_done.stdout), stamps(second_done.stdout)
+    assert began < first_at["commit"] < second_at["locked"], (began, first_at, second_at)
     conn = migrate_db.connect(db_path)
     # read-then-write under BEGIN IMMEDIATE: the second saw the first's row
     assert sorted(r[0] for r in conn.execute("SELECT text FROM campaign_texts")) == ["0", "1"]
@@ -418,10 +431,9 @@ for i in range({count}):
 def test_processes_creating_the_same_new_databases_at_once(tmp_path: Path):
     root = str(Path(migrate_db.__file__).parent)
     code = CREATOR.format(root=root, count=150, folder=str(tmp_path))
-    workers = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
-               for _ in range(6)]
-    errors = [worker.communicate(timeout=120)[1] for worker in workers]
-    assert [worker.returncode for worker in workers] == [0] * 6, errors
+    workers = [helpers.start([sys.executable, "-c", code]) for _ in range(6)]
+    done = [helpers.finish(worker) for worker in workers]
+    assert [d.returncode for d in done] == [0] * 6, [d.stderr for d in done]
     for i in range(150):
         conn = sqlite3.connect(tmp_path / f"new{i}.db")
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -12,10 +12,11 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import helpers
 import pytest
+from helpers import clean_env, python, wait_until
 
 import migrate_db
 from telegram_sim import World
@@ -25,37 +26,26 @@ SCRIPTS = ["campaign.py", "clone_streaming.py", "clone_streaming_shared.py", "he
            "migrate_db.py", "rehearse.py", "telegram_session.py", "telegram_sim.py",
            "tgstat_fetcher.py", "vibedialer.py"]
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z ")
-TIMEOUT = 60
-
-
-def wait_until(condition, what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def text_of(path: Path) -> str:
     return path.read_text(encoding="utf-8") if path.exists() else ""
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("SOURCE_CHAT", "TARGET_CHAT", "TELEGRAM_SIMULATOR",
-                        migrate_db.LOG_CAPTURED_ENV, "METRICS_FILE")}
-    return {**env, **extra}
+def script_env(**extra: str) -> dict[str, str]:
+    """No chat, simulator, log-capture or metrics settings inherited."""
+    return clean_env("SOURCE_CHAT", "TARGET_CHAT", "TELEGRAM_SIMULATOR",
+                     migrate_db.LOG_CAPTURED_ENV, "METRICS_FILE", **extra)
 
 
 # ----------------------------------------------------------------------------- CLI convention
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_version_and_quiet_at_top_level(script: str) -> None:
-    result = subprocess.run([sys.executable, str(ROOT / script), "-q", "--version"],
-                            capture_output=True, text=True, timeout=TIMEOUT)
+    result = helpers.run(python(script, "-q", "--version"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"{script} {migrate_db.SUITE_VERSION}"
-    both = subprocess.run([sys.executable, str(ROOT / script), "-v", "-q", "--version"],
-                          capture_output=True, text=True, timeout=TIMEOUT)
+    both = helpers.run(python(script, "-v", "-q", "--version"))
     assert both.returncode == 2 and "not allowed with argument" in both.stderr
 
 
@@ -64,24 +54,44 @@ def test_help_into_a_closed_pipe_ends_quietly(script: str) -> None:
     read_end, write_end = os.pipe()
     os.close(read_end)                       # like `| head` that has already gone
     try:
-        result = subprocess.run([sys.executable, str(ROOT / script), "-v", "--help"],
-                                stdout=write_end, stderr=subprocess.PIPE, text=True,
-                                timeout=TIMEOUT)
+        result = helpers.run(python(script, "-v", "--help"), stdout=write_end,
+                             stderr=subprocess.PIPE)
     finally:
         os.close(write_end)
     assert result.returncode == 0
     assert result.stderr == ""
 
 
+HEAVY_MODULES = ("telethon", "numpy", "aiohttp", "rich", "yaml", "openai", "psycopg",
+                 "serial", "dotenv")
+HELP_PROBE = """
+import runpy, sys
+sys.argv = [{script!r}, "--help"]
+try:
+    runpy.run_path({path!r}, run_name="__main__")
+except SystemExit:
+    pass
+print(sorted(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_loads_no_heavy_library(script: str) -> None:
+    """--help answers at once: Telethon, numpy, aiohttp, rich, ... load when first used."""
+    probe = HELP_PROBE.format(script=script, path=str(ROOT / script), heavy=HEAVY_MODULES)
+    result = helpers.run([sys.executable, "-c", probe], cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "[]"
+
+
 def test_a_long_listing_cut_by_head_ends_quietly(tmp_path: Path) -> None:
-    dialer = subprocess.Popen(
-        [sys.executable, str(ROOT / "vibedialer.py"), "dial", "555-234", "--storage",
-         "dry-run", "--no-interactive", "--yes"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    dialer = helpers.start(python("vibedialer.py", "dial", "555-234", "--storage",
+                                  "dry-run", "--no-interactive", "--yes"),
+                           cwd=tmp_path, text=False)
     head = [dialer.stdout.readline() for _ in range(3)]
     dialer.stdout.close()
     err = dialer.stderr.read().decode()
-    assert dialer.wait(timeout=TIMEOUT) == 0
+    assert dialer.wait(timeout=helpers.TIMEOUT) == 0
     assert all(head) and "Broken pipe" not in err and "Traceback" not in err
 
 
@@ -100,9 +110,8 @@ print("a printed summary line", flush=True)
 
 def test_log_lines_are_utc_iso_with_zone_0600_and_rotate_by_size(tmp_path: Path) -> None:
     (tmp_path / "app.py").write_text(LOGGING_SCRIPT.format(root=str(ROOT), lines=40))
-    env = clean_env(LOG_MAX_BYTES="1000", LOG_BACKUPS="2")
-    result = subprocess.run([sys.executable, "app.py"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=TIMEOUT)
+    result = helpers.run(python(tmp_path / "app.py"), cwd=tmp_path,
+                         env=script_env(LOG_MAX_BYTES="1000", LOG_BACKUPS="2"))
     assert result.returncode == 0, result.stderr
     files = sorted(p.name for p in tmp_path.glob("app.log*"))
     assert files == ["app.log", "app.log.1", "app.log.2"]        # rotated, two kept
@@ -135,28 +144,17 @@ def account_folder(suite: Path, env: str) -> Path:
     return folder
 
 
-@pytest.fixture
-def run_sh():
-    """Start run.sh in a folder; whatever a test leaves running is stopped afterwards."""
-    started: list[subprocess.Popen] = []
-
-    def start(folder: Path, **env: str) -> subprocess.Popen:
-        started.append(subprocess.Popen(["bash", "run.sh"], cwd=folder, env=clean_env(**env),
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True))
-        return started[-1]
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.terminate()
-            process.communicate(timeout=TIMEOUT)
+def run_sh(folder: Path) -> subprocess.Popen:
+    """run.sh started in a folder; killed with its script after the test if still running."""
+    return helpers.start(["bash", "run.sh"], cwd=folder, env=script_env(),
+                         start_new_session=True)
 
 
-def test_under_run_sh_each_line_is_stored_once_in_run_log(suite: Path, run_sh) -> None:
+def test_under_run_sh_each_line_is_stored_once_in_run_log(suite: Path) -> None:
     (suite / "app.py").write_text(LOGGING_SCRIPT.format(root=str(ROOT), lines=3))
     folder = account_folder(suite, "RUN_SCRIPT=app.py\n")
     process = run_sh(folder)
-    out, err = process.communicate(timeout=TIMEOUT)
+    out, err = process.communicate(timeout=helpers.TIMEOUT)
     assert process.returncode == 0, err
     log = (folder / "run.log").read_text()
     assert not (folder / "app.log").exists()          # the script's own file is not written
@@ -196,14 +194,13 @@ migrate_db.run_main(main)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
-def test_run_sh_passes_sigterm_and_sighup_on_and_stops(suite: Path, signum: int,
-                                                       run_sh) -> None:
+def test_run_sh_passes_sigterm_and_sighup_on_and_stops(suite: Path, signum: int) -> None:
     (suite / "long.py").write_text(LONG_SCRIPT.format(root=str(ROOT)))
     folder = account_folder(suite, "RUN_SCRIPT=long.py\n")
     process = run_sh(folder)
-    wait_until(lambda: "working" in text_of(folder / "run.log"), "the script to start")
+    wait_until(lambda: "working" in text_of(folder / "run.log"), what="the script to start")
     process.send_signal(signum)                # only to run.sh, as `kill` does
-    _, err = process.communicate(timeout=TIMEOUT)
+    _, err = process.communicate(timeout=helpers.TIMEOUT)
     assert process.returncode == 0, err
     log = (folder / "run.log").read_text()
     name = signal.Signals(signum).name
@@ -234,13 +231,11 @@ def test_cloner_stops_on_sigterm_and_sighup_with_its_summary(tmp_path: Path,
     folder = tmp_path / "sessions" / "acc"
     clone_world(tmp_path, folder)
     metrics = tmp_path / "clone.prom"
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "clone_streaming_shared.py"), "--metrics-file",
-         str(metrics)], cwd=folder, env=clean_env(), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
-    wait_until(lambda: following(folder / "clone.log"), "the backfill")
+    process = helpers.start(python("clone_streaming_shared.py", "--metrics-file", metrics),
+                            cwd=folder, env=script_env())
+    wait_until(lambda: following(folder / "clone.log"), what="the backfill")
     process.send_signal(signum)
-    _, err = process.communicate(timeout=TIMEOUT)
+    _, err = process.communicate(timeout=helpers.TIMEOUT)
     assert process.returncode == 0, err
     log = (folder / "clone.log").read_text()
     assert "summary: cloned 5" in log and f"stopped by {signal.Signals(signum).name}" in log
@@ -253,14 +248,14 @@ def test_cloner_stops_on_sigterm_and_sighup_with_its_summary(tmp_path: Path,
 
 
 def test_cloner_under_run_sh_stopped_with_sigterm_is_not_restarted(tmp_path: Path,
-                                                                   suite: Path, run_sh) -> None:
+                                                                   suite: Path) -> None:
     folder = suite / "sessions" / "acc"
     clone_world(tmp_path, folder)
     shutil.copy(ROOT / "sessions" / "session1" / "run.sh", folder / "run.sh")
     process = run_sh(folder)
-    wait_until(lambda: following(folder / "run.log"), "the backfill")
+    wait_until(lambda: following(folder / "run.log"), what="the backfill")
     process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=TIMEOUT)
+    _, err = process.communicate(timeout=helpers.TIMEOUT)
     assert process.returncode == 0, err
     log = (folder / "run.log").read_text()
     assert log.count("summary: cloned 5") == 1
@@ -275,15 +270,15 @@ def test_screen_quit_stops_the_cloner_with_its_summary(tmp_path: Path, suite: Pa
     clone_world(tmp_path, folder)
     shutil.copy(ROOT / "sessions" / "session1" / "run.sh", folder / "run.sh")
     name = f"ops-test-{os.getpid()}"
-    subprocess.run(["screen", "-S", name, "-dm", "bash", "run.sh"], cwd=folder,
-                   env=clean_env(), check=True, timeout=TIMEOUT)
+    assert helpers.run(["screen", "-S", name, "-dm", "bash", "run.sh"], cwd=folder,
+                       env=script_env()).returncode == 0
     try:
-        wait_until(lambda: following(folder / "run.log"), "the backfill")
-        subprocess.run(["screen", "-S", name, "-X", "quit"], check=True, timeout=TIMEOUT)
-        wait_until(lambda: "not restarting" in text_of(folder / "run.log"), "run.sh to stop")
+        wait_until(lambda: following(folder / "run.log"), what="the backfill")
+        assert helpers.run(["screen", "-S", name, "-X", "quit"]).returncode == 0
+        wait_until(lambda: "not restarting" in text_of(folder / "run.log"),
+                   what="run.sh to stop")
     finally:
-        subprocess.run(["screen", "-S", name, "-X", "quit"], capture_output=True,
-                       timeout=TIMEOUT)
+        helpers.run(["screen", "-S", name, "-X", "quit"])
     log = (folder / "run.log").read_text()
     assert log.count("summary: cloned 5") == 1
     assert "stopped by SIGHUP" in log and "Traceback" not in log
@@ -298,14 +293,13 @@ def free_port() -> int:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 def test_heatup_serve_stops_on_sigterm_and_sighup(tmp_path: Path, signum: int) -> None:
     (tmp_path / "sessions").mkdir()
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "heatup.py"), "serve", "--port", str(free_port()),
-         "--sessions-dir", "sessions", "--db", "history.db", "--channels",
-         str(ROOT / "channels_data.json")], cwd=tmp_path, env=clean_env(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_until(lambda: "heat-up API on" in text_of(tmp_path / "heatup.log"), "the server")
+    process = helpers.start(python("heatup.py", "serve", "--port", str(free_port()),
+                                   "--sessions-dir", "sessions", "--db", "history.db",
+                                   "--channels", ROOT / "channels_data.json"),
+                            cwd=tmp_path, env=script_env())
+    wait_until(lambda: "heat-up API on" in text_of(tmp_path / "heatup.log"), what="the server")
     process.send_signal(signum)
-    _, err = process.communicate(timeout=TIMEOUT)
+    _, err = process.communicate(timeout=helpers.TIMEOUT)
     assert process.returncode == 0, err
     log = (tmp_path / "heatup.log").read_text()
     assert "heat-up API stopped" in log and f"stopped by {signal.Signals(signum).name}" in log
@@ -320,9 +314,9 @@ def test_campaign_start_stops_on_sighup_with_a_summary(tmp_path: Path) -> None:
     write_config(setup, max_messages_per_hour=1, max_cycles=1)
     metrics = tmp_path / "campaign.prom"
     start = start_in_background(setup, "--metrics-file", str(metrics))
-    wait_until(lambda: successes(setup) == 1 and metrics.exists(), "the first send")
+    wait_until(lambda: successes(setup) == 1 and metrics.exists(), what="the first send")
     os.killpg(start.pid, signal.SIGHUP)       # the terminal's hang-up reaches the group
-    out, err = start.communicate(timeout=TIMEOUT)
+    out, err = start.communicate(timeout=helpers.TIMEOUT)
     assert start.returncode == 0, err
     assert "Traceback" not in err
     assert re.search(r"run \S+ stopped", out) and "  s1: 1 sent, 0 failed, stopped" in out
@@ -347,9 +341,8 @@ def test_migrate_db_skips_a_simulator_world_and_catches_a_damaged_database(
         handle.seek(4096 * 4)
         handle.write(b"\x07" * 4096)
     world_before = (tmp_path / "world.db").read_bytes()
-    result = subprocess.run([sys.executable, str(ROOT / "migrate_db.py"), "world.db",
-                             "campaign.db", "checkpoint.db"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=TIMEOUT)
+    result = helpers.run(python("migrate_db.py", "world.db", "campaign.db", "checkpoint.db"),
+                         cwd=tmp_path)
     assert result.returncode == 1
     assert "world.db: skipped, not one of the suite's databases" in result.stdout
     assert "campaign.db: up to date" in result.stdout
@@ -416,10 +409,9 @@ def test_durable_transaction_commits_with_synchronous_full(db: sqlite3.Connectio
 
 def test_dialer_resume_cuts_a_half_row_and_never_appends_to_it(tmp_path: Path) -> None:
     out = tmp_path / "r.csv"
-    first = subprocess.run(
-        [sys.executable, str(ROOT / "vibedialer.py"), "dial", "555-234-56", "-o", str(out),
-         "--no-interactive", "--yes", "--limit", "5", "--metrics-file",
-         str(tmp_path / "dialer.prom")], capture_output=True, text=True, timeout=TIMEOUT)
+    first = helpers.run(python("vibedialer.py", "dial", "555-234-56", "-o", out,
+                               "--no-interactive", "--yes", "--limit", "5", "--metrics-file",
+                               tmp_path / "dialer.prom"))
     assert first.returncode == 0, first.stderr
     assert 'suite_sends_total{script="dialer"} 5' in (tmp_path / "dialer.prom").read_text()
     assert out.stat().st_mode & 0o777 == 0o600
@@ -427,10 +419,8 @@ def test_dialer_resume_cuts_a_half_row_and_never_appends_to_it(tmp_path: Path) -
     last_row = whole.rstrip(b"\r\n").rsplit(b"\n", 1)[1]
     with open(out, "ab") as handle:             # a sixth row cut short by a full disk
         handle.write(last_row.replace(b"555-234-5604", b"555-234-5605")[:20])
-    resumed = subprocess.run(
-        [sys.executable, str(ROOT / "vibedialer.py"), "dial", "--resume", str(out),
-         "--infer-prefix", "--no-interactive", "--yes", "--limit", "3"],
-        capture_output=True, text=True, timeout=TIMEOUT)
+    resumed = helpers.run(python("vibedialer.py", "dial", "--resume", out, "--infer-prefix",
+                                 "--no-interactive", "--yes", "--limit", "3"))
     assert resumed.returncode == 0, resumed.stderr
     assert "removed an incomplete last row (20 bytes)" in resumed.stderr
     data = out.read_bytes()

@@ -1,13 +1,14 @@
 """sessions/*/run.sh: restarts after crashes, stops on clean exit and when login is needed."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import helpers
 import pytest
+from helpers import clean_env
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_SH = ROOT / "sessions" / "session1" / "run.sh"
@@ -41,9 +42,8 @@ def suite(tmp_path: Path) -> Path:
 
 
 def run(suite: Path, codes: str, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, CODES=codes, RUN_MIN_PAUSE="0")
-    return subprocess.run(["bash", "sessions/acc/run.sh", *args], cwd=suite, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return helpers.run(["bash", "sessions/acc/run.sh", *args], cwd=suite,
+                       env=clean_env(CODES=codes, RUN_MIN_PAUSE="0"))
 
 
 def test_restarts_after_crashes_until_a_clean_exit(suite: Path):

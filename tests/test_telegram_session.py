@@ -9,11 +9,12 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import helpers
 import pytest
+from helpers import clean_env, python
 from telethon import errors
 from telethon.crypto import AuthKey
 from telethon.sessions import SQLiteSession
@@ -65,12 +66,10 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch):
     ts._registry_connections.clear()
 
 
-def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
-            timeout: float = 30) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("TG_")}
-    clean.pop("TELEGRAM_SIMULATOR", None)
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env={**clean, **(env or {})})
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess:
+    return helpers.run(python(SCRIPT, *args), cwd=cwd,
+                       env=clean_env("TG_", "TELEGRAM_SIMULATOR", **(env or {})))
 
 
 @pytest.fixture
@@ -191,8 +190,7 @@ time.sleep(60)
 def start_holder(tmp_path: Path, folder: Path) -> subprocess.Popen:
     script = tmp_path / "holder_script.py"
     script.write_text(HOLDER.format(root=str(ROOT)), encoding="utf-8")
-    child = subprocess.Popen([sys.executable, str(script), str(folder)],
-                             stdout=subprocess.PIPE, text=True)
+    child = helpers.start(python(script, folder))
     assert child.stdout.readline().strip() == "locked"
     return child
 

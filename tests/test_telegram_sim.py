@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
-import time
 
 import pytest
+from helpers import wait_until_async
 from telethon import errors, events
 from telethon.tl import functions, types
 
@@ -95,10 +96,7 @@ async def test_album_with_captions_arrives_as_one_album(two_accounts, sim_client
                                   caption=["first", "second", "third"])
     assert len({m.grouped_id for m in sent}) == 1 and sent[0].grouped_id
     assert [m.text for m in sent] == ["first", "second", "third"]
-    for _ in range(50):
-        if albums:
-            break
-        await asyncio.sleep(0.1)
+    await wait_until_async(lambda: albums, what="the album's event")
     assert albums == [[(m.id, m.text) for m in sent]]
     assert [m.grouped_id for m in sim_world.messages(target)[1:]] == [sent[0].grouped_id] * 3
 
@@ -152,14 +150,15 @@ async def test_media_bytes_round_trip(two_accounts, sim_client, sim_world, tmp_p
     assert await reader.download_media(photo, file=bytes) == PNG
 
 
-async def test_flood_wait_under_threshold_is_slept(two_accounts, sim_client, sim_world):
+async def test_flood_wait_under_threshold_is_slept(two_accounts, sim_client, sim_world,
+                                                   caplog):
     folder_a, _, _, _ = two_accounts
     client = await sim_client(folder_a, flood_sleep_threshold=60)
     sim_world.inject_fault("FLOOD_WAIT", seconds=1, account="a", request="SendMessage",
                            times=1)
-    started = time.monotonic()
-    message = await client.send_message("@target", "after the wait")
-    assert time.monotonic() - started >= 1.0
+    with caplog.at_level(logging.INFO, logger="telethon"):
+        message = await client.send_message("@target", "after the wait")
+    assert "Sleeping for 1s (0:00:01) on SendMessageRequest flood wait" in caplog.text
     assert message.text == "after the wait"
     assert sim_world.counters("a")["SendMessageRequest"] == 2      # refused, then sent
 
@@ -321,6 +320,25 @@ async def test_connection_lost_for_good_disconnects(two_accounts, sim_client, si
     assert [m.message for m in sim_world.messages(target)[1:]] == ["after reconnecting"]
 
 
+async def test_disconnect_ends_every_task_of_the_sender(two_accounts, sim_client, sim_world):
+    """The sender's tasks (work and poll loops, Telethon's reconnect callback after a drop,
+    the closing of a connection given up) are kept and have ended once disconnect() returns."""
+    folder_a, _, _, target = two_accounts
+    client = await sim_client(folder_a, retry_delay=0, connection_retries=1)
+    sim_world.inject_fault("DISCONNECT", request="SendMessage", times=1)
+    await client.send_message("@target", "resent once")
+    fault = sim_world.inject_fault("DISCONNECT", account="a")
+    with pytest.raises(ConnectionError):
+        await client.send_message("@target", "never sent")
+    sim_world.clear_faults(fault)
+    await client.disconnect()
+    names = ("SimulatedSender.", "_handle_auto_reconnect")
+    left = [task for task in asyncio.all_tasks() if not task.done()
+            and any(name in task.get_coro().__qualname__ for name in names)]
+    assert left == []
+    assert [m.message for m in sim_world.messages(target)[1:]] == ["resent once"]
+
+
 async def test_lost_updates_are_caught_up_by_channel_difference(two_accounts, sim_client,
                                                                 sim_world):
     folder_a, folder_b, _, target = two_accounts
@@ -331,20 +349,14 @@ async def test_lost_updates_are_caught_up_by_channel_difference(two_accounts, si
         seen.append(event.message.text)
     receiver.add_event_handler(on_message, events.NewMessage)
     sim_world.post(target, "before")                     # the client learns the pts here
-    for _ in range(30):
-        if seen:
-            break
-        await asyncio.sleep(0.1)
+    await wait_until_async(lambda: seen, what="the first message's event")
     sim_world.inject_fault("LOSE_UPDATES", account="b", times=2)
     sim_world.post(target, "lost 1")
     sim_world.post(target, "lost 2")
     await asyncio.sleep(0.5)
     assert seen == ["before"]
     sim_world.post(target, "after the gap")
-    for _ in range(50):
-        if len(seen) == 4:
-            break
-        await asyncio.sleep(0.1)
+    await wait_until_async(lambda: len(seen) == 4, what="the messages lost in the gap")
     assert seen == ["before", "lost 1", "lost 2", "after the gap"]
     assert sim_world.counters("b")["GetChannelDifferenceRequest"] >= 1
     assert sim_world.faults()[0]["fired"] == 2
@@ -377,18 +389,12 @@ async def test_catch_up_after_being_offline(two_accounts, sim_client, sim_world)
     online = await sim_client(folder_b)
     online.add_event_handler(on_message, events.NewMessage)
     sim_world.post(target, "while online", by="a")
-    for _ in range(30):
-        if seen:
-            break
-        await asyncio.sleep(0.1)
+    await wait_until_async(lambda: seen, what="the message sent while online")
     await online.disconnect()                        # the channel's pts is saved in .session
     sim_world.post(target, "missed 1", by="a")
     sim_world.post(target, "missed 2", by="a")
     back = await sim_client(folder_b, catch_up=True)
     back.add_event_handler(on_message, events.NewMessage)
-    for _ in range(50):
-        if len(seen) == 3:
-            break
-        await asyncio.sleep(0.1)
+    await wait_until_async(lambda: len(seen) == 3, what="the messages missed while offline")
     assert seen == ["while online", "missed 1", "missed 2"]
     assert sim_world.counters("b")["GetChannelDifferenceRequest"] >= 1

@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import helpers
 import pytest
+from helpers import python
 from telethon import errors
 
 import telegram_sim
@@ -20,8 +22,7 @@ SCRIPT = ROOT / "telegram_sim.py"
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """The script as a user runs it: a real process, its exit code and output."""
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=60)
+    return helpers.run(python(SCRIPT, *args), cwd=cwd)
 
 
 @pytest.fixture
@@ -261,7 +262,6 @@ def test_help_and_usage_errors_do_not_load_telethon(argv: list[str], code: int) 
              "except SystemExit as exc:\n"
              "    print(exc.code, 'telethon' in sys.modules)\n"
              "print('SendMessageRequest' in {c.__name__ for c in telegram_sim.handlers()})\n")
-    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60)
+    result = helpers.run([sys.executable, "-c", probe], cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-2:] == [f"{code} False", "True"]

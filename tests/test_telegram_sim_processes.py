@@ -3,84 +3,93 @@ senders into one chat lose and double nothing."""
 from __future__ import annotations
 
 import asyncio
-import os
+import subprocess
 import sys
 from pathlib import Path
+
+import helpers
+from helpers import clean_env, wait_until_async
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD_TIMEOUT = 30
 
-LISTENER = """
+CLIENT = """
 import asyncio, sys
 from pathlib import Path
 from telethon import TelegramClient, events
 import telegram_sim
 
-folder, world, expected = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+folder, world = Path(sys.argv[1]), sys.argv[2]
 
 async def main():
     client = TelegramClient(str(folder / folder.name), telegram_sim.SIM_API_ID, "0" * 32)
     telegram_sim.attach(client, world)
     await client.connect()
+    try:
+        await run(client, *sys.argv[3:])
+    finally:
+        await client.disconnect()
+"""
+
+WATCHER = CLIENT + """
+async def run(client, expected):
     seen, done = [], asyncio.Event()
 
-    async def on_message(event):
-        print("MSG", event.chat_id, event.message.id, event.message.text, flush=True)
-        seen.append(event.message.id)
-        if len(seen) >= expected:
+    def note(*words):
+        print(*words, flush=True)
+        seen.append(words)
+        if len(seen) >= int(expected):
             done.set()
 
-    client.add_event_handler(on_message, events.NewMessage)
+    @client.on(events.NewMessage)
+    async def on_message(event):
+        note("MSG", event.chat_id, event.message.id, event.message.text)
+
+    @client.on(events.MessageEdited)
+    async def on_edit(event):
+        note("EDIT", event.message.id, event.message.text)
+
+    @client.on(events.MessageDeleted)
+    async def on_delete(event):
+        note("DELETE", ",".join(map(str, sorted(event.deleted_ids))))
+
     await client.get_dialogs()
     print("READY", flush=True)
-    try:
-        await asyncio.wait_for(done.wait(), 20)
-        await asyncio.sleep(0.5)          # anything doubled would arrive now
-    finally:
-        await client.disconnect()
+    await asyncio.wait_for(done.wait(), 20)
+    await asyncio.sleep(0.5)          # anything doubled would arrive now
 
 asyncio.run(main())
 """
 
-SENDER = """
-import asyncio, sys
-from pathlib import Path
-from telethon import TelegramClient
-import telegram_sim
-
-folder, world, chat, count = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
-
-async def main():
-    client = TelegramClient(str(folder / folder.name), telegram_sim.SIM_API_ID, "0" * 32)
-    telegram_sim.attach(client, world)
-    await client.connect()
-    try:
-        for number in range(count):
-            message = await client.send_message(chat, f"{folder.name} {number}")
-            print("SENT", message.id, flush=True)
-    finally:
-        await client.disconnect()
+SENDER = CLIENT + """
+async def run(client, chat, count):
+    for number in range(int(count)):
+        message = await client.send_message(chat, f"{folder.name} {number}")
+        print("SENT", message.id, flush=True)
 
 asyncio.run(main())
 """
 
 
-async def _start(script: str, *args: str) -> asyncio.subprocess.Process:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-c", script, *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+def start(script: str, *args: str) -> subprocess.Popen:
+    return helpers.start([sys.executable, "-c", script, *args],
+                         env=clean_env(PYTHONPATH=str(ROOT)))
 
 
-async def _wait_ready(process: asyncio.subprocess.Process) -> None:
-    line = await asyncio.wait_for(process.stdout.readline(), CHILD_TIMEOUT)
-    assert line.strip() == b"READY", (line, await process.stderr.read())
+async def read_line(process: subprocess.Popen) -> str:
+    """The child's next line of output, read off the event loop."""
+    return await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), CHILD_TIMEOUT)
 
 
-async def _finish(process: asyncio.subprocess.Process) -> list[list[str]]:
-    out, err = await asyncio.wait_for(process.communicate(), CHILD_TIMEOUT)
-    assert process.returncode == 0, err.decode()
-    return [line.split(" ", 3) for line in out.decode().splitlines() if line]
+async def wait_ready(process: subprocess.Popen) -> None:
+    line = await read_line(process)
+    assert line.strip() == "READY", (line, process.stderr.read())
+
+
+async def finish(process: subprocess.Popen) -> list[list[str]]:
+    done = await asyncio.to_thread(helpers.finish, process, CHILD_TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    return [line.split(" ", 3) for line in done.stdout.splitlines() if line]
 
 
 async def test_new_message_event_in_a_second_process(sim_world, sim_account_folder,
@@ -89,12 +98,12 @@ async def test_new_message_event_in_a_second_process(sim_world, sim_account_fold
     reader_folder = sim_account_folder("reader")
     chat = sim_world.create_channel("Room", username="room", kind="megagroup",
                                     owner="writer", members=["reader"])
-    listener = await _start(LISTENER, str(reader_folder), str(sim_world.path), "3")
-    await _wait_ready(listener)
+    listener = start(WATCHER, str(reader_folder), str(sim_world.path), "3")
+    await wait_ready(listener)
     writer = await sim_client(writer_folder)
     sent = [await writer.send_message("@room", f"hello {n}") for n in range(2)]
     album = await writer.send_file("@room", [telegram_sim_png(), telegram_sim_png()])
-    lines = await _finish(listener)
+    lines = await finish(listener)
     assert [line[0] for line in lines] == ["MSG"] * 4          # 2 texts + 2 album items
     assert [int(line[2]) for line in lines] == [m.id for m in sent + album]
     assert {int(line[1]) for line in lines} == {sim_world.peer_id(chat)}
@@ -113,13 +122,12 @@ async def test_two_processes_send_at_once_nothing_lost_or_doubled(sim_world,
                                     members=["two", "watcher"])
     sim_world.configure(rate_limits=False)          # about concurrency, not budgets
     per_sender = 40
-    listener = await _start(LISTENER, str(folders[2]), str(sim_world.path),
-                            str(2 * per_sender))
-    await _wait_ready(listener)
-    senders = [await _start(SENDER, str(folder), str(sim_world.path), "@busy",
-                            str(per_sender)) for folder in folders[:2]]
-    sent = [await _finish(sender) for sender in senders]
-    seen = await _finish(listener)
+    listener = start(WATCHER, str(folders[2]), str(sim_world.path), str(2 * per_sender))
+    await wait_ready(listener)
+    senders = [start(SENDER, str(folder), str(sim_world.path), "@busy", str(per_sender))
+               for folder in folders[:2]]
+    sent = [await finish(sender) for sender in senders]
+    seen = await finish(listener)
 
     stored = sim_world.messages(chat)[1:]                      # after the creation message
     texts = sorted(m.message for m in stored)
@@ -128,45 +136,6 @@ async def test_two_processes_send_at_once_nothing_lost_or_doubled(sim_world,
     sent_ids = [int(line[1]) for lines in sent for line in lines]
     assert sorted(sent_ids) == [m.id for m in stored]          # each id returned once
     assert sorted(int(line[2]) for line in seen) == [m.id for m in stored]   # each seen once
-
-
-WATCHER = """
-import asyncio, sys
-from pathlib import Path
-from telethon import TelegramClient, events
-import telegram_sim
-
-folder, world, expected = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-
-async def main():
-    client = TelegramClient(str(folder / folder.name), telegram_sim.SIM_API_ID, "0" * 32)
-    telegram_sim.attach(client, world)
-    await client.connect()
-    seen, done = [], asyncio.Event()
-
-    def note(*words):
-        print(*words, flush=True)
-        seen.append(words)
-        if len(seen) >= expected:
-            done.set()
-
-    @client.on(events.MessageEdited)
-    async def on_edit(event):
-        note("EDIT", event.message.id, event.message.text)
-
-    @client.on(events.MessageDeleted)
-    async def on_delete(event):
-        note("DELETE", ",".join(map(str, sorted(event.deleted_ids))))
-
-    await client.get_dialogs()
-    print("READY", flush=True)
-    try:
-        await asyncio.wait_for(done.wait(), 20)
-    finally:
-        await client.disconnect()
-
-asyncio.run(main())
-"""
 
 
 async def test_edits_and_deletions_reach_a_second_process(sim_world, sim_account_folder,
@@ -178,13 +147,12 @@ async def test_edits_and_deletions_reach_a_second_process(sim_world, sim_account
     first = sim_world.post(chat, "first")
     second = sim_world.post(chat, "second")
     third = sim_world.post(chat, "third")
-    watcher = await _start(WATCHER, str(watcher_folder), str(sim_world.path), "4")
-    await _wait_ready(watcher)
+    watcher = start(WATCHER, str(watcher_folder), str(sim_world.path), "4")
+    await wait_ready(watcher)
     writer = await sim_client(writer_folder)
 
     async def next_line() -> list[str]:
-        line = await asyncio.wait_for(watcher.stdout.readline(), CHILD_TIMEOUT)
-        return line.decode().split()
+        return (await read_line(watcher)).split()
 
     await writer.edit_message("@room", first, "first, edited by a client")
     assert await next_line() == ["EDIT", str(first), "first,", "edited", "by", "a", "client"]
@@ -195,7 +163,7 @@ async def test_edits_and_deletions_reach_a_second_process(sim_world, sim_account
                                  "operator"]
     sim_world.delete(chat, [first, third])
     assert await next_line() == ["DELETE", f"{first},{third}"]
-    assert await _finish(watcher) == []
+    assert await finish(watcher) == []
 
 
 async def test_edit_and_delete_caught_up_after_a_gap(sim_world, sim_account_folder,
@@ -225,20 +193,14 @@ async def test_edit_and_delete_caught_up_after_a_gap(sim_world, sim_account_fold
         seen.append(("delete", event.deleted_ids))
 
     sim_world.post(chat, "before")                      # the client learns the pts here
-    for _ in range(50):
-        if seen:
-            break
-        await asyncio.sleep(0.1)
+    await wait_until_async(lambda: seen, what="the first message's event")
     sim_world.inject_fault("LOSE_UPDATES", account="reader", times=2)
     sim_world.edit(chat, target, "edited while lost")
     sim_world.delete(chat, [doomed])
     await asyncio.sleep(0.5)
     assert seen == [("new", "before")]
     sim_world.post(chat, "after the gap")
-    for _ in range(100):
-        if len(seen) == 2:
-            break
-        await asyncio.sleep(0.1)
+    await wait_until_async(lambda: len(seen) == 2, what="the message after the gap")
     # Telethon applies a ChannelDifference's pts before its other_updates, so it fires no
     # events for the edit and deletion it fetched; what it fetched is checked directly.
     assert seen == [("new", "before"), ("new", "after the gap")]

@@ -2,10 +2,10 @@
 rights, slow mode, protected content, expiring file references, rate limits."""
 from __future__ import annotations
 
-import asyncio
 import random
 
 import pytest
+from helpers import wait_until_async
 from telethon import errors, events
 from telethon.tl import functions, types
 
@@ -375,10 +375,7 @@ async def test_basic_group_ids_are_per_account(room, png, sim_world, sim_client)
     assert entity.default_banned_rights.send_media
     sent = await user.send_message(entity, "hello work")
     assert sent.id == 6          # user's 6th: Family's creation and 3 posts, Work's creation
-    for _ in range(100):
-        if heard:
-            break
-        await asyncio.sleep(0.05)
+    await wait_until_async(lambda: heard, what="the group message's event")
     assert heard == [(2, "hello work")]                        # mod's 2nd: after creation
     assert [m.id for m in await mod.get_messages(-work, limit=10)] == [2, 1]
     assert [m.id async for m in user.iter_messages(-work)] == [6, 5]

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 
 import aiohttp
+import helpers
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from helpers import clean_env, python
 
 import tgstat_fetcher
 
@@ -143,14 +143,11 @@ async def tgstat():
 async def run_cli(tmp_path: Path, *args: str, token: str | None = TOKEN
                   ) -> tuple[int, str, str]:
     """Run the script as a real process from tmp_path; (exit code, stdout, stderr)."""
-    env = {k: v for k, v in os.environ.items() if k != "TGSTAT_API_TOKEN"}
-    if token is not None:
-        env["TGSTAT_API_TOKEN"] = token
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(SCRIPT), *args, cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await proc.communicate()
-    return proc.returncode, out.decode(), err.decode()
+    env = clean_env("TGSTAT_API_TOKEN",
+                    **({"TGSTAT_API_TOKEN": token} if token is not None else {}))
+    # off the event loop: the fake TGStat the script asks runs on it
+    done = await asyncio.to_thread(helpers.run, python(SCRIPT, *args), cwd=tmp_path, env=env)
+    return done.returncode, done.stdout, done.stderr
 
 
 def manual_file(tmp_path: Path) -> Path:

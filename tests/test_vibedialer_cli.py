@@ -15,7 +15,9 @@ import termios
 import time
 from pathlib import Path
 
+import helpers
 import pytest
+from helpers import read_until, wait_until
 
 import vibedialer
 
@@ -35,13 +37,23 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def wait_for_rows(path: Path, count: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().count("\n") > count:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{path} did not reach {count} rows")
+def wait_for_rows(path: Path, count: int) -> None:
+    wait_until(lambda: path.exists() and path.read_text().count("\n") > count,
+               what=f"{count} rows in {path.name}")
+
+
+def committed_rows(db: Path) -> int:
+    """The dial_results rows committed so far (0 before the table exists)."""
+    if not db.exists():
+        return 0
+    conn = sqlite3.connect(db)
+    try:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'dial_results'"
+                            ).fetchone():
+            return 0
+        return conn.execute("SELECT COUNT(*) FROM dial_results").fetchone()[0]
+    finally:
+        conn.close()
 
 
 def dialed_in_summary(text: str) -> int:
@@ -52,9 +64,8 @@ def dialed_in_summary(text: str) -> int:
 
 def test_ctrl_c_flushes_prints_the_summary_and_exits_130(tmp_path):
     out = tmp_path / "r.csv"
-    proc = subprocess.Popen(dialer("dial", "555-234-5", "-o", str(out), "--no-interactive",
-                                   *SLOW), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=ENV)
+    proc = helpers.start(dialer("dial", "555-234-5", "-o", str(out), "--no-interactive",
+                                *SLOW), env=ENV)
     wait_for_rows(out, 5)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=20)
@@ -70,13 +81,9 @@ def test_ctrl_c_flushes_prints_the_summary_and_exits_130(tmp_path):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_stops_cleanly_with_the_sqlite_session_closed(tmp_path, signum):
     db = tmp_path / "calls.db"
-    proc = subprocess.Popen(dialer("dial", "555-234-5", "--storage", "sqlite", "-o", str(db),
-                                   "--no-interactive", *SLOW), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=ENV)
-    deadline = time.monotonic() + 20
-    while "555-234-5" not in (proc.stdout.readline() or "") and time.monotonic() < deadline:
-        pass
-    time.sleep(0.2)
+    proc = helpers.start(dialer("dial", "555-234-5", "--storage", "sqlite", "-o", str(db),
+                                "--no-interactive", *SLOW), env=ENV)
+    read_until(proc.stdout, "  555-234-5")                 # the first dial
     proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=20)
     assert proc.returncode == 0, stderr          # stopped like Ctrl+C, but not an interrupt
@@ -91,18 +98,17 @@ def test_sigterm_stops_cleanly_with_the_sqlite_session_closed(tmp_path, signum):
 
 def test_kill_9_loses_no_csv_row_and_resume_continues(tmp_path):
     out = tmp_path / "r.csv"
-    proc = subprocess.Popen(dialer("dial", "555-234-56", "-o", str(out), "--no-interactive",
-                                   "--random", *SLOW), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=ENV)
+    proc = helpers.start(dialer("dial", "555-234-56", "-o", str(out), "--no-interactive",
+                                "--random", *SLOW), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, env=ENV)
     wait_for_rows(out, 10)
     proc.kill()
     proc.wait(timeout=10)
     rows = read_rows(out)
     assert len(rows) >= 10
     assert all(row["tone_type"] is not None and row["status"] for row in rows)  # whole rows
-    done = subprocess.run(dialer("dial", "--resume", str(out), "--resume-prefix", "555-234-56",
-                                 "--yes", "--no-interactive"),
-                          capture_output=True, text=True, env=ENV, timeout=30)
+    done = helpers.run(dialer("dial", "--resume", str(out), "--resume-prefix", "555-234-56",
+                              "--yes", "--no-interactive"), env=ENV)
     assert done.returncode == 0, done.stderr
     assert f"dialed {len(rows)}, remaining {100 - len(rows)}" in done.stdout
     final = read_rows(out)
@@ -113,16 +119,12 @@ def test_kill_9_loses_no_csv_row_and_resume_continues(tmp_path):
 
 def test_kill_9_keeps_sqlite_counters_consistent_with_rows(tmp_path):
     db = tmp_path / "calls.db"
-    proc = subprocess.Popen(dialer("dial", "555-234-5", "--storage", "sqlite", "-o", str(db),
-                                   "--no-interactive", *SLOW), stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, env=ENV)
-    lines = [proc.stdout.readline() for _ in range(3)]    # two header lines, one dial
-    started = time.monotonic()
-    while time.monotonic() - started < vibedialer.BATCH_SECONDS * 1.5:
-        lines.append(proc.stdout.readline())
+    proc = helpers.start(dialer("dial", "555-234-5", "--storage", "sqlite", "-o", str(db),
+                                "--no-interactive", *SLOW), stderr=subprocess.DEVNULL, env=ENV)
+    wait_until(lambda: committed_rows(db), what="the first committed batch")
     proc.kill()
-    proc.wait(timeout=10)
-    dials_seen = sum(1 for line in lines if "  555-234-5" in line)
+    dials_seen = sum(1 for line in helpers.finish(proc).stdout.splitlines()
+                     if "  555-234-5" in line)
     conn = sqlite3.connect(db)
     total, end_time = conn.execute("SELECT total_calls, end_time FROM sessions").fetchone()
     rows = conn.execute("SELECT COUNT(*) FROM dial_results").fetchone()[0]
@@ -138,8 +140,7 @@ def run_on_terminal(argv: list[str], interrupt_when: bytes | None = None,
     """Run under a pseudo-terminal (120x40); optionally Ctrl+C once `interrupt_when` shows."""
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=ENV,
-                            close_fds=True)
+    proc = helpers.start(argv, stdin=slave, stdout=slave, stderr=slave, env=ENV)
     os.close(slave)
     output, interrupted = b"", False
     deadline = time.monotonic() + timeout
@@ -187,13 +188,9 @@ def test_outside_the_window_it_waits_and_dials_nothing(tmp_path):
     end = (start + 60) % 1440
     window = f"{start // 60:02d}:{start % 60:02d}-{end // 60:02d}:{end % 60:02d}"
     out = tmp_path / "r.csv"
-    proc = subprocess.Popen(dialer("dial", "555-234-56", "-o", str(out), "--no-interactive",
-                                   "--window", window), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=ENV)
-    line = ""
-    deadline = time.monotonic() + 20
-    while "outside the dialing window" not in line and time.monotonic() < deadline:
-        line = proc.stdout.readline()
+    proc = helpers.start(dialer("dial", "555-234-56", "-o", str(out), "--no-interactive",
+                                "--window", window), env=ENV)
+    line = read_until(proc.stdout, "outside the dialing window")
     proc.send_signal(signal.SIGINT)
     stdout, _ = proc.communicate(timeout=20)
     assert f"outside the dialing window {window}: waiting" in line

@@ -5,13 +5,12 @@ import csv
 import io
 import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
+import helpers
 import pytest
 from hayes_emulator import HayesEmulator
+from helpers import python, wait_until
 
 import vibedialer
 
@@ -181,14 +180,11 @@ def test_ctrl_c_during_a_call_hangs_up_and_exits_130(tmp_path):
     port = emulator.serve_pty()
     out = tmp_path / "r.csv"
     try:
-        proc = subprocess.Popen(
-            [sys.executable, str(SCRIPT), "dial", "555-234-56", "--backend", "modem",
-             "--modem-port", port, "-o", str(out), "--timeout", "30", "--modem-guard", "0.02",
-             "--delay", "0", "--yes", "--no-interactive", "--scope", str(SCOPE)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 20
-        while "ATDT5552345601" not in emulator.received and time.monotonic() < deadline:
-            time.sleep(0.02)
+        proc = helpers.start(python(
+            SCRIPT, "dial", "555-234-56", "--backend", "modem", "--modem-port", port, "-o",
+            out, "--timeout", "30", "--modem-guard", "0.02", "--delay", "0", "--yes",
+            "--no-interactive", "--scope", SCOPE))
+        wait_until(lambda: "ATDT5552345601" in emulator.received, what="the second call")
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=20)
     finally:

@@ -8,14 +8,13 @@ import io
 import json
 import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import helpers
 import pytest
+from helpers import python, read_until
 from rich.console import Console
 
 import vibedialer
@@ -203,14 +202,10 @@ def test_calls_wait_for_the_callees_hours(tmp_path):
     assert run_main("dial", "212-555-01", "--scope", str(scope), "--storage", "dry-run",
                     "--limit", "2", *QUIET) == 0
     scope = write_scope(tmp_path / "closed.yaml", ranges=["212-555"], hours=closed)
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), "dial", "212-555-01", "--scope",
-                             str(scope), "--storage", "dry-run", *QUIET],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = helpers.start(python(SCRIPT, "dial", "212-555-01", "--scope", scope, "--storage",
+                                "dry-run", *QUIET))
     try:
-        waiting = ""
-        deadline = time.monotonic() + 30
-        while "waiting" not in waiting and time.monotonic() < deadline:
-            waiting = proc.stdout.readline()
+        waiting = read_until(proc.stdout, "waiting")
         assert "212-555-0100: outside the scope's hours" in waiting
         assert "(America/New_York); waiting" in waiting
     finally:

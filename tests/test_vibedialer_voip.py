@@ -7,16 +7,15 @@ media).
 """
 from __future__ import annotations
 
-import os
 import re
 import signal
 import sqlite3
 import subprocess
-import sys
-import time
 from pathlib import Path
 
+import helpers
 import pytest
+from helpers import clean_env, python, wait_until
 from sipp_far_end import (
     PASSWORD,
     USERNAME,
@@ -59,9 +58,7 @@ def dial(cwd: Path, *argv: str, env_file: str | None = None) -> subprocess.Compl
     """vibedialer.py as the operator runs it, in `cwd` (where its .env is), no SIP_* inherited."""
     if env_file is not None:
         (cwd / ".env").write_text(env_file)
-    env = {key: value for key, value in os.environ.items() if not key.startswith("SIP_")}
-    return subprocess.run([sys.executable, str(SCRIPT), "dial", *argv], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return helpers.run(python(SCRIPT, "dial", *argv), cwd=cwd, env=clean_env("SIP_"))
 
 
 def test_a_scan_through_sipp_classifies_what_answers(far_end, tmp_path):
@@ -137,29 +134,16 @@ def test_credentials_never_come_from_the_command_line(tmp_path):
 
 
 def test_ctrl_c_while_ringing_cancels_the_call(far_end, tmp_path):
-    env = {key: value for key, value in os.environ.items() if not key.startswith("SIP_")}
-    env.update(SIP_USERNAME=USERNAME, SIP_PASSWORD=PASSWORD)
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), "dial", "555-234-5605",
-                             "--sip-server", far_end.server, *CALL, "--max-ring", "8",
-                             "--storage", "dry-run"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 20
-        while "SIP/2.0 180 Ringing" not in far_end.log() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    env = clean_env("SIP_", SIP_USERNAME=USERNAME, SIP_PASSWORD=PASSWORD)
+    proc = helpers.start(python(SCRIPT, "dial", "555-234-5605", "--sip-server",
+                                far_end.server, *CALL, "--max-ring", "8", "--storage",
+                                "dry-run"), cwd=tmp_path, env=env)
+    wait_until(lambda: "SIP/2.0 180 Ringing" in far_end.log(), what="the far end to ring")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=helpers.TIMEOUT)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    deadline = time.monotonic() + 5
-    while "CANCEL sip:5552345605@" not in far_end.log() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert "CANCEL sip:5552345605@" in far_end.log()
+    wait_until(lambda: "CANCEL sip:5552345605@" in far_end.log(), what="the CANCEL")
 
 
 def test_a_server_that_is_not_there_stops_the_run_with_one_line(tmp_path):
