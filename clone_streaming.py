@@ -63,6 +63,7 @@ DEFAULT_PROGRESS_EVERY = 100           # messages between progress lines
 DEFAULT_PROGRESS_SECONDS = 10.0        # ... or seconds, whichever comes first
 ORPHAN_FACTOR = 10                     # a claim with a stored random_id: others wait longer
 FORWARD_BATCH = 100                    # Telegram's limit of ids per forwardMessages
+SHARE_UNITS = 10                       # units held at a time: idle accounts take the rest
 FLOOD_SLEEP_THRESHOLD = 60             # shorter FloodWaits are slept inside Telethon
 DEFAULT_RECONCILE_SECONDS = 120.0      # a follow pass at least this often, events or not
 IDLE_LOG_PASSES = 3                    # "following ...: up to date" every this many idle passes
@@ -1838,10 +1839,9 @@ class Cloner:
         Claims of live accounts are theirs to finish: waiting for them would let one
         account's FloodWait stop the others."""
         await self.come_back(wait=True)
-        open_rows = self.checkpoint.open_below(2 ** 62)
-        held = self.checkpoint.claim(self.checkpoint.with_albums(
-            [msg_id for msg_id, _, _ in open_rows]))
-        await self.process_ids(held)
+        await self.process_ids(self.checkpoint.owned())
+        while held := self.checkpoint.claim_next(SHARE_UNITS):
+            await self.process_ids(held)
 
     async def read_history(self) -> None:
         """Read the source after the resume point range by range (RANGE_SIZE ids, one
@@ -1855,21 +1855,33 @@ class Cloner:
     async def read_range(self, lo: int) -> None:
         """Read a leased range with ALBUM_MAX - 1 ids either side and one message more, claim
         the units whose lowest id is in it (an album belongs to the range holding its
-        first item) and record the range read, in one transaction; then clone them."""
+        first item) and record the range read, in one transaction; then clone them,
+        SHARE_UNITS at a time: the rest is lent to accounts with nothing to read (they take
+        it with claim_next) and taken back chunk by chunk where nobody did."""
         hi = lo + RANGE_SIZE - 1
         page = await self.read_from(max(lo - ALBUM_MAX + 1, 1))
         edge = hi + ALBUM_MAX - 1
-        more = any(m.id > edge for m in page)
-        units = [u for u in group_units(m for m in page if m.id <= edge) if lo <= u[0].id <= hi]
+        grouped = group_units(m for m in page if m.id <= edge)
+        units = [u for u in grouped if lo <= u[0].id <= hi]
+        # newer messages follow: a unit starting after the range, or a page too full to tell
+        more = len(page) == HISTORY_PAGE or any(m.id > edge for m in page) \
+            or any(u[0].id > hi for u in grouped)
         held = set(self.checkpoint.claim(
             [m.id for u in units for m in u], range_read=(lo, more),
             grouped_ids={m.id: m.grouped_id for u in units for m in u
                          if getattr(m, "grouped_id", None)}))
         if units:
             self.last_seen = max(self.last_seen, units[-1][-1].id)
-        for unit in units:
-            if mine := [m for m in unit if m.id in held]:
-                await self.clone_unit(mine)
+        lent = [m.id for u in units[SHARE_UNITS:] for m in u if m.id in held]
+        if lent:
+            self.checkpoint.give_back(lent)
+        for start in range(0, len(units), SHARE_UNITS):
+            chunk = units[start:start + SHARE_UNITS]
+            if start:
+                held = set(self.checkpoint.claim([m.id for u in chunk for m in u]))
+            for unit in chunk:
+                if mine := [m for m in unit if m.id in held]:
+                    await self.clone_unit(mine)
         await self.come_back(wait=False)
 
     async def read_from(self, first: int) -> list[Any]:

@@ -16,6 +16,14 @@ from helpers import stop_started  # noqa: E402
 
 import migrate_db  # noqa: E402
 
+# The longest tests (thousands of messages, SIGKILL loops) start first, so that with several
+# workers none of them is left running alone at the end of the suite.
+LONGEST_FIRST = ("test_clone_two_vps.py", "test_clone_kill.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)   # stable: others keep order
+
 
 @pytest.fixture(autouse=True)
 def _stop_started_processes():

@@ -298,8 +298,9 @@ def test_ordered_mode_keeps_source_order_across_accounts(tmp_path: Path,
         tmp_path / "sessions" / name, name, extra_env={
             "SOURCE_CHAT": "@order_source", "TARGET_CHAT": "@order_target",
             "COPY_MODE": copy_mode, "ORDERED": "true"}) for name in ("session1", "session2")]
-    # session1 is held up on its first send while session2 goes on: order must still hold
-    world.inject_fault("FLOOD_WAIT", seconds=3, account="session1", times=1,
+    # session1 is held up on its first send while session2 starts: order must still hold.
+    # The wait outlasts session2's start on a busy machine (else session1 sends all 150).
+    world.inject_fault("FLOOD_WAIT", seconds=10, account="session1", times=1,
                        request="ForwardMessagesRequest" if copy_mode == "forward"
                        else "SendMessageRequest")
     processes = start_second_when_first_waits(world, folders, "--once")
