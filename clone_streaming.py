@@ -63,7 +63,6 @@ DEFAULT_PROGRESS_EVERY = 100           # messages between progress lines
 DEFAULT_PROGRESS_SECONDS = 10.0        # ... or seconds, whichever comes first
 ORPHAN_FACTOR = 10                     # a claim with a stored random_id: others wait longer
 FORWARD_BATCH = 100                    # Telegram's limit of ids per forwardMessages
-SHARE_UNITS = 10                       # units held at a time: idle accounts take the rest
 FLOOD_SLEEP_THRESHOLD = 60             # shorter FloodWaits are slept inside Telethon
 DEFAULT_RECONCILE_SECONDS = 120.0      # a follow pass at least this often, events or not
 IDLE_LOG_PASSES = 3                    # "following ...: up to date" every this many idle passes
@@ -80,6 +79,9 @@ ALBUM_MAX = 10                         # items of an album at most (Telegram's l
 # (the whole of every album starting in it, and whether its first album started before it),
 # and one more message (whether newer messages follow).
 RANGE_SIZE = HISTORY_PAGE - 2 * (ALBUM_MAX - 1) - 1
+# A range's units are held a third at a time, the rest lent to accounts with nothing to read
+# (a chat of one range is shared; three claims a range keep the checkpoint's cost low).
+SHARE_UNITS = RANGE_SIZE // 3
 RECENT_TARGET_SCAN = 200               # target messages searched after RANDOM_ID_DUPLICATE
 CLOCK_SKEW_SECONDS = 60                # slack around a send in doubt (our clock vs Telegram's)
 SEND_ATTEMPTS = 5                      # dropped connections per send

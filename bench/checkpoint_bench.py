@@ -11,9 +11,11 @@ that stopped on an error, e.g. starved past its busy timeout: counted as a failu
 The cloner reads the history in ranges of RANGE_SIZE ids (clone_streaming.Checkpoint): per
 range it leases the range (claim_range, after resume_point), reads it (one history request;
 here a SELECT of the range's ids stands for it), claims its messages and records the range
-read in one transaction, then per send stores the random_ids (synchronous=FULL) and
-completes. In forward mode a send is the whole range (up to 100 ids a request), in copy
-mode one message. Those are the "cloner path" designs.
+read in one transaction, lends all but SHARE_UNITS of them to idle workers (give_back) and
+takes them back SHARE_UNITS at a time, then per send stores the random_ids
+(synchronous=FULL) and completes; with no range left it takes lent messages (claim_next).
+In forward mode a send is the whole range (up to 100 ids a request), in copy mode one
+message. Those are the "cloner path" designs.
 
 Two durability levels, every design at the same one:
 - NORMAL (WAL, synchronous=NORMAL: a commit survives a crash of the process, not of the
@@ -68,6 +70,7 @@ sys.path.insert(0, str(SUITE_DIR))
 
 from clone_streaming import (  # noqa: E402
     RANGE_SIZE,
+    SHARE_UNITS,
     Checkpoint,
     PostgresCheckpoint,
     SqliteCheckpoint,
@@ -97,15 +100,20 @@ def checkpoint_load(path: Path, count: int) -> None:
     checkpoint.close()
 
 
-def checkpoint_work(path: Path, worker: int) -> list[int]:
-    """claim_next + complete, the interface's own methods (NORMAL)."""
-    checkpoint = SqliteCheckpoint(path, f"worker{worker}")
+def claim_and_complete_all(checkpoint: Checkpoint) -> list[int]:
+    """claim_next + complete, the interface's own methods, a message at a time, until
+    nothing is left; closes the checkpoint."""
     checkpoint.bind(SOURCE, TARGET)
     completed = []
     while ids := checkpoint.claim_next(1):
         completed += checkpoint.complete({i: i for i in ids})
     checkpoint.close()
     return completed
+
+
+def checkpoint_work(path: Path, worker: int) -> list[int]:
+    """claim_next + complete on the SQLite checkpoint (NORMAL)."""
+    return claim_and_complete_all(SqliteCheckpoint(path, f"worker{worker}"))
 
 
 def read_range(checkpoint: Checkpoint, lo: int) -> tuple[list[int], bool]:
@@ -125,17 +133,32 @@ def read_range(checkpoint: Checkpoint, lo: int) -> tuple[list[int], bool]:
 
 def range_path(checkpoint: Checkpoint, per_message: bool | None) -> list[int]:
     """The cloner's path (see the docstring): per range claim_range, the read, claim with
-    the range recorded read; then per send (the range, or each message: `per_message`)
-    random_ids (FULL) and complete; `per_message` None: no random_ids (NORMAL only)."""
+    the range recorded read, the messages past the first SHARE_UNITS given back and taken
+    back SHARE_UNITS at a time; then per send (what was taken of the range, or each
+    message: `per_message`) random_ids (FULL) and complete; `per_message` None: no
+    random_ids (NORMAL only). With no range left, claim_next(SHARE_UNITS) takes what other
+    workers lent."""
     checkpoint.bind(SOURCE, TARGET)
     since, completed = datetime.now(timezone.utc), []
-    while (lo := checkpoint.claim_range(checkpoint.resume_point() + 1, since)) is not None:
-        ids, more = read_range(checkpoint, lo)
-        held = checkpoint.claim(ids, range_read=(lo, more))
+
+    def send_all(held: list[int]) -> None:
+        nonlocal completed
         for send in ([[i] for i in held] if per_message else [held] if held else []):
             if per_message is not None:
                 checkpoint.random_ids(send)
             completed += checkpoint.complete({i: i for i in send})
+
+    while (lo := checkpoint.claim_range(checkpoint.resume_point() + 1, since)) is not None:
+        ids, more = read_range(checkpoint, lo)
+        held = checkpoint.claim(ids, range_read=(lo, more))
+        if lent := held[SHARE_UNITS:]:
+            checkpoint.give_back(lent)
+        taken = held[:SHARE_UNITS]
+        for start in range(SHARE_UNITS, len(ids), SHARE_UNITS):
+            taken += checkpoint.claim(ids[start:start + SHARE_UNITS])
+        send_all(taken)
+    while held := checkpoint.claim_next(SHARE_UNITS):
+        send_all(held)
     checkpoint.close()
     return completed
 
@@ -292,14 +315,8 @@ def pg_checkpoint_load(url: str, count: int) -> None:
 
 
 def pg_checkpoint_work(url: str, worker: int) -> list[int]:
-    """claim_next + complete (NORMAL), a message at a time."""
-    checkpoint = PostgresCheckpoint(url, f"worker{worker}")
-    checkpoint.bind(SOURCE, TARGET)
-    completed = []
-    while ids := checkpoint.claim_next(1):
-        completed += checkpoint.complete({i: i for i in ids})
-    checkpoint.close()
-    return completed
+    """claim_next + complete on the PostgreSQL checkpoint."""
+    return claim_and_complete_all(PostgresCheckpoint(url, f"worker{worker}"))
 
 
 def _pg_cloner_path(url: str, worker: int) -> list[int]:
