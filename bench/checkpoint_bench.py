@@ -61,6 +61,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 
 import psycopg
@@ -207,14 +208,6 @@ def raw_range_work(path: Path, worker: int, synchronous: str) -> list[int]:
     return completed
 
 
-def _raw_range_normal(path: Path, worker: int) -> list[int]:
-    return raw_range_work(path, worker, "NORMAL")
-
-
-def _raw_range_full(path: Path, worker: int) -> list[int]:
-    return raw_range_work(path, worker, "FULL")
-
-
 def raw_work(path: Path, worker: int, synchronous: str) -> list[int]:
     """The floor: a bare loop of two BEGIN IMMEDIATE transactions per message."""
     conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT, isolation_level=None)
@@ -284,14 +277,6 @@ def huey_work(path: Path, worker: int, synchronous: str) -> list[int]:
         completed.append(int(data))
     storage.close()
     return completed
-
-
-def _raw_normal(path: Path, worker: int) -> list[int]:
-    return raw_work(path, worker, "NORMAL")
-
-
-def _raw_full(path: Path, worker: int) -> list[int]:
-    return raw_work(path, worker, "FULL")
 
 
 def _huey_normal(path: Path, worker: int) -> list[int]:
@@ -383,8 +368,8 @@ ON_POSTGRES = {"PG checkpoint", "PG cloner path, copy", "pgqueuer"}
 Design = tuple[Callable[[Path, int], None], Callable[[Path, int], list[int]], str]
 DESIGNS: dict[str, dict[str, Design]] = {
     "NORMAL": {
-        "raw UPDATE..RETURNING": (checkpoint_load, _raw_normal, ""),
-        "raw, per range": (checkpoint_load, _raw_range_normal, ""),
+        "raw UPDATE..RETURNING": (checkpoint_load, partial(raw_work, synchronous="NORMAL"), ""),
+        "raw, per range": (checkpoint_load, partial(raw_range_work, synchronous="NORMAL"), ""),
         "checkpoint": (checkpoint_load, checkpoint_work, ""),
         "range claims": (checkpoint_load, _ranges_normal, ""),
         "huey": (huey_load, _huey_normal, "huey"),
@@ -393,8 +378,8 @@ DESIGNS: dict[str, dict[str, Design]] = {
         "pgqueuer": (pgqueuer_load, _pgqueuer_normal, "pgqueuer"),
     },
     "FULL": {
-        "raw UPDATE..RETURNING": (checkpoint_load, _raw_full, ""),
-        "raw, per range": (checkpoint_load, _raw_range_full, ""),
+        "raw UPDATE..RETURNING": (checkpoint_load, partial(raw_work, synchronous="FULL"), ""),
+        "raw, per range": (checkpoint_load, partial(raw_range_work, synchronous="FULL"), ""),
         "cloner path, forward": (checkpoint_load, _cloner_forward, ""),
         "cloner path, copy": (checkpoint_load, _cloner_copy, ""),
         "huey": (huey_load, _huey_full, "huey"),
