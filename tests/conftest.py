@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import uuid
 from pathlib import Path
@@ -15,6 +16,24 @@ if str(ROOT) not in sys.path:
 from helpers import stop_started  # noqa: E402
 
 import migrate_db  # noqa: E402
+
+# A shell starting the suite in the background (`pytest &` in a script, nohup) hands it
+# SIGINT or SIGHUP ignored, and exec keeps an ignored signal ignored: the scripts the tests
+# stop with these signals would never see them. The suite's processes get the defaults back.
+for _signum, _default in ((signal.SIGINT, signal.default_int_handler),
+                          (signal.SIGHUP, signal.SIG_DFL)):
+    if signal.getsignal(_signum) == signal.SIG_IGN:
+        signal.signal(_signum, _default)
+
+# The suite starts some 400 Python processes. Where PYTHONDONTWRITEBYTECODE is set (as on
+# this project's machines) each of them compiled the suite and its test helpers from source
+# again: about a third of the suite's CPU time. Bytecode goes to one cache outside the
+# checkout instead, shared by the test workers and the processes they start.
+PYCACHE = ROOT / ".pytest_cache" / "pycache"
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+os.environ.setdefault("PYTHONPYCACHEPREFIX", str(PYCACHE))
+sys.dont_write_bytecode = False
+sys.pycache_prefix = os.environ["PYTHONPYCACHEPREFIX"]
 
 # The longest tests (thousands of messages, SIGKILL loops) start first, so that with several
 # workers none of them is left running alone at the end of the suite.
