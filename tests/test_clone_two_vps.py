@@ -108,8 +108,9 @@ def test_ordered_mode_and_audit_on_postgresql(tmp_path: Path, pg_url: str) -> No
             "SOURCE_CHAT": "@ord_source", "TARGET_CHAT": "@ord_target", "COPY_MODE": "copy",
             "ORDERED": "true", "SHARED_DB_URL": pg_url})
         for vps, name in (("vps1", "session1"), ("vps2", "session3"))]
-    # session1 is held up on its first send while session3 goes on: order must still hold
-    world.inject_fault("FLOOD_WAIT", seconds=2, account="session1", times=1,
+    # session1 is held up on its first send while session3 goes on: order must still hold.
+    # The wait outlasts session3's start on a busy machine (else session1 sends all 120).
+    world.inject_fault("FLOOD_WAIT", seconds=10, account="session1", times=1,
                        request="SendMessageRequest")
     workers = [start_clone(folders[0])]
     wait_until(lambda: world.faults()[0]["fired"] or workers[0].poll() is not None,
