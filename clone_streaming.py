@@ -2575,8 +2575,11 @@ async def open_cloner(account: telegram_session.Account,
     """The account's client and checkpoint, the chats resolved: a Cloner for the pair."""
     checkpoint = open_checkpoint(config)
     try:
+        # a backfill-only run (--once) listens to nothing: Telegram pushes it no updates
+        # (every request in invokeWithoutUpdates), not the other accounts' posts either
         async with telegram_session.open_client(
-                account, flood_sleep_threshold=FLOOD_SLEEP_THRESHOLD) as client:
+                account, flood_sleep_threshold=FLOOD_SLEEP_THRESHOLD,
+                receive_updates=not config.once) as client:
             source = await resolve_chat(client, account, "SOURCE_CHAT", config.source_chat)
             target = await resolve_chat(client, account, "TARGET_CHAT", config.target_chat)
             temp_dir = media_temp_dir(account)

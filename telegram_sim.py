@@ -332,13 +332,17 @@ def _normalise_phone(phone: str | None) -> str | None:
     return re.sub(r"\D", "", phone) if phone else None
 
 
-def _unwrap(request: TLObject) -> TLObject:
-    """The query inside invokeWithLayer/initConnection/invokeWithoutUpdates wrappers."""
+def _unwrap(request: TLObject) -> tuple[TLObject, bool]:
+    """The query inside invokeWithLayer/initConnection/invokeWithoutUpdates wrappers, and
+    whether serving it subscribes the connection to updates: it does unless wrapped in
+    invokeWithoutUpdates (Telethon's receive_updates=False wraps every request so)."""
     wrappers = (functions.InvokeWithLayerRequest, functions.InitConnectionRequest,
                 functions.InvokeWithoutUpdatesRequest, functions.InvokeAfterMsgRequest)
+    subscribes = True
     while isinstance(request, wrappers):
+        subscribes = subscribes and not isinstance(request, functions.InvokeWithoutUpdatesRequest)
         request = request.query
-    return request
+    return request, subscribes
 
 
 def _image_size(data: bytes) -> tuple[int, int]:
@@ -2132,6 +2136,7 @@ class SimulatedSender:
         self._closing: asyncio.Task | None = None   # closing a connection given up
         self._origin = secrets.token_hex(8)
         self._cursor: int | None = None
+        self._subscribed = False    # to updates: by a request not in invokeWithoutUpdates
         self._auto_reconnect = client._auto_reconnect
         self._retries = client._connection_retries
         self._retry_delay = client._retry_delay
@@ -2287,7 +2292,8 @@ class SimulatedSender:
         """Serve one serialised request (worker thread); returns the serialised result."""
         server = self._server
         conn = server.conn
-        inner = _unwrap(_parse(wire))
+        inner, subscribes = _unwrap(_parse(wire))
+        self._subscribed = self._subscribed or subscribes
         name = type(inner).__name__
         key_id = _key_id(self.auth_key)
         with transaction(conn):
@@ -2319,6 +2325,8 @@ class SimulatedSender:
             return answer.handler(Context(self._server, user_id, key_id, self._origin), inner)
 
     def _poll(self) -> bytes | None:
+        if not self._subscribed:
+            return None
         server = self._server
         user_id = server.user_for_key(_key_id(self.auth_key))
         if self._cursor is None or user_id is None:

@@ -5,8 +5,10 @@ import importlib
 import os
 import sqlite3
 import stat
+import sys
 from datetime import datetime, timedelta, timezone
 
+import helpers
 import pytest
 
 import migrate_db
@@ -164,3 +166,14 @@ def test_every_subcommand_names_its_function_in_its_parser(script):
                if not callable(sub.get_default("handler"))]
     # the simulator's `init` makes the world the other commands open: run before them
     assert unnamed == (["init"] if script == "telegram_sim" else [])
+
+
+def test_telethon_loads_without_aiohttp_which_stays_importable():
+    probe = ("import sys, migrate_db\n"
+             "migrate_db.lazy_import('telethon.errors').RPCError\n"
+             "print('aiohttp' in sys.modules)\n"
+             "import aiohttp.web, telethon.client.downloads as downloads\n"
+             "print(downloads.aiohttp, aiohttp.web.__name__)\n")
+    result = helpers.run([sys.executable, "-c", probe], cwd=helpers.ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "None", "aiohttp.web"]

@@ -216,3 +216,27 @@ async def test_edit_and_delete_caught_up_after_a_gap(sim_world, sim_account_fold
     assert [m.message for m in diff.new_messages] == ["after the gap"]
     assert (await reader.get_messages("@room", ids=target)).text == "edited while lost"
     assert await reader.get_messages("@room", ids=doomed) is None
+
+
+async def test_a_client_without_updates_is_sent_none(sim_world, sim_account_folder,
+                                                     sim_client):
+    """receive_updates=False (every request in invokeWithoutUpdates, as for the cloner's
+    --once) subscribes the connection to nothing; its requests are answered as usual."""
+    from telethon import events
+
+    sim_world.add_account("writer")
+    quiet_folder, listening_folder = sim_account_folder("quiet"), sim_account_folder("ear")
+    chat = sim_world.create_channel("Room", username="room", kind="megagroup",
+                                    owner="writer", members=["quiet", "ear"])
+    quiet = await sim_client(quiet_folder, receive_updates=False)
+    listening = await sim_client(listening_folder)
+    heard: dict[str, list[str]] = {"quiet": [], "ear": []}
+    for name, client in (("quiet", quiet), ("ear", listening)):
+        client.add_event_handler(
+            lambda event, name=name: heard[name].append(event.message.text),
+            events.NewMessage)
+    for text in ("one", "two"):             # the quiet client polls between the two
+        sim_world.post(chat, text)
+        await wait_until_async(lambda text=text: text in heard["ear"], what=f"{text!r}")
+    assert heard == {"quiet": [], "ear": ["one", "two"]}
+    assert [m.text for m in await quiet.get_messages("@room", limit=2)] == ["two", "one"]
