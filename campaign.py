@@ -1365,8 +1365,10 @@ async def run_account(conn: sqlite3.Connection, run_id: str, profile: Profile, c
     """One account's worker over Telegram: opens the client (never prompts), then sends."""
     account = telegram_session.load_account(profile.folder)
     # request_retries=0: a RANDOM_ID_DUPLICATE (a ServerError) arrives at once, not after
-    # Telethon's five retries
-    async with telegram_session.open_client(account, request_retries=0) as client:
+    # Telethon's five retries; receive_updates=False: a sender listens to nothing, so
+    # Telegram pushes it none of its chats' traffic (every request in invokeWithoutUpdates)
+    async with telegram_session.open_client(account, request_retries=0,
+                                            receive_updates=False) as client:
         stop = stop or StopSignal()
         sender = TelegramSender(client, account, clock, stop, config.parse_mode)
         worker = Worker(conn, run_id, profile, config, sender.send, clock, stop, rng)
