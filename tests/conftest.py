@@ -40,6 +40,13 @@ sys.pycache_prefix = os.environ["PYTHONPYCACHEPREFIX"]
 LONGEST_FIRST = ("test_clone_two_vps.py", "test_clone_kill.py")
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: half as many workers again as CPUs. Many tests spend part of their time
+    waiting on a started process or a FloodWait; a third worker per two CPUs fills those
+    waits (on 2 cores: 3 workers about 15 % faster than 2, 4 no faster than 3)."""
+    return max(2, (os.cpu_count() or 1) * 3 // 2)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)   # stable: others keep order
 
