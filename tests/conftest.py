@@ -27,13 +27,10 @@ for _signum, _default in ((signal.SIGINT, signal.default_int_handler),
 
 # The suite starts some 400 Python processes. Where PYTHONDONTWRITEBYTECODE is set (as on
 # this project's machines) each of them compiled the suite and its test helpers from source
-# again: about a third of the suite's CPU time. Bytecode goes to one cache outside the
-# checkout instead, shared by the test workers and the processes they start.
-PYCACHE = ROOT / ".pytest_cache" / "pycache"
+# again: about a fifth of the suite's CPU time. They write their bytecode, as Python does by
+# default, into __pycache__ beside the sources (ignored by git) and read it from there.
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-os.environ.setdefault("PYTHONPYCACHEPREFIX", str(PYCACHE))
 sys.dont_write_bytecode = False
-sys.pycache_prefix = os.environ["PYTHONPYCACHEPREFIX"]
 
 # The longest tests (thousands of messages, SIGKILL loops) start first, so that with several
 # workers none of them is left running alone at the end of the suite.
