@@ -46,9 +46,10 @@ def run_main(setup: Setup, capsys, *args: str) -> tuple[int, str, str]:
 
 
 def start_in_background(setup: Setup, *args: str) -> subprocess.Popen:
-    """`start` in a process group of its own (as from a terminal), workers included."""
+    """`start` in a process group of its own (as from a terminal), workers included; with
+    exec, so that `stop` recognises it by its command line."""
     return helpers.start(command(setup, "start", *args), cwd=setup.tmp,
-                         start_new_session=True)
+                         start_new_session=True, forked=False)
 
 
 def successes(setup: Setup) -> int:
