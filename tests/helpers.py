@@ -55,14 +55,16 @@ def clean_env(*drop: str, **extra: str) -> dict[str, str]:
 
 def run(argv: Sequence[str | Path], *, cwd: str | Path | None = None,
         env: dict[str, str] | None = None, timeout: float = TIMEOUT,
-        input: str | bytes | None = None, **options: Any) -> subprocess.CompletedProcess:
+        input: str | bytes | None = None, forked: bool = True,
+        **options: Any) -> subprocess.CompletedProcess:
     """Run a command to completion, its output captured as text (unless `options` say
-    otherwise, e.g. stdout=...); stdin is empty unless input= is given."""
+    otherwise, e.g. stdout=...); stdin is empty unless input= is given. forked: as start's."""
     options.setdefault("text", True)
     if "stdout" not in options and "stderr" not in options:
         options.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     options.setdefault("stdin", subprocess.DEVNULL if input is None else subprocess.PIPE)
-    with Forked([str(a) for a in argv], cwd=cwd, env=env, **options) as process:
+    starter = Forked if forked else subprocess.Popen
+    with starter([str(a) for a in argv], cwd=cwd, env=env, **options) as process:
         try:
             out, err = process.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired:
