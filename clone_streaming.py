@@ -739,6 +739,12 @@ class PostgresCheckpoint(Checkpoint):
                                  ).fetchall()
 
     _PAIR = "source_chat = %(src)s AND target_chat = %(dst)s"
+    # The albums of %(ids)s, as an array computed once (an InitPlan) and then looked up in
+    # the album index. Written as `grouped_id IN (SELECT ...)` instead, a plan made while
+    # the table was nearly empty joined the two with a nested loop that read every album
+    # row once per album row: 100-300 ms a call at 4,000 messages.
+    _ALBUMS_OF_IDS = f"""ARRAY(SELECT grouped_id FROM messages WHERE {_PAIR}
+                        AND msg_id = ANY(%(ids)s) AND grouped_id IS NOT NULL)"""
     _STALE = "claimed_at < now() - make_interval(secs => %(timeout)s)"
     _ORPHAN = "claimed_at < now() - make_interval(secs => %(orphan)s)"
     # A row this session may take: free, its own, or stale (see Checkpoint).
@@ -784,9 +790,8 @@ class PostgresCheckpoint(Checkpoint):
         params = self._params(ids=ids)
         rows = self._query(
             f"""SELECT msg_id, grouped_id FROM messages WHERE {self._PAIR}
-                AND (msg_id = ANY(%(ids)s) OR grouped_id IN (
-                    SELECT grouped_id FROM messages WHERE {self._PAIR}
-                      AND msg_id = ANY(%(ids)s) AND grouped_id IS NOT NULL))""", params)
+                AND (msg_id = ANY(%(ids)s) OR grouped_id = ANY({self._ALBUMS_OF_IDS}))""",
+            params)
         locked = {i for (i,) in self._query(
             f"""SELECT msg_id FROM messages WHERE {self._PAIR}
                 AND msg_id = ANY(%(all)s) ORDER BY msg_id FOR UPDATE SKIP LOCKED""",
@@ -1012,10 +1017,8 @@ class PostgresCheckpoint(Checkpoint):
     def with_albums(self, msg_ids: Iterable[int]) -> list[int]:
         ids = [int(i) for i in msg_ids]
         rows = self._query(
-            f"""SELECT msg_id FROM messages WHERE {self._PAIR} AND grouped_id IN (
-                    SELECT grouped_id FROM messages WHERE {self._PAIR}
-                      AND msg_id = ANY(%(ids)s) AND grouped_id IS NOT NULL)""",
-            self._params(ids=ids))
+            f"""SELECT msg_id FROM messages WHERE {self._PAIR}
+                AND grouped_id = ANY({self._ALBUMS_OF_IDS})""", self._params(ids=ids))
         return sorted(set(ids) | {i for (i,) in rows})
 
     def target_ids(self) -> set[int]:
