@@ -1,14 +1,16 @@
 """A fork server for the tests: starts the suite's scripts as real processes with Telethon
 and aiohttp already loaded, as multiprocessing's forkserver does for its workers.
 
-A test starts some 300 scripts, and each of them spent most of its CPU time importing
+The suite starts some 300 scripts, and each of them spent most of its CPU time importing
 Telethon (0.5-0.8 s), not running. This server imports the heavy libraries once, then for
-each request forks a child that becomes the script: its own pid, working directory,
+each request forks a child that becomes the script: its own pid, working directory, umask,
 environment, standard streams (passed over the socket), session if asked, and exit status
 (sent back on the request's connection when it ends). The script module itself, and the
 suite's modules it imports, load in the child, so settings read from the environment at
 import time see the child's environment. helpers.py decides what is started here and what
-is started with exec; see helpers.Forked.
+is started with exec; see helpers.Forked. What still tells a child from an exec'd script:
+the preloaded modules in sys.modules, the hash seed it shares with its siblings, and its
+command line in /proc (this server's: start with exec what is found by its command line).
 
     python tests/forkserver.py SOCKET_PATH      # prints "ready" once listening;
                                                 # ends when its standard input closes
@@ -111,6 +113,7 @@ def become(request: dict, fds: list[int]) -> str:
         if fd > 2:
             os.close(fd)
     os.chdir(request["cwd"])
+    os.umask(request["umask"])
     os.environ.clear()
     os.environ.update(request["env"])
     time.tzset()

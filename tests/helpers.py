@@ -177,8 +177,10 @@ class Forked(subprocess.Popen):
                                    env, startupinfo, creationflags, shell, p2cread, p2cwrite,
                                    c2pread, c2pwrite, errread, errwrite, *rest)
             return
+        umask = os.umask(0o022)
+        os.umask(umask)
         request = {"argv": list(args), "cwd": os.fspath(cwd or os.getcwd()), "env": env,
-                   "new_session": bool(rest[5])}
+                   "umask": umask, "new_session": bool(rest[5])}
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._server.connect(server[0])
         socket.send_fds(self._server, [json.dumps(request).encode()], streams)

@@ -3,6 +3,7 @@ started from it sees what it would see started with exec, and its end is reporte
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,10 +15,11 @@ from helpers import python
 
 PROBE = """
 import json, os, sys, tempfile
+umask = os.umask(0)
 print(json.dumps({
     "argv": sys.argv, "path0": sys.path[0], "cwd": os.getcwd(), "name": __name__,
     "file": __file__, "setting": os.environ.get("PROBE_SETTING"), "stdin": sys.stdin.read(),
-    "tmp": tempfile.gettempdir(), "session": os.getsid(0) == os.getpid(),
+    "tmp": tempfile.gettempdir(), "session": os.getsid(0) == os.getpid(), "umask": umask,
     "telethon": "telethon" in sys.modules, "fds": sorted(map(int, os.listdir("/proc/self/fd"))),
 }))
 sys.exit(int(os.environ.get("PROBE_EXIT", "0")))
@@ -48,12 +50,17 @@ def started_both_ways(probe: Path, tmp_path: Path, **options) -> list[dict]:
 
 def test_a_forked_script_sees_what_it_would_see_started_with_exec(probe: Path,
                                                                   tmp_path: Path) -> None:
-    forked, executed = started_both_ways(probe, tmp_path)
+    old_umask = os.umask(0o027)
+    try:
+        forked, executed = started_both_ways(probe, tmp_path)
+    finally:
+        os.umask(old_umask)
     assert forked.pop("telethon") and not executed.pop("telethon")    # preloaded, only that
     assert forked == executed
     assert forked["argv"] == [str(probe), "a", "b c"] and forked["code"] == 3
     assert forked["path0"] == str(probe.parent) and forked["name"] == "__main__"
     assert forked["stdin"] == "typed\n" and forked["tmp"] == str(tmp_path)
+    assert forked["umask"] == 0o027
     assert forked["fds"] == [0, 1, 2, 3]           # the standard streams and listdir's own
 
 
