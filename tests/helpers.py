@@ -155,7 +155,6 @@ def forkserver() -> tuple[str, dict[str, str]] | None:
     return path, _startup_variables(env)
 
 
-
 class Forked(subprocess.Popen):
     """subprocess.Popen, except that `python script.py` started with the standard options is
     forked from the fork server, and its exit status comes back over the request's
@@ -191,7 +190,8 @@ class Forked(subprocess.Popen):
     @staticmethod
     def _forkable(args, executable, shell, preexec_fn, pass_fds, cwd, streams, rest) -> bool:
         """Whether this start is `python script.py` with nothing the fork server leaves out:
-        no other executable, shell, preexec_fn, pass_fds, user, umask or terminal."""
+        no other executable, shell, preexec_fn, pass_fds, user or umask option, and no
+        terminal for a standard stream."""
         return (executable is None and not shell and preexec_fn is None and not pass_fds
                 and tuple(rest[:5]) == (True, None, None, None, -1)
                 and tuple(rest[6:]) in ((), (-1,))
