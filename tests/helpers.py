@@ -14,12 +14,14 @@ aiohttp loaded already: still a process of their own, four times less CPU to sta
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import errno
 import functools
 import inspect
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -142,7 +144,9 @@ def forkserver() -> tuple[str, dict[str, str]] | None:
     """This process's fork server, started on first use: its socket's path and the
     startup variables it runs with; None if it cannot run here (pidfd_open needs Linux 5.3).
     It ends when this process does (its standard input closes)."""
-    path = os.path.join(tempfile.mkdtemp(prefix="forkserver-"), "socket")
+    folder = tempfile.mkdtemp(prefix="forkserver-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = os.path.join(folder, "socket")
     env = dict(os.environ)
     server = subprocess.Popen([sys.executable, str(FORKSERVER), path], env=env,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
