@@ -120,7 +120,7 @@ def become(request: dict, fds: list[int]) -> str:
     tempfile.tempdir = None
     _, script, *args = request["argv"]          # python script.py args...
     sys.argv = [script, *args]
-    sys.path[0] = os.path.dirname(script)        # as `python script.py` sets it
+    sys.path[0] = os.path.dirname(os.path.realpath(script))   # as `python script.py` does
     return script
 
 

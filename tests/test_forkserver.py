@@ -64,6 +64,16 @@ def test_a_forked_script_sees_what_it_would_see_started_with_exec(probe: Path,
     assert forked["fds"] == [0, 1, 2, 3]           # the standard streams and listdir's own
 
 
+def test_a_script_started_through_a_symlink_imports_beside_its_real_file(
+        probe: Path, tmp_path: Path) -> None:
+    link = tmp_path / "links" / "probe.py"
+    link.parent.mkdir()
+    link.symlink_to(probe)
+    forked, executed = started_both_ways(link, tmp_path)
+    assert forked["path0"] == executed["path0"] == str(probe.parent)
+    assert forked["argv"][0] == forked["file"] == str(link)
+
+
 def test_a_new_session_is_its_own(probe: Path, tmp_path: Path) -> None:
     forked, executed = started_both_ways(probe, tmp_path, start_new_session=True)
     assert forked["session"] and executed["session"]
