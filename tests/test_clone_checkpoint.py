@@ -208,7 +208,7 @@ def _worker(path: str, name: str, ids: list[int], start, results) -> None:
     """A separate process: walks the same ids as everyone (whole albums in each claim, as
     the cloner passes them), claims, completes, then takes whatever is left."""
     checkpoint = opened(path, name)
-    start.wait(30)
+    start.wait(60)      # every process has opened it: none has the ids to itself meanwhile
     done = []
     for first in range(0, len(ids), 10):
         batch = ids[first:first + 10]
@@ -225,12 +225,13 @@ def test_four_processes_complete_every_message_exactly_once(checkpoint_path: Pat
     ids = list(range(1, 2001))
     opened(checkpoint_path, "setup").close()
     context = mp.get_context("spawn")
-    start, results = context.Event(), context.Queue()
-    workers = [context.Process(target=_worker, args=(str(checkpoint_path), f"w{n}",
-                                                     ids, start, results)) for n in range(4)]
+    processes = 4
+    start, results = context.Barrier(processes), context.Queue()
+    workers = [context.Process(target=_worker, args=(str(checkpoint_path), f"w{n}", ids,
+                                                     start, results))
+               for n in range(processes)]
     for worker in workers:
         worker.start()
-    start.set()
     done = dict(results.get(timeout=60) for _ in workers)
     for worker in workers:
         worker.join(10)
